@@ -1,0 +1,306 @@
+"""The container lifecycle core shared by every tf1kernel frontend.
+
+One kernel is one container. :class:`KernelContainer` creates it from a
+:class:`ContainerSpec`, reports its state, signals it and removes it. The
+provisioner (and any other frontend) decides *what* to run; this module decides
+*how* it runs: loopback-only ports, the engine's init (tini) as PID 1, the host
+user's uid:gid, a private writable HOME, no capabilities, and the connection
+file copied in rather than passed on the command line or in the environment.
+
+Everything here is synchronous docker SDK code; async callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+import time
+from dataclasses import dataclass, field
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import Mount
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ReadTimeout
+
+from .engine import START_ENGINE_FIX
+from .errors import ContainerStartError, EngineUnavailable, ImageMissing, MountError
+
+log = logging.getLogger(__name__)
+
+LABEL_MANAGED = "org.tf1kernel.managed"
+LABEL_KERNEL_ID = "org.tf1kernel.kernel-id"
+LABEL_OWNER = "org.tf1kernel.owner"
+
+# The kernel listens on these fixed ports inside its own network namespace; the
+# engine maps each to a host port on 127.0.0.1 (chosen by the engine unless a
+# previous start of the same kernel already owns one).
+CONTAINER_PORTS: dict[str, int] = {
+    "shell_port": 50001,
+    "iopub_port": 50002,
+    "stdin_port": 50003,
+    "control_port": 50004,
+    "hb_port": 50005,
+}
+LOOPBACK = "127.0.0.1"
+
+# Inside the container, at the root so that no user mount can shadow it.
+CONNECTION_DIR = "/.tf1kernel"
+CONNECTION_FILE = f"{CONNECTION_DIR}/connection.json"
+HOME_DIR = "/home/tf1kernel"
+
+# Returned as the exit code when the container vanished (removed from outside).
+EXIT_CODE_MISSING = 255
+
+_PORT_CLASH_MARKERS = ("port is already allocated", "address already in use")
+_MOUNT_MARKERS = ("mounts denied", "not shared from the host", "bind source path does not exist",
+                  "invalid mount config")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to start one kernel container."""
+
+    image: str
+    kernel_id: str
+    command: list[str]
+    working_dir: str
+    user: str
+    session_key: bytes
+    signature_scheme: str = "hmac-sha256"
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    platform: str = "linux/amd64"
+    # Host ports a previous start of this kernel used; reused so that clients
+    # connected before a restart keep working. Missing entries are engine-chosen.
+    preferred_host_ports: dict[str, int] = field(default_factory=dict)
+    # What to tell the user when the image is not there (how to build or get it).
+    image_fix: str = "build the image with `tf1kernel build`"
+
+    @property
+    def name(self) -> str:
+        return f"tf1kernel-{self.kernel_id}"
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What the engine says about a kernel container."""
+
+    running: bool
+    exit_code: int | None = None
+    oom_killed: bool = False
+    missing: bool = False
+
+
+class KernelContainer:
+    """A started kernel container, addressed by id."""
+
+    def __init__(self, client: docker.DockerClient, container_id: str, host_ports: dict[str, int]) -> None:
+        self.client = client
+        self.id = container_id
+        self.host_ports = host_ports
+
+    # -- start ---------------------------------------------------------------
+
+    @classmethod
+    def start(cls, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
+        """Create and start the container; return it once the engine reports it running."""
+        check_image(client, spec)
+        remove_leftover(client, spec)
+        try:
+            container_id = create_container(client, spec, spec.preferred_host_ports)
+            try:
+                return cls._started(client, container_id)
+            except APIError as exc:
+                if not spec.preferred_host_ports or not _mentions(exc, _PORT_CLASH_MARKERS):
+                    raise
+                # Someone took one of our old ports between restarts: let the engine choose.
+                log.warning("tf1kernel: host port taken (%s); starting on new ports", exc.explanation)
+                _remove_quietly(client, container_id)
+                container_id = create_container(client, spec, {})
+                return cls._started(client, container_id)
+        except (RequestsConnectionError, ReadTimeout) as exc:
+            raise EngineUnavailable(f"Lost the Docker engine while starting the kernel: {exc}",
+                                    START_ENGINE_FIX) from None
+        except APIError as exc:
+            raise start_error(exc, spec) from None
+
+    @classmethod
+    def _started(cls, client: docker.DockerClient, container_id: str) -> KernelContainer:
+        try:
+            client.api.start(container_id)
+            attrs = client.api.inspect_container(container_id)
+        except BaseException:
+            _remove_quietly(client, container_id)
+            raise
+        return cls(client, container_id, published_ports(attrs))
+
+    # -- state and control ---------------------------------------------------
+
+    def state(self) -> ContainerState:
+        """The container's state; a container removed from outside counts as exited."""
+        try:
+            attrs = self.client.api.inspect_container(self.id)
+        except NotFound:
+            return ContainerState(running=False, exit_code=EXIT_CODE_MISSING, missing=True)
+        state = attrs["State"]
+        if state.get("Running") or state.get("Status") in ("created", "restarting", "paused"):
+            return ContainerState(running=True)
+        return ContainerState(running=False, exit_code=int(state.get("ExitCode", 1)),
+                              oom_killed=bool(state.get("OOMKilled")))
+
+    def signal(self, signum: int) -> None:
+        """Deliver a signal to the kernel (via tini, which forwards it)."""
+        try:
+            self.client.api.kill(self.id, signal=int(signum))
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: not running, nothing to signal
+                raise
+
+    def remove(self) -> None:
+        """Remove the container whatever its state; a missing container is fine."""
+        _remove_quietly(self.client, self.id)
+
+    def logs(self, lines: int = 50) -> str:
+        """The last lines the kernel printed (for diagnosing a kernel that died)."""
+        try:
+            return self.client.api.logs(self.id, tail=lines).decode("utf-8", "replace")
+        except (NotFound, APIError):
+            return ""
+
+
+# -- helpers, public so that other frontends and tests can use them ----------
+
+
+def check_image(client: docker.DockerClient, spec: ContainerSpec) -> None:
+    """Fail early, with the fix, when the image is absent or built for another architecture."""
+    try:
+        attrs = client.api.inspect_image(spec.image)
+    except ImageNotFound:
+        raise ImageMissing(f"The kernel image {spec.image} is not on the Docker engine.",
+                           spec.image_fix) from None
+    wanted = spec.platform.split("/")[-1]
+    actual = attrs.get("Architecture", wanted)
+    if actual != wanted:
+        raise ContainerStartError(
+            f"The image {spec.image} is built for linux/{actual}, but this kernel asks for {spec.platform}.",
+            f"rebuild it for {spec.platform} ({spec.image_fix}) or change the kernelspec's `platform`",
+        )
+
+
+def remove_leftover(client: docker.DockerClient, spec: ContainerSpec) -> None:
+    """Remove a container of ours with this kernel's name (left by an earlier start)."""
+    try:
+        attrs = client.api.inspect_container(spec.name)
+    except NotFound:
+        return
+    labels = attrs["Config"].get("Labels") or {}
+    if labels.get(LABEL_KERNEL_ID) != spec.kernel_id:
+        raise ContainerStartError(
+            f"A container named {spec.name} exists and does not belong to tf1kernel.",
+            f"remove or rename it (`docker rm -f {spec.name}`)",
+        )
+    _remove_quietly(client, attrs["Id"])
+
+
+def create_container(client: docker.DockerClient, spec: ContainerSpec, host_ports: dict[str, int]) -> str:
+    """Create (not start) the container and copy its connection file in."""
+    uid, _, gid = spec.user.partition(":")
+    env = {**spec.env, "HOME": HOME_DIR}
+    created = client.api.create_container(
+        image=spec.image,
+        command=[*spec.command, "-f", CONNECTION_FILE],
+        name=spec.name,
+        user=spec.user,
+        working_dir=spec.working_dir,
+        environment=env,
+        labels={**spec.labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id},
+        ports=list(CONTAINER_PORTS.values()),
+        hostname="tf1kernel",
+        host_config=client.api.create_host_config(
+            init=True,
+            port_bindings={port: (LOOPBACK, host_ports.get(name)) for name, port in CONTAINER_PORTS.items()},
+            mounts=[Mount(target=spec.working_dir, source=spec.working_dir, type="bind")],
+            tmpfs={HOME_DIR: f"uid={uid},gid={gid or uid},mode=0700"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            privileged=False,
+        ),
+    )
+    container_id: str = created["Id"]
+    try:
+        client.api.put_archive(container_id, "/", connection_archive(spec))
+    except BaseException:
+        _remove_quietly(client, container_id)
+        raise
+    return container_id
+
+
+def connection_archive(spec: ContainerSpec) -> bytes:
+    """A tar holding the in-container connection file, readable by the kernel user only."""
+    uid, _, gid = spec.user.partition(":")
+    info = {
+        "ip": "0.0.0.0",  # inside the container's own network namespace only
+        "transport": "tcp",
+        "key": spec.session_key.decode(),
+        "signature_scheme": spec.signature_scheme,
+        "kernel_name": "",
+        **CONTAINER_PORTS,
+    }
+    payload = json.dumps(info, indent=1).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directory = tarfile.TarInfo(CONNECTION_DIR.lstrip("/"))
+        directory.type, directory.mode = tarfile.DIRTYPE, 0o700
+        entry = tarfile.TarInfo(CONNECTION_FILE.lstrip("/"))
+        entry.size, entry.mode = len(payload), 0o600
+        for member in (directory, entry):
+            member.uid, member.gid, member.mtime = int(uid), int(gid or uid), int(time.time())
+        tar.addfile(directory)
+        tar.addfile(entry, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
+def published_ports(attrs: dict) -> dict[str, int]:
+    """Map connection-info port names to the host ports the engine bound."""
+    bound = attrs["NetworkSettings"]["Ports"] or {}
+    ports: dict[str, int] = {}
+    for name, port in CONTAINER_PORTS.items():
+        bindings = bound.get(f"{port}/tcp") or []
+        loopback = [b for b in bindings if b.get("HostIp") == LOOPBACK]
+        if not loopback:
+            raise ContainerStartError(f"The engine did not publish the kernel's {name} on {LOOPBACK}.",
+                                      "check the engine's port publishing (`docker port`)")
+        ports[name] = int(loopback[0]["HostPort"])
+    return ports
+
+
+def start_error(exc: APIError, spec: ContainerSpec) -> Exception:
+    """Turn an engine refusal into the error type that names the fix."""
+    if _mentions(exc, _MOUNT_MARKERS):
+        return MountError(
+            f"The engine cannot mount {spec.working_dir}: {exc.explanation}",
+            "share that folder with the engine (Docker Desktop: Settings > Resources > File sharing; "
+            "Colima/Lima: add it to `mounts`), or open the notebook from a shared folder",
+        )
+    return ContainerStartError(f"The engine refused to start the kernel container: {exc.explanation}",
+                               "see the message above; `tf1kernel list` shows the kernel's image and options")
+
+
+def _mentions(exc: DockerException, markers: tuple[str, ...]) -> bool:
+    text = str(getattr(exc, "explanation", None) or exc).lower()
+    return any(marker in text for marker in markers)
+
+
+def _remove_quietly(client: docker.DockerClient, container_id: str) -> None:
+    try:
+        client.api.remove_container(container_id, force=True, v=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        if exc.status_code != 409:  # 409: removal already in progress
+            raise

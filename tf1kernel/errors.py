@@ -1,0 +1,45 @@
+"""Errors a user can act on.
+
+Every failure tf1kernel reports is one of these: a short statement of what is
+wrong plus the fix. The CLI prints both; inside Jupyter the message reaches the
+frontend's "Error starting kernel" dialog, so it must read well on its own.
+"""
+
+from __future__ import annotations
+
+
+class Tf1KernelError(Exception):
+    """Base class: ``message`` says what went wrong, ``fix`` what to do about it."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(f"{message}\nFix: {fix}")
+
+
+class EngineUnavailable(Tf1KernelError):
+    """The Docker engine cannot be reached (not running, wrong DOCKER_HOST, no permission)."""
+
+
+class ImageMissing(Tf1KernelError):
+    """The kernel image is not present on the engine."""
+
+
+class InvalidOption(Tf1KernelError):
+    """A configuration value (kernel.json, config file or command line) is not acceptable."""
+
+
+class MountError(Tf1KernelError):
+    """The kernel's working directory cannot be mounted into the container."""
+
+
+class ContainerStartError(Tf1KernelError):
+    """The engine refused to create or start the kernel container."""
+
+
+class BuildError(Tf1KernelError):
+    """Building a kernel image failed."""
+
+
+class KernelspecError(Tf1KernelError):
+    """Installing, listing or removing a kernelspec failed."""

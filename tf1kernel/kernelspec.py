@@ -1,0 +1,105 @@
+"""tf1kernel kernelspecs: render kernel.json from the template, install, list, remove.
+
+Installation goes through jupyter_client's KernelSpecManager, so the usual
+locations and flags apply (``--user``, ``--sys-prefix``, ``--prefix``) and
+``jupyter kernelspec list`` sees the result.
+"""
+
+from __future__ import annotations
+
+import json
+import platform as host_platform
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+from .errors import InvalidOption, KernelspecError
+from .images import DEFAULT_RECIPE
+from .resources import data_dir
+
+PROVISIONER_NAME = "tf1kernel"
+ARCH_LABELS = {"arm64": "ARM64", "x86_64": "x86-64"}
+_ARCH_ALIASES = {"arm64": "arm64", "aarch64": "arm64", "x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64"}
+
+
+def normalize_arch(value: str) -> str:
+    """Map any common spelling of an architecture to ``arm64`` or ``x86_64``."""
+    arch = _ARCH_ALIASES.get(value.lower())
+    if arch is None:
+        raise InvalidOption(f"Unknown architecture {value!r}.", "use --arch arm64 or --arch x86_64")
+    return arch
+
+
+def host_arch() -> str:
+    return normalize_arch(host_platform.machine())
+
+
+def default_kernel_name(arch: str) -> str:
+    return f"tf1.15-{ARCH_LABELS[arch].lower()}"
+
+
+def render_kernel_json(arch: str, image: str = DEFAULT_RECIPE.tag, platform: str = DEFAULT_RECIPE.platform,
+                       display_name: str | None = None) -> dict[str, Any]:
+    """kernel.json for this host: the template with interpreter, labels and image filled in."""
+    spec: dict[str, Any] = json.loads((data_dir("kernelspecs") / "tf1kernel" / "kernel.json").read_text())
+    spec["argv"][0] = sys.executable
+    spec["display_name"] = display_name or spec["display_name"].replace("{arch_label}", ARCH_LABELS[arch])
+    spec["metadata"]["kernel_provisioner"]["config"].update(image=image, platform=platform)
+    spec["metadata"]["tf1kernel"] = {"arch": arch}
+    return spec
+
+
+def install(spec: dict[str, Any], name: str, *, user: bool = False, prefix: str | None = None) -> str:
+    """Install kernel.json under `name`; return the kernelspec's folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+        try:
+            return KernelSpecManager().install_kernel_spec(folder, name, user=user, prefix=prefix, replace=True)
+        except PermissionError as exc:
+            raise KernelspecError(
+                f"No permission to write {exc.filename}.",
+                "install for yourself with --user, or into this environment with --sys-prefix",
+            ) from None
+        except ValueError as exc:  # invalid kernel name
+            raise KernelspecError(str(exc), "use letters, digits, '.', '_' and '-' in --name") from None
+
+
+@dataclass(frozen=True)
+class InstalledKernel:
+    name: str
+    resource_dir: str
+    display_name: str
+    config: dict[str, Any]
+
+
+def installed() -> list[InstalledKernel]:
+    """Every kernelspec Jupyter can see that runs through the tf1kernel provisioner."""
+    found = []
+    for name, entry in sorted(KernelSpecManager().get_all_specs().items()):
+        spec = entry.get("spec", {})
+        provisioner = spec.get("metadata", {}).get("kernel_provisioner", {})
+        if provisioner.get("provisioner_name") == PROVISIONER_NAME:
+            found.append(InstalledKernel(name, entry["resource_dir"], spec.get("display_name", name),
+                                         provisioner.get("config", {})))
+    return found
+
+
+def remove(name: str) -> str:
+    """Remove the tf1kernel kernelspec `name`; return the folder that was removed."""
+    manager = KernelSpecManager()
+    try:
+        spec = manager.get_kernel_spec(name)
+    except NoSuchKernel:
+        raise KernelspecError(f"No kernel named {name!r}.", "`tf1kernel list` shows the installed ones") from None
+    if spec.metadata.get("kernel_provisioner", {}).get("provisioner_name") != PROVISIONER_NAME:
+        raise KernelspecError(f"The kernel {name!r} is not a tf1kernel kernel.",
+                              f"remove it with `jupyter kernelspec remove {name}`")
+    try:
+        return manager.remove_kernel_spec(name)
+    except PermissionError as exc:
+        raise KernelspecError(f"No permission to remove {exc.filename}.",
+                              "run the command as the user who installed it") from None

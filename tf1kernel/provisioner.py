@@ -1,0 +1,261 @@
+"""The jupyter_client kernel provisioner: one kernel, one container.
+
+kernel.json names this class through ``metadata.kernel_provisioner``; its
+``config`` block (or a traitlets config file, for example
+``c.DockerProvisioner.image = ...`` in ``jupyter_server_config.py``) sets the
+traits below. The container itself is handled by :mod:`tf1kernel.container`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import signal
+import socket
+from typing import Any
+
+import docker
+from docker.errors import DockerException
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from requests.exceptions import RequestException
+from traitlets import Enum, List, TraitError, Unicode, validate
+
+from . import engine
+from .container import LABEL_OWNER, LOOPBACK, ContainerSpec, KernelContainer
+from .errors import InvalidOption
+from .images import DEFAULT_RECIPE, build_hint, check_image_reference
+from .workdir import mountable_working_dir
+
+DEFAULT_ENV_ALLOWLIST = [
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "JPY_SESSION_NAME",
+    "PYTHONHASHSEED",
+    "PYTHONWARNINGS",
+    "PYTHONUNBUFFERED",
+    "TF_*",
+    "OMP_NUM_THREADS",
+]
+
+# How long the engine may be unreachable before a kernel counts as dead.
+ENGINE_GRACE_SECONDS = 10.0
+
+
+class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+    """Runs ipykernel inside a Docker container of a TensorFlow 1.15 image."""
+
+    image = Unicode(
+        DEFAULT_RECIPE.tag,
+        config=True,
+        help="The kernel image: a Python with ipykernel and TensorFlow (built by `tf1kernel build`).",
+    )
+    platform = Enum(
+        ["linux/amd64", "linux/arm64"],
+        DEFAULT_RECIPE.platform,
+        config=True,
+        help="The image's platform. linux/amd64 runs emulated on ARM64 hosts.",
+    )
+    python = Unicode(
+        "python",
+        config=True,
+        help="The Python interpreter inside the image that runs `-m ipykernel_launcher`.",
+    )
+    docker_host = Unicode(
+        "",
+        config=True,
+        help="Docker engine URL (unix://, tcp://, ssh://). Empty: DOCKER_HOST, then the current docker context.",
+    )
+    user = Unicode(
+        "",
+        config=True,
+        help="uid:gid the kernel runs as. Empty: the uid:gid of the user running Jupyter, "
+        "so that files the kernel writes belong to them.",
+    )
+    env_allowlist = List(
+        Unicode(),
+        DEFAULT_ENV_ALLOWLIST,
+        config=True,
+        help="Names (fnmatch patterns) of server environment variables passed into the container. "
+        "Variables set in the kernelspec's `env` are always passed.",
+    )
+
+    container: KernelContainer | None = None
+    _client: docker.DockerClient | None = None
+    _spec: ContainerSpec | None = None
+    _host_ports: dict[str, int] | None = None
+    _engine_lost_since: float | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(self.class_trait_names()) - {"parent", "config", "log"})
+        if unknown:
+            raise InvalidOption(
+                f"Unknown tf1kernel option(s) {', '.join(unknown)} in {self._config_source(kwargs)}.",
+                f"use only: {', '.join(sorted(self.class_trait_names(config=True)))}",
+            )
+        try:
+            super().__init__(**kwargs)
+        except TraitError as exc:
+            raise InvalidOption(f"Bad tf1kernel option in {self._config_source(kwargs)}: {exc}",
+                                "correct the value (see `tf1kernel list`)") from None
+
+    @staticmethod
+    def _config_source(kwargs: dict[str, Any]) -> str:
+        spec = kwargs.get("kernel_spec")
+        where = getattr(spec, "resource_dir", "") if spec else ""
+        return f"{where}/kernel.json metadata.kernel_provisioner.config" if where else "the provisioner config"
+
+    @validate("image")
+    def _valid_image(self, proposal: dict[str, Any]) -> str:
+        return check_image_reference(proposal["value"])
+
+    @validate("user")
+    def _valid_user(self, proposal: dict[str, Any]) -> str:
+        value: str = proposal["value"]
+        uid, _, gid = value.partition(":")
+        if value and not (uid.isdigit() and (gid == "" or gid.isdigit())):
+            raise TraitError(f"user must be numeric uid or uid:gid, not {value!r}")
+        return value
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def has_process(self) -> bool:
+        return self.container is not None
+
+    async def poll(self) -> int | None:
+        if self.container is None:
+            return 0
+        try:
+            state = await asyncio.to_thread(self.container.state)
+        except (DockerException, RequestException) as exc:
+            return self._engine_unreachable(exc)
+        self._engine_lost_since = None
+        if state.running:
+            return None
+        if state.missing:
+            self.log.warning("tf1kernel: container of kernel %s was removed outside Jupyter", self.kernel_id)
+        return state.exit_code
+
+    async def wait(self) -> int | None:
+        exit_code = await self.poll()
+        while exit_code is None:
+            await asyncio.sleep(0.2)
+            exit_code = await self.poll()
+        await self._remove_container()
+        return exit_code
+
+    async def send_signal(self, signum: int) -> None:
+        if self.container is not None and signum != 0:
+            await asyncio.to_thread(self.container.signal, signum)
+
+    async def kill(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGKILL)
+
+    async def terminate(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGTERM)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await self._remove_container()
+        if not restart:
+            self._host_ports = None
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        kwargs.pop("transport_encryption", None)  # ipykernel 6.16 (Python 3.7) has no CurveZMQ
+        km = self.parent
+        if km is not None and km.transport != "tcp":
+            raise InvalidOption(f"tf1kernel kernels need the tcp transport, not {km.transport!r}.",
+                                "remove the `transport` setting from your Jupyter configuration")
+        extra_arguments = kwargs.pop("extra_arguments", [])
+        kwargs = await super().pre_launch(cmd=[self.python, "-m", "ipykernel_launcher", *extra_arguments],
+                                          **kwargs)
+        working_dir = mountable_working_dir(kwargs.get("cwd") or os.getcwd())
+        self._spec = ContainerSpec(
+            image=self.image,
+            platform=self.platform,
+            kernel_id=self.kernel_id or "",
+            command=kwargs["cmd"],
+            working_dir=working_dir,
+            user=self.user or f"{os.getuid()}:{os.getgid()}",
+            session_key=km.session.key if km is not None else b"",
+            signature_scheme=km.session.signature_scheme if km is not None else "hmac-sha256",
+            env=self._container_env(kwargs["env"]),
+            labels={LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}"},
+            preferred_host_ports=self._host_ports or {},
+            image_fix=build_hint(self.image),
+        )
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        assert self._spec is not None, "pre_launch must run first"
+        client = await self._engine()
+        self.container = await asyncio.to_thread(KernelContainer.start, client, self._spec)
+        self._host_ports = self.container.host_ports
+        self.log.info("tf1kernel: kernel %s runs in container %s (%s), ports on %s",
+                      self.kernel_id, self.container.id[:12], self.image, LOOPBACK)
+        info: dict[str, Any] = dict(self.parent.get_connection_info()) if self.parent else {}
+        info.update(ip=LOOPBACK, transport="tcp", **self.container.host_ports)
+        self.connection_info = info
+        return self.connection_info
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info = await super().get_provisioner_info()
+        info.update(
+            container_id=self.container.id if self.container else None,
+            host_ports=self._host_ports,
+            image=self.image,
+            docker_host=self.docker_host,
+        )
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        await super().load_provisioner_info(provisioner_info)
+        self._host_ports = provisioner_info.get("host_ports")
+        container_id = provisioner_info.get("container_id")
+        if container_id:
+            self.container = KernelContainer(await self._engine(), container_id, self._host_ports or {})
+
+    def get_stable_start_time(self, recommended: float = 10.0) -> float:
+        # TensorFlow 1.15 under emulation takes far longer than a local kernel to come up.
+        return max(recommended, 30.0)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _container_env(self, server_env: dict[str, str]) -> dict[str, str]:
+        """The allowlisted part of the server's environment plus the kernelspec's own `env`."""
+        from_spec = set(self.kernel_spec.env) if self.kernel_spec else set()
+        return {
+            name: value
+            for name, value in server_env.items()
+            if name in from_spec or any(fnmatch.fnmatchcase(name, pattern) for pattern in self.env_allowlist)
+        }
+
+    async def _engine(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = await asyncio.to_thread(engine.connect, self.docker_host or None)
+        return self._client
+
+    async def _remove_container(self) -> None:
+        container, self.container = self.container, None
+        if container is None:
+            return
+        try:
+            await asyncio.to_thread(container.remove)
+        except (DockerException, RequestException) as exc:
+            self.log.warning("tf1kernel: could not remove container %s: %s", container.id[:12], exc)
+
+    def _engine_unreachable(self, exc: Exception) -> int | None:
+        """Tolerate a short engine outage; after that the kernel is reported dead."""
+        now = asyncio.get_running_loop().time()
+        if self._engine_lost_since is None:
+            self._engine_lost_since = now
+            self.log.warning("tf1kernel: lost the Docker engine (%s); kernel %s state unknown",
+                             exc, self.kernel_id)
+        if now - self._engine_lost_since < ENGINE_GRACE_SECONDS:
+            return None
+        self.log.error("tf1kernel: Docker engine unreachable for %.0f s; kernel %s is considered dead",
+                       now - self._engine_lost_since, self.kernel_id)
+        return 1
