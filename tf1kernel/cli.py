@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("tf1kernel: interrupted")
         return 130
+    except Exception as exc:
+        if os.environ.get("TF1KERNEL_DEBUG"):
+            raise
+        err.print(f"[bold red]tf1kernel:[/] unexpected {type(exc).__name__}: {exc}", highlight=False)
+        err.print("[bold]Fix:[/] rerun with TF1KERNEL_DEBUG=1 for the full traceback, and report it", highlight=False)
+        return 1
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -14,9 +14,12 @@ from docker.errors import DockerException
 
 from .errors import EngineUnavailable
 
-# Long enough for a loaded engine, short enough that a dead endpoint is reported
-# well inside the 60 s that nbclient and VS Code wait for a kernel.
-DEFAULT_TIMEOUT = 30.0
+# The first request only asks the engine's version: a live engine answers at
+# once, so a dead or wrong endpoint is reported within seconds.
+PROBE_TIMEOUT = 8
+# Later requests may meet a loaded engine (a dozen kernels starting on 2 cores),
+# but still end well inside the 60 s that nbclient and VS Code wait for a kernel.
+DEFAULT_TIMEOUT = 45
 
 START_ENGINE_FIX = (
     "start Docker (Docker Desktop, `colima start`, OrbStack, or `sudo systemctl start docker`), "
@@ -35,20 +38,22 @@ def endpoint_description(base_url: str | None) -> str:
     return "the current docker context"
 
 
-def connect(base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> docker.DockerClient:
+def connect(base_url: str | None = None, timeout: int = DEFAULT_TIMEOUT) -> docker.DockerClient:
     """Return a client for the engine, or raise EngineUnavailable naming the fix.
 
     The API version is negotiated so that old engines (Debian's 20.10 speaks API
     1.41) work with a newer SDK.
     """
     where = endpoint_description(base_url)
+    probe_timeout = min(PROBE_TIMEOUT, timeout)
     try:
         if base_url:
-            client = docker.DockerClient(base_url=base_url, version="auto", timeout=int(timeout))
+            client = docker.DockerClient(base_url=base_url, version="auto", timeout=probe_timeout)
         else:
-            client = docker.from_env(version="auto", timeout=int(timeout))
+            client = docker.from_env(version="auto", timeout=probe_timeout)
     except DockerException as exc:
         raise engine_error(exc, where) from None
+    client.api.timeout = timeout
     return client
 
 

@@ -64,6 +64,11 @@ def install(spec: dict[str, Any], name: str, *, user: bool = False, prefix: str 
                 f"No permission to write {exc.filename}.",
                 "install for yourself with --user, or into this environment with --sys-prefix",
             ) from None
+        except OSError as exc:
+            raise KernelspecError(
+                f"Cannot write the kernelspec to {exc.filename}: {exc.strerror}.",
+                "choose a writable location: --user, --sys-prefix, or --prefix PATH",
+            ) from None
         except ValueError as exc:  # invalid kernel name
             raise KernelspecError(str(exc), "use letters, digits, '.', '_' and '-' in --name") from None
 

@@ -96,6 +96,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                 f"Unknown tf1kernel option(s) {', '.join(unknown)} in {self._config_source(kwargs)}.",
                 f"use only: {', '.join(sorted(self.class_trait_names(config=True)))}",
             )
+        for name, value in kwargs.items():
+            # traitlets would quietly turn a string into a list of its characters.
+            if isinstance(self.class_traits().get(name), List) and not isinstance(value, (list, tuple)):
+                raise InvalidOption(f"tf1kernel option {name} in {self._config_source(kwargs)} must be a list, "
+                                    f"not {value!r}.", f'write it as a JSON list, for example ["{value}"]')
         try:
             super().__init__(**kwargs)
         except TraitError as exc:

@@ -1,0 +1,109 @@
+"""The `tf1kernel` command as a user runs it: install, list, remove, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.engine
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *phrases: str, code: int = 1) -> None:
+    assert result.returncode == code, result
+    assert "Traceback" not in result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+
+
+def only(jupyter_path: Path) -> dict[str, str]:
+    """An environment in which Jupyter sees the kernelspecs under jupyter_path and no others."""
+    return {"JUPYTER_PATH": str(jupyter_path), "JUPYTER_DATA_DIR": str(jupyter_path.parent / "data"),
+            "HOME": str(jupyter_path.parent)}
+
+
+def kernelspec_names(jupyter_path: Path) -> dict[str, str]:
+    listing = subprocess.run([sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"], check=True,
+                             capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **only(jupyter_path)})
+    specs = json.loads(listing.stdout)["kernelspecs"]
+    return {name: entry["spec"]["display_name"] for name, entry in specs.items()}
+
+
+def test_install_list_remove_with_prefix(kernel_image: str, tmp_path: Path) -> None:
+    prefix = tmp_path / "env"
+    jupyter_path = prefix / "share" / "jupyter"
+    assert run_cli("install", "--prefix", str(prefix)).returncode == 0
+    assert run_cli("install", "--prefix", str(prefix), "--arch", "arm64").returncode == 0
+    names = kernelspec_names(jupyter_path)
+    assert names["tf1.15-x86-64"] == "TensorFlow 1.15 (x86-64)"
+    assert names["tf1.15-arm64"] == "TensorFlow 1.15 (ARM64)"
+
+    spec = json.loads((jupyter_path / "kernels" / "tf1.15-arm64" / "kernel.json").read_text())
+    assert spec["argv"][0] == sys.executable and spec["argv"][-1] == "{connection_file}"
+    assert spec["metadata"]["kernel_provisioner"]["provisioner_name"] == "tf1kernel"
+
+    listing = run_cli("list", env=only(jupyter_path))
+    assert listing.returncode == 0 and "tf1.15-arm64" in listing.stdout and "yes" in listing.stdout
+
+    assert run_cli("remove", "tf1.15-arm64", "tf1.15-x86-64", env=only(jupyter_path)).returncode == 0
+    assert list(kernelspec_names(jupyter_path)) == ["python3"]
+
+
+def test_install_user_and_custom_names(kernel_image: str, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"HOME": str(home), "JUPYTER_DATA_DIR": str(home / ".local/share/jupyter")}
+    result = run_cli("install", "--user", "--name", "course-tf1", "--display-name", "Course (TF1)", env=env)
+    assert result.returncode == 0, result.stderr
+    spec = json.loads((home / ".local/share/jupyter/kernels/course-tf1/kernel.json").read_text())
+    assert spec["display_name"] == "Course (TF1)"
+
+
+def test_install_refuses_missing_image(tmp_path: Path) -> None:
+    result = run_cli("install", "--prefix", str(tmp_path), "--image", "tf1kernel/tensorflow:no-such-tag")
+    assert_clean_failure(result, "tf1kernel/tensorflow:no-such-tag", "Fix:", "--skip-checks")
+    assert not (tmp_path / "share").exists()
+
+
+def test_install_without_engine(tmp_path: Path) -> None:
+    result = run_cli("install", "--prefix", str(tmp_path), env={"DOCKER_HOST": "unix:///nonexistent.sock"},
+                     timeout=15)
+    assert_clean_failure(result, "Cannot reach the Docker engine at unix:///nonexistent.sock", "Fix:")
+
+
+def test_list_without_engine_still_lists(kernel_image: str, tmp_path: Path) -> None:
+    assert run_cli("install", "--prefix", str(tmp_path)).returncode == 0
+    result = run_cli("list", env={"DOCKER_HOST": "unix:///nonexistent.sock", **only(tmp_path / "share/jupyter")},
+                     timeout=15)
+    assert result.returncode == 0 and "tf1.15-x86-64" in result.stdout and "unknown" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "phrases", "code"),
+    [
+        (["install", "--arch", "sparc"], ["invalid choice: 'sparc'"], 2),
+        (["install", "--user", "--sys-prefix"], ["not allowed with"], 2),
+        (["install", "--image", "Bad Image"], ["not a valid image reference", "Fix:"], 1),
+        (["install", "--skip-checks", "--prefix", "/proc/forbidden"], ["Fix:"], 1),
+        (["remove", "no-such-kernel"], ["No kernel named 'no-such-kernel'", "tf1kernel list"], 1),
+        (["build", "--ca-bundle", "/nonexistent/ca.pem"], ["Cannot read the CA bundle", "--no-ca-bundle"], 1),
+        (["build", "--ca-bundle", "/etc/hostname"], ["holds no PEM certificate"], 1),
+        (["build", "--tag", "UPPER:case"], ["not a valid image reference"], 1),
+        (["frobnicate"], ["invalid choice"], 2),
+    ],
+)
+def test_cli_errors_name_the_fix(args: list[str], phrases: list[str], code: int) -> None:
+    assert_clean_failure(run_cli(*args, timeout=15), *phrases, code=code)
+
+
+def test_remove_refuses_foreign_kernels(tmp_path: Path) -> None:
+    foreign = tmp_path / "share/jupyter/kernels/plain"
+    foreign.mkdir(parents=True)
+    (foreign / "kernel.json").write_text(json.dumps({"argv": ["python"], "display_name": "x", "language": "python"}))
+    result = run_cli("remove", "plain", env=only(tmp_path / "share/jupyter"))
+    assert_clean_failure(result, "not a tf1kernel kernel", "jupyter kernelspec remove plain")
+    assert foreign.exists()

@@ -1,0 +1,206 @@
+"""A TF 1.15 kernel in a real container, driven through a real jupyter_client KernelManager."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import docker
+import pytest
+from jupyter_client.manager import KernelManager
+
+from tests.conftest import install_variant
+from tests.kernels import execute, running_kernel, start_nonblocking, wait_reply
+from tf1kernel.container import LABEL_KERNEL_ID, LABEL_OWNER
+from tf1kernel.provisioner import DockerProvisioner
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
+
+
+def container_of(manager: KernelManager) -> str:
+    provisioner = manager.provisioner
+    assert isinstance(provisioner, DockerProvisioner) and provisioner.container is not None
+    return provisioner.container.id
+
+
+def test_tf115_session_computes(tf1_kernel: str, tmp_path: Path) -> None:
+    with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
+        result = execute(client, """
+import tensorflow as tf
+x = tf.placeholder(tf.float32, shape=[None, 2])
+w = tf.Variable([[1.0], [2.0]])
+y = tf.matmul(x, w) + 0.5
+with tf.Session() as sess:
+    sess.run(tf.global_variables_initializer())
+    print(tf.__version__, sess.run(y, feed_dict={x: [[1, 1], [3, 4]]}).ravel().tolist())
+""")
+    assert result.status == "ok", result
+    assert result.stdout.splitlines()[-1] == "1.15.5 [3.5, 11.5]"
+
+
+def test_runs_in_working_dir_and_files_reach_host(tf1_kernel: str, tmp_path: Path) -> None:
+    (tmp_path / "data.csv").write_text("1,2\n3,4\n")
+    with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
+        result = execute(client, """
+import os, numpy as np
+print(os.getcwd())
+np.savetxt("doubled.csv", 2 * np.loadtxt("data.csv", delimiter=","), delimiter=",", fmt="%d")
+""")
+    assert result.status == "ok", result
+    assert result.stdout.strip() == str(tmp_path)
+    written = tmp_path / "doubled.csv"
+    assert written.read_text() == "2,4\n6,8\n"
+    assert (written.stat().st_uid, written.stat().st_gid) == (os.getuid(), os.getgid())
+
+
+def test_kernel_user_home_and_init(tf1_kernel: str, tmp_path: Path) -> None:
+    with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
+        result = execute(client, """
+import os
+home = os.path.expanduser("~")
+open(os.path.join(home, "probe"), "w").write("ok")
+print(os.getuid(), os.getgid(), home, open("/proc/1/cmdline").read().split("\\0")[0])
+""")
+    assert result.status == "ok", result
+    uid, gid, home, pid1 = result.stdout.split()
+    assert (int(uid), int(gid)) == (os.getuid(), os.getgid())
+    assert home == "/home/tf1kernel"
+    assert os.path.basename(pid1) in ("docker-init", "tini", "tini-static")
+
+
+def test_interrupt_raises_keyboardinterrupt_and_kernel_survives(tf1_kernel: str, tmp_path: Path) -> None:
+    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
+        execute(client, "state = 41")
+        msg_id = start_nonblocking(client, "import time\nfor _ in range(600): time.sleep(0.1)")
+        time.sleep(2)
+        started = time.monotonic()
+        manager.interrupt_kernel()
+        reply = wait_reply(client, msg_id, timeout=30)
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert time.monotonic() - started < 10
+        assert manager.is_alive()
+        assert execute(client, "print(state + 1)").stdout.strip() == "42"
+
+
+def test_restart_gives_fresh_kernel_on_same_ports(tf1_kernel: str, tmp_path: Path,
+                                                  docker_client: docker.DockerClient) -> None:
+    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
+        execute(client, "marker = 'before restart'")
+        old_container, old_ports = container_of(manager), manager.get_connection_info()
+        manager.restart_kernel(now=False)
+        client.wait_for_ready(timeout=90)
+        result = execute(client, "print('marker' in globals())")
+        assert result.stdout.strip() == "False"
+        assert container_of(manager) != old_container
+        new_ports = manager.get_connection_info()
+        assert [new_ports[p] for p in ("shell_port", "iopub_port", "hb_port")] == \
+               [old_ports[p] for p in ("shell_port", "iopub_port", "hb_port")]
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.api.inspect_container(old_container)
+
+
+def test_shutdown_and_kill_remove_container(tf1_kernel: str, tmp_path: Path,
+                                            docker_client: docker.DockerClient) -> None:
+    for now in (False, True):
+        manager = KernelManager(kernel_name=tf1_kernel)
+        manager.start_kernel(cwd=str(tmp_path))
+        container_id = container_of(manager)
+        assert docker_client.api.inspect_container(container_id)["State"]["Running"]
+        manager.shutdown_kernel(now=now)
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.api.inspect_container(container_id)
+        assert not manager.has_kernel
+
+
+def test_poll_follows_container_state(tf1_kernel: str, tmp_path: Path,
+                                      docker_client: docker.DockerClient) -> None:
+    manager = KernelManager(kernel_name=tf1_kernel, autorestart=False)
+    manager.start_kernel(cwd=str(tmp_path))
+    try:
+        provisioner = manager.provisioner
+        assert manager.is_alive()
+        assert asyncio.run(provisioner.poll()) is None
+        docker_client.api.kill(container_of(manager), signal="SIGKILL")
+        deadline = time.monotonic() + 15
+        while manager.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert asyncio.run(provisioner.poll()) == 137
+    finally:
+        manager.shutdown_kernel(now=True)
+
+
+def test_container_labels_ports_and_persisted_id(tf1_kernel: str, tmp_path: Path,
+                                                docker_client: docker.DockerClient) -> None:
+    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, _):
+        attrs = docker_client.api.inspect_container(container_of(manager))
+        assert attrs["Name"] == f"/tf1kernel-{manager.kernel_id}"
+        assert attrs["Config"]["Labels"][LABEL_KERNEL_ID] == manager.kernel_id
+        assert attrs["Config"]["Labels"][LABEL_OWNER].endswith(f":{os.getpid()}")
+        bindings = attrs["HostConfig"]["PortBindings"]
+        assert len(bindings) == 5
+        assert {b["HostIp"] for port in bindings.values() for b in port} == {"127.0.0.1"}
+        assert attrs["HostConfig"]["Init"] is True
+
+        saved = asyncio.run(manager.provisioner.get_provisioner_info())
+        assert saved["container_id"] == attrs["Id"]
+        adopted = DockerProvisioner(kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec)
+        asyncio.run(adopted.load_provisioner_info(saved))
+        assert adopted.has_process and asyncio.run(adopted.poll()) is None
+
+
+def test_only_allowlisted_environment_reaches_kernel(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    name = install_variant(jupyter_dirs, "tf1.15-env", {}, env={"FROM_KERNELSPEC": "${HOME}/x"})
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setenv("LC_TIME", "C.UTF-8")
+    with running_kernel(name, str(tmp_path)) as (_, client):
+        result = execute(client, "import os, json; print(json.dumps(dict(os.environ)))")
+    env = json.loads(result.stdout)
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "PATH" in env
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "2" and env["LC_TIME"] == "C.UTF-8"
+    assert env["FROM_KERNELSPEC"] == f"{os.environ['HOME']}/x"
+    assert not any("JPY_PARENT_PID" in key or "KEY" in key for key in env)
+
+
+def test_docker_calls_do_not_block_the_event_loop(tf1_kernel: str, tmp_path: Path) -> None:
+    """While the provisioner restarts and stops a kernel, the server's event loop keeps ticking.
+
+    Measured over restart and shutdown, which reuse the provisioner: the first start also
+    includes jupyter_client's own synchronous entry-point scan (about 0.7 s here).
+    Run synchronously, the docker calls stall the loop for about 1 s here.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    async def scenario() -> float:
+        manager = AsyncKernelManager(kernel_name=tf1_kernel)
+        await manager.start_kernel(cwd=str(tmp_path))
+        longest, last = 0.0, time.monotonic()
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal longest, last
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                longest, last = max(longest, now - last), now
+
+        tick = asyncio.create_task(ticker())
+        await manager.restart_kernel(now=False)
+        await manager.shutdown_kernel(now=False)
+        stop.set()
+        await tick
+        return longest
+
+    assert asyncio.run(scenario()) < 0.5
+
+
+def test_signal_zero_only_probes(tf1_kernel: str, tmp_path: Path) -> None:
+    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
+        asyncio.run(manager.provisioner.send_signal(0))
+        assert manager.is_alive()
+        assert execute(client, "print(1)").stdout.strip() == "1"
