@@ -54,7 +54,7 @@ DEFAULT_RECIPE = RECIPES["emulated"]
 
 # The docker reference grammar, simplified: [registry[:port]/]path[:tag][@digest].
 _IMAGE_REFERENCE = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"
+    r"^(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?/|[a-zA-Z0-9-]+:[0-9]+/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
@@ -64,6 +64,7 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
                    "http_proxy", "https_proxy", "no_proxy", "all_proxy")
 
 PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
+BUILD_STAGE_LABEL = "org.tf1kernel.stage=wheels"
 
 
 def check_image_reference(value: str) -> str:
@@ -187,7 +188,13 @@ def build_image(
         raise EngineUnavailable(f"Lost the Docker engine during the build: {exc}", START_ENGINE_FIX) from None
     if not image_id:
         image_id = client.api.inspect_image(tag or recipe.tag)["Id"]
+    remove_build_stages(client)
     return image_id
+
+
+def remove_build_stages(client: docker.DockerClient) -> None:
+    """Delete intermediate images of the pip stage: they hold the CA bundle and the index URL."""
+    client.api.prune_images(filters={"label": [BUILD_STAGE_LABEL], "dangling": True})
 
 
 def build_error(message: str, tail: list[str], base_image: str) -> BuildError:
@@ -197,7 +204,8 @@ def build_error(message: str, tail: list[str], base_image: str) -> BuildError:
     if "certificate_verify_failed" in lowered or "certificate verify failed" in lowered:
         return BuildError(f"pip inside the build does not trust your network's TLS certificates.\n{context}",
                           "name your proxy's CA bundle with `tf1kernel build --ca-bundle PATH`")
-    if base_image.lower() in lowered and any(
+    repository = base_image.rsplit("/", 1)[-1].split(":")[0].split("@")[0].lower()
+    if repository in lowered and any(
         marker in lowered for marker in ("pull access denied", "manifest unknown", "not found", "no such host",
                                          "failed to resolve", "dial tcp", "connection refused", "timeout")
     ):

@@ -8,6 +8,7 @@ locations and flags apply (``--user``, ``--sys-prefix``, ``--prefix``) and
 from __future__ import annotations
 
 import json
+import os
 import platform as host_platform
 import sys
 import tempfile
@@ -56,6 +57,8 @@ def render_kernel_json(arch: str, image: str = DEFAULT_RECIPE.tag, platform: str
 def install(spec: dict[str, Any], name: str, *, user: bool = False, prefix: str | None = None) -> str:
     """Install kernel.json under `name`; return the kernelspec's folder."""
     with tempfile.TemporaryDirectory() as folder:
+        # install_kernel_spec copies the folder's mode: keep the kernelspec readable by every user.
+        os.chmod(folder, 0o755)
         (Path(folder) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
         try:
             return KernelSpecManager().install_kernel_spec(folder, name, user=user, prefix=prefix, replace=True)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -204,3 +208,29 @@ def test_signal_zero_only_probes(tf1_kernel: str, tmp_path: Path) -> None:
         asyncio.run(manager.provisioner.send_signal(0))
         assert manager.is_alive()
         assert execute(client, "print(1)").stdout.strip() == "1"
+
+
+def test_files_belong_to_a_non_root_host_user(tf1_kernel: str, jupyter_dirs: Path) -> None:
+    """The kernel runs as whoever runs Jupyter; shown for a non-root user even when the tests run as root."""
+    uid, gid = (os.getuid(), os.getgid()) if os.getuid() != 0 else (4242, 4242)
+    # pytest's own temporary folders are private to root; this user needs its own.
+    base = Path(tempfile.mkdtemp(prefix="tf1kernel-user-"))
+    try:
+        os.chmod(base, 0o755)
+        shutil.copytree(jupyter_dirs / "share", base / "share")
+        workdir, home = base / "project", base / "home"
+        for folder in (workdir, home):
+            folder.mkdir()
+            os.chown(folder, uid, gid)
+        env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+               "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_PATH": str(base / "share" / "jupyter"),
+               "PYTHONPATH": str(Path(__file__).parents[2])}
+        helper = Path(__file__).with_name("kernel_as_user.py")
+        done = subprocess.run([sys.executable, str(helper), tf1_kernel, str(workdir), str(uid), str(gid)],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.splitlines()[-1] == f"{uid} {gid}"
+        written = workdir / "owned.txt"
+        assert (written.stat().st_uid, written.stat().st_gid) == (uid, gid)
+    finally:
+        shutil.rmtree(base)

@@ -1,0 +1,32 @@
+"""Start a kernel as another (non-root) user and write a file from it.
+
+Run by test_files_belong_to_a_non_root_host_user as root. The interpreter lives
+in root's private folders, so one full kernel cycle runs first as root to load
+every module; then the process drops to uid:gid (keeping the docker group for
+the engine socket) and the provisioner sees exactly what it would see for that user.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import sys
+import tempfile
+
+from tests.kernels import execute, running_kernel
+
+kernel_name, workdir, uid, gid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+user_runtime_dir = os.environ["JUPYTER_RUNTIME_DIR"]
+
+with tempfile.TemporaryDirectory() as root_dir:
+    os.environ["JUPYTER_RUNTIME_DIR"] = root_dir
+    with running_kernel(kernel_name, root_dir) as (_, client):
+        execute(client, "pass")
+
+os.environ["JUPYTER_RUNTIME_DIR"] = user_runtime_dir
+os.setgroups([grp.getgrnam("docker").gr_gid])
+os.setgid(gid)
+os.setuid(uid)
+with running_kernel(kernel_name, workdir) as (_, client):
+    result = execute(client, "import os\nopen('owned.txt', 'w').write('mine')\nprint(os.getuid(), os.getgid())")
+print(result.stdout.strip())

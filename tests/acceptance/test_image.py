@@ -1,0 +1,80 @@
+"""The built kernel image: right contents, and no CA bundle or credential left in it.
+
+.ci/setup.sh builds the image the way a user behind a TLS-intercepting proxy
+would, with two markers: a throwaway CA appended to the CA bundle the host's pip
+uses, and a dummy credential in the index URL. Neither may appear anywhere in
+the final image: not in its history, config, or any layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import docker
+import pytest
+
+pytestmark = pytest.mark.engine
+
+MARKERS = Path(os.environ.get("TF1KERNEL_BUILD_MARKERS", Path(__file__).parents[2] / ".ci/state/markers.json"))
+
+
+@pytest.fixture(scope="module")
+def markers() -> dict[str, str]:
+    if not MARKERS.exists():
+        pytest.fail(f"{MARKERS} is missing: build the image with .ci/setup.sh so the markers are known",
+                    pytrace=False)
+    data: dict[str, str] = json.loads(MARKERS.read_text())
+    pem = Path(data["ca_file"]).read_text()
+    # A line from the middle of the certificate body: unique to this throwaway CA.
+    data["ca_line"] = pem.strip().splitlines()[len(pem.strip().splitlines()) // 2]
+    return data
+
+
+def test_image_runs_tf115_on_python37(docker_client: docker.DockerClient, kernel_image: str) -> None:
+    output = docker_client.containers.run(
+        kernel_image, ["python", "-c", "import sys, tensorflow as tf, ipykernel, google.protobuf as p, numpy;"
+                       "print(sys.version_info[:2], tf.__version__, ipykernel.__version__, p.__version__, "
+                       "numpy.__version__)"], remove=True)
+    assert output.decode().split("\n")[-2] == "(3, 7) 1.15.5 6.16.2 3.20.3 1.18.5"
+    assert docker_client.api.inspect_image(kernel_image)["Architecture"] == "amd64"
+
+
+def test_no_ca_or_credential_in_history_or_config(docker_client: docker.DockerClient, kernel_image: str,
+                                                 markers: dict[str, str]) -> None:
+    history = json.dumps(docker_client.api.history(kernel_image))
+    config = json.dumps(docker_client.api.inspect_image(kernel_image)["Config"])
+    for text in (history, config):
+        assert markers["secret"] not in text
+        assert "pip-ca.pem" not in text and "PIP_CERT" not in text and "PIP_INDEX_URL" not in text
+
+
+def test_no_ca_or_credential_in_any_layer(docker_client: docker.DockerClient, kernel_image: str,
+                                         markers: dict[str, str], tmp_path: Path) -> None:
+    saved = tmp_path / "image.tar"
+    with saved.open("wb") as sink:
+        for chunk in docker_client.api.get_image(kernel_image):
+            sink.write(chunk)
+    needles = [markers["secret"].encode(), markers["ca_line"].encode()]
+    layers = 0
+    with tarfile.open(saved) as image:
+        for member in image.getmembers():
+            if not member.name.endswith("layer.tar"):
+                continue
+            layers += 1
+            with tarfile.open(fileobj=image.extractfile(member)) as layer:
+                for entry in layer.getmembers():
+                    assert not entry.name.endswith(("pip-ca.pem", "ca-all.pem")), entry.name
+                    if entry.isfile():
+                        content = layer.extractfile(entry).read()
+                        for needle in needles:
+                            assert needle not in content, f"{needle[:20]!r} found in {entry.name}"
+    assert layers >= 2
+
+
+def test_build_stage_with_ca_is_not_left_on_the_engine(docker_client: docker.DockerClient, kernel_image: str) -> None:
+    from tf1kernel.images import BUILD_STAGE_LABEL
+
+    assert docker_client.api.images(all=True, filters={"label": BUILD_STAGE_LABEL}) == []

@@ -1,0 +1,49 @@
+"""Every notebook in notebooks/ runs with nbclient against the installed kernelspec, outputs checked."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
+
+NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
+
+
+def run_notebook(name: str, kernel_name: str, folder: Path) -> str:
+    """Execute a copy of the notebook inside `folder`; return all its text output."""
+    shutil.copytree(NOTEBOOKS, folder, dirs_exist_ok=True)
+    notebook = nbformat.read(folder / name, as_version=4)
+    NotebookClient(notebook, kernel_name=kernel_name, timeout=300, startup_timeout=90,
+                   resources={"metadata": {"path": str(folder)}}).execute()
+    nbformat.write(notebook, folder / name)
+    return "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                     for output in cell.outputs)
+
+
+def test_every_notebook_has_a_check() -> None:
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(CHECKS)
+
+
+def check_graph_basics(text: str, folder: Path) -> None:
+    assert "TensorFlow 1.15.5" in text
+    weights = re.search(r"weights \[([-\d.]+), ([-\d.]+)\] bias ([-\d.]+)", text)
+    assert weights, text
+    assert [round(float(v)) for v in weights.groups()] == [3, -2, 1]
+    assert float(re.search(r"^loss ([\d.]+)$", text, re.M).group(1)) < 0.01
+    checkpoint = folder / "checkpoints" / "linear.ckpt.index"
+    assert checkpoint.exists() and checkpoint.stat().st_uid == os.getuid()
+
+
+CHECKS = {"tf1-graph-basics.ipynb": check_graph_basics}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_notebook(name: str, tf1_kernel: str, tmp_path: Path) -> None:
+    CHECKS[name](run_notebook(name, tf1_kernel, tmp_path), tmp_path)

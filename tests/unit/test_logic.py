@@ -1,0 +1,162 @@
+"""Pure logic: no engine, no kernel."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpec
+
+from tf1kernel import images, kernelspec
+from tf1kernel.container import CONNECTION_FILE, CONTAINER_PORTS, ContainerSpec, connection_archive, published_ports
+from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
+from tf1kernel.provisioner import DockerProvisioner
+from tf1kernel.workdir import mountable_working_dir
+
+
+def spec(**overrides: object) -> ContainerSpec:
+    values = {"image": "img", "kernel_id": "k1", "command": ["python"], "working_dir": "/w",
+              "user": "1000:1001", "session_key": b"secret-key"}
+    return ContainerSpec(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+# -- working directory ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/etc", "/usr/lib", "/proc/1", "/tmp", "/home", "/var", "/.tf1kernel"])
+def test_system_folders_are_refused(path: str) -> None:
+    with pytest.raises(MountError):
+        mountable_working_dir(path)
+
+
+def test_project_folders_are_accepted(tmp_path: Path) -> None:
+    assert mountable_working_dir(str(tmp_path)) == str(tmp_path)
+    assert mountable_working_dir(str(tmp_path) + "/./") == str(tmp_path)
+
+
+def test_symlink_into_system_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to("/etc")
+    with pytest.raises(MountError, match="/etc"):
+        mountable_working_dir(str(tmp_path / "link"))
+
+
+# -- connection file and ports ---------------------------------------------------
+
+
+def test_connection_archive_is_private_to_the_kernel_user() -> None:
+    with tarfile.open(fileobj=io.BytesIO(connection_archive(spec()))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        entry = members[CONNECTION_FILE.lstrip("/")]
+        assert (entry.uid, entry.gid, entry.mode) == (1000, 1001, 0o600)
+        assert members[entry.name.rsplit("/", 1)[0]].mode == 0o700
+        info = json.load(tar.extractfile(entry))
+    assert info["key"] == "secret-key" and info["transport"] == "tcp"
+    assert {name: info[name] for name in CONTAINER_PORTS} == CONTAINER_PORTS
+
+
+def test_published_ports_only_accepts_loopback() -> None:
+    bound = {f"{port}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(40000 + port % 10)}]
+             for port in CONTAINER_PORTS.values()}
+    ports = published_ports({"NetworkSettings": {"Ports": bound}})
+    assert ports["shell_port"] == 40001 and len(ports) == 5
+    bound["50001/tcp"] = [{"HostIp": "0.0.0.0", "HostPort": "40001"}]
+    with pytest.raises(ContainerStartError):
+        published_ports({"NetworkSettings": {"Ports": bound}})
+
+
+# -- images -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reference", ["tf1kernel/tensorflow:1.15.5-amd64", "python:3.7-slim-bookworm",
+                                       "localhost:5000/a/b:c", "ghcr.io/org/img@sha256:" + "a" * 64, "ubuntu"])
+def test_valid_image_references(reference: str) -> None:
+    assert images.check_image_reference(reference) == reference
+
+
+@pytest.mark.parametrize("reference", ["", "UPPER/case", "has space", "trailing:", "a:b:c", "-lead"])
+def test_invalid_image_references(reference: str) -> None:
+    with pytest.raises(InvalidOption):
+        images.check_image_reference(reference)
+
+
+def test_build_hint_names_the_command() -> None:
+    assert "tf1kernel build" in images.build_hint(images.DEFAULT_RECIPE.tag)
+    assert "docker pull other:1" in images.build_hint("other:1")
+
+
+def test_ca_bundle_discovery_prefers_pip_cert(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PIP_CERT", str(tmp_path / "a.pem"))
+    assert images.host_pip_ca_bundle() == tmp_path / "a.pem"
+
+
+def test_ca_bundle_must_hold_a_certificate(tmp_path: Path) -> None:
+    (tmp_path / "empty.pem").write_text("nothing")
+    with pytest.raises(InvalidOption, match="no PEM"):
+        images.read_ca_bundle(tmp_path / "empty.pem")
+    with pytest.raises(InvalidOption, match="Cannot read"):
+        images.read_ca_bundle(tmp_path / "missing.pem")
+
+
+def test_build_context_carries_the_ca_bundle() -> None:
+    context = images.build_context(images.DEFAULT_RECIPE, b"PEM")
+    with tarfile.open(fileobj=io.BytesIO(context)) as tar:
+        assert {"Dockerfile", "requirements.txt", "constraints.txt", "pip-ca.pem"} <= set(tar.getnames())
+        assert tar.extractfile("pip-ca.pem").read() == b"PEM"
+
+
+@pytest.mark.parametrize(
+    ("message", "tail", "expected"),
+    [
+        ("The command returned a non-zero code: 1", ["SSL: CERTIFICATE_VERIFY_FAILED"], "--ca-bundle"),
+        ("pull access denied for python, repository does not exist", [], "--base-image"),
+        ("no space left on device", [], "run `tf1kernel build` again"),
+    ],
+)
+def test_build_errors_name_their_fix(message: str, tail: list[str], expected: str) -> None:
+    assert expected in images.build_error(message, tail, "python:3.7-slim-bookworm").fix
+
+
+# -- kernelspec -----------------------------------------------------------------------
+
+
+def test_kernel_json_for_each_arch() -> None:
+    arm = kernelspec.render_kernel_json("arm64")
+    assert arm["display_name"] == "TensorFlow 1.15 (ARM64)"
+    assert kernelspec.render_kernel_json("x86_64")["display_name"] == "TensorFlow 1.15 (x86-64)"
+    assert arm["argv"][1:3] == ["-m", "tf1kernel.launcher"] and "ipykernel" not in arm["argv"][2]
+    assert [a for a in arm["argv"] if "{" in a] == ["{connection_file}"]
+    assert arm["metadata"]["kernel_provisioner"]["provisioner_name"] == "tf1kernel"
+
+
+@pytest.mark.parametrize(("given", "arch"), [("aarch64", "arm64"), ("AMD64", "x86_64"), ("x86-64", "x86_64")])
+def test_arch_spellings(given: str, arch: str) -> None:
+    assert kernelspec.normalize_arch(given) == arch
+    assert kernelspec.default_kernel_name(arch) in ("tf1.15-arm64", "tf1.15-x86-64")
+
+
+def test_unknown_arch() -> None:
+    with pytest.raises(InvalidOption, match="--arch"):
+        kernelspec.normalize_arch("sparc")
+
+
+# -- provisioner configuration ----------------------------------------------------------
+
+
+def provisioner(**config: object) -> DockerProvisioner:
+    return DockerProvisioner(kernel_id="k", kernel_spec=KernelSpec(env={"FROM_SPEC": "1"}), **config)
+
+
+@pytest.mark.parametrize("config", [{"platform": "linux/mips"}, {"image": "Bad Ref"}, {"user": "root"},
+                                    {"imag": "x"}, {"python": 3}, {"env_allowlist": "LANG"}])
+def test_bad_configuration_is_refused(config: dict[str, object]) -> None:
+    with pytest.raises(InvalidOption):
+        provisioner(**config)
+
+
+def test_environment_allowlist() -> None:
+    env = provisioner(env_allowlist=["LANG", "TF_*"])._container_env(
+        {"LANG": "C", "TF_X": "1", "AWS_SECRET_ACCESS_KEY": "s", "FROM_SPEC": "1", "PATH": "/x"})
+    assert env == {"LANG": "C", "TF_X": "1", "FROM_SPEC": "1"}
