@@ -18,6 +18,7 @@ import logging
 import tarfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -51,6 +52,22 @@ CONNECTION_DIR = "/.tf1kernel"
 CONNECTION_FILE = f"{CONNECTION_DIR}/connection.json"
 HOME_DIR = "/home/tf1kernel"
 
+# The kernel's entry point when it must not outlive its caller. The caller holds
+# the container's stdin open through an attach connection (stdin_once): when the
+# caller dies the engine closes stdin, this thread sees EOF, the kernel exits, and
+# AutoRemove deletes the container. Python 3.7 syntax: it runs inside the image.
+LIFELINE = """\
+import os, sys, threading
+def _lifeline():
+    while os.read(0, 4096):
+        pass
+    os._exit(0)
+threading.Thread(target=_lifeline, name="tf1kernel-lifeline", daemon=True).start()
+import runpy
+sys.argv[0] = "ipykernel_launcher"
+runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+"""
+
 # Returned as the exit code when the container vanished (removed from outside).
 EXIT_CODE_MISSING = 255
 
@@ -65,23 +82,34 @@ class ContainerSpec:
 
     image: str
     kernel_id: str
-    command: list[str]
     working_dir: str
     user: str
     session_key: bytes
     signature_scheme: str = "hmac-sha256"
+    python: str = "python"
+    kernel_arguments: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     platform: str = "linux/amd64"
     # Host ports a previous start of this kernel used; reused so that clients
     # connected before a restart keep working. Missing entries are engine-chosen.
     preferred_host_ports: dict[str, int] = field(default_factory=dict)
+    # Ports chosen by someone else (VS Code writes them in the connection file): no fallback.
+    fixed_host_ports: bool = False
+    # Tie the container to the process that starts it: when that process dies, even by
+    # SIGKILL, the kernel exits and the engine removes the container (see LIFELINE).
+    exit_with_caller: bool = False
     # What to tell the user when the image is not there (how to build or get it).
     image_fix: str = "build the image with `tf1kernel build`"
 
     @property
     def name(self) -> str:
         return f"tf1kernel-{self.kernel_id}"
+
+    @property
+    def command(self) -> list[str]:
+        start = ["-c", LIFELINE] if self.exit_with_caller else ["-m", "ipykernel_launcher"]
+        return [self.python, *start, *self.kernel_arguments, "-f", CONNECTION_FILE]
 
 
 @dataclass(frozen=True)
@@ -97,10 +125,13 @@ class ContainerState:
 class KernelContainer:
     """A started kernel container, addressed by id."""
 
-    def __init__(self, client: docker.DockerClient, container_id: str, host_ports: dict[str, int]) -> None:
+    def __init__(self, client: docker.DockerClient, container_id: str, host_ports: dict[str, int],
+                 lifeline: Any = None) -> None:
         self.client = client
         self.id = container_id
         self.host_ports = host_ports
+        # The open stdin attach of an exit_with_caller container; closing it ends the kernel.
+        self.lifeline = lifeline
 
     # -- start ---------------------------------------------------------------
 
@@ -112,15 +143,19 @@ class KernelContainer:
         try:
             container_id = create_container(client, spec, spec.preferred_host_ports)
             try:
-                return cls._started(client, container_id)
+                return cls._started(client, container_id, spec)
             except APIError as exc:
-                if not spec.preferred_host_ports or not _mentions(exc, _PORT_CLASH_MARKERS):
+                clash = _mentions(exc, _PORT_CLASH_MARKERS)
+                if clash and spec.fixed_host_ports:
+                    raise ContainerStartError(f"A port in the connection file is already taken: {exc.explanation}",
+                                              "restart the kernel so that new ports are chosen") from None
+                if not spec.preferred_host_ports or not clash:
                     raise
                 # Someone took one of our old ports between restarts: let the engine choose.
                 log.warning("tf1kernel: host port taken (%s); starting on new ports", exc.explanation)
                 _remove_quietly(client, container_id)
                 container_id = create_container(client, spec, {})
-                return cls._started(client, container_id)
+                return cls._started(client, container_id, spec)
         except (RequestsConnectionError, ReadTimeout) as exc:
             raise EngineUnavailable(f"Lost the Docker engine while starting the kernel: {exc}",
                                     START_ENGINE_FIX) from None
@@ -128,14 +163,18 @@ class KernelContainer:
             raise start_error(exc, spec) from None
 
     @classmethod
-    def _started(cls, client: docker.DockerClient, container_id: str) -> KernelContainer:
+    def _started(cls, client: docker.DockerClient, container_id: str, spec: ContainerSpec) -> KernelContainer:
+        lifeline = None
         try:
+            if spec.exit_with_caller:
+                # Attached before start, so that this is the one client stdin_once waits for.
+                lifeline = client.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
             client.api.start(container_id)
             attrs = client.api.inspect_container(container_id)
         except BaseException:
             _remove_quietly(client, container_id)
             raise
-        return cls(client, container_id, published_ports(attrs))
+        return cls(client, container_id, published_ports(attrs), lifeline)
 
     # -- state and control ---------------------------------------------------
 
@@ -163,6 +202,8 @@ class KernelContainer:
 
     def remove(self) -> None:
         """Remove the container whatever its state; a missing container is fine."""
+        if self.lifeline is not None:
+            self.lifeline.close()
         _remove_quietly(self.client, self.id)
 
     def logs(self, lines: int = 50) -> str:
@@ -213,7 +254,10 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     env = {**spec.env, "HOME": HOME_DIR}
     created = client.api.create_container(
         image=spec.image,
-        command=[*spec.command, "-f", CONNECTION_FILE],
+        command=spec.command,
+        # stdin_open without detach is how the SDK asks for StdinOnce.
+        stdin_open=spec.exit_with_caller,
+        detach=not spec.exit_with_caller,
         name=spec.name,
         user=spec.user,
         working_dir=spec.working_dir,
@@ -223,6 +267,7 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         hostname="tf1kernel",
         host_config=client.api.create_host_config(
             init=True,
+            auto_remove=spec.exit_with_caller,
             port_bindings={port: (LOOPBACK, host_ports.get(name)) for name, port in CONTAINER_PORTS.items()},
             mounts=[Mount(target=spec.working_dir, source=spec.working_dir, type="bind")],
             tmpfs={HOME_DIR: f"uid={uid},gid={gid or uid},mode=0700"},

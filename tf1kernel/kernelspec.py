@@ -55,13 +55,21 @@ def render_kernel_json(arch: str, image: str = DEFAULT_RECIPE.tag, platform: str
 
 
 def install(spec: dict[str, Any], name: str, *, user: bool = False, prefix: str | None = None) -> str:
-    """Install kernel.json under `name`; return the kernelspec's folder."""
+    """Install kernel.json under `name`; return the kernelspec's folder.
+
+    The argv launcher is told its kernelspec folder literally: frontends that run argv
+    themselves (VS Code) substitute no placeholder but {connection_file}.
+    """
     with tempfile.TemporaryDirectory() as folder:
         # install_kernel_spec copies the folder's mode: keep the kernelspec readable by every user.
         os.chmod(folder, 0o755)
         (Path(folder) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
         try:
-            return KernelSpecManager().install_kernel_spec(folder, name, user=user, prefix=prefix, replace=True)
+            installed_dir = KernelSpecManager().install_kernel_spec(folder, name, user=user, prefix=prefix,
+                                                                   replace=True)
+            spec["argv"] = [installed_dir if arg == "{kernelspec_dir}" else arg for arg in spec["argv"]]
+            (Path(installed_dir) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+            return installed_dir
         except PermissionError as exc:
             raise KernelspecError(
                 f"No permission to write {exc.filename}.",

@@ -84,8 +84,9 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     )
 
     container: KernelContainer | None = None
+    # What the next launch_kernel starts; set by pre_launch.
+    spec: ContainerSpec | None = None
     _client: docker.DockerClient | None = None
-    _spec: ContainerSpec | None = None
     _host_ports: dict[str, int] | None = None
     _engine_lost_since: float | None = None
 
@@ -175,14 +176,14 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             raise InvalidOption(f"tf1kernel kernels need the tcp transport, not {km.transport!r}.",
                                 "remove the `transport` setting from your Jupyter configuration")
         extra_arguments = kwargs.pop("extra_arguments", [])
-        kwargs = await super().pre_launch(cmd=[self.python, "-m", "ipykernel_launcher", *extra_arguments],
-                                          **kwargs)
         working_dir = mountable_working_dir(kwargs.get("cwd") or os.getcwd())
-        self._spec = ContainerSpec(
+        kwargs = await super().pre_launch(**kwargs)
+        self.spec = ContainerSpec(
             image=self.image,
             platform=self.platform,
             kernel_id=self.kernel_id or "",
-            command=kwargs["cmd"],
+            python=self.python,
+            kernel_arguments=extra_arguments,
             working_dir=working_dir,
             user=self.user or f"{os.getuid()}:{os.getgid()}",
             session_key=km.session.key if km is not None else b"",
@@ -192,12 +193,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             preferred_host_ports=self._host_ports or {},
             image_fix=build_hint(self.image),
         )
+        kwargs["cmd"] = self.spec.command
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        assert self._spec is not None, "pre_launch must run first"
+        assert self.spec is not None, "pre_launch must run first"
         client = await self._engine()
-        self.container = await asyncio.to_thread(KernelContainer.start, client, self._spec)
+        self.container = await asyncio.to_thread(KernelContainer.start, client, self.spec)
         self._host_ports = self.container.host_ports
         self.log.info("tf1kernel: kernel %s runs in container %s (%s), ports on %s",
                       self.kernel_id, self.container.id[:12], self.image, LOOPBACK)

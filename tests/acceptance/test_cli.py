@@ -45,6 +45,8 @@ def test_install_list_remove_with_prefix(kernel_image: str, tmp_path: Path) -> N
 
     spec = json.loads((jupyter_path / "kernels" / "tf1.15-arm64" / "kernel.json").read_text())
     assert spec["argv"][0] == sys.executable and spec["argv"][-1] == "{connection_file}"
+    assert [arg for arg in spec["argv"] if "{" in arg] == ["{connection_file}"]
+    assert spec["argv"][spec["argv"].index("--kernelspec") + 1] == str(jupyter_path / "kernels" / "tf1.15-arm64")
     assert spec["metadata"]["kernel_provisioner"]["provisioner_name"] == "tf1kernel"
 
     listing = run_cli("list", env=only(jupyter_path))

@@ -18,7 +18,7 @@ from tf1kernel.workdir import mountable_working_dir
 
 
 def spec(**overrides: object) -> ContainerSpec:
-    values = {"image": "img", "kernel_id": "k1", "command": ["python"], "working_dir": "/w",
+    values = {"image": "img", "kernel_id": "k1", "working_dir": "/w",
               "user": "1000:1001", "session_key": b"secret-key"}
     return ContainerSpec(**{**values, **overrides})  # type: ignore[arg-type]
 
@@ -127,7 +127,7 @@ def test_kernel_json_for_each_arch() -> None:
     assert arm["display_name"] == "TensorFlow 1.15 (ARM64)"
     assert kernelspec.render_kernel_json("x86_64")["display_name"] == "TensorFlow 1.15 (x86-64)"
     assert arm["argv"][1:3] == ["-m", "tf1kernel.launcher"] and "ipykernel" not in arm["argv"][2]
-    assert [a for a in arm["argv"] if "{" in a] == ["{connection_file}"]
+    assert [a for a in arm["argv"] if "{" in a] == ["{kernelspec_dir}", "{connection_file}"]  # install fills the first
     assert arm["metadata"]["kernel_provisioner"]["provisioner_name"] == "tf1kernel"
 
 

@@ -1,0 +1,142 @@
+"""The kernel.json argv, driven the way VS Code drives it (no provisioner involved).
+
+VS Code writes a connection file with ports it picked, substitutes
+{connection_file} into argv, spawns it, polls kernel_info until a reply, and
+interrupts with SIGINT to the launcher process.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.connect import write_connection_file
+from jupyter_client.manager import KernelManager
+
+from tests.conftest import install_variant, managed_containers
+from tests.kernels import execute, start_nonblocking, wait_reply
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
+
+
+class ArgvKernel:
+    """A kernel started from kernel.json argv, with a client connected to it."""
+
+    def __init__(self, kernelspec_dir: Path, cwd: Path) -> None:
+        argv = json.loads((kernelspec_dir / "kernel.json").read_text())["argv"]
+        self.connection_file, _ = write_connection_file(str(cwd / "connection.json"), ip="127.0.0.1",
+                                                        key=b"vscode-like-key")
+        self.process = subprocess.Popen([a.replace("{connection_file}", self.connection_file) for a in argv],
+                                        cwd=cwd, stderr=subprocess.PIPE, text=True)
+        self.client = BlockingKernelClient(connection_file=self.connection_file)
+        self.client.load_connection_file()
+        self.client.start_channels()
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            assert self.process.poll() is None, f"launcher exited: {self.process.stderr.read()}"
+            self.client.kernel_info()
+            try:
+                if self.client.get_shell_msg(timeout=1)["msg_type"] == "kernel_info_reply":
+                    return time.monotonic() - started
+            except queue.Empty:
+                pass
+        raise AssertionError("no kernel_info_reply")
+
+    def close(self) -> None:
+        """Stop the way VS Code does when it disposes a kernel: SIGTERM, then SIGKILL."""
+        self.client.stop_channels()
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture
+def argv_kernel(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> Iterator[ArgvKernel]:
+    kernel = ArgvKernel(jupyter_dirs / "share/jupyter/kernels" / tf1_kernel, tmp_path)
+    yield kernel
+    kernel.close()
+
+
+def wait_until_no_containers(client: docker.DockerClient, within: float) -> float:
+    started = time.monotonic()
+    while managed_containers(client) and time.monotonic() - started < within:
+        time.sleep(0.1)
+    assert managed_containers(client) == [], "container outlived its launcher"
+    return time.monotonic() - started
+
+
+def test_argv_kernel_runs_tf_and_interrupts_by_sigint(argv_kernel: ArgvKernel, tmp_path: Path) -> None:
+    argv_kernel.wait_ready()
+    result = execute(argv_kernel.client, "import os, tensorflow as tf\nprint(tf.__version__, os.getcwd())")
+    assert result.stdout.splitlines()[-1] == f"1.15.5 {tmp_path}"
+
+    msg_id = start_nonblocking(argv_kernel.client, "import time\nfor _ in range(600): time.sleep(0.1)")
+    time.sleep(1.5)
+    argv_kernel.process.send_signal(signal.SIGINT)
+    assert wait_reply(argv_kernel.client, msg_id, timeout=20)["content"]["ename"] == "KeyboardInterrupt"
+    assert argv_kernel.process.poll() is None
+    time.sleep(0.5)  # ipykernel aborts requests that arrive right after an error (stop_on_error)
+    after = execute(argv_kernel.client, "print(6 * 7)")
+    assert after.status == "ok" and after.stdout.strip() == "42", after
+
+
+def test_sigkill_of_launcher_removes_container(argv_kernel: ArgvKernel, docker_client: docker.DockerClient) -> None:
+    argv_kernel.wait_ready()
+    assert len(managed_containers(docker_client)) == 1
+    argv_kernel.process.kill()
+    assert wait_until_no_containers(docker_client, within=10) < 10
+
+
+def test_sigterm_stops_cleanly(argv_kernel: ArgvKernel, docker_client: docker.DockerClient) -> None:
+    argv_kernel.wait_ready()
+    argv_kernel.process.terminate()
+    assert argv_kernel.process.wait(15) == 128 + signal.SIGTERM
+    wait_until_no_containers(docker_client, within=5)
+
+
+def test_launcher_exits_with_kernel_exit_code(argv_kernel: ArgvKernel, docker_client: docker.DockerClient) -> None:
+    argv_kernel.wait_ready()
+    argv_kernel.client.shutdown()
+    assert argv_kernel.process.wait(20) == 0
+    wait_until_no_containers(docker_client, within=5)
+
+
+def test_launcher_reports_bad_configuration(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> None:
+    name = install_variant(jupyter_dirs, "tf1.15-argv-noimage", {"image": "tf1kernel/tensorflow:absent"})
+    spec = jupyter_dirs / "share/jupyter/kernels" / name
+    argv = json.loads((spec / "kernel.json").read_text())["argv"]
+    argv[argv.index("--kernelspec") + 1] = str(spec)
+    connection_file, _ = write_connection_file(str(tmp_path / "c.json"), ip="127.0.0.1")
+    started = time.monotonic()
+    done = subprocess.run([a.replace("{connection_file}", connection_file) for a in argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and time.monotonic() - started < 10
+    assert "tf1kernel/tensorflow:absent" in done.stderr and "Fix:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_provisioner_path_does_not_use_argv(tf1_kernel: str, tmp_path: Path,
+                                            docker_client: docker.DockerClient) -> None:
+    manager = KernelManager(kernel_name=tf1_kernel)
+    manager.start_kernel(cwd=str(tmp_path))
+    try:
+        command = docker_client.api.inspect_container(manager.provisioner.container.id)["Config"]["Cmd"]
+        assert command[1:3] == ["-m", "ipykernel_launcher"]
+        launchers = subprocess.run(["pgrep", "-f", "tf1kernel.launcher"], capture_output=True, text=True).stdout
+        assert launchers.strip() == ""
+    finally:
+        manager.shutdown_kernel(now=True)

@@ -1,0 +1,116 @@
+"""`python -m tf1kernel.launcher`: the kernel for frontends that run kernel.json's argv.
+
+VS Code's Jupyter extension ignores ``metadata.kernel_provisioner`` and spawns
+argv itself, with a connection file whose ports it chose. This launcher reads
+the same kernel.json the provisioner reads, builds the same ContainerSpec
+through DockerProvisioner.pre_launch, and starts it with the shared
+KernelContainer core. It then stays in the foreground while the kernel lives:
+
+- SIGINT interrupts the kernel (VS Code's interrupt), SIGTERM/SIGHUP stop it;
+- it exits with the kernel's exit code;
+- if it is killed outright (SIGKILL), its stdin attach to the container closes,
+  the kernel exits and the engine removes the container (container.LIFELINE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+from jupyter_client.kernelspec import KernelSpec
+
+from . import engine
+from .container import CONTAINER_PORTS, KernelContainer
+from .errors import InvalidOption, Tf1KernelError
+from .provisioner import DockerProvisioner
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+HANDLED_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
+STOP_GRACE_SECONDS = 5.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tf1kernel.launcher",
+                                     description="Run a tf1kernel kernel in the foreground (kernel.json argv).")
+    parser.add_argument("--kernelspec", required=True, help="folder of the kernel.json to follow")
+    parser.add_argument("-f", "--connection-file", required=True, help="connection file written by the frontend")
+    args = parser.parse_args(argv)
+    try:
+        container = start(Path(args.kernelspec), Path(args.connection_file))
+    except Tf1KernelError as exc:
+        print(f"tf1kernel: {exc.message}\nFix: {exc.fix}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the frontend shows this text as the reason the kernel died
+        print(f"tf1kernel: could not start the kernel: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return supervise(container)
+
+
+def start(kernelspec_dir: Path, connection_file: Path) -> KernelContainer:
+    """Start the kernel container described by kernelspec_dir on the frontend's ports."""
+    kernel_spec = KernelSpec.from_resource_dir(str(kernelspec_dir))
+    config = kernel_spec.metadata.get("kernel_provisioner", {}).get("config", {})
+    try:
+        info = json.loads(connection_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidOption(f"Cannot read the connection file {connection_file}: {exc}",
+                            "let the frontend start the kernel; it writes that file") from None
+    if info.get("transport", "tcp") != "tcp":
+        raise InvalidOption("tf1kernel kernels need the tcp transport.", "set the frontend's transport to tcp")
+    provisioner = DockerProvisioner(kernel_id=str(uuid.uuid4()), kernel_spec=kernel_spec, **config)
+    asyncio.run(provisioner.pre_launch(env=dict(os.environ), cwd=os.getcwd()))
+    assert provisioner.spec is not None
+    spec = dataclasses.replace(
+        provisioner.spec,
+        session_key=info["key"].encode(),
+        signature_scheme=info.get("signature_scheme", "hmac-sha256"),
+        preferred_host_ports={name: int(info[name]) for name in CONTAINER_PORTS},
+        fixed_host_ports=True,
+        exit_with_caller=True,
+    )
+    return KernelContainer.start(engine.connect(provisioner.docker_host or None), spec)
+
+
+def supervise(container: KernelContainer) -> int:
+    """Forward signals to the kernel until it exits; return its exit code."""
+    exit_code: list[int] = []
+    # A blocking wait in a thread: with AutoRemove the container is gone right after it exits,
+    # so only a wait that is already pending sees its exit code.
+    waiter = threading.Thread(target=lambda: exit_code.append(wait_for_exit(container)), daemon=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    waiter.start()
+    try:
+        while not exit_code:
+            received = signal.sigtimedwait(HANDLED_SIGNALS, 0.25)
+            if received is None:
+                continue
+            if received.si_signo == signal.SIGINT:
+                container.signal(signal.SIGINT)
+            else:
+                container.signal(signal.SIGTERM)
+                waiter.join(STOP_GRACE_SECONDS)
+                break
+    finally:
+        container.remove()
+    waiter.join(STOP_GRACE_SECONDS)
+    return exit_code[0] if exit_code else 128 + signal.SIGTERM
+
+
+def wait_for_exit(container: KernelContainer) -> int:
+    try:
+        return int(container.client.api.wait(container.id, timeout=None)["StatusCode"])
+    except Exception:
+        state = container.state()
+        return 1 if state.exit_code is None else state.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
