@@ -45,11 +45,15 @@ CONTAINER_PORTS: dict[str, int] = {
     "control_port": 50004,
     "hb_port": 50005,
 }
+# TensorBoard inside the container (%tensorboard_tf1), published like the kernel ports.
+TENSORBOARD_PORT = 6006
+PUBLISHED_PORTS: dict[str, int] = {**CONTAINER_PORTS, "tensorboard_port": TENSORBOARD_PORT}
 LOOPBACK = "127.0.0.1"
 
 # Inside the container, at the root so that no user mount can shadow it.
 CONNECTION_DIR = "/.tf1kernel"
 CONNECTION_FILE = f"{CONNECTION_DIR}/connection.json"
+TENSORBOARD_ADDRESS_FILE = f"{CONNECTION_DIR}/tensorboard.json"
 HOME_DIR = "/home/tf1kernel"
 
 # The kernel's entry point when it must not outlive its caller. The caller holds
@@ -133,6 +137,10 @@ class KernelContainer:
         # The open stdin attach of an exit_with_caller container; closing it ends the kernel.
         self.lifeline = lifeline
 
+    @property
+    def tensorboard_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.host_ports['tensorboard_port']}/"
+
     # -- start ---------------------------------------------------------------
 
     @classmethod
@@ -170,11 +178,16 @@ class KernelContainer:
                 # Attached before start, so that this is the one client stdin_once waits for.
                 lifeline = client.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
             client.api.start(container_id)
-            attrs = client.api.inspect_container(container_id)
+            container = cls(client, container_id, published_ports(client.api.inspect_container(container_id)),
+                            lifeline)
+            # The host port is known only now; the kernel reads it when the user starts TensorBoard.
+            address = json.dumps({"url": container.tensorboard_url}).encode()
+            client.api.put_archive(container_id, "/", private_file_archive(TENSORBOARD_ADDRESS_FILE, address,
+                                                                          spec.user))
         except BaseException:
             _remove_quietly(client, container_id)
             raise
-        return cls(client, container_id, published_ports(attrs), lifeline)
+        return container
 
     # -- state and control ---------------------------------------------------
 
@@ -263,12 +276,12 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         working_dir=spec.working_dir,
         environment=env,
         labels={**spec.labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id},
-        ports=list(CONTAINER_PORTS.values()),
+        ports=list(PUBLISHED_PORTS.values()),
         hostname="tf1kernel",
         host_config=client.api.create_host_config(
             init=True,
             auto_remove=spec.exit_with_caller,
-            port_bindings={port: (LOOPBACK, host_ports.get(name)) for name, port in CONTAINER_PORTS.items()},
+            port_bindings={port: (LOOPBACK, host_ports.get(name)) for name, port in PUBLISHED_PORTS.items()},
             mounts=[Mount(target=spec.working_dir, source=spec.working_dir, type="bind")],
             tmpfs={HOME_DIR: f"uid={uid},gid={gid or uid},mode=0700"},
             cap_drop=["ALL"],
@@ -287,7 +300,6 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
 
 def connection_archive(spec: ContainerSpec) -> bytes:
     """A tar holding the in-container connection file, readable by the kernel user only."""
-    uid, _, gid = spec.user.partition(":")
     info = {
         "ip": "0.0.0.0",  # inside the container's own network namespace only
         "transport": "tcp",
@@ -296,12 +308,18 @@ def connection_archive(spec: ContainerSpec) -> bytes:
         "kernel_name": "",
         **CONTAINER_PORTS,
     }
-    payload = json.dumps(info, indent=1).encode()
+    return private_file_archive(CONNECTION_FILE, json.dumps(info, indent=1).encode(), spec.user)
+
+
+def private_file_archive(path: str, payload: bytes, user: str) -> bytes:
+    """A tar of one file (mode 0600) in its folder (0700), both owned by user ("uid:gid")."""
+    uid, _, gid = user.partition(":")
+    folder, _, _ = path.lstrip("/").rpartition("/")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        directory = tarfile.TarInfo(CONNECTION_DIR.lstrip("/"))
+        directory = tarfile.TarInfo(folder)
         directory.type, directory.mode = tarfile.DIRTYPE, 0o700
-        entry = tarfile.TarInfo(CONNECTION_FILE.lstrip("/"))
+        entry = tarfile.TarInfo(path.lstrip("/"))
         entry.size, entry.mode = len(payload), 0o600
         for member in (directory, entry):
             member.uid, member.gid, member.mtime = int(uid), int(gid or uid), int(time.time())
@@ -311,10 +329,10 @@ def connection_archive(spec: ContainerSpec) -> bytes:
 
 
 def published_ports(attrs: dict) -> dict[str, int]:
-    """Map connection-info port names to the host ports the engine bound."""
+    """Map port names (connection-info names and tensorboard_port) to the host ports the engine bound."""
     bound = attrs["NetworkSettings"]["Ports"] or {}
     ports: dict[str, int] = {}
-    for name, port in CONTAINER_PORTS.items():
+    for name, port in PUBLISHED_PORTS.items():
         bindings = bound.get(f"{port}/tcp") or []
         loopback = [b for b in bindings if b.get("HostIp") == LOOPBACK]
         if not loopback:

@@ -76,7 +76,9 @@ def start(kernelspec_dir: Path, connection_file: Path) -> KernelContainer:
         fixed_host_ports=True,
         exit_with_caller=True,
     )
-    return KernelContainer.start(engine.connect(provisioner.docker_host or None), spec)
+    container = KernelContainer.start(engine.connect(provisioner.docker_host or None), spec)
+    print(f"tf1kernel: TensorBoard (%tensorboard_tf1) for this kernel: {container.tensorboard_url}", file=sys.stderr)
+    return container
 
 
 def supervise(container: KernelContainer) -> int:

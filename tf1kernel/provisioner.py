@@ -23,7 +23,7 @@ from requests.exceptions import RequestException
 from traitlets import Enum, List, TraitError, Unicode, validate
 
 from . import engine
-from .container import LABEL_OWNER, LOOPBACK, ContainerSpec, KernelContainer
+from .container import CONTAINER_PORTS, LABEL_OWNER, LOOPBACK, ContainerSpec, KernelContainer
 from .errors import InvalidOption
 from .images import DEFAULT_RECIPE, build_hint, check_image_reference
 from .workdir import mountable_working_dir
@@ -201,10 +201,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         client = await self._engine()
         self.container = await asyncio.to_thread(KernelContainer.start, client, self.spec)
         self._host_ports = self.container.host_ports
-        self.log.info("tf1kernel: kernel %s runs in container %s (%s), ports on %s",
-                      self.kernel_id, self.container.id[:12], self.image, LOOPBACK)
+        self.log.info("tf1kernel: kernel %s runs in container %s (%s); TensorBoard (%%tensorboard_tf1) at %s",
+                      self.kernel_id, self.container.id[:12], self.image, self.container.tensorboard_url)
         info: dict[str, Any] = dict(self.parent.get_connection_info()) if self.parent else {}
-        info.update(ip=LOOPBACK, transport="tcp", **self.container.host_ports)
+        info.update(ip=LOOPBACK, transport="tcp",
+                    **{name: self.container.host_ports[name] for name in CONTAINER_PORTS})
         self.connection_info = info
         return self.connection_info
 

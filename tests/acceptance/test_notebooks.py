@@ -37,13 +37,47 @@ def check_graph_basics(text: str, folder: Path) -> None:
     assert weights, text
     assert [round(float(v)) for v in weights.groups()] == [3, -2, 1]
     assert float(re.search(r"^loss ([\d.]+)$", text, re.M).group(1)) < 0.01
+    assert "trained 300 steps at learning rate 0.1" in text
     checkpoint = folder / "checkpoints" / "linear.ckpt.index"
     assert checkpoint.exists() and checkpoint.stat().st_uid == os.getuid()
 
 
-CHECKS = {"tf1-graph-basics.ipynb": check_graph_basics}
+def check_contrib(text: str, folder: Path) -> None:
+    assert "TensorFlow 1.15.5 - tf.contrib available: True" in text
+    assert '"hidden_units": 8' in text and "fully_connected/weights:0" in text
+    assert "XOR predictions: [0, 1, 1, 0]" in text
+
+
+def check_files(text: str, folder: Path) -> None:
+    assert f"working directory: {folder}" in text
+    assert "rows read: 200 positives: 100" in text
+    assert float(re.search(r"accuracy ([\d.]+)", text).group(1)) >= 0.95
+    predictions = folder / "output" / "predictions.csv"
+    assert len(predictions.read_text().splitlines()) == 201
+    assert predictions.stat().st_uid == os.getuid()
+    assert (folder / "output" / "model" / "saved_model.pb").exists()
+    assert list((folder / "output" / "logs").glob("events.out.tfevents.*"))
+
+
+CHECKS = {
+    "tf1-graph-basics.ipynb": check_graph_basics,
+    "tf1-contrib.ipynb": check_contrib,
+    "tf1-files.ipynb": check_files,
+}
 
 
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_notebook(name: str, tf1_kernel: str, tmp_path: Path) -> None:
     CHECKS[name](run_notebook(name, tf1_kernel, tmp_path), tmp_path)
+
+
+def test_papermill_parameters_reach_tf1_code(tf1_kernel: str, tmp_path: Path) -> None:
+    import papermill
+
+    shutil.copytree(NOTEBOOKS, tmp_path, dirs_exist_ok=True)
+    executed = papermill.execute_notebook(
+        str(tmp_path / "tf1-graph-basics.ipynb"), str(tmp_path / "out.ipynb"),
+        parameters={"learning_rate": 0.05, "steps": 40}, kernel_name=tf1_kernel, cwd=str(tmp_path),
+        progress_bar=False, start_timeout=90)
+    text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert "trained 40 steps at learning rate 0.05" in text

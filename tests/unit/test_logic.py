@@ -11,7 +11,14 @@ import pytest
 from jupyter_client.kernelspec import KernelSpec
 
 from tf1kernel import images, kernelspec
-from tf1kernel.container import CONNECTION_FILE, CONTAINER_PORTS, ContainerSpec, connection_archive, published_ports
+from tf1kernel.container import (
+    CONNECTION_FILE,
+    CONTAINER_PORTS,
+    PUBLISHED_PORTS,
+    ContainerSpec,
+    connection_archive,
+    published_ports,
+)
 from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
 from tf1kernel.provisioner import DockerProvisioner
 from tf1kernel.workdir import mountable_working_dir
@@ -58,10 +65,10 @@ def test_connection_archive_is_private_to_the_kernel_user() -> None:
 
 
 def test_published_ports_only_accepts_loopback() -> None:
-    bound = {f"{port}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(40000 + port % 10)}]
-             for port in CONTAINER_PORTS.values()}
+    bound = {f"{port}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(40000 + port % 100)}]
+             for port in PUBLISHED_PORTS.values()}
     ports = published_ports({"NetworkSettings": {"Ports": bound}})
-    assert ports["shell_port"] == 40001 and len(ports) == 5
+    assert ports["shell_port"] == 40001 and ports["tensorboard_port"] == 40006 and len(ports) == 6
     bound["50001/tcp"] = [{"HostIp": "0.0.0.0", "HostPort": "40001"}]
     with pytest.raises(ContainerStartError):
         published_ports({"NetworkSettings": {"Ports": bound}})
