@@ -146,7 +146,7 @@ def test_container_labels_ports_and_persisted_id(tf1_kernel: str, tmp_path: Path
         assert attrs["Config"]["Labels"][LABEL_KERNEL_ID] == manager.kernel_id
         assert attrs["Config"]["Labels"][LABEL_OWNER].endswith(f":{os.getpid()}")
         bindings = attrs["HostConfig"]["PortBindings"]
-        assert len(bindings) == 5
+        assert len(bindings) == 6  # five kernel ports and TensorBoard
         assert {b["HostIp"] for port in bindings.values() for b in port} == {"127.0.0.1"}
         assert attrs["HostConfig"]["Init"] is True
 
