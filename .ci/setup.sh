@@ -10,9 +10,11 @@ mkdir -p "$STATE"
 log() { printf '\n== %s  [%ss]\n' "$*" "$SECONDS"; }
 
 log "system packages"
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v patchelf >/dev/null; then
+# chromium: headless browser for the JupyterLab / Notebook 7 tests (driven by Playwright).
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v patchelf >/dev/null \
+        || ! command -v chromium >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap patchelf openssl >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap patchelf openssl chromium >/dev/null
 fi
 
 log "Docker engine"
