@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, engine, images, kernelspec
+from . import __version__, engine, images, kernelspec, orphans
 from .errors import ImageMissing, Tf1KernelError
 
 out = Console(soft_wrap=True)
@@ -71,6 +71,12 @@ def make_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="show installed tf1kernel kernels and their images")
     listing.set_defaults(run=run_list)
+
+    gc = commands.add_parser("gc", help="remove kernel containers whose Jupyter server or launcher is gone")
+    gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
+    gc.add_argument("--all-hosts", action="store_true",
+                    help="also remove running kernels started from other hosts sharing this engine")
+    gc.set_defaults(run=run_gc)
 
     remove = commands.add_parser("remove", help="unregister tf1kernel kernels")
     remove.add_argument("names", nargs="+", metavar="NAME")
@@ -172,6 +178,25 @@ def image_presence(names: list[str]) -> dict[str, str]:
         except ImageNotFound:
             answers[name] = "no: " + images.build_hint(name)
     return answers
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    """Only containers labelled as tf1kernel's are considered; the user's other containers are never touched."""
+    client = engine.connect()
+    containers = orphans.kernel_containers(client)
+    if args.dry_run:
+        table = Table("container", "kernel id", "state", "verdict")
+        for c in containers:
+            verdict = "remove" if c.orphan or (args.all_hosts and "another host" in c.reason) else "keep"
+            table.add_row(c.name, c.kernel_id, "running" if c.running else "exited", f"{verdict}: {c.reason}")
+        out.print(table if containers else "No tf1kernel containers on this engine.")
+        return 0
+    removed = orphans.remove_orphans(client, include_other_hosts=args.all_hosts)
+    for c in removed:
+        out.print(f"removed {c.name} ({c.reason})", highlight=False)
+    kept = len(containers) - len(removed)
+    out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept.")
+    return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:

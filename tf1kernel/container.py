@@ -53,6 +53,7 @@ LOOPBACK = "127.0.0.1"
 # Inside the container, at the root so that no user mount can shadow it.
 CONNECTION_DIR = "/.tf1kernel"
 CONNECTION_FILE = f"{CONNECTION_DIR}/connection.json"
+NOTICE_FILE = f"{CONNECTION_DIR}/notice.txt"
 TENSORBOARD_ADDRESS_FILE = f"{CONNECTION_DIR}/tensorboard.json"
 HOME_DIR = "/home/tf1kernel"
 
@@ -98,6 +99,11 @@ class ContainerSpec:
     # Host ports a previous start of this kernel used; reused so that clients
     # connected before a restart keep working. Missing entries are engine-chosen.
     preferred_host_ports: dict[str, int] = field(default_factory=dict)
+    # Resource limits ("" and 0: none).
+    memory: str = ""
+    nano_cpus: int = 0
+    # A message for the user, shown with the first cell they run (why the previous kernel died).
+    notice: str = ""
     # Ports chosen by someone else (VS Code writes them in the connection file): no fallback.
     fixed_host_ports: bool = False
     # Tie the container to the process that starts it: when that process dies, even by
@@ -284,6 +290,9 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
             port_bindings={port: (LOOPBACK, host_ports.get(name)) for name, port in PUBLISHED_PORTS.items()},
             mounts=[Mount(target=spec.working_dir, source=spec.working_dir, type="bind")],
             tmpfs={HOME_DIR: f"uid={uid},gid={gid or uid},mode=0700"},
+            mem_limit=spec.memory or None,
+            memswap_limit=spec.memory or None,  # no swap on top: the limit is the limit
+            nano_cpus=spec.nano_cpus or None,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             privileged=False,
@@ -292,6 +301,9 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     container_id: str = created["Id"]
     try:
         client.api.put_archive(container_id, "/", connection_archive(spec))
+        if spec.notice:
+            client.api.put_archive(container_id, "/", private_file_archive(NOTICE_FILE, spec.notice.encode(),
+                                                                          spec.user))
     except BaseException:
         _remove_quietly(client, container_id)
         raise

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import os
+import re
 import signal
-import socket
 from typing import Any
 
 import docker
@@ -20,12 +20,13 @@ from docker.errors import DockerException
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from requests.exceptions import RequestException
-from traitlets import Enum, List, TraitError, Unicode, validate
+from traitlets import Enum, Float, List, TraitError, Unicode, validate
 
 from . import engine
-from .container import CONTAINER_PORTS, LABEL_OWNER, LOOPBACK, ContainerSpec, KernelContainer
+from .container import CONTAINER_PORTS, LOOPBACK, ContainerSpec, KernelContainer
 from .errors import InvalidOption
 from .images import DEFAULT_RECIPE, build_hint, check_image_reference
+from .orphans import owner_labels, remove_orphans
 from .workdir import mountable_working_dir
 
 DEFAULT_ENV_ALLOWLIST = [
@@ -43,6 +44,11 @@ DEFAULT_ENV_ALLOWLIST = [
 
 # How long the engine may be unreachable before a kernel counts as dead.
 ENGINE_GRACE_SECONDS = 10.0
+MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.IGNORECASE)
+MINIMUM_MEMORY_BYTES = 128 * 1024**2  # below this, Python and TensorFlow cannot even start
+
+# Engines whose orphaned kernel containers this process has already removed.
+_reaped_engines: set[str] = set()
 
 
 class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
@@ -75,6 +81,16 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         help="uid:gid the kernel runs as. Empty: the uid:gid of the user running Jupyter, "
         "so that files the kernel writes belong to them.",
     )
+    memory = Unicode(
+        "",
+        config=True,
+        help="Memory limit of the kernel container, such as 4g or 512m. Empty: no limit.",
+    )
+    cpus = Float(
+        0.0,
+        config=True,
+        help="CPU limit of the kernel container in cores, such as 1.5. 0: no limit.",
+    )
     env_allowlist = List(
         Unicode(),
         DEFAULT_ENV_ALLOWLIST,
@@ -84,6 +100,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     )
 
     container: KernelContainer | None = None
+    # Told to the user in the next kernel (why the previous one died).
+    notice: str = ""
     # What the next launch_kernel starts; set by pre_launch.
     spec: ContainerSpec | None = None
     _client: docker.DockerClient | None = None
@@ -118,6 +136,23 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     def _valid_image(self, proposal: dict[str, Any]) -> str:
         return check_image_reference(proposal["value"])
 
+    @validate("memory")
+    def _valid_memory(self, proposal: dict[str, Any]) -> str:
+        value: str = proposal["value"].strip()
+        match = MEMORY_PATTERN.match(value)
+        if value and not match:
+            raise TraitError(f"memory must look like 4g or 512m, not {value!r}")
+        if match and float(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ") < MINIMUM_MEMORY_BYTES:
+            raise TraitError(f"memory {value!r} is too small for a TensorFlow kernel; use at least 128m")
+        return value
+
+    @validate("cpus")
+    def _valid_cpus(self, proposal: dict[str, Any]) -> float:
+        value: float = proposal["value"]
+        if value < 0:
+            raise TraitError(f"cpus must be 0 (no limit) or a positive number of cores, not {value}")
+        return value
+
     @validate("user")
     def _valid_user(self, proposal: dict[str, Any]) -> str:
         value: str = proposal["value"]
@@ -144,6 +179,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return None
         if state.missing:
             self.log.warning("tf1kernel: container of kernel %s was removed outside Jupyter", self.kernel_id)
+        if state.oom_killed and not self.notice:
+            limit = f"its memory limit ({self.memory})" if self.memory else "the memory the engine allows"
+            self.notice = (f"The previous kernel was killed because it ran out of memory: it used up {limit}. "
+                           "Raise `memory` in kernel.json (metadata.kernel_provisioner.config), or use less.")
+            self.log.error("tf1kernel: kernel %s: %s", self.kernel_id, self.notice)
         return state.exit_code
 
     async def wait(self) -> int | None:
@@ -189,7 +229,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             session_key=km.session.key if km is not None else b"",
             signature_scheme=km.session.signature_scheme if km is not None else "hmac-sha256",
             env=self._container_env(kwargs["env"]),
-            labels={LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}"},
+            labels=owner_labels(),
+            memory=self.memory,
+            nano_cpus=int(self.cpus * 1e9),
+            notice=self.notice,
             preferred_host_ports=self._host_ports or {},
             image_fix=build_hint(self.image),
         )
@@ -199,7 +242,9 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         assert self.spec is not None, "pre_launch must run first"
         client = await self._engine()
+        await self._reap_orphans_once(client)
         self.container = await asyncio.to_thread(KernelContainer.start, client, self.spec)
+        self.notice = ""
         self._host_ports = self.container.host_ports
         self.log.info("tf1kernel: kernel %s runs in container %s (%s); TensorBoard (%%tensorboard_tf1) at %s",
                       self.kernel_id, self.container.id[:12], self.image, self.container.tensorboard_url)
@@ -220,9 +265,22 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        container_id, host_ports = provisioner_info.get("container_id"), provisioner_info.get("host_ports")
+        problems = [
+            "kernel_id or connection_info is missing" if not {"kernel_id", "connection_info"} <= set(provisioner_info)
+            else "",
+            "container_id is not a string" if container_id is not None and not isinstance(container_id, str) else "",
+            "host_ports is not a mapping of port numbers" if host_ports is not None and not (
+                isinstance(host_ports, dict) and all(isinstance(p, int) for p in host_ports.values())) else "",
+        ]
+        if any(problems):
+            raise InvalidOption(
+                f"The saved tf1kernel state of kernel {provisioner_info.get('kernel_id', '?')} is unusable: "
+                f"{'; '.join(p for p in problems if p)}.",
+                "start a new kernel; `tf1kernel gc` removes the old kernel's container",
+            )
         await super().load_provisioner_info(provisioner_info)
-        self._host_ports = provisioner_info.get("host_ports")
-        container_id = provisioner_info.get("container_id")
+        self._host_ports = host_ports
         if container_id:
             self.container = KernelContainer(await self._engine(), container_id, self._host_ports or {})
 
@@ -245,6 +303,19 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if self._client is None:
             self._client = await asyncio.to_thread(engine.connect, self.docker_host or None)
         return self._client
+
+    async def _reap_orphans_once(self, client: docker.DockerClient) -> None:
+        """Remove containers left by a Jupyter process that died (server SIGKILL, crash, power loss)."""
+        if self.docker_host in _reaped_engines:
+            return
+        _reaped_engines.add(self.docker_host)
+        try:
+            removed = await asyncio.to_thread(remove_orphans, client)
+        except (DockerException, RequestException) as exc:
+            self.log.warning("tf1kernel: could not look for orphaned kernel containers: %s", exc)
+            return
+        for container in removed:
+            self.log.warning("tf1kernel: removed orphaned kernel container %s (%s)", container.name, container.reason)
 
     async def _remove_container(self) -> None:
         container, self.container = self.container, None

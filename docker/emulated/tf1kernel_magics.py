@@ -15,6 +15,7 @@ import urllib.request
 
 CONTAINER_PORT = 6006
 ADDRESS_FILE = "/.tf1kernel/tensorboard.json"
+NOTICE_FILE = "/.tf1kernel/notice.txt"
 _running = {}
 
 
@@ -58,5 +59,20 @@ def tensorboard_tf1(line):
         pass
 
 
+def show_notice_once(ipython):
+    """Tell the user, with their first cell, why the previous kernel died (written by tf1kernel)."""
+
+    def show(*_args):
+        ipython.events.unregister("pre_run_cell", show)
+        try:
+            with open(NOTICE_FILE) as f:
+                print("tf1kernel: " + f.read().strip(), file=sys.stderr)
+        except OSError:
+            pass
+
+    ipython.events.register("pre_run_cell", show)
+
+
 def load_ipython_extension(ipython):
     ipython.register_magic_function(tensorboard_tf1, magic_kind="line", magic_name="tensorboard_tf1")
+    show_notice_once(ipython)

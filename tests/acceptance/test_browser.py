@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import OUTPUT_DIR, managed_containers, run_cli
+from tests.servers import start_server
 
 pytestmark = pytest.mark.engine
 
@@ -43,45 +39,15 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def jupyter_app(request: pytest.FixtureRequest, kernel_image: str, tmp_path: Path) -> Iterator[str]:
-    """Start `jupyter lab` or `jupyter notebook`; yield its base URL with the token."""
+    """Start `jupyter lab` or `jupyter notebook`; yield its start page URL with the token."""
     app = request.param
     prefix = tmp_path / "prefix"
     assert run_cli("install", "--arch", "arm64", "--prefix", str(prefix)).returncode == 0
-    work = tmp_path / "work"
-    work.mkdir()
-    env = {**os.environ, "JUPYTER_PATH": str(prefix / "share/jupyter"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
-           "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    token, port = secrets.token_hex(16), free_port()
-    command = [sys.executable, "-m", "jupyter", app, "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}"]
-    if os.getuid() == 0:
-        command.append("--allow-root")
-    log = (tmp_path / f"{app}.log").open("w")
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / f"{app}.log").read_text()
-            time.sleep(0.5)
-    yield f"{base}/{'lab' if app == 'lab' else 'tree'}?token={token}"
-    server.terminate()  # Jupyter shuts its kernels down on SIGTERM
-    try:
-        server.wait(30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        raise
+    server = start_server(app, prefix / "share/jupyter", tmp_path / "work")
+    yield f"{server.base}/{'lab' if app == 'lab' else 'tree'}?token={server.token}"
+    server.stop()
 
 
 def shot(page: Page, app: str, step: str) -> None:

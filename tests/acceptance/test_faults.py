@@ -1,0 +1,186 @@
+"""Faults against the real engine and a real Jupyter server: kernels recover, nothing leaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import psutil
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+from tests.conftest import install_variant, managed_containers, run_cli
+from tests.kernels import execute, running_kernel
+from tests.servers import JupyterServer, start_server
+from tf1kernel.container import LABEL_KERNEL_ID
+
+pytestmark = [pytest.mark.engine]
+
+
+def wait_for(condition: Callable[[], object], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.25)
+
+
+def kernel_container(client: docker.DockerClient, kernel_id: str) -> dict | None:
+    found = client.api.containers(all=True, filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"})
+    return found[0] if found else None
+
+
+@pytest.fixture
+def server(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> Iterator[JupyterServer]:
+    started = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "work")
+    yield started
+    started.stop()
+
+
+def client_for(server: JupyterServer, kernel_id: str) -> BlockingKernelClient:
+    client = BlockingKernelClient(connection_file=str(server.runtime_dir / f"kernel-{kernel_id}.json"))
+    client.load_connection_file()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    return client
+
+
+def python_pid(client: docker.DockerClient, container_id: str) -> int:
+    """Host pid of the kernel's Python (the child of tini, PID 1 in the container)."""
+    init = psutil.Process(client.api.inspect_container(container_id)["State"]["Pid"])
+    return next(child.pid for child in init.children() if "python" in child.name())
+
+
+@pytest.mark.parametrize("fault", ["kernel process SIGKILL", "docker kill", "docker rm -f"])
+def test_dead_kernel_is_restarted_and_its_container_removed(server: JupyterServer, tf1_kernel: str,
+                                                           docker_client: docker.DockerClient, fault: str) -> None:
+    kernel_id = server.api("kernels", "POST", {"name": tf1_kernel})["id"]
+    wait_for(lambda: kernel_container(docker_client, kernel_id), 30, "no container")
+    first = kernel_container(docker_client, kernel_id)["Id"]
+    client = client_for(server, kernel_id)
+    try:
+        assert execute(client, "x = 1; print(x)").stdout.strip() == "1"
+        if fault == "kernel process SIGKILL":
+            os.kill(python_pid(docker_client, first), signal.SIGKILL)
+        elif fault == "docker kill":
+            docker_client.api.kill(first)
+        else:
+            docker_client.api.remove_container(first, force=True)
+
+        def replaced() -> bool:
+            current = kernel_container(docker_client, kernel_id)
+            return bool(current) and current["Id"] != first and current["State"] == "running"
+
+        wait_for(replaced, 60, "the restarter did not bring up a new kernel container")
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.api.inspect_container(first)
+        client.wait_for_ready(timeout=60)
+        assert execute(client, "print('x' in dir())").stdout.strip() == "False"  # a fresh kernel
+    finally:
+        client.stop_channels()
+    server.api(f"kernels/{kernel_id}", "DELETE")
+    wait_for(lambda: not kernel_container(docker_client, kernel_id), 30, "container left after shutdown")
+    assert server.log().count("Traceback") == 0, server.log()[-3000:]
+
+
+def test_out_of_memory_is_named_with_its_limit(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
+                                              docker_client: docker.DockerClient) -> None:
+    name = install_variant(jupyter_dirs, "tf1.15-small", {"memory": "300m"})
+    manager = KernelManager(kernel_name=name, autorestart=False)
+    manager.start_kernel(cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        client.execute("import numpy as np\nblocks = [np.ones(64 * 1024 * 1024) for _ in range(40)]")
+        wait_for(lambda: not manager.is_alive(), 60, "the kernel was not OOM-killed")
+        assert "ran out of memory" in manager.provisioner.notice and "300m" in manager.provisioner.notice
+        manager.restart_kernel(now=True)
+        client.wait_for_ready(timeout=60)
+        told = execute(client, "print('next cell')")
+        assert "ran out of memory" in told.stderr and "300m" in told.stderr and told.stdout.strip() == "next cell"
+        assert "ran out of memory" not in execute(client, "print(1)").stderr  # told once
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def test_server_sigkill_leaves_orphans_that_are_reaped(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
+                                                      docker_client: docker.DockerClient,
+                                                      kernel_image: str) -> None:
+    unrelated = docker_client.containers.run("python:3.7-slim-bookworm", ["sleep", "600"], detach=True,
+                                             labels={"purpose": "a user's own container"})
+    try:
+        with running_kernel(tf1_kernel, str(tmp_path)) as (live_manager, _):
+            live = live_manager.provisioner.container.id
+            # Server A dies without cleaning up.
+            crashed = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "a")
+            orphans = [crashed.api("kernels", "POST", {"name": tf1_kernel})["id"] for _ in range(2)]
+            crashed.process.kill()
+            crashed.process.wait(10)
+            assert all(kernel_container(docker_client, k) for k in orphans), "SIGKILL should leave them running"
+
+            listing = run_cli("gc", "--dry-run")
+            assert listing.returncode == 0 and listing.stdout.count("remove: its owner") == 2
+            assert all(kernel_container(docker_client, k) for k in orphans)
+
+            # Server B's first kernel start reaps them.
+            restarted = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "b")
+            try:
+                kernel_b = restarted.api("kernels", "POST", {"name": tf1_kernel})["id"]
+                assert not any(kernel_container(docker_client, k) for k in orphans)
+                assert "removed orphaned kernel container" in restarted.log()
+                # Server B dies too; this time `tf1kernel gc` cleans up.
+                restarted.process.kill()
+                restarted.process.wait(10)
+                result = run_cli("gc")
+                assert result.returncode == 0 and "1 orphaned kernel container(s) removed" in result.stdout
+                assert kernel_container(docker_client, kernel_b) is None
+            finally:
+                restarted.stop()
+            # Neither the live kernel of this process nor the user's own container was touched.
+            assert docker_client.api.inspect_container(live)["State"]["Running"]
+            assert docker_client.api.inspect_container(unrelated.id)["State"]["Running"]
+    finally:
+        unrelated.remove(force=True)
+    assert managed_containers(docker_client) == []
+
+
+def test_restart_survives_a_taken_port(tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, _):
+        old_shell = manager.get_connection_info()["shell_port"]
+        manager.shutdown_kernel(now=True, restart=True)
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the old port may be in TIME_WAIT
+        squatter.bind(("127.0.0.1", old_shell))
+        squatter.listen(1)
+        try:
+            manager.start_kernel(cwd=str(tmp_path))
+            assert manager.get_connection_info()["shell_port"] != old_shell
+            fresh = manager.client()
+            fresh.start_channels()
+            fresh.wait_for_ready(timeout=60)
+            assert execute(fresh, "print(2 + 2)").stdout.strip() == "4"
+            fresh.stop_channels()
+        finally:
+            squatter.close()
+    assert managed_containers(docker_client) == []
+
+
+def test_corrupt_saved_state_is_refused_clearly(tf1_kernel: str) -> None:
+    import asyncio
+
+    from tf1kernel.errors import InvalidOption
+    from tf1kernel.provisioner import DockerProvisioner
+
+    provisioner = DockerProvisioner(kernel_id="k")
+    for state in ({}, {"kernel_id": "k", "connection_info": {}, "container_id": 42},
+                  {"kernel_id": "k", "connection_info": {}, "host_ports": "nope"}):
+        with pytest.raises(InvalidOption, match="saved tf1kernel state"):
+            asyncio.run(provisioner.load_provisioner_info(json.loads(json.dumps(state))))

@@ -1,0 +1,89 @@
+"""Finding and removing kernel containers whose owner is gone.
+
+Every container tf1kernel starts carries labels naming its owner: the host and
+pid of the process that started it (a Jupyter server, or the argv launcher) and
+that process's start time, so a recycled pid is not mistaken for the owner.
+A container is an orphan when its owner on this host no longer runs, or when it
+has exited. Containers without the managed label are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import docker
+import psutil
+from docker.errors import APIError, NotFound
+
+from .container import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
+
+LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
+
+
+def owner_labels() -> dict[str, str]:
+    """The labels that name this process as the owner of the containers it starts."""
+    return {
+        LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}",
+        LABEL_OWNER_STARTED: f"{psutil.Process().create_time():.0f}",
+    }
+
+
+@dataclass(frozen=True)
+class KernelContainerInfo:
+    id: str
+    name: str
+    kernel_id: str
+    owner: str
+    running: bool
+    orphan: bool
+    reason: str
+
+
+def owner_alive(owner: str, started: str) -> bool | None:
+    """True/False for an owner on this host; None when it lives on another host (cannot tell)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        process = psutil.Process(int(pid))
+        return not started or f"{process.create_time():.0f}" == started
+    except psutil.Error:
+        return False
+
+
+def kernel_containers(client: docker.DockerClient) -> list[KernelContainerInfo]:
+    """Every tf1kernel container on the engine, each judged orphan or not."""
+    found = []
+    for summary in client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
+        labels = summary.get("Labels") or {}
+        running = summary.get("State") == "running"
+        owner = labels.get(LABEL_OWNER, "")
+        alive = owner_alive(owner, labels.get(LABEL_OWNER_STARTED, ""))
+        if not running:
+            orphan, reason = True, "exited"
+        elif alive is False:
+            orphan, reason = True, f"its owner {owner} is gone"
+        else:
+            orphan, reason = False, "owner running" if alive else f"owned by another host ({owner})"
+        found.append(KernelContainerInfo(summary["Id"], (summary.get("Names") or ["?"])[0].lstrip("/"),
+                                         labels.get(LABEL_KERNEL_ID, ""), owner, running, orphan, reason))
+    return found
+
+
+def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = False) -> list[KernelContainerInfo]:
+    """Remove orphaned kernel containers; return what was removed."""
+    removed = []
+    for container in kernel_containers(client):
+        foreign = container.reason.startswith("owned by another host")
+        if container.orphan or (include_other_hosts and foreign):
+            try:
+                client.api.remove_container(container.id, force=True, v=True)
+            except NotFound:
+                continue
+            except APIError as exc:
+                if exc.status_code != 409:  # 409: already being removed
+                    raise
+            removed.append(container)
+    return removed
