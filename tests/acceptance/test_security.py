@@ -1,0 +1,164 @@
+"""Security properties of a running kernel, each asserted against the real engine."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import zmq
+from jupyter_client.manager import KernelManager
+from jupyter_client.session import Session
+
+from tests.kernels import execute, running_kernel
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
+
+# A test host of our own: a network namespace joined to this machine by a veth pair.
+NETNS, HOST_IF, PEER_IF = "tf1peer", "tf1h0", "tf1p0"
+
+
+def unused_subnet() -> ipaddress.IPv4Network:
+    """A /30 from the benchmarking range 198.18.0.0/15 that no interface of this machine uses."""
+    taken = [ipaddress.ip_interface(word).network
+             for line in subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout.splitlines()
+             for word in line.split() if "/" in word and word[0].isdigit()]
+    for candidate in ipaddress.ip_network("198.18.0.0/15").subnets(new_prefix=30):
+        if not any(candidate.overlaps(network) for network in taken):
+            return candidate
+    raise AssertionError("no free test subnet")
+
+
+@pytest.fixture(scope="module")
+def peer_host() -> Iterator[str]:
+    """Create the namespace; yield this machine's address as seen from it."""
+    if os.getuid() != 0:
+        pytest.fail("this test creates a network namespace and needs root (CI runs as root)", pytrace=False)
+    subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
+    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+    host_address, peer_address = (str(address) for address in unused_subnet().hosts())
+    for command in (["ip", "netns", "add", NETNS],
+                    ["ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", PEER_IF],
+                    ["ip", "link", "set", PEER_IF, "netns", NETNS],
+                    ["ip", "addr", "add", f"{host_address}/30", "dev", HOST_IF],
+                    ["ip", "link", "set", HOST_IF, "up"],
+                    ["ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{peer_address}/30", "dev", PEER_IF],
+                    ["ip", "netns", "exec", NETNS, "ip", "link", "set", PEER_IF, "up"],
+                    ["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"]):
+        subprocess.run(command, check=True, capture_output=True)
+    # The peer must reach this machine's address on the veth (a listener on 0.0.0.0 answers),
+    # or "refused" below would prove nothing. The link takes a moment to come up.
+    with socket.create_server(("0.0.0.0", 0)) as control:
+        deadline = time.monotonic() + 15
+        while connect_from_peer(host_address, control.getsockname()[1]) != "connected":
+            assert time.monotonic() < deadline, "the test host cannot reach this machine"
+            time.sleep(0.5)
+    yield host_address
+    subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
+    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+
+
+def connect_from_peer(address: str, port: int) -> str:
+    probe = ("import socket\ns = socket.socket(); s.settimeout(3)\n"
+             f"try:\n    s.connect(({address!r}, {port})); print('connected')\n"
+             "except OSError as e:\n    print(type(e).__name__)")
+    return subprocess.run(["ip", "netns", "exec", NETNS, sys.executable, "-c", probe], capture_output=True,
+                          text=True, timeout=20).stdout.strip()
+
+
+@pytest.fixture
+def kernel(tf1_kernel: str, tmp_path: Path) -> Iterator[tuple[KernelManager, object]]:
+    with running_kernel(tf1_kernel, str(tmp_path)) as started:
+        yield started
+
+
+def test_ports_are_bound_to_loopback_only(kernel: tuple[KernelManager, object], peer_host: str,
+                                          docker_client: docker.DockerClient) -> None:
+    manager, _ = kernel
+    attrs = docker_client.api.inspect_container(manager.provisioner.container.id)
+    bound = [b for bindings in attrs["NetworkSettings"]["Ports"].values() for b in bindings or []]
+    assert bound and {b["HostIp"] for b in bound} == {"127.0.0.1"}
+    # peer_host showed that a listener on 0.0.0.0 is reachable from the test host; the kernel's ports are not.
+    for port in manager.provisioner.container.host_ports.values():
+        assert connect_from_peer(peer_host, port) in ("ConnectionRefusedError", "timeout", "TimeoutError")
+
+
+def test_no_privileges(kernel: tuple[KernelManager, object], docker_client: docker.DockerClient) -> None:
+    manager, client = kernel
+    host_config = docker_client.api.inspect_container(manager.provisioner.container.id)["HostConfig"]
+    assert host_config["CapDrop"] == ["ALL"] and not host_config["CapAdd"]
+    assert "no-new-privileges" in host_config["SecurityOpt"]
+    assert host_config["Privileged"] is False
+    status = execute(client, "print(open('/proc/self/status').read())").stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["CapEff"].strip() == "0000000000000000"
+    assert fields["CapPrm"].strip() == "0000000000000000"
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Uid"].split()[0] == str(os.getuid())
+
+
+def test_hmac_key_only_in_private_files(kernel: tuple[KernelManager, object],
+                                        docker_client: docker.DockerClient) -> None:
+    manager, client = kernel
+    key = manager.session.key.decode()
+    container_id = manager.provisioner.container.id
+    attrs = docker_client.api.inspect_container(container_id)
+    visible = json.dumps([attrs["Config"]["Env"], attrs["Config"]["Cmd"], attrs["Args"], attrs["Path"],
+                          attrs["Config"]["Labels"], docker_client.api.inspect_image(attrs["Image"]),
+                          docker_client.api.history(attrs["Image"])])
+    assert len(key) >= 32 and key not in visible
+    inside = execute(client, "import os, stat, json\n"
+                             "print(json.dumps([oct(os.stat(p).st_mode & 0o777) for p in "
+                             "('/.tf1kernel/connection.json', '/.tf1kernel')]))\n"
+                             f"print(any(v == {key!r} for v in os.environ.values()))")
+    modes, in_env = inside.stdout.splitlines()[-2:]
+    assert json.loads(modes) == ["0o600", "0o700"] and in_env == "False"
+    assert stat.S_IMODE(os.stat(manager.connection_file).st_mode) == 0o600
+    top = docker_client.api.top(container_id, ps_args="-eo pid,args")["Processes"]
+    assert not any(key in " ".join(process) for process in top)
+
+
+def test_only_the_working_directory_is_mounted(kernel: tuple[KernelManager, object], tmp_path: Path,
+                                               docker_client: docker.DockerClient) -> None:
+    manager, client = kernel
+    mounts = docker_client.api.inspect_container(manager.provisioner.container.id)["Mounts"]
+    assert [(m["Type"], m["Source"], m["Destination"]) for m in mounts] == [("bind", str(tmp_path), str(tmp_path))]
+    # A file in the host user's home directory must not be visible (the image has its own /root, /home).
+    marker = Path.home() / f".tf1kernel-test-{os.getpid()}"
+    marker.write_text("host home")
+    try:
+        result = execute(client, "import os\nprint([os.path.exists(p) for p in "
+                                 f"('/var/run/docker.sock', '/run/docker.sock', {str(marker)!r})])")
+    finally:
+        marker.unlink()
+    assert result.stdout.strip() == "[False, False, False]"
+
+
+def test_messages_signed_with_a_wrong_key_are_ignored(kernel: tuple[KernelManager, object],
+                                                      tmp_path: Path) -> None:
+    manager, client = kernel
+    info = manager.get_connection_info()
+    forger = Session(key=b"not-the-key", username="attacker")
+    context = zmq.Context.instance()
+    shell = context.socket(zmq.DEALER)
+    shell.connect(f"tcp://127.0.0.1:{info['shell_port']}")
+    try:
+        forged = forger.msg("execute_request", {"code": "open('forged.txt', 'w').write('x')", "silent": False,
+                                                "store_history": False, "user_expressions": {},
+                                                "allow_stdin": False, "stop_on_error": True})
+        forger.send(shell, forged)
+        assert shell.poll(5000) == 0, "the kernel answered a forged message"
+    finally:
+        shell.close(linger=0)
+    time.sleep(0.5)
+    assert not (tmp_path / "forged.txt").exists()
+    assert execute(client, "print('still serving')").stdout.strip() == "still serving"
