@@ -99,6 +99,8 @@ class ContainerSpec:
     # Host ports a previous start of this kernel used; reused so that clients
     # connected before a restart keep working. Missing entries are engine-chosen.
     preferred_host_ports: dict[str, int] = field(default_factory=dict)
+    # Extra bind mounts the user configured: (host path, container path, read only).
+    extra_mounts: list[tuple[str, str, bool]] = field(default_factory=list)
     # Resource limits ("" and 0: none).
     memory: str = ""
     nano_cpus: int = 0
@@ -152,9 +154,9 @@ class KernelContainer:
     @classmethod
     def start(cls, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
         """Create and start the container; return it once the engine reports it running."""
-        check_image(client, spec)
-        remove_leftover(client, spec)
         try:
+            check_image(client, spec)
+            remove_leftover(client, spec)
             container_id = create_container(client, spec, spec.preferred_host_ports)
             try:
                 return cls._started(client, container_id, spec)
@@ -288,7 +290,9 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
             init=True,
             auto_remove=spec.exit_with_caller,
             port_bindings={port: (LOOPBACK, host_ports.get(name)) for name, port in PUBLISHED_PORTS.items()},
-            mounts=[Mount(target=spec.working_dir, source=spec.working_dir, type="bind")],
+            mounts=[Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
+                    *(Mount(target=target, source=source, type="bind", read_only=read_only)
+                      for source, target, read_only in spec.extra_mounts)],
             tmpfs={HOME_DIR: f"uid={uid},gid={gid or uid},mode=0700"},
             mem_limit=spec.memory or None,
             memswap_limit=spec.memory or None,  # no swap on top: the limit is the limit

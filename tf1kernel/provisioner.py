@@ -27,7 +27,7 @@ from .container import CONTAINER_PORTS, LOOPBACK, ContainerSpec, KernelContainer
 from .errors import InvalidOption
 from .images import DEFAULT_RECIPE, build_hint, check_image_reference
 from .orphans import owner_labels, remove_orphans
-from .workdir import mountable_working_dir
+from .workdir import existing_mount_source, mountable_working_dir, parse_mount
 
 DEFAULT_ENV_ALLOWLIST = [
     "LANG",
@@ -42,8 +42,10 @@ DEFAULT_ENV_ALLOWLIST = [
     "OMP_NUM_THREADS",
 ]
 
-# How long the engine may be unreachable before a kernel counts as dead.
-ENGINE_GRACE_SECONDS = 10.0
+# How long the engine may be unreachable before a kernel counts as dead. Engines restart
+# (Docker Desktop, a daemon upgrade) in well under this; the containers are then exited and
+# Jupyter's restarter starts a fresh kernel. Past it, restarts fail with EngineUnavailable.
+ENGINE_GRACE_SECONDS = 30.0
 MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.IGNORECASE)
 MINIMUM_MEMORY_BYTES = 128 * 1024**2  # below this, Python and TensorFlow cannot even start
 
@@ -54,6 +56,13 @@ _reaped_engines: set[str] = set()
 class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     """Runs ipykernel inside a Docker container of a TensorFlow 1.15 image."""
 
+    strategy = Enum(
+        ["auto", "emulated"],
+        "auto",
+        config=True,
+        help="How TensorFlow 1.15 runs. emulated: the official x86-64 wheel in a linux/amd64 image, native on "
+        "x86-64 hosts and emulated on ARM64 hosts. auto: the best available (in this version, emulated).",
+    )
     image = Unicode(
         DEFAULT_RECIPE.tag,
         config=True,
@@ -91,6 +100,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         config=True,
         help="CPU limit of the kernel container in cores, such as 1.5. 0: no limit.",
     )
+    mounts = List(
+        Unicode(),
+        [],
+        config=True,
+        help='Extra folders to mount, as "HOST:CONTAINER" or "HOST:CONTAINER:ro". '
+        "The kernel's working directory is always mounted at its own path.",
+    )
     env_allowlist = List(
         Unicode(),
         DEFAULT_ENV_ALLOWLIST,
@@ -109,7 +125,9 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     _engine_lost_since: float | None = None
 
     def __init__(self, **kwargs: Any) -> None:
-        unknown = sorted(set(kwargs) - set(self.class_trait_names()) - {"parent", "config", "log"})
+        # What jupyter_client itself passes, plus the options a kernelspec may set.
+        accepted = set(self.class_trait_names(config=True)) | {"kernel_id", "kernel_spec", "parent", "config", "log"}
+        unknown = sorted(set(kwargs) - accepted)
         if unknown:
             raise InvalidOption(
                 f"Unknown tf1kernel option(s) {', '.join(unknown)} in {self._config_source(kwargs)}.",
@@ -145,6 +163,12 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if match and float(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ") < MINIMUM_MEMORY_BYTES:
             raise TraitError(f"memory {value!r} is too small for a TensorFlow kernel; use at least 128m")
         return value
+
+    @validate("mounts")
+    def _valid_mounts(self, proposal: dict[str, Any]) -> list[str]:
+        for text in proposal["value"]:
+            parse_mount(text)
+        return list(proposal["value"])
 
     @validate("cpus")
     def _valid_cpus(self, proposal: dict[str, Any]) -> float:
@@ -199,10 +223,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             await asyncio.to_thread(self.container.signal, signum)
 
     async def kill(self, restart: bool = False) -> None:
-        await self.send_signal(signal.SIGKILL)
+        await self._stop_with(signal.SIGKILL)
 
     async def terminate(self, restart: bool = False) -> None:
-        await self.send_signal(signal.SIGTERM)
+        await self._stop_with(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
         await self._remove_container()
@@ -217,6 +241,12 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                                 "remove the `transport` setting from your Jupyter configuration")
         extra_arguments = kwargs.pop("extra_arguments", [])
         working_dir = mountable_working_dir(kwargs.get("cwd") or os.getcwd())
+        extra_mounts = [parse_mount(text) for text in self.mounts]
+        for source, target, _ in extra_mounts:
+            existing_mount_source(source)
+            if target == working_dir:
+                raise InvalidOption(f"The mount onto {target} would hide the kernel's working directory.",
+                                    "mount it at another path")
         kwargs = await super().pre_launch(**kwargs)
         self.spec = ContainerSpec(
             image=self.image,
@@ -225,6 +255,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             python=self.python,
             kernel_arguments=extra_arguments,
             working_dir=working_dir,
+            extra_mounts=extra_mounts,
             user=self.user or f"{os.getuid()}:{os.getgid()}",
             session_key=km.session.key if km is not None else b"",
             signature_scheme=km.session.signature_scheme if km is not None else "hmac-sha256",
@@ -303,6 +334,14 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if self._client is None:
             self._client = await asyncio.to_thread(engine.connect, self.docker_host or None)
         return self._client
+
+    async def _stop_with(self, signum: int) -> None:
+        """Stopping must not fail when the engine is away (it stops its containers itself)."""
+        try:
+            await self.send_signal(signum)
+        except (DockerException, RequestException) as exc:
+            self.log.warning("tf1kernel: could not signal kernel %s (%s); the engine is unreachable",
+                             self.kernel_id, exc)
 
     async def _reap_orphans_once(self, client: docker.DockerClient) -> None:
         """Remove containers left by a Jupyter process that died (server SIGKILL, crash, power loss)."""

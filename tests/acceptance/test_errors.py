@@ -75,6 +75,14 @@ def test_docker_host_variable_is_honoured(tf1_kernel: str, tmp_path: Path, monke
         ({"imagee": "typo"}, "imagee"),
         ({"user": "root"}, "user"),
         ({"env_allowlist": "PATH"}, "env_allowlist"),
+        ({"strategy": "quantum"}, "strategy"),
+        ({"memory": "lots"}, "memory"),
+        ({"memory": "1m"}, "too small"),
+        ({"cpus": "two"}, "cpus"),
+        ({"cpus": -1}, "cpus"),
+        ({"mounts": ["/srv:/usr/lib"]}, "/usr/lib"),
+        ({"mounts": ["relative:/data"]}, "absolute"),
+        ({"mounts": "/srv:/data"}, "mounts"),
     ],
 )
 def test_bad_option_values(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, config: dict[str, Any],
@@ -82,6 +90,12 @@ def test_bad_option_values(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, 
     name = install_variant(jupyter_dirs, "tf1.15-badoption", config)
     error = start_fails(name, str(tmp_path), InvalidOption)
     assert mentions in error.message
+
+
+def test_extra_mount_that_does_not_exist(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> None:
+    name = install_variant(jupyter_dirs, "tf1.15-badmount", {"mounts": [f"{tmp_path}/no-such-folder:/data"]})
+    error = start_fails(name, str(tmp_path), MountError)
+    assert "no-such-folder" in error.message
 
 
 @pytest.mark.parametrize("where", ["missing", "file", "/etc", "/usr/share"])

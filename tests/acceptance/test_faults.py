@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -184,3 +185,54 @@ def test_corrupt_saved_state_is_refused_clearly(tf1_kernel: str) -> None:
                   {"kernel_id": "k", "connection_info": {}, "host_ports": "nope"}):
         with pytest.raises(InvalidOption, match="saved tf1kernel state"):
             asyncio.run(provisioner.load_provisioner_info(json.loads(json.dumps(state))))
+
+
+def restart_engine(client: docker.DockerClient, downtime: float) -> None:
+    """Stop dockerd (it stops its containers), wait, and start it again with the same command line."""
+    if os.getuid() != 0:
+        pytest.fail("restarting the Docker daemon needs root (CI runs as root)", pytrace=False)
+    daemon = next(p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "dockerd")
+    command = daemon.info["cmdline"]
+    daemon.terminate()
+    daemon.wait(60)
+    time.sleep(downtime)
+    with open("/tmp/dockerd.log", "ab") as log:
+        subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: _pings(client), 60, "dockerd did not come back")
+
+
+def _pings(client: docker.DockerClient) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def test_engine_restart_while_idle(server: JupyterServer, tf1_kernel: str, docker_client: docker.DockerClient) -> None:
+    kernel_id = server.api("kernels", "POST", {"name": tf1_kernel})["id"]
+    client = client_for(server, kernel_id)
+    try:
+        assert execute(client, "x = 1; print(x)").stdout.strip() == "1"
+        first = kernel_container(docker_client, kernel_id)["Id"]
+        stopped = time.monotonic()
+        restart_engine(docker_client, downtime=4)
+        outage = time.monotonic() - stopped
+
+        started = time.monotonic()
+        server.api(f"kernels/{kernel_id}")  # the server still answers at once
+        assert time.monotonic() - started < 2
+
+        def replaced() -> bool:
+            current = kernel_container(docker_client, kernel_id)
+            return bool(current) and current["Id"] != first and current["State"] == "running"
+
+        wait_for(replaced, 90, "no new kernel after the engine came back")
+        client.wait_for_ready(timeout=60)
+        assert execute(client, "print('x' in dir())").stdout.strip() == "False"
+    finally:
+        client.stop_channels()
+    server.api(f"kernels/{kernel_id}", "DELETE")
+    log = server.log()
+    assert "restarting kernel" in log
+    assert log.count("Traceback") == 0, log[-3000:]
+    print(f"\nengine outage {outage:.1f} s; kernel restarted by Jupyter's restarter")

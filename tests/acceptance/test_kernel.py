@@ -235,3 +235,20 @@ def test_files_belong_to_a_non_root_host_user(tf1_kernel: str, jupyter_dirs: Pat
         assert (written.stat().st_uid, written.stat().st_gid) == (uid, gid)
     finally:
         shutil.rmtree(base)
+
+
+def test_extra_mounts_and_resource_limits_apply(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
+                                                docker_client: docker.DockerClient) -> None:
+    data = tmp_path / "dataset"
+    data.mkdir()
+    (data / "train.csv").write_text("1,2\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    name = install_variant(jupyter_dirs, "tf1.15-limits",
+                           {"mounts": [f"{data}:/data:ro"], "memory": "1g", "cpus": 1.5})
+    with running_kernel(name, str(work)) as (manager, client):
+        result = execute(client, "import os\nprint(open('/data/train.csv').read().strip())\n"
+                                 "try:\n    open('/data/new.txt', 'w')\nexcept OSError as e:\n    print(e.errno)")
+        host_config = docker_client.api.inspect_container(manager.provisioner.container.id)["HostConfig"]
+    assert result.stdout.split() == ["1,2", "30"]  # readable, and read-only (EROFS)
+    assert host_config["Memory"] == 1024**3 and host_config["NanoCpus"] == 1_500_000_000

@@ -162,3 +162,15 @@ def test_messages_signed_with_a_wrong_key_are_ignored(kernel: tuple[KernelManage
     time.sleep(0.5)
     assert not (tmp_path / "forged.txt").exists()
     assert execute(client, "print('still serving')").stdout.strip() == "still serving"
+
+
+def test_configured_user_runs_the_kernel_unprivileged(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> None:
+    """When Jupyter itself runs as root, `user` keeps the kernel off uid 0."""
+    from tests.conftest import install_variant
+
+    os.chmod(tmp_path, 0o777)
+    name = install_variant(jupyter_dirs, "tf1.15-as-4242", {"user": "4242:4242"})
+    with running_kernel(name, str(tmp_path)) as (_, client):
+        result = execute(client, "import os\nopen('mine.txt', 'w').write('x')\nprint(os.getuid(), os.getgid())")
+    assert result.stdout.strip() == "4242 4242"
+    assert (tmp_path / "mine.txt").stat().st_uid == 4242
