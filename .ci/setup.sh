@@ -12,9 +12,9 @@ log() { printf '\n== %s  [%ss]\n' "$*" "$SECONDS"; }
 log "system packages"
 # chromium: headless browser for the JupyterLab / Notebook 7 tests (driven by Playwright).
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v patchelf >/dev/null \
-        || ! command -v chromium >/dev/null; then
+        || ! command -v chromium >/dev/null || ! command -v ip >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap patchelf openssl chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap patchelf openssl chromium iproute2 >/dev/null
 fi
 
 log "Docker engine"
