@@ -43,26 +43,33 @@ def peer_host() -> Iterator[str]:
     """Create the namespace; yield this machine's address as seen from it."""
     if os.getuid() != 0:
         pytest.fail("this test creates a network namespace and needs root (CI runs as root)", pytrace=False)
-    subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
-    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+    remove_peer_host()
     host_address, peer_address = (str(address) for address in unused_subnet().hosts())
-    for command in (["ip", "netns", "add", NETNS],
-                    ["ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", PEER_IF],
-                    ["ip", "link", "set", PEER_IF, "netns", NETNS],
-                    ["ip", "addr", "add", f"{host_address}/30", "dev", HOST_IF],
-                    ["ip", "link", "set", HOST_IF, "up"],
-                    ["ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{peer_address}/30", "dev", PEER_IF],
-                    ["ip", "netns", "exec", NETNS, "ip", "link", "set", PEER_IF, "up"],
-                    ["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"]):
-        subprocess.run(command, check=True, capture_output=True)
-    # The peer must reach this machine's address on the veth (a listener on 0.0.0.0 answers),
-    # or "refused" below would prove nothing. The link takes a moment to come up.
-    with socket.create_server(("0.0.0.0", 0)) as control:
-        deadline = time.monotonic() + 15
-        while connect_from_peer(host_address, control.getsockname()[1]) != "connected":
-            assert time.monotonic() < deadline, "the test host cannot reach this machine"
-            time.sleep(0.5)
+    try:
+        for command in (["ip", "netns", "add", NETNS],
+                        ["ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", PEER_IF],
+                        ["ip", "link", "set", PEER_IF, "netns", NETNS],
+                        ["ip", "addr", "add", f"{host_address}/30", "dev", HOST_IF],
+                        ["ip", "link", "set", HOST_IF, "up"],
+                        ["ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{peer_address}/30", "dev", PEER_IF],
+                        ["ip", "netns", "exec", NETNS, "ip", "link", "set", PEER_IF, "up"],
+                        ["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"]):
+            subprocess.run(command, check=True, capture_output=True)
+        # The peer must reach this machine's address on the veth (a listener on 0.0.0.0 answers),
+        # or "refused" below would prove nothing. The link takes a moment to come up.
+        with socket.create_server(("0.0.0.0", 0)) as control:
+            deadline = time.monotonic() + 15
+            while connect_from_peer(host_address, control.getsockname()[1]) != "connected":
+                assert time.monotonic() < deadline, "the test host cannot reach this machine"
+                time.sleep(0.5)
+    except BaseException:
+        remove_peer_host()  # never leave an address on this machine behind
+        raise
     yield host_address
+    remove_peer_host()
+
+
+def remove_peer_host() -> None:
     subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
     subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
 
