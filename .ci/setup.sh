@@ -11,10 +11,12 @@ log() { printf '\n== %s  [%ss]\n' "$*" "$SECONDS"; }
 
 log "system packages"
 # chromium: headless browser for the JupyterLab / Notebook 7 tests (driven by Playwright).
+# qemu-user-static: runs the kernel under an x86-64 CPU model without AVX, as Rosetta presents it.
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v patchelf >/dev/null \
-        || ! command -v chromium >/dev/null || ! command -v ip >/dev/null; then
+        || ! command -v chromium >/dev/null || ! command -v ip >/dev/null \
+        || ! command -v qemu-x86_64-static >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap patchelf openssl chromium iproute2 >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap patchelf openssl chromium iproute2 qemu-user-static >/dev/null
 fi
 
 log "Docker engine"

@@ -62,7 +62,7 @@ def jupyter_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def tf1_kernel(jupyter_dirs: Path, kernel_image: str) -> str:
     """The kernelspec installed by the real CLI, as a user would."""
-    result = run_cli("install", "--prefix", str(jupyter_dirs), "--name", KERNEL_NAME)
+    result = run_cli("install", "--strategy", "emulated", "--prefix", str(jupyter_dirs), "--name", KERNEL_NAME)
     assert result.returncode == 0, result.stderr
     return KERNEL_NAME
 

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
+import docker
 from docker.errors import ImageNotFound
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, engine, images, kernelspec, orphans
-from .errors import ImageMissing, Tf1KernelError
+from . import __version__, doctor, engine, images, kernelspec, orphans, probes, strategies, verify
+from .errors import ImageMissing, InvalidOption, PlatformUnsupported, Tf1KernelError
 
-out = Console(soft_wrap=True)
+# In logs and pipes, tables are as wide as their content: no wrapped kernel names.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -45,13 +50,23 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tf1kernel {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    build = commands.add_parser("build", help="build the TensorFlow 1.15 kernel image")
-    build.add_argument("--tag", help=f"image name (default: {images.DEFAULT_RECIPE.tag})")
+    build = commands.add_parser("build", help="build a kernel image (default: the official TF 1.15.5, x86-64)")
+    build.add_argument("--strategy", choices=["emulated", "source", "prebuilt", "compat"], default="emulated",
+                       help="emulated: the official x86-64 wheel (default); source: compile TF 1.15 for ARM64 (hours); "
+                            "prebuilt: bake the wheel named by --wheel; compat: TensorFlow 2.15 running TF1 code")
+    build.add_argument("--platform", choices=["linux/amd64", "linux/arm64"],
+                       help="image platform (default: the strategy's; compat: the engine's own)")
+    build.add_argument("--wheel", type=Path, metavar="FILE",
+                       help="prebuilt: a TensorFlow 1.x wheel for CPython 3.7 on Linux (aarch64 or x86_64)")
+    build.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
+                       help="pass a build argument to the Dockerfile (source: BAZEL_JOBS, TF_BAZEL_OPTIONS, ...)")
+    build.add_argument("--tag", help="image name (default: the recipe's, such as tf1kernel/tensorflow:1.15.5-amd64)")
     ca = build.add_mutually_exclusive_group()
     ca.add_argument("--ca-bundle", type=Path, metavar="PEM",
                     help="CA bundle pip must trust inside the build (default: the one the host's pip uses)")
     ca.add_argument("--no-ca-bundle", action="store_true", help="give pip no extra CA bundle")
-    build.add_argument("--base-image", help=f"Python 3.7 base image (default: {images.DEFAULT_RECIPE.base_image})")
+    build.add_argument("--base-image", help="Python base image (default: the recipe's, such as "
+                                            f"{images.DEFAULT_RECIPE.base_image})")
     build.add_argument("--index-url", help="PyPI mirror for pip inside the build (not kept in the image)")
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     build.set_defaults(run=run_build)
@@ -65,7 +80,13 @@ def make_parser() -> argparse.ArgumentParser:
     install.add_argument("--display-name", help="name shown in Jupyter (default: TensorFlow 1.15 (<arch>))")
     install.add_argument("--arch", choices=["arm64", "x86_64", "aarch64", "amd64"],
                          help="label the kernel for this host architecture (default: this machine's)")
-    install.add_argument("--image", help=f"kernel image (default: {images.DEFAULT_RECIPE.tag})")
+    install.add_argument("--strategy", choices=list(strategies.STRATEGIES), default="auto",
+                         help="how TensorFlow 1.15 runs (default: auto, the best one built on the engine)")
+    install.add_argument("--image", help="kernel image (default: the strategy's; prebuilt: required)")
+    install.add_argument("--platform", choices=["linux/amd64", "linux/arm64"],
+                         help="the image's platform (default: the strategy's; compat: the engine's own; "
+                              "prebuilt: linux/arm64)")
+    install.add_argument("--python", help="the image's Python interpreter (default: python)")
     install.add_argument("--skip-checks", action="store_true", help="do not check the engine and image")
     install.set_defaults(run=run_install)
 
@@ -78,6 +99,13 @@ def make_parser() -> argparse.ArgumentParser:
                     help="also remove running kernels started from other hosts sharing this engine")
     gc.set_defaults(run=run_gc)
 
+    doctor_parser = commands.add_parser("doctor", help="check that a TensorFlow 1.15 kernel can work here, "
+                                                       "and name the fix for what cannot")
+    doctor_parser.add_argument("--kernel", metavar="NAME", help="the kernel to test (default: tf1.15-<this arch>)")
+    doctor_parser.add_argument("--no-start", action="store_true", help="skip starting a test kernel")
+    doctor_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor_parser.set_defaults(run=run_doctor)
+
     remove = commands.add_parser("remove", help="unregister tf1kernel kernels")
     remove.add_argument("names", nargs="+", metavar="NAME")
     remove.set_defaults(run=run_remove)
@@ -85,20 +113,60 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    recipe = images.DEFAULT_RECIPE
     ca_path = None if args.no_ca_bundle else (args.ca_bundle or images.host_pip_ca_bundle())
     ca_bundle = images.read_ca_bundle(ca_path) if ca_path else b""
-    tag = images.check_image_reference(args.tag) if args.tag else recipe.tag
+    build_args = parse_build_args(args.build_arg)
     client = engine.connect()
+    recipe = build_recipe(args, engine.describe(client))
+    tag = images.check_image_reference(args.tag) if args.tag else recipe.tag
+    require_platform(client, recipe.platform)
     out.print(f"Building [bold]{tag}[/] ({recipe.summary})")
     out.print(f"pip CA bundle: {ca_path or 'none (pip defaults)'}", highlight=False)
     with build_display() as on_progress:
         image_id = images.build_image(client, recipe, ca_bundle=ca_bundle, tag=tag, base_image=args.base_image,
-                                      index_url=args.index_url, no_cache=args.no_cache, on_progress=on_progress)
+                                      index_url=args.index_url, no_cache=args.no_cache, extra_buildargs=build_args,
+                                      on_progress=on_progress)
     size = client.api.inspect_image(image_id)["Size"] / 1e6
     out.print(f"[green]Built[/] {tag} ({image_id.removeprefix('sha256:')[:12]}, {size:.0f} MB). "
               "Next: `tf1kernel install --user`")
     return 0
+
+
+def build_recipe(args: argparse.Namespace, info: engine.EngineInfo) -> images.ImageRecipe:
+    """The recipe the build flags ask for."""
+    if args.strategy == "prebuilt":
+        if args.wheel is None:
+            raise InvalidOption("`tf1kernel build --strategy prebuilt` bakes a TensorFlow wheel, and none was named.",
+                                "pass --wheel FILE; to use an existing image instead, run "
+                                "`tf1kernel install --strategy prebuilt --image NAME`")
+        recipe = images.wheel_recipe(args.wheel)
+        if args.platform and args.platform != recipe.platform:
+            raise InvalidOption(f"{args.wheel.name} is a {recipe.platform} wheel, not {args.platform}.",
+                                "drop --platform: a wheel's platform decides its image's")
+        return recipe
+    if args.wheel is not None:
+        raise InvalidOption(f"--wheel is for the prebuilt strategy, not {args.strategy}.",
+                            "use `tf1kernel build --strategy prebuilt --wheel FILE`")
+    return images.recipe_for(args.strategy, args.platform or strategies.default_platform(args.strategy, info))
+
+
+def parse_build_args(pairs: list[str]) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise InvalidOption(f"--build-arg {pair!r} is not NAME=VALUE.", "write it as --build-arg BAZEL_JOBS=4")
+        parsed[name] = value
+    return parsed
+
+
+def require_platform(client: docker.DockerClient, platform: str) -> None:
+    """Refuse a build for a platform the engine cannot run, before hours go into it."""
+    arch = platform.split("/")[1]
+    facts = probes.probe_architecture(client, arch)
+    if not facts.runs:
+        raise PlatformUnsupported(f"This Docker engine cannot run {platform} containers ({facts.detail}).",
+                                  engine.EMULATOR_FIX.format(arch=arch))
 
 
 class build_display:
@@ -129,11 +197,9 @@ class build_display:
 
 def run_install(args: argparse.Namespace) -> int:
     arch = kernelspec.normalize_arch(args.arch) if args.arch else kernelspec.host_arch()
-    image = images.check_image_reference(args.image) if args.image else images.DEFAULT_RECIPE.tag
-    if not args.skip_checks:
-        require_image(image)
-    spec = kernelspec.render_kernel_json(arch, image=image, display_name=args.display_name)
-    name = args.name or kernelspec.default_kernel_name(arch)
+    config = kernel_config(args)
+    spec = kernelspec.render_kernel_json(arch, args.strategy, config, display_name=args.display_name)
+    name = args.name or kernelspec.default_kernel_name(arch, args.strategy)
     prefix = sys.prefix if args.sys_prefix else args.prefix
     path = kernelspec.install(spec, name, user=args.user, prefix=prefix)
     out.print(f"Installed [bold]{spec['display_name']}[/] as {name!r} in {path}", highlight=False)
@@ -141,8 +207,48 @@ def run_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def require_image(image: str) -> None:
+def kernel_config(args: argparse.Namespace) -> dict[str, str]:
+    """The provisioner config for the install flags, checked against the engine unless --skip-checks."""
+    if args.strategy == "auto" and (args.image or args.platform):
+        raise InvalidOption("auto picks the image and platform itself.",
+                            "drop --image and --platform, or name a strategy with --strategy")
+    if args.strategy == "prebuilt" and not args.image:
+        raise InvalidOption("The prebuilt strategy needs the image to run.",
+                            "name it with --image, or bake a TensorFlow wheel first: "
+                            "`tf1kernel build --strategy prebuilt --wheel FILE`")
+    image = images.check_image_reference(args.image) if args.image else ""
+    python = args.python or "python"
+    config = {"python": python} if args.python else {}
+    if args.skip_checks:
+        if args.strategy == "auto":
+            return config
+        host = engine.EngineInfo("Linux engine", kernelspec.host_arch().replace("x86_64", "amd64"), "", "", "")
+        choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), host)
+        return {**config, "image": choice.image, "platform": choice.platform}
     client = engine.connect()
+    info = engine.describe(client)
+    if args.strategy == "auto":
+        choice = strategies.choose_auto(info, strategies.built_images(client),
+                                        lambda: probes.probe_architecture(client, "amd64"))
+        out.print(f"auto picks [bold]{choice.strategy}[/] ({choice.image}, {choice.platform}) on this engine: "
+                  f"{choice.reason}", highlight=False)
+        return config
+    choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), info)
+    if args.strategy == "prebuilt":
+        out.print(f"Checking {choice.image} (architecture, Python, ipykernel, TensorFlow)...", highlight=False)
+        facts = verify.verify_image(client, choice.image, choice.platform, python)
+        out.print(f"[green]verified[/]: {facts.summary()}", highlight=False)
+    else:
+        require_image(client, choice.image)
+    return {**config, "image": choice.image, "platform": choice.platform}
+
+
+def prebuilt_platform(args: argparse.Namespace) -> str:
+    """A prebuilt image is an ARM64 one unless the user says otherwise."""
+    return "linux/arm64" if args.strategy == "prebuilt" else ""
+
+
+def require_image(client: docker.DockerClient, image: str) -> None:
     try:
         client.api.inspect_image(image)
     except ImageNotFound:
@@ -155,11 +261,13 @@ def run_list(args: argparse.Namespace) -> int:
     if not kernels:
         out.print("No tf1kernel kernels installed. Run `tf1kernel install --user`.")
         return 0
-    table = Table("name", "display name", "image", "image present", "folder")
-    present = image_presence([k.config.get("image", "") for k in kernels])
+    table = Table("name", "display name", "strategy", "image", "platform", "image present", "folder")
+    present = image_presence([k.config["image"] for k in kernels if k.config.get("image")])
     for kernel in kernels:
-        image = kernel.config.get("image", images.DEFAULT_RECIPE.tag)
-        table.add_row(kernel.name, kernel.display_name, image, present.get(image, "?"), kernel.resource_dir)
+        image = kernel.config.get("image", "")
+        table.add_row(kernel.name, kernel.display_name, kernel.config.get("strategy", "auto"),
+                      image or "(auto's choice)", kernel.config.get("platform", ""),
+                      present.get(image, "-") if image else "see `tf1kernel doctor`", kernel.resource_dir)
     out.print(table)
     return 0
 
@@ -197,6 +305,28 @@ def run_gc(args: argparse.Namespace) -> int:
     kept = len(containers) - len(removed)
     out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept.")
     return 0
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """Exit status 0 when the default kernel can work, 1 otherwise."""
+    marks = {True: "[green]pass[/]", False: "[bold red]FAIL[/]", None: "[dim]skip[/]"}
+
+    def show(check: doctor.Check) -> None:
+        if not args.json:
+            out.print(f"{marks[check.ok]}  [bold]{check.name}[/]: {check.detail}", highlight=False)
+            if check.fix:
+                out.print(f"      fix: {check.fix}", highlight=False)
+
+    with err.status("checking...", spinner="dots") if err.is_terminal and not args.json else nullcontext():
+        report = doctor.diagnose(args.kernel, start_kernel=not args.no_start, on_check=show)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    elif report.ok:
+        out.print(f"[green]The default kernel {report.default_kernel} can work here.[/]", highlight=False)
+    else:
+        out.print(f"[bold red]The default kernel {report.default_kernel or '(none)'} cannot work here[/]: "
+                  "apply the fixes above.", highlight=False)
+    return 0 if report.ok else 1
 
 
 def run_remove(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import logging
 import tarfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -54,24 +55,19 @@ LOOPBACK = "127.0.0.1"
 CONNECTION_DIR = "/.tf1kernel"
 CONNECTION_FILE = f"{CONNECTION_DIR}/connection.json"
 NOTICE_FILE = f"{CONNECTION_DIR}/notice.txt"
+AVX_FIX_FILE = f"{CONNECTION_DIR}/avx-fix.txt"
 TENSORBOARD_ADDRESS_FILE = f"{CONNECTION_DIR}/tensorboard.json"
 HOME_DIR = "/home/tf1kernel"
 
-# The kernel's entry point when it must not outlive its caller. The caller holds
-# the container's stdin open through an attach connection (stdin_once): when the
-# caller dies the engine closes stdin, this thread sees EOF, the kernel exits, and
-# AutoRemove deletes the container. Python 3.7 syntax: it runs inside the image.
-LIFELINE = """\
-import os, sys, threading
-def _lifeline():
-    while os.read(0, 4096):
-        pass
-    os._exit(0)
-threading.Thread(target=_lifeline, name="tf1kernel-lifeline", daemon=True).start()
-import runpy
-sys.argv[0] = "ipykernel_launcher"
-runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
-"""
+GUEST_MODULE = f"{CONNECTION_DIR}/tf1kernel_guest.py"
+# The kernel's entry point: tf1kernel's guest module (tf1kernel/guest/), copied in with the
+# connection file, starts ipykernel. It must parse on every Python an image may have (3.6+).
+BOOT = (f"import sys; sys.path.insert(0, {CONNECTION_DIR!r}); import tf1kernel_guest; sys.path.pop(0); "
+        "tf1kernel_guest.main(sys.argv[1:])")
+# With this flag the kernel exits when its stdin closes. The caller holds stdin open through
+# an attach connection (stdin_once): when the caller dies the engine closes stdin, the kernel
+# exits, and AutoRemove deletes the container.
+LIFELINE_FLAG = "--tf1kernel-lifeline"
 
 # Returned as the exit code when the container vanished (removed from outside).
 EXIT_CODE_MISSING = 255
@@ -92,6 +88,8 @@ class ContainerSpec:
     session_key: bytes
     signature_scheme: str = "hmac-sha256"
     python: str = "python"
+    # Runs the interpreter through another program, such as an emulator (qemu-x86_64-static -cpu ...).
+    command_prefix: list[str] = field(default_factory=list)
     kernel_arguments: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
@@ -106,10 +104,12 @@ class ContainerSpec:
     nano_cpus: int = 0
     # A message for the user, shown with the first cell they run (why the previous kernel died).
     notice: str = ""
+    # What the user should change if this CPU lacks AVX (worded for their engine).
+    avx_fix: str = ""
     # Ports chosen by someone else (VS Code writes them in the connection file): no fallback.
     fixed_host_ports: bool = False
     # Tie the container to the process that starts it: when that process dies, even by
-    # SIGKILL, the kernel exits and the engine removes the container (see LIFELINE).
+    # SIGKILL, the kernel exits and the engine removes the container (see LIFELINE_FLAG).
     exit_with_caller: bool = False
     # What to tell the user when the image is not there (how to build or get it).
     image_fix: str = "build the image with `tf1kernel build`"
@@ -120,8 +120,9 @@ class ContainerSpec:
 
     @property
     def command(self) -> list[str]:
-        start = ["-c", LIFELINE] if self.exit_with_caller else ["-m", "ipykernel_launcher"]
-        return [self.python, *start, *self.kernel_arguments, "-f", CONNECTION_FILE]
+        lifeline = [LIFELINE_FLAG] if self.exit_with_caller else []
+        return [*self.command_prefix, self.python, "-c", BOOT, *lifeline, *self.kernel_arguments,
+                "-f", CONNECTION_FILE]
 
 
 @dataclass(frozen=True)
@@ -304,18 +305,15 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     )
     container_id: str = created["Id"]
     try:
-        client.api.put_archive(container_id, "/", connection_archive(spec))
-        if spec.notice:
-            client.api.put_archive(container_id, "/", private_file_archive(NOTICE_FILE, spec.notice.encode(),
-                                                                          spec.user))
+        client.api.put_archive(container_id, "/", kernel_files_archive(spec))
     except BaseException:
         _remove_quietly(client, container_id)
         raise
     return container_id
 
 
-def connection_archive(spec: ContainerSpec) -> bytes:
-    """A tar holding the in-container connection file, readable by the kernel user only."""
+def kernel_files_archive(spec: ContainerSpec) -> bytes:
+    """The files the kernel reads at start, in one tar: connection file, guest module, messages."""
     info = {
         "ip": "0.0.0.0",  # inside the container's own network namespace only
         "transport": "tcp",
@@ -324,23 +322,36 @@ def connection_archive(spec: ContainerSpec) -> bytes:
         "kernel_name": "",
         **CONTAINER_PORTS,
     }
-    return private_file_archive(CONNECTION_FILE, json.dumps(info, indent=1).encode(), spec.user)
+    files = {CONNECTION_FILE: json.dumps(info, indent=1).encode(), GUEST_MODULE: guest_module_source(),
+             NOTICE_FILE: spec.notice.encode(), AVX_FIX_FILE: spec.avx_fix.encode()}
+    return private_files_archive({path: payload for path, payload in files.items() if payload}, spec.user)
+
+
+def guest_module_source() -> bytes:
+    return (Path(__file__).parent / "guest" / "tf1kernel_guest.py").read_bytes()
 
 
 def private_file_archive(path: str, payload: bytes, user: str) -> bytes:
     """A tar of one file (mode 0600) in its folder (0700), both owned by user ("uid:gid")."""
+    return private_files_archive({path: payload}, user)
+
+
+def private_files_archive(files: dict[str, bytes], user: str) -> bytes:
+    """A tar of files (mode 0600) in one folder (0700), all owned by user ("uid:gid")."""
     uid, _, gid = user.partition(":")
-    folder, _, _ = path.lstrip("/").rpartition("/")
+    folder = next(iter(files)).lstrip("/").rpartition("/")[0]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         directory = tarfile.TarInfo(folder)
         directory.type, directory.mode = tarfile.DIRTYPE, 0o700
-        entry = tarfile.TarInfo(path.lstrip("/"))
-        entry.size, entry.mode = len(payload), 0o600
-        for member in (directory, entry):
+        entries = [(directory, None)]
+        for path, payload in files.items():
+            entry = tarfile.TarInfo(path.lstrip("/"))
+            entry.size, entry.mode = len(payload), 0o600
+            entries.append((entry, io.BytesIO(payload)))
+        for member, content in entries:
             member.uid, member.gid, member.mtime = int(uid), int(gid or uid), int(time.time())
-        tar.addfile(directory)
-        tar.addfile(entry, io.BytesIO(payload))
+            tar.addfile(member, content)
     return buffer.getvalue()
 
 

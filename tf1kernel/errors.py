@@ -43,3 +43,15 @@ class BuildError(Tf1KernelError):
 
 class KernelspecError(Tf1KernelError):
     """Installing, listing or removing a kernelspec failed."""
+
+
+class CpuLacksAvx(Tf1KernelError):
+    """An x86-64 TensorFlow would run on a CPU (or emulator, such as Rosetta) without AVX."""
+
+
+class PlatformUnsupported(Tf1KernelError):
+    """The engine cannot run containers of the kernel's platform (no emulator registered)."""
+
+
+class ImageIncompatible(Tf1KernelError):
+    """An image cannot be a TensorFlow 1.x kernel: wrong architecture, no Python or ipykernel, not TF 1.x."""

@@ -1,10 +1,14 @@
-"""Kernel images: what they are called, where their Dockerfiles live, how they are built.
+"""Kernel images: the recipes under ``docker/``, and how they are built.
 
-Builds go through the docker SDK with a build context assembled in memory: the
-recipe's folder under ``docker/`` plus ``pip-ca.pem``, the CA bundle that pip
-inside the build must trust (the host pip's own by default, so that builds work
-behind TLS-intercepting proxies). The Dockerfiles keep that file in a throwaway
-stage, so it never reaches the final image.
+Builds go through the docker SDK with a build context assembled here: the recipe's
+folder under ``docker/``, the shared pins in ``docker/shared/``, and ``pip-ca.pem``,
+the CA bundle that pip inside the build must trust (the host pip's own by default, so
+that builds work behind TLS-intercepting proxies). The Dockerfiles keep that file in
+throwaway stages, so it never reaches the final image.
+
+A TensorFlow wheel the user names (the prebuilt strategy) is baked by the runtime
+stages of ``docker/source/Dockerfile``: the stages that compile TensorFlow are cut off
+and the ``wheels`` stage takes the wheel from the build context instead.
 """
 
 from __future__ import annotations
@@ -15,17 +19,25 @@ import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import docker
 from docker.errors import APIError, DockerException
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from requests.exceptions import RequestException
 
 from .engine import START_ENGINE_FIX
 from .errors import BuildError, EngineUnavailable, InvalidOption
 from .resources import data_dir
+
+# Set on every image `tf1kernel build` makes; `auto` finds images by them.
+LABEL_STRATEGY = "org.tf1kernel.strategy"
+LABEL_PLATFORM = "org.tf1kernel.platform"
+LABEL_TENSORFLOW = "org.tf1kernel.tensorflow"
 
 
 @dataclass(frozen=True)
@@ -33,24 +45,89 @@ class ImageRecipe:
     """One buildable kernel image."""
 
     strategy: str
-    tag: str
     platform: str
+    tag: str
     folder: str
     base_image: str
+    tensorflow: str
     summary: str
+    # The Dockerfile stage to build (None: the last one).
+    target: str | None = None
+    # A TensorFlow wheel fed to the runtime stages instead of one compiled here (prebuilt).
+    wheel: Path | None = None
 
 
-RECIPES: dict[str, ImageRecipe] = {
-    "emulated": ImageRecipe(
-        strategy="emulated",
-        tag="tf1kernel/tensorflow:1.15.5-amd64",
-        platform="linux/amd64",
-        folder="emulated",
-        base_image="python:3.7-slim-bookworm",
-        summary="official tensorflow==1.15.5 wheel, CPython 3.7, linux/amd64",
-    ),
-}
-DEFAULT_RECIPE = RECIPES["emulated"]
+RECIPES: tuple[ImageRecipe, ...] = (
+    ImageRecipe("emulated", "linux/amd64", "tf1kernel/tensorflow:1.15.5-amd64", "emulated",
+                "python:3.7-slim-bookworm", "1.15.5", "official tensorflow==1.15.5 wheel, CPython 3.7, linux/amd64"),
+    ImageRecipe("compat", "linux/amd64", "tf1kernel/tensorflow-compat:2.15.1-amd64", "compat",
+                "python:3.11-slim-bookworm", "2.15.1", "TensorFlow 2.15.1 running TF1 code, CPython 3.11, linux/amd64"),
+    ImageRecipe("compat", "linux/arm64", "tf1kernel/tensorflow-compat:2.15.1-arm64", "compat",
+                "python:3.11-slim-bookworm", "2.15.1", "TensorFlow 2.15.1 running TF1 code, CPython 3.11, linux/arm64"),
+    ImageRecipe("source", "linux/arm64", "tf1kernel/tensorflow:1.15.5-arm64-source", "source",
+                "python:3.7-slim-bookworm", "1.15.5",
+                "TensorFlow 1.15.5 compiled with Bazel for linux/arm64 (hours; needs github.com)"),
+)
+DEFAULT_RECIPE = RECIPES[0]
+
+
+def recipe_for(strategy: str, platform: str) -> ImageRecipe:
+    """The recipe that builds strategy's image for platform, or InvalidOption naming what exists."""
+    for recipe in RECIPES:
+        if recipe.strategy == strategy and recipe.platform == platform:
+            return recipe
+    platforms = [r.platform for r in RECIPES if r.strategy == strategy]
+    if not platforms:
+        raise InvalidOption(f"tf1kernel builds no image for the {strategy} strategy.",
+                            "name an image with --image (prebuilt), or bake a wheel with "
+                            "`tf1kernel build --strategy prebuilt --wheel FILE`")
+    raise InvalidOption(f"The {strategy} strategy has no {platform} image.", f"use --platform {' or '.join(platforms)}")
+
+
+# Wheel platform tags, by the image platform they need.
+_WHEEL_ARCHITECTURES = {"aarch64": "linux/arm64", "x86_64": "linux/amd64"}
+
+
+def wheel_recipe(wheel: Path) -> ImageRecipe:
+    """The recipe that bakes a TensorFlow 1.x wheel (CPython 3.7, Linux) into a kernel image."""
+    fix = "name a TensorFlow 1.x wheel for CPython 3.7 on Linux, such as tensorflow-1.15.5-cp37-cp37m-linux_aarch64.whl"
+    if not wheel.is_file():
+        raise InvalidOption(f"The wheel {wheel} does not exist.", fix)
+    try:
+        name, version, _, tags = parse_wheel_filename(wheel.name)
+    except InvalidWheelFilename as exc:
+        raise InvalidOption(f"{wheel.name} is not a wheel file name: {exc}", fix) from None
+    if not name.startswith("tensorflow") or version.major != 1:
+        raise InvalidOption(f"{wheel.name} is {name} {version}, not TensorFlow 1.x.", fix)
+    if not any(tag.interpreter == "cp37" for tag in tags):
+        raise InvalidOption(f"{wheel.name} is not for CPython 3.7, the Python of tf1kernel's TF 1.x runtime.",
+                            f"{fix}; or build your own image and use it with `tf1kernel install --strategy prebuilt "
+                            "--image NAME`")
+    platforms = {platform for tag in tags for arch, platform in _WHEEL_ARCHITECTURES.items()
+                 if tag.platform.endswith(arch)}
+    if len(platforms) != 1 or not all(tag.platform.startswith(("linux", "manylinux")) for tag in tags):
+        raise InvalidOption(f"{wheel.name} is not a Linux wheel for aarch64 or x86_64.", fix)
+    platform = platforms.pop()
+    return ImageRecipe("prebuilt", platform, f"tf1kernel/tensorflow:{version}-{platform.split('/')[1]}-prebuilt",
+                       "source", "python:3.7-slim-bookworm", str(version), f"your wheel {wheel.name}, CPython 3.7",
+                       target="runtime", wheel=wheel)
+
+
+def runtime_stages(dockerfile: str) -> str:
+    """The source Dockerfile without the stages that compile TensorFlow.
+
+    Its `wheels` stage becomes a copy of the build context's wheels/ folder; the global
+    ARGs and every stage after `wheels` (the runtime) stay as they are.
+    """
+    lines = dockerfile.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if re.match(r"FROM\s", line, re.IGNORECASE)]
+    wheels = [i for i in starts if re.search(r"\sAS\s+wheels\s*$", lines[i], re.IGNORECASE)]
+    if not starts or not wheels or wheels[0] == starts[-1]:
+        raise BuildError("The source Dockerfile has no `wheels` stage followed by runtime stages.",
+                         "reinstall tf1kernel: its docker/source/Dockerfile is damaged")
+    after = next(i for i in starts if i > wheels[0])
+    return "".join([*lines[:starts[0]], "FROM scratch AS wheels\nCOPY wheels/ /wheels/\n\n", *lines[after:]])
+
 
 # The docker reference grammar, simplified: [registry[:port]/]path[:tag][@digest].
 _IMAGE_REFERENCE = re.compile(
@@ -77,9 +154,11 @@ def check_image_reference(value: str) -> str:
 
 def build_hint(image: str) -> str:
     """How the user gets `image` onto the engine."""
-    for recipe in RECIPES.values():
+    for recipe in RECIPES:
         if recipe.tag == image:
-            return "build it with `tf1kernel build` (a few minutes, once)"
+            return f"build it with `{build_command(recipe)}` (once)"
+    if image.startswith("tf1kernel/tensorflow:") and image.endswith("-prebuilt"):
+        return "bake your wheel again with `tf1kernel build --strategy prebuilt --wheel FILE`"
     return f"pull or build it (`docker pull {image}`), or point the kernelspec's `image` at one you have"
 
 
@@ -128,18 +207,38 @@ class BuildProgress:
     line: str
 
 
-def build_context(recipe: ImageRecipe, ca_bundle: bytes) -> bytes:
-    """The recipe's folder plus pip-ca.pem, as an uncompressed tar."""
-    folder = data_dir("docker") / recipe.folder
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in sorted(folder.iterdir()):
-            if path.is_file():
-                tar.add(path, arcname=path.name)
-        entry = tarfile.TarInfo("pip-ca.pem")
-        entry.size, entry.mode = len(ca_bundle), 0o644
-        tar.addfile(entry, io.BytesIO(ca_bundle))
-    return buffer.getvalue()
+def build_command(recipe: ImageRecipe) -> str:
+    """The command that builds recipe's image."""
+    if recipe.strategy == "emulated":
+        return "tf1kernel build"
+    if recipe.wheel is not None:
+        return f"tf1kernel build --strategy prebuilt --wheel {recipe.wheel.name}"
+    return f"tf1kernel build --strategy {recipe.strategy} --platform {recipe.platform}"
+
+
+def build_context(recipe: ImageRecipe, ca_bundle: bytes) -> IO[bytes]:
+    """The recipe's folder, the shared pins, pip-ca.pem and any wheel, as an uncompressed tar file."""
+    docker_dir = data_dir("docker")
+    files = {path.name: path for folder in (docker_dir / "shared", docker_dir / recipe.folder)
+             for path in sorted(folder.iterdir()) if path.is_file()}
+    context = tempfile.TemporaryFile()  # a wheel is a few hundred MB: not in memory
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, path in files.items():
+            if name == "Dockerfile" and recipe.wheel is not None:
+                _add_bytes(tar, name, runtime_stages(path.read_text()).encode())
+            else:
+                tar.add(path, arcname=name)
+        _add_bytes(tar, "pip-ca.pem", ca_bundle)
+        if recipe.wheel is not None:
+            tar.add(recipe.wheel, arcname=f"wheels/{recipe.wheel.name}")
+    context.seek(0)
+    return context
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    entry = tarfile.TarInfo(name)
+    entry.size, entry.mode = len(payload), 0o644
+    tar.addfile(entry, io.BytesIO(payload))
 
 
 def build_image(
@@ -151,6 +250,7 @@ def build_image(
     base_image: str | None = None,
     index_url: str | None = None,
     no_cache: bool = False,
+    extra_buildargs: dict[str, str] | None = None,
     on_progress: Callable[[BuildProgress], None] = lambda progress: None,
 ) -> str:
     """Build the recipe's image and return its id; raise BuildError with the fix on failure."""
@@ -158,13 +258,17 @@ def build_image(
     buildargs["PYTHON_IMAGE"] = base_image or recipe.base_image
     if index_url:
         buildargs["PIP_INDEX_URL"] = index_url
+    buildargs.update(extra_buildargs or {})
+    labels = {LABEL_STRATEGY: recipe.strategy, LABEL_PLATFORM: recipe.platform, LABEL_TENSORFLOW: recipe.tensorflow}
     step, steps, tail, image_id = 0, 0, [], ""
     try:
         for chunk in client.api.build(
-            fileobj=io.BytesIO(build_context(recipe, ca_bundle)),
+            fileobj=build_context(recipe, ca_bundle),
             custom_context=True,
             tag=tag or recipe.tag,
             platform=recipe.platform,
+            target=recipe.target,
+            labels=labels,
             buildargs=buildargs,
             nocache=no_cache,
             rm=True,

@@ -19,7 +19,6 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from .errors import InvalidOption, KernelspecError
-from .images import DEFAULT_RECIPE
 from .resources import data_dir
 
 PROVISIONER_NAME = "tf1kernel"
@@ -39,17 +38,31 @@ def host_arch() -> str:
     return normalize_arch(host_platform.machine())
 
 
-def default_kernel_name(arch: str) -> str:
-    return f"tf1.15-{ARCH_LABELS[arch].lower()}"
+# How each strategy shows in a frontend's kernel list, after the host label ("ARM64", "x86-64").
+STRATEGY_LABELS = {"auto": "", "emulated": "official x86-64 wheel", "source": "built from source",
+                   "prebuilt": "prebuilt", "compat": "TF1 API on TensorFlow 2.15"}
 
 
-def render_kernel_json(arch: str, image: str = DEFAULT_RECIPE.tag, platform: str = DEFAULT_RECIPE.platform,
+def default_kernel_name(arch: str, strategy: str = "auto") -> str:
+    name = f"tf1.15-{ARCH_LABELS[arch].lower()}"
+    return name if strategy == "auto" else f"{name}-{strategy}"
+
+
+def default_display_name(arch: str, strategy: str = "auto") -> str:
+    label = ARCH_LABELS[arch]
+    if strategy == "emulated" and arch != "x86_64":
+        return f"TensorFlow 1.15 ({label}, emulated x86-64)"
+    return f"TensorFlow 1.15 ({label}, {STRATEGY_LABELS[strategy]})" if STRATEGY_LABELS[strategy] else \
+        f"TensorFlow 1.15 ({label})"
+
+
+def render_kernel_json(arch: str, strategy: str = "auto", config: dict[str, Any] | None = None,
                        display_name: str | None = None) -> dict[str, Any]:
-    """kernel.json for this host: the template with interpreter, labels and image filled in."""
+    """kernel.json for this host: the template with interpreter, label, strategy and its options filled in."""
     spec: dict[str, Any] = json.loads((data_dir("kernelspecs") / "tf1kernel" / "kernel.json").read_text())
     spec["argv"][0] = sys.executable
-    spec["display_name"] = display_name or spec["display_name"].replace("{arch_label}", ARCH_LABELS[arch])
-    spec["metadata"]["kernel_provisioner"]["config"].update(image=image, platform=platform)
+    spec["display_name"] = display_name or default_display_name(arch, strategy)
+    spec["metadata"]["kernel_provisioner"]["config"] = {"strategy": strategy, **(config or {})}
     spec["metadata"]["tf1kernel"] = {"arch": arch}
     return spec
 

@@ -9,20 +9,18 @@ KernelContainer core. It then stays in the foreground while the kernel lives:
 - SIGINT interrupts the kernel (VS Code's interrupt), SIGTERM/SIGHUP stop it;
 - it exits with the kernel's exit code;
 - if it is killed outright (SIGKILL), its stdin attach to the container closes,
-  the kernel exits and the engine removes the container (container.LIFELINE).
+  the kernel exits and the engine removes the container (container.LIFELINE_FLAG).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import os
 import signal
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
@@ -56,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def start(kernelspec_dir: Path, connection_file: Path) -> KernelContainer:
     """Start the kernel container described by kernelspec_dir on the frontend's ports."""
-    kernel_spec = KernelSpec.from_resource_dir(str(kernelspec_dir))
-    config = kernel_spec.metadata.get("kernel_provisioner", {}).get("config", {})
     try:
         info = json.loads(connection_file.read_text())
     except (OSError, ValueError) as exc:
@@ -65,18 +61,17 @@ def start(kernelspec_dir: Path, connection_file: Path) -> KernelContainer:
                             "let the frontend start the kernel; it writes that file") from None
     if info.get("transport", "tcp") != "tcp":
         raise InvalidOption("tf1kernel kernels need the tcp transport.", "set the frontend's transport to tcp")
-    provisioner = DockerProvisioner(kernel_id=str(uuid.uuid4()), kernel_spec=kernel_spec, **config)
-    asyncio.run(provisioner.pre_launch(env=dict(os.environ), cwd=os.getcwd()))
-    assert provisioner.spec is not None
+    provisioner = DockerProvisioner.for_kernelspec(KernelSpec.from_resource_dir(str(kernelspec_dir)))
+    client = engine.connect(provisioner.docker_host or None)
     spec = dataclasses.replace(
-        provisioner.spec,
+        provisioner.prepare(client, os.getcwd()),
         session_key=info["key"].encode(),
         signature_scheme=info.get("signature_scheme", "hmac-sha256"),
         preferred_host_ports={name: int(info[name]) for name in CONTAINER_PORTS},
         fixed_host_ports=True,
         exit_with_caller=True,
     )
-    container = KernelContainer.start(engine.connect(provisioner.docker_host or None), spec)
+    container = KernelContainer.start(client, spec)
     print(f"tf1kernel: TensorBoard (%tensorboard_tf1) for this kernel: {container.tensorboard_url}", file=sys.stderr)
     return container
 

@@ -9,23 +9,26 @@ traits below. The container itself is handled by :mod:`tf1kernel.container`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import os
 import re
 import signal
+import uuid
 from typing import Any
 
 import docker
 from docker.errors import DockerException
 from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from requests.exceptions import RequestException
-from traitlets import Enum, Float, List, TraitError, Unicode, validate
+from traitlets import Bool, Enum, Float, List, TraitError, Unicode, validate
 
-from . import engine
-from .container import CONTAINER_PORTS, LOOPBACK, ContainerSpec, KernelContainer
-from .errors import InvalidOption
-from .images import DEFAULT_RECIPE, build_hint, check_image_reference
+from . import engine, probes, strategies
+from .container import CONTAINER_PORTS, LOOPBACK, ContainerSpec, ContainerState, KernelContainer
+from .errors import CpuLacksAvx, InvalidOption, PlatformUnsupported
+from .images import build_hint, check_image_reference
 from .orphans import owner_labels, remove_orphans
 from .workdir import existing_mount_source, mountable_working_dir, parse_mount
 
@@ -57,27 +60,44 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     """Runs ipykernel inside a Docker container of a TensorFlow 1.15 image."""
 
     strategy = Enum(
-        ["auto", "emulated"],
+        list(strategies.STRATEGIES),
         "auto",
         config=True,
-        help="How TensorFlow 1.15 runs. emulated: the official x86-64 wheel in a linux/amd64 image, native on "
-        "x86-64 hosts and emulated on ARM64 hosts. auto: the best available (in this version, emulated).",
+        help="How TensorFlow 1.15 runs. emulated: the official x86-64 wheel (linux/amd64; emulated on ARM64 hosts). "
+        "source: TF 1.15 compiled for linux/arm64. prebuilt: the TF 1.x image named by `image`. compat: TF 2.15's "
+        "TF1 API, native. auto: the best one built on the engine, with the reason in the log.",
     )
     image = Unicode(
-        DEFAULT_RECIPE.tag,
+        "",
         config=True,
-        help="The kernel image: a Python with ipykernel and TensorFlow (built by `tf1kernel build`).",
+        help="The kernel image: a Python with ipykernel and TensorFlow. Empty: the strategy's own image, "
+        "built by `tf1kernel build --strategy STRATEGY` (prebuilt needs one).",
     )
     platform = Enum(
-        ["linux/amd64", "linux/arm64"],
-        DEFAULT_RECIPE.platform,
+        ["", "linux/amd64", "linux/arm64"],
+        "",
         config=True,
-        help="The image's platform. linux/amd64 runs emulated on ARM64 hosts.",
+        help="The image's platform. Empty: the strategy's (emulated: linux/amd64, source: linux/arm64, "
+        "compat: the engine's own; auto decides). linux/amd64 runs emulated on ARM64 engines.",
+    )
+    check_avx = Bool(
+        True,
+        config=True,
+        help="Before starting a linux/amd64 kernel, check that its CPU (or emulator) offers AVX, which TensorFlow's "
+        "x86-64 wheels need, and refuse to start with the fix if not. Off: the kernel starts, and "
+        "`import tensorflow` raises an ImportError that explains.",
     )
     python = Unicode(
         "python",
         config=True,
         help="The Python interpreter inside the image that runs `-m ipykernel_launcher`.",
+    )
+    command_prefix = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Run the kernel's Python through this command inside the container, such as an emulator "
+        '(["/opt/qemu/qemu-x86_64-static", "-cpu", "max"]). Empty: run it directly.',
     )
     docker_host = Unicode(
         "",
@@ -120,7 +140,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     notice: str = ""
     # What the next launch_kernel starts; set by pre_launch.
     spec: ContainerSpec | None = None
+    # What the last launch ran, and why (auto's choice, or the configured strategy).
+    choice: strategies.Choice | None = None
     _client: docker.DockerClient | None = None
+    _engine_info: engine.EngineInfo | None = None
+    _started_once: bool = False
     _host_ports: dict[str, int] | None = None
     _engine_lost_since: float | None = None
 
@@ -152,7 +176,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     @validate("image")
     def _valid_image(self, proposal: dict[str, Any]) -> str:
-        return check_image_reference(proposal["value"])
+        return check_image_reference(proposal["value"]) if proposal["value"] else ""
 
     @validate("memory")
     def _valid_memory(self, proposal: dict[str, Any]) -> str:
@@ -203,11 +227,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return None
         if state.missing:
             self.log.warning("tf1kernel: container of kernel %s was removed outside Jupyter", self.kernel_id)
-        if state.oom_killed and not self.notice:
-            limit = f"its memory limit ({self.memory})" if self.memory else "the memory the engine allows"
-            self.notice = (f"The previous kernel was killed because it ran out of memory: it used up {limit}. "
-                           "Raise `memory` in kernel.json (metadata.kernel_provisioner.config), or use less.")
-            self.log.error("tf1kernel: kernel %s: %s", self.kernel_id, self.notice)
+        if not self.notice:
+            self.notice = await asyncio.to_thread(self._cause_of_death, state)
+            if self.notice:
+                self.log.error("tf1kernel: kernel %s: %s", self.kernel_id, self.notice)
         return state.exit_code
 
     async def wait(self) -> int | None:
@@ -239,6 +262,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if km is not None and km.transport != "tcp":
             raise InvalidOption(f"tf1kernel kernels need the tcp transport, not {km.transport!r}.",
                                 "remove the `transport` setting from your Jupyter configuration")
+        if self.command_prefix and not self.python.startswith("/"):
+            raise InvalidOption(f"With a command_prefix, `python` must be an absolute path, not {self.python!r}: "
+                                "emulators such as qemu do not search PATH.",
+                                'set "python" in kernel.json to its path, such as "/usr/local/bin/python"')
         extra_arguments = kwargs.pop("extra_arguments", [])
         working_dir = mountable_working_dir(kwargs.get("cwd") or os.getcwd())
         extra_mounts = [parse_mount(text) for text in self.mounts]
@@ -253,6 +280,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             platform=self.platform,
             kernel_id=self.kernel_id or "",
             python=self.python,
+            command_prefix=list(self.command_prefix),
             kernel_arguments=extra_arguments,
             working_dir=working_dir,
             extra_mounts=extra_mounts,
@@ -265,7 +293,6 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             nano_cpus=int(self.cpus * 1e9),
             notice=self.notice,
             preferred_host_ports=self._host_ports or {},
-            image_fix=build_hint(self.image),
         )
         kwargs["cmd"] = self.spec.command
         return kwargs
@@ -274,11 +301,14 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         assert self.spec is not None, "pre_launch must run first"
         client = await self._engine()
         await self._reap_orphans_once(client)
+        self.spec = await asyncio.to_thread(self.resolve_spec, client, self.spec)
         self.container = await asyncio.to_thread(KernelContainer.start, client, self.spec)
         self.notice = ""
+        self._started_once = True
         self._host_ports = self.container.host_ports
-        self.log.info("tf1kernel: kernel %s runs in container %s (%s); TensorBoard (%%tensorboard_tf1) at %s",
-                      self.kernel_id, self.container.id[:12], self.image, self.container.tensorboard_url)
+        self.log.info("tf1kernel: kernel %s runs in container %s (%s, %s); TensorBoard (%%tensorboard_tf1) at %s",
+                      self.kernel_id, self.container.id[:12], self.spec.image, self.spec.platform,
+                      self.container.tensorboard_url)
         info: dict[str, Any] = dict(self.parent.get_connection_info()) if self.parent else {}
         info.update(ip=LOOPBACK, transport="tcp",
                     **{name: self.container.host_ports[name] for name in CONTAINER_PORTS})
@@ -290,7 +320,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         info.update(
             container_id=self.container.id if self.container else None,
             host_ports=self._host_ports,
-            image=self.image,
+            image=self.spec.image if self.spec else self.image,
+            strategy=self.choice.strategy if self.choice else self.strategy,
             docker_host=self.docker_host,
         )
         return info
@@ -318,6 +349,89 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     def get_stable_start_time(self, recommended: float = 10.0) -> float:
         # TensorFlow 1.15 under emulation takes far longer than a local kernel to come up.
         return max(recommended, 30.0)
+
+    # -- outside a KernelManager (the argv launcher, doctor) ---------------------
+
+    @classmethod
+    def for_kernelspec(cls, kernel_spec: KernelSpec, kernel_id: str = "") -> DockerProvisioner:
+        """The provisioner kernel.json describes, built as jupyter_client's factory would build it."""
+        config = kernel_spec.metadata.get("kernel_provisioner", {}).get("config", {})
+        return cls(kernel_id=kernel_id or str(uuid.uuid4()), kernel_spec=kernel_spec, **config)
+
+    def prepare(self, client: docker.DockerClient, cwd: str) -> ContainerSpec:
+        """What launch_kernel would start for a kernel working in cwd, without starting it."""
+        asyncio.run(self.pre_launch(env=dict(os.environ), cwd=cwd))
+        assert self.spec is not None
+        return self.resolve_spec(client, self.spec)
+
+    # -- what runs -----------------------------------------------------------
+
+    def resolve_spec(self, client: docker.DockerClient, spec: ContainerSpec) -> ContainerSpec:
+        """Decide image and platform (the strategy, or auto's choice) and check that the engine can run them.
+
+        Synchronous (docker SDK calls): the provisioner runs it in a worker thread, the argv launcher directly.
+        """
+        if self._engine_info is None:
+            self._engine_info = engine.describe(client)
+        info = self._engine_info
+        if self.strategy == "auto":
+            self.choice = strategies.choose_auto(info, strategies.built_images(client),
+                                                 lambda: self._probe(client, "amd64", spec))
+            self.log.info("tf1kernel: strategy auto chose %s (%s, %s) for kernel %s: %s", self.choice.strategy,
+                          self.choice.image, self.choice.platform, self.kernel_id, self.choice.reason)
+        else:
+            self.choice = strategies.configured(self.strategy, self.image, self.platform, info)
+        self._check_engine_runs(client, info, self.choice.platform, spec)
+        return dataclasses.replace(spec, image=self.choice.image, platform=self.choice.platform,
+                                   avx_fix=engine.avx_fix(info.kind), image_fix=build_hint(self.choice.image))
+
+    def _check_engine_runs(self, client: docker.DockerClient, info: engine.EngineInfo, platform: str,
+                           spec: ContainerSpec) -> None:
+        """A foreign platform needs an emulator; an x86-64 TensorFlow needs AVX. Both are checked before start."""
+        arch = platform.split("/")[1]
+        avx_matters = arch == "amd64" and self.check_avx
+        if arch == info.arch and not avx_matters and not spec.command_prefix:
+            return
+        facts = self._probe(client, arch, spec)
+        if not facts.runs:
+            raise PlatformUnsupported(f"The Docker engine cannot run this kernel's {platform} image ({facts.detail}).",
+                                      engine.EMULATOR_FIX.format(arch=arch))
+        if avx_matters and facts.avx is False:
+            where = ("the emulator in command_prefix" if spec.command_prefix
+                     else "this engine's x86-64 emulation" if info.arch != "amd64" else "this machine's CPU")
+            error = CpuLacksAvx(f"The kernel's x86-64 TensorFlow needs AVX, and {where} does not offer it "
+                                "(Rosetta never does). The kernel would die at `import tensorflow`.",
+                                engine.avx_fix(info.kind))
+            if not self._started_once:
+                raise error
+            # A restart must not fail over and over: the kernel starts, and `import tensorflow` explains.
+            self.log.error("tf1kernel: kernel %s: %s", self.kernel_id, error)
+
+    def _probe(self, client: docker.DockerClient, arch: str, spec: ContainerSpec) -> probes.EmulationFacts:
+        assert self._engine_info is not None
+        return probes.cached_probe(client, self._engine_info.key, arch, tuple(spec.command_prefix),
+                                   tuple(spec.extra_mounts))
+
+    def _cause_of_death(self, state: ContainerState) -> str:
+        """Why the kernel died, when the engine or its last words tell: told to the user in the next kernel."""
+        if state.oom_killed:
+            limit = f"its memory limit ({self.memory})" if self.memory else "the memory the engine allows"
+            return (f"The previous kernel was killed because it ran out of memory: it used up {limit}. "
+                    "Raise `memory` in kernel.json (metadata.kernel_provisioner.config), or use less.")
+        last_words = self.container.logs(30) if self.container is not None and not state.missing else ""
+        fix_avx = engine.avx_fix(self._engine_info.kind if self._engine_info else "Linux engine")
+        if state.exit_code == 128 + signal.SIGILL or "compiled to use AVX" in last_words:
+            return ("The previous kernel died of an illegal instruction: TensorFlow's x86-64 build needs AVX, "
+                    f"which this CPU or emulator lacks. Fix: {fix_avx}")
+        image = self.spec.image if self.spec else self.image
+        if re.search(r"No module named '?ipykernel", last_words):
+            return (f"The previous kernel could not start: the image {image} has no ipykernel. Fix: install it in "
+                    "the image (Python 3.7: `pip install ipykernel==6.16.2`), or bake your TensorFlow wheel with "
+                    "`tf1kernel build --strategy prebuilt --wheel FILE`")
+        if state.exit_code == 127 or "executable file not found" in last_words:
+            return (f"The previous kernel could not start: {self.python!r} is not in the image {image}. "
+                    "Fix: set `python` in kernel.json to the image's interpreter")
+        return ""
 
     # -- helpers -------------------------------------------------------------
 

@@ -49,10 +49,19 @@ def test_install_list_remove_with_prefix(kernel_image: str, tmp_path: Path) -> N
     assert spec["argv"][spec["argv"].index("--kernelspec") + 1] == str(jupyter_path / "kernels" / "tf1.15-arm64")
     assert spec["metadata"]["kernel_provisioner"]["provisioner_name"] == "tf1kernel"
 
-    listing = run_cli("list", env=only(jupyter_path))
-    assert listing.returncode == 0 and "tf1.15-arm64" in listing.stdout and "yes" in listing.stdout
+    assert spec["metadata"]["kernel_provisioner"]["config"] == {"strategy": "auto"}
+    assert run_cli("install", "--prefix", str(prefix), "--strategy", "emulated").returncode == 0
+    emulated = json.loads((jupyter_path / "kernels" / "tf1.15-x86-64-emulated" / "kernel.json").read_text())
+    assert emulated["metadata"]["kernel_provisioner"]["config"] == {
+        "strategy": "emulated", "image": kernel_image, "platform": "linux/amd64"}
 
-    assert run_cli("remove", "tf1.15-arm64", "tf1.15-x86-64", env=only(jupyter_path)).returncode == 0
+    listing = run_cli("list", env=only(jupyter_path))
+    rows = {line.split("│")[1].strip(): line for line in listing.stdout.splitlines() if line.count("│") > 3}
+    assert listing.returncode == 0 and "auto" in rows["tf1.15-arm64"]
+    assert "emulated" in rows["tf1.15-x86-64-emulated"] and "yes" in rows["tf1.15-x86-64-emulated"]
+
+    assert run_cli("remove", "tf1.15-arm64", "tf1.15-x86-64", "tf1.15-x86-64-emulated",
+                   env=only(jupyter_path)).returncode == 0
     assert list(kernelspec_names(jupyter_path)) == ["python3"]
 
 
@@ -66,7 +75,8 @@ def test_install_user_and_custom_names(kernel_image: str, tmp_path: Path) -> Non
 
 
 def test_install_refuses_missing_image(tmp_path: Path) -> None:
-    result = run_cli("install", "--prefix", str(tmp_path), "--image", "tf1kernel/tensorflow:no-such-tag")
+    result = run_cli("install", "--prefix", str(tmp_path), "--strategy", "emulated",
+                     "--image", "tf1kernel/tensorflow:no-such-tag")
     assert_clean_failure(result, "tf1kernel/tensorflow:no-such-tag", "Fix:", "--skip-checks")
     assert not (tmp_path / "share").exists()
 
@@ -78,10 +88,10 @@ def test_install_without_engine(tmp_path: Path) -> None:
 
 
 def test_list_without_engine_still_lists(kernel_image: str, tmp_path: Path) -> None:
-    assert run_cli("install", "--prefix", str(tmp_path)).returncode == 0
+    assert run_cli("install", "--prefix", str(tmp_path), "--strategy", "emulated").returncode == 0
     result = run_cli("list", env={"DOCKER_HOST": "unix:///nonexistent.sock", **only(tmp_path / "share/jupyter")},
                      timeout=15)
-    assert result.returncode == 0 and "tf1.15-x86-64" in result.stdout and "unknown" in result.stdout
+    assert result.returncode == 0 and "tf1.15-x86-64-emulated" in result.stdout and "unknown" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -89,7 +99,20 @@ def test_list_without_engine_still_lists(kernel_image: str, tmp_path: Path) -> N
     [
         (["install", "--arch", "sparc"], ["invalid choice: 'sparc'"], 2),
         (["install", "--user", "--sys-prefix"], ["not allowed with"], 2),
-        (["install", "--image", "Bad Image"], ["not a valid image reference", "Fix:"], 1),
+        (["install", "--strategy", "emulated", "--image", "Bad Image"], ["not a valid image reference", "Fix:"], 1),
+        (["install", "--image", "some/image:1"], ["auto picks the image and platform itself", "--strategy"], 1),
+        (["install", "--strategy", "prebuilt"], ["needs the image", "--image", "--wheel FILE"], 1),
+        (["install", "--strategy", "bogus"], ["invalid choice: 'bogus'"], 2),
+        (["install", "--strategy", "prebuilt", "--image", "tf1kernel/tensorflow:1.15.5-amd64"],
+         ["is linux/amd64, not linux/arm64", "--platform linux/amd64"], 1),
+        (["build", "--strategy", "prebuilt"], ["none was named", "--wheel FILE", "--strategy prebuilt --image"], 1),
+        (["build", "--strategy", "prebuilt", "--wheel", "/nonexistent/tensorflow-1.15.5-cp37-cp37m-linux_aarch64.whl"],
+         ["does not exist"], 1),
+        (["build", "--wheel", "/etc/hostname"], ["--wheel is for the prebuilt strategy"], 1),
+        (["build", "--strategy", "emulated", "--platform", "linux/arm64"],
+         ["The emulated strategy has no linux/arm64 image", "--platform linux/amd64"], 1),
+        (["build", "--strategy", "source", "--platform", "linux/amd64"], ["--platform linux/arm64"], 1),
+        (["build", "--build-arg", "NOEQUALS"], ["is not NAME=VALUE"], 1),
         (["install", "--skip-checks", "--prefix", "/proc/forbidden"], ["Fix:"], 1),
         (["remove", "no-such-kernel"], ["No kernel named 'no-such-kernel'", "tf1kernel list"], 1),
         (["build", "--ca-bundle", "/nonexistent/ca.pem"], ["Cannot read the CA bundle", "--no-ca-bundle"], 1),

@@ -23,6 +23,7 @@ from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_variant, managed_containers
 from tests.kernels import execute, start_nonblocking, wait_reply
+from tf1kernel.container import BOOT, LIFELINE_FLAG
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -135,7 +136,7 @@ def test_provisioner_path_does_not_use_argv(tf1_kernel: str, tmp_path: Path,
     manager.start_kernel(cwd=str(tmp_path))
     try:
         command = docker_client.api.inspect_container(manager.provisioner.container.id)["Config"]["Cmd"]
-        assert command[1:3] == ["-m", "ipykernel_launcher"]
+        assert command[1:3] == ["-c", BOOT] and LIFELINE_FLAG not in command
         launchers = subprocess.run(["pgrep", "-f", "tf1kernel.launcher"], capture_output=True, text=True).stdout
         assert launchers.strip() == ""
     finally:

@@ -14,6 +14,7 @@ from jupyter_client.kernelspec import KernelSpec
 from tf1kernel.errors import InvalidOption
 from tf1kernel.images import _IMAGE_REFERENCE
 from tf1kernel.provisioner import MEMORY_PATTERN, DockerProvisioner
+from tf1kernel.strategies import STRATEGIES
 
 
 def refused(**config: Any) -> InvalidOption:
@@ -23,17 +24,17 @@ def refused(**config: Any) -> InvalidOption:
     return caught.value
 
 
-@given(st.text().filter(lambda s: s not in ("auto", "emulated")))
+@given(st.text().filter(lambda s: s not in STRATEGIES))
 def test_unknown_strategy(value: str) -> None:
     refused(strategy=value)
 
 
-@given(st.text().filter(lambda s: s not in ("linux/amd64", "linux/arm64")))
+@given(st.text().filter(lambda s: s not in ("", "linux/amd64", "linux/arm64")))
 def test_unknown_platform(value: str) -> None:
     refused(platform=value)
 
 
-@given(st.text().filter(lambda s: not _IMAGE_REFERENCE.match(s)))
+@given(st.text(min_size=1).filter(lambda s: not _IMAGE_REFERENCE.match(s)))
 def test_malformed_image_reference(value: str) -> None:
     assert "not a valid image reference" in refused(image=value).message
 

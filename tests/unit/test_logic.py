@@ -14,9 +14,11 @@ from tf1kernel import images, kernelspec
 from tf1kernel.container import (
     CONNECTION_FILE,
     CONTAINER_PORTS,
+    GUEST_MODULE,
+    NOTICE_FILE,
     PUBLISHED_PORTS,
     ContainerSpec,
-    connection_archive,
+    kernel_files_archive,
     published_ports,
 )
 from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
@@ -53,15 +55,27 @@ def test_symlink_into_system_folder_is_refused(tmp_path: Path) -> None:
 # -- connection file and ports ---------------------------------------------------
 
 
-def test_connection_archive_is_private_to_the_kernel_user() -> None:
-    with tarfile.open(fileobj=io.BytesIO(connection_archive(spec()))) as tar:
+def test_kernel_files_are_private_to_the_kernel_user() -> None:
+    with tarfile.open(fileobj=io.BytesIO(kernel_files_archive(spec(notice="why")))) as tar:
         members = {m.name: m for m in tar.getmembers()}
         entry = members[CONNECTION_FILE.lstrip("/")]
         assert (entry.uid, entry.gid, entry.mode) == (1000, 1001, 0o600)
         assert members[entry.name.rsplit("/", 1)[0]].mode == 0o700
         info = json.load(tar.extractfile(entry))
+        assert b"def main(argv)" in tar.extractfile(GUEST_MODULE.lstrip("/")).read()
+        assert tar.extractfile(NOTICE_FILE.lstrip("/")).read() == b"why"
+        assert {(m.uid, m.gid) for m in members.values()} == {(1000, 1001)}
     assert info["key"] == "secret-key" and info["transport"] == "tcp"
     assert {name: info[name] for name in CONTAINER_PORTS} == CONTAINER_PORTS
+
+
+def test_guest_module_parses_on_python_36() -> None:
+    """It runs inside images, whose Python may be as old as 3.6 (TF 1.15's oldest)."""
+    import ast
+
+    from tf1kernel.container import guest_module_source
+
+    ast.parse(guest_module_source(), feature_version=(3, 6))
 
 
 def test_published_ports_only_accepts_loopback() -> None:
@@ -107,10 +121,10 @@ def test_ca_bundle_must_hold_a_certificate(tmp_path: Path) -> None:
         images.read_ca_bundle(tmp_path / "missing.pem")
 
 
-def test_build_context_carries_the_ca_bundle() -> None:
-    context = images.build_context(images.DEFAULT_RECIPE, b"PEM")
-    with tarfile.open(fileobj=io.BytesIO(context)) as tar:
-        assert {"Dockerfile", "requirements.txt", "constraints.txt", "pip-ca.pem"} <= set(tar.getnames())
+def test_build_context_carries_the_ca_bundle_and_shared_pins() -> None:
+    with tarfile.open(fileobj=images.build_context(images.DEFAULT_RECIPE, b"PEM")) as tar:
+        assert {"Dockerfile", "requirements.txt", "kernel-py37.txt", "constraints-py37.txt", "pip-ca.pem"} \
+            <= set(tar.getnames())
         assert tar.extractfile("pip-ca.pem").read() == b"PEM"
 
 
@@ -167,3 +181,38 @@ def test_environment_allowlist() -> None:
     env = provisioner(env_allowlist=["LANG", "TF_*"])._container_env(
         {"LANG": "C", "TF_X": "1", "AWS_SECRET_ACCESS_KEY": "s", "FROM_SPEC": "1", "PATH": "/x"})
     assert env == {"LANG": "C", "TF_X": "1", "FROM_SPEC": "1"}
+
+
+# -- engines and the AVX fix -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("info", "kind"),
+    [
+        ({"OperatingSystem": "Docker Desktop", "Name": "docker-desktop"}, "Docker Desktop"),
+        ({"OperatingSystem": "Ubuntu 24.04 LTS", "Name": "colima"}, "Colima"),
+        ({"OperatingSystem": "OrbStack", "Name": "orbstack"}, "OrbStack"),
+        ({"OperatingSystem": "fedora", "Name": "podman-machine-default"}, "Podman"),
+        ({"OperatingSystem": "Ubuntu", "Name": "lima-default"}, "Lima"),
+        ({"OperatingSystem": "Debian GNU/Linux 12 (bookworm)", "Name": "ci"}, "Linux engine"),
+    ],
+)
+def test_engine_kind(info: dict, kind: str) -> None:
+    from tf1kernel.engine import AVX_FIXES, engine_kind
+
+    assert engine_kind(info) == kind
+    assert AVX_FIXES[kind]
+
+
+def test_avx_fix_names_each_engines_switch() -> None:
+    from tf1kernel.engine import AVX_FIXES
+
+    assert "EXPERIMENTAL_DOCKER_DESKTOP_FORCE_QEMU=1" in AVX_FIXES["Docker Desktop"]
+    assert "Rosetta" in AVX_FIXES["Docker Desktop"] and "Rosetta" in AVX_FIXES["OrbStack"]
+    assert "--vm-type qemu" in AVX_FIXES["Colima"] and "rosetta" in AVX_FIXES["Podman"]
+
+
+def test_command_prefix_wraps_the_interpreter() -> None:
+    wrapped = spec(command_prefix=["/opt/qemu/qemu-x86_64-static", "-cpu", "max"]).command
+    assert wrapped[:5] == ["/opt/qemu/qemu-x86_64-static", "-cpu", "max", "python", "-c"]
+    assert wrapped[-2:] == ["-f", CONNECTION_FILE]

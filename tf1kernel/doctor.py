@@ -1,0 +1,165 @@
+"""`tf1kernel doctor`: can a TensorFlow 1.15 kernel work here, and if not, what to change.
+
+Each check passes or fails with the fix. The kernelspec checks go through the
+provisioner's own decisions (auto's choice, the platform and AVX checks, the
+image), so doctor says what a kernel start would do. The last check starts the
+default kernel through jupyter_client and imports TensorFlow in it.
+"""
+
+from __future__ import annotations
+
+import platform as host_platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import docker
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+from . import engine, kernelspec, probes
+from .container import check_image
+from .errors import Tf1KernelError
+from .provisioner import DockerProvisioner
+
+KERNEL_START_TIMEOUT = 300  # an emulated kernel importing TensorFlow is slow
+IMPORT_CODE = "import tensorflow as tf\nprint(tf.__version__)"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: not run (it needs something that failed before it)
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: list[Check]
+    default_kernel: str
+    ok: bool  # the default kernel can work
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def diagnose(kernel_name: str | None = None, start_kernel: bool = True,
+             on_check: Callable[[Check], None] = lambda check: None) -> Report:
+    """Run every check in order; on_check sees each as soon as it is known."""
+    checks: list[Check] = []
+    for check in _checks(kernel_name, start_kernel, checks):
+        checks.append(check)
+        on_check(check)
+    default = next((c.name.removeprefix("kernel ") for c in checks if c.name.startswith("kernel ")), "")
+    decisive = [c for c in checks if c.name in ("engine", f"kernel {default}", "test kernel")]
+    ok = bool(default) and all(c.ok for c in decisive if c.ok is not None) and any(c.ok for c in decisive)
+    return Report(checks, default, ok)
+
+
+def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check]) -> Iterator[Check]:
+    where = engine.endpoint_description(None)
+    try:
+        client = engine.connect()
+        info = engine.describe(client)
+    except Tf1KernelError as exc:
+        yield Check("engine", False, exc.message, exc.fix)
+        yield Check("host", True, _host())
+        for name in ("other architecture", "AVX", "kernels", "test kernel"):
+            yield Check(name, None, "needs the engine")
+        return
+    yield Check("engine", True, f"{info.kind} at {where}, server {info.server_version} ({info.os})")
+    yield Check("host", True, f"{_host()}; the engine runs {info.native_platform} natively")
+
+    other = "arm64" if info.arch == "amd64" else "amd64"
+    emulated = probes.probe_architecture(client, other)
+    yield Check("other architecture", emulated.runs, f"linux/{other} containers: {emulated.detail}",
+                "" if emulated.runs else engine.EMULATOR_FIX.format(arch=other))
+
+    amd64 = emulated if other == "amd64" else probes.probe_architecture(client, "amd64")
+    if amd64.runs:
+        yield Check("AVX", bool(amd64.avx), f"x86-64 containers: {amd64.detail}",
+                    "" if amd64.avx else engine.avx_fix(info.kind))
+    else:
+        yield Check("AVX", None, "x86-64 containers do not run here")
+
+    kernels = kernelspec.installed()
+    if not kernels:
+        yield Check("kernels", False, "no tf1kernel kernel is installed", "`tf1kernel install --user`")
+        yield Check("test kernel", None, "needs an installed kernel")
+        return
+    default = _default_kernel(kernel_name, [k.name for k in kernels], info)
+    for kernel in sorted(kernels, key=lambda k: k.name != default):
+        yield _kernel_check(client, kernel.name)
+    if not start_kernel:
+        return
+    if not done or not next(c for c in done if c.name == f"kernel {default}").ok:
+        yield Check("test kernel", None, f"{default} cannot start (see above)")
+        return
+    yield _test_kernel(default)
+
+
+def _host() -> str:
+    return f"this machine is {host_platform.machine()} ({host_platform.system()})"
+
+
+def _default_kernel(requested: str | None, names: list[str], info: engine.EngineInfo) -> str:
+    if requested:
+        return requested
+    preferred = kernelspec.default_kernel_name(kernelspec.normalize_arch(host_platform.machine()))
+    return preferred if preferred in names else names[0]
+
+
+def _kernel_check(client: docker.DockerClient, name: str) -> Check:
+    """What starting this kernel would run, or why it cannot start."""
+    try:
+        provisioner = DockerProvisioner.for_kernelspec(KernelSpecManager().get_kernel_spec(name), "doctor")
+        with tempfile.TemporaryDirectory(prefix="tf1kernel-doctor-") as cwd:
+            spec = provisioner.prepare(client, cwd)
+        check_image(client, spec)
+    except Tf1KernelError as exc:
+        return Check(f"kernel {name}", False, exc.message, exc.fix)
+    assert provisioner.choice is not None
+    return Check(f"kernel {name}", True, f"{provisioner.choice.strategy}: {spec.image} ({spec.platform}); "
+                                        f"{provisioner.choice.reason}")
+
+
+def _test_kernel(name: str) -> Check:
+    """Start the kernel the way Jupyter does and import TensorFlow in it."""
+    started = time.monotonic()
+    manager = KernelManager(kernel_name=name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tf1kernel-doctor-") as cwd:
+            manager.start_kernel(cwd=cwd)
+            client = manager.client()
+            client.start_channels()
+            try:
+                client.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
+                ready = time.monotonic() - started
+                output: list[str] = []
+                reply = client.execute_interactive(IMPORT_CODE, timeout=KERNEL_START_TIMEOUT,
+                                                   output_hook=lambda msg: _collect(msg, output))
+            finally:
+                client.stop_channels()
+                manager.shutdown_kernel(now=True)
+    except Tf1KernelError as exc:
+        return Check("test kernel", False, exc.message, exc.fix)
+    except (RuntimeError, TimeoutError) as exc:
+        return Check("test kernel", False, f"{name} did not answer: {exc}",
+                     "see the Jupyter log for the reason, or run `tf1kernel doctor` again")
+    text = "".join(output).strip()
+    if reply["content"]["status"] != "ok":
+        return Check("test kernel", False, f"{name} started in {ready:.1f} s but `import tensorflow` failed: {text}",
+                     text.partition("Fix: ")[2] or "see the message above")
+    total = time.monotonic() - started
+    return Check("test kernel", True, f"{name} started in {ready:.1f} s and imported TensorFlow "
+                                      f"{text.splitlines()[-1]} ({total:.1f} s in all)")
+
+
+def _collect(message: dict, output: list[str]) -> None:
+    content = message["content"]
+    if message["msg_type"] == "stream":
+        output.append(content["text"])
+    elif message["msg_type"] == "error":
+        output.append(f"{content['ename']}: {content['evalue']}")

@@ -1,0 +1,170 @@
+"""tf1kernel's side of every kernel container: the kernel's entry point (Python 3.6+ syntax).
+
+tf1kernel copies this file into the container, next to the connection file, and starts
+the kernel as ``python -c BOOT [--tf1kernel-lifeline] ... -f CONNECTION_FILE`` where
+BOOT imports this module and calls main(). Being copied in rather than baked into an
+image, it works the same in tf1kernel's images and in prebuilt images a user names.
+
+- The official TensorFlow x86-64 wheels need AVX. Rosetta, and QEMU with an old CPU
+  model, do not offer it, and `import tensorflow` then kills the kernel (SIGILL).
+  When the CPU this kernel sees lacks AVX, importing tensorflow raises an ImportError
+  that says so and names the fix, and the kernel lives on.
+- With --tf1kernel-lifeline (kernels started by the argv launcher, for VS Code), the
+  kernel exits when its stdin closes, that is when the launcher is gone.
+- `%tensorboard_tf1 --logdir DIR [more tensorboard flags]` starts TensorBoard inside
+  the container, on the port tf1kernel publishes on the host's 127.0.0.1, and prints
+  the address to open in the host's browser.
+- A notice from tf1kernel (why the previous kernel died) is shown with the first cell.
+"""
+
+import ctypes
+import importlib.abc
+import json
+import mmap
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+CONTAINER_PORT = 6006
+ADDRESS_FILE = "/.tf1kernel/tensorboard.json"
+NOTICE_FILE = "/.tf1kernel/notice.txt"
+AVX_FIX_FILE = "/.tf1kernel/avx-fix.txt"
+LIFELINE_FLAG = "--tf1kernel-lifeline"
+GENERIC_AVX_FIX = (
+    "run the x86-64 image under QEMU with AVX (Docker Desktop: turn off 'Use Rosetta for x86_64/amd64 "
+    "emulation', or set EXPERIMENTAL_DOCKER_DESKTOP_FORCE_QEMU=1; Colima/Lima: a VM without Rosetta; "
+    "OrbStack: turn off Rosetta; Podman: disable rosetta in the machine config); or use a kernel that "
+    "runs natively on ARM64 (`tf1kernel install --strategy compat`)."
+)
+_running = {}
+
+
+def host_url():
+    try:
+        with open(ADDRESS_FILE) as f:
+            return json.load(f)["url"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def tensorboard_tf1(line):
+    """Start TensorBoard on the kernel's logs; print the URL to open on the host."""
+    url = host_url()
+    if url is None:
+        print("tf1kernel: this kernel has no TensorBoard port (started without one).", file=sys.stderr)
+        return
+    process = _running.get("tensorboard")
+    if process is not None and process.poll() is None:
+        process.terminate()
+        process.wait(10)
+    args = shlex.split(line) or ["--logdir", "."]
+    command = [sys.executable, "-m", "tensorboard.main", "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *args]
+    log = open(os.path.join(os.path.expanduser("~"), "tensorboard.log"), "wb")
+    _running["tensorboard"] = process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline and process.poll() is None:
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/" % CONTAINER_PORT, timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    if process.poll() is not None:
+        print("tf1kernel: TensorBoard exited; see ~/tensorboard.log in the kernel", file=sys.stderr)
+        return
+    print("TensorBoard is serving %s at %s" % (" ".join(args), url))
+    try:
+        from IPython.display import HTML, display
+        display(HTML('<a href="%s" target="_blank">Open TensorBoard</a>' % url))
+    except ImportError:
+        pass
+
+
+def cpu_has_avx():
+    """CPUID leaf 1, ECX bits 28 (AVX) and 27 (OSXSAVE), read by running the instruction itself,
+    so that an emulator (QEMU, Rosetta) answers for the CPU it presents."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return True  # not an x86 build of TensorFlow: nothing to check
+    code = bytes([0x53, 0xB8, 0x01, 0x00, 0x00, 0x00, 0x0F, 0xA2, 0x89, 0xC8, 0x5B, 0xC3])
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        page.write(code)
+        ecx = ctypes.CFUNCTYPE(ctypes.c_uint32)(ctypes.addressof(ctypes.c_char.from_buffer(page)))()
+    except (OSError, ValueError):
+        return True  # cannot tell: let TensorFlow decide
+    return bool(ecx >> 28 & 1) and bool(ecx >> 27 & 1)
+
+
+class AvxGuard(importlib.abc.MetaPathFinder):
+    """Refuse `import tensorflow` with an explanation instead of letting it kill the kernel."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        try:
+            with open(AVX_FIX_FILE) as f:
+                fix = f.read().strip()
+        except OSError:
+            fix = GENERIC_AVX_FIX
+        raise ImportError(
+            "TensorFlow's x86-64 build needs a CPU with AVX, and the CPU this kernel runs on does not offer "
+            "it (an x86-64 emulator without AVX, such as Rosetta). Importing it would crash the kernel.\n"
+            "Fix: " + fix
+        )
+
+
+def install_avx_guard():
+    if not cpu_has_avx() and not any(isinstance(f, AvxGuard) for f in sys.meta_path):
+        sys.meta_path.insert(0, AvxGuard())
+
+
+def show_notice_once(ipython):
+    """Tell the user, with their first cell, why the previous kernel died (written by tf1kernel)."""
+
+    def show(*_args):
+        ipython.events.unregister("pre_run_cell", show)
+        try:
+            with open(NOTICE_FILE) as f:
+                print("tf1kernel: " + f.read().strip(), file=sys.stderr)
+        except OSError:
+            pass
+
+    ipython.events.register("pre_run_cell", show)
+
+
+def load_ipython_extension(ipython):
+    install_avx_guard()
+    ipython.register_magic_function(tensorboard_tf1, magic_kind="line", magic_name="tensorboard_tf1")
+    show_notice_once(ipython)
+
+
+def exit_when_stdin_closes():
+    """The launcher holds our stdin open; EOF means it is gone, and so must we be."""
+
+    def watch():
+        while os.read(0, 4096):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, name="tf1kernel-lifeline", daemon=True).start()
+
+
+def main(argv):
+    """Start ipykernel the way ipykernel_launcher does, with tf1kernel's guard and extension."""
+    if LIFELINE_FLAG in argv:
+        argv = [arg for arg in argv if arg != LIFELINE_FLAG]
+        exit_when_stdin_closes()
+    install_avx_guard()
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]  # `python -c` puts the working directory first; IPython adds it back
+    sys.argv = ["ipykernel_launcher", *argv]
+    from ipykernel.kernelapp import IPKernelApp
+
+    app = IPKernelApp.instance()
+    app.initialize(argv)
+    load_ipython_extension(app.shell)
+    app.start()
