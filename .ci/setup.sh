@@ -11,7 +11,8 @@ log() { printf '\n== %s  [%ss]\n' "$*" "$SECONDS"; }
 
 log "system packages"
 # chromium: headless browser for the JupyterLab / Notebook 7 tests (driven by Playwright).
-# qemu-user-static: runs the kernel under an x86-64 CPU model without AVX, as Rosetta presents it.
+# qemu-user-static: runs linux/arm64 containers (binfmt), and the kernel under an x86-64 CPU model
+# without AVX, as Rosetta presents it.
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v patchelf >/dev/null \
         || ! command -v chromium >/dev/null || ! command -v ip >/dev/null \
         || ! command -v qemu-x86_64-static >/dev/null; then
@@ -32,11 +33,19 @@ log "Python environment (.venv)"
 .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v -e "^WARNING: Location" || true
 .venv/bin/python -c "import tf1kernel, jupyter_client; print('tf1kernel', tf1kernel.__version__, 'jupyter_client', jupyter_client.__version__)"
 
-log "base image python:3.7-slim-bookworm (local stand-in: no registry here)"
-bash .ci/make-python-base.sh python:3.7-slim-bookworm
+log "arm64 emulation (qemu-user-static through binfmt_misc)"
+# What Docker Desktop, OrbStack and Colima register themselves: linux/arm64 containers run
+# here under QEMU. F (fix binary): the interpreter works inside containers too.
+BINFMT=/proc/sys/fs/binfmt_misc
+mountpoint -q "$BINFMT" || mount -t binfmt_misc binfmt_misc "$BINFMT"
+if [ ! -e "$BINFMT/qemu-aarch64" ]; then
+    echo ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' \
+        > "$BINFMT/register"
+fi
+echo 1 > "$BINFMT/qemu-aarch64"  # a test that disables it restores it, but a killed run may not have
+head -1 "$BINFMT/qemu-aarch64"
 
-log "kernel image (tf1kernel build)"
-# Markers that must never reach the image: a throwaway CA added to the CA bundle
+# Markers that must never reach an image: a throwaway CA added to the CA bundle
 # the host's pip uses (PIP_CERT, which `tf1kernel build` picks up by default)
 # and a dummy credential in the index URL. tests/acceptance/test_image.py hunts for both.
 if [ ! -f "$STATE/markers.json" ]; then
@@ -48,11 +57,43 @@ fi
 SECRET=$(.venv/bin/python -c "import json; print(json.load(open('$STATE/markers.json'))['secret'])")
 HOST_CA=$(.venv/bin/python -c "from tf1kernel.images import host_pip_ca_bundle as f; print(f() or '')")
 cat ${HOST_CA:+"$HOST_CA"} "$STATE/marker-ca.pem" > "$STATE/build-ca.pem"
-build_start=$SECONDS
-PIP_CERT="$STATE/build-ca.pem" .venv/bin/tf1kernel build --index-url "https://tf1kernel-ci:${SECRET}@pypi.org/simple"
-echo "image build took $((SECONDS - build_start)) s"
+
+# Every image is built as a user behind a TLS-intercepting proxy builds it, markers included.
+build() {
+    local started=$SECONDS
+    PIP_CERT="$STATE/build-ca.pem" .venv/bin/tf1kernel build --index-url "https://tf1kernel-ci:${SECRET}@pypi.org/simple" "$@"
+    echo "tf1kernel build $* took $((SECONDS - started)) s"
+}
+
+log "arm64 chain, in the background: python:3.11 stand-in, then the compat image (under qemu)"
+# The engine's tags hold one architecture each: the arm64 stand-in takes the real
+# per-architecture name arm64v8/python, which the build is told with --base-image.
+(
+    bash .ci/make-debian-python-base.sh arm64v8/python:3.11-slim-bookworm arm64 \
+        && build --strategy compat --platform linux/arm64 --base-image arm64v8/python:3.11-slim-bookworm
+) > "$STATE/arm64-chain.log" 2>&1 &
+ARM64_CHAIN=$!
+
+log "base images python:3.7-slim-bookworm and python:3.11-slim-bookworm (local stand-ins: no registry here)"
+bash .ci/make-python-base.sh python:3.7-slim-bookworm
+bash .ci/make-debian-python-base.sh python:3.11-slim-bookworm amd64
+
+log "kernel images: emulated, compat (amd64), prebuilt (a TF 1.15.5 wheel baked by the source recipe's runtime)"
+build
+build --strategy compat --platform linux/amd64
+WHEEL="$STATE/wheels/tensorflow-1.15.5-cp37-cp37m-manylinux2010_x86_64.whl"
+[ -f "$WHEEL" ] || .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --platform manylinux2010_x86_64 \
+    --python-version 37 --implementation cp --abi cp37m tensorflow==1.15.5 -d "$STATE/wheels" 2>&1 | grep -v "^WARNING: Location" || true
+build --strategy prebuilt --wheel "$WHEEL"
+
+log "waiting for the arm64 chain"
+if ! wait "$ARM64_CHAIN"; then
+    tail -30 "$STATE/arm64-chain.log"; echo "the arm64 chain failed"; exit 1
+fi
+grep -E "ready|took" "$STATE/arm64-chain.log"
 
 log "kernelspec"
 .venv/bin/tf1kernel install --user
 .venv/bin/jupyter kernelspec list
+docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | sort
 log "setup done"

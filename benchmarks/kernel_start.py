@@ -15,25 +15,15 @@ import statistics
 import tempfile
 import time
 
-from jupyter_client.manager import KernelManager
+from harness import started_kernel
 
 
 def one_start(kernel_name: str, cwd: str) -> tuple[float, float]:
-    started = time.perf_counter()
-    manager = KernelManager(kernel_name=kernel_name)
-    manager.start_kernel(cwd=cwd)
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=120)
-        ready = time.perf_counter() - started
+    with started_kernel(kernel_name, cwd, timeout=120) as kernel:
         before = time.perf_counter()
-        client.execute_interactive("import tensorflow" if kernel_name != "python3" else "import json", timeout=120)
-        first_import = time.perf_counter() - before
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-    return ready, first_import
+        kernel.client.execute_interactive("import tensorflow" if kernel_name != "python3" else "import json",
+                                          timeout=120)
+        return kernel.ready_s, time.perf_counter() - before
 
 
 def main() -> None:

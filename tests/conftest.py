@@ -67,6 +67,60 @@ def tf1_kernel(jupyter_dirs: Path, kernel_image: str) -> str:
     return KERNEL_NAME
 
 
+def require_image(client: docker.DockerClient, image: str, how: str) -> str:
+    try:
+        client.api.inspect_image(image)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"the image {image} is missing: {how} (.ci/setup.sh does)", pytrace=False)
+    return image
+
+
+def install_kernel(jupyter_dirs: Path, name: str, *args: str) -> str:
+    """A kernelspec installed by the real CLI into the tests' private Jupyter path."""
+    result = run_cli("install", "--prefix", str(jupyter_dirs), "--name", name, *args, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return name
+
+
+COMPAT_IMAGES = {arch: f"tf1kernel/tensorflow-compat:2.15.1-{arch}" for arch in ("amd64", "arm64")}
+PREBUILT_WHEEL_IMAGE = "tf1kernel/tensorflow:1.15.5-amd64-prebuilt"
+
+
+@pytest.fixture(scope="session", params=["amd64", "arm64"])
+def compat_kernel(request: pytest.FixtureRequest, jupyter_dirs: Path, docker_client: docker.DockerClient) -> str:
+    """The compat strategy, native (amd64 here) and under qemu binfmt (arm64)."""
+    arch = request.param
+    require_image(docker_client, COMPAT_IMAGES[arch], f"`tf1kernel build --strategy compat --platform linux/{arch}`")
+    return install_kernel(jupyter_dirs, f"tf1.15-compat-{arch}", "--strategy", "compat", "--platform",
+                          f"linux/{arch}")
+
+
+@pytest.fixture(scope="session")
+def prebuilt_wheel_kernel(jupyter_dirs: Path, docker_client: docker.DockerClient) -> str:
+    """The prebuilt strategy, from the official TF 1.15.5 x86-64 wheel baked by the source recipe's runtime stages."""
+    require_image(docker_client, PREBUILT_WHEEL_IMAGE, "`tf1kernel build --strategy prebuilt --wheel "
+                  "tensorflow-1.15.5-cp37-cp37m-manylinux2010_x86_64.whl`")
+    return install_kernel(jupyter_dirs, "tf1.15-prebuilt-wheel", "--strategy", "prebuilt", "--image",
+                          PREBUILT_WHEEL_IMAGE, "--platform", "linux/amd64")
+
+
+BINFMT_ARM64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+
+
+@pytest.fixture
+def arm64_emulation_off() -> Iterator[None]:
+    """The engine as it is without QEMU for arm64: the aarch64 binfmt handler disabled, then restored."""
+    try:
+        BINFMT_ARM64.write_text("0")
+    except OSError as exc:
+        pytest.fail(f"cannot disable {BINFMT_ARM64} ({exc}): the tests need root and the handler that "
+                    ".ci/setup.sh registers", pytrace=False)
+    try:
+        yield
+    finally:
+        BINFMT_ARM64.write_text("1")
+
+
 def install_variant(jupyter_dirs: Path, name: str, config: dict[str, Any], **extra: Any) -> str:
     """A copy of the test kernelspec with other provisioner config (for error cases)."""
     source = jupyter_dirs / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json"

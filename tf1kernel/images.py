@@ -14,12 +14,14 @@ and the ``wheels`` stage takes the wheel from the build context instead.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import subprocess
 import sys
 import tarfile
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,8 @@ from requests.exceptions import RequestException
 from .engine import START_ENGINE_FIX
 from .errors import BuildError, EngineUnavailable, InvalidOption
 from .resources import data_dir
+
+log = logging.getLogger(__name__)
 
 # Set on every image `tf1kernel build` makes; `auto` finds images by them.
 LABEL_STRATEGY = "org.tf1kernel.strategy"
@@ -142,6 +146,7 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
 
 PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
 BUILD_STAGE_LABEL = "org.tf1kernel.stage=wheels"
+BUILD_ID_LABEL = "org.tf1kernel.build"
 
 
 def check_image_reference(value: str) -> str:
@@ -259,6 +264,7 @@ def build_image(
     if index_url:
         buildargs["PIP_INDEX_URL"] = index_url
     buildargs.update(extra_buildargs or {})
+    build_id = buildargs["TF1KERNEL_BUILD"] = uuid.uuid4().hex
     labels = {LABEL_STRATEGY: recipe.strategy, LABEL_PLATFORM: recipe.platform, LABEL_TENSORFLOW: recipe.tensorflow}
     step, steps, tail, image_id = 0, 0, [], ""
     try:
@@ -290,15 +296,22 @@ def build_image(
         if isinstance(exc, APIError):
             raise build_error(str(exc.explanation), tail, buildargs["PYTHON_IMAGE"]) from None
         raise EngineUnavailable(f"Lost the Docker engine during the build: {exc}", START_ENGINE_FIX) from None
-    if not image_id:
-        image_id = client.api.inspect_image(tag or recipe.tag)["Id"]
-    remove_build_stages(client)
-    return image_id
+    finally:
+        remove_build_stages(client, build_id)  # also after a failure: they hold the CA bundle
+    return image_id or client.api.inspect_image(tag or recipe.tag)["Id"]
 
 
-def remove_build_stages(client: docker.DockerClient) -> None:
-    """Delete intermediate images of the pip stage: they hold the CA bundle and the index URL."""
-    client.api.prune_images(filters={"label": [BUILD_STAGE_LABEL], "dangling": True})
+def remove_build_stages(client: docker.DockerClient, build_id: str) -> None:
+    """Delete this build's intermediate images of the pip stages: they hold the CA bundle and the index URL.
+
+    Only this build's: another build running on the same engine still needs its own.
+    """
+    try:
+        client.api.prune_images(filters={"label": [BUILD_STAGE_LABEL, f"{BUILD_ID_LABEL}={build_id}"],
+                                         "dangling": True})
+    except (RequestException, DockerException) as exc:
+        log.warning("tf1kernel: could not remove this build's pip stages (%s); `docker image prune --filter "
+                    "label=%s` removes them", exc, BUILD_STAGE_LABEL)
 
 
 def build_error(message: str, tail: list[str], base_image: str) -> BuildError:

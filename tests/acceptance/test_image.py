@@ -1,9 +1,11 @@
-"""The built kernel image: right contents, and no CA bundle or credential left in it.
+"""The built kernel images: right contents, and no CA bundle or credential left in them.
 
-.ci/setup.sh builds the image the way a user behind a TLS-intercepting proxy
+.ci/setup.sh builds every image the way a user behind a TLS-intercepting proxy
 would, with two markers: a throwaway CA appended to the CA bundle the host's pip
 uses, and a dummy credential in the index URL. Neither may appear anywhere in
-the final image: not in its history, config, or any layer.
+a final image: not in its history, config, or any layer. Checked for each recipe
+kind: the emulated image, the compat image (a venv) and a wheel baked by the
+source recipe's runtime stages.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 
 import docker
 import pytest
+
+from tests.conftest import COMPAT_IMAGES, PREBUILT_WHEEL_IMAGE, require_image
+from tf1kernel.images import DEFAULT_RECIPE
 
 pytestmark = pytest.mark.engine
 
@@ -42,8 +47,17 @@ def test_image_runs_tf115_on_python37(docker_client: docker.DockerClient, kernel
     assert docker_client.api.inspect_image(kernel_image)["Architecture"] == "amd64"
 
 
-def test_no_ca_or_credential_in_history_or_config(docker_client: docker.DockerClient, kernel_image: str,
+BUILT_WITH_MARKERS = [DEFAULT_RECIPE.tag, COMPAT_IMAGES["amd64"], PREBUILT_WHEEL_IMAGE]
+
+
+@pytest.fixture(params=BUILT_WITH_MARKERS)
+def built_image(request: pytest.FixtureRequest, docker_client: docker.DockerClient) -> str:
+    return require_image(docker_client, request.param, "run .ci/setup.sh, which builds it with the markers")
+
+
+def test_no_ca_or_credential_in_history_or_config(docker_client: docker.DockerClient, built_image: str,
                                                  markers: dict[str, str]) -> None:
+    kernel_image = built_image
     history = json.dumps(docker_client.api.history(kernel_image))
     config = json.dumps(docker_client.api.inspect_image(kernel_image)["Config"])
     for text in (history, config):
@@ -51,8 +65,9 @@ def test_no_ca_or_credential_in_history_or_config(docker_client: docker.DockerCl
         assert "pip-ca.pem" not in text and "PIP_CERT" not in text and "PIP_INDEX_URL" not in text
 
 
-def test_no_ca_or_credential_in_any_layer(docker_client: docker.DockerClient, kernel_image: str,
+def test_no_ca_or_credential_in_any_layer(docker_client: docker.DockerClient, built_image: str,
                                          markers: dict[str, str], tmp_path: Path) -> None:
+    kernel_image = built_image
     saved = tmp_path / "image.tar"
     with saved.open("wb") as sink:
         for chunk in docker_client.api.get_image(kernel_image):

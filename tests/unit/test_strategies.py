@@ -1,0 +1,196 @@
+"""Strategies, auto's choice, recipes and probes: pure logic, no engine."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from tf1kernel import images, kernelspec
+from tf1kernel.engine import EngineInfo
+from tf1kernel.errors import CpuLacksAvx, ImageMissing, InvalidOption
+from tf1kernel.probes import _AMD64_CODE, AVX_USABLE, static_elf
+from tf1kernel.resources import data_dir
+from tf1kernel.strategies import BuiltImage, EmulationFacts, choose_auto, configured
+
+ARM = EngineInfo("Docker Desktop", "arm64", "id", "Docker Desktop", "27.0")
+X86 = EngineInfo("Linux engine", "amd64", "id", "Debian", "20.10")
+EMULATED = BuiltImage("tf1kernel/tensorflow:1.15.5-amd64", "emulated", "linux/amd64", "1.15.5")
+COMPAT_ARM = BuiltImage("tf1kernel/tensorflow-compat:2.15.1-arm64", "compat", "linux/arm64", "2.15.1")
+COMPAT_X86 = BuiltImage("tf1kernel/tensorflow-compat:2.15.1-amd64", "compat", "linux/amd64", "2.15.1")
+SOURCE = BuiltImage("tf1kernel/tensorflow:1.15.5-arm64-source", "source", "linux/arm64", "1.15.5")
+WHEEL_ARM = BuiltImage("tf1kernel/tensorflow:1.15.5-arm64-prebuilt", "prebuilt", "linux/arm64", "1.15.5")
+WITH_AVX = EmulationFacts("amd64", True, True, "AVX visible")
+ROSETTA = EmulationFacts("amd64", True, False, "no AVX")
+NO_AMD64 = EmulationFacts("amd64", False, None, "cannot run")
+
+
+def probe(facts: EmulationFacts) -> object:
+    return lambda: facts
+
+
+def never() -> EmulationFacts:
+    raise AssertionError("the amd64 probe is not needed here")
+
+
+# -- auto ------------------------------------------------------------------------------
+
+
+def test_auto_on_arm64_prefers_a_native_tf1_and_needs_no_probe() -> None:
+    choice = choose_auto(ARM, [EMULATED, COMPAT_ARM, WHEEL_ARM, SOURCE], never)
+    assert (choice.strategy, choice.image, choice.platform) == ("source", SOURCE.tag, "linux/arm64")
+    assert "native TensorFlow 1.15.5" in choice.reason
+
+
+@pytest.mark.parametrize(("facts", "why"), [(ROSETTA, "no AVX"), (NO_AMD64, "do not run")])
+def test_auto_on_arm64_falls_back_to_compat_and_says_why(facts: EmulationFacts, why: str) -> None:
+    choice = choose_auto(ARM, [EMULATED, COMPAT_ARM], probe(facts))
+    assert (choice.strategy, choice.platform) == ("compat", "linux/arm64")
+    assert why in choice.reason and "natively" in choice.reason
+
+
+def test_auto_on_arm64_with_qemu_avx_runs_the_real_tf115_emulated() -> None:
+    choice = choose_auto(ARM, [EMULATED, COMPAT_ARM], probe(WITH_AVX))
+    assert (choice.strategy, choice.platform) == ("emulated", "linux/amd64")
+    assert "under emulation" in choice.reason
+
+
+def test_auto_on_x86_64_takes_the_official_wheel_natively() -> None:
+    choice = choose_auto(X86, [COMPAT_X86, EMULATED], probe(WITH_AVX))
+    assert (choice.strategy, choice.image) == ("emulated", EMULATED.tag) and "natively" in choice.reason
+
+
+def test_auto_names_the_build_when_nothing_usable_is_built() -> None:
+    with pytest.raises(ImageMissing) as nothing:
+        choose_auto(X86, [], probe(WITH_AVX))
+    assert "`tf1kernel build`" in nothing.value.fix
+    with pytest.raises(ImageMissing) as rosetta:
+        choose_auto(ARM, [EMULATED], probe(ROSETTA))
+    assert "--strategy compat" in rosetta.value.fix and "Rosetta" in rosetta.value.fix
+
+
+def test_auto_on_an_x86_64_cpu_without_avx_says_so() -> None:
+    with pytest.raises(CpuLacksAvx):
+        choose_auto(X86, [EMULATED, COMPAT_X86], probe(ROSETTA))
+
+
+def test_auto_uses_compat_when_only_compat_is_built_and_tells_how_to_get_tf115() -> None:
+    choice = choose_auto(X86, [COMPAT_X86], probe(WITH_AVX))
+    assert choice.strategy == "compat" and "`tf1kernel build`" in choice.reason
+
+
+def image_and_platform(strategy: str, image: str, engine: EngineInfo) -> tuple[str, str]:
+    choice = configured(strategy, image, "", engine)
+    return choice.image, choice.platform
+
+
+def test_configured_strategies_state_their_platform_and_image() -> None:
+    assert image_and_platform("emulated", "", ARM) == ("tf1kernel/tensorflow:1.15.5-amd64", "linux/amd64")
+    assert image_and_platform("compat", "", ARM) == (COMPAT_ARM.tag, "linux/arm64")
+    assert image_and_platform("compat", "", X86) == (COMPAT_X86.tag, "linux/amd64")
+    assert image_and_platform("source", "", ARM) == (SOURCE.tag, "linux/arm64")
+    assert image_and_platform("prebuilt", "me/tf1:arm", ARM) == ("me/tf1:arm", "linux/arm64")
+    with pytest.raises(InvalidOption, match="needs an image"):
+        configured("prebuilt", "", "", ARM)
+    with pytest.raises(InvalidOption, match="no linux/arm64 image"):
+        configured("emulated", "", "linux/arm64", ARM)
+
+
+# -- the prebuilt wheel recipe -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "platform"), [
+    ("tensorflow-1.15.5-cp37-cp37m-linux_aarch64.whl", "linux/arm64"),
+    ("tensorflow-1.15.5-cp37-cp37m-manylinux2010_x86_64.whl", "linux/amd64"),
+    ("tensorflow_aarch64-1.15.2-cp37-cp37m-manylinux2014_aarch64.whl", "linux/arm64"),
+])
+def test_wheels_bake_into_the_runtime_of_their_platform(tmp_path: Path, name: str, platform: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    recipe = images.wheel_recipe(tmp_path / name)
+    assert (recipe.strategy, recipe.platform, recipe.folder, recipe.target) == ("prebuilt", platform, "source",
+                                                                                "runtime")
+    assert recipe.tag.endswith(f"-{platform.split('/')[1]}-prebuilt")
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("tensorflow-2.15.1-cp311-cp311-manylinux2014_aarch64.whl", "not TensorFlow 1.x"),
+    ("numpy-1.18.5-cp37-cp37m-linux_aarch64.whl", "not TensorFlow 1.x"),
+    ("tensorflow-1.15.5-cp36-cp36m-linux_aarch64.whl", "not for CPython 3.7"),
+    ("tensorflow-1.15.5-cp37-cp37m-macosx_10_11_x86_64.whl", "not a Linux wheel"),
+    ("tensorflow-1.15.5-cp37-cp37m-win_amd64.whl", "not a Linux wheel"),
+    ("tensorflow.tar.gz", "not a wheel file name"),
+])
+def test_wrong_wheels_are_refused_with_what_is_wrong(tmp_path: Path, name: str, problem: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InvalidOption, match=re.escape(problem)) as refused:
+        images.wheel_recipe(tmp_path / name)
+    assert "cp37" in refused.value.fix
+
+
+def test_a_missing_wheel_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidOption, match="does not exist"):
+        images.wheel_recipe(tmp_path / "tensorflow-1.15.5-cp37-cp37m-linux_aarch64.whl")
+
+
+# -- the source Dockerfile ---------------------------------------------------------------
+
+
+SOURCE_DOCKERFILE = (data_dir("docker") / "source" / "Dockerfile").read_text()
+
+
+def stages(dockerfile: str) -> list[str]:
+    return re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", dockerfile, re.MULTILINE | re.IGNORECASE)
+
+
+def test_the_source_recipe_follows_the_known_arm_recipe() -> None:
+    assert stages(SOURCE_DOCKERFILE) == ["bazel", "python-deps", "tensorflow", "wheels", "runtime-install", "runtime"]
+    arguments = dict(re.findall(r"^ARG (\w+)=(.*)$", SOURCE_DOCKERFILE, re.MULTILINE))
+    assert arguments["BAZEL_VERSION"] == "0.29.1" and arguments["TF_VERSION"] == "1.15.5"
+    assert arguments["NUMPY_VERSION"] == "1.18.5" and arguments["H5PY_VERSION"] == "2.10.0"
+    options = re.search(r'ARG TF_BAZEL_OPTIONS="([^"]*)"', SOURCE_DOCKERFILE, re.DOTALL).group(1)
+    for flag in ("--config=noaws", "--define tensorflow_mkldnn_contraction_kernel=0",
+                 "--cxxopt=-D_GLIBCXX_USE_CXX11_ABI=0", "-march=armv8-a"):
+        assert flag in options
+    assert "bazel-${BAZEL_VERSION}-dist.zip" in SOURCE_DOCKERFILE and "compile.sh" in SOURCE_DOCKERFILE
+    assert "_TF_MAX_BAZEL_VERSION" in SOURCE_DOCKERFILE and "use_default_shell_env = True" in SOURCE_DOCKERFILE
+    assert "--no-binary numpy,h5py" in SOURCE_DOCKERFILE
+
+
+def test_the_runtime_stages_alone_take_the_wheels_from_the_context() -> None:
+    runtime = images.runtime_stages(SOURCE_DOCKERFILE)
+    assert stages(runtime) == ["wheels", "runtime-install", "runtime"]
+    assert "FROM scratch AS wheels\nCOPY wheels/ /wheels/\n" in runtime
+    assert "bazel" not in runtime.split("FROM scratch AS wheels")[1]
+    assert runtime.startswith(SOURCE_DOCKERFILE.split("\nFROM ")[0])  # the global ARGs stay
+    assert runtime.endswith(SOURCE_DOCKERFILE[SOURCE_DOCKERFILE.index("FROM ${PYTHON_IMAGE} AS runtime-install"):])
+
+
+def test_a_damaged_source_dockerfile_is_reported() -> None:
+    with pytest.raises(images.BuildError):
+        images.runtime_stages("FROM python AS runtime\n")
+
+
+# -- probes and kernelspecs ------------------------------------------------------------------
+
+
+def test_probe_elves_are_minimal_static_executables() -> None:
+    elf = static_elf(0x3E, _AMD64_CODE)
+    assert elf[:4] == b"\x7fELF" and elf[4] == 2  # ELF64
+    entry, = struct.unpack_from("<Q", elf, 24)
+    assert entry == 0x400000 + 64 + 56 and elf[120:] == _AMD64_CODE
+    assert AVX_USABLE == 32 | 15
+
+
+@pytest.mark.parametrize(("arch", "strategy", "name", "display"), [
+    ("arm64", "auto", "tf1.15-arm64", "TensorFlow 1.15 (ARM64)"),
+    ("x86_64", "auto", "tf1.15-x86-64", "TensorFlow 1.15 (x86-64)"),
+    ("arm64", "emulated", "tf1.15-arm64-emulated", "TensorFlow 1.15 (ARM64, emulated x86-64)"),
+    ("arm64", "source", "tf1.15-arm64-source", "TensorFlow 1.15 (ARM64, built from source)"),
+    ("arm64", "prebuilt", "tf1.15-arm64-prebuilt", "TensorFlow 1.15 (ARM64, prebuilt)"),
+    ("arm64", "compat", "tf1.15-arm64-compat", "TensorFlow 1.15 (ARM64, TF1 API on TensorFlow 2.15)"),
+])
+def test_kernelspec_names_say_arch_and_strategy(arch: str, strategy: str, name: str, display: str) -> None:
+    assert kernelspec.default_kernel_name(arch, strategy) == name
+    assert kernelspec.render_kernel_json(arch, strategy)["display_name"] == display
