@@ -204,8 +204,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     @validate("user")
     def _valid_user(self, proposal: dict[str, Any]) -> str:
         value: str = proposal["value"]
-        uid, _, gid = value.partition(":")
-        if value and not (uid.isdigit() and (gid == "" or gid.isdigit())):
+        # ASCII digits only: str.isdigit() also accepts "¹" and other digits int() refuses.
+        if value and not re.fullmatch(r"[0-9]+(:[0-9]+)?", value):
             raise TraitError(f"user must be numeric uid or uid:gid, not {value!r}")
         return value
 

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jupyter_client.kernelspec import KernelSpec
 
@@ -50,7 +50,9 @@ def test_non_numeric_or_negative_cpus(value: Any) -> None:
     assert "cpus" in refused(cpus=value).message
 
 
-@given(st.text().filter(lambda s: s and not re.fullmatch(r"\d+(:\d+)?", s)))
+@given(st.text().filter(lambda s: s and not re.fullmatch(r"[0-9]+(:[0-9]+)?", s)))
+@example("¹")  # str.isdigit() says yes, int() says no
+@example("١٢:٣")
 def test_bad_user(value: str) -> None:
     refused(user=value)
 
