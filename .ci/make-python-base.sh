@@ -28,9 +28,11 @@ debootstrap --variant=minbase \
     || { tail -20 /tmp/debootstrap.log; exit 1; }
 
 cp -a "$PYTHON_SRC/." "$ROOTFS/usr/local/"
-rm -rf "$ROOTFS/usr/local/lib/python3.7/test" \
-       "$ROOTFS/usr/local/lib/python3.7/site-packages/_sandboxing_egress_ca.pth" \
+rm -rf "$ROOTFS/usr/local/lib/python3.7/site-packages/_sandboxing_egress_ca.pth" \
        "$ROOTFS"/usr/local/lib/python3.7/lib-dynload/_tkinter*.so
+# What the official image's Dockerfile deletes: tests, bytecode and the static library.
+find "$ROOTFS/usr/local" -depth \( \( -type d -a \( -name test -o -name tests -o -name idle_test \) \) \
+    -o \( -type f -a \( -name '*.pyc' -o -name '*.pyo' -o -name 'libpython*.a' \) \) \) -exec rm -rf '{}' +
 # pyenv's build points its RUNPATH at the pyenv prefix; the official image uses /usr/local/lib.
 for elf in "$ROOTFS/usr/local/bin/python3.7" "$ROOTFS/usr/local/bin/python3.7m" "$ROOTFS"/usr/local/lib/libpython3*.so.*; do
     [ -f "$elf" ] && [ ! -L "$elf" ] && patchelf --set-rpath /usr/local/lib "$elf"

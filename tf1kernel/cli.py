@@ -123,11 +123,12 @@ def run_build(args: argparse.Namespace) -> int:
     out.print(f"Building [bold]{tag}[/] ({recipe.summary})")
     out.print(f"pip CA bundle: {ca_path or 'none (pip defaults)'}", highlight=False)
     with build_display() as on_progress:
-        image_id = images.build_image(client, recipe, ca_bundle=ca_bundle, tag=tag, base_image=args.base_image,
-                                      index_url=args.index_url, no_cache=args.no_cache, extra_buildargs=build_args,
-                                      on_progress=on_progress)
-    size = client.api.inspect_image(image_id)["Size"] / 1e6
-    out.print(f"[green]Built[/] {tag} ({image_id.removeprefix('sha256:')[:12]}, {size:.0f} MB). "
+        built = images.build_image(client, recipe, ca_bundle=ca_bundle, tag=tag, base_image=args.base_image,
+                                   index_url=args.index_url, no_cache=args.no_cache, extra_buildargs=build_args,
+                                   on_progress=on_progress)
+    size = client.api.inspect_image(built.image_id)["Size"] / 1e6
+    verdict = "Up to date (nothing it depends on changed; --no-cache rebuilds):" if built.up_to_date else "Built"
+    out.print(f"[green]{verdict}[/] {tag} ({built.image_id.removeprefix('sha256:')[:12]}, {size:.0f} MB). "
               "Next: `tf1kernel install --user`")
     return 0
 

@@ -13,7 +13,9 @@ and the ``wheels`` stage takes the wheel from the build context instead.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import IO
 
 import docker
-from docker.errors import APIError, DockerException
+from docker.errors import APIError, DockerException, ImageNotFound
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from requests.exceptions import RequestException
 
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 LABEL_STRATEGY = "org.tf1kernel.strategy"
 LABEL_PLATFORM = "org.tf1kernel.platform"
 LABEL_TENSORFLOW = "org.tf1kernel.tensorflow"
+# A digest of everything a build's result depends on: a build with the same inputs is skipped.
+LABEL_INPUTS = "org.tf1kernel.inputs"
+# Build arguments that do not change what is built (where packages come from, which build it is).
+UNRECORDED_BUILDARGS = ("PIP_INDEX_URL", "TF1KERNEL_BUILD")
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,10 @@ def runtime_stages(dockerfile: str) -> str:
         raise BuildError("The source Dockerfile has no `wheels` stage followed by runtime stages.",
                          "reinstall tf1kernel: its docker/source/Dockerfile is damaged")
     after = next(i for i in starts if i > wheels[0])
-    return "".join([*lines[:starts[0]], "FROM scratch AS wheels\nCOPY wheels/ /wheels/\n\n", *lines[after:]])
+    wheels_stage = ('FROM scratch AS wheels\nARG TF1KERNEL_BUILD=""\n'
+                    'LABEL org.tf1kernel.stage="wheels" org.tf1kernel.build="${TF1KERNEL_BUILD}"\n'
+                    "COPY wheels/ /wheels/\n\n")
+    return "".join([*lines[:starts[0]], wheels_stage, *lines[after:]])
 
 
 # The docker reference grammar, simplified: [registry[:port]/]path[:tag][@digest].
@@ -246,6 +255,34 @@ def _add_bytes(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(entry, io.BytesIO(payload))
 
 
+@dataclass(frozen=True)
+class Built:
+    image_id: str
+    # Nothing the image depends on changed since it was built: no build ran.
+    up_to_date: bool = False
+
+
+def build_inputs_digest(client: docker.DockerClient, recipe: ImageRecipe, buildargs: dict[str, str]) -> str:
+    """What a build's result depends on: recipe files, the wheel, the base image and the build arguments."""
+    digest = hashlib.sha256(json.dumps([recipe.platform, recipe.target, sorted(
+        (name, value) for name, value in buildargs.items()
+        if name not in UNRECORDED_BUILDARGS and name not in PROXY_VARIABLES)]).encode())
+    context = build_context(recipe, b"")
+    with tarfile.open(fileobj=context) as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            content = tar.extractfile(member) if member.isfile() else None
+            if content is not None:
+                digest.update(member.name.encode())
+                for block in iter(lambda: content.read(1 << 20), b""):  # noqa: B023 (used at once)
+                    digest.update(block)
+    try:
+        digest.update(client.api.inspect_image(buildargs["PYTHON_IMAGE"])["Id"].encode())
+    except ImageNotFound:
+        digest.update(b"base image not here yet")  # the build pulls it: never counted as up to date
+        digest.update(uuid.uuid4().bytes)
+    return digest.hexdigest()[:32]
+
+
 def build_image(
     client: docker.DockerClient,
     recipe: ImageRecipe,
@@ -257,15 +294,24 @@ def build_image(
     no_cache: bool = False,
     extra_buildargs: dict[str, str] | None = None,
     on_progress: Callable[[BuildProgress], None] = lambda progress: None,
-) -> str:
-    """Build the recipe's image and return its id; raise BuildError with the fix on failure."""
+) -> Built:
+    """Build the recipe's image (unless an image of the same inputs is there); raise BuildError with the fix."""
     buildargs = {name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)}
     buildargs["PYTHON_IMAGE"] = base_image or recipe.base_image
     if index_url:
         buildargs["PIP_INDEX_URL"] = index_url
     buildargs.update(extra_buildargs or {})
+    inputs = build_inputs_digest(client, recipe, buildargs)
+    if not no_cache:
+        try:
+            existing = client.api.inspect_image(tag or recipe.tag)
+            if (existing["Config"].get("Labels") or {}).get(LABEL_INPUTS) == inputs:
+                return Built(existing["Id"], up_to_date=True)
+        except ImageNotFound:
+            pass
     build_id = buildargs["TF1KERNEL_BUILD"] = uuid.uuid4().hex
-    labels = {LABEL_STRATEGY: recipe.strategy, LABEL_PLATFORM: recipe.platform, LABEL_TENSORFLOW: recipe.tensorflow}
+    labels = {LABEL_STRATEGY: recipe.strategy, LABEL_PLATFORM: recipe.platform, LABEL_TENSORFLOW: recipe.tensorflow,
+              LABEL_INPUTS: inputs}
     step, steps, tail, image_id = 0, 0, [], ""
     try:
         for chunk in client.api.build(
@@ -298,7 +344,7 @@ def build_image(
         raise EngineUnavailable(f"Lost the Docker engine during the build: {exc}", START_ENGINE_FIX) from None
     finally:
         remove_build_stages(client, build_id)  # also after a failure: they hold the CA bundle
-    return image_id or client.api.inspect_image(tag or recipe.tag)["Id"]
+    return Built(image_id or client.api.inspect_image(tag or recipe.tag)["Id"])
 
 
 def remove_build_stages(client: docker.DockerClient, build_id: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,11 @@ def test_remove_refuses_foreign_kernels(tmp_path: Path) -> None:
     result = run_cli("remove", "plain", env=only(tmp_path / "share/jupyter"))
     assert_clean_failure(result, "not a tf1kernel kernel", "jupyter kernelspec remove plain")
     assert foreign.exists()
+
+
+def test_build_again_is_up_to_date_at_once(kernel_image: str) -> None:
+    """Built by .ci/setup.sh with another CA bundle and index URL, which do not change what is built."""
+    started = time.monotonic()
+    result = run_cli("build", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "Up to date" in result.stdout and time.monotonic() - started < 30

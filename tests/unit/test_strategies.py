@@ -161,7 +161,8 @@ def test_the_source_recipe_follows_the_known_arm_recipe() -> None:
 def test_the_runtime_stages_alone_take_the_wheels_from_the_context() -> None:
     runtime = images.runtime_stages(SOURCE_DOCKERFILE)
     assert stages(runtime) == ["wheels", "runtime-install", "runtime"]
-    assert "FROM scratch AS wheels\nCOPY wheels/ /wheels/\n" in runtime
+    wheels_stage = runtime.split("FROM scratch AS wheels\n")[1].split("\n\n")[0]
+    assert wheels_stage.endswith("COPY wheels/ /wheels/") and 'org.tf1kernel.stage="wheels"' in wheels_stage
     assert "bazel" not in runtime.split("FROM scratch AS wheels")[1]
     assert runtime.startswith(SOURCE_DOCKERFILE.split("\nFROM ")[0])  # the global ARGs stay
     assert runtime.endswith(SOURCE_DOCKERFILE[SOURCE_DOCKERFILE.index("FROM ${PYTHON_IMAGE} AS runtime-install"):])
