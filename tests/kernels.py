@@ -56,6 +56,17 @@ def wait_reply(client: BlockingKernelClient, msg_id: str, timeout: float = 60) -
             return reply
 
 
+def listening_addresses(ports: list[int]) -> dict[int, set[str]]:
+    """Which local addresses listen on each port, on this host (a host-network kernel or docker-proxy)."""
+    import psutil
+
+    found: dict[int, set[str]] = {port: set() for port in ports}
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port in found:
+            found[connection.laddr.port].add(connection.laddr.ip)
+    return found
+
+
 @contextlib.contextmanager
 def running_kernel(kernel_name: str, cwd: str, startup_timeout: float = 90) -> Iterator[
         tuple[KernelManager, BlockingKernelClient]]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,9 @@ BOOT = (f"import sys; sys.path.insert(0, {CONNECTION_DIR!r}); import tf1kernel_g
 # an attach connection (stdin_once): when the caller dies the engine closes stdin, the kernel
 # exits, and AutoRemove deletes the container.
 LIFELINE_FLAG = "--tf1kernel-lifeline"
+# With this flag the kernel loads everything, then waits for one line on stdin that says which kernel
+# to become (a warm pool's container; see tf1kernel/pool.py).
+STANDBY_FLAG = "--tf1kernel-standby"
 
 # Returned as the exit code when the container vanished (removed from outside).
 EXIT_CODE_MISSING = 255
@@ -94,6 +99,10 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     platform: str = "linux/amd64"
+    # "bridge": the kernel listens in its own network namespace and the engine publishes its ports on the
+    # host's 127.0.0.1. "host": it shares the host's network and listens on 127.0.0.1 itself, on the ports
+    # in preferred_host_ports (all of them given): no NAT and no docker-proxy between client and kernel.
+    network: str = "bridge"
     # Host ports a previous start of this kernel used; reused so that clients
     # connected before a restart keep working. Missing entries are engine-chosen.
     preferred_host_ports: dict[str, int] = field(default_factory=dict)
@@ -111,6 +120,9 @@ class ContainerSpec:
     # Tie the container to the process that starts it: when that process dies, even by
     # SIGKILL, the kernel exits and the engine removes the container (see LIFELINE_FLAG).
     exit_with_caller: bool = False
+    # Start in standby: the kernel waits, loaded, for its adoption line on stdin (needs exit_with_caller,
+    # whose attach carries that line).
+    standby: bool = False
     # What to tell the user when the image is not there (how to build or get it).
     image_fix: str = "build the image with `tf1kernel build`"
 
@@ -119,9 +131,14 @@ class ContainerSpec:
         return f"tf1kernel-{self.kernel_id}"
 
     @property
+    def host_network(self) -> bool:
+        return self.network == "host"
+
+    @property
     def command(self) -> list[str]:
-        lifeline = [LIFELINE_FLAG] if self.exit_with_caller else []
-        return [*self.command_prefix, self.python, "-c", BOOT, *lifeline, *self.kernel_arguments,
+        flags = [LIFELINE_FLAG] if self.exit_with_caller else []
+        flags += [STANDBY_FLAG] if self.standby else []
+        return [*self.command_prefix, self.python, "-c", BOOT, *flags, *self.kernel_arguments,
                 "-f", CONNECTION_FILE]
 
 
@@ -145,6 +162,9 @@ class KernelContainer:
         self.host_ports = host_ports
         # The open stdin attach of an exit_with_caller container; closing it ends the kernel.
         self.lifeline = lifeline
+        # Exit code caught by watch_exit(): an auto-removed container leaves nothing to inspect.
+        self.exit_code: int | None = None
+        self._exit_watch: threading.Thread | None = None
 
     @property
     def tensorboard_url(self) -> str:
@@ -187,12 +207,16 @@ class KernelContainer:
                 # Attached before start, so that this is the one client stdin_once waits for.
                 lifeline = client.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
             client.api.start(container_id)
+            if spec.host_network:
+                return cls(client, container_id, dict(spec.preferred_host_ports), lifeline)
             container = cls(client, container_id, published_ports(client.api.inspect_container(container_id)),
                             lifeline)
-            # The host port is known only now; the kernel reads it when the user starts TensorBoard.
-            address = json.dumps({"url": container.tensorboard_url}).encode()
-            client.api.put_archive(container_id, "/", private_file_archive(TENSORBOARD_ADDRESS_FILE, address,
-                                                                          spec.user))
+            # The host port is known only now, and the kernel reads it only when the user starts TensorBoard:
+            # written in the background, so that the start does not wait for it.
+            address = tensorboard_address(container.host_ports["tensorboard_port"], TENSORBOARD_PORT, "0.0.0.0")
+            threading.Thread(target=_put_quietly, args=(client, container_id, private_file_archive(
+                TENSORBOARD_ADDRESS_FILE, address, spec.user)), name="tf1kernel-tensorboard-address",
+                daemon=True).start()
         except BaseException:
             _remove_quietly(client, container_id)
             raise
@@ -200,11 +224,35 @@ class KernelContainer:
 
     # -- state and control ---------------------------------------------------
 
+    def watch_exit(self) -> None:
+        """Catch the exit code of a container the engine removes as it exits (AutoRemove)."""
+
+        def wait() -> None:
+            try:
+                self.exit_code = int(self.client.api.wait(self.id, timeout=None)["StatusCode"])
+            except Exception:  # removed, or the engine went away: state() tells
+                pass
+
+        self._exit_watch = threading.Thread(target=wait, name=f"tf1kernel-wait-{self.id[:12]}", daemon=True)
+        self._exit_watch.start()
+
+    def send_line(self, payload: bytes) -> None:
+        """Write one line to the kernel's stdin, through its lifeline attach."""
+        assert self.lifeline is not None, "only an attached container has a stdin to write to"
+        getattr(self.lifeline, "_sock", self.lifeline).sendall(payload.rstrip(b"\n") + b"\n")
+
+    def rename(self, name: str) -> None:
+        self.client.api.rename(self.id, name)
+
     def state(self) -> ContainerState:
         """The container's state; a container removed from outside counts as exited."""
         try:
             attrs = self.client.api.inspect_container(self.id)
         except NotFound:
+            if self._exit_watch is not None:
+                self._exit_watch.join(1.0)  # the engine answers the wait as it removes the container
+            if self.exit_code is not None:  # it exited, and the engine removed it as asked
+                return ContainerState(running=False, exit_code=self.exit_code)
             return ContainerState(running=False, exit_code=EXIT_CODE_MISSING, missing=True)
         state = attrs["State"]
         if state.get("Running") or state.get("Status") in ("created", "restarting", "paused"):
@@ -274,6 +322,13 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     """Create (not start) the container and copy its connection file in."""
     uid, _, gid = spec.user.partition(":")
     env = {**spec.env, "HOME": HOME_DIR}
+    if spec.host_network:
+        networking: dict[str, Any] = {"network_mode": "host"}
+        exposed: dict[str, Any] = {}
+    else:
+        networking = {"port_bindings": {port: (LOOPBACK, host_ports.get(name))
+                                        for name, port in PUBLISHED_PORTS.items()}}
+        exposed = {"ports": list(PUBLISHED_PORTS.values()), "hostname": "tf1kernel"}
     created = client.api.create_container(
         image=spec.image,
         command=spec.command,
@@ -285,12 +340,11 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         working_dir=spec.working_dir,
         environment=env,
         labels={**spec.labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id},
-        ports=list(PUBLISHED_PORTS.values()),
-        hostname="tf1kernel",
+        **exposed,
         host_config=client.api.create_host_config(
             init=True,
             auto_remove=spec.exit_with_caller,
-            port_bindings={port: (LOOPBACK, host_ports.get(name)) for name, port in PUBLISHED_PORTS.items()},
+            **networking,
             mounts=[Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
                     *(Mount(target=target, source=source, type="bind", read_only=read_only)
                       for source, target, read_only in spec.extra_mounts)],
@@ -314,17 +368,58 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
 
 def kernel_files_archive(spec: ContainerSpec) -> bytes:
     """The files the kernel reads at start, in one tar: connection file, guest module, messages."""
-    info = {
-        "ip": "0.0.0.0",  # inside the container's own network namespace only
-        "transport": "tcp",
-        "key": spec.session_key.decode(),
-        "signature_scheme": spec.signature_scheme,
-        "kernel_name": "",
-        **CONTAINER_PORTS,
-    }
-    files = {CONNECTION_FILE: json.dumps(info, indent=1).encode(), GUEST_MODULE: guest_module_source(),
-             NOTICE_FILE: spec.notice.encode(), AVX_FIX_FILE: spec.avx_fix.encode()}
+    files = {GUEST_MODULE: guest_module_source(), AVX_FIX_FILE: spec.avx_fix.encode()}
+    if not spec.standby:  # a kernel in standby gets these with its adoption line
+        files[CONNECTION_FILE] = json.dumps(connection_info(spec), indent=1).encode()
+        files[NOTICE_FILE] = spec.notice.encode()
+        if spec.host_network:
+            files[TENSORBOARD_ADDRESS_FILE] = json.dumps(host_network_tensorboard(spec)).encode()
     return private_files_archive({path: payload for path, payload in files.items() if payload}, spec.user)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on this host's loopback now (held together while chosen, so that they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def connection_info(spec: ContainerSpec) -> dict[str, Any]:
+    """The kernel's side of the connection file."""
+    if spec.host_network:  # the host's own loopback, on the ports chosen for this kernel
+        ip, ports = LOOPBACK, {name: spec.preferred_host_ports[name] for name in CONTAINER_PORTS}
+    else:  # inside the container's own network namespace only; the engine publishes them
+        ip, ports = "0.0.0.0", CONTAINER_PORTS
+    return {"ip": ip, "transport": "tcp", "key": spec.session_key.decode(), "signature_scheme": spec.signature_scheme,
+            "kernel_name": "", **ports}
+
+
+def ports_free(ports: list[int]) -> bool:
+    """Could a kernel listen on each of these loopback ports now? (With SO_REUSEADDR, as ZeroMQ binds:
+    a port whose last connection is in TIME_WAIT is free.)"""
+    for port in ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                return False
+    return True
+
+
+def tensorboard_address(host_port: int, listen_port: int, listen_ip: str) -> bytes:
+    """Where %tensorboard_tf1 listens inside, and the address the user opens on the host."""
+    return json.dumps({"url": f"http://{LOOPBACK}:{host_port}/", "host": listen_ip, "port": listen_port}).encode()
+
+
+def host_network_tensorboard(spec: ContainerSpec) -> dict[str, Any]:
+    port = spec.preferred_host_ports["tensorboard_port"]
+    return json.loads(tensorboard_address(port, port, LOOPBACK))
 
 
 def guest_module_source() -> bytes:
@@ -384,6 +479,13 @@ def start_error(exc: APIError, spec: ContainerSpec) -> Exception:
 def _mentions(exc: DockerException, markers: tuple[str, ...]) -> bool:
     text = str(getattr(exc, "explanation", None) or exc).lower()
     return any(marker in text for marker in markers)
+
+
+def _put_quietly(client: docker.DockerClient, container_id: str, archive: bytes) -> None:
+    try:
+        client.api.put_archive(container_id, "/", archive)
+    except (DockerException, RequestsConnectionError, ReadTimeout) as exc:
+        log.warning("tf1kernel: could not give container %s its TensorBoard address: %s", container_id[:12], exc)
 
 
 def _remove_quietly(client: docker.DockerClient, container_id: str) -> None:

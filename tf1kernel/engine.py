@@ -8,11 +8,14 @@ then ``DOCKER_CONTEXT``, then the current context in ``~/.docker/config.json``
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 
 import docker
 from docker.context import Context, ContextAPI
 from docker.errors import DockerException
+from requests.exceptions import RequestException
 
 from .errors import EngineUnavailable
 
@@ -128,6 +131,9 @@ def avx_fix(kind: str) -> str:
     return AVX_FIXES.get(kind, AVX_FIXES["Linux engine"]) + ALTERNATIVE
 
 
+# What the docker SDK makes of a unix:// endpoint (ssh:// and tcp:// look different).
+LOCAL_SOCKET_URL = "http+docker://localhost"
+
 # Engines name architectures the kernel's way (x86_64, aarch64); images the Go way (amd64, arm64).
 _ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -146,6 +152,9 @@ class EngineInfo:
     key: str  # a stable identity for caching what probes found out about it
     os: str
     server_version: str
+    # The engine shares this machine's network: a local socket, a Linux engine, not rootless
+    # (rootless Docker's "host" network is its own namespace). Only then can kernels use host networking.
+    shares_host_network: bool = False
 
     @property
     def native_platform(self) -> str:
@@ -155,10 +164,38 @@ class EngineInfo:
 def describe(client: docker.DockerClient) -> EngineInfo:
     """One `docker info` call, turned into what tf1kernel needs to know."""
     info = client.api.info()
+    kind = engine_kind(info)
+    rootless = any("rootless" in str(option) for option in info.get("SecurityOptions") or [])
     return EngineInfo(
-        kind=engine_kind(info),
+        kind=kind,
         arch=normalize_arch(str(info.get("Architecture", ""))),
         key=str(info.get("ID") or info.get("Name") or client.api.base_url),
         os=str(info.get("OperatingSystem", "")),
         server_version=str(info.get("ServerVersion", "")),
+        shares_host_network=client.api.base_url == LOCAL_SOCKET_URL and kind == "Linux engine" and not rootless,
     )
+
+
+# One client and one description per endpoint, shared by the kernels of a server: each costs a round trip
+# (API version negotiation, `docker info`) that every kernel start would otherwise pay again. Renewed
+# after a while, so that an engine whose settings changed (Docker Desktop restarted) is described anew.
+SHARED_SECONDS = 300.0
+_shared: dict[str, tuple[docker.DockerClient, EngineInfo, float]] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(base_url: str | None = None) -> tuple[docker.DockerClient, EngineInfo]:
+    """A client for the endpoint and what it is, made once per endpoint and process."""
+    where = endpoint_description(base_url)
+    with _shared_lock:
+        entry = _shared.get(where)
+    if entry is not None and time.monotonic() - entry[2] < SHARED_SECONDS:
+        return entry[0], entry[1]
+    client = connect(base_url)
+    try:
+        info = describe(client)
+    except (DockerException, RequestException) as exc:
+        raise engine_error(exc, where) from None
+    with _shared_lock:
+        _shared[where] = (client, info, time.monotonic())
+    return client, info

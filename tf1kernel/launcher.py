@@ -15,7 +15,6 @@ KernelContainer core. It then stays in the foreground while the kernel lives:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -63,8 +62,9 @@ def start(kernelspec_dir: Path, connection_file: Path) -> KernelContainer:
         raise InvalidOption("tf1kernel kernels need the tcp transport.", "set the frontend's transport to tcp")
     provisioner = DockerProvisioner.for_kernelspec(KernelSpec.from_resource_dir(str(kernelspec_dir)))
     client = engine.connect(provisioner.docker_host or None)
-    spec = dataclasses.replace(
-        provisioner.prepare(client, os.getcwd()),
+    spec = provisioner.prepare(
+        client,
+        os.getcwd(),
         session_key=info["key"].encode(),
         signature_scheme=info.get("signature_scheme", "hmac-sha256"),
         preferred_host_ports={name: int(info[name]) for name in CONTAINER_PORTS},

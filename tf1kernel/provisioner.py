@@ -23,11 +23,19 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from requests.exceptions import RequestException
-from traitlets import Bool, Enum, Float, List, TraitError, Unicode, validate
+from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, validate
 
-from . import engine, probes, strategies
-from .container import CONTAINER_PORTS, LOOPBACK, ContainerSpec, ContainerState, KernelContainer
-from .errors import CpuLacksAvx, InvalidOption, PlatformUnsupported
+from . import engine, pool, probes, strategies
+from .container import (
+    CONTAINER_PORTS,
+    LOOPBACK,
+    ContainerSpec,
+    ContainerState,
+    KernelContainer,
+    free_ports,
+    ports_free,
+)
+from .errors import CpuLacksAvx, InvalidOption, MountError, PlatformUnsupported
 from .images import build_hint, check_image_reference
 from .orphans import owner_labels, remove_orphans
 from .workdir import existing_mount_source, mountable_working_dir, parse_mount
@@ -99,6 +107,14 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         help="Run the kernel's Python through this command inside the container, such as an emulator "
         '(["/opt/qemu/qemu-x86_64-static", "-cpu", "max"]). Empty: run it directly.',
     )
+    network = Enum(
+        ["auto", "host", "bridge"],
+        "auto",
+        config=True,
+        help="host: the kernel shares the host's network and listens on 127.0.0.1 itself (no NAT, no docker-proxy; "
+        "a local Linux engine only). bridge: it has its own network and the engine publishes its ports on "
+        "127.0.0.1. auto: host where the engine allows it, bridge elsewhere (Docker Desktop, VMs, remote engines).",
+    )
     docker_host = Unicode(
         "",
         config=True,
@@ -126,6 +142,18 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         config=True,
         help='Extra folders to mount, as "HOST:CONTAINER" or "HOST:CONTAINER:ro". '
         "The kernel's working directory is always mounted at its own path.",
+    )
+    pool_size = Int(
+        0,
+        config=True,
+        help="Kernel containers kept started ahead of time for this kernelspec, so that a start only adopts one "
+        "(faster than a local ipykernel). Each idle one holds a Python with ipykernel loaded. 0: none.",
+    )
+    pool_root = Unicode(
+        "",
+        config=True,
+        help="With pool_size: the folder the pool's containers mount, at its own path. Notebooks below it start "
+        "from the pool, others start cold. Empty: the Jupyter server's working directory.",
     )
     env_allowlist = List(
         Unicode(),
@@ -193,6 +221,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         for text in proposal["value"]:
             parse_mount(text)
         return list(proposal["value"])
+
+    @validate("pool_size")
+    def _valid_pool_size(self, proposal: dict[str, Any]) -> int:
+        value: int = proposal["value"]
+        if not 0 <= value <= pool.MAX_POOL_SIZE:
+            raise TraitError(f"pool_size must be 0 (no pool) to {pool.MAX_POOL_SIZE}, not {value}")
+        return value
 
     @validate("cpus")
     def _valid_cpus(self, proposal: dict[str, Any]) -> float:
@@ -302,7 +337,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         client = await self._engine()
         await self._reap_orphans_once(client)
         self.spec = await asyncio.to_thread(self.resolve_spec, client, self.spec)
-        self.container = await asyncio.to_thread(KernelContainer.start, client, self.spec)
+        self.container = await asyncio.to_thread(self._start_container, client, self.spec)
         self.notice = ""
         self._started_once = True
         self._host_ports = self.container.host_ports
@@ -358,11 +393,15 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         config = kernel_spec.metadata.get("kernel_provisioner", {}).get("config", {})
         return cls(kernel_id=kernel_id or str(uuid.uuid4()), kernel_spec=kernel_spec, **config)
 
-    def prepare(self, client: docker.DockerClient, cwd: str) -> ContainerSpec:
-        """What launch_kernel would start for a kernel working in cwd, without starting it."""
+    def prepare(self, client: docker.DockerClient, cwd: str, **overrides: Any) -> ContainerSpec:
+        """What launch_kernel would start for a kernel working in cwd, without starting it.
+
+        overrides replace fields of the ContainerSpec before it is resolved (the argv launcher's
+        session key and ports, which its frontend chose).
+        """
         asyncio.run(self.pre_launch(env=dict(os.environ), cwd=cwd))
         assert self.spec is not None
-        return self.resolve_spec(client, self.spec)
+        return self.resolve_spec(client, dataclasses.replace(self.spec, **overrides))
 
     # -- what runs -----------------------------------------------------------
 
@@ -382,8 +421,63 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         else:
             self.choice = strategies.configured(self.strategy, self.image, self.platform, info)
         self._check_engine_runs(client, info, self.choice.platform, spec)
-        return dataclasses.replace(spec, image=self.choice.image, platform=self.choice.platform,
-                                   avx_fix=engine.avx_fix(info.kind), image_fix=build_hint(self.choice.image))
+        network = self._network(info)
+        ports = self._host_network_ports(spec) if network == "host" else spec.preferred_host_ports
+        return dataclasses.replace(spec, image=self.choice.image, platform=self.choice.platform, network=network,
+                                   preferred_host_ports=ports, avx_fix=engine.avx_fix(info.kind),
+                                   image_fix=build_hint(self.choice.image))
+
+    def _start_container(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
+        """Adopt a standby kernel from the warm pool when there is one for this kernel, else start cold."""
+        root = self._pool_root() if self.pool_size else ""
+        if root and pool.eligible(spec, root):
+            standby = pool.pool_for(client, spec, root, self.pool_size).take()
+            if standby is not None:
+                self.log.info("tf1kernel: kernel %s adopted a warm pool container", self.kernel_id)
+                return pool.adopt(standby, spec)
+        return KernelContainer.start(client, spec)
+
+    def _pool_root(self) -> str:
+        try:
+            return mountable_working_dir(self.pool_root or os.getcwd())
+        except MountError as exc:
+            self.log.warning("tf1kernel: no warm pool: %s", exc.message)
+            return ""
+
+    def _network(self, info: engine.EngineInfo) -> str:
+        if self.network == "host" and not info.shares_host_network:
+            raise InvalidOption(f"network host needs a local Linux engine; this one ({info.kind}) does not share "
+                                "this machine's network.", 'set "network" to "bridge" or "auto"')
+        if self.network != "auto":
+            return self.network
+        return "host" if info.shares_host_network else "bridge"
+
+    def _host_network_ports(self, spec: ContainerSpec) -> dict[str, int]:
+        """On the host's network the kernel binds the ports its clients use: the KernelManager's (as a local
+        kernel does, chosen free by jupyter_client), or the frontend's (the argv launcher). Ports taken since
+        a previous start are replaced, so that a restart survives them, which a local kernel does not."""
+        ports = dict(spec.preferred_host_ports)
+        if not spec.fixed_host_ports:
+            kernel_ports = [ports.get(name) for name in CONTAINER_PORTS]
+            if None in kernel_ports or not ports_free(kernel_ports):
+                ports.update(self._manager_ports(fresh=None not in kernel_ports))
+        if not ports.get("tensorboard_port") or not ports_free([ports["tensorboard_port"]]):
+            ports["tensorboard_port"] = free_ports(1)[0]
+        return ports
+
+    def _manager_ports(self, fresh: bool) -> dict[str, int]:
+        """The KernelManager's ports, chosen free by jupyter_client; new ones if fresh."""
+        km = self.parent
+        if km is None:
+            return dict(zip(CONTAINER_PORTS, free_ports(len(CONTAINER_PORTS)), strict=True))
+        if fresh:
+            self.log.warning("tf1kernel: a port of kernel %s was taken since its last start; using new ports",
+                             self.kernel_id)
+            km.cleanup_connection_file()
+            for name in CONTAINER_PORTS:
+                setattr(km, name, 0)
+        km.write_connection_file()  # allocates free ports for any still unset
+        return {name: getattr(km, name) for name in CONTAINER_PORTS}
 
     def _check_engine_runs(self, client: docker.DockerClient, info: engine.EngineInfo, platform: str,
                            spec: ContainerSpec) -> None:
@@ -446,7 +540,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     async def _engine(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = await asyncio.to_thread(engine.connect, self.docker_host or None)
+            self._client, self._engine_info = await asyncio.to_thread(engine.shared, self.docker_host or None)
         return self._client
 
     async def _stop_with(self, signum: int) -> None:

@@ -153,8 +153,12 @@ def test_server_sigkill_leaves_orphans_that_are_reaped(jupyter_dirs: Path, tf1_k
     assert managed_containers(docker_client) == []
 
 
-def test_restart_survives_a_taken_port(tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
-    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, _):
+@pytest.mark.parametrize("network", ["host", "bridge"])
+def test_restart_survives_a_taken_port(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, network: str,
+                                       docker_client: docker.DockerClient) -> None:
+    """host: the ports are checked before start and replaced; bridge: the engine picks new ones."""
+    name = install_variant(jupyter_dirs, f"tf1.15-faults-{network}", {"network": network})
+    with running_kernel(name, str(tmp_path)) as (manager, _):
         old_shell = manager.get_connection_info()["shell_port"]
         manager.shutdown_kernel(now=True, restart=True)
         squatter = socket.socket()

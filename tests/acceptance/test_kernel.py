@@ -17,7 +17,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_variant
-from tests.kernels import execute, running_kernel, start_nonblocking, wait_reply
+from tests.kernels import execute, listening_addresses, running_kernel, start_nonblocking, wait_reply
 from tf1kernel.container import LABEL_KERNEL_ID, LABEL_OWNER
 from tf1kernel.provisioner import DockerProvisioner
 
@@ -138,16 +138,30 @@ def test_poll_follows_container_state(tf1_kernel: str, tmp_path: Path,
         manager.shutdown_kernel(now=True)
 
 
-def test_container_labels_ports_and_persisted_id(tf1_kernel: str, tmp_path: Path,
+@pytest.mark.parametrize("network", ["auto", "bridge"])
+def test_container_labels_ports_and_persisted_id(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, network: str,
                                                 docker_client: docker.DockerClient) -> None:
-    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, _):
+    """auto is host networking on this local Linux engine: the kernel binds 127.0.0.1 itself, on the
+    KernelManager's own ports. bridge publishes its ports on 127.0.0.1 (Docker Desktop, VMs, remote engines)."""
+    name = install_variant(jupyter_dirs, f"tf1.15-net-{network}", {"network": network})
+    with running_kernel(name, str(tmp_path)) as (manager, _):
         attrs = docker_client.api.inspect_container(container_of(manager))
         assert attrs["Name"] == f"/tf1kernel-{manager.kernel_id}"
         assert attrs["Config"]["Labels"][LABEL_KERNEL_ID] == manager.kernel_id
         assert attrs["Config"]["Labels"][LABEL_OWNER].endswith(f":{os.getpid()}")
-        bindings = attrs["HostConfig"]["PortBindings"]
-        assert len(bindings) == 6  # five kernel ports and TensorBoard
-        assert {b["HostIp"] for port in bindings.values() for b in port} == {"127.0.0.1"}
+        ports = manager.provisioner.container.host_ports
+        assert len(ports) == 6  # five kernel ports and TensorBoard
+        kernel_ports = [ports[name] for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]
+        listening = listening_addresses(kernel_ports)
+        assert all(addresses == {"127.0.0.1"} for addresses in listening.values()), listening
+        if network == "bridge":
+            assert attrs["HostConfig"]["NetworkMode"] == "default"
+            bindings = attrs["HostConfig"]["PortBindings"]
+            assert len(bindings) == 6 and {b["HostIp"] for port in bindings.values() for b in port} == {"127.0.0.1"}
+        else:
+            assert attrs["HostConfig"]["NetworkMode"] == "host" and not attrs["HostConfig"]["PortBindings"]
+            assert kernel_ports == [getattr(manager, name) for name in ("shell_port", "iopub_port", "stdin_port",
+                                                                        "control_port", "hb_port")]
         assert attrs["HostConfig"]["Init"] is True
 
         saved = asyncio.run(manager.provisioner.get_provisioner_info())

@@ -19,7 +19,8 @@ import zmq
 from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session
 
-from tests.kernels import execute, running_kernel
+from tests.conftest import install_variant
+from tests.kernels import execute, listening_addresses, running_kernel
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -88,15 +89,18 @@ def kernel(tf1_kernel: str, tmp_path: Path) -> Iterator[tuple[KernelManager, obj
         yield started
 
 
-def test_ports_are_bound_to_loopback_only(kernel: tuple[KernelManager, object], peer_host: str,
-                                          docker_client: docker.DockerClient) -> None:
-    manager, _ = kernel
-    attrs = docker_client.api.inspect_container(manager.provisioner.container.id)
-    bound = [b for bindings in attrs["NetworkSettings"]["Ports"].values() for b in bindings or []]
-    assert bound and {b["HostIp"] for b in bound} == {"127.0.0.1"}
-    # peer_host showed that a listener on 0.0.0.0 is reachable from the test host; the kernel's ports are not.
-    for port in manager.provisioner.container.host_ports.values():
-        assert connect_from_peer(peer_host, port) in ("ConnectionRefusedError", "timeout", "TimeoutError")
+@pytest.mark.parametrize("network", ["host", "bridge"])
+def test_ports_are_bound_to_loopback_only(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, network: str,
+                                          peer_host: str, docker_client: docker.DockerClient) -> None:
+    name = install_variant(jupyter_dirs, f"tf1.15-security-{network}", {"network": network})
+    with running_kernel(name, str(tmp_path)) as (manager, client):
+        ports = list(manager.provisioner.container.host_ports.values())
+        execute(client, "%tensorboard_tf1 --logdir .", timeout=120)  # TensorBoard listens too
+        listening = listening_addresses(ports)
+        assert all(addresses == {"127.0.0.1"} for addresses in listening.values()), listening
+        # peer_host showed that a listener on 0.0.0.0 is reachable from the test host; the kernel's ports are not.
+        for port in ports:
+            assert connect_from_peer(peer_host, port) in ("ConnectionRefusedError", "timeout", "TimeoutError")
 
 
 def test_no_privileges(kernel: tuple[KernelManager, object], docker_client: docker.DockerClient) -> None:
@@ -173,8 +177,6 @@ def test_messages_signed_with_a_wrong_key_are_ignored(kernel: tuple[KernelManage
 
 def test_configured_user_runs_the_kernel_unprivileged(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> None:
     """When Jupyter itself runs as root, `user` keeps the kernel off uid 0."""
-    from tests.conftest import install_variant
-
     os.chmod(tmp_path, 0o777)
     name = install_variant(jupyter_dirs, "tf1.15-as-4242", {"user": "4242:4242"})
     with running_kernel(name, str(tmp_path)) as (_, client):

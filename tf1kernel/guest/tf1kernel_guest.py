@@ -35,6 +35,8 @@ ADDRESS_FILE = "/.tf1kernel/tensorboard.json"
 NOTICE_FILE = "/.tf1kernel/notice.txt"
 AVX_FIX_FILE = "/.tf1kernel/avx-fix.txt"
 LIFELINE_FLAG = "--tf1kernel-lifeline"
+STANDBY_FLAG = "--tf1kernel-standby"
+CONNECTION_FILE = "/.tf1kernel/connection.json"
 GENERIC_AVX_FIX = (
     "run the x86-64 image under QEMU with AVX (Docker Desktop: turn off 'Use Rosetta for x86_64/amd64 "
     "emulation', or set EXPERIMENTAL_DOCKER_DESKTOP_FORCE_QEMU=1; Colima/Lima: a VM without Rosetta; "
@@ -44,17 +46,19 @@ GENERIC_AVX_FIX = (
 _running = {}
 
 
-def host_url():
+def tensorboard_address():
+    """The URL to open on the host, and where TensorBoard listens in here (written by tf1kernel)."""
     try:
         with open(ADDRESS_FILE) as f:
-            return json.load(f)["url"]
+            address = json.load(f)
+        return address["url"], address.get("host", "0.0.0.0"), int(address.get("port", CONTAINER_PORT))
     except (OSError, ValueError, KeyError):
-        return None
+        return None, None, None
 
 
 def tensorboard_tf1(line):
     """Start TensorBoard on the kernel's logs; print the URL to open on the host."""
-    url = host_url()
+    url, listen_host, listen_port = tensorboard_address()
     if url is None:
         print("tf1kernel: this kernel has no TensorBoard port (started without one).", file=sys.stderr)
         return
@@ -63,13 +67,13 @@ def tensorboard_tf1(line):
         process.terminate()
         process.wait(10)
     args = shlex.split(line) or ["--logdir", "."]
-    command = [sys.executable, "-m", "tensorboard.main", "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), *args]
+    command = [sys.executable, "-m", "tensorboard.main", "--host", listen_host, "--port", str(listen_port), *args]
     log = open(os.path.join(os.path.expanduser("~"), "tensorboard.log"), "wb")
     _running["tensorboard"] = process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline and process.poll() is None:
         try:
-            urllib.request.urlopen("http://127.0.0.1:%d/" % CONTAINER_PORT, timeout=1).close()
+            urllib.request.urlopen("http://127.0.0.1:%d/" % listen_port, timeout=1).close()
             break
         except OSError:
             time.sleep(0.3)
@@ -142,6 +146,29 @@ def load_ipython_extension(ipython):
     show_notice_once(ipython)
 
 
+def read_stdin_line():
+    """One line from fd 0, unbuffered (the rest of stdin is the lifeline)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(0, 1)
+        if not chunk:
+            os._exit(0)  # whoever kept us in reserve is gone
+        line += chunk
+    return line
+
+
+def adopt(adoption):
+    """Become the kernel tf1kernel asked for: its connection file, messages, environment and folder."""
+    files = {CONNECTION_FILE: json.dumps(adoption["connection"]), NOTICE_FILE: adoption.get("notice", ""),
+             ADDRESS_FILE: json.dumps(adoption["tensorboard"]) if adoption.get("tensorboard") else ""}
+    for path, text in files.items():
+        if text:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(text)
+    os.environ.update(adoption.get("env", {}))
+    os.chdir(adoption["cwd"])
+
+
 def exit_when_stdin_closes():
     """The launcher holds our stdin open; EOF means it is gone, and so must we be."""
 
@@ -154,16 +181,25 @@ def exit_when_stdin_closes():
 
 
 def main(argv):
-    """Start ipykernel the way ipykernel_launcher does, with tf1kernel's guard and extension."""
-    if LIFELINE_FLAG in argv:
-        argv = [arg for arg in argv if arg != LIFELINE_FLAG]
-        exit_when_stdin_closes()
+    """Start ipykernel the way ipykernel_launcher does, with tf1kernel's guard and extension.
+
+    In standby (a warm pool), everything slow happens first; then one line on stdin says
+    which kernel to become, and the kernel is up moments later.
+    """
+    lifeline, standby = LIFELINE_FLAG in argv, STANDBY_FLAG in argv
+    argv = [arg for arg in argv if arg not in (LIFELINE_FLAG, STANDBY_FLAG)]
     install_avx_guard()
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # `python -c` puts the working directory first; IPython adds it back
     sys.argv = ["ipykernel_launcher", *argv]
     from ipykernel.kernelapp import IPKernelApp
 
+    if standby:
+        import IPython.core.completer  # noqa: F401  (what the first cells and completions need)
+
+        adopt(json.loads(read_stdin_line().decode("utf-8")))
+    if lifeline:
+        exit_when_stdin_closes()
     app = IPKernelApp.instance()
     app.initialize(argv)
     load_ipython_extension(app.shell)

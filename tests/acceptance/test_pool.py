@@ -1,0 +1,138 @@
+"""The warm pool: kernels adopted from containers started ahead of time, on the real engine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.conftest import install_variant, managed_containers, run_cli
+from tests.kernels import execute, running_kernel, start_nonblocking, wait_reply
+from tf1kernel import pool
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(autouse=True)
+def pools_closed(no_leaks: None) -> Iterator[None]:
+    """Close this process's pools, then (no_leaks, torn down after) check that nothing is left."""
+    yield
+    pool.close_all()
+
+
+def wait_for_standby(client: docker.DockerClient, count: int, timeout: float = 90) -> list[str]:
+    """Standby kernels that are up and have loaded ipykernel (their CPU time has settled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = [c for c in pool.standby_containers(client)
+                 if client.api.inspect_container(c)["State"]["Running"]]
+        if len(ready) >= count:
+            time.sleep(3)  # let them finish importing: what is measured is adoption, not loading
+            return ready
+        time.sleep(0.5)
+    raise AssertionError(f"{count} standby kernel(s) not ready within {timeout} s")
+
+
+def pooled(jupyter_dirs: Path, name: str, root: Path, size: int = 1) -> str:
+    return install_variant(jupyter_dirs, name, {"pool_size": size, "pool_root": str(root)})
+
+
+def test_a_start_adopts_a_standby_kernel(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
+                                         docker_client: docker.DockerClient,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    name = pooled(jupyter_dirs, "tf1.15-pool", tmp_path)
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "data.txt").write_text("42")
+    with running_kernel(name, str(work)):
+        standby = wait_for_standby(docker_client, 1)  # the first start was cold, and filled the pool
+    monkeypatch.setenv("JPY_SESSION_NAME", str(work / "notebook.ipynb"))
+    with running_kernel(name, str(work)) as (manager, client):
+        container = manager.provisioner.container.id
+        assert container in standby
+        assert docker_client.api.inspect_container(container)["Name"] == f"/tf1kernel-{manager.kernel_id}"
+        result = execute(client, "import os, tensorflow as tf\n"
+                                 "open('written.txt', 'w').write('x')\n"
+                                 "print(os.getcwd(), open('data.txt').read(), os.environ['JPY_SESSION_NAME'], "
+                                 "tf.Session().run(tf.constant(6) * 7))")
+        assert result.status == "ok", result
+        assert result.stdout.splitlines()[-1].split() == [str(work), "42", str(work / "notebook.ipynb"), "42"]
+        assert (work / "written.txt").stat().st_uid == os.getuid()
+
+        msg_id = start_nonblocking(client, "import time\nfor _ in range(600): time.sleep(0.1)")
+        time.sleep(1)
+        manager.interrupt_kernel()
+        assert wait_reply(client, msg_id, timeout=30)["content"]["ename"] == "KeyboardInterrupt"
+        time.sleep(0.5)
+
+        wait_for_standby(docker_client, 1)
+        manager.restart_kernel(now=False)
+        client.wait_for_ready(timeout=60)
+        assert manager.provisioner.container.id != container
+        assert execute(client, "print('marker' in globals(), 6 * 7)").stdout.split() == ["False", "42"]
+    pool.close_all()
+    deadline = time.monotonic() + 20
+    while pool.standby_containers(docker_client) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pool.standby_containers(docker_client) == []
+
+
+def test_a_notebook_outside_the_pool_root_starts_cold(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
+                                                      docker_client: docker.DockerClient) -> None:
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    inside.mkdir()
+    outside.mkdir()
+    name = pooled(jupyter_dirs, "tf1.15-pool-outside", inside)
+    with running_kernel(name, str(inside)):
+        standby = wait_for_standby(docker_client, 1)
+    with running_kernel(name, str(outside)) as (manager, client):
+        assert manager.provisioner.container.id not in standby
+        assert execute(client, "import os; print(os.getcwd())").stdout.strip() == str(outside)
+
+
+def test_idle_pool_kernels_use_little_memory(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
+                                             docker_client: docker.DockerClient) -> None:
+    name = pooled(jupyter_dirs, "tf1.15-pool-memory", tmp_path, size=2)
+    with running_kernel(name, str(tmp_path)):
+        standby = wait_for_standby(docker_client, 2)
+        used = [docker_client.api.stats(c, stream=False)["memory_stats"]["usage"] / 2**20 for c in standby]
+    assert all(megabytes < 120 for megabytes in used), used
+
+
+SERVER = textwrap.dedent("""
+    import sys, time
+    from jupyter_client.manager import KernelManager
+    manager = KernelManager(kernel_name=sys.argv[1])
+    manager.start_kernel(cwd=sys.argv[2])
+    print("started", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_standby_kernels_vanish_with_their_server(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
+                                                  docker_client: docker.DockerClient) -> None:
+    """A server killed outright holds the pool's lifelines no more: its standby kernels exit and are removed."""
+    name = pooled(jupyter_dirs, "tf1.15-pool-lifeline", tmp_path, size=2)
+    server = subprocess.Popen([sys.executable, "-c", SERVER, name, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        assert server.stdout.readline().strip() == "started"
+        wait_for_standby(docker_client, 2)
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+    deadline = time.monotonic() + 20
+    while pool.standby_containers(docker_client) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pool.standby_containers(docker_client) == []
+    # The cold-started kernel the server owned is an orphan now; gc removes it.
+    assert run_cli("gc").returncode == 0
+    assert managed_containers(docker_client) == []
