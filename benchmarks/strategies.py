@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from harness import started_kernel
-
-from tf1kernel import kernelspec
+from harness import install_tf1kernel, started_kernel, use_jupyter_path
 
 QEMU = shutil.which("qemu-x86_64-static") or "/usr/bin/qemu-x86_64-static"
 QEMU_INSIDE = "/opt/qemu/qemu-x86_64-static"
@@ -68,16 +65,6 @@ print(json.dumps({{"import_s": t1 - t0, "graph_s": t2 - t1, "loop_s": t3 - t2, "
 """
 
 
-def install(root: Path) -> None:
-    """The benchmark's kernelspecs, in a Jupyter path of its own."""
-    for name, config in TARGETS.items():
-        strategy = str(config["strategy"])
-        options = {key: value for key, value in config.items() if key != "strategy"}
-        spec = kernelspec.render_kernel_json("x86_64", strategy, options, display_name=f"bench {name}")
-        kernelspec.install(spec, f"bench-{name}", prefix=str(root))
-    os.environ["JUPYTER_PATH"] = str(root / "share" / "jupyter")
-
-
 def one_run(name: str, steps: int, cwd: str) -> dict[str, float]:
     with started_kernel(f"bench-{name}", cwd) as kernel:
         output: list[str] = []
@@ -101,7 +88,9 @@ def main() -> int:
     names = [n for n in args.targets.split(",") if n]
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="tf1kernel-bench-") as root:
-        install(Path(root))
+        use_jupyter_path(Path(root))
+        for name, config in TARGETS.items():
+            install_tf1kernel(Path(root), f"bench-{name}", config)
         work = Path(root) / "work"
         work.mkdir()
         for round_number in range(rounds):

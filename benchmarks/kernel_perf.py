@@ -1,0 +1,291 @@
+"""How fast a tf1kernel kernel starts and answers, next to a local ipykernel and the usual alternatives.
+
+Targets, measured side by side in one run (rounds interleave them, so machine noise hits them alike):
+- local: the host's own ipykernel (python3), the baseline every ratio is taken against;
+- tf1kernel: the emulated strategy's TF 1.15.5 image through the provisioner;
+- tf1kernel-pool: the same with a warm pool of pre-started kernels (`pool_size`);
+- docker-run: the naive way of the seed documents, kernel.json argv running `docker run` with published ports;
+- dockernel: the published peer (PyPI dockernel 1.0.2) on an equivalent image.
+
+Measures: cold start (start_kernel() to the first kernel_info reply), the start with the image missing,
+execute round trip of a trivial cell (to the idle status), 10 MB of streamed output, interrupt of a cell
+busy in tf.Session.run, restart, a TF1 training loop in the kernel against the same script under plain
+`docker run` of the same image, and image size and build times (--build).
+
+    .venv/bin/python benchmarks/kernel_perf.py [--rounds 15] [--round-trips 300] [--build] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness import install_argv_kernel, install_tf1kernel, started_kernel, use_jupyter_path
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+from tf1kernel import engine
+from tf1kernel.images import DEFAULT_RECIPE
+
+IMAGE = DEFAULT_RECIPE.tag
+DOCKERNEL_IMAGE = "tf1kernel-bench/dockernel:tf1.15.5"
+HERE = Path(__file__).resolve().parent
+TRAINING = (HERE / "strategies.py").read_text().split('WORKLOAD = """', 1)[1].split('"""', 1)[0]
+TF_BUSY = """
+import tensorflow as tf, sys
+x = tf.random.normal([300, 300])
+step = tf.reduce_sum(tf.matmul(x, x))
+session = tf.Session()
+print("busy", flush=True)
+while True:
+    session.run(step)
+"""
+PY_BUSY = "import sys\nprint('busy', flush=True)\nwhile True:\n    sum(range(1000))\n"
+STREAM_10MB = "import sys\nchunk = 'x' * 65535 + '\\n'\nfor _ in range(160):\n    sys.stdout.write(chunk)\n"
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "p95": percentile(values, 0.95), "n": len(values)}
+
+
+# -- targets -------------------------------------------------------------------------------
+
+
+def install_targets(root: Path, pool: int) -> dict[str, str]:
+    """Kernelspec names by target, all in this run's own Jupyter path."""
+    use_jupyter_path(root)
+    targets = {"local": "python3",
+               "tf1kernel": install_tf1kernel(root, "bench-tf1kernel", {"strategy": "emulated"})}
+    if pool:
+        targets["tf1kernel-pool"] = install_tf1kernel(root, "bench-tf1kernel-pool",
+                                                      {"strategy": "emulated", "pool_size": pool})
+    targets["docker-run"] = install_argv_kernel(root, "bench-docker-run", [
+        sys.executable, str(HERE / "naive_docker_run.py"), IMAGE, "{connection_file}"])
+    if importlib.util.find_spec("dockernel") is not None:
+        build_dockernel_image()
+        targets["dockernel"] = install_argv_kernel(root, "bench-dockernel", [
+            sys.executable, "-m", "dockernel", "start", DOCKERNEL_IMAGE, "{connection_file}"])
+    else:
+        print("dockernel is not installed (pip install dockernel==1.0.2): left out", file=sys.stderr)
+    return targets
+
+
+def build_dockernel_image() -> None:
+    """dockernel runs the image's own command with DOCKERNEL_CONNECTION_FILE set, as its README says."""
+    dockerfile = f'FROM {IMAGE}\nCMD python -m ipykernel_launcher -f "$DOCKERNEL_CONNECTION_FILE"\n'
+    subprocess.run(["docker", "build", "-q", "-t", DOCKERNEL_IMAGE, "-"], input=dockerfile, text=True, check=True,
+                   capture_output=True)
+
+
+# -- one measurement each ---------------------------------------------------------------------
+
+
+def cold_start(name: str, cwd: str) -> float:
+    with started_kernel(name, cwd, timeout=120) as kernel:
+        return kernel.ready_s
+
+
+def round_trip(client: BlockingKernelClient) -> float:
+    started = time.perf_counter()
+    reply = client.execute_interactive("pass", timeout=30, output_hook=lambda message: None)
+    assert reply["content"]["status"] == "ok"
+    return time.perf_counter() - started
+
+
+def stream(client: BlockingKernelClient) -> float:
+    """MB/s of stdout that reaches the client."""
+    received = [0]
+
+    def count(message: dict) -> None:
+        if message["msg_type"] == "stream":
+            received[0] += len(message["content"]["text"])
+
+    started = time.perf_counter()
+    client.execute_interactive(STREAM_10MB, timeout=300, output_hook=count)
+    seconds = time.perf_counter() - started
+    assert received[0] == 160 * 65536, received[0]
+    return received[0] / 1e6 / seconds
+
+
+def interrupt(manager: KernelManager, client: BlockingKernelClient, code: str) -> float | None:
+    """Seconds from interrupt_kernel() to the KeyboardInterrupt reply; None if the kernel did not survive it."""
+    msg_id = client.execute(code)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        message = client.get_iopub_msg(timeout=120)
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream":
+            break
+    time.sleep(0.5)
+    started = time.perf_counter()
+    manager.interrupt_kernel()
+    try:
+        while True:
+            reply = client.get_shell_msg(timeout=10)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+    except queue.Empty:
+        return None
+    elapsed = time.perf_counter() - started
+    time.sleep(0.5)  # ipykernel drops requests right after an error (stop_on_error)
+    return elapsed if reply["content"].get("ename") == "KeyboardInterrupt" and manager.is_alive() else None
+
+
+def restart(manager: KernelManager, client: BlockingKernelClient) -> float:
+    started = time.perf_counter()
+    manager.restart_kernel(now=False)
+    client.wait_for_ready(timeout=120)
+    return time.perf_counter() - started
+
+
+def kernel_session(name: str, cwd: str, round_trips: int, tensorflow: bool) -> dict[str, Any]:
+    """Everything measured inside one running kernel of a target."""
+    with started_kernel(name, cwd, timeout=120) as kernel:
+        client, manager = kernel.client, kernel.manager
+        for _ in range(20):
+            round_trip(client)  # warm up both ends
+        trips = [round_trip(client) for _ in range(round_trips)]
+        streams = [stream(client) for _ in range(3)]
+        interrupts = [interrupt(manager, client, TF_BUSY if tensorflow else PY_BUSY) for _ in range(3)]
+        restarts = [restart(manager, client) for _ in range(3)]
+    return {"round_trip": trips, "stream_mb_s": streams, "interrupt": interrupts, "restart": restarts}
+
+
+def start_with_missing_image(root: Path, cwd: str) -> dict[str, Any]:
+    """The image is not there: a kernel start must say so at once, not build or pull until a timeout."""
+    name = install_tf1kernel(root, "bench-missing", {"strategy": "emulated", "image": "tf1kernel/absent:1"})
+    started = time.perf_counter()
+    try:
+        KernelManager(kernel_name=name).start_kernel(cwd=cwd)
+        outcome = "started (unexpected)"
+    except Exception as exc:
+        outcome = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return {"seconds": time.perf_counter() - started, "outcome": outcome}
+
+
+def compute(name: str, cwd: str, steps: int) -> tuple[float, float]:
+    """The TF1 training loop's time in the kernel, and under plain `docker run` of the same image."""
+    code = "import json\n" + TRAINING.format(steps=steps)
+    with started_kernel(name, cwd, timeout=120) as kernel:
+        output: list[str] = []
+        kernel.client.execute_interactive(code, timeout=900,
+                                          output_hook=lambda m: output.append(m["content"].get("text", "")))
+    in_kernel = json.loads([line for line in "".join(output).splitlines() if line.startswith("{")][-1])["loop_s"]
+    plain = subprocess.run(["docker", "run", "--rm", IMAGE, "python", "-c", code], capture_output=True, text=True,
+                           check=True).stdout
+    return in_kernel, json.loads(plain.strip().splitlines()[-1])["loop_s"]
+
+
+def build_times() -> dict[str, float]:
+    """`tf1kernel build` with a cold cache (--no-cache), then again with everything in place."""
+    times = {}
+    for label, extra in (("cold", ["--no-cache"]), ("warm", [])):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tf1kernel.cli", "build", *extra], check=True, capture_output=True)
+        times[label] = time.perf_counter() - started
+    return times
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def interleaved(names: list[str], rounds: int, measure: Callable[[str], Any]) -> dict[str, list[Any]]:
+    samples: dict[str, list[Any]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        for name in names if round_number % 2 == 0 else names[::-1]:
+            samples[name].append(measure(name))
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15, help="cold starts per target")
+    parser.add_argument("--round-trips", type=int, default=300)
+    parser.add_argument("--pool", type=int, default=2, help="warm pool size of the tf1kernel-pool target (0: none)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of the compute comparison")
+    parser.add_argument("--build", action="store_true", help="also time cold and warm image builds (minutes)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    client = engine.connect()
+    results: dict[str, Any] = {"image_mb": client.api.inspect_image(IMAGE)["Size"] / 1e6}
+    with tempfile.TemporaryDirectory(prefix="tf1kernel-perf-") as root_name:
+        root = Path(root_name)
+        work = root / "work"
+        work.mkdir()
+        targets = install_targets(root, args.pool)
+        names = list(targets)
+        for name in names:  # first starts pay one-time costs (page cache, entry points, a pool filling)
+            cold_start(targets[name], str(work))
+        time.sleep(3)
+        print("cold starts...", file=sys.stderr)
+        starts = interleaved(names, args.rounds, lambda n: cold_start(targets[n], str(work)))
+        print("in-kernel measures...", file=sys.stderr)
+        sessions = {n: kernel_session(targets[n], str(work), args.round_trips, n != "local") for n in names}
+        results["missing_image"] = start_with_missing_image(root, str(work))
+        print("compute...", file=sys.stderr)
+        pairs = [compute(targets["tf1kernel"], str(work), args.steps) for _ in range(3)]
+        results["compute"] = {"kernel_s": statistics.median(p[0] for p in pairs),
+                              "docker_run_s": statistics.median(p[1] for p in pairs)}
+        results["compute"]["ratio"] = results["compute"]["docker_run_s"] / results["compute"]["kernel_s"]
+    if args.build:
+        results["build_s"] = build_times()
+    local_start = statistics.median(starts["local"])
+    local_trip = statistics.median(sessions["local"]["round_trip"])
+    results["targets"] = {}
+    for name in names:
+        session = sessions[name]
+        interrupts = [i for i in session["interrupt"] if i is not None]
+        results["targets"][name] = {
+            "cold_start_s": summary(starts[name]),
+            "cold_start_ratio": statistics.median(starts[name]) / local_start,
+            "round_trip_ms": {k: v * 1000 if k != "n" else v for k, v in summary(session["round_trip"]).items()},
+            "round_trip_ratio": statistics.median(session["round_trip"]) / local_trip,
+            "stream_mb_s": statistics.median(session["stream_mb_s"]),
+            "interrupt_s": summary(interrupts) if interrupts else None,
+            "interrupts_failed": len(session["interrupt"]) - len(interrupts),
+            "restart_s": summary(session["restart"]),
+        }
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    return 0
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"{'target':<15} {'start med':>9} {'p95':>6} {'ratio':>6} {'RTT med':>8} {'p95':>6} {'ratio':>6} "
+          f"{'10MB':>8} {'interrupt':>10} {'restart':>8}")
+    for name, row in results["targets"].items():
+        intr = row["interrupt_s"]
+        interrupt_text = f"{intr['median']:.2f}s" if intr else "failed"
+        if intr and row["interrupts_failed"]:
+            interrupt_text += f" ({row['interrupts_failed']} failed)"
+        print(f"{name:<15} {row['cold_start_s']['median']:>8.2f}s {row['cold_start_s']['p95']:>5.2f}s "
+              f"{row['cold_start_ratio']:>6.2f} {row['round_trip_ms']['median']:>6.2f}ms "
+              f"{row['round_trip_ms']['p95']:>4.1f}ms {row['round_trip_ratio']:>6.2f} "
+              f"{row['stream_mb_s']:>5.0f}MB/s {interrupt_text:>10} {row['restart_s']['median']:>7.2f}s")
+    compute_row = results["compute"]
+    print(f"TF1 training loop: {compute_row['kernel_s']:.2f} s in the kernel, {compute_row['docker_run_s']:.2f} s "
+          f"under docker run (ratio {compute_row['ratio']:.3f})")
+    print(f"image missing: {results['missing_image']['outcome']} after {results['missing_image']['seconds']:.2f} s")
+    print(f"image: {results['image_mb']:.0f} MB", end="")
+    if "build_s" in results:
+        print(f"; build: cold {results['build_s']['cold']:.0f} s, warm {results['build_s']['warm']:.1f} s", end="")
+    print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Where a cold start's time goes: each engine call of the provisioner, then the kernel's own boot.
+
+Wraps the docker SDK's low-level calls with timers, starts a tf1kernel kernel through a real
+KernelManager a few times, and prints the median time of each call and of each phase:
+start_kernel() up to the container running, then up to the first kernel_info reply.
+
+    .venv/bin/python benchmarks/profile_start.py [--rounds 8] [--network auto|host|bridge]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import docker.api.client
+from harness import install_tf1kernel, use_jupyter_path
+from jupyter_client.manager import KernelManager
+
+CALLS = ("version", "info", "images", "inspect_image", "inspect_container", "create_container", "put_archive",
+         "start", "attach_socket", "containers", "rename", "kill", "remove_container", "wait")
+timings: dict[str, list[float]] = collections.defaultdict(list)
+
+
+def timed(name: str, method: object) -> object:
+    def wrapper(*args: object, **kwargs: object) -> object:
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)  # type: ignore[operator]
+        finally:
+            timings[name].append(time.perf_counter() - started)
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--network", default="auto")
+    args = parser.parse_args()
+    api = docker.api.client.APIClient
+    for name in CALLS:
+        setattr(api, name, timed(name, getattr(api, name)))
+    phases: dict[str, list[float]] = collections.defaultdict(list)
+    with tempfile.TemporaryDirectory(prefix="tf1kernel-profile-") as root:
+        use_jupyter_path(Path(root))
+        kernel = install_tf1kernel(Path(root), "profile", {"strategy": "emulated", "network": args.network})
+        work = Path(root) / "work"
+        work.mkdir()
+        for round_number in range(args.rounds + 1):
+            if round_number == 1:
+                timings.clear()  # the first start pays one-time costs (client, probes, orphan scan)
+            started = time.perf_counter()
+            manager = KernelManager(kernel_name=kernel)
+            manager.start_kernel(cwd=str(work))
+            launched = time.perf_counter()
+            client = manager.client()
+            client.start_channels()
+            client.wait_for_ready(timeout=60)
+            ready = time.perf_counter()
+            client.stop_channels()
+            manager.shutdown_kernel(now=True)
+            if round_number:
+                phases["start_kernel() returns (container running)"].append(launched - started)
+                phases["then: first kernel_info reply (kernel boot)"].append(ready - launched)
+                phases["total"].append(ready - started)
+    print(f"{'phase':<48} {'median':>9}")
+    for name, values in phases.items():
+        print(f"{name:<48} {statistics.median(values) * 1000:>7.0f}ms")
+    print(f"\n{'engine call (per start)':<32} {'count':>6} {'median':>9} {'sum/start':>10}")
+    for name, values in sorted(timings.items(), key=lambda item: -sum(item[1])):
+        print(f"{name:<32} {len(values) / args.rounds:>6.1f} {statistics.median(values) * 1000:>7.1f}ms "
+              f"{sum(values) / args.rounds * 1000:>8.1f}ms")
+
+
+if __name__ == "__main__":
+    main()
