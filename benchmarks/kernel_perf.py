@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from docker.errors import APIError, NotFound
 from harness import install_argv_kernel, install_tf1kernel, started_kernel, use_jupyter_path
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
@@ -46,6 +47,7 @@ import tensorflow as tf, sys
 x = tf.random.normal([300, 300])
 step = tf.reduce_sum(tf.matmul(x, x))
 session = tf.Session()
+session.run(step)  # the first run sets the graph up, in C++ where a signal waits
 print("busy", flush=True)
 while True:
     session.run(step)
@@ -66,14 +68,19 @@ def summary(values: list[float]) -> dict[str, float]:
 # -- targets -------------------------------------------------------------------------------
 
 
-def install_targets(root: Path, pool: int) -> dict[str, str]:
+def install_targets(root: Path, pool: int, same_software: str | None) -> dict[str, str]:
     """Kernelspec names by target, all in this run's own Jupyter path."""
     use_jupyter_path(root)
-    targets = {"local": "python3",
-               "tf1kernel": install_tf1kernel(root, "bench-tf1kernel", {"strategy": "emulated"})}
+    targets = {"local": "python3"}
+    if same_software:  # the image's Python and ipykernel, without a container: what the container itself costs
+        targets["local-py37"] = install_argv_kernel(root, "bench-local-py37", [
+            same_software, "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    targets |= {
+        "tf1kernel": install_tf1kernel(root, "bench-tf1kernel", {"strategy": "emulated"})}
     if pool:
         targets["tf1kernel-pool"] = install_tf1kernel(root, "bench-tf1kernel-pool",
-                                                      {"strategy": "emulated", "pool_size": pool})
+                                                      {"strategy": "emulated", "pool_size": pool,
+                                                       "pool_root": str(root)})
     targets["docker-run"] = install_argv_kernel(root, "bench-docker-run", [
         sys.executable, str(HERE / "naive_docker_run.py"), IMAGE, "{connection_file}"])
     if importlib.util.find_spec("dockernel") is not None:
@@ -126,10 +133,13 @@ def interrupt(manager: KernelManager, client: BlockingKernelClient, code: str) -
     """Seconds from interrupt_kernel() to the KeyboardInterrupt reply; None if the kernel did not survive it."""
     msg_id = client.execute(code)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        message = client.get_iopub_msg(timeout=120)
-        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream":
-            break
+    try:
+        while time.monotonic() < deadline:
+            message = client.get_iopub_msg(timeout=120)
+            if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream":
+                break
+    except queue.Empty:
+        return None  # still busy with a cell an earlier interrupt did not stop
     time.sleep(0.5)
     started = time.perf_counter()
     manager.interrupt_kernel()
@@ -142,13 +152,21 @@ def interrupt(manager: KernelManager, client: BlockingKernelClient, code: str) -
         return None
     elapsed = time.perf_counter() - started
     time.sleep(0.5)  # ipykernel drops requests right after an error (stop_on_error)
-    return elapsed if reply["content"].get("ename") == "KeyboardInterrupt" and manager.is_alive() else None
+    if reply["content"].get("ename") != "KeyboardInterrupt" or not manager.is_alive():
+        print(f"interrupt failed: {reply['content'].get('ename')}, alive {manager.is_alive()}", file=sys.stderr)
+        return None
+    return elapsed
 
 
-def restart(manager: KernelManager, client: BlockingKernelClient) -> float:
+def restart(manager: KernelManager, client: BlockingKernelClient) -> float | None:
+    """Seconds to a restarted kernel's first reply; None if it did not come back."""
     started = time.perf_counter()
-    manager.restart_kernel(now=False)
-    client.wait_for_ready(timeout=120)
+    try:
+        manager.restart_kernel(now=False)
+        client.wait_for_ready(timeout=120)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"restart failed: {exc}", file=sys.stderr)
+        return None
     return time.perf_counter() - started
 
 
@@ -160,8 +178,12 @@ def kernel_session(name: str, cwd: str, round_trips: int, tensorflow: bool) -> d
             round_trip(client)  # warm up both ends
         trips = [round_trip(client) for _ in range(round_trips)]
         streams = [stream(client) for _ in range(3)]
-        interrupts = [interrupt(manager, client, TF_BUSY if tensorflow else PY_BUSY) for _ in range(3)]
-        restarts = [restart(manager, client) for _ in range(3)]
+        interrupts: list[float | None] = []
+        while len(interrupts) < 3 and None not in interrupts:
+            interrupts.append(interrupt(manager, client, TF_BUSY if tensorflow else PY_BUSY))
+        restarts: list[float | None] = []
+        while len(restarts) < 3 and None not in restarts:
+            restarts.append(restart(manager, client))
     return {"round_trip": trips, "stream_mb_s": streams, "interrupt": interrupts, "restart": restarts}
 
 
@@ -190,6 +212,22 @@ def compute(name: str, cwd: str, steps: int) -> tuple[float, float]:
     return in_kernel, json.loads(plain.strip().splitlines()[-1])["loop_s"]
 
 
+def containers_left_behind() -> int:
+    """Kernel containers still there after every kernel of a target was shut down; then removed.
+
+    tf1kernel's standby kernels (a warm pool, there by design) do not count."""
+    client = engine.connect()
+    listed = [c for image in (IMAGE, DOCKERNEL_IMAGE)
+              for c in client.api.containers(all=True, filters={"ancestor": image})]
+    left = [c for c in listed if not any(name.startswith("/tf1kernel-pool-") for name in c.get("Names") or [])]
+    for container in left:
+        try:
+            client.api.remove_container(container["Id"], force=True)
+        except (NotFound, APIError):  # already going: `docker run --rm` removes its own
+            pass
+    return len(left)
+
+
 def build_times() -> dict[str, float]:
     """`tf1kernel build` with a cold cache (--no-cache), then again with everything in place."""
     times = {}
@@ -216,8 +254,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15, help="cold starts per target")
     parser.add_argument("--round-trips", type=int, default=300)
     parser.add_argument("--pool", type=int, default=2, help="warm pool size of the tf1kernel-pool target (0: none)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps of the compute comparison")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps of the compute comparison")
     parser.add_argument("--build", action="store_true", help="also time cold and warm image builds (minutes)")
+    parser.add_argument("--same-software", metavar="PYTHON",
+                        help="a local CPython 3.7 with the image's ipykernel 6.16 (docker/shared/kernel-py37.txt): "
+                             "adds the target local-py37, the image's kernel without a container")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     client = engine.connect()
@@ -226,18 +267,26 @@ def main() -> int:
         root = Path(root_name)
         work = root / "work"
         work.mkdir()
-        targets = install_targets(root, args.pool)
+        targets = install_targets(root, args.pool, args.same_software)
         names = list(targets)
         for name in names:  # first starts pay one-time costs (page cache, entry points, a pool filling)
             cold_start(targets[name], str(work))
         time.sleep(3)
         print("cold starts...", file=sys.stderr)
         starts = interleaved(names, args.rounds, lambda n: cold_start(targets[n], str(work)))
+        time.sleep(2)
+        results["left_after_cold_starts"] = containers_left_behind()
         print("in-kernel measures...", file=sys.stderr)
-        sessions = {n: kernel_session(targets[n], str(work), args.round_trips, n != "local") for n in names}
+        sessions = {}
+        left_behind: dict[str, int] = {}
+        for name in names:
+            sessions[name] = kernel_session(targets[name], str(work), args.round_trips, not name.startswith("local"))
+            time.sleep(2)
+            left_behind[name] = containers_left_behind()
+        results["left_behind"] = left_behind
         results["missing_image"] = start_with_missing_image(root, str(work))
         print("compute...", file=sys.stderr)
-        pairs = [compute(targets["tf1kernel"], str(work), args.steps) for _ in range(3)]
+        pairs = [compute(targets["tf1kernel"], str(work), args.steps) for _ in range(5)]
         results["compute"] = {"kernel_s": statistics.median(p[0] for p in pairs),
                               "docker_run_s": statistics.median(p[1] for p in pairs)}
         results["compute"]["ratio"] = results["compute"]["docker_run_s"] / results["compute"]["kernel_s"]
@@ -256,8 +305,11 @@ def main() -> int:
             "round_trip_ratio": statistics.median(session["round_trip"]) / local_trip,
             "stream_mb_s": statistics.median(session["stream_mb_s"]),
             "interrupt_s": summary(interrupts) if interrupts else None,
+            "first_interrupt_s": session["interrupt"][0],
             "interrupts_failed": len(session["interrupt"]) - len(interrupts),
-            "restart_s": summary(session["restart"]),
+            "restart_s": summary([r for r in session["restart"] if r is not None]) if any(session["restart"]) else None,
+            "restart_failed": session["restart"].count(None),
+            "left_behind": results["left_behind"][name],
         }
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -265,9 +317,15 @@ def main() -> int:
     return 0
 
 
+def restart_text(row: dict[str, Any]) -> str:
+    if row["restart_s"] is None:
+        return "failed"
+    return f"{row['restart_s']['median']:.2f}s" + (" (1 failed)" if row["restart_failed"] else "")
+
+
 def print_table(results: dict[str, Any]) -> None:
     print(f"{'target':<15} {'start med':>9} {'p95':>6} {'ratio':>6} {'RTT med':>8} {'p95':>6} {'ratio':>6} "
-          f"{'10MB':>8} {'interrupt':>10} {'restart':>8}")
+          f"{'10MB':>8} {'interrupt':>10} {'restart':>8} {'left':>5}")
     for name, row in results["targets"].items():
         intr = row["interrupt_s"]
         interrupt_text = f"{intr['median']:.2f}s" if intr else "failed"
@@ -276,11 +334,14 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"{name:<15} {row['cold_start_s']['median']:>8.2f}s {row['cold_start_s']['p95']:>5.2f}s "
               f"{row['cold_start_ratio']:>6.2f} {row['round_trip_ms']['median']:>6.2f}ms "
               f"{row['round_trip_ms']['p95']:>4.1f}ms {row['round_trip_ratio']:>6.2f} "
-              f"{row['stream_mb_s']:>5.0f}MB/s {interrupt_text:>10} {row['restart_s']['median']:>7.2f}s")
+              f"{row['stream_mb_s']:>5.0f}MB/s {interrupt_text:>10} "
+              f"{restart_text(row):>8} {row['left_behind']:>5}")
     compute_row = results["compute"]
     print(f"TF1 training loop: {compute_row['kernel_s']:.2f} s in the kernel, {compute_row['docker_run_s']:.2f} s "
           f"under docker run (ratio {compute_row['ratio']:.3f})")
     print(f"image missing: {results['missing_image']['outcome']} after {results['missing_image']['seconds']:.2f} s")
+    print("left: kernel containers still there after the target's kernels were all shut down; after the "
+          f"cold-start rounds of all targets: {results['left_after_cold_starts']}")
     print(f"image: {results['image_mb']:.0f} MB", end="")
     if "build_s" in results:
         print(f"; build: cold {results['build_s']['cold']:.0f} s, warm {results['build_s']['warm']:.1f} s", end="")
