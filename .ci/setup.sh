@@ -15,9 +15,15 @@ log "system packages"
 # without AVX, as Rosetta presents it.
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v patchelf >/dev/null \
         || ! command -v chromium >/dev/null || ! command -v ip >/dev/null \
-        || ! command -v qemu-x86_64-static >/dev/null; then
+        || ! command -v qemu-x86_64-static >/dev/null || ! command -v sshd >/dev/null \
+        || ! command -v podman >/dev/null; then
+    # openssh-server and podman are test fixtures (a remote host in a network namespace, a
+    # Podman engine): policy-rc.d keeps apt from starting their services on this machine.
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap patchelf openssl chromium iproute2 qemu-user-static >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap patchelf openssl chromium \
+        iproute2 qemu-user-static openssh-server openssh-client podman catatonit uidmap >/dev/null
+    rm -f /usr/sbin/policy-rc.d
 fi
 
 log "Docker engine"
@@ -30,7 +36,7 @@ docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}'
 
 log "Python environment (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v -e "^WARNING: Location" || true
+.venv/bin/python -m pip install -q -e '.[test,bench]' 2>&1 | grep -v -e "^WARNING: Location" || true
 .venv/bin/python -c "import tf1kernel, jupyter_client; print('tf1kernel', tf1kernel.__version__, 'jupyter_client', jupyter_client.__version__)"
 
 log "arm64 emulation (qemu-user-static through binfmt_misc)"

@@ -69,6 +69,7 @@ def make_parser() -> argparse.ArgumentParser:
                                             f"{images.DEFAULT_RECIPE.base_image})")
     build.add_argument("--index-url", help="PyPI mirror for pip inside the build (not kept in the image)")
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    add_engine_arguments(build)
     build.set_defaults(run=run_build)
 
     install = commands.add_parser("install", help="register the kernel with Jupyter")
@@ -88,6 +89,7 @@ def make_parser() -> argparse.ArgumentParser:
                               "prebuilt: linux/arm64)")
     install.add_argument("--python", help="the image's Python interpreter (default: python)")
     install.add_argument("--skip-checks", action="store_true", help="do not check the engine and image")
+    add_engine_arguments(install)
     install.set_defaults(run=run_install)
 
     listing = commands.add_parser("list", help="show installed tf1kernel kernels and their images")
@@ -97,6 +99,7 @@ def make_parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
     gc.add_argument("--all-hosts", action="store_true",
                     help="also remove running kernels started from other hosts sharing this engine")
+    add_engine_arguments(gc)
     gc.set_defaults(run=run_gc)
 
     doctor_parser = commands.add_parser("doctor", help="check that a TensorFlow 1.15 kernel can work here, "
@@ -104,6 +107,7 @@ def make_parser() -> argparse.ArgumentParser:
     doctor_parser.add_argument("--kernel", metavar="NAME", help="the kernel to test (default: tf1.15-<this arch>)")
     doctor_parser.add_argument("--no-start", action="store_true", help="skip starting a test kernel")
     doctor_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_engine_arguments(doctor_parser)
     doctor_parser.set_defaults(run=run_doctor)
 
     remove = commands.add_parser("remove", help="unregister tf1kernel kernels")
@@ -112,11 +116,23 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--docker-host", metavar="URL",
+                       help="the engine: unix://, ssh://[user@]host or tcp://host:port (default: DOCKER_HOST, "
+                            "then the current docker context)")
+    where.add_argument("--context", metavar="NAME", help="the docker context to use (see `docker context ls`)")
+
+
+def connect(args: argparse.Namespace, timeout: int = engine.DEFAULT_TIMEOUT) -> docker.DockerClient:
+    return engine.connect(args.docker_host, timeout=timeout, context=args.context)
+
+
 def run_build(args: argparse.Namespace) -> int:
     ca_path = None if args.no_ca_bundle else (args.ca_bundle or images.host_pip_ca_bundle())
     ca_bundle = images.read_ca_bundle(ca_path) if ca_path else b""
     build_args = parse_build_args(args.build_arg)
-    client = engine.connect()
+    client = connect(args)
     recipe = build_recipe(args, engine.describe(client))
     tag = images.check_image_reference(args.tag) if args.tag else recipe.tag
     require_platform(client, recipe.platform)
@@ -220,13 +236,16 @@ def kernel_config(args: argparse.Namespace) -> dict[str, str]:
     image = images.check_image_reference(args.image) if args.image else ""
     python = args.python or "python"
     config = {"python": python} if args.python else {}
+    if args.docker_host or args.context:
+        engine.endpoint(args.docker_host, args.context)  # a context that does not exist is refused now
+        config["docker_host" if args.docker_host else "docker_context"] = args.docker_host or args.context
     if args.skip_checks:
         if args.strategy == "auto":
             return config
         host = engine.EngineInfo("Linux engine", kernelspec.host_arch().replace("x86_64", "amd64"), "", "", "")
         choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), host)
         return {**config, "image": choice.image, "platform": choice.platform}
-    client = engine.connect()
+    client = connect(args)
     info = engine.describe(client)
     if args.strategy == "auto":
         choice = strategies.choose_auto(info, strategies.built_images(client),
@@ -291,7 +310,7 @@ def image_presence(names: list[str]) -> dict[str, str]:
 
 def run_gc(args: argparse.Namespace) -> int:
     """Only containers labelled as tf1kernel's are considered; the user's other containers are never touched."""
-    client = engine.connect()
+    client = connect(args)
     containers = orphans.kernel_containers(client)
     if args.dry_run:
         table = Table("container", "kernel id", "state", "verdict")
@@ -319,7 +338,8 @@ def run_doctor(args: argparse.Namespace) -> int:
                 out.print(f"      fix: {check.fix}", highlight=False)
 
     with err.status("checking...", spinner="dots") if err.is_terminal and not args.json else nullcontext():
-        report = doctor.diagnose(args.kernel, start_kernel=not args.no_start, on_check=show)
+        report = doctor.diagnose(args.kernel, start_kernel=not args.no_start, on_check=show,
+                                 docker_host=args.docker_host, context=args.context)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     elif report.ok:

@@ -59,6 +59,8 @@ CONNECTION_FILE = f"{CONNECTION_DIR}/connection.json"
 NOTICE_FILE = f"{CONNECTION_DIR}/notice.txt"
 AVX_FIX_FILE = f"{CONNECTION_DIR}/avx-fix.txt"
 TENSORBOARD_ADDRESS_FILE = f"{CONNECTION_DIR}/tensorboard.json"
+# Renewed by tf1kernel while a remote kernel's link holds (remote.py); the kernel exits when it stops changing.
+LEASE_FILE = f"{CONNECTION_DIR}/lease"
 HOME_DIR = "/home/tf1kernel"
 
 GUEST_MODULE = f"{CONNECTION_DIR}/tf1kernel_guest.py"
@@ -73,6 +75,8 @@ LIFELINE_FLAG = "--tf1kernel-lifeline"
 # With this flag the kernel loads everything, then waits for one line on stdin that says which kernel
 # to become (a warm pool's container; see tf1kernel/pool.py).
 STANDBY_FLAG = "--tf1kernel-standby"
+# With --tf1kernel-lease=SECONDS the kernel exits when LEASE_FILE has not changed for that long.
+LEASE_FLAG = "--tf1kernel-lease"
 
 # Returned as the exit code when the container vanished (removed from outside).
 EXIT_CODE_MISSING = 255
@@ -123,6 +127,17 @@ class ContainerSpec:
     # Start in standby: the kernel waits, loaded, for its adoption line on stdin (needs exit_with_caller,
     # whose attach carries that line).
     standby: bool = False
+    # Podman's engine: its tmpfs mounts take U (owned by the container's user), not uid= and gid=.
+    podman: bool = False
+    # Map the kernel's uid to the same uid on the host (rootless Podman's keep-id), so that its files in
+    # the bind-mounted folder belong to the user and not to one of their subordinate ids.
+    keep_user_ids: bool = False
+    # Exit when the lease file has not been renewed for this long (a remote kernel; 0: no lease).
+    lease_seconds: int = 0
+    # A named volume mounted at working_dir instead of the host folder of that name (a remote engine).
+    work_volume: str = ""
+    # Reached through a tunnel whose local ports decide TensorBoard's address (remote.py writes it).
+    tunnelled: bool = False
     # What to tell the user when the image is not there (how to build or get it).
     image_fix: str = "build the image with `tf1kernel build`"
 
@@ -138,6 +153,7 @@ class ContainerSpec:
     def command(self) -> list[str]:
         flags = [LIFELINE_FLAG] if self.exit_with_caller else []
         flags += [STANDBY_FLAG] if self.standby else []
+        flags += [f"{LEASE_FLAG}={self.lease_seconds}"] if self.lease_seconds else []
         return [*self.command_prefix, self.python, "-c", BOOT, *flags, *self.kernel_arguments,
                 "-f", CONNECTION_FILE]
 
@@ -209,6 +225,9 @@ class KernelContainer:
             client.api.start(container_id)
             if spec.host_network:
                 return cls(client, container_id, dict(spec.preferred_host_ports), lifeline)
+            if spec.tunnelled:
+                return cls(client, container_id, published_ports(client.api.inspect_container(container_id)),
+                           lifeline)
             container = cls(client, container_id, published_ports(client.api.inspect_container(container_id)),
                             lifeline)
             # The host port is known only now, and the kernel reads it only when the user starts TensorBoard:
@@ -329,6 +348,24 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         networking = {"port_bindings": {port: (LOOPBACK, host_ports.get(name))
                                         for name, port in PUBLISHED_PORTS.items()}}
         exposed = {"ports": list(PUBLISHED_PORTS.values()), "hostname": "tf1kernel"}
+    host_config = client.api.create_host_config(
+        init=True,
+        auto_remove=spec.exit_with_caller or bool(spec.lease_seconds),
+        **networking,
+        mounts=[Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume
+                else Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
+                *(Mount(target=target, source=source, type="bind", read_only=read_only)
+                  for source, target, read_only in spec.extra_mounts)],
+        tmpfs={HOME_DIR: "U,mode=0700" if spec.podman else f"uid={uid},gid={gid or uid},mode=0700"},
+        mem_limit=spec.memory or None,
+        memswap_limit=spec.memory or None,  # no swap on top: the limit is the limit
+        nano_cpus=spec.nano_cpus or None,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        privileged=False,
+    )
+    if spec.keep_user_ids:
+        host_config["UsernsMode"] = "keep-id"  # Podman's; the SDK only knows "host"
     created = client.api.create_container(
         image=spec.image,
         command=spec.command,
@@ -341,21 +378,7 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         environment=env,
         labels={**spec.labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id},
         **exposed,
-        host_config=client.api.create_host_config(
-            init=True,
-            auto_remove=spec.exit_with_caller,
-            **networking,
-            mounts=[Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
-                    *(Mount(target=target, source=source, type="bind", read_only=read_only)
-                      for source, target, read_only in spec.extra_mounts)],
-            tmpfs={HOME_DIR: f"uid={uid},gid={gid or uid},mode=0700"},
-            mem_limit=spec.memory or None,
-            memswap_limit=spec.memory or None,  # no swap on top: the limit is the limit
-            nano_cpus=spec.nano_cpus or None,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            privileged=False,
-        ),
+        host_config=host_config,
     )
     container_id: str = created["Id"]
     try:
@@ -368,7 +391,8 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
 
 def kernel_files_archive(spec: ContainerSpec) -> bytes:
     """The files the kernel reads at start, in one tar: connection file, guest module, messages."""
-    files = {GUEST_MODULE: guest_module_source(), AVX_FIX_FILE: spec.avx_fix.encode()}
+    files = {GUEST_MODULE: guest_module_source(), AVX_FIX_FILE: spec.avx_fix.encode(),
+             LEASE_FILE: b"0" if spec.lease_seconds else b""}
     if not spec.standby:  # a kernel in standby gets these with its adoption line
         files[CONNECTION_FILE] = json.dumps(connection_info(spec), indent=1).encode()
         files[NOTICE_FILE] = spec.notice.encode()
@@ -472,6 +496,17 @@ def start_error(exc: APIError, spec: ContainerSpec) -> Exception:
             "share that folder with the engine (Docker Desktop: Settings > Resources > File sharing; "
             "Colima/Lima: add it to `mounts`), or open the notebook from a shared folder",
         )
+    if spec.keep_user_ids and _mentions(exc, ("permission denied",)):
+        # Rootless Podman on its vfs storage driver makes each container's / mode 0700: only root gets in.
+        return ContainerStartError(
+            f"Rootless Podman could not start the kernel as uid {spec.user}: {exc.explanation}",
+            'use Podman\'s overlay storage driver: `driver = "overlay"` in ~/.config/containers/storage.conf, then '
+            "`podman system reset` (it deletes your images) and build or load the kernel image again")
+    if _mentions(exc, ("error setting rlimit",)):
+        return ContainerStartError(
+            f"The engine asks for more open files or processes than this host allows: {exc.explanation}",
+            "set `default_ulimits` in containers.conf (Podman) or `default-ulimits` in daemon.json (Docker) to at "
+            "most this host's hard limits (`ulimit -Hn`, `ulimit -Hu`)")
     return ContainerStartError(f"The engine refused to start the kernel container: {exc.explanation}",
                                "see the message above; `tf1kernel list` shows the kernel's image and options")
 

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
-import docker
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -46,10 +45,12 @@ class Report:
 
 
 def diagnose(kernel_name: str | None = None, start_kernel: bool = True,
-             on_check: Callable[[Check], None] = lambda check: None) -> Report:
-    """Run every check in order; on_check sees each as soon as it is known."""
+             on_check: Callable[[Check], None] = lambda check: None, docker_host: str | None = None,
+             context: str | None = None) -> Report:
+    """Run every check in order; on_check sees each as soon as it is known. The engine checks are about
+    docker_host or context (default: DOCKER_HOST, then the current context); each kernel uses its own."""
     checks: list[Check] = []
-    for check in _checks(kernel_name, start_kernel, checks):
+    for check in _checks(kernel_name, start_kernel, checks, docker_host, context):
         checks.append(check)
         on_check(check)
     default = next((c.name.removeprefix("kernel ") for c in checks if c.name.startswith("kernel ")), "")
@@ -58,11 +59,12 @@ def diagnose(kernel_name: str | None = None, start_kernel: bool = True,
     return Report(checks, default, ok)
 
 
-def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check]) -> Iterator[Check]:
-    where = engine.endpoint_description(None)
+def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], docker_host: str | None,
+            context: str | None) -> Iterator[Check]:
+    where = engine.endpoint_description(docker_host, context)
     try:
-        client = engine.connect()
-        info = engine.describe(client)
+        client = engine.connect(docker_host, context=context)
+        info = engine.describe(client, engine.endpoint(docker_host, context))
     except Tf1KernelError as exc:
         yield Check("engine", False, exc.message, exc.fix)
         yield Check("host", True, _host())
@@ -91,7 +93,7 @@ def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check]) -> I
         return
     default = _default_kernel(kernel_name, [k.name for k in kernels], info)
     for kernel in sorted(kernels, key=lambda k: k.name != default):
-        yield _kernel_check(client, kernel.name)
+        yield _kernel_check(kernel.name)
     if not start_kernel:
         return
     if not done or not next(c for c in done if c.name == f"kernel {default}").ok:
@@ -111,10 +113,11 @@ def _default_kernel(requested: str | None, names: list[str], info: engine.Engine
     return preferred if preferred in names else names[0]
 
 
-def _kernel_check(client: docker.DockerClient, name: str) -> Check:
-    """What starting this kernel would run, or why it cannot start."""
+def _kernel_check(name: str) -> Check:
+    """What starting this kernel would run (on its own engine), or why it cannot start."""
     try:
         provisioner = DockerProvisioner.for_kernelspec(KernelSpecManager().get_kernel_spec(name), "doctor")
+        client = engine.connect(provisioner.docker_host or None, context=provisioner.docker_context or None)
         with tempfile.TemporaryDirectory(prefix="tf1kernel-doctor-") as cwd:
             spec = provisioner.prepare(client, cwd)
         check_image(client, spec)

@@ -8,16 +8,22 @@ then ``DOCKER_CONTEXT``, then the current context in ``~/.docker/config.json``
 from __future__ import annotations
 
 import os
+import platform
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import docker
 from docker.context import Context, ContextAPI
 from docker.errors import DockerException
 from requests.exceptions import RequestException
+from urllib3.util.retry import Retry
 
 from .errors import EngineUnavailable
+from .tunnel import SSH_FIX, EngineProxy, SshDestination
 
 # The first request only asks the engine's version: a live engine answers at
 # once, so a dead or wrong endpoint is reported within seconds.
@@ -39,18 +45,68 @@ EMULATOR_FIX = (
 )
 
 
-def endpoint_description(base_url: str | None) -> str:
-    """Where we are about to connect, in the user's terms."""
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an engine answers, chosen as the docker CLI chooses: an explicit URL or context, then
+    DOCKER_HOST, then DOCKER_CONTEXT, then the current context of ~/.docker/config.json."""
+
+    url: str
+    description: str  # in the user's terms: the URL and where it came from
+    tls: Any = None
+
+    @property
+    def remote(self) -> bool:
+        """On another machine: its folders and its loopback are not this machine's."""
+        parts = urlsplit(self.url)
+        return parts.scheme in ("ssh", "tcp") and parts.hostname not in ("localhost", "127.0.0.1", "::1")
+
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+def endpoint(base_url: str | None = None, context: str | None = None) -> Endpoint:
+    """Resolve which engine to talk to; raise EngineUnavailable for a context that does not exist."""
     if base_url:
-        return base_url
+        return Endpoint(base_url, base_url, _tls_from_environment(base_url) if base_url.startswith("tcp://") else None)
+    if context:
+        return _context_endpoint(context, "")
     if os.environ.get("DOCKER_HOST"):
-        return f"{os.environ['DOCKER_HOST']} (DOCKER_HOST)"
-    context = _context(os.environ.get("DOCKER_CONTEXT") or None)
-    if context is not None:
-        return f"{context.Host} (docker context {context.Name!r})"
+        url = os.environ["DOCKER_HOST"]
+        return Endpoint(url, f"{url} (DOCKER_HOST)", _tls_from_environment(url))
     if os.environ.get("DOCKER_CONTEXT"):
-        return f"docker context {os.environ['DOCKER_CONTEXT']!r}"
-    return "the current docker context"
+        return _context_endpoint(os.environ["DOCKER_CONTEXT"], " named by DOCKER_CONTEXT")
+    current = _context(None)
+    if current is not None and current.Host:
+        return Endpoint(current.Host, f"{current.Host} (docker context {current.Name!r})", current.TLSConfig)
+    return Endpoint(DEFAULT_SOCKET, DEFAULT_SOCKET)
+
+
+def _tls_from_environment(url: str) -> Any:
+    """TLS as the docker CLI sets it up for `-H URL` or DOCKER_HOST: when DOCKER_TLS_VERIFY or DOCKER_CERT_PATH
+    is set, with ca.pem, cert.pem and key.pem from DOCKER_CERT_PATH, else from ~/.docker."""
+    try:
+        return docker.utils.kwargs_from_env(environment={**os.environ, "DOCKER_HOST": url}).get("tls")
+    except DockerException as exc:
+        raise EngineUnavailable(f"TLS for the engine at {url} is not set up: {exc}",
+                                "put ca.pem, cert.pem and key.pem in DOCKER_CERT_PATH (or ~/.docker), or unset "
+                                "DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for an engine without TLS") from None
+
+
+def _context_endpoint(name: str, named_by: str) -> Endpoint:
+    found = _context(name)
+    if found is None or not found.Host:
+        # The docker SDK would quietly fall back to the default socket; the docker CLI refuses.
+        raise EngineUnavailable(f"The docker context {name!r}{named_by} does not exist.",
+                                "`docker context ls` lists the contexts; name one of them")
+    return Endpoint(found.Host, f"{found.Host} (docker context {name!r})", found.TLSConfig)
+
+
+def endpoint_description(base_url: str | None, context: str | None = None) -> str:
+    """Where we are about to connect, in the user's terms."""
+    try:
+        return endpoint(base_url, context).description
+    except EngineUnavailable:
+        return f"docker context {context or os.environ.get('DOCKER_CONTEXT')!r}"
 
 
 def _context(name: str | None) -> Context | None:
@@ -61,33 +117,54 @@ def _context(name: str | None) -> Context | None:
         return None
 
 
-def connect(base_url: str | None = None, timeout: int = DEFAULT_TIMEOUT) -> docker.DockerClient:
+def connect(base_url: str | None = None, timeout: int = DEFAULT_TIMEOUT, context: str | None = None
+            ) -> docker.DockerClient:
     """Return a client for the engine, or raise EngineUnavailable naming the fix.
 
-    The API version is negotiated so that old engines (Debian's 20.10 speaks API
-    1.41) work with a newer SDK.
+    The API version is negotiated so that old engines (Debian's 20.10 speaks API 1.41) work
+    with a newer SDK. ssh:// engines go through the system's ssh client, as the docker CLI
+    does: the user's ~/.ssh/config, keys and agent apply.
     """
-    where = endpoint_description(base_url)
-    named_context = os.environ.get("DOCKER_CONTEXT")
-    if named_context and not base_url and not os.environ.get("DOCKER_HOST") and _context(named_context) is None:
-        # The docker SDK would quietly fall back to the default socket; the docker CLI refuses.
-        raise EngineUnavailable(f"The docker context {named_context!r} named by DOCKER_CONTEXT does not exist.",
-                                "`docker context ls` lists the contexts; name one of them, or unset DOCKER_CONTEXT")
+    where = endpoint(base_url, context)
     probe_timeout = min(PROBE_TIMEOUT, timeout)
+    proxy = ssh_proxy(where.url) if where.url.startswith("ssh://") else None
     try:
-        if base_url:
-            client = docker.DockerClient(base_url=base_url, version="auto", timeout=probe_timeout)
-        else:
-            client = docker.from_env(version="auto", timeout=probe_timeout)
+        client = docker.DockerClient(base_url=proxy.url if proxy else where.url, tls=where.tls or False,
+                                     version="auto", timeout=probe_timeout)
     except DockerException as exc:
-        raise engine_error(exc, where) from None
+        raise engine_error(exc, where.description) from None
     client.api.timeout = timeout
+    if proxy is not None:
+        # A kept-alive connection whose ssh died (a link that was down) fails its next request before the
+        # engine sees it: requests the engine may see twice (GET, HEAD, PUT) go again on a fresh one.
+        client.api.get_adapter("http+docker://localhost").max_retries = Retry(
+            total=1, connect=1, read=1, status=0, other=0, allowed_methods=frozenset({"GET", "HEAD", "PUT"}),
+            raise_on_status=False)
     return client
+
+
+_proxies: dict[str, EngineProxy] = {}
+
+
+def ssh_proxy(url: str) -> EngineProxy:
+    """The local socket that carries connections to the engine at an ssh:// URL (one per URL and process)."""
+    with _shared_lock:
+        if url not in _proxies:
+            try:
+                _proxies[url] = EngineProxy(SshDestination.parse(url))
+            except ValueError:
+                raise EngineUnavailable(f"{url!r} is not an engine address.", "write it as ssh://[user@]host[:port]"
+                                        ) from None
+        return _proxies[url]
 
 
 def engine_error(exc: BaseException, where: str) -> EngineUnavailable:
     """Translate a low-level connection failure into what the user should do."""
     text = str(exc)
+    proxy = next((p for url, p in _proxies.items() if where.startswith(url)), None)
+    if proxy is not None and proxy.last_error:
+        return EngineUnavailable(f"Cannot reach the Docker engine at {where} over SSH: {proxy.last_error}",
+                                 SSH_FIX.format(destination=proxy.target.destination))
     if "Permission denied" in text or isinstance(exc.__context__, PermissionError):
         return EngineUnavailable(
             f"Permission denied talking to the Docker engine at {where}.",
@@ -116,9 +193,12 @@ AVX_FIXES = {
 ALTERNATIVE = "; or use a native ARM64 TensorFlow 1.15 image"
 
 
-def engine_kind(info: dict) -> str:
-    """Which engine answers, from `docker info`: Docker Desktop, Colima, OrbStack, Podman, Lima or a Linux engine."""
-    text = " ".join(str(info.get(key, "")) for key in ("OperatingSystem", "Name", "KernelVersion")).lower()
+def engine_kind(info: dict, version: dict | None = None) -> str:
+    """Which engine answers, from `docker info` (and `docker version`, where Podman names itself):
+    Docker Desktop, Colima, OrbStack, Podman, Lima or a Linux engine."""
+    components = " ".join(str(c.get("Name", "")) for c in (version or {}).get("Components") or [])
+    text = " ".join([*(str(info.get(key, "")) for key in ("OperatingSystem", "Name", "KernelVersion")),
+                     components]).lower()
     for marker, kind in (("docker desktop", "Docker Desktop"), ("orbstack", "OrbStack"), ("colima", "Colima"),
                          ("podman", "Podman"), ("lima", "Lima")):
         if marker in text:
@@ -155,25 +235,49 @@ class EngineInfo:
     # The engine shares this machine's network: a local socket, a Linux engine, not rootless
     # (rootless Docker's "host" network is its own namespace). Only then can kernels use host networking.
     shares_host_network: bool = False
+    # On another machine (ssh://, tcp://): reached through an SSH tunnel, without this machine's folders.
+    remote: bool = False
+    url: str = ""
+    # Rootless Podman: container uids map to the user's subordinate ids, unless the kernel keeps its ids.
+    rootless_podman: bool = False
 
     @property
     def native_platform(self) -> str:
         return f"linux/{self.arch}"
 
 
-def describe(client: docker.DockerClient) -> EngineInfo:
+def describe(client: docker.DockerClient, where: Endpoint | None = None) -> EngineInfo:
     """One `docker info` call, turned into what tf1kernel needs to know."""
     info = client.api.info()
-    kind = engine_kind(info)
+    kind = engine_kind(info, client.api.version())
     rootless = any("rootless" in str(option) for option in info.get("SecurityOptions") or [])
+    local = client.api.base_url == LOCAL_SOCKET_URL and not (where is not None and where.remote)
+    # Rootful and rootless Podman alike run containers in this machine's network namespace with --network
+    # host, unless Podman runs in a VM (podman machine): then its kernel is not this one.
+    same_kernel = sys.platform == "linux" and str(info.get("KernelVersion", "")) == platform.release()
+    if kind == "Podman":
+        rootless = podman_rootless(client)
     return EngineInfo(
         kind=kind,
         arch=normalize_arch(str(info.get("Architecture", ""))),
         key=str(info.get("ID") or info.get("Name") or client.api.base_url),
         os=str(info.get("OperatingSystem", "")),
         server_version=str(info.get("ServerVersion", "")),
-        shares_host_network=client.api.base_url == LOCAL_SOCKET_URL and kind == "Linux engine" and not rootless,
+        # An ssh:// engine looks local to the SDK too: tf1kernel reaches it through a local socket (tunnel.py).
+        shares_host_network=local and ((kind == "Linux engine" and not rootless) or (kind == "Podman" and same_kernel)),
+        remote=where.remote if where else False,
+        url=where.url if where else "",
+        rootless_podman=kind == "Podman" and rootless,
     )
+
+
+def podman_rootless(client: docker.DockerClient) -> bool:
+    """Whether a Podman engine runs rootless: its Docker-compatible `info` does not say, its own API does."""
+    try:
+        reply = client.api.get(f"{client.api.base_url}/v4.0.0/libpod/info", timeout=PROBE_TIMEOUT)
+        return bool(reply.json()["host"]["security"]["rootless"])
+    except (RequestException, ValueError, KeyError, TypeError):
+        return False
 
 
 # One client and one description per endpoint, shared by the kernels of a server: each costs a round trip
@@ -184,18 +288,18 @@ _shared: dict[str, tuple[docker.DockerClient, EngineInfo, float]] = {}
 _shared_lock = threading.Lock()
 
 
-def shared(base_url: str | None = None) -> tuple[docker.DockerClient, EngineInfo]:
+def shared(base_url: str | None = None, context: str | None = None) -> tuple[docker.DockerClient, EngineInfo]:
     """A client for the endpoint and what it is, made once per endpoint and process."""
-    where = endpoint_description(base_url)
+    where = endpoint(base_url, context)
     with _shared_lock:
-        entry = _shared.get(where)
+        entry = _shared.get(where.url)
     if entry is not None and time.monotonic() - entry[2] < SHARED_SECONDS:
         return entry[0], entry[1]
-    client = connect(base_url)
+    client = connect(base_url, context=context)
     try:
-        info = describe(client)
+        info = describe(client, where)
     except (DockerException, RequestException) as exc:
-        raise engine_error(exc, where) from None
+        raise engine_error(exc, where.description) from None
     with _shared_lock:
-        _shared[where] = (client, info, time.monotonic())
+        _shared[where.url] = (client, info, time.monotonic())
     return client, info

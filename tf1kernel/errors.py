@@ -55,3 +55,7 @@ class PlatformUnsupported(Tf1KernelError):
 
 class ImageIncompatible(Tf1KernelError):
     """An image cannot be a TensorFlow 1.x kernel: wrong architecture, no Python or ipykernel, not TF 1.x."""
+
+
+class TunnelError(Tf1KernelError):
+    """The SSH tunnel to a kernel on a remote engine could not be opened or was lost."""

@@ -15,6 +15,7 @@ KernelContainer core. It then stays in the foreground while the kernel lives:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -25,9 +26,10 @@ from pathlib import Path
 from jupyter_client.kernelspec import KernelSpec
 
 from . import engine
-from .container import CONTAINER_PORTS, KernelContainer
+from .container import CONTAINER_PORTS, KernelContainer, free_ports
 from .errors import InvalidOption, Tf1KernelError
 from .provisioner import DockerProvisioner
+from .remote import RemoteLink
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 HANDLED_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
@@ -41,17 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-f", "--connection-file", required=True, help="connection file written by the frontend")
     args = parser.parse_args(argv)
     try:
-        container = start(Path(args.kernelspec), Path(args.connection_file))
+        container, link = start(Path(args.kernelspec), Path(args.connection_file))
     except Tf1KernelError as exc:
         print(f"tf1kernel: {exc.message}\nFix: {exc.fix}", file=sys.stderr)
         return 1
     except Exception as exc:  # the frontend shows this text as the reason the kernel died
         print(f"tf1kernel: could not start the kernel: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    return supervise(container)
+    try:
+        return supervise(container)
+    finally:
+        if link is not None:
+            link.close()
 
 
-def start(kernelspec_dir: Path, connection_file: Path) -> KernelContainer:
+def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer, RemoteLink | None]:
     """Start the kernel container described by kernelspec_dir on the frontend's ports."""
     try:
         info = json.loads(connection_file.read_text())
@@ -61,19 +67,33 @@ def start(kernelspec_dir: Path, connection_file: Path) -> KernelContainer:
     if info.get("transport", "tcp") != "tcp":
         raise InvalidOption("tf1kernel kernels need the tcp transport.", "set the frontend's transport to tcp")
     provisioner = DockerProvisioner.for_kernelspec(KernelSpec.from_resource_dir(str(kernelspec_dir)))
-    client = engine.connect(provisioner.docker_host or None)
+    client = engine.connect(provisioner.docker_host or None, context=provisioner.docker_context or None)
+    frontend_ports = {name: int(info[name]) for name in CONTAINER_PORTS}
     spec = provisioner.prepare(
         client,
         os.getcwd(),
         session_key=info["key"].encode(),
         signature_scheme=info.get("signature_scheme", "hmac-sha256"),
-        preferred_host_ports={name: int(info[name]) for name in CONTAINER_PORTS},
+        preferred_host_ports=frontend_ports,
         fixed_host_ports=True,
         exit_with_caller=True,
     )
+    if not spec.tunnelled:
+        container = KernelContainer.start(client, spec)
+        print(f"tf1kernel: TensorBoard (%tensorboard_tf1) for this kernel: {container.tensorboard_url}",
+              file=sys.stderr)
+        return container, None
+    # A remote engine: it picks the ports on its own loopback; the tunnel listens on the frontend's. The
+    # lease, not a stdin attach, ends the kernel when this launcher goes.
+    provisioner.spec = spec = dataclasses.replace(spec, preferred_host_ports={}, fixed_host_ports=False,
+                                                  exit_with_caller=False)
     container = KernelContainer.start(client, spec)
-    print(f"tf1kernel: TensorBoard (%tensorboard_tf1) for this kernel: {container.tensorboard_url}", file=sys.stderr)
-    return container
+    link = provisioner.open_link(container, {**frontend_ports, "tensorboard_port": free_ports(1)[0]})
+    where = provisioner._engine_info.url if provisioner._engine_info else "the remote engine"
+    print(f"tf1kernel: the kernel runs on {where}, through an SSH tunnel; "
+          f"TensorBoard (%tensorboard_tf1): http://127.0.0.1:{link.local_ports['tensorboard_port']}/",
+          file=sys.stderr)
+    return container, link
 
 
 def supervise(container: KernelContainer) -> int:

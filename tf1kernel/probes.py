@@ -130,10 +130,12 @@ class Run:
 
 def run_to_completion(client: docker.DockerClient, image: str, entrypoint: list[str], platform: str, *,
                       mounts: tuple[tuple[str, str, bool], ...] = (), environment: dict[str, str] | None = None,
-                      user: str = "", timeout: float = PROBE_TIMEOUT) -> Run:
-    """Run a command in a fresh, unprivileged, offline container; always remove it."""
+                      user: str = "", timeout: float = PROBE_TIMEOUT, cap_add: tuple[str, ...] = ()) -> Run:
+    """Run a command in a fresh, offline container with no capabilities but cap_add; always remove it.
+    mounts are (host path or volume name, container path, read only)."""
     binds = {source: {"bind": target, "mode": "ro" if read_only else "rw"} for source, target, read_only in mounts}
-    host_config = client.api.create_host_config(binds=binds, cap_drop=["ALL"], security_opt=["no-new-privileges"])
+    host_config = client.api.create_host_config(binds=binds, cap_drop=["ALL"], cap_add=list(cap_add) or None,
+                                                security_opt=["no-new-privileges"])
     container_id = ""
     try:
         container_id = client.api.create_container(

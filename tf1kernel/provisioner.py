@@ -18,14 +18,14 @@ import uuid
 from typing import Any
 
 import docker
-from docker.errors import DockerException
+from docker.errors import APIError, DockerException
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from requests.exceptions import RequestException
 from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, validate
 
-from . import engine, pool, probes, strategies
+from . import engine, pool, probes, remote, strategies
 from .container import (
     CONTAINER_PORTS,
     LOOPBACK,
@@ -35,10 +35,20 @@ from .container import (
     free_ports,
     ports_free,
 )
-from .errors import CpuLacksAvx, InvalidOption, MountError, PlatformUnsupported
+from .errors import (
+    ContainerStartError,
+    CpuLacksAvx,
+    EngineUnavailable,
+    InvalidOption,
+    MountError,
+    PlatformUnsupported,
+    Tf1KernelError,
+    TunnelError,
+)
 from .images import build_hint, check_image_reference
 from .orphans import owner_labels, remove_orphans
-from .workdir import existing_mount_source, mountable_working_dir, parse_mount
+from .tunnel import SshDestination
+from .workdir import SYSTEM_FOLDERS, SYSTEM_TREES, existing_mount_source, is_within, mountable_working_dir, parse_mount
 
 DEFAULT_ENV_ALLOWLIST = [
     "LANG",
@@ -57,11 +67,34 @@ DEFAULT_ENV_ALLOWLIST = [
 # (Docker Desktop, a daemon upgrade) in well under this; the containers are then exited and
 # Jupyter's restarter starts a fresh kernel. Past it, restarts fail with EngineUnavailable.
 ENGINE_GRACE_SECONDS = 30.0
+# How long launch_kernel waits for a host-network kernel to listen: a cold start takes about 1 s; a slow
+# one (emulation) is left to the frontend's own wait.
+LISTEN_WAIT_SECONDS = 5.0
 MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.IGNORECASE)
 MINIMUM_MEMORY_BYTES = 128 * 1024**2  # below this, Python and TensorFlow cannot even start
 
 # Engines whose orphaned kernel containers this process has already removed.
 _reaped_engines: set[str] = set()
+
+
+class LostKernel:
+    """Stands for a kernel whose restart could not reach the engine: it reads as dead."""
+
+    id = "(lost)"
+    host_ports: dict[str, int] = {}  # noqa: RUF012 (never written)
+    tensorboard_url = ""
+
+    def state(self) -> ContainerState:
+        return ContainerState(running=False, exit_code=1)
+
+    def signal(self, signum: int) -> None:
+        pass
+
+    def remove(self) -> None:
+        pass
+
+    def logs(self, lines: int = 50) -> str:
+        return ""
 
 
 class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
@@ -120,6 +153,34 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         config=True,
         help="Docker engine URL (unix://, tcp://, ssh://). Empty: DOCKER_HOST, then the current docker context.",
     )
+    docker_context = Unicode(
+        "",
+        config=True,
+        help="Docker context to use (see `docker context ls`), when docker_host is empty.",
+    )
+    ssh_host = Unicode(
+        "",
+        config=True,
+        help="[user@]host whose loopback a remote engine's kernel ports are published on, reached by an SSH "
+        "tunnel. Empty: the host of an ssh:// engine (a tcp:// engine needs it set).",
+    )
+    remote_workdir = Unicode(
+        "",
+        config=True,
+        help="On a remote engine: the folder of the remote host the kernel works in (mounted at its own path). "
+        "Empty: the named volume `work_volume`, mounted at /work. This machine's folders are never there.",
+    )
+    work_volume = Unicode(
+        "tf1kernel-work",
+        config=True,
+        help="On a remote engine without remote_workdir: the named volume the kernel works in, kept across kernels.",
+    )
+    lease_seconds = Int(
+        30,
+        config=True,
+        help="On a remote engine: the kernel exits when tf1kernel has not renewed its lease for this long (a lost "
+        "link, or this machine gone), and the engine removes its container.",
+    )
     user = Unicode(
         "",
         config=True,
@@ -163,7 +224,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         "Variables set in the kernelspec's `env` are always passed.",
     )
 
-    container: KernelContainer | None = None
+    container: KernelContainer | LostKernel | None = None
     # Told to the user in the next kernel (why the previous one died).
     notice: str = ""
     # What the next launch_kernel starts; set by pre_launch.
@@ -174,7 +235,12 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     _engine_info: engine.EngineInfo | None = None
     _started_once: bool = False
     _host_ports: dict[str, int] | None = None
-    _engine_lost_since: float | None = None
+    _engine_seen_at: float | None = None  # when the engine last answered a poll
+    _engine_lost: bool = False
+    _engine_given_up: bool = False  # the kernel was reported dead for want of an engine: it stays dead
+    # A remote kernel's tunnel and lease, and the local ports its tunnel keeps across restarts.
+    link: remote.RemoteLink | None = None
+    _tunnel_ports: dict[str, int] | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         # What jupyter_client itself passes, plus the options a kernelspec may set.
@@ -222,6 +288,20 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             parse_mount(text)
         return list(proposal["value"])
 
+    @validate("remote_workdir")
+    def _valid_remote_workdir(self, proposal: dict[str, Any]) -> str:
+        value: str = proposal["value"]
+        if value and (not value.startswith("/") or value in SYSTEM_FOLDERS or is_within(value, SYSTEM_TREES)):
+            raise TraitError(f"remote_workdir must be an absolute path outside the system folders, not {value!r}")
+        return value
+
+    @validate("lease_seconds")
+    def _valid_lease(self, proposal: dict[str, Any]) -> int:
+        value: int = proposal["value"]
+        if value < 5:
+            raise TraitError(f"lease_seconds must be at least 5, not {value}")
+        return value
+
     @validate("pool_size")
     def _valid_pool_size(self, proposal: dict[str, Any]) -> int:
         value: int = proposal["value"]
@@ -253,12 +333,19 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def poll(self) -> int | None:
         if self.container is None:
             return 0
+        if self._engine_given_up:
+            return 1
         try:
             state = await asyncio.to_thread(self.container.state)
         except (DockerException, RequestException) as exc:
             return self._engine_unreachable(exc)
-        self._engine_lost_since = None
+        self._engine_seen_at, self._engine_lost = asyncio.get_running_loop().time(), False
         if state.running:
+            if self.link is not None:
+                try:
+                    await asyncio.to_thread(self.link.keep_open)
+                except TunnelError as exc:
+                    self.log.warning("tf1kernel: kernel %s: %s", self.kernel_id, exc.message)
             return None
         if state.missing:
             self.log.warning("tf1kernel: container of kernel %s was removed outside Jupyter", self.kernel_id)
@@ -289,7 +376,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def cleanup(self, restart: bool = False) -> None:
         await self._remove_container()
         if not restart:
-            self._host_ports = None
+            self._host_ports = self._tunnel_ports = None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop("transport_encryption", None)  # ipykernel 6.16 (Python 3.7) has no CurveZMQ
@@ -302,10 +389,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                                 "emulators such as qemu do not search PATH.",
                                 'set "python" in kernel.json to its path, such as "/usr/local/bin/python"')
         extra_arguments = kwargs.pop("extra_arguments", [])
-        working_dir = mountable_working_dir(kwargs.get("cwd") or os.getcwd())
+        # Checked at launch, against the engine: a remote engine does not see this machine's folders.
+        working_dir = os.path.abspath(os.path.expanduser(kwargs.get("cwd") or os.getcwd()))
         extra_mounts = [parse_mount(text) for text in self.mounts]
-        for source, target, _ in extra_mounts:
-            existing_mount_source(source)
+        for _, target, _ in extra_mounts:
             if target == working_dir:
                 raise InvalidOption(f"The mount onto {target} would hide the kernel's working directory.",
                                     "mount it at another path")
@@ -336,19 +423,62 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         assert self.spec is not None, "pre_launch must run first"
         client = await self._engine()
         await self._reap_orphans_once(client)
-        self.spec = await asyncio.to_thread(self.resolve_spec, client, self.spec)
-        self.container = await asyncio.to_thread(self._start_container, client, self.spec)
+        try:
+            self.spec = await asyncio.to_thread(self.resolve_spec, client, self.spec)
+            self.container = await asyncio.to_thread(self._start_container, client, self.spec)
+            if self.spec.tunnelled:
+                self.link = await asyncio.to_thread(self.open_link, self.container)
+        except (EngineUnavailable, TunnelError, DockerException, RequestException) as raw:
+            exc = raw if isinstance(raw, Tf1KernelError) else self._engine_failure(raw)
+            if not self._started_once:
+                raise exc from None
+            # A failed restart makes jupyter_client's restarter try again every 3 s without end; a kernel
+            # that is dead at once lets it count its attempts and give up, with the reason in the log.
+            self.log.error("tf1kernel: kernel %s could not be restarted: %s", self.kernel_id, exc)
+            self.container = LostKernel()
+            return self.connection_info
         self.notice = ""
         self._started_once = True
+        self._engine_seen_at, self._engine_lost, self._engine_given_up = asyncio.get_running_loop().time(), False, False
         self._host_ports = self.container.host_ports
-        self.log.info("tf1kernel: kernel %s runs in container %s (%s, %s); TensorBoard (%%tensorboard_tf1) at %s",
-                      self.kernel_id, self.container.id[:12], self.spec.image, self.spec.platform,
-                      self.container.tensorboard_url)
+        ports = self.link.local_ports if self.link else self.container.host_ports
+        self.log.info("tf1kernel: kernel %s runs in container %s (%s, %s%s); TensorBoard (%%tensorboard_tf1) at "
+                      "http://%s:%s/", self.kernel_id, self.container.id[:12], self.spec.image, self.spec.platform,
+                      f", on {self._engine_info.url}" if self.link and self._engine_info else "", LOOPBACK,
+                      ports["tensorboard_port"])
+        if self.spec.host_network:
+            await self._until_listening(self.container.host_ports["shell_port"])
         info: dict[str, Any] = dict(self.parent.get_connection_info()) if self.parent else {}
-        info.update(ip=LOOPBACK, transport="tcp",
-                    **{name: self.container.host_ports[name] for name in CONTAINER_PORTS})
+        info.update(ip=LOOPBACK, transport="tcp", **{name: ports[name] for name in CONTAINER_PORTS})
         self.connection_info = info
         return self.connection_info
+
+    def _engine_failure(self, exc: DockerException | RequestException) -> Tf1KernelError:
+        """An engine call failed where no specific error was expected: say so, with the fix."""
+        where = engine.endpoint_description(self.docker_host or None, self.docker_context or None)
+        if isinstance(exc, APIError):
+            return ContainerStartError(f"The engine at {where} refused: {exc.explanation}",
+                                       "see the message above; `tf1kernel doctor` checks the engine and the images")
+        return engine.engine_error(exc, where)
+
+    async def _until_listening(self, port: int) -> None:
+        """Return once the kernel listens (or soon gives up). Clients that connect earlier meet refused
+        connections and ZeroMQ's reconnect delays: waiting here makes the first reply come sooner."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LISTEN_WAIT_SECONDS
+        next_check = loop.time() + 0.5
+        while loop.time() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(LOOPBACK, port)
+            except OSError:
+                if loop.time() > next_check:  # a kernel that died booting will never listen
+                    next_check = loop.time() + 0.5
+                    if await self.poll() is not None:
+                        return
+                await asyncio.sleep(0.01)
+                continue
+            writer.close()
+            return
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
@@ -411,7 +541,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         Synchronous (docker SDK calls): the provisioner runs it in a worker thread, the argv launcher directly.
         """
         if self._engine_info is None:
-            self._engine_info = engine.describe(client)
+            self._engine_info = engine.describe(client, engine.endpoint(self.docker_host or None,
+                                                                        self.docker_context or None))
         info = self._engine_info
         if self.strategy == "auto":
             self.choice = strategies.choose_auto(info, strategies.built_images(client),
@@ -421,11 +552,52 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         else:
             self.choice = strategies.configured(self.strategy, self.image, self.platform, info)
         self._check_engine_runs(client, info, self.choice.platform, spec)
+        spec = self._workspace(spec, info)
         network = self._network(info)
         ports = self._host_network_ports(spec) if network == "host" else spec.preferred_host_ports
         return dataclasses.replace(spec, image=self.choice.image, platform=self.choice.platform, network=network,
                                    preferred_host_ports=ports, avx_fix=engine.avx_fix(info.kind),
+                                   podman=info.kind == "Podman", keep_user_ids=info.rootless_podman,
                                    image_fix=build_hint(self.choice.image))
+
+    def _workspace(self, spec: ContainerSpec, info: engine.EngineInfo) -> ContainerSpec:
+        """The kernel's folders: this machine's on a local engine; the remote host's on a remote one."""
+        if info.remote:
+            return dataclasses.replace(
+                remote.remote_workspace(spec, self._ssh_destination(info).host, self.remote_workdir,
+                                        self.work_volume),
+                lease_seconds=self.lease_seconds, tunnelled=True)
+        for source, _, _ in spec.extra_mounts:
+            existing_mount_source(source)
+        return dataclasses.replace(spec, working_dir=mountable_working_dir(spec.working_dir))
+
+    def _ssh_destination(self, info: engine.EngineInfo) -> SshDestination:
+        try:
+            return SshDestination.parse(self.ssh_host or info.url)
+        except ValueError:
+            raise InvalidOption(f"The kernel runs on the engine at {info.url}, and its ports are published on that "
+                                "host's loopback only: tf1kernel reaches them through SSH, and does not know where.",
+                                'set "ssh_host" in kernel.json to [user@]host of that engine') from None
+
+    def open_link(self, container: KernelContainer, local: dict[str, int] | None = None) -> remote.RemoteLink:
+        """A remote kernel's tunnel and lease. The tunnel listens on `local` ports (the argv launcher's
+        frontend chose them), else on the same ones as before a restart when free, else on free ones."""
+        assert self.spec is not None and self._engine_info is not None
+        previous = self._tunnel_ports
+        if local is None:
+            local = previous if previous and ports_free(list(previous.values())) else {}
+            local.update({name: port for name, port in zip(container.host_ports, free_ports(len(container.host_ports)),
+                                                            strict=True) if name not in local})
+        link = remote.RemoteLink(container, self._ssh_destination(self._engine_info), local, self.lease_seconds,
+                                 self.spec.user)
+        try:
+            link.start()
+        except BaseException:
+            link.close()
+            container.remove()
+            raise
+        self._tunnel_ports = local
+        return link
 
     def _start_container(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
         """Adopt a standby kernel from the warm pool when there is one for this kernel, else start cold."""
@@ -435,6 +607,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if standby is not None:
                 self.log.info("tf1kernel: kernel %s adopted a warm pool container", self.kernel_id)
                 return pool.adopt(standby, spec)
+        if spec.work_volume:
+            remote.ensure_volume(client, spec)
         return KernelContainer.start(client, spec)
 
     def _pool_root(self) -> str:
@@ -540,7 +714,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     async def _engine(self) -> docker.DockerClient:
         if self._client is None:
-            self._client, self._engine_info = await asyncio.to_thread(engine.shared, self.docker_host or None)
+            self._client, self._engine_info = await asyncio.to_thread(
+                engine.shared, self.docker_host or None, self.docker_context or None)
         return self._client
 
     async def _stop_with(self, signum: int) -> None:
@@ -565,6 +740,9 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             self.log.warning("tf1kernel: removed orphaned kernel container %s (%s)", container.name, container.reason)
 
     async def _remove_container(self) -> None:
+        link, self.link = self.link, None
+        if link is not None:
+            await asyncio.to_thread(link.close)
         container, self.container = self.container, None
         if container is None:
             return
@@ -574,14 +752,18 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             self.log.warning("tf1kernel: could not remove container %s: %s", container.id[:12], exc)
 
     def _engine_unreachable(self, exc: Exception) -> int | None:
-        """Tolerate a short engine outage; after that the kernel is reported dead."""
+        """Tolerate a short engine outage; after that the kernel is reported dead. The outage counts from the
+        engine's last answer: over a cut SSH link a single failing call already takes half a minute."""
         now = asyncio.get_running_loop().time()
-        if self._engine_lost_since is None:
-            self._engine_lost_since = now
+        if self._engine_seen_at is None:
+            self._engine_seen_at = now
+        if not self._engine_lost:
+            self._engine_lost = True
             self.log.warning("tf1kernel: lost the Docker engine (%s); kernel %s state unknown",
                              exc, self.kernel_id)
-        if now - self._engine_lost_since < ENGINE_GRACE_SECONDS:
+        if now - self._engine_seen_at < ENGINE_GRACE_SECONDS:
             return None
         self.log.error("tf1kernel: Docker engine unreachable for %.0f s; kernel %s is considered dead",
-                       now - self._engine_lost_since, self.kernel_id)
+                       now - self._engine_seen_at, self.kernel_id)
+        self._engine_given_up = True
         return 1

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import socket
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,66 +19,35 @@ from jupyter_client.session import Session
 
 from tests.conftest import install_variant
 from tests.kernels import execute, listening_addresses, running_kernel
+from tests.netns import TestHost
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
-# A test host of our own: a network namespace joined to this machine by a veth pair.
-NETNS, HOST_IF, PEER_IF = "tf1peer", "tf1h0", "tf1p0"
-
-
-def unused_subnet() -> ipaddress.IPv4Network:
-    """A /30 from the benchmarking range 198.18.0.0/15 that no interface of this machine uses."""
-    taken = [ipaddress.ip_interface(word).network
-             for line in subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout.splitlines()
-             for word in line.split() if "/" in word and word[0].isdigit()]
-    for candidate in ipaddress.ip_network("198.18.0.0/15").subnets(new_prefix=30):
-        if not any(candidate.overlaps(network) for network in taken):
-            return candidate
-    raise AssertionError("no free test subnet")
+PEER = TestHost("tf1peer", "tf1h0", "tf1p0")
 
 
 @pytest.fixture(scope="module")
 def peer_host() -> Iterator[str]:
-    """Create the namespace; yield this machine's address as seen from it."""
-    if os.getuid() != 0:
-        pytest.fail("this test creates a network namespace and needs root (CI runs as root)", pytrace=False)
-    remove_peer_host()
-    host_address, peer_address = (str(address) for address in unused_subnet().hosts())
+    """Create the test host; yield this machine's address as seen from it."""
+    PEER.create()
     try:
-        for command in (["ip", "netns", "add", NETNS],
-                        ["ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", PEER_IF],
-                        ["ip", "link", "set", PEER_IF, "netns", NETNS],
-                        ["ip", "addr", "add", f"{host_address}/30", "dev", HOST_IF],
-                        ["ip", "link", "set", HOST_IF, "up"],
-                        ["ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{peer_address}/30", "dev", PEER_IF],
-                        ["ip", "netns", "exec", NETNS, "ip", "link", "set", PEER_IF, "up"],
-                        ["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"]):
-            subprocess.run(command, check=True, capture_output=True)
         # The peer must reach this machine's address on the veth (a listener on 0.0.0.0 answers),
         # or "refused" below would prove nothing. The link takes a moment to come up.
         with socket.create_server(("0.0.0.0", 0)) as control:
             deadline = time.monotonic() + 15
-            while connect_from_peer(host_address, control.getsockname()[1]) != "connected":
+            while connect_from_peer(PEER.gateway, control.getsockname()[1]) != "connected":
                 assert time.monotonic() < deadline, "the test host cannot reach this machine"
                 time.sleep(0.5)
-    except BaseException:
-        remove_peer_host()  # never leave an address on this machine behind
-        raise
-    yield host_address
-    remove_peer_host()
-
-
-def remove_peer_host() -> None:
-    subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
-    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+        yield PEER.gateway
+    finally:
+        PEER.remove()
 
 
 def connect_from_peer(address: str, port: int) -> str:
     probe = ("import socket\ns = socket.socket(); s.settimeout(3)\n"
              f"try:\n    s.connect(({address!r}, {port})); print('connected')\n"
              "except OSError as e:\n    print(type(e).__name__)")
-    return subprocess.run(["ip", "netns", "exec", NETNS, sys.executable, "-c", probe], capture_output=True,
-                          text=True, timeout=20).stdout.strip()
+    return PEER.run([sys.executable, "-c", probe], timeout=20).stdout.strip()
 
 
 @pytest.fixture

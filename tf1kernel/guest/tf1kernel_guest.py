@@ -36,6 +36,8 @@ NOTICE_FILE = "/.tf1kernel/notice.txt"
 AVX_FIX_FILE = "/.tf1kernel/avx-fix.txt"
 LIFELINE_FLAG = "--tf1kernel-lifeline"
 STANDBY_FLAG = "--tf1kernel-standby"
+LEASE_FLAG = "--tf1kernel-lease="
+LEASE_FILE = "/.tf1kernel/lease"
 CONNECTION_FILE = "/.tf1kernel/connection.json"
 GENERIC_AVX_FIX = (
     "run the x86-64 image under QEMU with AVX (Docker Desktop: turn off 'Use Rosetta for x86_64/amd64 "
@@ -180,6 +182,32 @@ def exit_when_stdin_closes():
     threading.Thread(target=watch, name="tf1kernel-lifeline", daemon=True).start()
 
 
+def exit_when_lease_lapses(seconds):
+    """A remote kernel: tf1kernel renews the lease through the engine while its link holds. When the
+    renewals stop (a cut link, or the machine that started it gone), the kernel ends itself."""
+
+    def read():
+        try:
+            with open(LEASE_FILE) as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def watch():
+        last, renewed = read(), time.monotonic()  # this container's own clock: no skew with the other host
+        while True:
+            time.sleep(1)
+            current = read()
+            if current != last:
+                last, renewed = current, time.monotonic()
+            elif time.monotonic() - renewed > seconds:
+                sys.__stderr__.write("tf1kernel: the lease of this kernel lapsed (its link to Jupyter is lost); "
+                                     "exiting\n")
+                os._exit(0)
+
+    threading.Thread(target=watch, name="tf1kernel-lease", daemon=True).start()
+
+
 def main(argv):
     """Start ipykernel the way ipykernel_launcher does, with tf1kernel's guard and extension.
 
@@ -187,7 +215,10 @@ def main(argv):
     which kernel to become, and the kernel is up moments later.
     """
     lifeline, standby = LIFELINE_FLAG in argv, STANDBY_FLAG in argv
-    argv = [arg for arg in argv if arg not in (LIFELINE_FLAG, STANDBY_FLAG)]
+    lease = [int(arg[len(LEASE_FLAG):]) for arg in argv if arg.startswith(LEASE_FLAG)]
+    argv = [arg for arg in argv if arg not in (LIFELINE_FLAG, STANDBY_FLAG) and not arg.startswith(LEASE_FLAG)]
+    if lease:
+        exit_when_lease_lapses(lease[0])
     install_avx_guard()
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # `python -c` puts the working directory first; IPython adds it back
@@ -204,3 +235,25 @@ def main(argv):
     app.initialize(argv)
     load_ipython_extension(app.shell)
     app.start()
+    exit_now()
+
+
+def exit_now():
+    """The kernel has answered its shutdown_request: end the process without waiting for threads.
+
+    At exit, logging.shutdown() closes absl's handler (TensorFlow's), which closes ipykernel's
+    stderr stream, which joins a thread blocked reading a pipe that no one writes to any more:
+    a TensorFlow kernel never exited by itself, and Jupyter had to SIGTERM it 2.5 s later.
+    """
+    import atexit
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+        watcher = getattr(stream, "watch_fd_thread", None)
+        if watcher is not None:
+            watcher.join = lambda timeout=None: None
+    atexit._run_exitfuncs()  # what the user registered still runs
+    os._exit(0)

@@ -1,0 +1,122 @@
+"""Kernels on a remote Docker host over SSH: a second host with its own engine and sshd (tests/remote.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from jupyter_client.manager import KernelManager
+
+from tests.conftest import install_kernel, managed_containers
+from tests.kernels import execute, running_kernel
+from tests.remote import RemoteHost
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
+LEASE = 10
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory, kernel_image: str) -> Iterator[RemoteHost]:
+    host = RemoteHost(tmp_path_factory.mktemp("remote-host")).start([kernel_image])
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="module")
+def remote_kernel(remote: RemoteHost, jupyter_dirs: Path) -> str:
+    """Installed by the real CLI against the remote engine, which checks the image there."""
+    name = install_kernel(jupyter_dirs, "tf1.15-remote", "--strategy", "emulated", "--docker-host", remote.url)
+    spec_file = jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["lease_seconds"] = LEASE  # a quick test of a lost link
+    spec_file.write_text(json.dumps(spec))
+    return name
+
+
+def reachable(address: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((address, port)) == 0
+
+
+def test_a_kernel_runs_on_the_remote_host_through_a_tunnel(remote: RemoteHost, remote_kernel: str, tmp_path: Path,
+                                                           docker_client: docker.DockerClient) -> None:
+    with running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (manager, client):
+        result = execute(client, "import os, tensorflow as tf\nopen('made-remotely.txt', 'w').write('x')\n"
+                                 "print(os.getcwd(), tf.Session().run(tf.constant(6) * 7))")
+        assert result.status == "ok", result
+        assert result.stdout.splitlines()[-1] == "/work 42"
+        assert "runs on tf1kernel-remote-test" in result.stderr and "'tf1kernel-work'" in result.stderr
+        assert not (tmp_path / "made-remotely.txt").exists()  # this machine's folder is not there
+        assert managed_containers(docker_client) == []  # nothing runs on this machine's engine
+        [container] = remote.containers()
+        bindings = [binding for binding in container["Ports"] if binding.get("PublicPort")]
+        published = [binding["PublicPort"] for binding in bindings]
+        assert len(published) == 6 and {binding["IP"] for binding in bindings} == {"127.0.0.1"}
+        for port in published:  # only on the remote host's loopback: not on its network address
+            assert not reachable(remote.host.address, port)
+        link = manager.provisioner.link
+        assert link is not None and link.tunnel.alive
+        assert manager.get_connection_info()["ip"] == "127.0.0.1"
+    assert remote.containers() == []
+    assert not link.tunnel.alive
+
+
+def test_the_volume_keeps_files_for_the_next_kernel(remote: RemoteHost, remote_kernel: str, tmp_path: Path) -> None:
+    with running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (_, client):
+        execute(client, "open('/work/kept.txt', 'w').write('still here')")
+    with running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (_, client):
+        assert execute(client, "print(open('/work/kept.txt').read())").stdout.strip() == "still here"
+
+
+def test_a_remote_folder_can_be_the_working_directory(remote: RemoteHost, jupyter_dirs: Path, tmp_path: Path) -> None:
+    # The test host shares this machine's disk: a folder of "the remote host" is a path here too.
+    folder = tmp_path / "remote-project"
+    folder.mkdir()
+    (folder / "data.csv").write_text("1,2\n")
+    name = install_kernel(jupyter_dirs, "tf1.15-remote-folder", "--strategy", "emulated", "--docker-host",
+                          remote.url, "--skip-checks")
+    spec_file = jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["remote_workdir"] = str(folder)
+    spec_file.write_text(json.dumps(spec))
+    with running_kernel(name, str(tmp_path), startup_timeout=120) as (_, client):
+        assert execute(client, "import os; print(os.getcwd(), open('data.csv').read().strip())").stdout.split() == \
+            [str(folder), "1,2"]
+
+
+def test_cutting_the_link_ends_the_kernel_and_leaves_no_orphan(remote: RemoteHost, remote_kernel: str,
+                                                               tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                               ) -> None:
+    manager = KernelManager(kernel_name=remote_kernel)
+    manager.start_kernel(cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=120)
+        assert execute(client, "print(1 + 1)").stdout.strip() == "2"
+        remote.host.link(False)
+        cut = time.monotonic()
+        deadline = cut + 120  # a call over the cut link fails after ~40 s, past the 30 s of grace
+        while (alive := manager.is_alive()) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not alive, "the kernel still counts as alive with its engine unreachable"
+        assert not manager.is_alive()  # at once: it stays dead
+        assert any("unreachable" in record.getMessage() for record in caplog.records)
+        time.sleep(max(0.0, LEASE + 5 - (time.monotonic() - cut)))  # the lease has lapsed by now
+    finally:
+        remote.host.link(True)
+    deadline = time.monotonic() + 30
+    while remote.containers() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert remote.containers() == [], "the kernel container outlived its lost link"
+    # Jupyter's side ends cleanly too, and a new kernel starts once the link is back.
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
+    with running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (_, fresh):
+        assert execute(fresh, "print(6 * 7)").stdout.strip() == "42"
