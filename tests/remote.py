@@ -50,13 +50,48 @@ class RemoteHost:
         return self
 
     def _start_dockerd(self) -> None:
+        tls = self._make_certificates()
         self.processes.append(self.host.spawn([
             "dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-            "--pidfile", str(self.root / "dockerd.pid"), "-H", self.socket, "--cgroup-parent", "/tf1remote"],
+            "--pidfile", str(self.root / "dockerd.pid"), "-H", self.socket, "--cgroup-parent", "/tf1remote",
+            # Also on TCP with mutual TLS, as Docker documents protecting a remote daemon.
+            "-H", self.tcp_url, "--tlsverify",
+            "--tlscacert", str(tls / "ca.pem"), "--tlscert", str(tls / "server-cert.pem"),
+            "--tlskey", str(tls / "server-key.pem")],
             log=str(self.root / "dockerd.log")))
         self.engine = docker.DockerClient(base_url=self.socket, version="auto", timeout=60) if self._wait(
             lambda: self._answers()) else None
         assert self.engine is not None, (self.root / "dockerd.log").read_text()[-2000:]
+
+    @property
+    def tcp_url(self) -> str:
+        return f"tcp://{self.host.address}:2376"
+
+    @property
+    def client_certificates(self) -> Path:
+        """ca.pem, cert.pem and key.pem of a client the engine's TCP socket lets in."""
+        return self.root / "tls" / "client"
+
+    def _make_certificates(self) -> Path:
+        """A CA, a server certificate for the host's address and a client certificate (openssl)."""
+        tls = self.root / "tls"
+        self.client_certificates.mkdir(parents=True, exist_ok=True)
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tls)
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=tf1kernel test CA",
+                "-keyout", "ca-key.pem", "-out", "ca.pem")
+        for name, extension in (("server", f"subjectAltName=IP:{self.host.address}"),
+                                ("client", "extendedKeyUsage=clientAuth")):
+            openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}-key.pem",
+                    "-out", f"{name}.csr")
+            (tls / f"{name}.ext").write_text(extension + "\n")
+            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+                    "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}-cert.pem")
+        for source, target in (("ca.pem", "ca.pem"), ("client-cert.pem", "cert.pem"), ("client-key.pem", "key.pem")):
+            shutil.copy(tls / source, self.client_certificates / target)
+        return tls
 
     def _answers(self) -> bool:
         try:

@@ -7,12 +7,15 @@ then ``DOCKER_CONTEXT``, then the current context in ``~/.docker/config.json``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -58,7 +61,9 @@ class Endpoint:
     def remote(self) -> bool:
         """On another machine: its folders and its loopback are not this machine's."""
         parts = urlsplit(self.url)
-        return parts.scheme in ("ssh", "tcp") and parts.hostname not in ("localhost", "127.0.0.1", "::1")
+        # Contexts come back from the SDK as http(s):// where the CLI wrote tcp://.
+        return parts.scheme in ("ssh", "tcp", "http", "https") and parts.hostname not in ("localhost", "127.0.0.1",
+                                                                                          "::1")
 
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
@@ -112,9 +117,31 @@ def endpoint_description(base_url: str | None, context: str | None = None) -> st
 def _context(name: str | None) -> Context | None:
     """The named docker context, or the current one (name None); None if it does not exist."""
     try:
-        return ContextAPI.get_context(name)
+        found = ContextAPI.get_context(name)
     except DockerException:
+        found = None
+    return found if found is not None or name is None else _stored_context(name)
+
+
+def _stored_context(name: str) -> Context | None:
+    """A context as the docker CLI stores it. The SDK finds contexts only next to a config.json, which
+    `docker context create` does not write: a user who never logged in or switched contexts has none."""
+    key = hashlib.sha256(name.encode()).hexdigest()
+    store = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "contexts"
+    try:
+        endpoint_meta = json.loads((store / "meta" / key / "meta.json").read_text())["Endpoints"]["docker"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    certificates = store / "tls" / key / "docker"
+    tls = (certificates / "ca.pem").exists() or (certificates / "cert.pem").exists()
+    context = Context(name, host=endpoint_meta.get("Host"), tls=tls)
+    if tls:
+        context.tls_cfg["docker"] = docker.tls.TLSConfig(
+            client_cert=(str(certificates / "cert.pem"), str(certificates / "key.pem"))
+            if (certificates / "cert.pem").exists() else None,
+            ca_cert=str(certificates / "ca.pem") if (certificates / "ca.pem").exists() else None,
+            verify=not endpoint_meta.get("SkipTLSVerify", False))
+    return context
 
 
 def connect(base_url: str | None = None, timeout: int = DEFAULT_TIMEOUT, context: str | None = None
@@ -129,8 +156,8 @@ def connect(base_url: str | None = None, timeout: int = DEFAULT_TIMEOUT, context
     probe_timeout = min(PROBE_TIMEOUT, timeout)
     proxy = ssh_proxy(where.url) if where.url.startswith("ssh://") else None
     try:
-        client = docker.DockerClient(base_url=proxy.url if proxy else where.url, tls=where.tls or False,
-                                     version="auto", timeout=probe_timeout)
+        client = EngineClient(base_url=proxy.url if proxy else where.url, tls=where.tls or False,
+                              version="auto", timeout=probe_timeout)
     except DockerException as exc:
         raise engine_error(exc, where.description) from None
     client.api.timeout = timeout
@@ -141,6 +168,29 @@ def connect(base_url: str | None = None, timeout: int = DEFAULT_TIMEOUT, context
             total=1, connect=1, read=1, status=0, other=0, allowed_methods=frozenset({"GET", "HEAD", "PUT"}),
             raise_on_status=False)
     return client
+
+
+class _EngineAPIClient(docker.APIClient):
+    """The SDK's API client, except that a TLS engine's own CA wins over REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE.
+
+    requests lets those variables replace a session's CA file (psf/requests#3829), and users behind a
+    TLS-intercepting proxy set them to the proxy's bundle: a tcp:// engine with its own CA then fails
+    certificate verification, while the docker CLI connects.
+    """
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+                                   ) -> dict[str, Any]:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and isinstance(self.verify, str):
+            settings["verify"] = self.verify
+        return settings
+
+
+class EngineClient(docker.DockerClient):
+    """docker.DockerClient over _EngineAPIClient."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.api = _EngineAPIClient(**kwargs)
 
 
 _proxies: dict[str, EngineProxy] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_kernel, managed_containers
 from tests.kernels import execute, running_kernel
-from tests.remote import RemoteHost
+from tests.remote import ALIAS, RemoteHost
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 LEASE = 10
@@ -120,3 +121,25 @@ def test_cutting_the_link_ends_the_kernel_and_leaves_no_orphan(remote: RemoteHos
     manager.shutdown_kernel(now=True)
     with running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (_, fresh):
         assert execute(fresh, "print(6 * 7)").stdout.strip() == "42"
+
+
+def test_a_tls_engine_named_by_a_docker_context(remote: RemoteHost, jupyter_dirs: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """tcp:// with mutual TLS, from a docker context made by the docker CLI; the tunnel goes to ssh_host."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    certificates = remote.client_certificates
+    made = subprocess.run(["docker", "context", "create", "tf1-tls", "--docker",
+                           f"host={remote.tcp_url},ca={certificates}/ca.pem,cert={certificates}/cert.pem,"
+                           f"key={certificates}/key.pem"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    name = install_kernel(jupyter_dirs, "tf1.15-remote-tls", "--strategy", "emulated", "--context", "tf1-tls")
+    spec_file = jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    assert spec["metadata"]["kernel_provisioner"]["config"]["docker_context"] == "tf1-tls"
+    spec["metadata"]["kernel_provisioner"]["config"]["ssh_host"] = f"root@{ALIAS}"
+    spec_file.write_text(json.dumps(spec))
+    with running_kernel(name, str(tmp_path), startup_timeout=120) as (manager, client):
+        assert execute(client, "import tensorflow as tf\nprint(tf.Session().run(tf.constant(6) * 7))"
+                       ).stdout.strip().splitlines()[-1] == "42"
+        assert manager.provisioner.link is not None and len(remote.containers()) == 1
+    assert remote.containers() == []

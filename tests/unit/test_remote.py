@@ -43,6 +43,23 @@ def test_endpoint_follows_the_cli_precedence(monkeypatch: pytest.MonkeyPatch, tm
         engine.endpoint(None, "nope")
 
 
+def test_a_context_is_found_without_a_config_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`docker context create` writes no config.json, and the SDK looks for contexts only beside one."""
+    key = hashlib.sha256(b"tls-box").hexdigest()
+    (tmp_path / "contexts" / "meta" / key).mkdir(parents=True)
+    (tmp_path / "contexts" / "meta" / key / "meta.json").write_text(json.dumps(
+        {"Name": "tls-box", "Metadata": {}, "Endpoints": {"docker": {"Host": "tcp://box:2376",
+                                                                      "SkipTLSVerify": False}}}))
+    certificates = tmp_path / "contexts" / "tls" / key / "docker"
+    certificates.mkdir(parents=True)
+    for name in ("ca", "cert", "key"):
+        (certificates / f"{name}.pem").write_text("-")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    found = engine.endpoint(None, "tls-box")
+    assert found.url == "https://box:2376" and found.remote
+    assert found.tls.verify and found.tls.ca_cert == str(certificates / "ca.pem")
+
+
 def test_a_tcp_engine_uses_tls_as_the_docker_cli_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("ca", "cert", "key"):
         (tmp_path / f"{name}.pem").write_text("-")
