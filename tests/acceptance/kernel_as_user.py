@@ -19,6 +19,7 @@ kernel_name, workdir, uid, gid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int
 user_runtime_dir = os.environ["JUPYTER_RUNTIME_DIR"]
 
 with tempfile.TemporaryDirectory() as root_dir:
+    os.chmod(root_dir, 0o755)  # a rootless engine (Podman) mounts it as its user
     os.environ["JUPYTER_RUNTIME_DIR"] = root_dir
     with running_kernel(kernel_name, root_dir) as (_, client):
         execute(client, "pass")

@@ -1,0 +1,139 @@
+"""Podman as the engine, through its Docker-compatible API (`podman system service`): rootful and rootless.
+
+Where Podman differs from Docker, tf1kernel adapts, and these tests show it: its init is catatonit (not
+docker-init), the kernel joins the host's network (rootful and rootless alike) or publishes its ports on
+127.0.0.1, and rootless Podman maps the user's uid into the container with keep-id, so that files in the
+notebook's folder belong to the user and not to one of their subordinate ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import install_kernel, run_cli
+from tests.kernels import execute, listening_addresses, running_kernel, start_nonblocking, wait_reply
+from tests.podman import PodmanEngine
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory, kernel_image: str) -> Iterator[PodmanEngine]:
+    engine = PodmanEngine(tmp_path_factory.mktemp("podman")).start([kernel_image])
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="module")
+def podman_kernel(podman: PodmanEngine, jupyter_dirs: Path) -> str:
+    """Installed by the real CLI against the Podman engine, which checks the image there."""
+    return install_kernel(jupyter_dirs, "tf1.15-podman", "--strategy", "emulated", "--docker-host", podman.url)
+
+
+def test_a_kernel_runs_tensorflow_through_podman(podman: PodmanEngine, podman_kernel: str, tmp_path: Path) -> None:
+    with running_kernel(podman_kernel, str(tmp_path)) as (manager, client):
+        result = execute(client, "import os, tensorflow as tf\nopen('from-podman.txt', 'w').write('x')\n"
+                                 "print(os.getcwd(), tf.Session().run(tf.constant(6) * 7))\n"
+                                 "print(open('/proc/1/cmdline').read().split(chr(0))[0])")
+        assert result.status == "ok", result
+        cwd_and_answer, pid1 = result.stdout.splitlines()[-2:]
+        assert cwd_and_answer == f"{tmp_path} 42"
+        assert pid1 == "/run/podman-init"  # catatonit, Podman's init, where Docker has docker-init
+        [container] = podman.containers()
+        assert container["Id"] == manager.provisioner.container.id
+        # Podman shares this machine's network namespace: the kernel listens on its loopback only.
+        assert manager.provisioner.spec.network == "host"
+        info = manager.get_connection_info()
+        ports = [info[name] for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]
+        assert set().union(*listening_addresses(ports).values()) == {"127.0.0.1"}
+    assert (tmp_path / "from-podman.txt").stat().st_uid == os.getuid()
+    assert podman.containers() == []
+
+
+def test_interrupt_and_restart_work_through_podman(podman: PodmanEngine, podman_kernel: str, tmp_path: Path) -> None:
+    with running_kernel(podman_kernel, str(tmp_path)) as (manager, client):
+        execute(client, "import tensorflow as tf\nstate = 41")
+        busy = "import time\nwhile True:\n    tf.Session().run(tf.constant(1))\n    time.sleep(0.01)"
+        msg_id = start_nonblocking(client, busy)
+        time.sleep(3)
+        started = time.monotonic()
+        manager.interrupt_kernel()  # SIGINT through catatonit to the kernel
+        reply = wait_reply(client, msg_id, timeout=30)
+        assert reply["content"]["ename"] == "KeyboardInterrupt" and time.monotonic() - started < 10
+        time.sleep(0.5)
+        assert execute(client, "print(state + 1)").stdout.strip() == "42"
+        old = manager.provisioner.container.id
+        manager.restart_kernel(now=False)
+        client.wait_for_ready(timeout=90)
+        assert execute(client, "print('state' in globals())").stdout.strip() == "False"
+        assert [c["Id"] for c in podman.containers()] == [manager.provisioner.container.id] != [old]
+    assert podman.containers() == []
+
+
+def test_published_ports_work_through_podman(podman: PodmanEngine, podman_kernel: str, jupyter_dirs: Path,
+                                             tmp_path: Path) -> None:
+    """With network bridge, Podman publishes the kernel's ports on this machine's 127.0.0.1, as Docker does."""
+    kernels = jupyter_dirs / "share/jupyter/kernels"
+    spec = json.loads((kernels / podman_kernel / "kernel.json").read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["network"] = "bridge"
+    name = "tf1.15-podman-bridge"
+    (kernels / name).mkdir(exist_ok=True)
+    (kernels / name / "kernel.json").write_text(json.dumps(spec))
+    with running_kernel(name, str(tmp_path)) as (_, client):
+        assert execute(client, "print(6 * 7)").stdout.strip() == "42"
+        [container] = podman.containers()
+        bindings = [binding for binding in container["Ports"] if binding.get("hostPort") or binding.get("PublicPort")]
+        assert bindings and {binding.get("IP") or binding.get("hostIP") for binding in bindings} == {"127.0.0.1"}
+    assert podman.containers() == []
+
+
+def test_doctor_names_podman(podman: PodmanEngine, podman_kernel: str) -> None:
+    result = run_cli("doctor", "--json", "--docker-host", podman.url, "--kernel", podman_kernel, timeout=300)
+    report = json.loads(result.stdout)
+    engine = next(check for check in report["checks"] if check["name"] == "engine")
+    assert engine["ok"] and engine["detail"].startswith(f"Podman at {podman.url}")
+    assert result.returncode == 0 and report["ok"], result.stdout
+
+
+def test_rootless_podman_keeps_the_users_files_theirs(podman_kernel: str, kernel_image: str, jupyter_dirs: Path
+                                                     ) -> None:
+    """A user's own rootless Podman: without keep-id their uid would be a subordinate id on the host."""
+    base = Path(tempfile.mkdtemp(prefix="tf1kernel-podman-"))  # pytest's folders are private to root
+    os.chmod(base, 0o755)
+    engine = PodmanEngine(base / "engine", rootless=True)
+    try:
+        engine.start([kernel_image])
+        shutil.copytree(jupyter_dirs / "share", base / "share")
+        name = podman_kernel  # the rootful engine's kernelspec, pointed at this user's engine
+        spec_file = base / "share/jupyter/kernels" / name / "kernel.json"
+        spec = json.loads(spec_file.read_text())
+        spec["metadata"]["kernel_provisioner"]["config"]["docker_host"] = engine.url
+        spec_file.write_text(json.dumps(spec))
+        workdir, home = base / "project", base / "home"
+        for folder in (workdir, home):
+            folder.mkdir()
+            os.chown(folder, engine.uid, engine.gid)
+        env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+               "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_PATH": str(base / "share" / "jupyter"),
+               "PYTHONPATH": str(Path(__file__).parents[2])}
+        helper = Path(__file__).with_name("kernel_as_user.py")
+        done = subprocess.run([sys.executable, str(helper), name, str(workdir), str(engine.uid), str(engine.gid)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.splitlines()[-1] == f"{engine.uid} {engine.gid}"
+        written = workdir / "owned.txt"
+        assert (written.stat().st_uid, written.stat().st_gid) == (engine.uid, engine.gid)
+        assert engine.containers() == []
+    finally:
+        engine.stop()
+        shutil.rmtree(base, ignore_errors=True)
