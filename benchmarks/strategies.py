@@ -6,22 +6,28 @@ Targets (each a real tf1kernel kernel started through jupyter_client):
   what an Apple Silicon Mac gets from Docker Desktop's QEMU (AVX offered, every instruction emulated);
 - compat-native: TensorFlow 2.15.1 running the same TF1 code with v2 behaviour disabled;
 - compat-arm64-qemu: the compat image for linux/arm64, under qemu-aarch64 binfmt (ARM code on this
-  x86-64 machine: the reverse of the Mac's situation, shown for scale).
+  x86-64 machine: the reverse of the Mac's situation, shown for scale);
+- remote-native (with --remote URL or --remote-test-host): the official wheel on a remote x86-64 engine
+  over SSH, the set-up that spares an Apple Silicon laptop the emulation. --remote-test-host starts the
+  tests' second host (a network namespace with its own dockerd and sshd, tests/remote.py; root only).
 
 Rounds interleave the targets, so machine noise hits them alike. The loop time is measured inside the
 kernel around session.run calls only; graph building and `import tensorflow` are reported apart.
 
     .venv/bin/python benchmarks/strategies.py [--rounds 3] [--steps 200] [--json] [--quick]
+        [--targets a,b] [--remote ssh://user@host | --remote-test-host]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness import install_tf1kernel, started_kernel, use_jupyter_path
@@ -36,6 +42,8 @@ TARGETS = {
     "compat-arm64-qemu": {"strategy": "compat", "platform": "linux/arm64"},
 }
 BASELINE = "emulated-native"
+REMOTE = "remote-native"
+EMULATED_IMAGE = "tf1kernel/tensorflow:1.15.5-amd64"
 
 WORKLOAD = """
 import time
@@ -83,7 +91,33 @@ def main() -> int:
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of " + ", ".join(TARGETS))
     parser.add_argument("--quick", action="store_true", help="1 round of 20 steps: checks that it runs")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--remote", default="", help="also run on this remote engine (ssh://user@host)")
+    parser.add_argument("--remote-test-host", action="store_true",
+                        help="also run on the tests' second host (network namespace, own dockerd and sshd; root)")
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.remote_test_host:
+            args.remote = stack.enter_context(test_remote_host())
+        if args.remote:
+            TARGETS[REMOTE] = {"strategy": "emulated", "docker_host": args.remote}
+            args.targets += f",{REMOTE}"
+        return run(args)
+
+
+@contextlib.contextmanager
+def test_remote_host() -> Iterator[str]:
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from tests.remote import RemoteHost  # a test fixture, needed only with this option
+
+    with tempfile.TemporaryDirectory(prefix="tf1kernel-bench-remote-") as root:
+        host = RemoteHost(Path(root)).start([EMULATED_IMAGE])
+        try:
+            yield host.url
+        finally:
+            host.stop()
+
+
+def run(args: argparse.Namespace) -> int:
     rounds, steps = (1, 20) if args.quick else (args.rounds, args.steps)
     names = [n for n in args.targets.split(",") if n]
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
@@ -112,8 +146,11 @@ def main() -> int:
         }
         for name, runs in samples.items()
     }
+    speedup = (round(table["emulated-qemu-max"]["loop_median_s"] / table[REMOTE]["loop_median_s"], 1)
+               if REMOTE in table and "emulated-qemu-max" in table else None)
     if args.json:
-        print(json.dumps({"steps": steps, "rounds": rounds, "targets": table}, indent=2))
+        print(json.dumps({"steps": steps, "rounds": rounds, "targets": table,
+                          "remote_speedup_over_qemu": speedup}, indent=2))
         return 0
     print(f"{'target':<20} {'TF':>7} {'loop (median)':>14} {'ratio':>7} {'import':>8} {'ready':>7}")
     for name, row in table.items():
@@ -122,6 +159,8 @@ def main() -> int:
               f"{row['import_median_s']:>7.2f}s {row['ready_median_s']:>6.2f}s")
     print(f"({rounds} rounds of {steps} Adam steps, batch 128, MLP 64-256-256-2, one thread; "
           "ratio = loop time / emulated-native's)")
+    if speedup:
+        print(f"remote-native runs the loop {speedup}x as fast as emulated-qemu-max")
     return 0
 
 
