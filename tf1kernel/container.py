@@ -225,11 +225,10 @@ class KernelContainer:
             client.api.start(container_id)
             if spec.host_network:
                 return cls(client, container_id, dict(spec.preferred_host_ports), lifeline)
-            if spec.tunnelled:
-                return cls(client, container_id, published_ports(client.api.inspect_container(container_id)),
-                           lifeline)
             container = cls(client, container_id, published_ports(client.api.inspect_container(container_id)),
                             lifeline)
+            if spec.tunnelled:
+                return container  # its TensorBoard address is the tunnel's, written by remote.RemoteLink
             # The host port is known only now, and the kernel reads it only when the user starts TensorBoard:
             # written in the background, so that the start does not wait for it.
             address = tensorboard_address(container.host_ports["tensorboard_port"], TENSORBOARD_PORT, "0.0.0.0")

@@ -22,6 +22,8 @@ from requests.exceptions import RequestException
 from .container import (
     LABEL_MANAGED,
     LEASE_FILE,
+    TENSORBOARD_ADDRESS_FILE,
+    TENSORBOARD_PORT,
     ContainerSpec,
     KernelContainer,
     private_file_archive,
@@ -81,9 +83,9 @@ class RemoteLink:
         """Open the tunnel, tell the kernel its TensorBoard address, and start renewing the lease."""
         self.container.watch_exit()  # the engine removes the container as it exits (AutoRemove)
         self.tunnel.open()
-        address = tensorboard_address(self.local_ports["tensorboard_port"], 6006, "0.0.0.0")
+        address = tensorboard_address(self.local_ports["tensorboard_port"], TENSORBOARD_PORT, "0.0.0.0")
         self.container.client.api.put_archive(self.container.id, "/", private_file_archive(
-            "/.tf1kernel/tensorboard.json", address, self.user))
+            TENSORBOARD_ADDRESS_FILE, address, self.user))
         threading.Thread(target=self._renew, name=f"tf1kernel-lease-{self.container.id[:12]}", daemon=True).start()
         return self
 

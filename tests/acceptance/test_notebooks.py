@@ -23,8 +23,10 @@ def run_notebook(name: str, kernel_name: str, folder: Path) -> str:
     NotebookClient(notebook, kernel_name=kernel_name, timeout=300, startup_timeout=90,
                    resources={"metadata": {"path": str(folder)}}).execute()
     nbformat.write(notebook, folder / name)
-    return "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
-                     for output in cell.outputs)
+    # A cell's stream outputs run together, as a frontend shows them: ipykernel may split one print()
+    # into two messages when its flush timer fires between the print's pieces.
+    return "\n".join("".join(output.get("text", "") for output in cell.outputs)
+                     for cell in notebook.cells if cell.cell_type == "code")
 
 
 def test_every_notebook_has_a_check() -> None:

@@ -13,9 +13,10 @@ import docker
 import pytest
 from jupyter_client.manager import KernelManager
 
-from tests.conftest import install_kernel, managed_containers
+from tests.conftest import install_kernel, managed_containers, run_cli
 from tests.kernels import execute, running_kernel
 from tests.remote import ALIAS, RemoteHost
+from tf1kernel.images import DEFAULT_RECIPE
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 LEASE = 10
@@ -23,7 +24,9 @@ LEASE = 10
 
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory: pytest.TempPathFactory, kernel_image: str) -> Iterator[RemoteHost]:
-    host = RemoteHost(tmp_path_factory.mktemp("remote-host")).start([kernel_image])
+    # With the image's base too, so that `tf1kernel build` there can find the image up to date: the remote
+    # host has no route to a package index for a real build.
+    host = RemoteHost(tmp_path_factory.mktemp("remote-host")).start([kernel_image, DEFAULT_RECIPE.base_image])
     yield host
     host.stop()
 
@@ -63,9 +66,24 @@ def test_a_kernel_runs_on_the_remote_host_through_a_tunnel(remote: RemoteHost, r
             assert not reachable(remote.host.address, port)
         link = manager.provisioner.link
         assert link is not None and link.tunnel.alive
+        # %tensorboard_tf1 tells the user the tunnel's local port, the one their browser can open.
+        address = execute(client, "print(open('/.tf1kernel/tensorboard.json').read())").stdout
+        assert str(link.local_ports["tensorboard_port"]) in address
         assert manager.get_connection_info()["ip"] == "127.0.0.1"
     assert remote.containers() == []
     assert not link.tunnel.alive
+
+
+def test_build_and_doctor_work_on_the_remote_engine(remote: RemoteHost, remote_kernel: str) -> None:
+    built = run_cli("build", "--docker-host", remote.url, timeout=600)
+    assert built.returncode == 0 and "Up to date" in built.stdout, built.stdout + built.stderr
+    result = run_cli("doctor", "--json", "--docker-host", remote.url, "--kernel", remote_kernel, timeout=300)
+    report = json.loads(result.stdout)
+    checks = {check["name"]: check for check in report["checks"]}
+    assert checks["engine"]["detail"].startswith(f"Linux engine at {remote.url}")
+    assert "imported TensorFlow 1.15.5" in checks["test kernel"]["detail"]
+    assert result.returncode == 0 and report["ok"], result.stdout
+    assert remote.containers() == []
 
 
 def test_the_volume_keeps_files_for_the_next_kernel(remote: RemoteHost, remote_kernel: str, tmp_path: Path) -> None:
