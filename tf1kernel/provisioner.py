@@ -67,9 +67,6 @@ DEFAULT_ENV_ALLOWLIST = [
 # (Docker Desktop, a daemon upgrade) in well under this; the containers are then exited and
 # Jupyter's restarter starts a fresh kernel. Past it, restarts fail with EngineUnavailable.
 ENGINE_GRACE_SECONDS = 30.0
-# How long launch_kernel waits for a host-network kernel to listen: a cold start takes about 1 s; a slow
-# one (emulation) is left to the frontend's own wait.
-LISTEN_WAIT_SECONDS = 5.0
 MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.IGNORECASE)
 MINIMUM_MEMORY_BYTES = 128 * 1024**2  # below this, Python and TensorFlow cannot even start
 
@@ -446,8 +443,6 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                       "http://%s:%s/", self.kernel_id, self.container.id[:12], self.spec.image, self.spec.platform,
                       f", on {self._engine_info.url}" if self.link and self._engine_info else "", LOOPBACK,
                       ports["tensorboard_port"])
-        if self.spec.host_network:
-            await self._until_listening(self.container.host_ports["shell_port"])
         info: dict[str, Any] = dict(self.parent.get_connection_info()) if self.parent else {}
         info.update(ip=LOOPBACK, transport="tcp", **{name: ports[name] for name in CONTAINER_PORTS})
         self.connection_info = info
@@ -460,25 +455,6 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return ContainerStartError(f"The engine at {where} refused: {exc.explanation}",
                                        "see the message above; `tf1kernel doctor` checks the engine and the images")
         return engine.engine_error(exc, where)
-
-    async def _until_listening(self, port: int) -> None:
-        """Return once the kernel listens (or soon gives up). Clients that connect earlier meet refused
-        connections and ZeroMQ's reconnect delays: waiting here makes the first reply come sooner."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LISTEN_WAIT_SECONDS
-        next_check = loop.time() + 0.5
-        while loop.time() < deadline:
-            try:
-                _, writer = await asyncio.open_connection(LOOPBACK, port)
-            except OSError:
-                if loop.time() > next_check:  # a kernel that died booting will never listen
-                    next_check = loop.time() + 0.5
-                    if await self.poll() is not None:
-                        return
-                await asyncio.sleep(0.01)
-                continue
-            writer.close()
-            return
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()

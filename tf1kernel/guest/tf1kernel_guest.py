@@ -235,25 +235,3 @@ def main(argv):
     app.initialize(argv)
     load_ipython_extension(app.shell)
     app.start()
-    exit_now()
-
-
-def exit_now():
-    """The kernel has answered its shutdown_request: end the process without waiting for threads.
-
-    At exit, logging.shutdown() closes absl's handler (TensorFlow's), which closes ipykernel's
-    stderr stream, which joins a thread blocked reading a pipe that no one writes to any more:
-    a TensorFlow kernel never exited by itself, and Jupyter had to SIGTERM it 2.5 s later.
-    """
-    import atexit
-
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-        watcher = getattr(stream, "watch_fd_thread", None)
-        if watcher is not None:
-            watcher.join = lambda timeout=None: None
-    atexit._run_exitfuncs()  # what the user registered still runs
-    os._exit(0)
