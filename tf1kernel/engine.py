@@ -7,6 +7,7 @@ then ``DOCKER_CONTEXT``, then the current context in ``~/.docker/config.json``
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -202,6 +203,7 @@ def ssh_proxy(url: str) -> EngineProxy:
         if url not in _proxies:
             try:
                 _proxies[url] = EngineProxy(SshDestination.parse(url))
+                atexit.register(_proxies[url].close)  # its socket folder goes with the process
             except ValueError:
                 raise EngineUnavailable(f"{url!r} is not an engine address.", "write it as ssh://[user@]host[:port]"
                                         ) from None
