@@ -266,3 +266,36 @@ def test_extra_mounts_and_resource_limits_apply(jupyter_dirs: Path, tf1_kernel: 
         host_config = docker_client.api.inspect_container(manager.provisioner.container.id)["HostConfig"]
     assert result.stdout.split() == ["1,2", "30"]  # readable, and read-only (EROFS)
     assert host_config["Memory"] == 1024**3 and host_config["NanoCpus"] == 1_500_000_000
+
+
+def test_a_tensorflow_kernel_exits_at_once_when_asked(tf1_kernel: str, tmp_path: Path,
+                                                      docker_client: docker.DockerClient) -> None:
+    """At exit, absl's log handler closes ipykernel 6.16's stderr, which joined a thread blocked on a pipe
+    (ipython/ipykernel#868): left alone, a kernel that used TensorFlow ignored shutdown_request until
+    Jupyter killed it seconds later, and every restart waited that long."""
+    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
+        assert execute(client, "import atexit, tensorflow as tf\n"
+                               "atexit.register(lambda: open('atexit-ran', 'w').close())\n"
+                               "print(tf.Session().run(tf.constant(1)))").stdout.splitlines()[-1] == "1"
+        container = container_of(manager)
+        started = time.monotonic()
+        client.shutdown()
+        while docker_client.api.inspect_container(container)["State"]["Running"]:
+            assert time.monotonic() - started < 2, "the kernel did not exit after shutdown_request"
+            time.sleep(0.05)
+        assert docker_client.api.inspect_container(container)["State"]["ExitCode"] == 0
+    assert (tmp_path / "atexit-ran").exists()  # the user's exit handlers still ran
+
+
+def test_new_iopub_subscribers_are_welcomed(tf1_kernel: str, tmp_path: Path) -> None:
+    """The kernel greets each new IOPub subscription (JEP 65, as ipykernel 7 does): clients know at once
+    that they will see the kernel's output, instead of waiting for a status message they may have missed."""
+    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, _):
+        late_client = manager.client()
+        late_client.start_channels()
+        try:
+            welcome = late_client.get_iopub_msg(timeout=10)  # nothing was asked: only a welcome can come
+        finally:
+            late_client.stop_channels()
+    assert welcome["msg_type"] == "iopub_welcome", welcome
+    assert welcome["content"] == {"subscription": ""}

@@ -208,6 +208,85 @@ def exit_when_lease_lapses(seconds):
     threading.Thread(target=watch, name="tf1kernel-lease", daemon=True).start()
 
 
+def wake_output_watchers_on_close():
+    """ipykernel before 6.22 joins, when it closes stdout or stderr, a thread blocked reading the pipe that
+    now stands for fd 1 or 2, and no one writes to it any more (ipython/ipykernel#868). TensorFlow's absl
+    log handler closes stderr at exit, so a kernel that imported TensorFlow never exited by itself and
+    Jupyter had to kill it seconds later. Write one byte first, as later ipykernels do, to wake it."""
+    try:
+        from ipykernel.iostream import OutStream
+    except ImportError:
+        return
+    close = OutStream.close
+    if getattr(close, "wakes_watcher", False):
+        return
+
+    def close_waking_the_watcher(self):
+        watcher = getattr(self, "watch_fd_thread", None)
+        if watcher is not None and watcher.is_alive() and getattr(self, "_should_watch", False):
+            self._should_watch = False  # the watcher drops the byte below instead of echoing it
+            try:
+                os.write({"stdout": 1, "stderr": 2}[self.name], b"\0")
+            except (KeyError, OSError):
+                pass
+        close(self)
+
+    close_waking_the_watcher.wakes_watcher = True
+    OutStream.close = close_waking_the_watcher
+
+
+class XPubContext:
+    """The kernel's ZeroMQ context, except that the IOPub socket it makes is an XPUB (which hears subscribers)."""
+
+    def __init__(self, context):
+        self._context = context
+
+    def socket(self, kind, *args, **kwargs):
+        import zmq
+
+        if kind != zmq.PUB:
+            return self._context.socket(kind, *args, **kwargs)
+        socket = self._context.socket(zmq.XPUB, *args, **kwargs)
+        socket.xpub_verbose = 1  # every subscriber is welcomed, not only the first to ask for a topic
+        return socket
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+
+def welcome_iopub_subscribers(app_class):
+    """Greet each new IOPub subscriber with an `iopub_welcome` message, as ipykernel 7 does (JEP 65).
+
+    Without it, a client cannot tell when its subscription took effect: jupyter_client's wait_for_ready
+    misses the status messages of its first kernel_info and waits 0.2 s more on every start. The
+    kernel images need ipykernel 6.16 (the last for Python 3.7), which predates the welcome.
+    """
+    try:
+        from ipykernel.iostream import IOPubThread
+        from zmq.eventloop.zmqstream import ZMQStream
+    except ImportError:
+        return
+    init_iopub = getattr(app_class, "init_iopub", None)
+    if init_iopub is None or hasattr(IOPubThread, "_setup_xpub_listener") or getattr(init_iopub, "welcomes", False):
+        return  # an ipykernel that welcomes by itself, or one this does not know
+
+    def init_iopub_welcoming(self, context):
+        init_iopub(self, XPubContext(context))
+        thread, session = self.iopub_thread, self.session
+
+        def welcome(frames):
+            for frame in frames:
+                if frame[:1] == b"\x01":  # a subscription (b"\x00" is one ending)
+                    topic = frame[1:]
+                    session.send(thread.socket, "iopub_welcome", {"subscription": topic.decode("utf-8", "replace")},
+                                 ident=topic or None)
+
+        thread.schedule(lambda: ZMQStream(thread.socket, thread.io_loop).on_recv(welcome))
+
+    init_iopub_welcoming.welcomes = True
+    app_class.init_iopub = init_iopub_welcoming
+
+
 def main(argv):
     """Start ipykernel the way ipykernel_launcher does, with tf1kernel's guard and extension.
 
@@ -225,6 +304,8 @@ def main(argv):
     sys.argv = ["ipykernel_launcher", *argv]
     from ipykernel.kernelapp import IPKernelApp
 
+    wake_output_watchers_on_close()
+    welcome_iopub_subscribers(IPKernelApp)
     if standby:
         import IPython.core.completer  # noqa: F401  (what the first cells and completions need)
 
