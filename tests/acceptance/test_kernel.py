@@ -299,3 +299,41 @@ def test_new_iopub_subscribers_are_welcomed(tf1_kernel: str, tmp_path: Path) -> 
             late_client.stop_channels()
     assert welcome["msg_type"] == "iopub_welcome", welcome
     assert welcome["content"] == {"subscription": ""}
+
+
+def test_the_kernel_boots_without_what_it_does_not_use_yet(tf1_kernel: str, tmp_path: Path) -> None:
+    """IPython 7 and ipykernel 6.16 (which TF 1.15 pins) import the terminal UI and jedi at start; the guest
+    defers both, as IPython 9 does, and each still works when it is used."""
+    with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
+        loaded = execute(client, "import sys\nprint([m for m in ('prompt_toolkit', 'jedi', "
+                                 "'IPython.terminal.interactiveshell') if m in sys.modules])")
+        assert loaded.stdout.strip() == "[]", loaded
+        code = "import os\nos.pa"
+        client.complete(code, len(code))
+        reply = next(m for m in iter(lambda: client.get_shell_msg(timeout=60), None)
+                     if m["msg_type"] == "complete_reply")["content"]
+        # Only jedi finds os.path here (os is not imported in the kernel), and types the first completion.
+        first_type = reply["metadata"]["_jupyter_types_experimental"][0]["type"]
+        assert "path" in reply["matches"] and first_type != "<unknown>", reply
+        embed = execute(client, "from IPython import embed\nimport IPython.terminal.embed as terminal\n"
+                                "print(embed is terminal.embed, terminal.InteractiveShellEmbed.__name__, "
+                                "'jedi' in sys.modules)")
+        assert embed.stdout.strip() == "True InteractiveShellEmbed True", embed
+
+
+def test_the_kernel_listens_before_its_slow_imports(jupyter_dirs: Path, tmp_path: Path,
+                                                    docker_client: docker.DockerClient) -> None:
+    """The guest binds the kernel's ports before it imports ipykernel, and ipykernel takes those sockets: a
+    client that connects during the boot is not refused (and made to wait ZeroMQ's 100 ms reconnect interval),
+    and its first request waits in the socket."""
+    name = install_variant(jupyter_dirs, "tf1.15-boot-times", {}, env={"TF1KERNEL_BOOT_TIMES": "1"})
+    with running_kernel(name, str(tmp_path)) as (manager, client):
+        ports = sorted(manager.get_connection_info()[port] for port in
+                       ("shell_port", "stdin_port", "control_port", "iopub_port"))
+        taken = execute(client, "from ipykernel.kernelapp import IPKernelApp\n"
+                                "print(sorted(IPKernelApp.instance().context.bound_ports.values()))")
+        logs = docker_client.api.logs(container_of(manager)).decode()
+    assert json.loads(taken.stdout.strip()) == ports, taken
+    steps = [line.split()[1] for line in logs.splitlines() if line.startswith("tf1kernel-boot ")]
+    assert steps == ["python", "bound", "imported", "initialized"], logs
+

@@ -15,20 +15,19 @@ image, it works the same in tf1kernel's images and in prebuilt images a user nam
   the container, on the port tf1kernel publishes on the host's 127.0.0.1, and prints
   the address to open in the host's browser.
 - A notice from tf1kernel (why the previous kernel died) is shown with the first cell.
+- The kernel boots as fast as the newest IPython and ipykernel do (see "A quick boot" below).
 """
 
-import ctypes
+import gc
+import importlib
 import importlib.abc
+import importlib.util
 import json
-import mmap
 import os
-import platform
-import shlex
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
+import types
 
 CONTAINER_PORT = 6006
 ADDRESS_FILE = "/.tf1kernel/tensorboard.json"
@@ -39,6 +38,9 @@ STANDBY_FLAG = "--tf1kernel-standby"
 LEASE_FLAG = "--tf1kernel-lease="
 LEASE_FILE = "/.tf1kernel/lease"
 CONNECTION_FILE = "/.tf1kernel/connection.json"
+# With this variable set (kernelspec `env`), the kernel writes when each step of its boot ended to its log
+# (`docker logs`), as "tf1kernel-boot STEP UNIX_TIME": benchmarks/profile_start.py reads them.
+BOOT_TIMES_VARIABLE = "TF1KERNEL_BOOT_TIMES"
 GENERIC_AVX_FIX = (
     "run the x86-64 image under QEMU with AVX (Docker Desktop: turn off 'Use Rosetta for x86_64/amd64 "
     "emulation', or set EXPERIMENTAL_DOCKER_DESKTOP_FORCE_QEMU=1; Colima/Lima: a VM without Rosetta; "
@@ -60,6 +62,10 @@ def tensorboard_address():
 
 def tensorboard_tf1(line):
     """Start TensorBoard on the kernel's logs; print the URL to open on the host."""
+    import shlex
+    import subprocess
+    import urllib.request
+
     url, listen_host, listen_port = tensorboard_address()
     if url is None:
         print("tf1kernel: this kernel has no TensorBoard port (started without one).", file=sys.stderr)
@@ -93,8 +99,11 @@ def tensorboard_tf1(line):
 def cpu_has_avx():
     """CPUID leaf 1, ECX bits 28 (AVX) and 27 (OSXSAVE), read by running the instruction itself,
     so that an emulator (QEMU, Rosetta) answers for the CPU it presents."""
-    if platform.machine() not in ("x86_64", "AMD64"):
+    if os.uname().machine not in ("x86_64", "AMD64"):
         return True  # not an x86 build of TensorFlow: nothing to check
+    import ctypes
+    import mmap
+
     code = bytes([0x53, 0xB8, 0x01, 0x00, 0x00, 0x00, 0x0F, 0xA2, 0x89, 0xC8, 0x5B, 0xC3])
     try:
         page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
@@ -235,23 +244,219 @@ def wake_output_watchers_on_close():
     OutStream.close = close_waking_the_watcher
 
 
-class XPubContext:
-    """The kernel's ZeroMQ context, except that the IOPub socket it makes is an XPUB (which hears subscribers)."""
+# -- A quick boot -------------------------------------------------------------------------------------
+#
+# TensorFlow 1.15 pins Python 3.7, IPython 7 and ipykernel 6.16, which at start import what later releases
+# import only when it is used: IPython's terminal (prompt_toolkit) for IPython.embed, and jedi for
+# completions (IPython 9 defers both). The guest defers them too, keeps the cyclic garbage collector out of
+# the import-heavy boot, and listens on the kernel's ports before it imports anything slow.
 
-    def __init__(self, context):
+
+def boot_step(step):
+    """Note when a step of the boot ended, for benchmarks/profile_start.py (only with BOOT_TIMES_VARIABLE)."""
+    if os.environ.get(BOOT_TIMES_VARIABLE):
+        os.write(2, ("tf1kernel-boot %s %.4f\n" % (step, time.time())).encode())
+
+
+class DeferredModule(types.ModuleType):
+    """Stands in sys.modules for a module until something uses it; that first use imports the real one."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.load(), name)
+
+    def load(self):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return importlib.import_module(self.__name__)
+
+
+class ModuleWithDeferredEmbed(types.ModuleType):
+    """The IPython package, whose `embed` is imported when asked for (as IPython 9 does)."""
+
+    def __getattr__(self, name):
+        if name == "embed":
+            from IPython.terminal.embed import embed
+
+            return embed
+        raise AttributeError("module 'IPython' has no attribute %r" % name)
+
+
+def defer_ipython_embed():
+    """`import IPython` takes `from .terminal.embed import embed` from a stand-in, not the terminal."""
+    if "IPython" in sys.modules or "IPython.terminal.embed" in sys.modules:
+        return None
+    stand_in = DeferredModule("IPython.terminal.embed")
+    stand_in.embed = None  # what IPython/__init__.py takes; removed once IPython is imported
+    sys.modules[stand_in.__name__] = stand_in
+    return stand_in
+
+
+def finish_deferring_embed(stand_in):
+    if stand_in is None:
+        return
+    del stand_in.embed  # from now on, `from IPython.terminal.embed import embed` imports the real one
+    ipython = sys.modules.get("IPython")
+    if ipython is not None and "embed" in vars(ipython) and ipython.embed is None:
+        del ipython.embed
+        ipython.__class__ = ModuleWithDeferredEmbed
+
+
+def importing(module_name):
+    """Is module_name's own code running, further up this thread's stack (importing something)?"""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == module_name:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class JediAtFirstCompletion(importlib.abc.MetaPathFinder):
+    """Keeps IPython 7's completer from importing jedi when it is imported; jedi comes with the first completion."""
+
+    deferred = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "jedi" and importing("IPython.core.completer"):
+            self.deferred = True
+            raise ImportError("tf1kernel imports jedi at the first completion")
+        return None
+
+    def restore(self, shell):
+        """Let shell's completer use jedi, as it would have, importing jedi when it first completes."""
+        completer = sys.modules.get("IPython.core.completer")
+        if not self.deferred or completer is None or importlib.util.find_spec("jedi") is None:
+            return  # this IPython does not import jedi up front, or jedi is not installed: nothing to restore
+        configured = [section.get("use_jedi") for section in (shell.config.get("IPCompleter", {}),
+                                                               shell.config.get("Completer", {}))]
+        jedi_matches = completer.IPCompleter._jedi_matches
+
+        def _jedi_matches(completer_self, *args, **kwargs):
+            if not completer.JEDI_INSTALLED:  # what IPython 7's completer does when it is imported
+                import jedi
+                import jedi.api.classes
+                import jedi.api.helpers
+
+                jedi.settings.case_insensitive_completion = False
+                completer.jedi, completer.JEDI_INSTALLED = jedi, True
+            return jedi_matches(completer_self, *args, **kwargs)
+
+        completer.IPCompleter._jedi_matches = _jedi_matches
+        if configured == [None, None]:
+            shell.Completer.use_jedi = True
+
+
+def load_jedi_ahead():
+    try:
+        import IPython.core.completer  # noqa: F401
+        import jedi.api.classes
+        import jedi.api.helpers  # noqa: F401
+    except ImportError:
+        pass
+
+
+def bind_early(connection):
+    """Listen on the kernel's ports before the slow imports.
+
+    A client that connects to a port where no one listens yet is refused, and ZeroMQ tries again only after
+    its reconnect interval (100 ms). Bound here, the connections complete at once, and the first requests wait
+    in the sockets until the kernel reads them. Returns the context and, by kind, the sockets with their ports,
+    in the order ipykernel makes them (shell, stdin, control).
+    """
+    if connection.get("transport", "tcp") != "tcp":
+        return None, {}
+    import zmq
+
+    context = zmq.Context()
+    bound = {}
+    for name, kind in (("shell_port", zmq.ROUTER), ("stdin_port", zmq.ROUTER), ("control_port", zmq.ROUTER),
+                       ("iopub_port", zmq.XPUB)):
+        port = int(connection.get(name) or 0)
+        if not port:
+            continue  # ipykernel picks a port itself
+        socket = context.socket(kind)
+        socket.linger = 1000
+        if kind == zmq.XPUB:
+            welcome_every_subscriber(socket)
+        try:
+            socket.bind("tcp://%s:%d" % (connection.get("ip", "127.0.0.1"), port))
+        except zmq.ZMQError:
+            socket.close()  # ipykernel tries itself, and reports what is wrong
+            continue
+        bound.setdefault(zmq.PUB if kind == zmq.XPUB else kind, []).append((socket, port))
+    return context, bound
+
+
+def welcome_every_subscriber(xpub):
+    """An XPUB reports only the first subscriber to each topic, unless it is verbose."""
+    xpub.xpub_verbose = 1
+    return xpub
+
+
+class KernelContext:
+    """The ZeroMQ context ipykernel makes its sockets from: it gives out the sockets bound early, and makes the
+    IOPub socket an XPUB, which hears subscribers (see welcome_iopub_subscribers)."""
+
+    def __init__(self, context, bound):
         self._context = context
+        self._bound = bound
+        self.bound_ports = {}  # id(socket) -> the port it listens on, for the sockets given out bound
 
     def socket(self, kind, *args, **kwargs):
         import zmq
 
+        if self._bound.get(kind):
+            socket, port = self._bound[kind].pop(0)
+            self.bound_ports[id(socket)] = port
+            return socket
         if kind != zmq.PUB:
             return self._context.socket(kind, *args, **kwargs)
-        socket = self._context.socket(zmq.XPUB, *args, **kwargs)
-        socket.xpub_verbose = 1  # every subscriber is welcomed, not only the first to ask for a topic
-        return socket
+        return welcome_every_subscriber(self._context.socket(zmq.XPUB, *args, **kwargs))
 
     def __getattr__(self, name):
         return getattr(self._context, name)
+
+
+class ZmqForKernelApp:
+    """pyzmq as ipykernel's kernelapp sees it while it makes its sockets: `zmq.Context()` is the KernelContext."""
+
+    def __init__(self, zmq, context):
+        self._zmq = zmq
+        self._context = context
+
+    def Context(self, *args, **kwargs):  # pyzmq's name
+        return self._context
+
+    def __getattr__(self, name):
+        return getattr(self._zmq, name)
+
+
+def serve_kernel_sockets(app_class, context, bound):
+    """Make IPKernelApp.init_sockets take its context (and so its sockets) from this guest."""
+    import ipykernel.kernelapp as kernelapp
+
+    init_sockets, bind_socket = app_class.init_sockets, app_class._bind_socket
+    if getattr(init_sockets, "serves_guest_sockets", False):
+        return
+    kernel_context = KernelContext(context or kernelapp.zmq.Context(), bound)
+
+    def init_sockets_from_guest(self):
+        zmq = kernelapp.zmq
+        kernelapp.zmq = ZmqForKernelApp(zmq, kernel_context)
+        try:
+            init_sockets(self)
+        finally:
+            kernelapp.zmq = zmq
+
+    def bind_unless_bound(self, socket, port):
+        if kernel_context.bound_ports.get(id(socket)) == port:
+            return port
+        return bind_socket(self, socket, port)
+
+    init_sockets_from_guest.serves_guest_sockets = True
+    app_class.init_sockets, app_class._bind_socket = init_sockets_from_guest, bind_unless_bound
 
 
 def welcome_iopub_subscribers(app_class):
@@ -271,7 +476,7 @@ def welcome_iopub_subscribers(app_class):
         return  # an ipykernel that welcomes by itself, or one this does not know
 
     def init_iopub_welcoming(self, context):
-        init_iopub(self, XPubContext(context))
+        init_iopub(self, context if isinstance(context, KernelContext) else KernelContext(context, {}))
         thread, session = self.iopub_thread, self.session
 
         def welcome(frames):
@@ -287,12 +492,24 @@ def welcome_iopub_subscribers(app_class):
     app_class.init_iopub = init_iopub_welcoming
 
 
+def read_connection_file(argv):
+    """The connection file the kernel is started with (-f FILE), as a dict; {} if there is none to read."""
+    path = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-f"), None)
+    try:
+        with open(path or CONNECTION_FILE) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
 def main(argv):
     """Start ipykernel the way ipykernel_launcher does, with tf1kernel's guard and extension.
 
     In standby (a warm pool), everything slow happens first; then one line on stdin says
     which kernel to become, and the kernel is up moments later.
     """
+    gc.disable()  # the boot makes objects by the hundred thousand, and no garbage worth a collection
+    boot_step("python")
     lifeline, standby = LIFELINE_FLAG in argv, STANDBY_FLAG in argv
     lease = [int(arg[len(LEASE_FLAG):]) for arg in argv if arg.startswith(LEASE_FLAG)]
     argv = [arg for arg in argv if arg not in (LIFELINE_FLAG, STANDBY_FLAG) and not arg.startswith(LEASE_FLAG)]
@@ -302,17 +519,30 @@ def main(argv):
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # `python -c` puts the working directory first; IPython adds it back
     sys.argv = ["ipykernel_launcher", *argv]
+    context, bound = (None, {}) if standby else bind_early(read_connection_file(argv))
+    boot_step("bound")
+    embed_stand_in, jedi_finder = defer_ipython_embed(), JediAtFirstCompletion()
+    sys.meta_path.insert(0, jedi_finder)
     from ipykernel.kernelapp import IPKernelApp
 
+    finish_deferring_embed(embed_stand_in)
+    sys.meta_path.remove(jedi_finder)
+    boot_step("imported")
     wake_output_watchers_on_close()
     welcome_iopub_subscribers(IPKernelApp)
     if standby:
-        import IPython.core.completer  # noqa: F401  (what the first cells and completions need)
-
+        load_jedi_ahead()  # no one waits on a standby kernel: its first completion need not import jedi
         adopt(json.loads(read_stdin_line().decode("utf-8")))
+        context, bound = bind_early(read_connection_file(argv))
+    serve_kernel_sockets(IPKernelApp, context, bound)
     if lifeline:
         exit_when_stdin_closes()
     app = IPKernelApp.instance()
     app.initialize(argv)
+    jedi_finder.restore(app.shell)
     load_ipython_extension(app.shell)
+    boot_step("initialized")
+    gc.enable()
+    if hasattr(gc, "freeze"):  # Python 3.7+: later collections skip what the boot made, which lives on anyway
+        gc.freeze()
     app.start()
