@@ -322,6 +322,9 @@ def run_gc(args: argparse.Namespace) -> int:
     removed = orphans.remove_orphans(client, include_other_hosts=args.all_hosts)
     for c in removed:
         out.print(f"removed {c.name} ({c.reason})", highlight=False)
+    folders = orphans.remove_stray_kernel_files()
+    for folder in folders:
+        out.print(f"removed {folder} (the files of a kernel whose server or launcher is gone)", highlight=False)
     kept = len(containers) - len(removed)
     out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept.")
     return 0

@@ -12,9 +12,12 @@ Everything here is synchronous docker SDK code; async callers run it in a thread
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
+import os
+import shutil
 import socket
 import tarfile
 import threading
@@ -26,6 +29,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
+from jupyter_core.paths import jupyter_runtime_dir
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
@@ -62,6 +66,8 @@ TENSORBOARD_ADDRESS_FILE = f"{CONNECTION_DIR}/tensorboard.json"
 # Renewed by tf1kernel while a remote kernel's link holds (remote.py); the kernel exits when it stops changing.
 LEASE_FILE = f"{CONNECTION_DIR}/lease"
 HOME_DIR = "/home/tf1kernel"
+# Host folders of kernels' files (ContainerSpec.files_folder) are named PREFIX + owner pid + "-" + kernel id.
+KERNEL_FILES_PREFIX = "tf1kernel-"
 
 GUEST_MODULE = f"{CONNECTION_DIR}/tf1kernel_guest.py"
 # The kernel's entry point: tf1kernel's guest module (tf1kernel/guest/), copied in with the
@@ -140,6 +146,11 @@ class ContainerSpec:
     tunnelled: bool = False
     # What to tell the user when the image is not there (how to build or get it).
     image_fix: str = "build the image with `tf1kernel build`"
+    # A private folder of this machine (0700, in Jupyter's runtime folder) that holds the kernel's files and is
+    # mounted at CONNECTION_DIR. Copying them in through the engine costs a mount of the container's
+    # filesystem, 40 ms that every start waited for. Empty: copied in (engines on another kernel or host,
+    # which do not see this machine's folders, or a kernel user who could not read them).
+    files_folder: str = ""
 
     @property
     def name(self) -> str:
@@ -172,10 +183,12 @@ class KernelContainer:
     """A started kernel container, addressed by id."""
 
     def __init__(self, client: docker.DockerClient, container_id: str, host_ports: dict[str, int],
-                 lifeline: Any = None) -> None:
+                 lifeline: Any = None, files_folder: str = "") -> None:
         self.client = client
         self.id = container_id
         self.host_ports = host_ports
+        # The host folder of the kernel's files (ContainerSpec.files_folder), removed with the container.
+        self.files_folder = files_folder
         # The open stdin attach of an exit_with_caller container; closing it ends the kernel.
         self.lifeline = lifeline
         # Exit code caught by watch_exit(): an auto-removed container leaves nothing to inspect.
@@ -210,10 +223,20 @@ class KernelContainer:
                 container_id = create_container(client, spec, {})
                 return cls._started(client, container_id, spec)
         except (RequestsConnectionError, ReadTimeout) as exc:
+            remove_kernel_files(spec.files_folder)
             raise EngineUnavailable(f"Lost the Docker engine while starting the kernel: {exc}",
                                     START_ENGINE_FIX) from None
         except APIError as exc:
+            remove_kernel_files(spec.files_folder)
+            if spec.files_folder and _mentions(exc, _MOUNT_MARKERS) and spec.files_folder in str(exc.explanation):
+                # Some engines see only part of this machine (Snap's Docker, no hidden folders): copy them in.
+                log.warning("tf1kernel: the engine cannot mount %s (%s); copying the kernel's files in instead",
+                            spec.files_folder, exc.explanation)
+                return cls.start(client, dataclasses.replace(spec, files_folder=""))
             raise start_error(exc, spec) from None
+        except BaseException:
+            remove_kernel_files(spec.files_folder)
+            raise
 
     @classmethod
     def _started(cls, client: docker.DockerClient, container_id: str, spec: ContainerSpec) -> KernelContainer:
@@ -224,17 +247,19 @@ class KernelContainer:
                 lifeline = client.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
             client.api.start(container_id)
             if spec.host_network:
-                return cls(client, container_id, dict(spec.preferred_host_ports), lifeline)
+                return cls(client, container_id, dict(spec.preferred_host_ports), lifeline, spec.files_folder)
             container = cls(client, container_id, published_ports(client.api.inspect_container(container_id)),
-                            lifeline)
+                            lifeline, spec.files_folder)
             if spec.tunnelled:
                 return container  # its TensorBoard address is the tunnel's, written by remote.RemoteLink
-            # The host port is known only now, and the kernel reads it only when the user starts TensorBoard:
-            # written in the background, so that the start does not wait for it.
+            # The host port is known only now, and the kernel reads it only when the user starts TensorBoard.
             address = tensorboard_address(container.host_ports["tensorboard_port"], TENSORBOARD_PORT, "0.0.0.0")
-            threading.Thread(target=_put_quietly, args=(client, container_id, private_file_archive(
-                TENSORBOARD_ADDRESS_FILE, address, spec.user)), name="tf1kernel-tensorboard-address",
-                daemon=True).start()
+            if spec.files_folder:
+                write_private_files(spec.files_folder, {TENSORBOARD_ADDRESS_FILE: address}, spec.user)
+            else:  # copied in the background, so that the start does not wait for it
+                threading.Thread(target=_put_quietly, args=(client, container_id, private_file_archive(
+                    TENSORBOARD_ADDRESS_FILE, address, spec.user)), name="tf1kernel-tensorboard-address",
+                    daemon=True).start()
         except BaseException:
             _remove_quietly(client, container_id)
             raise
@@ -293,6 +318,7 @@ class KernelContainer:
         if self.lifeline is not None:
             self.lifeline.close()
         _remove_quietly(self.client, self.id)
+        remove_kernel_files(self.files_folder)
 
     def logs(self, lines: int = 50) -> str:
         """The last lines the kernel printed (for diagnosing a kernel that died)."""
@@ -337,7 +363,7 @@ def remove_leftover(client: docker.DockerClient, spec: ContainerSpec) -> None:
 
 
 def create_container(client: docker.DockerClient, spec: ContainerSpec, host_ports: dict[str, int]) -> str:
-    """Create (not start) the container and copy its connection file in."""
+    """Create (not start) the container with its connection file: mounted from spec.files_folder, or copied in."""
     uid, _, gid = spec.user.partition(":")
     env = {**spec.env, "HOME": HOME_DIR}
     if spec.host_network:
@@ -347,14 +373,18 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         networking = {"port_bindings": {port: (LOOPBACK, host_ports.get(name))
                                         for name, port in PUBLISHED_PORTS.items()}}
         exposed = {"ports": list(PUBLISHED_PORTS.values()), "hostname": "tf1kernel"}
+    mounts = [Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume
+              else Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
+              *(Mount(target=target, source=source, type="bind", read_only=read_only)
+                for source, target, read_only in spec.extra_mounts)]
+    if spec.files_folder:
+        write_kernel_files(spec)
+        mounts.append(Mount(target=CONNECTION_DIR, source=spec.files_folder, type="bind"))
     host_config = client.api.create_host_config(
         init=True,
         auto_remove=spec.exit_with_caller or bool(spec.lease_seconds),
         **networking,
-        mounts=[Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume
-                else Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
-                *(Mount(target=target, source=source, type="bind", read_only=read_only)
-                  for source, target, read_only in spec.extra_mounts)],
+        mounts=mounts,
         tmpfs={HOME_DIR: "U,mode=0700" if spec.podman else f"uid={uid},gid={gid or uid},mode=0700"},
         mem_limit=spec.memory or None,
         memswap_limit=spec.memory or None,  # no swap on top: the limit is the limit
@@ -380,6 +410,8 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         host_config=host_config,
     )
     container_id: str = created["Id"]
+    if spec.files_folder:
+        return container_id
     try:
         client.api.put_archive(container_id, "/", kernel_files_archive(spec))
     except BaseException:
@@ -388,8 +420,9 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     return container_id
 
 
-def kernel_files_archive(spec: ContainerSpec) -> bytes:
-    """The files the kernel reads at start, in one tar: connection file, guest module, messages."""
+def kernel_files(spec: ContainerSpec) -> dict[str, bytes]:
+    """The files the kernel reads at start, by their path in the container: connection file, guest module,
+    messages."""
     files = {GUEST_MODULE: guest_module_source(), AVX_FIX_FILE: spec.avx_fix.encode(),
              LEASE_FILE: b"0" if spec.lease_seconds else b""}
     if not spec.standby:  # a kernel in standby gets these with its adoption line
@@ -397,7 +430,48 @@ def kernel_files_archive(spec: ContainerSpec) -> bytes:
         files[NOTICE_FILE] = spec.notice.encode()
         if spec.host_network:
             files[TENSORBOARD_ADDRESS_FILE] = json.dumps(host_network_tensorboard(spec)).encode()
-    return private_files_archive({path: payload for path, payload in files.items() if payload}, spec.user)
+    return {path: payload for path, payload in files.items() if payload}
+
+
+def kernel_files_archive(spec: ContainerSpec) -> bytes:
+    """The kernel's files in one tar, to be copied into its container."""
+    return private_files_archive(kernel_files(spec), spec.user)
+
+
+def kernel_files_folder(kernel_id: str) -> str:
+    """Where the kernel's files are written when they are mounted: beside Jupyter's own connection files, named
+    after this process, which removes the folder with the container (orphans.remove_stray_kernel_files
+    removes those of processes that died first)."""
+    return os.path.join(jupyter_runtime_dir(), f"{KERNEL_FILES_PREFIX}{os.getpid()}-{kernel_id}")
+
+
+def write_kernel_files(spec: ContainerSpec) -> None:
+    """Write the kernel's files into a fresh spec.files_folder, private to the kernel's user."""
+    remove_kernel_files(spec.files_folder)
+    os.makedirs(os.path.dirname(spec.files_folder), mode=0o700, exist_ok=True)
+    write_private_files(spec.files_folder, kernel_files(spec), spec.user)
+
+
+def write_private_files(folder: str, files: dict[str, bytes], user: str) -> None:
+    """Write files (paths in the container, below CONNECTION_DIR) into folder, all mode 0600 in a 0700 folder,
+    owned by user ("uid:gid") when this process may give them away (root), else by this process's user."""
+    uid, _, gid = user.partition(":")
+    give_away = os.getuid() == 0 and uid != "0"
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    for path, payload in files.items():
+        target = os.path.join(folder, os.path.relpath(path, CONNECTION_DIR))
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(payload)
+        if give_away:
+            os.chown(target, int(uid), int(gid or uid))
+    if give_away:
+        os.chown(folder, int(uid), int(gid or uid))
+
+
+def remove_kernel_files(folder: str) -> None:
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def free_ports(count: int) -> list[int]:

@@ -5,19 +5,25 @@ pid of the process that started it (a Jupyter server, or the argv launcher) and
 that process's start time, so a recycled pid is not mistaken for the owner.
 A container is an orphan when its owner on this host no longer runs, or when it
 has exited. Containers without the managed label are never touched.
+
+The host folders of kernels' files (ContainerSpec.files_folder) are named after
+their owner process in the same way; a folder whose owner is gone is stray.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import psutil
 from docker.errors import APIError, NotFound
+from jupyter_core.paths import jupyter_runtime_dir
 
-from .container import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
+from .container import KERNEL_FILES_PREFIX, LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER, remove_kernel_files
 
 LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
 
@@ -48,9 +54,14 @@ def owner_alive(owner: str, started: str) -> bool | None:
         return None
     try:
         process = psutil.Process(int(pid))
-        return not started or f"{process.create_time():.0f}" == started
+        return running(process) and (not started or f"{process.create_time():.0f}" == started)
     except psutil.Error:
         return False
+
+
+def running(process: psutil.Process) -> bool:
+    """A process that exited but was not yet reaped by its parent (a zombie) is gone all the same."""
+    return process.status() != psutil.STATUS_ZOMBIE
 
 
 def kernel_containers(client: docker.DockerClient) -> list[KernelContainerInfo]:
@@ -86,4 +97,27 @@ def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = Fals
                 if exc.status_code != 409:  # 409: already being removed
                     raise
             removed.append(container)
+    return removed
+
+
+def remove_stray_kernel_files() -> list[str]:
+    """Remove the kernel file folders in Jupyter's runtime folder whose owner process is gone (a server or
+    argv launcher killed outright, whose kernels' containers the engine or remove_orphans removed); return them."""
+    owner_pid = re.compile(re.escape(KERNEL_FILES_PREFIX) + r"([0-9]+)-")
+    removed = []
+    for folder in Path(jupyter_runtime_dir()).glob(f"{KERNEL_FILES_PREFIX}*"):
+        match = owner_pid.match(folder.name)
+        if not match or not folder.is_dir():
+            continue
+        try:
+            owner = psutil.Process(int(match.group(1)))
+            # A recycled pid belongs to a process younger than the folder.
+            owner_alive = running(owner) and owner.create_time() <= folder.stat().st_mtime
+        except psutil.Error:
+            owner_alive = False
+        except OSError:
+            continue
+        if not owner_alive:
+            remove_kernel_files(str(folder))
+            removed.append(str(folder))
     return removed

@@ -58,7 +58,7 @@ def eligible(spec: ContainerSpec, pool_root: str) -> bool:
 def template(spec: ContainerSpec, pool_root: str) -> ContainerSpec:
     """What every pool container of spec's configuration is started as."""
     return dataclasses.replace(
-        spec, kernel_id="", session_key=b"", notice="", working_dir=pool_root, preferred_host_ports={},
+        spec, kernel_id="", session_key=b"", notice="", working_dir=pool_root, preferred_host_ports={}, files_folder="",
         env={name: value for name, value in spec.env.items() if name not in PER_KERNEL_ENV},
         exit_with_caller=True, standby=True)
 

@@ -33,6 +33,7 @@ from .container import (
     ContainerState,
     KernelContainer,
     free_ports,
+    kernel_files_folder,
     ports_free,
 )
 from .errors import (
@@ -46,7 +47,7 @@ from .errors import (
     TunnelError,
 )
 from .images import build_hint, check_image_reference
-from .orphans import owner_labels, remove_orphans
+from .orphans import owner_labels, remove_orphans, remove_stray_kernel_files
 from .tunnel import SshDestination
 from .workdir import SYSTEM_FOLDERS, SYSTEM_TREES, existing_mount_source, is_within, mountable_working_dir, parse_mount
 
@@ -531,10 +532,18 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         spec = self._workspace(spec, info)
         network = self._network(info)
         ports = self._host_network_ports(spec) if network == "host" else spec.preferred_host_ports
+        files_folder = kernel_files_folder(spec.kernel_id) if self._files_mountable(info, spec) else ""
         return dataclasses.replace(spec, image=self.choice.image, platform=self.choice.platform, network=network,
                                    preferred_host_ports=ports, avx_fix=engine.avx_fix(info.kind),
                                    podman=info.kind == "Podman", keep_user_ids=info.rootless_podman,
-                                   image_fix=build_hint(self.choice.image))
+                                   image_fix=build_hint(self.choice.image), files_folder=files_folder)
+
+    @staticmethod
+    def _files_mountable(info: engine.EngineInfo, spec: ContainerSpec) -> bool:
+        """Can the kernel's files be mounted from a folder of this machine: does the engine run on this
+        machine's kernel (it sees its folders and users), and can the kernel's user read what is written here?"""
+        same_user = spec.user.partition(":")[0] == str(os.getuid())
+        return info.shares_host_network and bool(spec.kernel_id) and (same_user or os.getuid() == 0)
 
     def _workspace(self, spec: ContainerSpec, info: engine.EngineInfo) -> ContainerSpec:
         """The kernel's folders: this machine's on a local engine; the remote host's on a remote one."""
@@ -714,6 +723,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return
         for container in removed:
             self.log.warning("tf1kernel: removed orphaned kernel container %s (%s)", container.name, container.reason)
+        for folder in await asyncio.to_thread(remove_stray_kernel_files):
+            self.log.warning("tf1kernel: removed %s, the files of a kernel whose server or launcher is gone", folder)
 
     async def _remove_container(self) -> None:
         link, self.link = self.link, None

@@ -32,6 +32,11 @@ def wait_for(condition: Callable[[], object], timeout: float, message: str) -> N
         time.sleep(0.25)
 
 
+def kernel_files_folders(owner_pid: int) -> list[Path]:
+    """The kernel file folders (ContainerSpec.files_folder) that the process owner_pid made."""
+    return list(Path(os.environ["JUPYTER_RUNTIME_DIR"]).glob(f"tf1kernel-{owner_pid}-*"))
+
+
 def kernel_container(client: docker.DockerClient, kernel_id: str) -> dict | None:
     found = client.api.containers(all=True, filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"})
     return found[0] if found else None
@@ -121,32 +126,40 @@ def test_server_sigkill_leaves_orphans_that_are_reaped(jupyter_dirs: Path, tf1_k
         with running_kernel(tf1_kernel, str(tmp_path)) as (live_manager, _):
             live = live_manager.provisioner.container.id
             # Server A dies without cleaning up.
-            crashed = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "a")
+            # One user's servers share Jupyter's runtime folder, where the kernels' files are too.
+            shared_runtime = {"JUPYTER_RUNTIME_DIR": os.environ["JUPYTER_RUNTIME_DIR"]}
+            crashed = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "a", shared_runtime)
             orphans = [crashed.api("kernels", "POST", {"name": tf1_kernel})["id"] for _ in range(2)]
             crashed.process.kill()
             crashed.process.wait(10)
             assert all(kernel_container(docker_client, k) for k in orphans), "SIGKILL should leave them running"
+            assert len(kernel_files_folders(crashed.process.pid)) == 2, "and their files"
 
             listing = run_cli("gc", "--dry-run")
             assert listing.returncode == 0 and listing.stdout.count("remove: its owner") == 2
             assert all(kernel_container(docker_client, k) for k in orphans)
 
             # Server B's first kernel start reaps them.
-            restarted = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "b")
+            restarted = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "b", shared_runtime)
             try:
                 kernel_b = restarted.api("kernels", "POST", {"name": tf1_kernel})["id"]
                 assert not any(kernel_container(docker_client, k) for k in orphans)
                 assert "removed orphaned kernel container" in restarted.log()
+                assert kernel_files_folders(crashed.process.pid) == []
+                assert "the files of a kernel whose server or launcher is gone" in restarted.log()
                 # Server B dies too; this time `tf1kernel gc` cleans up.
                 restarted.process.kill()
                 restarted.process.wait(10)
+                assert len(kernel_files_folders(restarted.process.pid)) == 1
                 result = run_cli("gc")
                 assert result.returncode == 0 and "1 orphaned kernel container(s) removed" in result.stdout
                 assert kernel_container(docker_client, kernel_b) is None
+                assert kernel_files_folders(restarted.process.pid) == []
             finally:
                 restarted.stop()
-            # Neither the live kernel of this process nor the user's own container was touched.
+            # Neither the live kernel of this process (nor its files) nor the user's own container was touched.
             assert docker_client.api.inspect_container(live)["State"]["Running"]
+            assert Path(live_manager.provisioner.container.files_folder).is_dir()
             assert docker_client.api.inspect_container(unrelated.id)["State"]["Running"]
     finally:
         unrelated.remove(force=True)

@@ -337,3 +337,31 @@ def test_the_kernel_listens_before_its_slow_imports(jupyter_dirs: Path, tmp_path
     steps = [line.split()[1] for line in logs.splitlines() if line.startswith("tf1kernel-boot ")]
     assert steps == ["python", "bound", "imported", "initialized"], logs
 
+
+def test_kernel_files_come_from_a_private_folder_that_goes_with_the_container(tf1_kernel: str, tmp_path: Path,
+                                                                              docker_client: docker.DockerClient
+                                                                              ) -> None:
+    """On a local engine the kernel's files are mounted from Jupyter's runtime folder, not copied in through
+    the engine before the start (a mount of the container's filesystem that every start waited for)."""
+    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
+        folder = Path(manager.provisioner.container.files_folder)
+        assert folder.name.startswith(f"tf1kernel-{os.getpid()}-") and folder.parent == Path(
+            os.environ["JUPYTER_RUNTIME_DIR"])
+        assert (folder / "connection.json").stat().st_mode & 0o777 == 0o600
+        manager.restart_kernel(now=True)
+        client.wait_for_ready(timeout=60)
+        assert execute(client, "print(6 * 7)").stdout.strip() == "42"
+        assert Path(manager.provisioner.container.files_folder) == folder and folder.is_dir()
+    assert not folder.exists()
+
+
+def test_an_engine_that_cannot_mount_the_files_folder_gets_them_copied(tf1_kernel: str, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some engines see only part of this machine (Snap's Docker sees no hidden folder such as ~/.local): the
+    engine refuses the mount, and the start copies the files in instead."""
+    import tf1kernel.container
+
+    monkeypatch.setattr(tf1kernel.container, "write_kernel_files", lambda spec: None)  # a folder it cannot see
+    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
+        assert manager.provisioner.container.files_folder == ""
+        assert execute(client, "import tensorflow as tf\nprint(tf.__version__)").stdout.splitlines()[-1] == "1.15.5"

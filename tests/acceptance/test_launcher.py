@@ -8,6 +8,7 @@ interrupts with SIGINT to the launcher process.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 from jupyter_client.manager import KernelManager
 
-from tests.conftest import install_variant, managed_containers
+from tests.conftest import install_variant, managed_containers, run_cli
 from tests.kernels import execute, start_nonblocking, wait_reply
 from tf1kernel.container import BOOT, LIFELINE_FLAG
 
@@ -72,6 +73,10 @@ def argv_kernel(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> Iterator
     kernel.close()
 
 
+def launcher_files_folders(kernel: ArgvKernel) -> list[Path]:
+    return list(Path(os.environ["JUPYTER_RUNTIME_DIR"]).glob(f"tf1kernel-{kernel.process.pid}-*"))
+
+
 def wait_until_no_containers(client: docker.DockerClient, within: float) -> float:
     started = time.monotonic()
     while managed_containers(client) and time.monotonic() - started < within:
@@ -100,13 +105,20 @@ def test_sigkill_of_launcher_removes_container(argv_kernel: ArgvKernel, docker_c
     assert len(managed_containers(docker_client)) == 1
     argv_kernel.process.kill()
     assert wait_until_no_containers(docker_client, within=10) < 10
+    # Its files folder outlives it, until the next server start or `tf1kernel gc`.
+    assert len(launcher_files_folders(argv_kernel)) == 1
+    result = run_cli("gc")
+    assert result.returncode == 0 and "the files of a kernel whose server or launcher is gone" in result.stdout
+    assert launcher_files_folders(argv_kernel) == []
 
 
 def test_sigterm_stops_cleanly(argv_kernel: ArgvKernel, docker_client: docker.DockerClient) -> None:
     argv_kernel.wait_ready()
+    assert len(launcher_files_folders(argv_kernel)) == 1
     argv_kernel.process.terminate()
     assert argv_kernel.process.wait(15) == 128 + signal.SIGTERM
     wait_until_no_containers(docker_client, within=5)
+    assert launcher_files_folders(argv_kernel) == []
 
 
 def test_launcher_exits_with_kernel_exit_code(argv_kernel: ArgvKernel, docker_client: docker.DockerClient) -> None:

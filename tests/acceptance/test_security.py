@@ -16,6 +16,7 @@ import pytest
 import zmq
 from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session
+from jupyter_core.paths import jupyter_runtime_dir
 
 from tests.conftest import install_variant
 from tests.kernels import execute, listening_addresses, running_kernel
@@ -105,11 +106,17 @@ def test_hmac_key_only_in_private_files(kernel: tuple[KernelManager, object],
     assert not any(key in " ".join(process) for process in top)
 
 
-def test_only_the_working_directory_is_mounted(kernel: tuple[KernelManager, object], tmp_path: Path,
-                                               docker_client: docker.DockerClient) -> None:
+def test_only_the_working_directory_and_the_kernel_files_are_mounted(kernel: tuple[KernelManager, object],
+                                                                     tmp_path: Path,
+                                                                     docker_client: docker.DockerClient) -> None:
     manager, client = kernel
     mounts = docker_client.api.inspect_container(manager.provisioner.container.id)["Mounts"]
-    assert [(m["Type"], m["Source"], m["Destination"]) for m in mounts] == [("bind", str(tmp_path), str(tmp_path))]
+    files = manager.provisioner.spec.files_folder
+    assert {(m["Type"], m["Source"], m["Destination"]) for m in mounts} == {
+        ("bind", str(tmp_path), str(tmp_path)), ("bind", files, "/.tf1kernel")}
+    # The kernel's own files live beside Jupyter's connection files, private to the user (ipykernel adds the
+    # sticky bit, as jupyter_client does to every folder it writes a connection file in).
+    assert Path(files).parent == Path(jupyter_runtime_dir()) and os.stat(files).st_mode & 0o777 == 0o700
     # A file in the host user's home directory must not be visible (the image has its own /root, /home).
     marker = Path.home() / f".tf1kernel-test-{os.getpid()}"
     marker.write_text("host home")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import tarfile
 from pathlib import Path
 
+import psutil
 import pytest
 from jupyter_client.kernelspec import KernelSpec
 
@@ -22,6 +25,7 @@ from tf1kernel.container import (
     published_ports,
 )
 from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
+from tf1kernel.orphans import remove_stray_kernel_files
 from tf1kernel.provisioner import DockerProvisioner
 from tf1kernel.workdir import mountable_working_dir
 
@@ -216,3 +220,20 @@ def test_command_prefix_wraps_the_interpreter() -> None:
     wrapped = spec(command_prefix=["/opt/qemu/qemu-x86_64-static", "-cpu", "max"]).command
     assert wrapped[:5] == ["/opt/qemu/qemu-x86_64-static", "-cpu", "max", "python", "-c"]
     assert wrapped[-2:] == ["-f", CONNECTION_FILE]
+
+
+def test_kernel_file_folders_of_gone_owners_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    mine, gone, recycled = (tmp_path / f"tf1kernel-{pid}-{name}" for pid, name in (
+        (os.getpid(), "live"), (finished.pid, "gone"), (os.getpid(), "older-than-its-owner")))
+    jupyters_own = tmp_path / "kernel-1234.json"
+    for folder in (mine, gone, recycled):
+        folder.mkdir()
+        (folder / "connection.json").write_text("{}")
+    jupyters_own.write_text("{}")
+    long_ago = psutil.Process().create_time() - 3600  # made before this process: another owner with our pid
+    os.utime(recycled, (long_ago, long_ago))
+    assert sorted(remove_stray_kernel_files()) == sorted([str(gone), str(recycled)])
+    assert mine.is_dir() and jupyters_own.exists() and not gone.exists() and not recycled.exists()
