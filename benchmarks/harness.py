@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +20,6 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.kernels import running_kernel
 from tf1kernel import kernelspec
 
 
@@ -30,12 +30,46 @@ class StartedKernel:
     ready_s: float  # start_kernel() to the first kernel_info reply: what a frontend waits for
 
 
+def first_reply(manager: KernelManager, client: BlockingKernelClient, timeout: float) -> float:
+    """When (perf_counter) the kernel first answered kernel_info with its IOPub connected: the moment
+    wait_for_ready decides the kernel is ready. wait_for_ready itself returns only after 0.2 s more without
+    IOPub messages, an idle wait that every kernel pays alike and that would flatten every ratio."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        client.kernel_info()
+        try:
+            reply = client.get_shell_msg(timeout=1)
+        except queue.Empty:
+            if not manager.is_alive():
+                raise RuntimeError("the kernel died before it answered") from None
+            continue
+        replied = time.perf_counter()
+        if reply["msg_type"] != "kernel_info_reply":  # any one counts, as in wait_for_ready: a slow kernel
+            continue                                   # answers the requests sent while it booted, too
+        try:
+            client.get_iopub_msg(timeout=0.2)  # as wait_for_ready: IOPub must be connected too
+        except queue.Empty:
+            continue
+        return replied
+    raise TimeoutError(f"the kernel did not answer within {timeout} s")
+
+
 @contextlib.contextmanager
 def started_kernel(kernel_name: str, cwd: str, timeout: float = 300) -> Iterator[StartedKernel]:
-    """Start a kernel, wait until it answers, and always shut it down."""
+    """Start a kernel, time its first reply, wait until it is ready as a frontend does, and always shut it down."""
+    manager = KernelManager(kernel_name=kernel_name)
     started = time.perf_counter()
-    with running_kernel(kernel_name, cwd, startup_timeout=timeout) as (manager, client):
-        yield StartedKernel(manager, client, time.perf_counter() - started)
+    manager.start_kernel(cwd=cwd)
+    client = manager.client()
+    client.start_channels()
+    try:
+        ready_s = first_reply(manager, client, timeout) - started
+        client.wait_for_ready(timeout=timeout)
+        yield StartedKernel(manager, client, ready_s)
+    finally:
+        client.stop_channels()
+        if manager.has_kernel:
+            manager.shutdown_kernel(now=False)
 
 
 def use_jupyter_path(root: Path) -> Path:
@@ -45,11 +79,12 @@ def use_jupyter_path(root: Path) -> Path:
     return path
 
 
-def install_tf1kernel(root: Path, name: str, config: dict[str, Any]) -> str:
-    """A tf1kernel kernelspec with this provisioner config, installed as a user would have it."""
+def install_tf1kernel(root: Path, name: str, config: dict[str, Any], env: dict[str, str] | None = None) -> str:
+    """A tf1kernel kernelspec with this provisioner config (and kernel env), installed as a user would have it."""
     options = {key: value for key, value in config.items() if key != "strategy"}
     spec = kernelspec.render_kernel_json("x86_64", str(config.get("strategy", "auto")), options,
                                          display_name=f"bench {name}")
+    spec["env"] = dict(env or {})
     kernelspec.install(spec, name, prefix=str(root))
     return name
 

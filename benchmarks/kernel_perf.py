@@ -12,12 +12,13 @@ execute round trip of a trivial cell (to the idle status), 10 MB of streamed out
 busy in tf.Session.run, restart, a TF1 training loop in the kernel against the same script under plain
 `docker run` of the same image, and image size and build times (--build).
 
-    .venv/bin/python benchmarks/kernel_perf.py [--rounds 15] [--round-trips 300] [--build] [--json FILE]
+    .venv/bin/python benchmarks/kernel_perf.py [--rounds 15] [--round-trips 300] [--build] [--json FILE] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import queue
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from docker.errors import APIError, NotFound
-from harness import install_argv_kernel, install_tf1kernel, started_kernel, use_jupyter_path
+from harness import first_reply, install_argv_kernel, install_tf1kernel, started_kernel, use_jupyter_path
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
@@ -159,32 +160,45 @@ def interrupt(manager: KernelManager, client: BlockingKernelClient, code: str) -
 
 
 def restart(manager: KernelManager, client: BlockingKernelClient) -> float | None:
-    """Seconds to a restarted kernel's first reply; None if it did not come back."""
+    """Seconds from restart_kernel() to the restarted kernel's first reply; None if it did not come back."""
     started = time.perf_counter()
     try:
         manager.restart_kernel(now=False)
+        replied = first_reply(manager, client, timeout=120)
         client.wait_for_ready(timeout=120)
     except (RuntimeError, TimeoutError) as exc:
         print(f"restart failed: {exc}", file=sys.stderr)
         return None
-    return time.perf_counter() - started
+    return replied - started
 
 
-def kernel_session(name: str, cwd: str, round_trips: int, tensorflow: bool) -> dict[str, Any]:
-    """Everything measured inside one running kernel of a target."""
+def round_trips_side_by_side(kernels: dict[str, str], cwd: str, round_trips: int,
+                             batch: int = 20) -> dict[str, list[float]]:
+    """One kernel of each target, all running at once; batches of round trips take turns between them, so a
+    noisy moment of the machine hits every target alike."""
+    with contextlib.ExitStack() as running:
+        clients = {name: running.enter_context(started_kernel(kernel, cwd, timeout=120)).client
+                   for name, kernel in kernels.items()}
+        for client in clients.values():
+            for _ in range(20):
+                round_trip(client)  # warm up both ends
+        batches = interleaved(list(kernels), max(1, round_trips // batch),
+                              lambda name: [round_trip(clients[name]) for _ in range(batch)])
+    return {name: [trip for one_batch in taken for trip in one_batch] for name, taken in batches.items()}
+
+
+def kernel_session(name: str, cwd: str, tensorflow: bool, repeats: int = 3) -> dict[str, Any]:
+    """Output, interrupts and restarts, inside one running kernel of a target."""
     with started_kernel(name, cwd, timeout=120) as kernel:
         client, manager = kernel.client, kernel.manager
-        for _ in range(20):
-            round_trip(client)  # warm up both ends
-        trips = [round_trip(client) for _ in range(round_trips)]
-        streams = [stream(client) for _ in range(3)]
+        streams = [stream(client) for _ in range(repeats)]
         interrupts: list[float | None] = []
-        while len(interrupts) < 3 and None not in interrupts:
+        while len(interrupts) < repeats and None not in interrupts:
             interrupts.append(interrupt(manager, client, TF_BUSY if tensorflow else PY_BUSY))
         restarts: list[float | None] = []
-        while len(restarts) < 3 and None not in restarts:
+        while len(restarts) < repeats and None not in restarts:
             restarts.append(restart(manager, client))
-    return {"round_trip": trips, "stream_mb_s": streams, "interrupt": interrupts, "restart": restarts}
+    return {"stream_mb_s": streams, "interrupt": interrupts, "restart": restarts}
 
 
 def start_with_missing_image(root: Path, cwd: str) -> dict[str, Any]:
@@ -199,17 +213,27 @@ def start_with_missing_image(root: Path, cwd: str) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "outcome": outcome}
 
 
-def compute(name: str, cwd: str, steps: int) -> tuple[float, float]:
+def compute(name: str, cwd: str, steps: int, kernel_first: bool) -> tuple[float, float]:
     """The TF1 training loop's time in the kernel, and under plain `docker run` of the same image."""
     code = "import json\n" + TRAINING.format(steps=steps)
-    with started_kernel(name, cwd, timeout=120) as kernel:
-        output: list[str] = []
-        kernel.client.execute_interactive(code, timeout=900,
-                                          output_hook=lambda m: output.append(m["content"].get("text", "")))
-    in_kernel = json.loads([line for line in "".join(output).splitlines() if line.startswith("{")][-1])["loop_s"]
-    plain = subprocess.run(["docker", "run", "--rm", IMAGE, "python", "-c", code], capture_output=True, text=True,
-                           check=True).stdout
-    return in_kernel, json.loads(plain.strip().splitlines()[-1])["loop_s"]
+
+    def in_kernel() -> float:
+        with started_kernel(name, cwd, timeout=120) as kernel:
+            output: list[str] = []
+            kernel.client.execute_interactive(code, timeout=900,
+                                              output_hook=lambda m: output.append(m["content"].get("text", "")))
+        return json.loads([line for line in "".join(output).splitlines() if line.startswith("{")][-1])["loop_s"]
+
+    def plain() -> float:
+        printed = subprocess.run(["docker", "run", "--rm", IMAGE, "python", "-c", code], capture_output=True,
+                                 text=True, check=True).stdout
+        return json.loads(printed.strip().splitlines()[-1])["loop_s"]
+
+    if kernel_first:
+        kernel_s = in_kernel()
+        return kernel_s, plain()
+    plain_s = plain()
+    return in_kernel(), plain_s
 
 
 def containers_left_behind() -> int:
@@ -241,10 +265,13 @@ def build_times() -> dict[str, float]:
 # -- the run ------------------------------------------------------------------------------------
 
 
-def interleaved(names: list[str], rounds: int, measure: Callable[[str], Any]) -> dict[str, list[Any]]:
+def interleaved(names: list[str], rounds: int, measure: Callable[[str], Any],
+                settle: float = 0.0) -> dict[str, list[Any]]:
+    """Measure each target once a round, in alternating order, pausing `settle` seconds before each."""
     samples: dict[str, list[Any]] = {name: [] for name in names}
     for round_number in range(rounds):
         for name in names if round_number % 2 == 0 else names[::-1]:
+            time.sleep(settle)
             samples[name].append(measure(name))
     return samples
 
@@ -260,7 +287,12 @@ def main() -> int:
                         help="a local CPython 3.7 with the image's ipykernel 6.16 (docker/shared/kernel-py37.txt): "
                              "adds the target local-py37, the image's kernel without a container")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--quick", action="store_true",
+                        help="every measurement, a few times each (a check that the benchmark works; about 2 min)")
     args = parser.parse_args()
+    repeats, compute_pairs = (1, 2) if args.quick else (3, 6)
+    if args.quick:
+        args.rounds, args.round_trips, args.steps = 2, 40, 100
     client = engine.connect()
     results: dict[str, Any] = {"image_mb": client.api.inspect_image(IMAGE)["Size"] / 1e6}
     with tempfile.TemporaryDirectory(prefix="tf1kernel-perf-") as root_name:
@@ -273,27 +305,33 @@ def main() -> int:
             cold_start(targets[name], str(work))
         time.sleep(3)
         print("cold starts...", file=sys.stderr)
-        starts = interleaved(names, args.rounds, lambda n: cold_start(targets[n], str(work)))
+        # The engine removes a shut-down kernel's container in the background: a start measured meanwhile
+        # would share the CPU with that, whichever target it is. Each start gets a quiet machine.
+        starts = interleaved(names, args.rounds, lambda n: cold_start(targets[n], str(work)), settle=1.0)
         time.sleep(2)
         results["left_after_cold_starts"] = containers_left_behind()
-        print("in-kernel measures...", file=sys.stderr)
+        print("round trips...", file=sys.stderr)
+        trips = round_trips_side_by_side(targets, str(work), args.round_trips)
+        time.sleep(2)
+        print("output, interrupts, restarts...", file=sys.stderr)
         sessions = {}
         left_behind: dict[str, int] = {}
         for name in names:
-            sessions[name] = kernel_session(targets[name], str(work), args.round_trips, not name.startswith("local"))
+            sessions[name] = kernel_session(targets[name], str(work), not name.startswith("local"), repeats)
             time.sleep(2)
             left_behind[name] = containers_left_behind()
         results["left_behind"] = left_behind
         results["missing_image"] = start_with_missing_image(root, str(work))
         print("compute...", file=sys.stderr)
-        pairs = [compute(targets["tf1kernel"], str(work), args.steps) for _ in range(5)]
+        pairs = [compute(targets["tf1kernel"], str(work), args.steps, kernel_first=n % 2 == 0)
+                 for n in range(compute_pairs)]
         results["compute"] = {"kernel_s": statistics.median(p[0] for p in pairs),
                               "docker_run_s": statistics.median(p[1] for p in pairs)}
         results["compute"]["ratio"] = results["compute"]["docker_run_s"] / results["compute"]["kernel_s"]
     if args.build:
         results["build_s"] = build_times()
     local_start = statistics.median(starts["local"])
-    local_trip = statistics.median(sessions["local"]["round_trip"])
+    local_trip = statistics.median(trips["local"])
     results["targets"] = {}
     for name in names:
         session = sessions[name]
@@ -301,8 +339,8 @@ def main() -> int:
         results["targets"][name] = {
             "cold_start_s": summary(starts[name]),
             "cold_start_ratio": statistics.median(starts[name]) / local_start,
-            "round_trip_ms": {k: v * 1000 if k != "n" else v for k, v in summary(session["round_trip"]).items()},
-            "round_trip_ratio": statistics.median(session["round_trip"]) / local_trip,
+            "round_trip_ms": {k: v * 1000 if k != "n" else v for k, v in summary(trips[name]).items()},
+            "round_trip_ratio": statistics.median(trips[name]) / local_trip,
             "stream_mb_s": statistics.median(session["stream_mb_s"]),
             "interrupt_s": summary(interrupts) if interrupts else None,
             "first_interrupt_s": session["interrupt"][0],

@@ -1,7 +1,7 @@
 """Kernel start time: tf1kernel (TF 1.15 in a container) next to a local ipykernel, same run.
 
-Each round starts both kernels in alternating order and times start_kernel + wait_for_ready
-(what a frontend waits for before the first cell), then the first `import tensorflow`.
+Each round starts both kernels in alternating order and times start_kernel() to the first kernel_info
+reply (what a frontend waits for before the first cell), then the first `import tensorflow`.
 Reported as medians and as ratios to the local kernel, because these machines are noisy.
 
     .venv/bin/python benchmarks/kernel_start.py --rounds 10 [--kernel tf1.15-x86-64]

@@ -1,8 +1,10 @@
-"""Where a cold start's time goes: each engine call of the provisioner, then the kernel's own boot.
+"""Where a cold start's time goes: each engine call of the provisioner, then each step of the kernel's boot.
 
 Wraps the docker SDK's low-level calls with timers, starts a tf1kernel kernel through a real
-KernelManager a few times, and prints the median time of each call and of each phase:
-start_kernel() up to the container running, then up to the first kernel_info reply.
+KernelManager a few times, and prints the median time of each call, and when each step of a start
+ended, counted from start_kernel(): start_kernel() returning (container running), then the kernel's own
+boot steps as its guest notes them (tf1kernel_guest.boot_step, with TF1KERNEL_BOOT_TIMES set), then the
+first kernel_info reply.
 
     .venv/bin/python benchmarks/profile_start.py [--rounds 8] [--network auto|host|bridge]
 """
@@ -17,11 +19,17 @@ import time
 from pathlib import Path
 
 import docker.api.client
-from harness import install_tf1kernel, use_jupyter_path
+from harness import first_reply, install_tf1kernel, use_jupyter_path
 from jupyter_client.manager import KernelManager
 
 CALLS = ("version", "info", "images", "inspect_image", "inspect_container", "create_container", "put_archive",
          "start", "attach_socket", "containers", "rename", "kill", "remove_container", "wait")
+BOOT_STEPS = {  # the guest's step names, and what ended with each
+    "python": "Python runs the guest",
+    "bound": "kernel ports bound",
+    "imported": "ipykernel imported",
+    "initialized": "kernel initialized",
+}
 timings: dict[str, list[float]] = collections.defaultdict(list)
 
 
@@ -36,6 +44,16 @@ def timed(name: str, method: object) -> object:
     return wrapper
 
 
+def boot_steps(logs: str) -> dict[str, float]:
+    """The guest's "tf1kernel-boot STEP UNIX_TIME" lines."""
+    steps = {}
+    for line in logs.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "tf1kernel-boot":
+            steps[words[1]] = float(words[2])
+    return steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8)
@@ -47,27 +65,31 @@ def main() -> None:
     phases: dict[str, list[float]] = collections.defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="tf1kernel-profile-") as root:
         use_jupyter_path(Path(root))
-        kernel = install_tf1kernel(Path(root), "profile", {"strategy": "emulated", "network": args.network})
+        kernel = install_tf1kernel(Path(root), "profile", {"strategy": "emulated", "network": args.network},
+                                   env={"TF1KERNEL_BOOT_TIMES": "1"})
         work = Path(root) / "work"
         work.mkdir()
         for round_number in range(args.rounds + 1):
             if round_number == 1:
                 timings.clear()  # the first start pays one-time costs (client, probes, orphan scan)
-            started = time.perf_counter()
             manager = KernelManager(kernel_name=kernel)
+            started, started_at = time.perf_counter(), time.time()
             manager.start_kernel(cwd=str(work))
             launched = time.perf_counter()
             client = manager.client()
             client.start_channels()
-            client.wait_for_ready(timeout=60)
-            ready = time.perf_counter()
+            replied = first_reply(manager, client, timeout=60)
+            steps = boot_steps(manager.provisioner.container.logs(100))
             client.stop_channels()
             manager.shutdown_kernel(now=True)
+            time.sleep(1.0)  # let the engine finish removing the container before the next start
             if round_number:
                 phases["start_kernel() returns (container running)"].append(launched - started)
-                phases["then: first kernel_info reply (kernel boot)"].append(ready - launched)
-                phases["total"].append(ready - started)
-    print(f"{'phase':<48} {'median':>9}")
+                for step, label in BOOT_STEPS.items():
+                    if step in steps:
+                        phases[label].append(steps[step] - started_at)
+                phases["first kernel_info reply"].append(replied - started)
+    print(f"{'step of a cold start, ended at':<48} {'median':>9}")
     for name, values in phases.items():
         print(f"{name:<48} {statistics.median(values) * 1000:>7.0f}ms")
     print(f"\n{'engine call (per start)':<32} {'count':>6} {'median':>9} {'sum/start':>10}")

@@ -24,3 +24,31 @@ def test_strategy_benchmark_reports_ratios_to_emulated_native(kernel_image: str)
     assert rows["emulated-native"]["loop_ratio_to_emulated_native"] == 1.0
     assert rows["compat-native"]["loop_ratio_to_emulated_native"] > 0
     assert all(row["final_loss"] < 1.0 for row in rows.values())
+
+
+def test_kernel_benchmark_reports_every_measure_of_every_target(kernel_image: str, tmp_path: Path) -> None:
+    report_file = tmp_path / "kernel_perf.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "kernel_perf.py"), "--quick", "--json", str(report_file)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    rows = report["targets"]
+    assert set(rows) == {"local", "tf1kernel", "tf1kernel-pool", "docker-run", "dockernel"}
+    assert rows["local"]["cold_start_ratio"] == 1.0 and rows["local"]["round_trip_ratio"] == 1.0
+    for name in ("tf1kernel", "tf1kernel-pool"):
+        row = rows[name]
+        assert row["cold_start_s"]["median"] > 0 and row["round_trip_ms"]["median"] > 0 and row["stream_mb_s"] > 0
+        assert row["interrupts_failed"] == 0 and row["restart_failed"] == 0 and row["left_behind"] == 0, row
+    assert report["left_after_cold_starts"] == 0
+    assert report["missing_image"]["outcome"].startswith("ImageMissing") and report["missing_image"]["seconds"] < 10
+    assert report["compute"]["ratio"] > 0 and report["image_mb"] > 0
+    assert all(name in done.stdout for name in rows)  # the table
+
+
+def test_start_profile_shows_each_step_of_the_kernels_boot(kernel_image: str) -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_start.py"), "--rounds", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for step in ("start_kernel() returns", "Python runs the guest", "kernel ports bound", "ipykernel imported",
+                 "kernel initialized", "first kernel_info reply", "create_container", "start"):
+        assert step in done.stdout, done.stdout
