@@ -365,3 +365,17 @@ def test_an_engine_that_cannot_mount_the_files_folder_gets_them_copied(tf1_kerne
     with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
         assert manager.provisioner.container.files_folder == ""
         assert execute(client, "import tensorflow as tf\nprint(tf.__version__)").stdout.splitlines()[-1] == "1.15.5"
+
+
+def test_the_sessions_history_is_all_there(tf1_kernel: str, tmp_path: Path) -> None:
+    """The guest lets IPython write its history database in batches (HOME is a tmpfs that goes with the
+    container); every way of reading it still sees every cell."""
+    with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
+        for number in range(3):
+            execute(client, f"marker_{number} = {number}")
+        searched = execute(client, "%history -g marker_")
+        tail = execute(client, "%history -l 2")
+        ranged = execute(client, "%history -n 1-3")
+    assert all(f"marker_{n} = {n}" in searched.stdout for n in range(3)), searched
+    assert tail.stdout.splitlines() == ["marker_2 = 2", "%history -g marker_"], tail  # the last two cells
+    assert ranged.stdout.count("marker_") == 3, ranged
