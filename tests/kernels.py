@@ -82,3 +82,46 @@ def running_kernel(kernel_name: str, cwd: str, startup_timeout: float = 90) -> I
         client.stop_channels()
         if manager.has_kernel:
             manager.shutdown_kernel(now=False)
+
+
+def debug_request(client: BlockingKernelClient, command: str, arguments: dict | None = None) -> dict:
+    """One request of the Jupyter debug protocol (DAP over the control channel); its reply's content."""
+    message = client.session.msg("debug_request", {"type": "request", "seq": 1, "command": command,
+                                                   "arguments": arguments or {}})
+    client.control_channel.send(message)
+    while True:
+        reply = client.get_control_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == message["header"]["msg_id"]:
+            return reply["content"]
+
+
+def debug_a_cell(client: BlockingKernelClient) -> None:
+    """A debugging session as VS Code's Debug Cell runs one: the variables of the kernel, a breakpoint in a cell,
+    the stopped frame's variables, continue, disconnect; then the kernel carries on."""
+    execute(client, "greeting = 'hello'")
+    initialized = debug_request(client, "initialize", {
+        "clientID": "tf1kernel-test", "adapterID": "", "pathFormat": "path", "linesStartAt1": True,
+        "columnsStartAt1": True, "supportsVariableType": True, "locale": "en"})
+    assert initialized["success"], initialized
+    assert debug_request(client, "attach")["success"]
+    inspected = debug_request(client, "inspectVariables")["body"]["variables"]
+    assert {v["name"]: v["value"] for v in inspected}.get("greeting") == "'hello'", inspected
+    code = "def add(a, b):\n    c = a + b\n    return c\n\nadd(2, 3)"
+    source = debug_request(client, "dumpCell", {"code": code})["body"]["sourcePath"]
+    breakpoints = debug_request(client, "setBreakpoints", {
+        "breakpoints": [{"line": 2}], "source": {"path": source}, "sourceModified": False})
+    assert breakpoints["body"]["breakpoints"][0]["verified"], breakpoints
+    assert debug_request(client, "configurationDone")["success"]
+    msg_id = client.execute(code)
+    stopped = next(m for m in iter(lambda: client.get_iopub_msg(timeout=60), None)
+                   if m["msg_type"] == "debug_event" and m["content"]["event"] == "stopped")["content"]
+    assert stopped["body"]["reason"] == "breakpoint", stopped
+    thread = stopped["body"]["threadId"]
+    frame = debug_request(client, "stackTrace", {"threadId": thread})["body"]["stackFrames"][0]
+    scope = debug_request(client, "scopes", {"frameId": frame["id"]})["body"]["scopes"][0]
+    local = debug_request(client, "variables", {"variablesReference": scope["variablesReference"]})
+    assert {v["name"]: v["value"] for v in local["body"]["variables"]} == {"a": "2", "b": "3"}, local
+    assert debug_request(client, "continue", {"threadId": thread})["success"]
+    assert wait_reply(client, msg_id)["content"]["status"] == "ok"
+    debug_request(client, "disconnect", {"restart": False, "terminateDebuggee": True})
+    assert execute(client, "print(add(20, 22))").stdout.strip() == "42"

@@ -17,7 +17,14 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_variant
-from tests.kernels import execute, listening_addresses, running_kernel, start_nonblocking, wait_reply
+from tests.kernels import (
+    debug_a_cell,
+    execute,
+    listening_addresses,
+    running_kernel,
+    start_nonblocking,
+    wait_reply,
+)
 from tf1kernel.container import LABEL_KERNEL_ID, LABEL_OWNER
 from tf1kernel.provisioner import DockerProvisioner
 
@@ -302,10 +309,11 @@ def test_new_iopub_subscribers_are_welcomed(tf1_kernel: str, tmp_path: Path) -> 
 
 
 def test_the_kernel_boots_without_what_it_does_not_use_yet(tf1_kernel: str, tmp_path: Path) -> None:
-    """IPython 7 and ipykernel 6.16 (which TF 1.15 pins) import the terminal UI and jedi at start; the guest
-    defers both, as IPython 9 does, and each still works when it is used."""
+    """IPython 7 and ipykernel 6.16 (which TF 1.15 pins) import the terminal UI, jedi and debugpy at start; the
+    guest defers them, the first two as IPython 9 does, and each still works when it is used (the debugger:
+    test_the_debugger_stops_at_a_breakpoint_and_shows_variables)."""
     with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
-        loaded = execute(client, "import sys\nprint([m for m in ('prompt_toolkit', 'jedi', "
+        loaded = execute(client, "import sys\nprint([m for m in ('prompt_toolkit', 'jedi', 'debugpy', "
                                  "'IPython.terminal.interactiveshell') if m in sys.modules])")
         assert loaded.stdout.strip() == "[]", loaded
         code = "import os\nos.pa"
@@ -379,3 +387,11 @@ def test_the_sessions_history_is_all_there(tf1_kernel: str, tmp_path: Path) -> N
     assert all(f"marker_{n} = {n}" in searched.stdout for n in range(3)), searched
     assert tail.stdout.splitlines() == ["marker_2 = 2", "%history -g marker_"], tail  # the last two cells
     assert ranged.stdout.count("marker_") == 3, ranged
+
+
+
+def test_the_debugger_stops_at_a_breakpoint_and_shows_variables(tf1_kernel: str, tmp_path: Path) -> None:
+    """What VS Code's Run by Line and Debug Cell do (and JupyterLab's debugger, for a kernelspec that enables
+    it): ipykernel's debugger, driven through the Jupyter debug protocol, in the container."""
+    with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
+        debug_a_cell(client)

@@ -313,48 +313,101 @@ def importing(module_name):
     return False
 
 
-class JediAtFirstCompletion(importlib.abc.MetaPathFinder):
-    """Keeps IPython 7's completer from importing jedi when it is imported; jedi comes with the first completion."""
+class DeferredImport(importlib.abc.MetaPathFinder):
+    """Makes `import NAME` fail while IMPORTER's own module code runs: IMPORTER then starts as it does without
+    NAME installed, and tf1kernel gives NAME back to it at its first use."""
 
-    deferred = False
+    def __init__(self, name, importer):
+        self.name = name
+        self.importer = importer
+        self.deferred = False
 
     def find_spec(self, name, path=None, target=None):
-        if name == "jedi" and importing("IPython.core.completer"):
+        if name == self.name and importing(self.importer):
             self.deferred = True
-            raise ImportError("tf1kernel imports jedi at the first completion")
+            raise ImportError("tf1kernel imports %s at its first use" % name)
         return None
 
-    def restore(self, shell):
-        """Let shell's completer use jedi, as it would have, importing jedi when it first completes."""
-        completer = sys.modules.get("IPython.core.completer")
-        if not self.deferred or completer is None or importlib.util.find_spec("jedi") is None:
-            return  # this IPython does not import jedi up front, or jedi is not installed: nothing to restore
-        configured = [section.get("use_jedi") for section in (shell.config.get("IPCompleter", {}),
-                                                               shell.config.get("Completer", {}))]
-        jedi_matches = completer.IPCompleter._jedi_matches
-
-        def _jedi_matches(completer_self, *args, **kwargs):
-            if not completer.JEDI_INSTALLED:  # what IPython 7's completer does when it is imported
-                import jedi
-                import jedi.api.classes
-                import jedi.api.helpers
-
-                jedi.settings.case_insensitive_completion = False
-                completer.jedi, completer.JEDI_INSTALLED = jedi, True
-            return jedi_matches(completer_self, *args, **kwargs)
-
-        completer.IPCompleter._jedi_matches = _jedi_matches
-        if configured == [None, None]:
-            shell.Completer.use_jedi = True
+    def available(self):
+        """Did IMPORTER go without NAME, which is installed?"""
+        return self.deferred and importlib.util.find_spec(self.name) is not None
 
 
-def load_jedi_ahead():
-    try:
-        import IPython.core.completer  # noqa: F401
-        import jedi.api.classes
-        import jedi.api.helpers  # noqa: F401
-    except ImportError:
-        pass
+def complete_with_jedi_when_asked(shell):
+    """IPython 7's completer started without jedi: let it use jedi, as it would have, importing jedi when it
+    first completes (unless the user configured use_jedi)."""
+    completer = sys.modules["IPython.core.completer"]
+    configured = [section.get("use_jedi") for section in (shell.config.get("IPCompleter", {}),
+                                                           shell.config.get("Completer", {}))]
+    jedi_matches = completer.IPCompleter._jedi_matches
+
+    def _jedi_matches(completer_self, *args, **kwargs):
+        if not completer.JEDI_INSTALLED:  # what IPython 7's completer does when it is imported
+            import jedi
+            import jedi.api.classes
+            import jedi.api.helpers
+
+            jedi.settings.case_insensitive_completion = False
+            completer.jedi, completer.JEDI_INSTALLED = jedi, True
+        return jedi_matches(completer_self, *args, **kwargs)
+
+    completer.IPCompleter._jedi_matches = _jedi_matches
+    if configured == [None, None]:
+        shell.Completer.use_jedi = True
+
+
+def debug_when_asked(kernel_class):
+    """ipykernel 6's debugger module started without debugpy (and pydevd, which its debugger loads when it is
+    made, 50 ms of every start): the kernel makes its debugger at the first debug_request (VS Code's Run by Line
+    and Debug Cell, JupyterLab's debugger), as it would have at start."""
+    import asyncio
+
+    import ipykernel.ipkernel as ipkernel
+
+    make_kernel, poll_stopped_queue, do_debug_request = (
+        kernel_class.__init__, kernel_class.poll_stopped_queue, kernel_class.do_debug_request)
+
+    def __init__(self, **kwargs):
+        # Without debugpy, debugpy_stream is no trait of the kernel class, and would be dropped.
+        debugpy_stream = kwargs.pop("debugpy_stream", None)
+        make_kernel(self, **kwargs)
+        self.debugpy_stream = debugpy_stream
+        self.debugger = None
+
+    async def wait_for_the_debugger(self):
+        # Started with the kernel, on the control thread: the debugger's stopped events come once it is made.
+        self.debugger_made = asyncio.Event()
+        if self.debugger is None:
+            await self.debugger_made.wait()
+        await poll_stopped_queue(self)
+
+    async def debug(self, msg):
+        if self.debugger is None:
+            make_debugger(self)
+        return await do_debug_request(self, msg)
+
+    def make_debugger(kernel):
+        debugger = importlib.reload(sys.modules["ipykernel.debugger"])  # this time with debugpy
+        if not debugger._is_debugpy_available:
+            return  # debugpy failed to import: no debugger, as ipykernel has it then
+        kernel.debugger = debugger.Debugger(kernel.log, kernel.debugpy_stream, kernel._publish_debug_event,
+                                            kernel.debug_shell_socket, kernel.session, kernel.debug_just_my_code)
+        ipkernel.Debugger, ipkernel._is_debugpy_available = debugger.Debugger, True
+        if getattr(kernel, "debugger_made", None) is not None:
+            kernel.debugger_made.set()
+
+    kernel_class.__init__, kernel_class.poll_stopped_queue, kernel_class.do_debug_request = (
+        __init__, wait_for_the_debugger, debug)
+
+
+def load_ahead():
+    """What the first completion and the first debug request would import (jedi, debugpy and pydevd)."""
+    for name in ("IPython.core.completer", "jedi.api.classes", "jedi.api.helpers", "debugpy.server.api",
+                 "_pydevd_bundle.pydevd_suspended_frames"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def bind_early(connection):
@@ -521,17 +574,24 @@ def main(argv):
     sys.argv = ["ipykernel_launcher", *argv]
     context, bound = (None, {}) if standby else bind_early(read_connection_file(argv))
     boot_step("bound")
-    embed_stand_in, jedi_finder = defer_ipython_embed(), JediAtFirstCompletion()
-    sys.meta_path.insert(0, jedi_finder)
+    embed_stand_in = defer_ipython_embed()
+    jedi_later, debugpy_later = DeferredImport("jedi", "IPython.core.completer"), DeferredImport(
+        "debugpy", "ipykernel.debugger")
+    sys.meta_path[:0] = [jedi_later, debugpy_later]
     from ipykernel.kernelapp import IPKernelApp
 
     finish_deferring_embed(embed_stand_in)
-    sys.meta_path.remove(jedi_finder)
+    sys.meta_path.remove(jedi_later)
+    sys.meta_path.remove(debugpy_later)
+    if debugpy_later.available():
+        from ipykernel.ipkernel import IPythonKernel
+
+        debug_when_asked(IPythonKernel)
     boot_step("imported")
     wake_output_watchers_on_close()
     welcome_iopub_subscribers(IPKernelApp)
     if standby:
-        load_jedi_ahead()  # no one waits on a standby kernel: its first completion need not import jedi
+        load_ahead()  # nobody waits for a standby kernel yet: what its first completion or debugging needs
         adopt(json.loads(read_stdin_line().decode("utf-8")))
         context, bound = bind_early(read_connection_file(argv))
     serve_kernel_sockets(IPKernelApp, context, bound)
@@ -542,7 +602,8 @@ def main(argv):
     # writes the cells it caches before each read (%history -l, -g) and at exit; written after every cell, it
     # cost each round trip up to 0.5 ms. (The user's own arguments come after, and win.)
     app.initialize(["--HistoryManager.db_cache_size=1000", *argv])
-    jedi_finder.restore(app.shell)
+    if jedi_later.available():
+        complete_with_jedi_when_asked(app.shell)
     load_ipython_extension(app.shell)
     boot_step("initialized")
     gc.enable()
