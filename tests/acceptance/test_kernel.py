@@ -294,6 +294,36 @@ def test_a_tensorflow_kernel_exits_at_once_when_asked(tf1_kernel: str, tmp_path:
     assert (tmp_path / "atexit-ran").exists()  # the user's exit handlers still ran
 
 
+KEEPS_PRINTING = """
+import sys, threading, time
+import tensorflow as tf
+
+def keep_printing():
+    while True:
+        sys.stdout.write("." * 65536)
+        time.sleep(0.0001)
+
+threading.Thread(target=keep_printing, daemon=True).start()
+"""
+
+
+def test_kernels_busy_with_output_exit_at_once_every_time(tf1_kernel: str, tmp_path: Path,
+                                                          docker_client: docker.DockerClient) -> None:
+    """At exit, ipykernel stops its IOPub thread before the control thread has finished answering the
+    shutdown_request; that answer then waited on a thread that was gone, for 10 s or for ever. One exit in
+    fifteen of a kernel that had used TensorFlow hit it; with output flooding the IOPub thread (a thread that
+    keeps printing), nearly every run of this test did. The guest stops the control thread first."""
+    for _ in range(10):
+        with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
+            execute(client, KEEPS_PRINTING)
+            container = container_of(manager)
+            started = time.monotonic()
+            client.shutdown()
+            while docker_client.api.inspect_container(container)["State"]["Running"]:
+                assert time.monotonic() - started < 2, "the kernel did not exit after shutdown_request"
+                time.sleep(0.05)
+
+
 def test_new_iopub_subscribers_are_welcomed(tf1_kernel: str, tmp_path: Path) -> None:
     """The kernel greets each new IOPub subscription (JEP 65, as ipykernel 7 does): clients know at once
     that they will see the kernel's output, instead of waiting for a status message they may have missed."""
