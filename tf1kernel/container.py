@@ -310,7 +310,8 @@ class KernelContainer:
         except NotFound:
             pass
         except APIError as exc:
-            if exc.status_code != 409:  # 409: not running, nothing to signal
+            # Not running, nothing to signal: Docker answers 409, Podman 500 "container state improper".
+            if exc.status_code != 409 and not _mentions(exc, ("container state improper",)):
                 raise
 
     def remove(self) -> None:

@@ -543,7 +543,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """Can the kernel's files be mounted from a folder of this machine: does the engine run on this
         machine's kernel (it sees its folders and users), and can the kernel's user read what is written here?"""
         same_user = spec.user.partition(":")[0] == str(os.getuid())
-        return info.shares_host_network and bool(spec.kernel_id) and (same_user or os.getuid() == 0)
+        if info.rootless_podman:  # keep-id maps only the engine's own user to itself: a user's own Podman
+            readable = same_user and os.getuid() != 0
+        else:
+            readable = same_user or os.getuid() == 0  # root gives the files to the kernel's user
+        return info.shares_host_network and bool(spec.kernel_id) and readable
 
     def _workspace(self, spec: ContainerSpec, info: engine.EngineInfo) -> ContainerSpec:
         """The kernel's folders: this machine's on a local engine; the remote host's on a remote one."""
