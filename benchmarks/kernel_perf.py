@@ -94,8 +94,10 @@ def install_targets(root: Path, pool: int, same_software: str | None) -> dict[st
 
 
 def build_dockernel_image() -> None:
-    """dockernel runs the image's own command with DOCKERNEL_CONNECTION_FILE set, as its README says."""
-    dockerfile = f'FROM {IMAGE}\nCMD python -m ipykernel_launcher -f "$DOCKERNEL_CONNECTION_FILE"\n'
+    """dockernel runs the image's own command with DOCKERNEL_CONNECTION_FILE set, as its README says. The
+    image is no tf1kernel build, and says so: its labels would otherwise be inherited from tf1kernel's."""
+    dockerfile = (f'FROM {IMAGE}\nLABEL org.tf1kernel.strategy="" org.tf1kernel.platform="" org.tf1kernel.tag=""\n'
+                  'CMD python -m ipykernel_launcher -f "$DOCKERNEL_CONNECTION_FILE"\n')
     subprocess.run(["docker", "build", "-q", "-t", DOCKERNEL_IMAGE, "-"], input=dockerfile, text=True, check=True,
                    capture_output=True)
 
@@ -331,6 +333,8 @@ def main() -> int:
                               "docker_run_s": statistics.median(p[1] for p in pairs),
                               "ratio": statistics.median(plain / kernel for kernel, plain in pairs),
                               "pair_ratios": [plain / kernel for kernel, plain in pairs]}
+    with contextlib.suppress(NotFound, APIError):  # the run's own image for dockernel, not the user's
+        client.api.remove_image(DOCKERNEL_IMAGE, force=True)
     if args.build:
         results["build_s"] = build_times()
     local_start = statistics.median(starts["local"])

@@ -46,6 +46,8 @@ LABEL_PLATFORM = "org.tf1kernel.platform"
 LABEL_TENSORFLOW = "org.tf1kernel.tensorflow"
 # A digest of everything a build's result depends on: a build with the same inputs is skipped.
 LABEL_INPUTS = "org.tf1kernel.inputs"
+# The tag a build made: an image built FROM one of ours inherits every label above, and this one tells it apart.
+LABEL_TAG = "org.tf1kernel.tag"
 # Build arguments that do not change what is built (where packages come from, which build it is).
 UNRECORDED_BUILDARGS = ("PIP_INDEX_URL", "TF1KERNEL_BUILD")
 
@@ -305,13 +307,14 @@ def build_image(
     if not no_cache:
         try:
             existing = client.api.inspect_image(tag or recipe.tag)
-            if (existing["Config"].get("Labels") or {}).get(LABEL_INPUTS) == inputs:
+            existing_labels = existing["Config"].get("Labels") or {}
+            if existing_labels.get(LABEL_INPUTS) == inputs and existing_labels.get(LABEL_TAG) == (tag or recipe.tag):
                 return Built(existing["Id"], up_to_date=True)
         except ImageNotFound:
             pass
     build_id = buildargs["TF1KERNEL_BUILD"] = uuid.uuid4().hex
     labels = {LABEL_STRATEGY: recipe.strategy, LABEL_PLATFORM: recipe.platform, LABEL_TENSORFLOW: recipe.tensorflow,
-              LABEL_INPUTS: inputs}
+              LABEL_INPUTS: inputs, LABEL_TAG: tag or recipe.tag}
     step, steps, tail, image_id = 0, 0, [], ""
     try:
         for chunk in client.api.build(

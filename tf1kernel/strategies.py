@@ -20,7 +20,7 @@ import docker
 
 from .engine import EngineInfo, avx_fix
 from .errors import CpuLacksAvx, ImageMissing, InvalidOption
-from .images import LABEL_PLATFORM, LABEL_STRATEGY, LABEL_TENSORFLOW, RECIPES, recipe_for
+from .images import LABEL_PLATFORM, LABEL_STRATEGY, LABEL_TAG, LABEL_TENSORFLOW, RECIPES, recipe_for
 from .probes import EmulationFacts
 
 STRATEGIES = ("auto", "emulated", "source", "prebuilt", "compat")
@@ -111,6 +111,8 @@ def built_images(client: docker.DockerClient) -> list[BuiltImage]:
     for summary in sorted([*labelled, *by_tag], key=lambda s: -s.get("Created", 0)):
         labels, tags = summary.get("Labels") or {}, [t for t in summary.get("RepoTags") or [] if t != "<none>:<none>"]
         for tag in tags:
+            if labels.get(LABEL_TAG, tag) != tag:
+                continue  # an image built FROM one of ours (builds before LABEL_TAG cannot tell)
             if labels.get(LABEL_PLATFORM):
                 found.setdefault(tag, BuiltImage(tag, labels[LABEL_STRATEGY], labels[LABEL_PLATFORM],
                                                  labels.get(LABEL_TENSORFLOW, "")))

@@ -30,6 +30,7 @@ from tests.acceptance.test_cli import assert_clean_failure
 from tests.acceptance.test_notebooks import check_files, check_graph_basics, run_notebook
 from tests.conftest import COMPAT_IMAGES, PREBUILT_WHEEL_IMAGE, install_kernel, managed_containers, run_cli
 from tests.kernels import execute, running_kernel
+from tf1kernel import strategies
 from tf1kernel.errors import ImageMissing
 from tf1kernel.images import LABEL_STRATEGY, LABEL_TENSORFLOW
 from tf1kernel.resources import data_dir
@@ -185,6 +186,18 @@ def test_source_kernelspec_installs_and_names_the_build(jupyter_dirs: Path, tmp_
 
 
 # -- auto ---------------------------------------------------------------------------------
+
+
+def test_auto_ignores_a_users_image_built_from_ours(kernel_image: str, docker_client: docker.DockerClient) -> None:
+    """An image built FROM one of tf1kernel's inherits its labels; auto must still take only tf1kernel's own."""
+    derived = "tf1kernel-test/derived-from-ours:1"
+    docker_client.images.build(fileobj=io.BytesIO(f"FROM {kernel_image}\nENV EXTRA=1\n".encode()), tag=derived,
+                               rm=True)
+    try:
+        built = {image.tag for image in strategies.built_images(docker_client)}
+        assert kernel_image in built and derived not in built, built
+    finally:
+        docker_client.api.remove_image(derived, force=True)
 
 
 def test_auto_picks_the_official_wheel_here_and_says_why(jupyter_dirs: Path, kernel_image: str, tmp_path: Path,
