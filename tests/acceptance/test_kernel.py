@@ -31,6 +31,17 @@ from tf1kernel.provisioner import DockerProvisioner
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
 
+def exit_code_when_asked_to_shut_down(client: object, docker_client: docker.DockerClient, container: str,
+                                      within: float) -> int:
+    """Send shutdown_request; the kernel's container must exit within `within` seconds. Its exit code."""
+    started = time.monotonic()
+    client.shutdown()
+    while (state := docker_client.api.inspect_container(container)["State"])["Running"]:
+        assert time.monotonic() - started < within, "the kernel did not exit after shutdown_request"
+        time.sleep(0.05)
+    return int(state["ExitCode"])
+
+
 def container_of(manager: KernelManager) -> str:
     provisioner = manager.provisioner
     assert isinstance(provisioner, DockerProvisioner) and provisioner.container is not None
@@ -285,12 +296,7 @@ def test_a_tensorflow_kernel_exits_at_once_when_asked(tf1_kernel: str, tmp_path:
                                "atexit.register(lambda: open('atexit-ran', 'w').close())\n"
                                "print(tf.Session().run(tf.constant(1)))").stdout.splitlines()[-1] == "1"
         container = container_of(manager)
-        started = time.monotonic()
-        client.shutdown()
-        while docker_client.api.inspect_container(container)["State"]["Running"]:
-            assert time.monotonic() - started < 2, "the kernel did not exit after shutdown_request"
-            time.sleep(0.05)
-        assert docker_client.api.inspect_container(container)["State"]["ExitCode"] == 0
+        assert exit_code_when_asked_to_shut_down(client, docker_client, container, within=2) == 0
     assert (tmp_path / "atexit-ran").exists()  # the user's exit handlers still ran
 
 
@@ -316,12 +322,7 @@ def test_kernels_busy_with_output_exit_at_once_every_time(tf1_kernel: str, tmp_p
     for _ in range(10):
         with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
             execute(client, KEEPS_PRINTING)
-            container = container_of(manager)
-            started = time.monotonic()
-            client.shutdown()
-            while docker_client.api.inspect_container(container)["State"]["Running"]:
-                assert time.monotonic() - started < 2, "the kernel did not exit after shutdown_request"
-                time.sleep(0.05)
+            exit_code_when_asked_to_shut_down(client, docker_client, container_of(manager), within=2)
 
 
 def test_new_iopub_subscribers_are_welcomed(tf1_kernel: str, tmp_path: Path) -> None:
