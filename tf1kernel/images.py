@@ -298,6 +298,7 @@ def build_image(
     on_progress: Callable[[BuildProgress], None] = lambda progress: None,
 ) -> Built:
     """Build the recipe's image (unless an image of the same inputs is there); raise BuildError with the fix."""
+    tag = tag or recipe.tag
     buildargs = {name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)}
     buildargs["PYTHON_IMAGE"] = base_image or recipe.base_image
     if index_url:
@@ -306,21 +307,21 @@ def build_image(
     inputs = build_inputs_digest(client, recipe, buildargs)
     if not no_cache:
         try:
-            existing = client.api.inspect_image(tag or recipe.tag)
+            existing = client.api.inspect_image(tag)
             existing_labels = existing["Config"].get("Labels") or {}
-            if existing_labels.get(LABEL_INPUTS) == inputs and existing_labels.get(LABEL_TAG) == (tag or recipe.tag):
+            if existing_labels.get(LABEL_INPUTS) == inputs and existing_labels.get(LABEL_TAG) == tag:
                 return Built(existing["Id"], up_to_date=True)
         except ImageNotFound:
             pass
     build_id = buildargs["TF1KERNEL_BUILD"] = uuid.uuid4().hex
     labels = {LABEL_STRATEGY: recipe.strategy, LABEL_PLATFORM: recipe.platform, LABEL_TENSORFLOW: recipe.tensorflow,
-              LABEL_INPUTS: inputs, LABEL_TAG: tag or recipe.tag}
+              LABEL_INPUTS: inputs, LABEL_TAG: tag}
     step, steps, tail, image_id = 0, 0, [], ""
     try:
         for chunk in client.api.build(
             fileobj=build_context(recipe, ca_bundle),
             custom_context=True,
-            tag=tag or recipe.tag,
+            tag=tag,
             platform=recipe.platform,
             target=recipe.target,
             labels=labels,
@@ -347,7 +348,7 @@ def build_image(
         raise EngineUnavailable(f"Lost the Docker engine during the build: {exc}", START_ENGINE_FIX) from None
     finally:
         remove_build_stages(client, build_id)  # also after a failure: they hold the CA bundle
-    return Built(image_id or client.api.inspect_image(tag or recipe.tag)["Id"])
+    return Built(image_id or client.api.inspect_image(tag)["Id"])
 
 
 def remove_build_stages(client: docker.DockerClient, build_id: str) -> None:
