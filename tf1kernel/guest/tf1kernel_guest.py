@@ -249,8 +249,9 @@ def wake_output_watchers_on_close():
 #
 # TensorFlow 1.15 pins Python 3.7, IPython 7 and ipykernel 6.16, which at start import what later releases
 # import only when it is used: IPython's terminal (prompt_toolkit) for IPython.embed, and jedi for
-# completions (IPython 9 defers both). The guest defers them too, keeps the cyclic garbage collector out of
-# the import-heavy boot, and listens on the kernel's ports before it imports anything slow.
+# completions (IPython 9 defers both); ipykernel 6.16 also makes its debugger (debugpy, pydevd) at start.
+# The guest defers all three, keeps the cyclic garbage collector out of the import-heavy boot, listens on
+# the kernel's ports before it imports anything slow, and stops its threads in an order that cannot hang.
 
 
 def boot_step(step):
