@@ -84,13 +84,19 @@ log "base images python:3.7-slim-bookworm and python:3.11-slim-bookworm (local s
 bash .ci/make-python-base.sh python:3.7-slim-bookworm
 bash .ci/make-debian-python-base.sh python:3.11-slim-bookworm amd64
 
-log "kernel images: emulated, compat (amd64), prebuilt (a TF 1.15.5 wheel baked by the source recipe's runtime)"
+log "kernel images: emulated, compat (amd64), prebuilt (TF 1.15.5 by the source recipe's runtime, TF 1.15.0 by the native recipe)"
 build
 build --strategy compat --platform linux/amd64
 WHEEL="$STATE/wheels/tensorflow-1.15.5-cp37-cp37m-manylinux2010_x86_64.whl"
 [ -f "$WHEEL" ] || .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --platform manylinux2010_x86_64 \
     --python-version 37 --implementation cp --abi cp37m tensorflow==1.15.5 -d "$STATE/wheels" 2>&1 | grep -v "^WARNING: Location" || true
 build --strategy prebuilt --wheel "$WHEEL"
+# The native ARM64 recipe (docker/native), fed the x86-64 twin of tensorflow-ascend 1.15.0: tensorflow-cpu
+# 1.15.0, also published under its own name. No CPython 3.7 for aarch64 exists here to run the real one.
+TWIN="$STATE/wheels/tensorflow_cpu-1.15.0-cp37-cp37m-manylinux2010_x86_64.whl"
+[ -f "$TWIN" ] || .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --platform manylinux2010_x86_64 \
+    --python-version 37 --implementation cp --abi cp37m tensorflow-cpu==1.15.0 -d "$STATE/wheels" 2>&1 | grep -v "^WARNING: Location" || true
+build --wheel "$TWIN"
 
 log "waiting for the arm64 chain"
 if ! wait "$ARM64_CHAIN"; then

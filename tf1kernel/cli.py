@@ -50,12 +50,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tf1kernel {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    build = commands.add_parser("build", help="build a kernel image (default: the official TF 1.15.5, x86-64)")
-    build.add_argument("--strategy", choices=["emulated", "source", "prebuilt", "compat"], default="emulated",
-                       help="emulated: the official x86-64 wheel (default); source: compile TF 1.15 for ARM64 (hours); "
-                            "prebuilt: bake the wheel named by --wheel; compat: TensorFlow 2.15 running TF1 code")
+    build = commands.add_parser("build", help="build a kernel image (default: a native TensorFlow 1.15 for the "
+                                              "engine: 1.15.0 on ARM64, the official 1.15.5 on x86-64)")
+    build.add_argument("--strategy", choices=["emulated", "source", "prebuilt", "compat"],
+                       help="emulated: the official x86-64 wheel (the default on x86-64); prebuilt: the native ARM64 "
+                            "TensorFlow 1.15.0 (the default on ARM64), or the wheel named by --wheel; source: compile "
+                            "TF 1.15 for ARM64 (hours); compat: TensorFlow 2.15 running TF1 code")
     build.add_argument("--platform", choices=["linux/amd64", "linux/arm64"],
-                       help="image platform (default: the strategy's; compat: the engine's own)")
+                       help="image platform (default: the strategy's; without --strategy, and for compat: the "
+                            "engine's own)")
     build.add_argument("--wheel", type=Path, metavar="FILE",
                        help="prebuilt: a TensorFlow 1.x wheel for CPython 3.7 on Linux (aarch64 or x86_64)")
     build.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
@@ -83,7 +86,8 @@ def make_parser() -> argparse.ArgumentParser:
                          help="label the kernel for this host architecture (default: this machine's)")
     install.add_argument("--strategy", choices=list(strategies.STRATEGIES), default="auto",
                          help="how TensorFlow 1.15 runs (default: auto, the best one built on the engine)")
-    install.add_argument("--image", help="kernel image (default: the strategy's; prebuilt: required)")
+    install.add_argument("--image", help="kernel image (default: the strategy's; prebuilt: the native ARM64 "
+                                         "TensorFlow 1.15.0 that `tf1kernel build` makes)")
     install.add_argument("--platform", choices=["linux/amd64", "linux/arm64"],
                          help="the image's platform (default: the strategy's; compat: the engine's own; "
                               "prebuilt: linux/arm64)")
@@ -132,10 +136,18 @@ def run_build(args: argparse.Namespace) -> int:
     ca_path = None if args.no_ca_bundle else (args.ca_bundle or images.host_pip_ca_bundle())
     ca_bundle = images.read_ca_bundle(ca_path) if ca_path else b""
     build_args = parse_build_args(args.build_arg)
+    if args.wheel is not None:  # a wrong wheel is refused before anything else happens
+        images.wheel_recipe(args.wheel, args.platform)
     client = connect(args)
     recipe = build_recipe(args, engine.describe(client))
     tag = images.check_image_reference(args.tag) if args.tag else recipe.tag
     require_platform(client, recipe.platform)
+    if recipe.pinned_wheel is not None:
+        pinned = recipe.pinned_wheel
+        out.print(f"TensorFlow wheel: {pinned.filename} (pinned by sha256)", highlight=False)
+        recipe = images.with_wheel(recipe, index_url=args.index_url, ca_bundle=ca_path)
+        out.print(f"[green]checked[/]: sha256, CPython 3.7, {recipe.platform}, every shared object's machine and "
+                  "libraries", highlight=False)
     out.print(f"Building [bold]{tag}[/] ({recipe.summary})")
     out.print(f"pip CA bundle: {ca_path or 'none (pip defaults)'}", highlight=False)
     with build_display() as on_progress:
@@ -150,20 +162,16 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def build_recipe(args: argparse.Namespace, info: engine.EngineInfo) -> images.ImageRecipe:
-    """The recipe the build flags ask for."""
-    if args.strategy == "prebuilt":
-        if args.wheel is None:
-            raise InvalidOption("`tf1kernel build --strategy prebuilt` bakes a TensorFlow wheel, and none was named.",
-                                "pass --wheel FILE; to use an existing image instead, run "
-                                "`tf1kernel install --strategy prebuilt --image NAME`")
-        recipe = images.wheel_recipe(args.wheel)
-        if args.platform and args.platform != recipe.platform:
-            raise InvalidOption(f"{args.wheel.name} is a {recipe.platform} wheel, not {args.platform}.",
-                                "drop --platform: a wheel's platform decides its image's")
-        return recipe
+    """The recipe the build flags ask for: without --strategy, a native TensorFlow 1.15 for the engine."""
     if args.wheel is not None:
-        raise InvalidOption(f"--wheel is for the prebuilt strategy, not {args.strategy}.",
-                            "use `tf1kernel build --strategy prebuilt --wheel FILE`")
+        if args.strategy not in (None, "prebuilt"):
+            raise InvalidOption(f"--wheel is for the prebuilt strategy, not {args.strategy}.",
+                                "use `tf1kernel build --strategy prebuilt --wheel FILE`")
+        return images.wheel_recipe(args.wheel, args.platform)
+    if args.strategy is None:
+        return images.default_recipe(args.platform or info.native_platform)
+    if args.strategy == "prebuilt":
+        return images.recipe_for("prebuilt", args.platform or "linux/arm64")
     return images.recipe_for(args.strategy, args.platform or strategies.default_platform(args.strategy, info))
 
 
@@ -229,10 +237,6 @@ def kernel_config(args: argparse.Namespace) -> dict[str, str]:
     if args.strategy == "auto" and (args.image or args.platform):
         raise InvalidOption("auto picks the image and platform itself.",
                             "drop --image and --platform, or name a strategy with --strategy")
-    if args.strategy == "prebuilt" and not args.image:
-        raise InvalidOption("The prebuilt strategy needs the image to run.",
-                            "name it with --image, or bake a TensorFlow wheel first: "
-                            "`tf1kernel build --strategy prebuilt --wheel FILE`")
     image = images.check_image_reference(args.image) if args.image else ""
     python = args.python or "python"
     config = {"python": python} if args.python else {}
@@ -252,14 +256,19 @@ def kernel_config(args: argparse.Namespace) -> dict[str, str]:
                                         lambda: probes.probe_architecture(client, "amd64"))
         out.print(f"auto picks [bold]{choice.strategy}[/] ({choice.image}, {choice.platform}) on this engine: "
                   f"{choice.reason}", highlight=False)
+        out.print(f"The kernel runs {strategies.runs_description(choice.tensorflow, choice.platform, info)}.",
+                  highlight=False)
         return config
     choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), info)
-    if args.strategy == "prebuilt":
+    if args.strategy == "prebuilt" and image:
         out.print(f"Checking {choice.image} (architecture, Python, ipykernel, TensorFlow)...", highlight=False)
         facts = verify.verify_image(client, choice.image, choice.platform, python)
         out.print(f"[green]verified[/]: {facts.summary()}", highlight=False)
+        tensorflow = facts.tensorflow
     else:
         require_image(client, choice.image)
+        tensorflow = strategies.labelled_tensorflow(client, choice.image) or choice.tensorflow
+    out.print(f"The kernel runs {strategies.runs_description(tensorflow, choice.platform, info)}.", highlight=False)
     return {**config, "image": choice.image, "platform": choice.platform}
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from . import engine, kernelspec, probes
+from . import engine, kernelspec, probes, strategies
 from .container import check_image
 from .errors import Tf1KernelError
 from .provisioner import DockerProvisioner
@@ -124,7 +124,9 @@ def _kernel_check(name: str) -> Check:
     except Tf1KernelError as exc:
         return Check(f"kernel {name}", False, exc.message, exc.fix)
     assert provisioner.choice is not None
-    return Check(f"kernel {name}", True, f"{provisioner.choice.strategy}: {spec.image} ({spec.platform}); "
+    tensorflow = strategies.labelled_tensorflow(client, spec.image) or provisioner.choice.tensorflow
+    runs = strategies.runs_description(tensorflow, spec.platform, engine.describe(client))
+    return Check(f"kernel {name}", True, f"runs {runs}; {provisioner.choice.strategy}: {spec.image}; "
                                         f"{provisioner.choice.reason}")
 
 

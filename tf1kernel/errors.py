@@ -59,3 +59,7 @@ class ImageIncompatible(Tf1KernelError):
 
 class TunnelError(Tf1KernelError):
     """The SSH tunnel to a kernel on a remote engine could not be opened or was lost."""
+
+
+class WheelRejected(InvalidOption):
+    """A TensorFlow wheel cannot be baked: wrong Python, architecture, libraries or TensorFlow version."""

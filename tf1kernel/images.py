@@ -6,13 +6,18 @@ the CA bundle that pip inside the build must trust (the host pip's own by defaul
 that builds work behind TLS-intercepting proxies). The Dockerfiles keep that file in
 throwaway stages, so it never reaches the final image.
 
-A TensorFlow wheel the user names (the prebuilt strategy) is baked by the runtime
-stages of ``docker/source/Dockerfile``: the stages that compile TensorFlow are cut off
-and the ``wheels`` stage takes the wheel from the build context instead.
+The prebuilt strategy bakes a TensorFlow wheel into an image, sent in the build context
+under ``wheels/``: by default PyPI's tensorflow-ascend 1.15.0 for linux/arm64 (see
+``wheels.py``), or one the user names. ``docker/native/Dockerfile`` bakes wheels whose
+requirements accept its pins, which PyPI has as wheels for aarch64 and x86_64 alike.
+Others (TensorFlow 1.15.5 caps numpy below 1.19, which has no aarch64 wheel) go through
+the runtime stages of ``docker/source/Dockerfile``, which compile what is missing: the
+stages that compile TensorFlow are cut off and its ``wheels`` stage copies the wheel.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -31,12 +36,13 @@ from typing import IO
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.requirements import InvalidRequirement, Requirement
 from requests.exceptions import RequestException
 
 from .engine import START_ENGINE_FIX
 from .errors import BuildError, EngineUnavailable, InvalidOption
 from .resources import data_dir
+from .wheels import TENSORFLOW_ASCEND, PinnedWheel, WheelFacts, check_wheel, fetch_pinned
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,8 @@ class ImageRecipe:
     target: str | None = None
     # A TensorFlow wheel fed to the runtime stages instead of one compiled here (prebuilt).
     wheel: Path | None = None
+    # The wheel to fetch and check before building, when `wheel` is not given yet.
+    pinned_wheel: PinnedWheel | None = None
 
 
 RECIPES: tuple[ImageRecipe, ...] = (
@@ -76,11 +84,21 @@ RECIPES: tuple[ImageRecipe, ...] = (
                 "python:3.11-slim-bookworm", "2.15.1", "TensorFlow 2.15.1 running TF1 code, CPython 3.11, linux/amd64"),
     ImageRecipe("compat", "linux/arm64", "tf1kernel/tensorflow-compat:2.15.1-arm64", "compat",
                 "python:3.11-slim-bookworm", "2.15.1", "TensorFlow 2.15.1 running TF1 code, CPython 3.11, linux/arm64"),
+    ImageRecipe("prebuilt", "linux/arm64", "tf1kernel/tensorflow:1.15.0-arm64", "native",
+                "python:3.7-slim-bookworm", "1.15.0",
+                "tensorflow-ascend 1.15.0: the full TensorFlow 1.15.0 with tf.contrib, CPython 3.7, native linux/arm64",
+                pinned_wheel=TENSORFLOW_ASCEND),
     ImageRecipe("source", "linux/arm64", "tf1kernel/tensorflow:1.15.5-arm64-source", "source",
                 "python:3.7-slim-bookworm", "1.15.5",
                 "TensorFlow 1.15.5 compiled with Bazel for linux/arm64 (hours; needs github.com)"),
 )
 DEFAULT_RECIPE = RECIPES[0]
+NATIVE_ARM64_RECIPE = RECIPES[3]
+
+
+def default_recipe(platform: str) -> ImageRecipe:
+    """What `tf1kernel build` builds for a platform: the native ARM64 TensorFlow there, else the official wheel."""
+    return NATIVE_ARM64_RECIPE if platform == "linux/arm64" else DEFAULT_RECIPE
 
 
 def recipe_for(strategy: str, platform: str) -> ImageRecipe:
@@ -93,36 +111,63 @@ def recipe_for(strategy: str, platform: str) -> ImageRecipe:
         raise InvalidOption(f"tf1kernel builds no image for the {strategy} strategy.",
                             "name an image with --image (prebuilt), or bake a wheel with "
                             "`tf1kernel build --strategy prebuilt --wheel FILE`")
+    if strategy == "prebuilt":
+        raise InvalidOption(f"tf1kernel has no prebuilt TensorFlow 1.x of its own for {platform}.",
+                            "on x86-64 the official TensorFlow 1.15.5 runs natively: `tf1kernel build`; or bake "
+                            "your wheel with `tf1kernel build --strategy prebuilt --wheel FILE`")
     raise InvalidOption(f"The {strategy} strategy has no {platform} image.", f"use --platform {' or '.join(platforms)}")
 
 
-# Wheel platform tags, by the image platform they need.
-_WHEEL_ARCHITECTURES = {"aarch64": "linux/arm64", "x86_64": "linux/amd64"}
+def wheel_recipe(wheel: Path, platform: str | None = None) -> ImageRecipe:
+    """The recipe that bakes a TensorFlow 1.x wheel (CPython 3.7, Linux) into a kernel image; the wheel is checked."""
+    facts = check_wheel(wheel, platform)
+    folder, how = ("native", "wheels from PyPI") if fits_native_pins(facts) else \
+        ("source", "numpy and h5py compiled where PyPI has no wheel")
+    return ImageRecipe("prebuilt", facts.platform,
+                       f"tf1kernel/tensorflow:{facts.version}-{facts.platform.split('/')[1]}-prebuilt", folder,
+                       "python:3.7-slim-bookworm", facts.version,
+                       f"your wheel {wheel.name}, CPython 3.7, {how}", target="runtime" if folder == "source" else None,
+                       wheel=wheel)
 
 
-def wheel_recipe(wheel: Path) -> ImageRecipe:
-    """The recipe that bakes a TensorFlow 1.x wheel (CPython 3.7, Linux) into a kernel image."""
-    fix = "name a TensorFlow 1.x wheel for CPython 3.7 on Linux, such as tensorflow-1.15.5-cp37-cp37m-linux_aarch64.whl"
-    if not wheel.is_file():
-        raise InvalidOption(f"The wheel {wheel} does not exist.", fix)
-    try:
-        name, version, _, tags = parse_wheel_filename(wheel.name)
-    except InvalidWheelFilename as exc:
-        raise InvalidOption(f"{wheel.name} is not a wheel file name: {exc}", fix) from None
-    if not name.startswith("tensorflow") or version.major != 1:
-        raise InvalidOption(f"{wheel.name} is {name} {version}, not TensorFlow 1.x.", fix)
-    if not any(tag.interpreter == "cp37" for tag in tags):
-        raise InvalidOption(f"{wheel.name} is not for CPython 3.7, the Python of tf1kernel's TF 1.x runtime.",
-                            f"{fix}; or build your own image and use it with `tf1kernel install --strategy prebuilt "
-                            "--image NAME`")
-    platforms = {platform for tag in tags for arch, platform in _WHEEL_ARCHITECTURES.items()
-                 if tag.platform.endswith(arch)}
-    if len(platforms) != 1 or not all(tag.platform.startswith(("linux", "manylinux")) for tag in tags):
-        raise InvalidOption(f"{wheel.name} is not a Linux wheel for aarch64 or x86_64.", fix)
-    platform = platforms.pop()
-    return ImageRecipe("prebuilt", platform, f"tf1kernel/tensorflow:{version}-{platform.split('/')[1]}-prebuilt",
-                       "source", "python:3.7-slim-bookworm", str(version), f"your wheel {wheel.name}, CPython 3.7",
-                       target="runtime", wheel=wheel)
+def native_pins() -> dict[str, str]:
+    """The native recipe's pinned versions, by normalized project name."""
+    pins = {}
+    for line in (data_dir("docker") / "native" / "native-pins.txt").read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep and not line.startswith("#"):
+            pins[_normalize(name)] = version.strip()
+    return pins
+
+
+def fits_native_pins(facts: WheelFacts) -> bool:
+    """Do the wheel's own requirements accept every version the native recipe pins?"""
+    pins = native_pins()
+    for line in facts.requires:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            return False
+        if requirement.marker is not None and not requirement.marker.evaluate({"python_version": "3.7",
+                                                                               "python_full_version": "3.7.17"}):
+            continue
+        pinned = pins.get(_normalize(requirement.name))
+        if pinned is not None and not requirement.specifier.contains(pinned, prereleases=True):
+            return False
+    return True
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def with_wheel(recipe: ImageRecipe, *, index_url: str | None = None, ca_bundle: Path | None = None) -> ImageRecipe:
+    """The recipe with its pinned wheel fetched (or taken from the cache) and checked; others as they are."""
+    if recipe.pinned_wheel is None or recipe.wheel is not None:
+        return recipe
+    path = fetch_pinned(recipe.pinned_wheel, index_url=index_url, ca_bundle=ca_bundle)
+    check_wheel(path, recipe.platform)
+    return dataclasses.replace(recipe, wheel=path)
 
 
 def runtime_stages(dockerfile: str) -> str:
@@ -227,7 +272,7 @@ def build_command(recipe: ImageRecipe) -> str:
     """The command that builds recipe's image."""
     if recipe.strategy == "emulated":
         return "tf1kernel build"
-    if recipe.wheel is not None:
+    if recipe.wheel is not None and recipe.pinned_wheel is None:
         return f"tf1kernel build --strategy prebuilt --wheel {recipe.wheel.name}"
     return f"tf1kernel build --strategy {recipe.strategy} --platform {recipe.platform}"
 
@@ -240,7 +285,7 @@ def build_context(recipe: ImageRecipe, ca_bundle: bytes) -> IO[bytes]:
     context = tempfile.TemporaryFile()  # a wheel is a few hundred MB: not in memory
     with tarfile.open(fileobj=context, mode="w") as tar:
         for name, path in files.items():
-            if name == "Dockerfile" and recipe.wheel is not None:
+            if name == "Dockerfile" and recipe.wheel is not None and recipe.folder == "source":
                 _add_bytes(tar, name, runtime_stages(path.read_text()).encode())
             else:
                 tar.add(path, arcname=name)
@@ -299,6 +344,9 @@ def build_image(
 ) -> Built:
     """Build the recipe's image (unless an image of the same inputs is there); raise BuildError with the fix."""
     tag = tag or recipe.tag
+    if recipe.pinned_wheel is not None and recipe.wheel is None:
+        raise BuildError(f"{recipe.pinned_wheel.filename} was not fetched before the build.",
+                         "call images.with_wheel(recipe) first (a bug in the caller)")
     buildargs = {name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)}
     buildargs["PYTHON_IMAGE"] = base_image or recipe.base_image
     if index_url:

@@ -48,12 +48,19 @@ def default_kernel_name(arch: str, strategy: str = "auto") -> str:
     return name if strategy == "auto" else f"{name}-{strategy}"
 
 
-def default_display_name(arch: str, strategy: str = "auto") -> str:
-    label = ARCH_LABELS[arch]
-    if strategy == "emulated" and arch != "x86_64":
-        return f"TensorFlow 1.15 ({label}, emulated x86-64)"
-    return f"TensorFlow 1.15 ({label}, {STRATEGY_LABELS[strategy]})" if STRATEGY_LABELS[strategy] else \
-        f"TensorFlow 1.15 ({label})"
+def default_display_name(arch: str, strategy: str = "auto", platform: str = "") -> str:
+    """The name a frontend lists: the architecture the kernel runs on first, and whether that is emulated.
+
+    arch is the host's (or --arch); platform the image's, when the kernelspec fixes one.
+    """
+    runs_on = normalize_arch(platform.split("/")[-1]) if platform else \
+        {"emulated": "x86_64", "source": "arm64"}.get(strategy, arch)
+    parts = [ARCH_LABELS[runs_on]]
+    if runs_on != arch:
+        parts.append(f"emulated on {ARCH_LABELS[arch]}")
+    if STRATEGY_LABELS[strategy] and not (strategy == "emulated" and runs_on != arch):
+        parts.append(STRATEGY_LABELS[strategy])
+    return f"TensorFlow 1.15 ({', '.join(parts)})"
 
 
 def render_kernel_json(arch: str, strategy: str = "auto", config: dict[str, Any] | None = None,
@@ -61,7 +68,7 @@ def render_kernel_json(arch: str, strategy: str = "auto", config: dict[str, Any]
     """kernel.json for this host: the template with interpreter, label, strategy and its options filled in."""
     spec: dict[str, Any] = json.loads((data_dir("kernelspecs") / "tf1kernel" / "kernel.json").read_text())
     spec["argv"][0] = sys.executable
-    spec["display_name"] = display_name or default_display_name(arch, strategy)
+    spec["display_name"] = display_name or default_display_name(arch, strategy, (config or {}).get("platform", ""))
     spec["metadata"]["kernel_provisioner"]["config"] = {"strategy": strategy, **(config or {})}
     spec["metadata"]["tf1kernel"] = {"arch": arch}
     return spec

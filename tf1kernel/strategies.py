@@ -3,7 +3,8 @@
 - emulated: the official x86-64 tensorflow==1.15.5 wheel in a linux/amd64 image; native on
   x86-64 engines, emulated (QEMU, Rosetta) on ARM64 ones. Needs AVX.
 - source: TensorFlow 1.15.5 compiled for linux/arm64 (docker/source/Dockerfile).
-- prebuilt: an ARM64 TensorFlow 1.x image the user names, or one baked from their wheel.
+- prebuilt: a native TensorFlow 1.x: by default tensorflow-ascend 1.15.0 for linux/arm64
+  (docker/native/Dockerfile), or an image the user names, or one baked from their wheel.
 - compat: TensorFlow 2.15.1's compat.v1 API, natively on the engine's architecture.
 
 `auto` prefers a real TensorFlow 1.15 that runs natively, then one that runs emulated
@@ -17,15 +18,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import docker
+import docker.errors
 
 from .engine import EngineInfo, avx_fix
-from .errors import CpuLacksAvx, ImageMissing, InvalidOption
+from .errors import CpuLacksAvx, ImageMissing
 from .images import LABEL_PLATFORM, LABEL_STRATEGY, LABEL_TAG, LABEL_TENSORFLOW, RECIPES, recipe_for
 from .probes import EmulationFacts
 
 STRATEGIES = ("auto", "emulated", "source", "prebuilt", "compat")
-# Among real TensorFlow 1.x images for the same platform: the official wheel first.
+# Among real TensorFlow 1.x images for the same platform: the official wheel first, then the newest TF.
 TF1_PREFERENCE = ("emulated", "source", "prebuilt")
+
+
+def _preference(image: BuiltImage) -> tuple[int, tuple[int, ...]]:
+    rank = TF1_PREFERENCE.index(image.strategy) if image.strategy in TF1_PREFERENCE else 99
+    version = tuple(-int(part) for part in image.tensorflow.split(".") if part.isdigit())
+    return rank, version
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,14 @@ class BuiltImage:
     tensorflow: str
 
 
+def runs_description(tensorflow: str, platform: str, engine: EngineInfo) -> str:
+    """What a kernel runs, as a person reads it: "TensorFlow 1.15.0, native linux/arm64"."""
+    what = f"TensorFlow {tensorflow}" if tensorflow else "TensorFlow (version unknown)"
+    if platform == engine.native_platform:
+        return f"{what}, native {platform}"
+    return f"{what}, {platform} emulated on {engine.arch}"
+
+
 @dataclass(frozen=True)
 class Choice:
     """What a kernel runs, and why."""
@@ -46,6 +62,8 @@ class Choice:
     image: str
     platform: str
     reason: str
+    # The TensorFlow version the image carries, when known (its build label, or its recipe).
+    tensorflow: str = ""
 
 
 def default_platform(strategy: str, engine: EngineInfo) -> str:
@@ -56,47 +74,60 @@ def default_platform(strategy: str, engine: EngineInfo) -> str:
 def configured(strategy: str, image: str, platform: str, engine: EngineInfo) -> Choice:
     """The choice for an explicit strategy: its image and platform, or their defaults."""
     platform = platform or default_platform(strategy, engine)
-    if strategy == "prebuilt" and not image:
-        raise InvalidOption("The prebuilt strategy needs an image.",
-                            "set `image` to your TensorFlow 1.x image, or bake a wheel with "
-                            "`tf1kernel build --strategy prebuilt --wheel FILE`")
-    return Choice(strategy, image or recipe_for(strategy, platform).tag, platform, f"configured: {strategy}")
+    if image:
+        return Choice(strategy, image, platform, f"configured: {strategy}")
+    recipe = recipe_for(strategy, platform)
+    return Choice(strategy, recipe.tag, platform, f"configured: {strategy}", recipe.tensorflow)
 
 
 def choose_auto(engine: EngineInfo, built: Sequence[BuiltImage],
                 amd64: Callable[[], EmulationFacts]) -> Choice:
     """Pick a strategy for this engine; amd64() probes x86-64 containers (called only when needed)."""
     native = engine.native_platform
-    tf1 = sorted((b for b in built if b.tensorflow.startswith("1.")),
-                 key=lambda b: TF1_PREFERENCE.index(b.strategy) if b.strategy in TF1_PREFERENCE else 99)
+    tf1 = sorted((b for b in built if b.tensorflow.startswith("1.")), key=_preference)
     native_tf1 = [b for b in tf1 if b.platform == native]
     compat = next((b for b in built if b.strategy == "compat" and b.platform == native), None)
     if native_tf1 and native != "linux/amd64":
         best = native_tf1[0]
         return Choice(best.strategy, best.tag, native,
-                      f"a native TensorFlow {best.tensorflow} image for {engine.arch} is built ({best.tag})")
+                      f"a native TensorFlow {best.tensorflow} image for {engine.arch} is built ({best.tag})",
+                      best.tensorflow)
+    # What `tf1kernel build` adds: on ARM64 a native TensorFlow 1.15.0, which beats anything below.
+    build_adds = ("the official TensorFlow 1.15.5 (native here)" if native == "linux/amd64"
+                  else "TensorFlow 1.15.0 for ARM64 (native here)")
     facts = amd64()
     emulated = next((b for b in tf1 if b.platform == "linux/amd64"), None)
     if facts.runs and facts.avx:
         how = "natively" if engine.arch == "amd64" else "under emulation, with AVX (several times slower than native)"
         if emulated:
+            later = "" if native == "linux/amd64" else f"; `tf1kernel build` adds {build_adds}"
             return Choice(emulated.strategy, emulated.tag, "linux/amd64",
-                          f"TensorFlow {emulated.tensorflow} for x86-64 runs {how} on this engine")
+                          f"TensorFlow {emulated.tensorflow} for x86-64 runs {how} on this engine{later}",
+                          emulated.tensorflow)
         if compat:
             return Choice("compat", compat.tag, native,
-                          f"only the compat image is built; `tf1kernel build` adds the real TensorFlow 1.15.5, "
-                          f"which would run {how} here")
-        raise ImageMissing("No tf1kernel image is built on this engine.",
-                           f"build one with `tf1kernel build` (the official TensorFlow 1.15.5, which runs {how} here)")
+                          f"only the compat image is built; `tf1kernel build` adds {build_adds}", compat.tensorflow)
+        raise ImageMissing("No tf1kernel image is built on this engine.", f"build one with `tf1kernel build` "
+                                                                         f"({build_adds})")
     if engine.arch == "amd64":
         raise CpuLacksAvx("This engine's x86-64 CPU has no AVX, which every TensorFlow x86-64 wheel needs.",
                           avx_fix(engine.kind))
     why = ("x86-64 containers do not run on this engine" if not facts.runs
            else "x86-64 containers see no AVX here (Rosetta?), and TensorFlow's x86-64 wheels need it")
     if compat:
-        return Choice("compat", compat.tag, native, f"{why}; TensorFlow 2.15's TF1 API runs natively instead")
-    raise ImageMissing(f"No usable tf1kernel image: {why}, and the compat image is not built.",
-                       f"build it with `tf1kernel build --strategy compat`, or: {avx_fix(engine.kind)}")
+        return Choice("compat", compat.tag, native, f"{why}; TensorFlow 2.15's TF1 API runs natively instead "
+                                                    f"(`tf1kernel build` adds {build_adds})", compat.tensorflow)
+    raise ImageMissing(f"No usable tf1kernel image: {why}.",
+                       f"build {build_adds} with `tf1kernel build`, or TensorFlow 2.15's TF1 API with "
+                       f"`tf1kernel build --strategy compat`; for the x86-64 TensorFlow: {avx_fix(engine.kind)}")
+
+
+def labelled_tensorflow(client: docker.DockerClient, image: str) -> str:
+    """The TensorFlow version `tf1kernel build` recorded on an image ("" for other images, or a missing one)."""
+    try:
+        return (client.api.inspect_image(image)["Config"].get("Labels") or {}).get(LABEL_TENSORFLOW, "")
+    except docker.errors.DockerException:
+        return ""
 
 
 def built_images(client: docker.DockerClient) -> list[BuiltImage]:

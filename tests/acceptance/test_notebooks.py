@@ -44,13 +44,13 @@ def check_graph_basics(text: str, folder: Path, version: str = "1.15.5") -> None
     assert checkpoint.exists() and checkpoint.stat().st_uid == os.getuid()
 
 
-def check_contrib(text: str, folder: Path) -> None:
-    assert "TensorFlow 1.15.5 - tf.contrib available: True" in text
+def check_contrib(text: str, folder: Path, version: str = "1.15.5") -> None:
+    assert f"TensorFlow {version} - tf.contrib available: True" in text
     assert '"hidden_units": 8' in text and "fully_connected/weights:0" in text
     assert "XOR predictions: [0, 1, 1, 0]" in text
 
 
-def check_files(text: str, folder: Path) -> None:
+def check_files(text: str, folder: Path, version: str = "1.15.5") -> None:
     assert f"working directory: {folder}" in text
     assert "rows read: 200 positives: 100" in text
     assert float(re.search(r"accuracy ([\d.]+)", text).group(1)) >= 0.95

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import struct
-from pathlib import Path
 
 import pytest
 
@@ -92,46 +91,11 @@ def test_configured_strategies_state_their_platform_and_image() -> None:
     assert image_and_platform("compat", "", X86) == (COMPAT_X86.tag, "linux/amd64")
     assert image_and_platform("source", "", ARM) == (SOURCE.tag, "linux/arm64")
     assert image_and_platform("prebuilt", "me/tf1:arm", ARM) == ("me/tf1:arm", "linux/arm64")
-    with pytest.raises(InvalidOption, match="needs an image"):
-        configured("prebuilt", "", "", ARM)
+    assert image_and_platform("prebuilt", "", ARM) == ("tf1kernel/tensorflow:1.15.0-arm64", "linux/arm64")
+    with pytest.raises(InvalidOption, match=r"no prebuilt TensorFlow 1\.x of its own for linux/amd64"):
+        configured("prebuilt", "", "", X86)
     with pytest.raises(InvalidOption, match="no linux/arm64 image"):
         configured("emulated", "", "linux/arm64", ARM)
-
-
-# -- the prebuilt wheel recipe -----------------------------------------------------------
-
-
-@pytest.mark.parametrize(("name", "platform"), [
-    ("tensorflow-1.15.5-cp37-cp37m-linux_aarch64.whl", "linux/arm64"),
-    ("tensorflow-1.15.5-cp37-cp37m-manylinux2010_x86_64.whl", "linux/amd64"),
-    ("tensorflow_aarch64-1.15.2-cp37-cp37m-manylinux2014_aarch64.whl", "linux/arm64"),
-])
-def test_wheels_bake_into_the_runtime_of_their_platform(tmp_path: Path, name: str, platform: str) -> None:
-    (tmp_path / name).write_bytes(b"")
-    recipe = images.wheel_recipe(tmp_path / name)
-    assert (recipe.strategy, recipe.platform, recipe.folder, recipe.target) == ("prebuilt", platform, "source",
-                                                                                "runtime")
-    assert recipe.tag.endswith(f"-{platform.split('/')[1]}-prebuilt")
-
-
-@pytest.mark.parametrize(("name", "problem"), [
-    ("tensorflow-2.15.1-cp311-cp311-manylinux2014_aarch64.whl", "not TensorFlow 1.x"),
-    ("numpy-1.18.5-cp37-cp37m-linux_aarch64.whl", "not TensorFlow 1.x"),
-    ("tensorflow-1.15.5-cp36-cp36m-linux_aarch64.whl", "not for CPython 3.7"),
-    ("tensorflow-1.15.5-cp37-cp37m-macosx_10_11_x86_64.whl", "not a Linux wheel"),
-    ("tensorflow-1.15.5-cp37-cp37m-win_amd64.whl", "not a Linux wheel"),
-    ("tensorflow.tar.gz", "not a wheel file name"),
-])
-def test_wrong_wheels_are_refused_with_what_is_wrong(tmp_path: Path, name: str, problem: str) -> None:
-    (tmp_path / name).write_bytes(b"")
-    with pytest.raises(InvalidOption, match=re.escape(problem)) as refused:
-        images.wheel_recipe(tmp_path / name)
-    assert "cp37" in refused.value.fix
-
-
-def test_a_missing_wheel_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(InvalidOption, match="does not exist"):
-        images.wheel_recipe(tmp_path / "tensorflow-1.15.5-cp37-cp37m-linux_aarch64.whl")
 
 
 # -- the source Dockerfile ---------------------------------------------------------------
@@ -187,7 +151,7 @@ def test_probe_elves_are_minimal_static_executables() -> None:
 @pytest.mark.parametrize(("arch", "strategy", "name", "display"), [
     ("arm64", "auto", "tf1.15-arm64", "TensorFlow 1.15 (ARM64)"),
     ("x86_64", "auto", "tf1.15-x86-64", "TensorFlow 1.15 (x86-64)"),
-    ("arm64", "emulated", "tf1.15-arm64-emulated", "TensorFlow 1.15 (ARM64, emulated x86-64)"),
+    ("arm64", "emulated", "tf1.15-arm64-emulated", "TensorFlow 1.15 (x86-64, emulated on ARM64)"),
     ("arm64", "source", "tf1.15-arm64-source", "TensorFlow 1.15 (ARM64, built from source)"),
     ("arm64", "prebuilt", "tf1.15-arm64-prebuilt", "TensorFlow 1.15 (ARM64, prebuilt)"),
     ("arm64", "compat", "tf1.15-arm64-compat", "TensorFlow 1.15 (ARM64, TF1 API on TensorFlow 2.15)"),
@@ -195,3 +159,65 @@ def test_probe_elves_are_minimal_static_executables() -> None:
 def test_kernelspec_names_say_arch_and_strategy(arch: str, strategy: str, name: str, display: str) -> None:
     assert kernelspec.default_kernel_name(arch, strategy) == name
     assert kernelspec.render_kernel_json(arch, strategy)["display_name"] == display
+
+
+# -- the native ARM64 TensorFlow (tensorflow-ascend 1.15.0) ---------------------------------
+
+NATIVE_ARM = BuiltImage("tf1kernel/tensorflow:1.15.0-arm64", "prebuilt", "linux/arm64", "1.15.0")
+
+
+def test_auto_on_arm64_takes_the_native_tf115_over_emulation_and_compat() -> None:
+    choice = choose_auto(ARM, [EMULATED, COMPAT_ARM, NATIVE_ARM], never)
+    assert (choice.strategy, choice.image, choice.platform, choice.tensorflow) == (
+        "prebuilt", NATIVE_ARM.tag, "linux/arm64", "1.15.0")
+    assert "native TensorFlow 1.15.0 image for arm64" in choice.reason
+
+
+def test_among_native_prebuilt_images_the_newer_tensorflow_wins() -> None:
+    assert choose_auto(ARM, [NATIVE_ARM, WHEEL_ARM], never).image == WHEEL_ARM.tag
+    assert choose_auto(ARM, [WHEEL_ARM, NATIVE_ARM], never).image == WHEEL_ARM.tag
+
+
+def test_auto_on_arm64_without_a_native_image_names_the_native_build() -> None:
+    emulated = choose_auto(ARM, [EMULATED], probe(WITH_AVX))
+    compat = choose_auto(ARM, [COMPAT_ARM], probe(ROSETTA))
+    for choice in (emulated, compat):
+        assert "`tf1kernel build` adds TensorFlow 1.15.0 for ARM64 (native here)" in choice.reason
+    with pytest.raises(ImageMissing) as nothing:
+        choose_auto(ARM, [], probe(ROSETTA))
+    assert "TensorFlow 1.15.0 for ARM64 (native here) with `tf1kernel build`" in nothing.value.fix
+
+
+@pytest.mark.parametrize(("engine", "strategy", "platform", "tag"), [
+    (ARM, None, None, "tf1kernel/tensorflow:1.15.0-arm64"),
+    (X86, None, "linux/arm64", "tf1kernel/tensorflow:1.15.0-arm64"),
+    (X86, None, None, "tf1kernel/tensorflow:1.15.5-amd64"),
+    (ARM, "prebuilt", None, "tf1kernel/tensorflow:1.15.0-arm64"),
+    (ARM, "emulated", None, "tf1kernel/tensorflow:1.15.5-amd64"),
+    (X86, "compat", None, COMPAT_X86.tag),
+])
+def test_build_without_a_strategy_builds_the_native_tf1_of_the_engine(engine: EngineInfo, strategy: str | None,
+                                                                     platform: str | None, tag: str) -> None:
+    from argparse import Namespace
+
+    from tf1kernel.cli import build_recipe
+    assert build_recipe(Namespace(strategy=strategy, platform=platform, wheel=None), engine).tag == tag
+
+
+def test_what_a_kernel_runs_reads_as_a_sentence() -> None:
+    from tf1kernel.strategies import runs_description
+    assert runs_description("1.15.0", "linux/arm64", ARM) == "TensorFlow 1.15.0, native linux/arm64"
+    assert runs_description("1.15.5", "linux/amd64", ARM) == "TensorFlow 1.15.5, linux/amd64 emulated on arm64"
+
+
+@pytest.mark.parametrize(("host", "strategy", "platform", "shown"), [
+    ("arm64", "auto", "", "TensorFlow 1.15 (ARM64)"),
+    ("arm64", "prebuilt", "linux/arm64", "TensorFlow 1.15 (ARM64, prebuilt)"),
+    ("arm64", "emulated", "linux/amd64", "TensorFlow 1.15 (x86-64, emulated on ARM64)"),
+    ("x86_64", "emulated", "linux/amd64", "TensorFlow 1.15 (x86-64, official x86-64 wheel)"),
+    ("x86_64", "compat", "linux/arm64", "TensorFlow 1.15 (ARM64, emulated on x86-64, TF1 API on TensorFlow 2.15)"),
+    ("x86_64", "compat", "linux/amd64", "TensorFlow 1.15 (x86-64, TF1 API on TensorFlow 2.15)"),
+])
+def test_display_names_name_the_platform_the_kernel_runs_on(host: str, strategy: str, platform: str,
+                                                            shown: str) -> None:
+    assert kernelspec.default_display_name(host, strategy, platform) == shown
