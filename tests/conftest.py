@@ -84,6 +84,8 @@ def install_kernel(jupyter_dirs: Path, name: str, *args: str) -> str:
 
 COMPAT_IMAGES = {arch: f"tf1kernel/tensorflow-compat:2.15.1-{arch}" for arch in ("amd64", "arm64")}
 PREBUILT_WHEEL_IMAGE = "tf1kernel/tensorflow:1.15.5-amd64-prebuilt"
+# docker/native fed tensorflow-cpu 1.15.0 for x86-64: the twin of the native ARM64 image (see test_native.py).
+NATIVE_TWIN_IMAGE = "tf1kernel/tensorflow:1.15.0-amd64-prebuilt"
 
 
 @pytest.fixture(scope="session", params=["amd64", "arm64"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from . import __version__, doctor, engine, images, kernelspec, orphans, probes, strategies, verify
-from .errors import ImageMissing, InvalidOption, PlatformUnsupported, Tf1KernelError
+from .errors import ImageMissing, InvalidOption, KernelStackMissing, PlatformUnsupported, Tf1KernelError
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 250)
@@ -61,6 +62,8 @@ def make_parser() -> argparse.ArgumentParser:
                             "engine's own)")
     build.add_argument("--wheel", type=Path, metavar="FILE",
                        help="prebuilt: a TensorFlow 1.x wheel for CPython 3.7 on Linux (aarch64 or x86_64)")
+    build.add_argument("--image", metavar="NAME",
+                       help="prebuilt: a TensorFlow 1.x image without ipykernel, to which a thin layer adds it")
     build.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
                        help="pass a build argument to the Dockerfile (source: BAZEL_JOBS, TF_BAZEL_OPTIONS, ...)")
     build.add_argument("--tag", help="image name (default: the recipe's, such as tf1kernel/tensorflow:1.15.5-amd64)")
@@ -136,6 +139,8 @@ def run_build(args: argparse.Namespace) -> int:
     ca_path = None if args.no_ca_bundle else (args.ca_bundle or images.host_pip_ca_bundle())
     ca_bundle = images.read_ca_bundle(ca_path) if ca_path else b""
     build_args = parse_build_args(args.build_arg)
+    if args.image:
+        return build_kernel_stack(args, ca_path)
     if args.wheel is not None:  # a wrong wheel is refused before anything else happens
         images.wheel_recipe(args.wheel, args.platform)
     client = connect(args)
@@ -159,6 +164,41 @@ def run_build(args: argparse.Namespace) -> int:
     out.print(f"[green]{verdict}[/] {tag} ({built.image_id.removeprefix('sha256:')[:12]}, {size:.0f} MB). "
               "Next: `tf1kernel install --user`")
     return 0
+
+
+def build_kernel_stack(args: argparse.Namespace, ca_path: Path | None) -> int:
+    """`build --image NAME`: verify a TensorFlow 1.x image, and add ipykernel to it if it lacks it."""
+    if args.strategy not in (None, "prebuilt") or args.wheel:
+        raise InvalidOption("--image is for the prebuilt strategy, without --wheel.",
+                            "use `tf1kernel build --strategy prebuilt --image NAME`")
+    image = images.check_image_reference(args.image)
+    client = connect(args)
+    platform = args.platform or engine.describe(client).native_platform
+    try:
+        facts = verify.verify_image(client, image, platform)
+    except KernelStackMissing as missing:
+        derived = add_kernel_stack(client, image, platform, "python", missing, ca_path, args.index_url).image
+        out.print(f"Next: `tf1kernel install --user --strategy prebuilt --image {derived} --platform {platform}`",
+                  highlight=False)
+        return 0
+    out.print(f"{image} is a kernel image already ({facts.summary()}). Next: `tf1kernel install --user --strategy "
+              f"prebuilt --image {image} --platform {platform}`", highlight=False)
+    return 0
+
+
+def add_kernel_stack(client: docker.DockerClient, image: str, platform: str, python: str,
+                     missing: KernelStackMissing, ca_path: Path | None = None,
+                     index_url: str | None = None) -> verify.ImageFacts:
+    """Build the thin image that adds ipykernel to `image`, and verify it."""
+    recipe = images.kernel_stack_recipe(image, platform, missing.tensorflow)
+    out.print(f"{missing.message} Adding tf1kernel's kernel stack in [bold]{recipe.tag}[/]...", highlight=False)
+    ca_path = ca_path or images.host_pip_ca_bundle()
+    with build_display() as on_progress:
+        images.build_image(client, recipe, ca_bundle=images.read_ca_bundle(ca_path) if ca_path else b"",
+                           index_url=index_url, extra_buildargs={"PYTHON": python}, on_progress=on_progress)
+    facts = verify.verify_image(client, recipe.tag, platform, python)
+    out.print(f"[green]built and verified[/] {recipe.tag}: {facts.summary()}", highlight=False)
+    return facts
 
 
 def build_recipe(args: argparse.Namespace, info: engine.EngineInfo) -> images.ImageRecipe:
@@ -262,8 +302,12 @@ def kernel_config(args: argparse.Namespace) -> dict[str, str]:
     choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), info)
     if args.strategy == "prebuilt" and image:
         out.print(f"Checking {choice.image} (architecture, Python, ipykernel, TensorFlow)...", highlight=False)
-        facts = verify.verify_image(client, choice.image, choice.platform, python)
-        out.print(f"[green]verified[/]: {facts.summary()}", highlight=False)
+        try:
+            facts = verify.verify_image(client, choice.image, choice.platform, python)
+            out.print(f"[green]verified[/]: {facts.summary()}", highlight=False)
+        except KernelStackMissing as missing:
+            facts = add_kernel_stack(client, choice.image, choice.platform, python, missing)
+            choice = dataclasses.replace(choice, image=facts.image)
         tensorflow = facts.tensorflow
     else:
         require_image(client, choice.image)

@@ -63,3 +63,12 @@ class TunnelError(Tf1KernelError):
 
 class WheelRejected(InvalidOption):
     """A TensorFlow wheel cannot be baked: wrong Python, architecture, libraries or TensorFlow version."""
+
+
+class KernelStackMissing(ImageIncompatible):
+    """An image has TensorFlow 1.x but no ipykernel: tf1kernel can add the kernel stack in a derived image."""
+
+    def __init__(self, message: str, fix: str, *, python: str, tensorflow: str) -> None:
+        super().__init__(message, fix)
+        self.python = python
+        self.tensorflow = tensorflow

@@ -130,6 +130,13 @@ def wheel_recipe(wheel: Path, platform: str | None = None) -> ImageRecipe:
                        wheel=wheel)
 
 
+def kernel_stack_recipe(image: str, platform: str, tensorflow: str) -> ImageRecipe:
+    """The recipe that adds ipykernel to a TensorFlow 1.x image that lacks it (docker/kernel-stack)."""
+    name = re.sub(r"[^a-z0-9_.-]+", "-", image.lower().split("@")[0]).strip("-.")[:100]
+    return ImageRecipe("prebuilt", platform, f"tf1kernel/prebuilt:{name}", "kernel-stack", image, tensorflow,
+                       f"{image} with tf1kernel's kernel stack added")
+
+
 def native_pins() -> dict[str, str]:
     """The native recipe's pinned versions, by normalized project name."""
     pins = {}

@@ -17,7 +17,7 @@ import docker
 from docker.errors import ImageNotFound
 
 from . import engine, probes
-from .errors import CpuLacksAvx, ImageIncompatible, ImageMissing, PlatformUnsupported
+from .errors import CpuLacksAvx, ImageIncompatible, ImageMissing, KernelStackMissing, PlatformUnsupported
 
 # Python 2.7 and 3.x syntax alike: this runs on whatever the image has. The first line is
 # printed before TensorFlow is imported, because that import can kill the process.
@@ -84,6 +84,12 @@ def verify_image(client: docker.DockerClient, image: str, platform: str, python:
         raise ImageIncompatible(f"{python} in {image} failed: {(run.error or run.output).strip()[-500:]}",
                                 "check that the image's Python runs (`docker run --rm IMAGE python -V`)")
     facts = reports[-1]
+    if "ipykernel" not in facts and str(facts.get("tensorflow", "")).startswith("1."):
+        raise KernelStackMissing(f"The image {image} has TensorFlow {facts['tensorflow']} (Python {facts['python']}) "
+                                 "but no ipykernel.",
+                                 f"let tf1kernel add it in a thin derived image: `tf1kernel install --strategy "
+                                 f"prebuilt --image {image}` does so", python=facts["python"],
+                                 tensorflow=facts["tensorflow"])
     if "ipykernel" not in facts:
         raise ImageIncompatible(f"The image {image} (Python {facts['python']}) has no ipykernel "
                                 f"({facts.get('ipykernel_error', 'import failed')}).", IPYKERNEL_FIX)

@@ -4,8 +4,8 @@
 would, with two markers: a throwaway CA appended to the CA bundle the host's pip
 uses, and a dummy credential in the index URL. Neither may appear anywhere in
 a final image: not in its history, config, or any layer. Checked for each recipe
-kind: the emulated image, the compat image (a venv) and a wheel baked by the
-source recipe's runtime stages.
+kind: the emulated image, the compat image (a venv), a wheel baked by the
+source recipe's runtime stages, and one baked by the native recipe.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import COMPAT_IMAGES, PREBUILT_WHEEL_IMAGE, require_image
+from tests.conftest import COMPAT_IMAGES, NATIVE_TWIN_IMAGE, PREBUILT_WHEEL_IMAGE, require_image
 from tf1kernel.images import DEFAULT_RECIPE
 
 pytestmark = pytest.mark.engine
@@ -40,14 +40,14 @@ def markers() -> dict[str, str]:
 
 def test_image_runs_tf115_on_python37(docker_client: docker.DockerClient, kernel_image: str) -> None:
     output = docker_client.containers.run(
-        kernel_image, ["python", "-c", "import sys, tensorflow as tf, ipykernel, google.protobuf as p, numpy;"
+        kernel_image, ["python", "-c", "import sys, tensorflow as tf, ipykernel, google.protobuf as p, numpy, h5py;"
                        "print(sys.version_info[:2], tf.__version__, ipykernel.__version__, p.__version__, "
                        "numpy.__version__)"], remove=True)
     assert output.decode().split("\n")[-2] == "(3, 7) 1.15.5 6.16.2 3.20.3 1.18.5"
     assert docker_client.api.inspect_image(kernel_image)["Architecture"] == "amd64"
 
 
-BUILT_WITH_MARKERS = [DEFAULT_RECIPE.tag, COMPAT_IMAGES["amd64"], PREBUILT_WHEEL_IMAGE]
+BUILT_WITH_MARKERS = [DEFAULT_RECIPE.tag, COMPAT_IMAGES["amd64"], PREBUILT_WHEEL_IMAGE, NATIVE_TWIN_IMAGE]
 
 
 @pytest.fixture(params=BUILT_WITH_MARKERS)

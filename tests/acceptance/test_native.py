@@ -27,13 +27,13 @@ from packaging.tags import Tag, cpython_tags
 from packaging.utils import parse_wheel_filename
 
 from tests.acceptance.test_notebooks import check_contrib, check_files, check_graph_basics, run_notebook
+from tests.conftest import NATIVE_TWIN_IMAGE as TWIN_IMAGE
 from tests.conftest import install_kernel, require_image, run_cli
 from tests.kernels import execute, running_kernel
 from tf1kernel import images, wheels
 
 pytestmark = pytest.mark.engine
 
-TWIN_IMAGE = "tf1kernel/tensorflow:1.15.0-amd64-prebuilt"
 TWIN_WHEEL = "tensorflow_cpu-1.15.0-cp37-cp37m-manylinux2010_x86_64.whl"
 ARM64_PYTHON = "arm64v8/python:3.11-slim-bookworm"
 FAKES = {  # pure-Python wheels for pip's view of TensorFlow: name -> requirements
@@ -171,3 +171,32 @@ def test_a_wrong_wheel_is_refused_before_anything_is_built(tmp_path: Path, docke
     assert result.returncode == 1 and "is a linux/arm64 wheel, not linux/amd64" in result.stderr
     assert "Traceback" not in result.stderr
     assert {image["Id"] for image in docker_client.api.images(all=True)} == before
+
+
+def test_a_tf1_image_without_ipykernel_gets_a_thin_kernel_layer(docker_client: docker.DockerClient,
+                                                                 jupyter_dirs: Path, tmp_path: Path) -> None:
+    """A community TF 1.x image (here: the twin, ipykernel uninstalled) becomes a kernel instead of being refused."""
+    require_image(docker_client, TWIN_IMAGE, f"`tf1kernel build --wheel {TWIN_WHEEL}`")
+    community = "tf1kernel-test/community-tf1:no-ipykernel"
+    derived = images.kernel_stack_recipe(community, "linux/amd64", "1.15.0").tag
+    dockerfile = f"FROM {TWIN_IMAGE}\nRUN python -m pip uninstall -y -q ipykernel\nLABEL org.tf1kernel.tag=\n"
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=community, rm=True)
+    try:
+        result = run_cli("install", "--strategy", "prebuilt", "--image", community, "--platform", "linux/amd64",
+                         "--prefix", str(jupyter_dirs), "--name", "tf1.15-community", timeout=900)
+        assert result.returncode == 0, result.stderr
+        assert "has TensorFlow 1.15.0 (Python 3.7.16) but no ipykernel" in result.stdout
+        assert f"built and verified {derived}: linux/amd64, Python 3.7.16, ipykernel 6.16.2" in result.stdout
+        spec = (jupyter_dirs / "share/jupyter/kernels/tf1.15-community/kernel.json").read_text()
+        assert f'"image": "{derived}"' in spec
+        with running_kernel("tf1.15-community", str(tmp_path)) as (_, client):
+            cell = execute(client, "import tensorflow as tf; print(tf.__version__, tf.Session().run(tf.constant(7)))")
+        assert cell.stdout.splitlines()[-1] == "1.15.0 7", cell
+        again = run_cli("build", "--strategy", "prebuilt", "--image", derived, "--platform", "linux/amd64")
+        assert again.returncode == 0 and "is a kernel image already" in again.stdout, again.stderr
+    finally:
+        for image in (derived, community):
+            try:
+                docker_client.api.remove_image(image, force=True)
+            except docker.errors.ImageNotFound:
+                pass

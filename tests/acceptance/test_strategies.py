@@ -91,6 +91,11 @@ def test_compat_kernelspecs_state_their_platform(jupyter_dirs: Path, compat_kern
     spec = json.loads((jupyter_dirs / "share/jupyter/kernels" / compat_kernel / "kernel.json").read_text())
     assert spec["metadata"]["kernel_provisioner"]["config"] == {
         "strategy": "compat", "image": COMPAT_IMAGES[arch], "platform": f"linux/{arch}"}
+    # The platform the kernel runs on, and that it is emulated on this x86-64 host, in every frontend's list.
+    shown = {"amd64": "TensorFlow 1.15 (x86-64, TF1 API on TensorFlow 2.15)",
+             "arm64": "TensorFlow 1.15 (ARM64, emulated on x86-64, TF1 API on TensorFlow 2.15)"}[arch]
+    assert spec["display_name"] == shown
+    assert shown in run_cli("list").stdout
 
 
 def test_a_platform_the_engine_cannot_run_is_refused_at_start(jupyter_dirs: Path, tmp_path: Path,
@@ -179,7 +184,7 @@ def test_source_kernelspec_installs_and_names_the_build(jupyter_dirs: Path, tmp_
     spec = json.loads((jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json").read_text())
     assert spec["metadata"]["kernel_provisioner"]["config"] == {
         "strategy": "source", "image": "tf1kernel/tensorflow:1.15.5-arm64-source", "platform": "linux/arm64"}
-    assert spec["display_name"] == "TensorFlow 1.15 (x86-64, built from source)"
+    assert spec["display_name"] == "TensorFlow 1.15 (ARM64, emulated on x86-64, built from source)"
     with pytest.raises(ImageMissing) as missing:
         KernelManager(kernel_name=name).start_kernel(cwd=str(tmp_path))
     assert "tf1kernel build --strategy source --platform linux/arm64" in missing.value.fix
