@@ -335,6 +335,8 @@ def run_list(args: argparse.Namespace) -> int:
         out.print("No tf1kernel kernels installed. Run `tf1kernel install --user`.")
         return 0
     table = Table("name", "display name", "strategy", "image", "platform", "image present", "folder")
+    for column in table.columns[:5]:  # what a user searches for and copies stays on one line
+        column.no_wrap = True
     present = image_presence([k.config["image"] for k in kernels if k.config.get("image")])
     for kernel in kernels:
         image = kernel.config.get("image", "")
