@@ -12,17 +12,19 @@ log() { printf '\n== %s  [%ss]\n' "$*" "$SECONDS"; }
 log "system packages"
 # chromium: headless browser for the JupyterLab / Notebook 7 tests (driven by Playwright).
 # qemu-user-static: runs linux/arm64 containers (binfmt), and the kernel under an x86-64 CPU model
-# without AVX, as Rosetta presents it.
+# without AVX, as Rosetta presents it. binutils-aarch64-linux-gnu: benchmarks/native_arm64.py strips
+# the aarch64 TensorFlow the way the arm64 image build does.
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! command -v patchelf >/dev/null \
         || ! command -v chromium >/dev/null || ! command -v ip >/dev/null \
         || ! command -v qemu-x86_64-static >/dev/null || ! command -v sshd >/dev/null \
-        || ! command -v podman >/dev/null; then
+        || ! command -v podman >/dev/null || ! command -v aarch64-linux-gnu-strip >/dev/null; then
     # openssh-server and podman are test fixtures (a remote host in a network namespace, a
     # Podman engine): policy-rc.d keeps apt from starting their services on this machine.
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap patchelf openssl chromium \
-        iproute2 qemu-user-static openssh-server openssh-client podman catatonit uidmap >/dev/null
+        iproute2 qemu-user-static openssh-server openssh-client podman catatonit uidmap \
+        binutils-aarch64-linux-gnu >/dev/null
     rm -f /usr/sbin/policy-rc.d
 fi
 

@@ -142,6 +142,7 @@ def run_build(args: argparse.Namespace) -> int:
     if args.image:
         return build_kernel_stack(args, ca_path)
     if args.wheel is not None:  # a wrong wheel is refused before anything else happens
+        require_prebuilt(args, "--wheel", "--wheel FILE")
         images.wheel_recipe(args.wheel, args.platform)
     client = connect(args)
     recipe = build_recipe(args, engine.describe(client))
@@ -168,9 +169,10 @@ def run_build(args: argparse.Namespace) -> int:
 
 def build_kernel_stack(args: argparse.Namespace, ca_path: Path | None) -> int:
     """`build --image NAME`: verify a TensorFlow 1.x image, and add ipykernel to it if it lacks it."""
-    if args.strategy not in (None, "prebuilt") or args.wheel:
-        raise InvalidOption("--image is for the prebuilt strategy, without --wheel.",
-                            "use `tf1kernel build --strategy prebuilt --image NAME`")
+    require_prebuilt(args, "--image", "--image NAME")
+    if args.wheel:
+        raise InvalidOption("--image and --wheel are two ways to get a kernel image: give one.",
+                            "drop --wheel, or drop --image")
     image = images.check_image_reference(args.image)
     client = connect(args)
     platform = args.platform or engine.describe(client).native_platform
@@ -201,12 +203,15 @@ def add_kernel_stack(client: docker.DockerClient, image: str, platform: str, pyt
     return facts
 
 
+def require_prebuilt(args: argparse.Namespace, flag: str, usage: str) -> None:
+    if args.strategy not in (None, "prebuilt"):
+        raise InvalidOption(f"{flag} is for the prebuilt strategy, not {args.strategy}.",
+                            f"use `tf1kernel build --strategy prebuilt {usage}`")
+
+
 def build_recipe(args: argparse.Namespace, info: engine.EngineInfo) -> images.ImageRecipe:
     """The recipe the build flags ask for: without --strategy, a native TensorFlow 1.15 for the engine."""
     if args.wheel is not None:
-        if args.strategy not in (None, "prebuilt"):
-            raise InvalidOption(f"--wheel is for the prebuilt strategy, not {args.strategy}.",
-                                "use `tf1kernel build --strategy prebuilt --wheel FILE`")
         return images.wheel_recipe(args.wheel, args.platform)
     if args.strategy is None:
         return images.default_recipe(args.platform or info.native_platform)

@@ -52,3 +52,16 @@ def test_start_profile_shows_each_step_of_the_kernels_boot(kernel_image: str) ->
     for step in ("start_kernel() returns", "Python runs the guest", "kernel ports bound", "ipykernel imported",
                  "kernel initialized", "first kernel_info reply", "create_container", "start"):
         assert step in done.stdout, done.stdout
+
+
+def test_native_arm64_benchmark_reports_sizes_and_imports_as_ratios(kernel_image: str) -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "native_arm64.py"), "--quick", "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["size_ratio_to_emulated"]["emulated"] == 1.0
+    assert report["import_ratio_to_emulated"]["emulated"] == 1.0
+    assert report["arm64_packages"]["stripped"] is True  # binutils for aarch64, as the image build strips
+    assert 0 < report["arm64_packages"]["packages_mb"] < report["arm64_packages"]["unstripped_mb"]
+    assert report["sizes_mb"]["native_arm64_estimate"] > report["sizes_mb"]["base"]
+    assert report["import_tensorflow_s"]["native_twin_amd64"] > 0

@@ -36,7 +36,8 @@ def test_doctor_passes_here_and_imports_tensorflow_in_a_test_kernel(tf1_kernel: 
     assert check(report, "other architecture") == {
         "name": "other architecture", "ok": True, "detail": "linux/arm64 containers: runs", "fix": ""}
     assert check(report, "AVX")["detail"] == "x86-64 containers: AVX visible"
-    assert check(report, f"kernel {tf1_kernel}")["detail"].startswith("emulated: tf1kernel/tensorflow:1.15.5-amd64")
+    assert check(report, f"kernel {tf1_kernel}")["detail"].startswith(
+        "runs TensorFlow 1.15.5, native linux/amd64; emulated: tf1kernel/tensorflow:1.15.5-amd64")
     assert "imported TensorFlow 1.15.5" in check(report, "test kernel")["detail"]
 
 
