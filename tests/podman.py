@@ -25,9 +25,11 @@ LIMITS = {"nofile": "Max open files", "nproc": "Max processes"}
 class PodmanEngine:
     """Start with .start(images), stop with .stop(); `url` is its unix:// socket."""
 
-    def __init__(self, root: Path, rootless: bool = False) -> None:
+    def __init__(self, root: Path, rootless: bool = False, host_limits: bool = True) -> None:
         self.root = root
         self.rootless = rootless
+        # False: Podman's own default ulimits, which this host's limits refuse (a user's Podman, untuned).
+        self.host_limits = host_limits
         self.socket = root / "podman.sock"
         self.url = f"unix://{self.socket}"
         self.process: subprocess.Popen | None = None
@@ -42,13 +44,14 @@ class PodmanEngine:
             self.root.chmod(0o755)
             os.chown(self.root, self.uid, self.gid)
         try:
-            self._write_config({})
+            self._write_config({} if self.host_limits else None)
             self._serve()
             # Podman asks for its own default limits (nofile 1048576...) for each container, and an engine may not
             # raise a limit above its own: on a host that caps them (this one) containers would not start.
-            self._write_config(self._own_limits())
-            self._stop_service()
-            self._serve()
+            if self.host_limits:
+                self._write_config(self._own_limits())
+                self._stop_service()
+                self._serve()
             self.engine = docker.DockerClient(base_url=self.url, version="auto", timeout=120)
             for image in images:
                 self.load(image)
@@ -98,7 +101,11 @@ class PodmanEngine:
         return {name: int(re.search(rf"^{label}\s+\S+\s+(\S+)", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
                 for name, label in LIMITS.items()}
 
-    def _write_config(self, limits: dict[str, int]) -> None:
+    def _write_config(self, limits: dict[str, int] | None) -> None:
+        """containers.conf with these default_ulimits; None: without the setting, as Podman is installed."""
+        if limits is None:
+            (self.root / "containers.conf").write_text("[containers]\n")
+            return
         ulimits = ", ".join(f'"{name}={value}:{value}"' for name, value in limits.items())
         (self.root / "containers.conf").write_text(f"[containers]\ndefault_ulimits = [{ulimits}]\n")
 

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from . import __version__, doctor, engine, images, kernelspec, orphans, probes, strategies, verify
-from .errors import ImageMissing, InvalidOption, KernelStackMissing, PlatformUnsupported, Tf1KernelError
+from .errors import ImageMissing, InvalidOption, KernelStackMissing, Tf1KernelError
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 250)
@@ -232,11 +232,9 @@ def parse_build_args(pairs: list[str]) -> dict[str, str]:
 
 def require_platform(client: docker.DockerClient, platform: str) -> None:
     """Refuse a build for a platform the engine cannot run, before hours go into it."""
-    arch = platform.split("/")[1]
-    facts = probes.probe_architecture(client, arch)
+    facts = probes.probe_architecture(client, platform.split("/")[1])
     if not facts.runs:
-        raise PlatformUnsupported(f"This Docker engine cannot run {platform} containers ({facts.detail}).",
-                                  engine.EMULATOR_FIX.format(arch=arch))
+        raise probes.cannot_run(facts, engine.describe(client).arch)
 
 
 class build_display:

@@ -77,7 +77,7 @@ def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], dock
     other = "arm64" if info.arch == "amd64" else "amd64"
     emulated = probes.probe_architecture(client, other)
     yield Check("other architecture", emulated.runs, f"linux/{other} containers: {emulated.detail}",
-                "" if emulated.runs else engine.EMULATOR_FIX.format(arch=other))
+                "" if emulated.runs else probes.cannot_run(emulated, info.arch).fix)
 
     amd64 = emulated if other == "amd64" else probes.probe_architecture(client, "amd64")
     if amd64.runs:

@@ -29,6 +29,8 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from requests.exceptions import RequestException
 
 from .container import LABEL_MANAGED
+from .engine import EMULATOR_FIX
+from .errors import ContainerStartError, PlatformUnsupported, Tf1KernelError
 
 PROBE_REPOSITORY = "tf1kernel/probe"
 PROBE_PATH = "/tf1kernel-probe"
@@ -192,6 +194,40 @@ def _not_run(run: Run) -> str:
     if run.error:
         return f"cannot run: {run.error}"
     return f"cannot run (exit code {run.exit_code}; no emulator registered for it?)"
+
+
+# Why an engine may fail to start any container, as its error says it, with the fix. Checked before
+# concluding that an architecture needs an emulator: the probe is often the first container an engine starts.
+ENGINE_FAILURES = (
+    (("rlimit", "ulimit"), "the engine cannot apply its default resource limits (ulimits) on this host",
+     "lower the engine's default limits to what this host allows (`ulimit -Hn`, `ulimit -Hu`): Podman: "
+     "`default_ulimits = [\"nofile=N:N\", \"nproc=M:M\"]` under [containers] in containers.conf, then restart "
+     "the Podman service; Docker: `default-ulimits` in daemon.json"),
+    (("cgroup",), "the engine cannot set up the container's cgroup",
+     "check the engine's cgroup manager (Podman: `cgroup_manager` in containers.conf, `cgroupfs` where systemd "
+     "is not running), then restart the engine"),
+    (("storage", "overlay", "graphdriver", "no space left"), "the engine's image storage failed",
+     "check the engine's storage (`docker info` or `podman info`: driver, free space), then restart the engine"),
+    (("permission denied", "operation not permitted"), "the engine was refused an operation it needs",
+     "check the engine's own log: a rootless engine needs subordinate ids (/etc/subuid) and user namespaces"),
+)
+
+
+def cannot_run(facts: EmulationFacts, native_arch: str) -> Tf1KernelError:
+    """The error for a probe that did not run: the engine's own cause and its fix, or, only for a foreign
+    architecture that failed to execute, the missing emulator."""
+    platform = f"linux/{facts.arch}"
+    lowered = facts.detail.lower()
+    for markers, cause, fix in ENGINE_FAILURES:
+        if "exec format error" not in lowered and any(marker in lowered for marker in markers):
+            return ContainerStartError(f"The engine cannot start containers: {cause} ({facts.detail}).", fix)
+    if facts.arch != native_arch:
+        return PlatformUnsupported(f"This Docker engine cannot run {platform} containers ({facts.detail}).",
+                                   EMULATOR_FIX.format(arch=facts.arch))
+    return ContainerStartError(f"The engine cannot start a {platform} container, its own architecture "
+                               f"({facts.detail}).",
+                               "check that the engine starts containers at all (`docker run --rm IMAGE true` "
+                               "with an image you have) and read the engine's log")
 
 
 # Probe answers per engine and prefix, for this process. Only a positive answer is kept:

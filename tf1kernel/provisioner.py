@@ -651,8 +651,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return
         facts = self._probe(client, arch, spec)
         if not facts.runs:
-            raise PlatformUnsupported(f"The Docker engine cannot run this kernel's {platform} image ({facts.detail}).",
-                                      engine.EMULATOR_FIX.format(arch=arch))
+            error = probes.cannot_run(facts, info.arch)
+            if isinstance(error, PlatformUnsupported):
+                error = PlatformUnsupported(f"The Docker engine cannot run this kernel's {platform} image "
+                                            f"({facts.detail}).", error.fix)
+            raise error
         if avx_matters and facts.avx is False:
             where = ("the emulator in command_prefix" if spec.command_prefix
                      else "this engine's x86-64 emulation" if info.arch != "amd64" else "this machine's CPU")

@@ -17,7 +17,7 @@ import docker
 from docker.errors import ImageNotFound
 
 from . import engine, probes
-from .errors import CpuLacksAvx, ImageIncompatible, ImageMissing, KernelStackMissing, PlatformUnsupported
+from .errors import CpuLacksAvx, ImageIncompatible, ImageMissing, KernelStackMissing
 
 # Python 2.7 and 3.x syntax alike: this runs on whatever the image has. The first line is
 # printed before TensorFlow is imported, because that import can kill the process.
@@ -71,8 +71,7 @@ def verify_image(client: docker.DockerClient, image: str, platform: str, python:
     arch = platform.split("/")[1]
     emulation = probes.probe_architecture(client, arch)
     if not emulation.runs:
-        raise PlatformUnsupported(f"The Docker engine cannot run {platform} containers ({emulation.detail}).",
-                                  engine.EMULATOR_FIX.format(arch=arch))
+        raise probes.cannot_run(emulation, engine.describe(client).arch)
     run = probes.run_to_completion(client, image, [python, "-c", FACTS_SCRIPT], platform,
                                    environment={"TF_CPP_MIN_LOG_LEVEL": "3", "HOME": "/tmp"},
                                    user=f"{os.getuid()}:{os.getgid()}", timeout=VERIFY_TIMEOUT)

@@ -137,3 +137,22 @@ def test_rootless_podman_keeps_the_users_files_theirs(podman_kernel: str, kernel
     finally:
         engine.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_podman_that_cannot_start_containers_is_told_why_not_told_to_install_qemu(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Podman's default ulimits above this host's: every container fails with "error setting rlimit". On this
+    x86-64 host, amd64 is native: the fix is default_ulimits, never an emulator."""
+    podman = PodmanEngine(tmp_path_factory.mktemp("podman-untuned"), host_limits=False).start([])
+    try:
+        built = run_cli("build", "--docker-host", podman.url, "--no-ca-bundle", timeout=300)
+        said = built.stdout + built.stderr
+        assert built.returncode == 1 and "Traceback" not in said, said
+        assert "cannot apply its default resource limits" in said and "rlimit" in said, said
+        assert "default_ulimits" in said and "containers.conf" in said, said
+        assert "qemu" not in said.lower() and "emulat" not in said.lower(), said
+        done = run_cli("doctor", "--docker-host", podman.url, "--no-start", "--json", timeout=300)
+        other = next(c for c in json.loads(done.stdout)["checks"] if c["name"] == "other architecture")
+        assert not other["ok"] and "default_ulimits" in other["fix"] and "qemu" not in other["fix"].lower(), other
+    finally:
+        podman.stop()

@@ -221,3 +221,28 @@ def test_what_a_kernel_runs_reads_as_a_sentence() -> None:
 def test_display_names_name_the_platform_the_kernel_runs_on(host: str, strategy: str, platform: str,
                                                             shown: str) -> None:
     assert kernelspec.default_display_name(host, strategy, platform) == shown
+
+
+# -- why a probe container did not run ---------------------------------------------------------
+
+RLIMIT = ("cannot run: crun: error setting rlimits for ready process: error setting rlimit type 7: "
+          "operation not permitted: OCI permission denied")
+
+
+@pytest.mark.parametrize(("arch", "detail", "kind", "phrases"), [
+    ("amd64", RLIMIT, "ContainerStartError", ["default resource limits (ulimits)", "default_ulimits"]),
+    ("arm64", RLIMIT, "ContainerStartError", ["default_ulimits"]),
+    ("arm64", "cannot run (exit code 1; no emulator registered for it?)", "PlatformUnsupported",
+     ["cannot run linux/arm64 containers", "qemu-user-static"]),
+    ("arm64", "cannot run: exec /probe: exec format error", "PlatformUnsupported", ["qemu-user-static"]),
+    ("amd64", "cannot run: failed to create cgroup: no such file", "ContainerStartError", ["cgroup_manager"]),
+    ("amd64", "cannot run: something new", "ContainerStartError", ["its own architecture", "engine's log"]),
+])
+def test_a_failed_probe_names_its_true_cause(arch: str, detail: str, kind: str, phrases: list[str]) -> None:
+    from tf1kernel.probes import cannot_run
+    error = cannot_run(EmulationFacts(arch, False, None, detail), "amd64")
+    assert type(error).__name__ == kind
+    said = error.message + error.fix
+    assert all(phrase in said for phrase in phrases), said
+    if kind == "ContainerStartError":
+        assert "qemu" not in said.lower() and "emulat" not in said.lower()
