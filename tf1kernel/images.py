@@ -212,6 +212,29 @@ BUILD_STAGE_LABEL = "org.tf1kernel.stage=wheels"
 BUILD_ID_LABEL = "org.tf1kernel.build"
 
 
+def normalize_reference(reference: str) -> str:
+    """An image reference in full, by Docker's rules, so that two spellings of one image compare equal:
+    `tf1kernel/x:1`, `docker.io/tf1kernel/x:1` (Podman's RepoTags) and `index.docker.io/tf1kernel/x:1` are one
+    image; so are `python`, `library/python:latest` and `docker.io/library/python:latest`."""
+    name, at, digest = reference.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    name, tag = (name[:colon], name[colon + 1:]) if colon > slash else (name, "")
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        domain, path = ("docker.io" if first in ("index.docker.io", "registry-1.docker.io") else first), rest
+    else:
+        domain, path = "docker.io", name
+    if domain == "docker.io" and "/" not in path:
+        path = f"library/{path}"
+    tag = tag or ("" if at else "latest")
+    return f"{domain}/{path}" + (f":{tag}" if tag else "") + (f"@{digest}" if at else "")
+
+
+def same_image(a: str, b: str) -> bool:
+    return normalize_reference(a) == normalize_reference(b)
+
+
 def check_image_reference(value: str) -> str:
     """Return value if it is a well-formed image reference, else raise InvalidOption."""
     if not _IMAGE_REFERENCE.match(value or ""):
@@ -223,7 +246,7 @@ def check_image_reference(value: str) -> str:
 def build_hint(image: str) -> str:
     """How the user gets `image` onto the engine."""
     for recipe in RECIPES:
-        if recipe.tag == image:
+        if same_image(recipe.tag, image):
             return f"build it with `{build_command(recipe)}` (once)"
     if image.startswith("tf1kernel/tensorflow:") and image.endswith("-prebuilt"):
         return "bake your wheel again with `tf1kernel build --strategy prebuilt --wheel FILE`"
@@ -364,7 +387,7 @@ def build_image(
         try:
             existing = client.api.inspect_image(tag)
             existing_labels = existing["Config"].get("Labels") or {}
-            if existing_labels.get(LABEL_INPUTS) == inputs and existing_labels.get(LABEL_TAG) == tag:
+            if existing_labels.get(LABEL_INPUTS) == inputs and same_image(existing_labels.get(LABEL_TAG) or "", tag):
                 return Built(existing["Id"], up_to_date=True)
         except ImageNotFound:
             pass

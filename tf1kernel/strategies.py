@@ -22,7 +22,15 @@ import docker.errors
 
 from .engine import EngineInfo, avx_fix
 from .errors import CpuLacksAvx, ImageMissing
-from .images import LABEL_PLATFORM, LABEL_STRATEGY, LABEL_TAG, LABEL_TENSORFLOW, RECIPES, recipe_for
+from .images import (
+    LABEL_PLATFORM,
+    LABEL_STRATEGY,
+    LABEL_TAG,
+    LABEL_TENSORFLOW,
+    RECIPES,
+    normalize_reference,
+    recipe_for,
+)
 from .probes import EmulationFacts
 
 STRATEGIES = ("auto", "emulated", "source", "prebuilt", "compat")
@@ -133,21 +141,23 @@ def labelled_tensorflow(client: docker.DockerClient, image: str) -> str:
 def built_images(client: docker.DockerClient) -> list[BuiltImage]:
     """Every image `tf1kernel build` made on this engine, newest first.
 
-    Images are known by their labels, or by a recipe's tag (images built before labels existed).
+    Images are known by their labels, or by a recipe's tag (images built before labels existed). Tags are
+    compared in full (normalize_reference): Podman reports `docker.io/tf1kernel/...` for `tf1kernel/...`.
     """
     labelled = client.api.images(filters={"label": LABEL_STRATEGY})
     by_tag = client.api.images(filters={"reference": [recipe.tag for recipe in RECIPES]})
-    recipes = {recipe.tag: recipe for recipe in RECIPES}
+    recipes = {normalize_reference(recipe.tag): recipe for recipe in RECIPES}
     found: dict[str, BuiltImage] = {}
     for summary in sorted([*labelled, *by_tag], key=lambda s: -s.get("Created", 0)):
         labels, tags = summary.get("Labels") or {}, [t for t in summary.get("RepoTags") or [] if t != "<none>:<none>"]
         for tag in tags:
-            if labels.get(LABEL_TAG, tag) != tag:
+            full = normalize_reference(tag)
+            if LABEL_TAG in labels and normalize_reference(labels[LABEL_TAG]) != full:
                 continue  # an image built FROM one of ours (builds before LABEL_TAG cannot tell)
             if labels.get(LABEL_PLATFORM):
-                found.setdefault(tag, BuiltImage(tag, labels[LABEL_STRATEGY], labels[LABEL_PLATFORM],
-                                                 labels.get(LABEL_TENSORFLOW, "")))
-            elif tag in recipes:
-                recipe = recipes[tag]
-                found.setdefault(tag, BuiltImage(tag, recipe.strategy, recipe.platform, recipe.tensorflow))
+                found.setdefault(full, BuiltImage(tag, labels[LABEL_STRATEGY], labels[LABEL_PLATFORM],
+                                                  labels.get(LABEL_TENSORFLOW, "")))
+            elif full in recipes:
+                recipe = recipes[full]
+                found.setdefault(full, BuiltImage(tag, recipe.strategy, recipe.platform, recipe.tensorflow))
     return list(found.values())

@@ -246,3 +246,43 @@ def test_a_failed_probe_names_its_true_cause(arch: str, detail: str, kind: str, 
     assert all(phrase in said for phrase in phrases), said
     if kind == "ContainerStartError":
         assert "qemu" not in said.lower() and "emulat" not in said.lower()
+
+
+# -- image references, as Docker and Podman spell them --------------------------------------------
+
+
+@pytest.mark.parametrize(("spellings", "full"), [
+    (["tf1kernel/tensorflow:1.15.5-amd64", "docker.io/tf1kernel/tensorflow:1.15.5-amd64",
+      "index.docker.io/tf1kernel/tensorflow:1.15.5-amd64"], "docker.io/tf1kernel/tensorflow:1.15.5-amd64"),
+    (["python", "python:latest", "library/python", "docker.io/library/python:latest"],
+     "docker.io/library/python:latest"),
+    (["localhost/tf1:arm64"], "localhost/tf1:arm64"),
+    (["registry.example:5000/team/tf1"], "registry.example:5000/team/tf1:latest"),
+    (["me/tf1@sha256:" + "a" * 64], "docker.io/me/tf1@sha256:" + "a" * 64),
+])
+def test_image_references_are_compared_in_full(spellings: list[str], full: str) -> None:
+    assert {images.normalize_reference(spelling) for spelling in spellings} == {full}
+
+
+class ImagesOnly:
+    """The one engine call built_images makes, answered as Podman answers it (pure logic: no engine)."""
+
+    def __init__(self, summaries: list[dict]) -> None:
+        self.api = self
+        self.summaries = summaries
+
+    def images(self, filters: dict) -> list[dict]:
+        return self.summaries if "label" in filters else []
+
+
+def test_podmans_qualified_tags_are_tf1kernels_images() -> None:
+    from tf1kernel.images import LABEL_PLATFORM, LABEL_STRATEGY, LABEL_TAG, LABEL_TENSORFLOW
+    from tf1kernel.strategies import built_images
+    labels = {LABEL_STRATEGY: "emulated", LABEL_PLATFORM: "linux/amd64", LABEL_TENSORFLOW: "1.15.5",
+              LABEL_TAG: "tf1kernel/tensorflow:1.15.5-amd64"}
+    podman = ImagesOnly([{"RepoTags": ["docker.io/tf1kernel/tensorflow:1.15.5-amd64"], "Labels": labels},
+                         {"RepoTags": ["localhost/me/derived:1"], "Labels": labels}])
+    [found] = built_images(podman)  # the image built FROM ours is still told apart
+    assert (found.tag, found.strategy, found.tensorflow) == ("docker.io/tf1kernel/tensorflow:1.15.5-amd64",
+                                                             "emulated", "1.15.5")
+    assert choose_auto(X86, [found], probe(WITH_AVX)).image == found.tag
