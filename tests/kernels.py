@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import queue
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -95,9 +96,35 @@ def debug_request(client: BlockingKernelClient, command: str, arguments: dict | 
             return reply["content"]
 
 
-def debug_a_cell(client: BlockingKernelClient) -> None:
+BUSY_CELLS = {  # what a user stops: pure Python, and TensorFlow 1.x graph code run step by step
+    "python loop": "while True:\n    sum(range(1000))",
+    "Session.run": "session = tf.Session()\nproduct = tf.matmul(tf.ones([200, 200]), tf.ones([200, 200]))\n"
+                   "while True:\n    session.run(product)",
+}
+
+
+def interrupt_busy_cells(client: BlockingKernelClient, interrupt: Callable[[], None]) -> dict[str, float]:
+    """Interrupt each busy cell as a frontend's stop button does; seconds from the interrupt to its reply."""
+    # Imported first: an import interrupted halfway leaves a module without its attributes, as in any Python.
+    assert execute(client, "import tensorflow as tf").status == "ok"
+    seconds = {}
+    for name, code in BUSY_CELLS.items():
+        time.sleep(0.5)  # ipykernel aborts requests that arrive right after an error (stop_on_error)
+        msg_id = start_nonblocking(client, code)
+        time.sleep(2)
+        started = time.monotonic()
+        interrupt()
+        reply = wait_reply(client, msg_id, timeout=15)["content"]
+        assert reply.get("ename") == "KeyboardInterrupt", (name, reply)
+        seconds[name] = round(time.monotonic() - started, 2)
+    return seconds
+
+
+def debug_a_cell(client: BlockingKernelClient, while_attached: Callable[[], None] = lambda: None,
+                 disconnect: dict | None = None) -> None:
     """A debugging session as VS Code's Debug Cell runs one: the variables of the kernel, a breakpoint in a cell,
-    the stopped frame's variables, continue, disconnect; then the kernel carries on."""
+    the stopped frame's variables, continue, (while_attached), disconnect as JupyterLab's debugger does (or with
+    `disconnect`'s arguments); then the kernel carries on."""
     execute(client, "greeting = 'hello'")
     initialized = debug_request(client, "initialize", {
         "clientID": "tf1kernel-test", "adapterID": "", "pathFormat": "path", "linesStartAt1": True,
@@ -123,5 +150,6 @@ def debug_a_cell(client: BlockingKernelClient) -> None:
     assert {v["name"]: v["value"] for v in local["body"]["variables"]} == {"a": "2", "b": "3"}, local
     assert debug_request(client, "continue", {"threadId": thread})["success"]
     assert wait_reply(client, msg_id)["content"]["status"] == "ok"
-    debug_request(client, "disconnect", {"restart": False, "terminateDebuggee": True})
+    while_attached()
+    debug_request(client, "disconnect", disconnect or {"restart": False, "terminateDebuggee": True})
     assert execute(client, "print(add(20, 22))").stdout.strip() == "42"

@@ -77,6 +77,8 @@ BOOT = (f"import sys; sys.path.insert(0, {CONNECTION_DIR!r}); import tf1kernel_g
 # With this flag the kernel exits when its stdin closes. The caller holds stdin open through
 # an attach connection (stdin_once): when the caller dies the engine closes stdin, the kernel
 # exits, and AutoRemove deletes the container.
+# "0" shows TensorFlow's deprecation notices in the kernel (the quiet_deprecations option); the guest reads it.
+QUIET_DEPRECATIONS_VARIABLE = "TF1KERNEL_QUIET_DEPRECATIONS"
 LIFELINE_FLAG = "--tf1kernel-lifeline"
 # With this flag the kernel loads everything, then waits for one line on stdin that says which kernel
 # to become (a warm pool's container; see tf1kernel/pool.py).

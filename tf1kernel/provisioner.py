@@ -29,6 +29,7 @@ from . import engine, pool, probes, remote, strategies
 from .container import (
     CONTAINER_PORTS,
     LOOPBACK,
+    QUIET_DEPRECATIONS_VARIABLE,
     ContainerSpec,
     ContainerState,
     KernelContainer,
@@ -125,6 +126,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         help="Before starting a linux/amd64 kernel, check that its CPU (or emulator) offers AVX, which TensorFlow's "
         "x86-64 wheels need, and refuse to start with the fix if not. Off: the kernel starts, and "
         "`import tensorflow` raises an ImportError that explains.",
+    )
+    quiet_deprecations = Bool(
+        True,
+        config=True,
+        help="Hide TensorFlow's own deprecation notices (\"The name tf.Session is deprecated...\", \"... is deprecated "
+        "and will be removed in a future version\"), with TensorFlow's switches for them: in a TF1 kernel they "
+        "are noise. Every other warning and log line stays. False shows them.",
     )
     python = Unicode(
         "python",
@@ -699,9 +707,9 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """The allowlisted part of the server's environment plus the kernelspec's own `env`."""
         from_spec = set(self.kernel_spec.env) if self.kernel_spec else set()
         return {
-            name: value
-            for name, value in server_env.items()
-            if name in from_spec or any(fnmatch.fnmatchcase(name, pattern) for pattern in self.env_allowlist)
+            **{name: value for name, value in server_env.items()
+               if name in from_spec or any(fnmatch.fnmatchcase(name, pattern) for pattern in self.env_allowlist)},
+            QUIET_DEPRECATIONS_VARIABLE: "1" if self.quiet_deprecations else "0",
         }
 
     async def _engine(self) -> docker.DockerClient:

@@ -29,5 +29,7 @@ os.setgroups([grp.getgrnam("docker").gr_gid])
 os.setgid(gid)
 os.setuid(uid)
 with running_kernel(kernel_name, workdir) as (_, client):
-    result = execute(client, "import os\nopen('owned.txt', 'w').write('mine')\nprint(os.getuid(), os.getgid())")
+    result = execute(client, "import os, tensorflow as tf\nopen('owned.txt', 'w').write('mine')\n"
+                             "print('TensorFlow', tf.__version__, tf.Session().run(tf.constant(6) * 7))\n"
+                             "print(os.getuid(), os.getgid())")
 print(result.stdout.strip())

@@ -20,6 +20,7 @@ from tests.conftest import install_variant
 from tests.kernels import (
     debug_a_cell,
     execute,
+    interrupt_busy_cells,
     listening_addresses,
     running_kernel,
     start_nonblocking,
@@ -426,3 +427,46 @@ def test_the_debugger_stops_at_a_breakpoint_and_shows_variables(tf1_kernel: str,
     it): ipykernel's debugger, driven through the Jupyter debug protocol, in the container."""
     with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
         debug_a_cell(client)
+
+
+def test_interrupts_work_while_a_debugger_is_attached_and_after_it_disconnects(tf1_kernel: str,
+                                                                               tmp_path: Path) -> None:
+    """JupyterLab's debugger stops with disconnect {terminateDebuggee: true}, which ipykernel 6.16 passes to
+    debugpy 1.7: the next interrupt ended the kernel. The guest keeps the kernel (keep_kernel_when_debugger_...)."""
+    timings = {}
+    with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
+        container = manager.provisioner.container.id
+
+        def while_attached() -> None:
+            timings["attached"] = interrupt_busy_cells(client, manager.interrupt_kernel)
+
+        debug_a_cell(client, while_attached)
+        timings["detached"] = interrupt_busy_cells(client, manager.interrupt_kernel)
+        assert manager.provisioner.container.id == container and manager.is_alive()  # the same kernel, never restarted
+        assert execute(client, "print(add(20, 22))").stdout.strip() == "42"  # defined in the debugged cell
+    assert all(seconds < 1 for cells in timings.values() for seconds in cells.values()), timings
+
+
+QUIET_PROBE = """
+import warnings, tensorflow as tf
+tf.reset_default_graph()
+session = tf.Session()
+tf.compat.v1.logging.warning("a warning of TensorFlow's own, kept")
+warnings.warn("a warning of the user's own, kept")
+x = tf.Variable(tf.zeros([2]))
+print(session.run(tf.reduce_sum(tf.ones([3]))))
+"""
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_tensorflows_deprecation_notices_are_off_unless_asked_for(jupyter_dirs: Path, tf1_kernel: str, quiet: bool,
+                                                                  tmp_path: Path) -> None:
+    name = tf1_kernel if quiet else install_variant(jupyter_dirs, "tf1.15-noisy", {"quiet_deprecations": False})
+    with running_kernel(name, str(tmp_path)) as (_, client):
+        result = execute(client, QUIET_PROBE)
+    assert result.status == "ok" and result.stdout.splitlines()[-1] == "3.0", result
+    said = result.stdout + result.stderr
+    assert "WARNING:tensorflow:a warning of TensorFlow's own, kept" in said
+    assert "UserWarning: a warning of the user's own, kept" in said
+    notices = ["The name tf.reset_default_graph is deprecated", "The name tf.Session is deprecated"]
+    assert all((notice in said) != quiet for notice in notices), said

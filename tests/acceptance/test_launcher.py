@@ -23,7 +23,7 @@ from jupyter_client.connect import write_connection_file
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_variant, managed_containers, run_cli
-from tests.kernels import execute, start_nonblocking, wait_reply
+from tests.kernels import debug_a_cell, execute, interrupt_busy_cells, start_nonblocking, wait_reply
 from tf1kernel.container import BOOT, LIFELINE_FLAG
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
@@ -153,3 +153,18 @@ def test_provisioner_path_does_not_use_argv(tf1_kernel: str, tmp_path: Path,
         assert launchers.strip() == ""
     finally:
         manager.shutdown_kernel(now=True)
+
+
+def test_argv_kernel_interrupts_by_sigint_around_a_debug_session(argv_kernel: ArgvKernel) -> None:
+    """VS Code's Debug Cell, then its stop button (SIGINT to the launcher), with the debugger attached and after."""
+    argv_kernel.wait_ready()
+    sigint = lambda: argv_kernel.process.send_signal(signal.SIGINT)  # noqa: E731
+    timings = {}
+
+    def while_attached() -> None:
+        timings["attached"] = interrupt_busy_cells(argv_kernel.client, sigint)
+
+    debug_a_cell(argv_kernel.client, while_attached)
+    timings["detached"] = interrupt_busy_cells(argv_kernel.client, sigint)
+    assert argv_kernel.process.poll() is None
+    assert all(seconds < 1 for cells in timings.values() for seconds in cells.values()), timings

@@ -156,3 +156,37 @@ def test_a_podman_that_cannot_start_containers_is_told_why_not_told_to_install_q
         assert not other["ok"] and "default_ulimits" in other["fix"] and "qemu" not in other["fix"].lower(), other
     finally:
         podman.stop()
+
+
+@pytest.mark.parametrize("rootless", [False, True], ids=["rootful", "rootless"])
+def test_the_readme_podman_steps_work_as_written(rootless: bool, jupyter_dirs: Path) -> None:
+    """README, *Podman*: build through the socket, install with auto, run TF1 code. The Podman engine gets only
+    the base image (what it would pull from Docker Hub); tf1kernel's image is built there, not loaded."""
+    base = Path(tempfile.mkdtemp(prefix="tf1kernel-podman-readme-"))  # pytest's folders are private to root
+    os.chmod(base, 0o755)
+    engine = PodmanEngine(base / "engine", rootless=rootless)
+    try:
+        engine.start(["python:3.7-slim-bookworm"])
+        built = run_cli("build", "--docker-host", engine.url, timeout=1500)
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+        assert "Built tf1kernel/tensorflow:1.15.5-amd64" in built.stdout
+        name = f"tf1.15-podman-readme-{'rootless' if rootless else 'rootful'}"
+        installed = run_cli("install", "--prefix", str(base), "--name", name, "--docker-host", engine.url)
+        assert installed.returncode == 0, installed.stderr
+        assert "auto picks emulated (docker.io/tf1kernel/tensorflow:1.15.5-amd64, linux/amd64)" in installed.stdout
+        workdir, home = base / "project", base / "home"
+        for folder in (workdir, home):
+            folder.mkdir()
+            os.chown(folder, engine.uid, engine.gid)
+        env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+               "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_PATH": str(base / "share" / "jupyter"),
+               "PYTHONPATH": str(Path(__file__).parents[2])}
+        helper = Path(__file__).with_name("kernel_as_user.py")  # rootless: the engine's own user runs the kernel
+        done = subprocess.run([sys.executable, str(helper), name, str(workdir), str(engine.uid), str(engine.gid)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.splitlines()[-2:] == ["TensorFlow 1.15.5 42", f"{engine.uid} {engine.gid}"]
+        assert engine.containers() == []
+    finally:
+        engine.stop()
+        shutil.rmtree(base, ignore_errors=True)

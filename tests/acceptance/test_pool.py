@@ -78,8 +78,7 @@ def test_a_start_adopts_a_standby_kernel(jupyter_dirs: Path, tf1_kernel: str, tm
         client.wait_for_ready(timeout=60)
         assert manager.provisioner.container.id != container
         assert execute(client, "print('marker' in globals(), 6 * 7)").stdout.split() == ["False", "42"]
-        # Its debugger, made at the first request as in a cold kernel (last: after a debugging session,
-        # ipykernel 6.16 with debugpy 1.7 no longer turns SIGINT into KeyboardInterrupt, cold kernels too).
+        # Its debugger, made at the first request as in a cold kernel.
         debug_a_cell(client)
     pool.close_all()
     deadline = time.monotonic() + 20

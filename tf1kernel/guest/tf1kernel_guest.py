@@ -42,6 +42,7 @@ CONNECTION_FILE = "/.tf1kernel/connection.json"
 # With this variable set (kernelspec `env`), the kernel writes when each step of its boot ended to its log
 # (`docker logs`), as "tf1kernel-boot STEP UNIX_TIME": benchmarks/profile_start.py reads them.
 BOOT_TIMES_VARIABLE = "TF1KERNEL_BOOT_TIMES"
+QUIET_DEPRECATIONS_VARIABLE = "TF1KERNEL_QUIET_DEPRECATIONS"  # container.QUIET_DEPRECATIONS_VARIABLE
 GENERIC_AVX_FIX = (
     "run the x86-64 image under QEMU with AVX (Docker Desktop: turn off 'Use Rosetta for x86_64/amd64 "
     "emulation', or set EXPERIMENTAL_DOCKER_DESKTOP_FORCE_QEMU=1; Colima/Lima: a VM without Rosetta; "
@@ -131,6 +132,59 @@ class AvxGuard(importlib.abc.MetaPathFinder):
             "it (an x86-64 emulator without AVX, such as Rosetta). Importing it would crash the kernel.\n"
             "Fix: " + fix
         )
+
+
+# The modules that hold TensorFlow's deprecation switches, in TF 1.15 (tensorflow_core) and TF 2.x.
+TENSORFLOW_SWITCHES = {"%s.python.util.%s" % (package, module): module for package in ("tensorflow_core", "tensorflow")
+                       for module in ("deprecation", "module_wrapper")}
+
+
+class QuietDeprecations(importlib.abc.MetaPathFinder):
+    """TensorFlow's own deprecation notices off, with TensorFlow's own switches, as its modules load.
+
+    Why: TF 1.15 logs a deprecation notice for nearly every TF1 name ("The name tf.Session is deprecated.
+    Please use tf.compat.v1.Session instead."); in a kernel whose whole point is TF1 they bury the results.
+    The switches: deprecation._PRINT_DEPRECATION_WARNINGS (functions and arguments), and the `deprecation`
+    argument of TFModuleWrapper (module attributes), forced off for every wrapper TensorFlow makes. Other
+    warnings and log lines stay. Targets TF 1.15 (tensorflow_core.python.util) and TF 2.x (tensorflow.python.util);
+    TF1KERNEL_QUIET_DEPRECATIONS=0 (`quiet_deprecations: false`) leaves them on.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in TENSORFLOW_SWITCHES or os.environ.get(QUIET_DEPRECATIONS_VARIABLE, "1") == "0":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = QuietLoader(spec.loader, TENSORFLOW_SWITCHES[name])
+                return spec
+        return None
+
+
+class QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader, kind):
+        self.loader, self.kind = loader, kind
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        if self.kind == "deprecation":
+            module._PRINT_DEPRECATION_WARNINGS = False
+        elif hasattr(module, "TFModuleWrapper"):
+            make = module.TFModuleWrapper.__init__
+
+            def quiet_wrapper(wrapper, *args, **kwargs):
+                if len(args) > 3:  # (wrapped, module_name, public_apis, deprecation, has_lite)
+                    args = (*args[:3], False, *args[4:])
+                else:
+                    kwargs["deprecation"] = False
+                make(wrapper, *args, **kwargs)
+
+            module.TFModuleWrapper.__init__ = quiet_wrapper
 
 
 def install_avx_guard():
@@ -402,6 +456,31 @@ def debug_when_asked(kernel_class):
         __init__, wait_for_the_debugger, debug)
 
 
+def keep_kernel_when_debugger_disconnects(kernel_class):
+    """A debugger's `disconnect` never ends the kernel: its terminateDebuggee is turned off.
+
+    Why: JupyterLab's debugger stops with `disconnect {terminateDebuggee: true}`, and other DAP clients may.
+    ipykernel 6 (6.16 for Python 3.7) forwards it to debugpy (1.7), whose pydevd then marks the whole process
+    for termination (pydevd_api.request_terminate_process) and leaves its tracer on the main thread. The
+    next exception there, the KeyboardInterrupt of the first interrupt, ends the kernel with exit code 0:
+    the stop button seems to do nothing, the cell never answers, and Jupyter restarts the kernel. The
+    debuggee here is the kernel itself, which only a shutdown request ends. With terminateDebuggee off,
+    pydevd detaches and resumes, and interrupts work as before the debug session.
+    Targets ipykernel 6.x (its do_debug_request); harmless where the debugger is absent.
+    """
+    do_debug_request = getattr(kernel_class, "do_debug_request", None)
+    if do_debug_request is None:
+        return
+
+    async def debug(self, msg):
+        arguments = msg.get("arguments") if isinstance(msg, dict) else None
+        if msg.get("command") == "disconnect" and isinstance(arguments, dict) and arguments.get("terminateDebuggee"):
+            msg = {**msg, "arguments": {**arguments, "terminateDebuggee": False}}
+        return await do_debug_request(self, msg)
+
+    kernel_class.do_debug_request = debug
+
+
 def load_ahead():
     """What the first completion and the first debug request would import (jedi, debugpy and pydevd)."""
     for name in ("IPython.core.completer", "jedi.api.classes", "jedi.api.helpers", "debugpy.server.api",
@@ -587,6 +666,7 @@ def main(argv):
     if lease:
         exit_when_lease_lapses(lease[0])
     install_avx_guard()
+    sys.meta_path.insert(0, QuietDeprecations())
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # `python -c` puts the working directory first; IPython adds it back
     sys.argv = ["ipykernel_launcher", *argv]
@@ -601,10 +681,11 @@ def main(argv):
     finish_deferring_embed(embed_stand_in)
     sys.meta_path.remove(jedi_later)
     sys.meta_path.remove(debugpy_later)
-    if debugpy_later.available():
-        from ipykernel.ipkernel import IPythonKernel
+    from ipykernel.ipkernel import IPythonKernel
 
+    if debugpy_later.available():
         debug_when_asked(IPythonKernel)
+    keep_kernel_when_debugger_disconnects(IPythonKernel)
     boot_step("imported")
     wake_output_watchers_on_close()
     welcome_iopub_subscribers(IPKernelApp)

@@ -1,0 +1,56 @@
+"""The guest's switch-off of TensorFlow's deprecation notices, on stand-ins of TensorFlow's two switch modules."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+GUEST = Path(__file__).parents[2] / "tf1kernel" / "guest"
+
+
+@pytest.fixture
+def fake_tensorflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """tensorflow_core.python.util.{deprecation,module_wrapper} as TF 1.15 has them (the parts that matter)."""
+    util = tmp_path / "tensorflow_core" / "python" / "util"
+    util.mkdir(parents=True)
+    for folder in (util, util.parent, util.parent.parent):
+        (folder / "__init__.py").write_text("")
+    (util / "deprecation.py").write_text("_PRINT_DEPRECATION_WARNINGS = True\n")
+    (util / "module_wrapper.py").write_text(
+        "class TFModuleWrapper:\n"
+        "    def __init__(self, wrapped, module_name, public_apis=None, deprecation=True, has_lite=False):\n"
+        "        self._tfmw_print_deprecation_warnings = deprecation\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(GUEST))
+    guest = importlib.import_module("tf1kernel_guest")
+    finder = guest.QuietDeprecations()
+    sys.meta_path.insert(0, finder)
+    yield guest
+    sys.meta_path.remove(finder)
+    for name in [n for n in sys.modules if n.startswith("tensorflow_core")]:
+        del sys.modules[name]
+
+
+def test_tensorflows_switches_are_turned_off_as_its_modules_load(fake_tensorflow: object) -> None:
+    from tensorflow_core.python.util import deprecation, module_wrapper
+    assert deprecation._PRINT_DEPRECATION_WARNINGS is False
+    assert module_wrapper.TFModuleWrapper(object(), "tf")._tfmw_print_deprecation_warnings is False
+    assert module_wrapper.TFModuleWrapper(object(), "tf", None, True, False)._tfmw_print_deprecation_warnings is False
+    assert module_wrapper.TFModuleWrapper(object(), "tf", deprecation=True)._tfmw_print_deprecation_warnings is False
+
+
+def test_quiet_deprecations_false_leaves_them_on(fake_tensorflow: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TF1KERNEL_QUIET_DEPRECATIONS", "0")
+    from tensorflow_core.python.util import deprecation, module_wrapper
+    assert deprecation._PRINT_DEPRECATION_WARNINGS is True
+    assert module_wrapper.TFModuleWrapper(object(), "tf")._tfmw_print_deprecation_warnings is True
+
+
+def test_the_variable_name_is_the_one_the_provisioner_sets() -> None:
+    from tf1kernel.container import QUIET_DEPRECATIONS_VARIABLE
+    guest = (GUEST / "tf1kernel_guest.py").read_text()
+    assert f'QUIET_DEPRECATIONS_VARIABLE = "{QUIET_DEPRECATIONS_VARIABLE}"' in guest
