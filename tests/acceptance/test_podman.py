@@ -105,6 +105,23 @@ def test_doctor_names_podman(podman: PodmanEngine, podman_kernel: str) -> None:
     assert result.returncode == 0 and report["ok"], result.stdout
 
 
+def run_kernel_as_engine_user(engine: PodmanEngine, base: Path, kernel: str) -> tuple[list[str], Path]:
+    """Run a TF1 cell in `kernel` as the engine's user (rootless: its own user; rootful: root), in base/project;
+    return what it printed, and that folder. Kernelspecs are read from base/share/jupyter."""
+    workdir, home = base / "project", base / "home"
+    for folder in (workdir, home):
+        folder.mkdir()
+        os.chown(folder, engine.uid, engine.gid)
+    env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+           "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_PATH": str(base / "share" / "jupyter"),
+           "PYTHONPATH": str(Path(__file__).parents[2])}
+    helper = Path(__file__).with_name("kernel_as_user.py")
+    done = subprocess.run([sys.executable, str(helper), kernel, str(workdir), str(engine.uid), str(engine.gid)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.splitlines(), workdir
+
+
 def test_rootless_podman_keeps_the_users_files_theirs(podman_kernel: str, kernel_image: str, jupyter_dirs: Path
                                                      ) -> None:
     """A user's own rootless Podman: without keep-id their uid would be a subordinate id on the host."""
@@ -119,18 +136,8 @@ def test_rootless_podman_keeps_the_users_files_theirs(podman_kernel: str, kernel
         spec = json.loads(spec_file.read_text())
         spec["metadata"]["kernel_provisioner"]["config"]["docker_host"] = engine.url
         spec_file.write_text(json.dumps(spec))
-        workdir, home = base / "project", base / "home"
-        for folder in (workdir, home):
-            folder.mkdir()
-            os.chown(folder, engine.uid, engine.gid)
-        env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-               "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_PATH": str(base / "share" / "jupyter"),
-               "PYTHONPATH": str(Path(__file__).parents[2])}
-        helper = Path(__file__).with_name("kernel_as_user.py")
-        done = subprocess.run([sys.executable, str(helper), name, str(workdir), str(engine.uid), str(engine.gid)],
-                              env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout.splitlines()[-1] == f"{engine.uid} {engine.gid}"
+        lines, workdir = run_kernel_as_engine_user(engine, base, name)
+        assert lines[-1] == f"{engine.uid} {engine.gid}"
         written = workdir / "owned.txt"
         assert (written.stat().st_uid, written.stat().st_gid) == (engine.uid, engine.gid)
         assert engine.containers() == []
@@ -174,18 +181,8 @@ def test_the_readme_podman_steps_work_as_written(rootless: bool, jupyter_dirs: P
         installed = run_cli("install", "--prefix", str(base), "--name", name, "--docker-host", engine.url)
         assert installed.returncode == 0, installed.stderr
         assert "auto picks emulated (docker.io/tf1kernel/tensorflow:1.15.5-amd64, linux/amd64)" in installed.stdout
-        workdir, home = base / "project", base / "home"
-        for folder in (workdir, home):
-            folder.mkdir()
-            os.chown(folder, engine.uid, engine.gid)
-        env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-               "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_PATH": str(base / "share" / "jupyter"),
-               "PYTHONPATH": str(Path(__file__).parents[2])}
-        helper = Path(__file__).with_name("kernel_as_user.py")  # rootless: the engine's own user runs the kernel
-        done = subprocess.run([sys.executable, str(helper), name, str(workdir), str(engine.uid), str(engine.gid)],
-                              env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout.splitlines()[-2:] == ["TensorFlow 1.15.5 42", f"{engine.uid} {engine.gid}"]
+        lines, _ = run_kernel_as_engine_user(engine, base, name)
+        assert lines[-2:] == ["TensorFlow 1.15.5 42", f"{engine.uid} {engine.gid}"]
         assert engine.containers() == []
     finally:
         engine.stop()
