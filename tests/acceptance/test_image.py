@@ -69,8 +69,10 @@ def test_no_ca_or_credential_in_any_layer(docker_client: docker.DockerClient, bu
                                          markers: dict[str, str], tmp_path: Path) -> None:
     kernel_image = built_image
     saved = tmp_path / "image.tar"
+    # `docker save` of the 1.5 GB compat image can pause longer than the tests' usual 45 s read timeout.
+    exporter = docker.from_env(timeout=600).api
     with saved.open("wb") as sink:
-        for chunk in docker_client.api.get_image(kernel_image):
+        for chunk in exporter.get_image(kernel_image):
             sink.write(chunk)
     needles = [markers["secret"].encode(), markers["ca_line"].encode()]
     layers = 0
