@@ -141,11 +141,12 @@ def run_build(args: argparse.Namespace) -> int:
     build_args = parse_build_args(args.build_arg)
     if args.image:
         return build_kernel_stack(args, ca_path)
-    if args.wheel is not None:  # a wrong wheel is refused before anything else happens
+    wheel_recipe = None
+    if args.wheel is not None:  # a wrong wheel is refused before anything else happens, and checked only once
         require_prebuilt(args, "--wheel", "--wheel FILE")
-        images.wheel_recipe(args.wheel, args.platform)
+        wheel_recipe = images.wheel_recipe(args.wheel, args.platform)
     client = connect(args)
-    recipe = build_recipe(args, engine.describe(client))
+    recipe = wheel_recipe or build_recipe(args, engine.describe(client))
     tag = images.check_image_reference(args.tag) if args.tag else recipe.tag
     require_platform(client, recipe.platform)
     if recipe.pinned_wheel is not None:
@@ -210,9 +211,8 @@ def require_prebuilt(args: argparse.Namespace, flag: str, usage: str) -> None:
 
 
 def build_recipe(args: argparse.Namespace, info: engine.EngineInfo) -> images.ImageRecipe:
-    """The recipe the build flags ask for: without --strategy, a native TensorFlow 1.15 for the engine."""
-    if args.wheel is not None:
-        return images.wheel_recipe(args.wheel, args.platform)
+    """The recipe the build flags other than --wheel ask for: without --strategy, a native TensorFlow 1.15 for the
+    engine. (A wheel's recipe comes from the wheel: run_build checks it before it connects.)"""
     if args.strategy is None:
         return images.default_recipe(args.platform or info.native_platform)
     if args.strategy == "prebuilt":
