@@ -19,8 +19,8 @@ import docker
 import pytest
 
 from tf1kernel import engine
-from tf1kernel.container import LABEL_MANAGED
 from tf1kernel.images import DEFAULT_RECIPE
+from tf1kernel.labels import LABEL_MANAGED
 
 KERNEL_NAME = "tf1.15-test"
 OUTPUT_DIR = Path(os.environ.get("TF1KERNEL_TEST_OUTPUT", "test-output")).resolve()

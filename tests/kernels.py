@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import docker
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
@@ -156,3 +158,28 @@ def debug_a_cell(client: BlockingKernelClient, while_attached: Callable[[], None
     while_attached()
     debug_request(client, "disconnect", disconnect or {"restart": False, "terminateDebuggee": True})
     assert execute(client, "print(add(20, 22))").stdout.strip() == "42"
+
+
+# Tries every "address:port" at once and prints {"address:port": "connected" | the error's name}.
+REACH_PROBE = """
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+def attempt(target):
+    address, port = target.rsplit(":", 1)
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect((address, int(port))); return "connected"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+targets = sys.argv[1:]
+with ThreadPoolExecutor(len(targets)) as pool:
+    print(json.dumps(dict(zip(targets, pool.map(attempt, targets)))))
+"""
+
+
+def probe_from(engine: docker.DockerClient, image: str, network: str, targets: list[str]) -> dict[str, str]:
+    """What a plain container (someone else's) on that engine network reaches of "address:port" targets."""
+    output = engine.containers.run(image, ["python", "-c", REACH_PROBE, *targets], network=network, remove=True)
+    return json.loads(output.decode().strip().splitlines()[-1])

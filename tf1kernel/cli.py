@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import docker
 from docker.errors import ImageNotFound
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, doctor, engine, images, kernelspec, orphans, probes, strategies, verify
+from . import __version__, doctor, engine, images, kernelspec, networks, orphans, probes, strategies, verify
 from .errors import ImageMissing, InvalidOption, KernelStackMissing, Tf1KernelError
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
@@ -95,6 +96,8 @@ def make_parser() -> argparse.ArgumentParser:
                          help="the image's platform (default: the strategy's; compat: the engine's own; "
                               "prebuilt: linux/arm64)")
     install.add_argument("--python", help="the image's Python interpreter (default: python)")
+    install.add_argument("--no-network-access", dest="network_access", action="store_false",
+                         help="the kernel reaches no other machine (`network_access: false`; Docker engines only)")
     install.add_argument("--skip-checks", action="store_true", help="do not check the engine and image")
     add_engine_arguments(install)
     install.set_defaults(run=run_install)
@@ -275,14 +278,16 @@ def run_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def kernel_config(args: argparse.Namespace) -> dict[str, str]:
+def kernel_config(args: argparse.Namespace) -> dict[str, Any]:
     """The provisioner config for the install flags, checked against the engine unless --skip-checks."""
     if args.strategy == "auto" and (args.image or args.platform):
         raise InvalidOption("auto picks the image and platform itself.",
                             "drop --image and --platform, or name a strategy with --strategy")
     image = images.check_image_reference(args.image) if args.image else ""
     python = args.python or "python"
-    config = {"python": python} if args.python else {}
+    config: dict[str, Any] = {"python": python} if args.python else {}
+    if not args.network_access:
+        config["network_access"] = False
     if args.docker_host or args.context:
         engine.endpoint(args.docker_host, args.context)  # a context that does not exist is refused now
         config["docker_host" if args.docker_host else "docker_context"] = args.docker_host or args.context
@@ -294,6 +299,8 @@ def kernel_config(args: argparse.Namespace) -> dict[str, str]:
         return {**config, "image": choice.image, "platform": choice.platform}
     client = connect(args)
     info = engine.describe(client)
+    if not args.network_access:
+        networks.check_offline("auto", info.kind)
     if args.strategy == "auto":
         choice = strategies.choose_auto(info, strategies.built_images(client),
                                         lambda: probes.probe_architecture(client, "amd64"))

@@ -33,14 +33,13 @@ from jupyter_core.paths import jupyter_runtime_dir
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
+from . import networks
 from .engine import START_ENGINE_FIX
 from .errors import ContainerStartError, EngineUnavailable, ImageMissing, MountError
+from .labels import LABEL_KERNEL_ID, LABEL_MANAGED
 
 log = logging.getLogger(__name__)
 
-LABEL_MANAGED = "org.tf1kernel.managed"
-LABEL_KERNEL_ID = "org.tf1kernel.kernel-id"
-LABEL_OWNER = "org.tf1kernel.owner"
 
 # The kernel listens on these fixed ports inside its own network namespace; the
 # engine maps each to a host port on 127.0.0.1 (chosen by the engine unless a
@@ -74,11 +73,13 @@ GUEST_MODULE = f"{CONNECTION_DIR}/tf1kernel_guest.py"
 # connection file, starts ipykernel. It must parse on every Python an image may have (3.6+).
 BOOT = (f"import sys; sys.path.insert(0, {CONNECTION_DIR!r}); import tf1kernel_guest; sys.path.pop(0); "
         "tf1kernel_guest.main(sys.argv[1:])")
+# "0" shows TensorFlow's deprecation notices in the kernel (the quiet_deprecations option); the guest reads it.
+QUIET_DEPRECATIONS_VARIABLE = "TF1KERNEL_QUIET_DEPRECATIONS"
+# "0" in a kernel without network access (the network_access option), so that the guest can say so.
+NETWORK_ACCESS_VARIABLE = "TF1KERNEL_NETWORK_ACCESS"
 # With this flag the kernel exits when its stdin closes. The caller holds stdin open through
 # an attach connection (stdin_once): when the caller dies the engine closes stdin, the kernel
 # exits, and AutoRemove deletes the container.
-# "0" shows TensorFlow's deprecation notices in the kernel (the quiet_deprecations option); the guest reads it.
-QUIET_DEPRECATIONS_VARIABLE = "TF1KERNEL_QUIET_DEPRECATIONS"
 LIFELINE_FLAG = "--tf1kernel-lifeline"
 # With this flag the kernel loads everything, then waits for one line on stdin that says which kernel
 # to become (a warm pool's container; see tf1kernel/pool.py).
@@ -115,6 +116,8 @@ class ContainerSpec:
     # host's 127.0.0.1. "host": it shares the host's network and listens on 127.0.0.1 itself, on the ports
     # in preferred_host_ports (all of them given): no NAT and no docker-proxy between client and kernel.
     network: str = "bridge"
+    # No network beyond this host (the network_access option): bridge mode on tf1kernel's offline network.
+    offline: bool = False
     # Host ports a previous start of this kernel used; reused so that clients
     # connected before a restart keep working. Missing entries are engine-chosen.
     preferred_host_ports: dict[str, int] = field(default_factory=dict)
@@ -137,6 +140,8 @@ class ContainerSpec:
     standby: bool = False
     # Podman's engine: its tmpfs mounts take U (owned by the container's user), not uid= and gid=.
     podman: bool = False
+    # Podman's user-mode network stack (slirp4netns or pasta), which a kernel in bridge mode gets to itself.
+    podman_user_network: str = ""
     # Map the kernel's uid to the same uid on the host (rootless Podman's keep-id), so that its files in
     # the bind-mounted folder belong to the user and not to one of their subordinate ids.
     keep_user_ids: bool = False
@@ -373,8 +378,13 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         networking: dict[str, Any] = {"network_mode": "host"}
         exposed: dict[str, Any] = {}
     else:
-        networking = {"port_bindings": {port: (LOOPBACK, host_ports.get(name))
+        # A network no other container reaches (networks.py); the host reaches the ports published on its loopback.
+        networking = {"network_mode": networks.network_mode(client, spec.offline, spec.podman_user_network),
+                      "port_bindings": {port: (LOOPBACK, host_ports.get(name))
                                         for name, port in PUBLISHED_PORTS.items()}}
+        if spec.offline:
+            networking.update(dns=networks.OFFLINE_DNS, dns_opt=networks.OFFLINE_DNS_OPTIONS)
+            env[NETWORK_ACCESS_VARIABLE] = "0"
         exposed = {"ports": list(PUBLISHED_PORTS.values()), "hostname": "tf1kernel"}
     mounts = [Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume
               else Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),

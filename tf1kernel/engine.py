@@ -292,6 +292,9 @@ class EngineInfo:
     url: str = ""
     # Rootless Podman: container uids map to the user's subordinate ids, unless the kernel keeps its ids.
     rootless_podman: bool = False
+    # Podman: the user-mode network stack it has (slirp4netns, or pasta on Podman 5), which gives a kernel in
+    # bridge mode a network no other container is on (networks.py).
+    podman_user_network: str = ""
 
     @property
     def native_platform(self) -> str:
@@ -307,8 +310,9 @@ def describe(client: docker.DockerClient, where: Endpoint | None = None) -> Engi
     # Rootful and rootless Podman alike run containers in this machine's network namespace with --network
     # host, unless Podman runs in a VM (podman machine): then its kernel is not this one.
     same_kernel = sys.platform == "linux" and str(info.get("KernelVersion", "")) == platform.release()
+    podman = podman_host(client) if kind == "Podman" else {}
     if kind == "Podman":
-        rootless = podman_rootless(client)
+        rootless = bool((podman.get("security") or {}).get("rootless"))
     return EngineInfo(
         kind=kind,
         arch=normalize_arch(str(info.get("Architecture", ""))),
@@ -320,16 +324,26 @@ def describe(client: docker.DockerClient, where: Endpoint | None = None) -> Engi
         remote=where.remote if where else False,
         url=where.url if where else "",
         rootless_podman=kind == "Podman" and rootless,
+        podman_user_network=podman_user_network(podman) if kind == "Podman" else "",
     )
 
 
-def podman_rootless(client: docker.DockerClient) -> bool:
-    """Whether a Podman engine runs rootless: its Docker-compatible `info` does not say, its own API does."""
+def podman_host(client: docker.DockerClient) -> dict:
+    """Podman's own description of its host (rootless or not, its network helpers), which its
+    Docker-compatible `info` does not give; {} if it cannot be had."""
     try:
         reply = client.api.get(f"{client.api.base_url}/v4.0.0/libpod/info", timeout=PROBE_TIMEOUT)
-        return bool(reply.json()["host"]["security"]["rootless"])
+        host = reply.json()["host"]
+        return host if isinstance(host, dict) else {}
     except (RequestException, ValueError, KeyError, TypeError):
-        return False
+        return {}
+
+
+def podman_user_network(host: dict) -> str:
+    """slirp4netns where Podman has it (Podman 4's default), else pasta (Podman 5's)."""
+    has_pasta = bool((host.get("pasta") or {}).get("executable"))
+    has_slirp = bool((host.get("slirp4netns") or {}).get("executable"))
+    return "pasta" if has_pasta and not has_slirp else "slirp4netns"
 
 
 # One client and one description per endpoint, shared by the kernels of a server: each costs a round trip

@@ -23,7 +23,8 @@ import psutil
 from docker.errors import APIError, NotFound
 from jupyter_core.paths import jupyter_runtime_dir
 
-from .container import KERNEL_FILES_PREFIX, LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER, remove_kernel_files
+from .container import KERNEL_FILES_PREFIX, remove_kernel_files
+from .labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 
 LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
 

@@ -28,9 +28,9 @@ import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from requests.exceptions import RequestException
 
-from .container import LABEL_MANAGED
 from .engine import EMULATOR_FIX
 from .errors import ContainerStartError, PlatformUnsupported, Tf1KernelError
+from .labels import LABEL_MANAGED
 
 PROBE_REPOSITORY = "tf1kernel/probe"
 PROBE_PATH = "/tf1kernel-probe"

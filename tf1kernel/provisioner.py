@@ -25,7 +25,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from requests.exceptions import RequestException
 from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, validate
 
-from . import engine, pool, probes, remote, strategies
+from . import engine, networks, pool, probes, remote, strategies
 from .container import (
     CONTAINER_PORTS,
     LOOPBACK,
@@ -152,7 +152,15 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         config=True,
         help="host: the kernel shares the host's network and listens on 127.0.0.1 itself (no NAT, no docker-proxy; "
         "a local Linux engine only). bridge: it has its own network and the engine publishes its ports on "
-        "127.0.0.1. auto: host where the engine allows it, bridge elsewhere (Docker Desktop, VMs, remote engines).",
+        "127.0.0.1. auto: host where the engine allows it, bridge elsewhere (Docker Desktop, VMs, remote engines). "
+        "In bridge mode the kernel is on tf1kernel's own engine network, where no other container can reach it.",
+    )
+    network_access = Bool(
+        True,
+        config=True,
+        help="Let the kernel reach other machines: PyPI for `%pip install`, datasets, remote file systems. False: "
+        "nothing it sends leaves this host (bridge mode on the `tf1kernel-offline` network, ports still on "
+        "127.0.0.1; Docker engines only, as Podman publishes no ports of such a network).",
     )
     docker_host = Unicode(
         "",
@@ -540,10 +548,12 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         spec = self._workspace(spec, info)
         network = self._network(info)
         ports = self._host_network_ports(spec) if network == "host" else spec.preferred_host_ports
+        spec = dataclasses.replace(spec, offline=not self.network_access)
         files_folder = kernel_files_folder(spec.kernel_id) if self._files_mountable(info, spec) else ""
         return dataclasses.replace(spec, image=self.choice.image, platform=self.choice.platform, network=network,
                                    preferred_host_ports=ports, avx_fix=engine.avx_fix(info.kind),
                                    podman=info.kind == "Podman", keep_user_ids=info.rootless_podman,
+                                   podman_user_network=info.podman_user_network,
                                    image_fix=build_hint(self.choice.image), files_folder=files_folder)
 
     @staticmethod
@@ -616,12 +626,16 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return ""
 
     def _network(self, info: engine.EngineInfo) -> str:
+        if not self.network_access:  # bridge mode: on the host's network the kernel would have the host's
+            networks.check_offline(self.network, info.kind)
+            return "bridge"
         if self.network == "host" and not info.shares_host_network:
             raise InvalidOption(f"network host needs a local Linux engine; this one ({info.kind}) does not share "
                                 "this machine's network.", 'set "network" to "bridge" or "auto"')
         if self.network != "auto":
             return self.network
         return "host" if info.shares_host_network else "bridge"
+
 
     def _host_network_ports(self, spec: ContainerSpec) -> dict[str, int]:
         """On the host's network the kernel binds the ports its clients use: the KernelManager's (as a local

@@ -20,7 +20,7 @@ from jupyter_client.manager import KernelManager
 from tests.conftest import install_variant, managed_containers, run_cli
 from tests.kernels import execute, running_kernel
 from tests.servers import JupyterServer, start_server
-from tf1kernel.container import LABEL_KERNEL_ID
+from tf1kernel.labels import LABEL_KERNEL_ID
 
 pytestmark = [pytest.mark.engine]
 

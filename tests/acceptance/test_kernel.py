@@ -26,7 +26,7 @@ from tests.kernels import (
     start_nonblocking,
     wait_reply,
 )
-from tf1kernel.container import LABEL_KERNEL_ID, LABEL_OWNER
+from tf1kernel.labels import LABEL_KERNEL_ID, LABEL_OWNER
 from tf1kernel.provisioner import DockerProvisioner
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
@@ -174,7 +174,7 @@ def test_container_labels_ports_and_persisted_id(jupyter_dirs: Path, tf1_kernel:
         listening = listening_addresses(kernel_ports)
         assert all(addresses == {"127.0.0.1"} for addresses in listening.values()), listening
         if network == "bridge":
-            assert attrs["HostConfig"]["NetworkMode"] == "default"
+            assert set(attrs["NetworkSettings"]["Networks"]) == {"tf1kernel"}  # no other container reaches it
             bindings = attrs["HostConfig"]["PortBindings"]
             assert len(bindings) == 6 and {b["HostIp"] for port in bindings.values() for b in port} == {"127.0.0.1"}
         else:

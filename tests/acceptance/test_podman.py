@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,8 +22,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import install_kernel, run_cli
-from tests.kernels import execute, listening_addresses, running_kernel, start_nonblocking, wait_reply
+from tests.kernels import (
+    execute,
+    listening_addresses,
+    probe_from,
+    running_kernel,
+    start_nonblocking,
+    wait_reply,
+)
 from tests.podman import PodmanEngine
+from tf1kernel.container import CONTAINER_PORTS, TENSORBOARD_PORT
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -89,12 +98,33 @@ def test_published_ports_work_through_podman(podman: PodmanEngine, podman_kernel
     name = "tf1.15-podman-bridge"
     (kernels / name).mkdir(exist_ok=True)
     (kernels / name / "kernel.json").write_text(json.dumps(spec))
-    with running_kernel(name, str(tmp_path)) as (_, client):
+    with running_kernel(name, str(tmp_path)) as (manager, client):
         assert execute(client, "print(6 * 7)").stdout.strip() == "42"
         [container] = podman.containers()
         bindings = [binding for binding in container["Ports"] if binding.get("hostPort") or binding.get("PublicPort")]
         assert bindings and {binding.get("IP") or binding.get("hostIP") for binding in bindings} == {"127.0.0.1"}
+        # On a user-mode network stack of its own (slirp4netns), on no bridge: a container on Podman's default
+        # network reaches none of the kernel's ports at any address, though it reaches the host (the probe works).
+        attrs = podman.engine.api.inspect_container(container["Id"])
+        assert attrs["HostConfig"]["NetworkMode"] == "slirp4netns", attrs["HostConfig"]["NetworkMode"]
+        gateway = podman.engine.api.inspect_network("podman")["IPAM"]["Config"][0]["Gateway"]
+        ports = [*CONTAINER_PORTS.values(), TENSORBOARD_PORT, *manager.provisioner.container.host_ports.values()]
+        # (The kernel's own address, slirp4netns's 10.0.2.100, exists only inside its stack: not a target.)
+        targets = [f"{gateway}:{port}" for port in ports]
+        with socket.create_server(("0.0.0.0", 0)) as control:
+            control_target = f"{gateway}:{control.getsockname()[1]}"
+            reached = probe_from(podman.engine, manager.provisioner.spec.image, "podman", [*targets, control_target])
+        assert reached.pop(control_target) == "connected", (control_target, reached)
+        assert "connected" not in reached.values(), {t: r for t, r in reached.items() if r == "connected"}
     assert podman.containers() == []
+
+
+def test_an_offline_kernel_is_refused_on_podman_with_the_fix(podman: PodmanEngine, podman_kernel: str,
+                                                              jupyter_dirs: Path, tmp_path: Path) -> None:
+    """Podman publishes no ports of an internal network: network_access false is refused before any container."""
+    result = run_cli("install", "--user", "--strategy", "emulated", "--no-network-access", "--docker-host", podman.url)
+    assert result.returncode != 0 and "network_access" in result.stdout + result.stderr, result
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_doctor_names_podman(podman: PodmanEngine, podman_kernel: str) -> None:

@@ -6,9 +6,12 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -19,8 +22,11 @@ from jupyter_client.session import Session
 from jupyter_core.paths import jupyter_runtime_dir
 
 from tests.conftest import install_variant
-from tests.kernels import execute, listening_addresses, running_kernel
+from tests.kernels import execute, listening_addresses, probe_from, running_kernel
 from tests.netns import TestHost
+from tf1kernel import networks
+from tf1kernel.container import CONTAINER_PORTS, TENSORBOARD_PORT
+from tf1kernel.errors import ContainerStartError
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -69,6 +75,116 @@ def test_ports_are_bound_to_loopback_only(jupyter_dirs: Path, tf1_kernel: str, t
         # peer_host showed that a listener on 0.0.0.0 is reachable from the test host; the kernel's ports are not.
         for port in ports:
             assert connect_from_peer(peer_host, port) in ("ConnectionRefusedError", "timeout", "TimeoutError")
+
+
+BYSTANDER_IMAGE = "python:3.11-slim-bookworm"
+@pytest.fixture(scope="module")
+def bystander_network(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A user-defined network of someone else's, as docker compose makes."""
+    name = f"tf1kernel-test-bystanders-{os.getpid()}"
+    docker_client.api.create_network(name, driver="bridge")
+    try:
+        yield name
+    finally:
+        docker_client.api.remove_network(name)
+
+
+def gateway(docker_client: docker.DockerClient, network: str) -> str:
+    return docker_client.api.inspect_network(network)["IPAM"]["Config"][0]["Gateway"]
+
+
+@pytest.mark.parametrize("mode", ["host", "bridge", "offline"])
+def test_no_other_container_reaches_the_kernel(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, mode: str,
+                                               docker_client: docker.DockerClient, bystander_network: str) -> None:
+    """Bystanders on the default bridge, on a network of their own and (on purpose) on tf1kernel's own network
+    reach none of the kernel's ports, TensorBoard's included, at any address: the kernel container's, the
+    gateways', by the ports inside the container or those the engine published."""
+    config = {"network": mode} if mode != "offline" else {"network": "auto", "network_access": False}
+    name = install_variant(jupyter_dirs, f"tf1.15-isolation-{mode}", config)
+    with running_kernel(name, str(tmp_path)) as (manager, client):
+        container = manager.provisioner.container
+        execute(client, "%tensorboard_tf1 --logdir .", timeout=120)
+        with urllib.request.urlopen(container.tensorboard_url, timeout=30) as page:  # the host still reaches it
+            assert page.status == 200
+        attached = docker_client.api.inspect_container(container.id)["NetworkSettings"]["Networks"]
+        if mode == "host":
+            assert set(attached) == {"host"}
+        else:
+            assert set(attached) == {"tf1kernel-offline" if mode == "offline" else "tf1kernel"}, attached
+        ports = {*container.host_ports.values(), *CONTAINER_PORTS.values(), TENSORBOARD_PORT}
+        own_networks = [n for n in attached if n != "host"]
+        addresses = {attached[n]["IPAddress"] for n in own_networks} | {
+            gateway(docker_client, n) for n in ["bridge", bystander_network, *own_networks]}
+        targets = [f"{address}:{port}" for address in sorted(addresses) for port in sorted(ports)]
+        with socket.create_server(("0.0.0.0", 0)) as control:  # what every bystander must reach: the probe works
+            for network in ["bridge", bystander_network, *own_networks]:
+                control_target = f"{gateway(docker_client, network)}:{control.getsockname()[1]}"
+                reached = probe_from(docker_client, BYSTANDER_IMAGE, network, [*targets, control_target])
+                assert reached.pop(control_target) == "connected", (network, control_target)
+                assert "connected" not in reached.values(), (network, {t: r for t, r in reached.items()
+                                                                       if r == "connected"})
+
+
+REACH_PYPI = """
+import os, socket, time
+start = time.monotonic()
+try:
+    socket.getaddrinfo("pypi.org", 443); print("resolved")
+except OSError as e:
+    print(type(e).__name__)
+print(round(time.monotonic() - start, 1))
+try:
+    socket.create_connection(("{address}", 443), timeout=5).close(); print("connected")
+except OSError as e:
+    print(type(e).__name__)
+print(os.environ.get("TF1KERNEL_NETWORK_ACCESS", "-"))
+"""
+
+
+@pytest.mark.parametrize("network_access", [True, False])
+def test_network_access_is_a_stated_choice(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
+                                           network_access: bool) -> None:
+    """With network_access the kernel reaches PyPI; without, names do not resolve (in about a second, no hang)
+    and nothing it sends leaves this host."""
+    address = socket.gethostbyname("pypi.org")
+    name = install_variant(jupyter_dirs, f"tf1.15-access-{network_access}", {"network_access": network_access})
+    with running_kernel(name, str(tmp_path)) as (_, client):
+        result = execute(client, REACH_PYPI.format(address=address), timeout=60)
+    resolved, seconds, connected, variable = result.stdout.split()
+    if network_access:
+        assert (resolved, connected, variable) == ("resolved", "connected", "-"), result.stdout
+    else:
+        # Python 3.7 calls it socket.timeout; 3.10 made that TimeoutError.
+        assert (resolved, connected, variable) in {("gaierror", "timeout", "0"), ("gaierror", "TimeoutError", "0")}
+        assert float(seconds) < 3, result.stdout
+
+
+def test_concurrent_starts_make_one_kernels_network(docker_client: docker.DockerClient,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels starting at once on an engine without the network (a fresh engine, `docker network prune`) all
+    join one network; a network of that name that is not tf1kernel's is refused with the fix."""
+    name = f"tf1kernel-test-race-{os.getpid()}"
+    monkeypatch.setattr(networks, "KERNELS_NETWORK", name)
+    start = ("import docker, sys, tf1kernel.networks as networks\nnetworks.KERNELS_NETWORK = sys.argv[1]\n"
+             "print(networks.network_mode(docker.from_env(), False, ''))")
+    try:
+        starts = [subprocess.Popen([sys.executable, "-c", start, name], stdout=subprocess.PIPE, text=True)
+                  for _ in range(4)]  # other servers' kernels
+        with ThreadPoolExecutor(4) as pool:  # this server's kernels
+            ids = set(pool.map(lambda _: networks.network_mode(docker_client, False, ""), range(4)))
+        ids |= {process.communicate(timeout=60)[0].strip() for process in starts}
+        listed = [n for n in docker_client.api.networks(names=[name]) if n["Name"] == name]
+        assert len(ids) == 1 and [n["Id"] for n in listed] == list(ids), (ids, listed)
+        options = docker_client.api.inspect_network(name)["Options"]
+        assert options["com.docker.network.bridge.enable_icc"] == "false", options
+        docker_client.api.remove_network(name)
+        docker_client.api.create_network(name, driver="bridge")  # someone else's
+        with pytest.raises(ContainerStartError) as refused:
+            networks.network_mode(docker_client, False, "")
+        assert f"docker network rm {name}" in refused.value.fix
+    finally:
+        for network in docker_client.api.networks(names=[name]):
+            docker_client.api.remove_network(network["Id"])
 
 
 def test_no_privileges(kernel: tuple[KernelManager, object], docker_client: docker.DockerClient) -> None:
