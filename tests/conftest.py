@@ -45,9 +45,11 @@ def kernel_image(docker_client: docker.DockerClient) -> str:
 
 @pytest.fixture(scope="session")
 def jupyter_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private Jupyter data path and runtime dir, so tests never touch the user's kernels."""
+    """A private Jupyter data path and runtime dir, so tests never touch the user's kernels (nor their packages)."""
     root = tmp_path_factory.mktemp("jupyter")
-    saved = {name: os.environ.get(name) for name in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR")}
+    saved = {name: os.environ.get(name) for name in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR",
+                                                     "XDG_DATA_HOME")}
+    os.environ["XDG_DATA_HOME"] = str(root / "xdg-data")  # packages kept by %pip (tf1kernel/packages.py)
     os.environ["JUPYTER_PATH"] = str(root / "share" / "jupyter")
     os.environ["JUPYTER_RUNTIME_DIR"] = str(root / "runtime")
     os.environ["JUPYTER_DATA_DIR"] = str(root / "data")

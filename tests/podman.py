@@ -72,6 +72,7 @@ class PodmanEngine:
             runtime.mkdir(mode=0o700, exist_ok=True)
             os.chown(runtime, self.uid, self.gid)
             env.update(HOME=pwd.getpwnam(USER).pw_dir, USER=USER, XDG_RUNTIME_DIR=str(runtime))
+            env.pop("XDG_DATA_HOME", None)  # the tests' own (root's) would be Podman's storage
         return env
 
     def _as_user(self) -> dict[str, object]:

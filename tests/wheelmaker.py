@@ -48,3 +48,17 @@ def tensorflow_wheel(folder: Path, *, project: str = "tensorflow", version: str 
         wheel.writestr(f"{info}/WHEEL", f"Wheel-Version: 1.0\nTag: {python}-{abi}-{platform}\n")
         wheel.writestr(f"{info}/top_level.txt", "tensorflow\ntensorflow_core\n")
     return path
+
+
+def pure_wheel(folder: Path, name: str, version: str, requires: list[str]) -> Path:
+    """A pure-Python wheel with only these requirements: pip's view of a package, without PyPI."""
+    module = name.replace("-", "_")
+    path = folder / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{module}/__init__.py", "")
+        wheel.writestr(f"{module}-{version}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\n"
+                       f"Version: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires))
+        wheel.writestr(f"{module}-{version}.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+                                                              "Tag: py3-none-any\n")
+        wheel.writestr(f"{module}-{version}.dist-info/RECORD", "")
+    return path

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, doctor, engine, images, kernelspec, networks, orphans, probes, strategies, verify
+from . import __version__, doctor, engine, images, kernelspec, networks, orphans, packages, probes, strategies, verify
 from .errors import ImageMissing, InvalidOption, KernelStackMissing, Tf1KernelError
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
@@ -104,6 +104,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="show installed tf1kernel kernels and their images")
     listing.set_defaults(run=run_list)
+
+    kept = commands.add_parser("packages", help="the packages `%%pip install` kept for each kernel, per kernelspec")
+    kept_commands = kept.add_subparsers(dest="action", metavar="ACTION")
+    kept_commands.add_parser("list", help="show them (the default)")
+    reset = kept_commands.add_parser("reset", help="remove a kernel's kept packages: its next start is its image's")
+    reset.add_argument("name", metavar="NAME", help="the kernelspec, as `tf1kernel list` names it")
+    kept.set_defaults(run=run_packages, action="list")
 
     gc = commands.add_parser("gc", help="remove kernel containers whose Jupyter server or launcher is gone")
     gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
@@ -371,6 +378,26 @@ def image_presence(names: list[str]) -> dict[str, str]:
         except ImageNotFound:
             answers[name] = "no: " + images.build_hint(name)
     return answers
+
+
+def run_packages(args: argparse.Namespace) -> int:
+    if args.action == "reset":
+        removed = packages.reset(args.name)
+        names = ", ".join(f"{p.name} {p.version}" for p in removed) or "nothing"
+        out.print(f"Removed the packages kept for {args.name}: {names}. Running kernels of it keep what they "
+                  "imported until they restart.", highlight=False)
+        return 0
+    kept = packages.kept()
+    if not kept:
+        out.print(f"No packages kept: `%pip install` in a kernel keeps them in {packages.root()}/<kernelspec>.",
+                  highlight=False)
+        return 0
+    table = Table("kernelspec", "package", "version", "folder")
+    for name, found in kept.items():
+        for package in found or [packages.Package("(none)", "")]:
+            table.add_row(name, package.name, package.version, str(packages.folder(name)))
+    out.print(table)
+    return 0
 
 
 def run_gc(args: argparse.Namespace) -> int:

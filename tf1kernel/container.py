@@ -33,7 +33,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
-from . import networks
+from . import networks, packages
 from .engine import START_ENGINE_FIX
 from .errors import ContainerStartError, EngineUnavailable, ImageMissing, MountError
 from .labels import LABEL_KERNEL_ID, LABEL_MANAGED
@@ -69,6 +69,13 @@ HOME_DIR = "/home/tf1kernel"
 KERNEL_FILES_PREFIX = "tf1kernel-"
 
 GUEST_MODULE = f"{CONNECTION_DIR}/tf1kernel_guest.py"
+GUEST_PIP_MODULE = f"{CONNECTION_DIR}/tf1kernel_pip.py"  # %pip, loaded by the guest after the boot
+PIP_CA_FILE = f"{CONNECTION_DIR}/pip-ca.pem"
+# With kept packages: `pip install` installs into the user site (PYTHONUSERBASE), even for a kernel that runs as
+# root and could write to the image's site-packages. Not PIP_USER, which would also make `pip list` and
+# `pip freeze` show only the user site.
+PIP_CONFIG_FILE = f"{CONNECTION_DIR}/pip.conf"
+PIP_CONFIG = b"[install]\nuser = true\n"
 # The kernel's entry point: tf1kernel's guest module (tf1kernel/guest/), copied in with the
 # connection file, starts ipykernel. It must parse on every Python an image may have (3.6+).
 BOOT = (f"import sys; sys.path.insert(0, {CONNECTION_DIR!r}); import tf1kernel_guest; sys.path.pop(0); "
@@ -77,6 +84,8 @@ BOOT = (f"import sys; sys.path.insert(0, {CONNECTION_DIR!r}); import tf1kernel_g
 QUIET_DEPRECATIONS_VARIABLE = "TF1KERNEL_QUIET_DEPRECATIONS"
 # "0" in a kernel without network access (the network_access option), so that the guest can say so.
 NETWORK_ACCESS_VARIABLE = "TF1KERNEL_NETWORK_ACCESS"
+# "1" when the kernel's pip installs into a kept folder (packages.py), so that %pip can say where packages went.
+PACKAGES_KEPT_VARIABLE = "TF1KERNEL_PACKAGES_KEPT"
 # With this flag the kernel exits when its stdin closes. The caller holds stdin open through
 # an attach connection (stdin_once): when the caller dies the engine closes stdin, the kernel
 # exits, and AutoRemove deletes the container.
@@ -158,6 +167,11 @@ class ContainerSpec:
     # filesystem, 40 ms that every start waited for. Empty: copied in (engines on another kernel or host,
     # which do not see this machine's folders, or a kernel user who could not read them).
     files_folder: str = ""
+    # A folder of this machine where the kernel's pip installs (PYTHONUSERBASE), kept per kernelspec
+    # (packages.py). Empty: pip installs into the kernel's HOME, which goes with the container.
+    packages_folder: str = ""
+    # The CA bundle the kernel's pip trusts (PIP_CERT), copied in with the kernel's files; empty: pip's own.
+    pip_ca: bytes = b""
 
     @property
     def name(self) -> str:
@@ -373,7 +387,7 @@ def remove_leftover(client: docker.DockerClient, spec: ContainerSpec) -> None:
 def create_container(client: docker.DockerClient, spec: ContainerSpec, host_ports: dict[str, int]) -> str:
     """Create (not start) the container with its connection file: mounted from spec.files_folder, or copied in."""
     uid, _, gid = spec.user.partition(":")
-    env = {**spec.env, "HOME": HOME_DIR}
+    env = {**spec.env, "HOME": HOME_DIR, **({"PIP_CERT": PIP_CA_FILE} if spec.pip_ca else {})}
     if spec.host_network:
         networking: dict[str, Any] = {"network_mode": "host"}
         exposed: dict[str, Any] = {}
@@ -393,6 +407,10 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     if spec.files_folder:
         write_kernel_files(spec)
         mounts.append(Mount(target=CONNECTION_DIR, source=spec.files_folder, type="bind"))
+    if spec.packages_folder:
+        mounts.append(Mount(target=packages.CONTAINER_FOLDER, source=spec.packages_folder, type="bind"))
+        env.update({"PYTHONUSERBASE": packages.CONTAINER_FOLDER, "PIP_CONFIG_FILE": PIP_CONFIG_FILE,
+                    PACKAGES_KEPT_VARIABLE: "1"})
     host_config = client.api.create_host_config(
         init=True,
         auto_remove=spec.exit_with_caller or bool(spec.lease_seconds),
@@ -436,7 +454,9 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
 def kernel_files(spec: ContainerSpec) -> dict[str, bytes]:
     """The files the kernel reads at start, by their path in the container: connection file, guest module,
     messages."""
-    files = {GUEST_MODULE: guest_module_source(), AVX_FIX_FILE: spec.avx_fix.encode(),
+    files = {GUEST_MODULE: guest_module_source(), GUEST_PIP_MODULE: guest_module_source("tf1kernel_pip.py"),
+             AVX_FIX_FILE: spec.avx_fix.encode(), PIP_CA_FILE: spec.pip_ca,
+             PIP_CONFIG_FILE: PIP_CONFIG if spec.packages_folder else b"",
              LEASE_FILE: b"0" if spec.lease_seconds else b""}
     if not spec.standby:  # a kernel in standby gets these with its adoption line
         files[CONNECTION_FILE] = json.dumps(connection_info(spec), indent=1).encode()
@@ -532,8 +552,8 @@ def host_network_tensorboard(spec: ContainerSpec) -> dict[str, Any]:
     return json.loads(tensorboard_address(port, port, LOOPBACK))
 
 
-def guest_module_source() -> bytes:
-    return (Path(__file__).parent / "guest" / "tf1kernel_guest.py").read_bytes()
+def guest_module_source(name: str = "tf1kernel_guest.py") -> bytes:
+    return (Path(__file__).parent / "guest" / name).read_bytes()
 
 
 def private_file_archive(path: str, payload: bytes, user: str) -> bytes:

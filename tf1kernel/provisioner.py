@@ -14,6 +14,7 @@ import fnmatch
 import os
 import re
 import signal
+import socket
 import uuid
 from typing import Any
 
@@ -25,7 +26,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from requests.exceptions import RequestException
 from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, validate
 
-from . import engine, networks, pool, probes, remote, strategies
+from . import engine, networks, packages, pool, probes, remote, strategies
 from .container import (
     CONTAINER_PORTS,
     LOOPBACK,
@@ -69,6 +70,10 @@ DEFAULT_ENV_ALLOWLIST = [
 # (Docker Desktop, a daemon upgrade) in well under this; the containers are then exited and
 # Jupyter's restarter starts a fresh kernel. Past it, restarts fail with EngineUnavailable.
 ENGINE_GRACE_SECONDS = 30.0
+# How long a restart waits for an engine that went away (Docker Desktop quit, a daemon upgrade), and how often it
+# asks: the restart completes within a few seconds of the engine's return.
+ENGINE_WAIT_SECONDS = 900.0
+ENGINE_POLL_SECONDS = 1.0
 MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.IGNORECASE)
 MINIMUM_MEMORY_BYTES = 128 * 1024**2  # below this, Python and TensorFlow cannot even start
 
@@ -230,6 +235,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         help="With pool_size: the folder the pool's containers mount, at its own path. Notebooks below it start "
         "from the pool, others start cold. Empty: the Jupyter server's working directory.",
     )
+    pip_ca_bundle = Unicode(
+        "",
+        config=True,
+        help="The CA bundle (a PEM file of this machine) that pip in the kernel trusts, for `%pip install` behind a "
+        "TLS-intercepting proxy. Empty: the one this machine's pip uses (PIP_CERT, pip config, REQUESTS_CA_BUNDLE, "
+        "SSL_CERT_FILE), if any. none: pip's own.",
+    )
     env_allowlist = List(
         Unicode(),
         DEFAULT_ENV_ALLOWLIST,
@@ -252,6 +264,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     _engine_seen_at: float | None = None  # when the engine last answered a poll
     _engine_lost: bool = False
     _engine_given_up: bool = False  # the kernel was reported dead for want of an engine: it stays dead
+    _stop_waiting: bool = False  # the kernel was shut down while its restart waited for the engine
     # A remote kernel's tunnel and lease, and the local ports its tunnel keeps across restarts.
     link: remote.RemoteLink | None = None
     _tunnel_ports: dict[str, int] | None = None
@@ -352,7 +365,9 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         try:
             state = await asyncio.to_thread(self.container.state)
         except (DockerException, RequestException) as exc:
-            return self._engine_unreachable(exc)
+            return await self._engine_unreachable(exc)
+        if self._engine_lost:
+            self.log.warning("tf1kernel: the Docker engine answers again; kernel %s runs on", self.kernel_id)
         self._engine_seen_at, self._engine_lost = asyncio.get_running_loop().time(), False
         if state.running:
             if self.link is not None:
@@ -378,8 +393,16 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return exit_code
 
     async def send_signal(self, signum: int) -> None:
-        if self.container is not None and signum != 0:
+        """Signals reach the kernel through the engine; without it there is no kernel to signal (its engine
+        stopped it), and jupyter_client's shutdown, which interrupts first, must not fail on that."""
+        if self.container is None or signum == 0:
+            return
+        try:
             await asyncio.to_thread(self.container.signal, signum)
+        except (DockerException, RequestException) as exc:
+            log = self.log.debug if self._engine_lost else self.log.warning  # the loss was told once already
+            log("tf1kernel: could not signal kernel %s (%s); the engine is unreachable", self.kernel_id,
+                _first_line(exc))
 
     async def kill(self, restart: bool = False) -> None:
         await self._stop_with(signal.SIGKILL)
@@ -388,6 +411,8 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         await self._stop_with(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
+        if not restart:
+            self._stop_waiting = True  # shut down while a restart waits for the engine: it starts nothing
         await self._remove_container()
         if not restart:
             self._host_ports = self._tunnel_ports = None
@@ -435,22 +460,63 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         assert self.spec is not None, "pre_launch must run first"
-        client = await self._engine()
-        await self._reap_orphans_once(client)
         try:
-            self.spec = await asyncio.to_thread(self.resolve_spec, client, self.spec)
-            self.container = await asyncio.to_thread(self._start_container, client, self.spec)
-            if self.spec.tunnelled:
-                self.link = await asyncio.to_thread(self.open_link, self.container)
+            await self._start()
         except (EngineUnavailable, TunnelError, DockerException, RequestException) as raw:
             exc = raw if isinstance(raw, Tf1KernelError) else self._engine_failure(raw)
             if not self._started_once:
                 raise exc from None
-            # A failed restart makes jupyter_client's restarter try again every 3 s without end; a kernel
-            # that is dead at once lets it count its attempts and give up, with the reason in the log.
-            self.log.error("tf1kernel: kernel %s could not be restarted: %s", self.kernel_id, exc)
-            self.container = LostKernel()
-            return self.connection_info
+            if not (isinstance(exc, EngineUnavailable) and await self._engine_returned() and await self._started()):
+                # A failed restart makes jupyter_client's restarter try again every 3 s without end; a kernel
+                # that is dead at once lets it count its attempts and give up, with the reason in the log.
+                self.log.error("tf1kernel: kernel %s could not be restarted: %s", self.kernel_id, exc)
+                self.container = LostKernel()
+                return self.connection_info
+        return self._launched()
+
+    async def _start(self) -> None:
+        client = await self._engine()
+        await self._reap_orphans_once(client)
+        assert self.spec is not None
+        self.spec = await asyncio.to_thread(self.resolve_spec, client, self.spec)
+        self.container = await asyncio.to_thread(self._start_container, client, self.spec)
+        if self.spec.tunnelled:
+            self.link = await asyncio.to_thread(self.open_link, self.container)
+
+    async def _started(self) -> bool:
+        """Start once more (the engine is back); False if that fails too."""
+        try:
+            await self._start()
+            return True
+        except (Tf1KernelError, DockerException, RequestException) as exc:
+            self.log.error("tf1kernel: kernel %s could not be started on the engine that came back: %s",
+                           self.kernel_id, exc)
+            return False
+
+    async def _engine_returned(self) -> bool:
+        """Wait, without holding up the server, for the engine to answer again. jupyter_client's restarter waits
+        with this restart, so an outage costs one restart, and frontends show the kernel restarting meanwhile."""
+        loop = asyncio.get_running_loop()
+        waited_from, self._stop_waiting = loop.time(), False
+        where = engine.endpoint_description(self.docker_host or None, self.docker_context or None)
+        self.log.warning("tf1kernel: kernel %s restarts when the Docker engine at %s answers again (up to %.0f min; "
+                         "%s)", self.kernel_id, where, ENGINE_WAIT_SECONDS / 60, engine.START_ENGINE_FIX)
+        while loop.time() - waited_from < ENGINE_WAIT_SECONDS and not self._stop_waiting:
+            if await asyncio.to_thread(self._engine_answers):
+                self.log.warning("tf1kernel: the Docker engine is back after %.0f s; restarting kernel %s",
+                                 loop.time() - waited_from, self.kernel_id)
+                return True
+            await asyncio.sleep(ENGINE_POLL_SECONDS)
+        return False
+
+    def _engine_answers(self) -> bool:
+        try:
+            return self._client is not None and bool(self._client.api.ping())
+        except (DockerException, RequestException):
+            return False
+
+    def _launched(self) -> KernelConnectionInfo:
+        assert self.spec is not None and self.container is not None
         self.notice = ""
         self._started_once = True
         self._engine_seen_at, self._engine_lost, self._engine_given_up = asyncio.get_running_loop().time(), False, False
@@ -549,12 +615,35 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         network = self._network(info)
         ports = self._host_network_ports(spec) if network == "host" else spec.preferred_host_ports
         spec = dataclasses.replace(spec, offline=not self.network_access)
-        files_folder = kernel_files_folder(spec.kernel_id) if self._files_mountable(info, spec) else ""
+        mountable = self._files_mountable(info, spec)
+        files_folder = kernel_files_folder(spec.kernel_id) if mountable else ""
+        kept = self._packages_folder(spec) if mountable else ""
         return dataclasses.replace(spec, image=self.choice.image, platform=self.choice.platform, network=network,
                                    preferred_host_ports=ports, avx_fix=engine.avx_fix(info.kind),
                                    podman=info.kind == "Podman", keep_user_ids=info.rootless_podman,
                                    podman_user_network=info.podman_user_network,
-                                   image_fix=build_hint(self.choice.image), files_folder=files_folder)
+                                   image_fix=build_hint(self.choice.image), files_folder=files_folder,
+                                   packages_folder=kept, pip_ca=packages.pip_ca_bundle(self.pip_ca_bundle))
+
+    def _packages_folder(self, spec: ContainerSpec) -> str:
+        """This kernelspec's folder of kept packages, made if missing; "" (packages last until a restart) if
+        it cannot be made."""
+        name = self._kernelspec_name()
+        if not name:
+            return ""
+        folder = str(packages.folder(name))
+        try:
+            packages.ensure_folder(folder, spec.user)
+        except OSError as exc:
+            self.log.warning("tf1kernel: %%pip installs in kernel %s last until it restarts: cannot make %s (%s)",
+                             self.kernel_id, folder, exc.strerror)
+            return ""
+        return folder
+
+    def _kernelspec_name(self) -> str:
+        """The kernelspec's name: its folder's (jupyter_client's KernelSpec does not always carry it)."""
+        resource_dir = getattr(self.kernel_spec, "resource_dir", "") if self.kernel_spec is not None else ""
+        return os.path.basename(os.path.normpath(resource_dir)) if resource_dir else ""
 
     @staticmethod
     def _files_mountable(info: engine.EngineInfo, spec: ContainerSpec) -> bool:
@@ -733,12 +822,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return self._client
 
     async def _stop_with(self, signum: int) -> None:
-        """Stopping must not fail when the engine is away (it stops its containers itself)."""
-        try:
-            await self.send_signal(signum)
-        except (DockerException, RequestException) as exc:
-            self.log.warning("tf1kernel: could not signal kernel %s (%s); the engine is unreachable",
-                             self.kernel_id, exc)
+        await self.send_signal(signum)  # it does not fail when the engine is away (which stops its containers)
 
     async def _reap_orphans_once(self, client: docker.DockerClient) -> None:
         """Remove containers left by a Jupyter process that died (server SIGKILL, crash, power loss)."""
@@ -765,21 +849,46 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         try:
             await asyncio.to_thread(container.remove)
         except (DockerException, RequestException) as exc:
-            self.log.warning("tf1kernel: could not remove container %s: %s", container.id[:12], exc)
+            log = self.log.debug if self._engine_lost else self.log.warning  # it goes with the engine's next start
+            log("tf1kernel: could not remove container %s: %s", container.id[:12], exc)
 
-    def _engine_unreachable(self, exc: Exception) -> int | None:
-        """Tolerate a short engine outage; after that the kernel is reported dead. The outage counts from the
-        engine's last answer: over a cut SSH link a single failing call already takes half a minute."""
+    async def _engine_unreachable(self, exc: Exception) -> int | None:
+        """Without its engine, a kernel on this machine's loopback is asked directly whether it still runs (an
+        engine with live-restore keeps its containers; most stop them). A remote one cannot be: a short outage is
+        tolerated, counted from the engine's last answer (over a cut SSH link one failing call takes 30 s)."""
         now = asyncio.get_running_loop().time()
         if self._engine_seen_at is None:
             self._engine_seen_at = now
-        if not self._engine_lost:
-            self._engine_lost = True
+        lost_now, self._engine_lost = not self._engine_lost, True
+        container = self.container
+        if self.link is None and container is not None and container.host_ports:
+            alive = await asyncio.to_thread(kernel_answers, container.host_ports["hb_port"])
+            if lost_now or not alive:
+                self.log.warning("tf1kernel: lost the Docker engine (%s); kernel %s %s", _first_line(exc),
+                                 self.kernel_id, "still runs" if alive else "went with it, and restarts when the "
+                                 "engine is back")
+            self._engine_given_up = not alive
+            return None if alive else 1
+        if lost_now:
             self.log.warning("tf1kernel: lost the Docker engine (%s); kernel %s state unknown",
-                             exc, self.kernel_id)
+                             _first_line(exc), self.kernel_id)
         if now - self._engine_seen_at < ENGINE_GRACE_SECONDS:
             return None
         self.log.error("tf1kernel: Docker engine unreachable for %.0f s; kernel %s is considered dead",
                        now - self._engine_seen_at, self.kernel_id)
         self._engine_given_up = True
         return 1
+
+
+def kernel_answers(port: int) -> bool:
+    """Does something listen on this loopback port: the kernel's heartbeat (host network) or the engine's proxy
+    to it (bridge)?"""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import psutil
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
+from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from tests.conftest import install_variant, managed_containers, run_cli
 from tests.kernels import execute, running_kernel
@@ -253,3 +256,61 @@ def test_engine_restart_while_idle(server: JupyterServer, tf1_kernel: str, docke
     assert "restarting kernel" in log
     assert log.count("Traceback") == 0, log[-3000:]
     print(f"\nengine outage {outage:.1f} s; kernel restarted by Jupyter's restarter")
+
+
+class StatusWatcher:
+    """What a notebook open in JupyterLab hears: the kernel's status messages on the server's websocket."""
+
+    def __init__(self, server: JupyterServer, kernel_id: str) -> None:
+        self.url = f"{server.base.replace('http', 'ws', 1)}/api/kernels/{kernel_id}/channels?token={server.token}"
+        self.states: list[tuple[float, str]] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._connection = asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(30)
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
+
+    async def _connect(self) -> WebSocketClientConnection:
+        return await websocket_connect(self.url)
+
+    async def _listen(self) -> None:
+        while (text := await self._connection.read_message()) is not None:
+            message = json.loads(text)
+            if message.get("msg_type") == "status":
+                self.states.append((time.monotonic(), message["content"]["execution_state"]))
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._connection.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def test_a_minute_without_the_engine_is_one_warning_one_line_and_a_restart(server: JupyterServer, tf1_kernel: str,
+                                                                          docker_client: docker.DockerClient) -> None:
+    """A laptop restarts Docker Desktop: the notebook shows the kernel restarting (not a silent hang), the log
+    gets a bounded number of lines and no traceback, and the kernel works within 5 s of the engine's return."""
+    kernel_id = server.api("kernels", "POST", {"name": tf1_kernel})["id"]
+    client, watcher = client_for(server, kernel_id), StatusWatcher(server, kernel_id)
+    try:
+        assert execute(client, "x = 1; print(x)").stdout.strip() == "1"
+        before = len(server.log().splitlines())
+        stopped = time.monotonic()
+        restart_engine(docker_client, downtime=60)
+        back = time.monotonic()
+        reply = execute(client, "print('x' in dir())", timeout=60)
+        working = time.monotonic()
+        assert reply.stdout.strip() == "False"  # a new kernel
+        assert working - back <= 5, f"the kernel worked {working - back:.1f} s after the engine came back"
+        restarting = [at for at, state in watcher.states if state == "restarting"]
+        assert restarting and stopped < restarting[0] < stopped + 15, watcher.states
+    finally:
+        watcher.close()
+        client.stop_channels()
+    server.api(f"kernels/{kernel_id}", "DELETE")
+    during = server.log().splitlines()[before:]
+    assert not any("Traceback" in line for line in during), "\n".join(during)
+    assert sum("lost the Docker engine" in line for line in during) == 1, "\n".join(during)
+    assert sum("the Docker engine is back" in line for line in during) == 1, "\n".join(during)
+    assert len(during) <= 15, "\n".join(during)
+    print(f"\n60 s engine outage: kernel working {working - back:.1f} s after the engine's return; "
+          f"{len(during)} log lines:\n" + "\n".join(during))

@@ -258,7 +258,7 @@ def test_files_belong_to_a_non_root_host_user(tf1_kernel: str, jupyter_dirs: Pat
             os.chown(folder, uid, gid)
         env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
                "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_PATH": str(base / "share" / "jupyter"),
-               "PYTHONPATH": str(Path(__file__).parents[2])}
+               "XDG_DATA_HOME": str(home / ".local" / "share"), "PYTHONPATH": str(Path(__file__).parents[2])}
         helper = Path(__file__).with_name("kernel_as_user.py")
         done = subprocess.run([sys.executable, str(helper), tf1_kernel, str(workdir), str(uid), str(gid)],
                               env=env, capture_output=True, text=True, timeout=120)

@@ -30,6 +30,7 @@ from tests.acceptance.test_notebooks import check_contrib, check_files, check_gr
 from tests.conftest import NATIVE_TWIN_IMAGE as TWIN_IMAGE
 from tests.conftest import install_kernel, require_image, run_cli
 from tests.kernels import execute, running_kernel
+from tests.wheelmaker import pure_wheel
 from tf1kernel import images, wheels
 
 pytestmark = pytest.mark.engine
@@ -125,14 +126,7 @@ print(tf.__version__, np.__version__, h5py.__version__, "saver ok", same)
 def test_pip_in_the_kernel_knows_its_tensorflow_and_keeps_it(twin_kernel: str, tmp_path: Path) -> None:
     """tensorflow-cpu, like tensorflow-ascend, is not named `tensorflow`: pip must still see TF 1.15.0 and keep it."""
     for (name, version), requires in FAKES.items():
-        module = name.replace("-", "_")
-        with zipfile.ZipFile(tmp_path / f"{module}-{version}-py3-none-any.whl", "w") as wheel:
-            wheel.writestr(f"{module}/__init__.py", "")
-            wheel.writestr(f"{module}-{version}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\n"
-                           f"Version: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires))
-            wheel.writestr(f"{module}-{version}.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
-                                                                  "Tag: py3-none-any\n")
-            wheel.writestr(f"{module}-{version}.dist-info/RECORD", "")
+        pure_wheel(tmp_path, name, version, requires)
     pip = "%pip install -q --no-index --find-links . {}"
     with running_kernel(twin_kernel, str(tmp_path)) as (_, client):
         assert execute(client, "!pip show tensorflow").stdout.splitlines()[:2] == ["Name: tensorflow",

@@ -144,6 +144,7 @@ def run_kernel_as_engine_user(engine: PodmanEngine, base: Path, kernel: str) -> 
         os.chown(folder, engine.uid, engine.gid)
     env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
            "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_PATH": str(base / "share" / "jupyter"),
+           "XDG_DATA_HOME": str(home / ".local" / "share"),
            "PYTHONPATH": str(Path(__file__).parents[2])}
     helper = Path(__file__).with_name("kernel_as_user.py")
     done = subprocess.run([sys.executable, str(helper), kernel, str(workdir), str(engine.uid), str(engine.gid)],

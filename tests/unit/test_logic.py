@@ -80,6 +80,7 @@ def test_guest_module_parses_on_python_36() -> None:
     from tf1kernel.container import guest_module_source
 
     ast.parse(guest_module_source(), feature_version=(3, 6))
+    ast.parse(guest_module_source("tf1kernel_pip.py"), feature_version=(3, 6))
 
 
 def test_published_ports_only_accepts_loopback() -> None:

@@ -39,6 +39,7 @@ STANDBY_FLAG = "--tf1kernel-standby"
 LEASE_FLAG = "--tf1kernel-lease="
 LEASE_FILE = "/.tf1kernel/lease"
 CONNECTION_FILE = "/.tf1kernel/connection.json"
+PIP_MODULE_FILE = "/.tf1kernel/tf1kernel_pip.py"  # container.GUEST_PIP_MODULE
 # With this variable set (kernelspec `env`), the kernel writes when each step of its boot ended to its log
 # (`docker logs`), as "tf1kernel-boot STEP UNIX_TIME": benchmarks/profile_start.py reads them.
 BOOT_TIMES_VARIABLE = "TF1KERNEL_BOOT_TIMES"
@@ -206,9 +207,40 @@ def show_notice_once(ipython):
     ipython.events.register("pre_run_cell", show)
 
 
+def pip_module():
+    """tf1kernel_pip.py (copied in beside this module), loaded when first needed: after the boot."""
+    module = sys.modules.get("tf1kernel_pip")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("tf1kernel_pip", PIP_MODULE_FILE)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["tf1kernel_pip"] = module
+    return module
+
+
+def pip(line):
+    """Run pip in the kernel's Python, kept per kernelspec and never replacing the kernel's TensorFlow."""
+    pip_module().pip(line)
+
+
+def protect_pip_later(delay=2.0):
+    """Pin the kernel's stack for every pip (`!pip` too), off the boot's path: it reads every package's metadata."""
+
+    def protect():
+        try:
+            pip_module().protect_installed_stack()
+        except Exception as exc:  # %pip protects again when it runs
+            print("tf1kernel: could not pin the kernel's packages for pip: {}".format(exc), file=sys.__stderr__)
+
+    timer = threading.Timer(delay, protect)
+    timer.daemon = True
+    timer.start()
+
+
 def load_ipython_extension(ipython):
     install_avx_guard()
     ipython.register_magic_function(tensorboard_tf1, magic_kind="line", magic_name="tensorboard_tf1")
+    ipython.register_magic_function(pip, magic_kind="line", magic_name="pip")
     show_notice_once(ipython)
 
 
@@ -667,6 +699,8 @@ def main(argv):
         exit_when_lease_lapses(lease[0])
     install_avx_guard()
     sys.meta_path.insert(0, QuietDeprecations())
+    if sys.prefix != getattr(sys, "base_prefix", sys.prefix):
+        os.environ.pop("PIP_CONFIG_FILE", None)  # its `user = true`: a venv's pip refuses --user; it uses the venv
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # `python -c` puts the working directory first; IPython adds it back
     sys.argv = ["ipykernel_launcher", *argv]
@@ -705,6 +739,7 @@ def main(argv):
     if jedi_later.available():
         complete_with_jedi_when_asked(app.shell)
     load_ipython_extension(app.shell)
+    protect_pip_later()
     boot_step("initialized")
     gc.enable()
     if hasattr(gc, "freeze"):  # Python 3.7+: later collections skip what the boot made, which lives on anyway
