@@ -127,6 +127,8 @@ class ContainerSpec:
     network: str = "bridge"
     # No network beyond this host (the network_access option): bridge mode on tf1kernel's offline network.
     offline: bool = False
+    # Name servers of the kernel's resolver in bridge mode (the dns option); empty: the engine's.
+    dns: list[str] = field(default_factory=list)
     # Host ports a previous start of this kernel used; reused so that clients
     # connected before a restart keep working. Missing entries are engine-chosen.
     preferred_host_ports: dict[str, int] = field(default_factory=dict)
@@ -398,6 +400,8 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
                                         for name, port in PUBLISHED_PORTS.items()}}
         if spec.offline:
             networking.update(dns=networks.OFFLINE_DNS, dns_opt=networks.OFFLINE_DNS_OPTIONS)
+        elif spec.dns:
+            networking["dns"] = spec.dns
             env[NETWORK_ACCESS_VARIABLE] = "0"
         exposed = {"ports": list(PUBLISHED_PORTS.values()), "hostname": "tf1kernel"}
     mounts = [Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import fnmatch
+import ipaddress
 import os
 import re
 import signal
@@ -159,6 +160,13 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         "a local Linux engine only). bridge: it has its own network and the engine publishes its ports on "
         "127.0.0.1. auto: host where the engine allows it, bridge elsewhere (Docker Desktop, VMs, remote engines). "
         "In bridge mode the kernel is on tf1kernel's own engine network, where no other container can reach it.",
+    )
+    dns = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Name servers (IP addresses) the kernel's resolver asks, such as a company's own; the kernel then runs "
+        "in bridge mode (Docker takes no name servers for a container on the host's network). Empty: the engine's.",
     )
     network_access = Bool(
         True,
@@ -313,6 +321,15 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     def _valid_mounts(self, proposal: dict[str, Any]) -> list[str]:
         for text in proposal["value"]:
             parse_mount(text)
+        return list(proposal["value"])
+
+    @validate("dns")
+    def _valid_dns(self, proposal: dict[str, Any]) -> list[str]:
+        for text in proposal["value"]:
+            try:
+                ipaddress.ip_address(text)
+            except ValueError:
+                raise TraitError(f"dns lists name servers by IP address, such as 10.0.0.2; not {text!r}") from None
         return list(proposal["value"])
 
     @validate("remote_workdir")
@@ -614,7 +631,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         spec = self._workspace(spec, info)
         network = self._network(info)
         ports = self._host_network_ports(spec) if network == "host" else spec.preferred_host_ports
-        spec = dataclasses.replace(spec, offline=not self.network_access)
+        spec = dataclasses.replace(spec, offline=not self.network_access, dns=list(self.dns))
         mountable = self._files_mountable(info, spec)
         files_folder = kernel_files_folder(spec.kernel_id) if mountable else ""
         kept = self._packages_folder(spec) if mountable else ""
@@ -717,6 +734,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     def _network(self, info: engine.EngineInfo) -> str:
         if not self.network_access:  # bridge mode: on the host's network the kernel would have the host's
             networks.check_offline(self.network, info.kind)
+            return "bridge"
+        if self.dns:
+            if self.network == "host":
+                raise InvalidOption("Docker takes no name servers (dns) for a kernel on the host's network.",
+                                    'set "network" to "auto" or "bridge", or remove "dns"')
             return "bridge"
         if self.network == "host" and not info.shares_host_network:
             raise InvalidOption(f"network host needs a local Linux engine; this one ({info.kind}) does not share "

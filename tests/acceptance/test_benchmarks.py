@@ -65,3 +65,15 @@ def test_native_arm64_benchmark_reports_sizes_and_imports_as_ratios(kernel_image
     assert 0 < report["arm64_packages"]["packages_mb"] < report["arm64_packages"]["unstripped_mb"]
     assert report["sizes_mb"]["native_arm64_estimate"] > report["sizes_mb"]["base"]
     assert report["import_tensorflow_s"]["native_twin_amd64"] > 0
+
+
+def test_offline_start_benchmark_reports_ratios_and_asks_the_dropping_resolver_nothing(kernel_image: str) -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "offline_start.py"), "--quick", "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    rows = report["targets"]
+    assert set(rows) == {"online", "online-bridge", "dropping-resolver", "no-network-access"}
+    assert rows["online"]["ready_ratio"] == 1.0 and rows["online-bridge"]["ready_ratio"] == 1.0
+    assert all(row["ready_s"] > 0 and row["first_tf_result_s"] > 0 for row in rows.values())
+    assert report["queries_the_silent_server_got"] == 0  # a start that asks no name server waits on none

@@ -314,3 +314,38 @@ def test_a_minute_without_the_engine_is_one_warning_one_line_and_a_restart(serve
     assert len(during) <= 15, "\n".join(during)
     print(f"\n60 s engine outage: kernel working {working - back:.1f} s after the engine's return; "
           f"{len(during)} log lines:\n" + "\n".join(during))
+
+
+# Logs every name lookup of the kernel's Python (socket's resolver functions), with where it came from.
+LOOKUP_AUDIT = '''
+import os, socket, traceback
+def _audited(name, real):
+    def lookup(*args, **kwargs):
+        with open(os.environ["TF1KERNEL_TEST_LOOKUPS"], "a") as log:
+            log.write("%s%r\\n%s\\n" % (name, args[:2], "".join(traceback.format_stack(limit=6)[:-1])))
+        return real(*args, **kwargs)
+    return lookup
+for _name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo", "getfqdn"):
+    setattr(socket, _name, _audited(_name, getattr(socket, _name)))
+'''
+
+
+@pytest.mark.parametrize("network", ["host", "bridge"])
+def test_a_kernel_start_looks_up_no_name(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, network: str) -> None:
+    """An offline laptop: a start must not wait on a resolver that drops packets, so it must ask none. Every
+    lookup of the kernel's Python, through its boot, its first reply and `import tensorflow`, is logged.
+    (jupyter_client's localinterfaces, from ipykernel's connection-file loading, resolved "<hostname>.local"
+    on the host's network until the guest stopped it: 10 s on a resolver that drops packets.)"""
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (audit / "sitecustomize.py").write_text(LOOKUP_AUDIT)
+    work = tmp_path / "work"
+    work.mkdir()
+    name = install_variant(jupyter_dirs, f"tf1.15-lookups-{network}",
+                           {"network": network, "mounts": [f"{audit}:{audit}:ro"]},
+                           env={"PYTHONPATH": str(audit), "TF1KERNEL_TEST_LOOKUPS": str(work / "lookups.log")})
+    with running_kernel(name, str(work)) as (_, client):
+        result = execute(client, "import socket, tensorflow as tf\nprint(socket.getaddrinfo.__name__, tf.__version__)")
+        assert result.stdout.split() == ["lookup", "1.15.5"], result  # the audit is in place
+    lookups = work / "lookups.log"
+    assert not lookups.exists(), lookups.read_text()

@@ -674,6 +674,22 @@ def welcome_iopub_subscribers(app_class):
     app_class.init_iopub = init_iopub_welcoming
 
 
+def no_name_lookups_for_localhost():
+    """Patch (jupyter_client 7.4 in the TF 1.15 images, 8.x in the compat image): loading the connection file
+    evaluates localhost() as a default argument even though the file names the ip, and localhost() first finds
+    this machine's addresses: it runs `ip` and `ifconfig`, then resolves "localhost", the hostname and
+    "<hostname>.local", which goes to DNS. On an offline laptop, or a kernel without network access, the
+    start waited for the resolver (seconds). The kernel's addresses are all in its connection file: loopback
+    is all that module needs to know, which is its own fallback (_load_ips_dumb)."""
+    import jupyter_client.localinterfaces as interfaces
+
+    def loopback_only(**_kwargs):
+        if not interfaces.LOCAL_IPS:
+            interfaces._load_ips_dumb()
+
+    interfaces._load_ips = loopback_only
+
+
 def read_connection_file(argv):
     """The connection file the kernel is started with (-f FILE), as a dict; {} if there is none to read."""
     path = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-f"), None)
@@ -730,6 +746,7 @@ def main(argv):
     serve_kernel_sockets(IPKernelApp, context, bound)
     if lifeline:
         exit_when_stdin_closes()
+    no_name_lookups_for_localhost()
     app = IPKernelApp.instance()
     # The history database is in HOME, a tmpfs that goes with the container: no later session reads it. IPython
     # writes the cells it caches before each read (%history -l, -g) and at exit; written after every cell, it
