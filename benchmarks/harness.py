@@ -76,6 +76,7 @@ def use_jupyter_path(root: Path) -> Path:
     """Kernelspecs of a benchmark's own, in a Jupyter path that frontends here search first."""
     path = root / "share" / "jupyter"
     os.environ["JUPYTER_PATH"] = str(path)
+    os.environ["XDG_DATA_HOME"] = str(root / "xdg-data")  # the kernels' kept %pip packages: the benchmark's own
     return path
 
 

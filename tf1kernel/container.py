@@ -172,6 +172,8 @@ class ContainerSpec:
     # A folder of this machine where the kernel's pip installs (PYTHONUSERBASE), kept per kernelspec
     # (packages.py). Empty: pip installs into the kernel's HOME, which goes with the container.
     packages_folder: str = ""
+    # The same on a remote engine: a named volume there (packages.volume_name), which no folder here can be.
+    packages_volume: str = ""
     # The CA bundle the kernel's pip trusts (PIP_CERT), copied in with the kernel's files; empty: pip's own.
     pip_ca: bytes = b""
 
@@ -256,6 +258,12 @@ class KernelContainer:
                 log.warning("tf1kernel: the engine cannot mount %s (%s); copying the kernel's files in instead",
                             spec.files_folder, exc.explanation)
                 return cls.start(client, dataclasses.replace(spec, files_folder=""))
+            if spec.packages_folder and _mentions(exc, _MOUNT_MARKERS) and spec.packages_folder in str(exc.explanation):
+                # Docker Desktop and VMs share only some folders of this machine: the kernel starts all the same.
+                log.warning("tf1kernel: the engine cannot mount %s (%s); %%pip installs in this kernel last until it "
+                            "restarts (share that folder with the engine to keep them)", spec.packages_folder,
+                            exc.explanation)
+                return cls.start(client, dataclasses.replace(spec, packages_folder=""))
             raise start_error(exc, spec) from None
         except BaseException:
             remove_kernel_files(spec.files_folder)
@@ -400,9 +408,9 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
                                         for name, port in PUBLISHED_PORTS.items()}}
         if spec.offline:
             networking.update(dns=networks.OFFLINE_DNS, dns_opt=networks.OFFLINE_DNS_OPTIONS)
+            env[NETWORK_ACCESS_VARIABLE] = "0"
         elif spec.dns:
             networking["dns"] = spec.dns
-            env[NETWORK_ACCESS_VARIABLE] = "0"
         exposed = {"ports": list(PUBLISHED_PORTS.values()), "hostname": "tf1kernel"}
     mounts = [Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume
               else Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
@@ -411,8 +419,9 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     if spec.files_folder:
         write_kernel_files(spec)
         mounts.append(Mount(target=CONNECTION_DIR, source=spec.files_folder, type="bind"))
-    if spec.packages_folder:
-        mounts.append(Mount(target=packages.CONTAINER_FOLDER, source=spec.packages_folder, type="bind"))
+    if spec.packages_folder or spec.packages_volume:
+        mounts.append(Mount(target=packages.CONTAINER_FOLDER, source=spec.packages_folder or spec.packages_volume,
+                            type="bind" if spec.packages_folder else "volume"))
         env.update({"PYTHONUSERBASE": packages.CONTAINER_FOLDER, "PIP_CONFIG_FILE": PIP_CONFIG_FILE,
                     PACKAGES_KEPT_VARIABLE: "1"})
     host_config = client.api.create_host_config(
@@ -460,7 +469,7 @@ def kernel_files(spec: ContainerSpec) -> dict[str, bytes]:
     messages."""
     files = {GUEST_MODULE: guest_module_source(), GUEST_PIP_MODULE: guest_module_source("tf1kernel_pip.py"),
              AVX_FIX_FILE: spec.avx_fix.encode(), PIP_CA_FILE: spec.pip_ca,
-             PIP_CONFIG_FILE: PIP_CONFIG if spec.packages_folder else b"",
+             PIP_CONFIG_FILE: PIP_CONFIG if spec.packages_folder or spec.packages_volume else b"",
              LEASE_FILE: b"0" if spec.lease_seconds else b""}
     if not spec.standby:  # a kernel in standby gets these with its adoption line
         files[CONNECTION_FILE] = json.dumps(connection_info(spec), indent=1).encode()

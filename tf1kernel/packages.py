@@ -17,13 +17,21 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
+from docker.errors import APIError, NotFound
+
 from . import images
 from .errors import InvalidOption
+from .labels import LABEL_MANAGED
 
 log = logging.getLogger(__name__)
 
 # Where the folder is mounted in the container: PYTHONUSERBASE, outside any folder a user mounts.
 CONTAINER_FOLDER = "/.tf1kernel-packages"
+# On a remote engine, a named volume per kernelspec, labelled with the kernelspec and the image that made it.
+VOLUME_PREFIX = "tf1kernel-packages-"
+LABEL_PACKAGES = "org.tf1kernel.packages"
+LABEL_IMAGE = "org.tf1kernel.image"
 
 
 def root() -> Path:
@@ -34,6 +42,10 @@ def root() -> Path:
 
 def folder(kernelspec_name: str) -> Path:
     return root() / kernelspec_name
+
+
+def volume_name(kernelspec_name: str) -> str:
+    return VOLUME_PREFIX + kernelspec_name
 
 
 def ensure_folder(path: str, user: str) -> None:
@@ -60,17 +72,19 @@ def installed(path: Path) -> list[Package]:
 
 
 def kept() -> dict[str, list[Package]]:
-    """Every kernelspec's kept packages, by kernelspec name."""
+    """The kept packages of every kernelspec that has some, by kernelspec name."""
     if not root().is_dir():
         return {}
-    return {path.name: installed(path) for path in sorted(root().iterdir()) if path.is_dir()}
+    found = {path.name: installed(path) for path in sorted(root().iterdir()) if path.is_dir()}
+    return {name: listed for name, listed in found.items() if listed}
 
 
 def reset(kernelspec_name: str) -> list[Package]:
     """Remove a kernelspec's kept packages; return what was there."""
     path = folder(kernelspec_name)
     if not path.is_dir():
-        known = ", ".join(kept()) or "none"
+        known = ", ".join(sorted(p.name for p in root().iterdir())) if root().is_dir() else ""
+        known = known or "none"
         raise InvalidOption(f"No packages are kept for a kernel named {kernelspec_name!r} (kept: {known}).",
                             "name a kernelspec that `tf1kernel packages list` shows")
     removed = installed(path)
@@ -107,3 +121,43 @@ def _host_pip_ca_bundle() -> bytes:
     except InvalidOption as exc:
         log.warning("tf1kernel: the kernel's pip gets no CA bundle: %s", exc.message)
         return b""
+
+
+# -- on a remote engine: the kernelspecs' volumes ---------------------------------
+
+LIST_SITE_PACKAGES = ("import glob, os\n"
+                      "for p in sorted(glob.glob('/packages/lib/python*/site-packages/*.dist-info')):\n"
+                      "    print(os.path.basename(p)[:-len('.dist-info')])")
+
+
+def kept_on_engine(client: docker.DockerClient) -> dict[str, list[Package]]:
+    """Every kernelspec's kept packages in the engine's volumes, by kernelspec name (read by a short-lived,
+    offline container of the image that made the volume)."""
+    from .probes import run_to_completion  # probes imports what imports this module
+
+    found: dict[str, list[Package]] = {}
+    volumes = client.api.volumes(filters={"label": LABEL_PACKAGES}).get("Volumes") or []
+    for volume in sorted(volumes, key=lambda v: v["Name"]):
+        labels = volume.get("Labels") or {}
+        run = run_to_completion(client, labels.get(LABEL_IMAGE, ""), ["python", "-c", LIST_SITE_PACKAGES], "",
+                                mounts=((volume["Name"], "/packages", True),))
+        names = run.output.split() if run.exit_code == 0 else []
+        found[labels[LABEL_PACKAGES]] = [Package(*name.partition("-")[::2]) for name in names]
+    return found
+
+
+def reset_on_engine(client: docker.DockerClient, kernelspec_name: str) -> None:
+    """Remove a kernelspec's volume of kept packages from the engine."""
+    name = volume_name(kernelspec_name)
+    try:
+        labels = client.api.inspect_volume(name).get("Labels") or {}
+    except NotFound:
+        raise InvalidOption(f"The engine keeps no packages for a kernel named {kernelspec_name!r}.",
+                            "name a kernelspec that `tf1kernel packages list` shows for this engine") from None
+    if labels.get(LABEL_MANAGED) != "volume" or LABEL_PACKAGES not in labels:
+        raise InvalidOption(f"The volume {name} was not made by tf1kernel.", "leave it, or remove it yourself")
+    try:
+        client.api.remove_volume(name)
+    except APIError as exc:
+        raise InvalidOption(f"The volume {name} is in use: {exc.explanation}",
+                            f"shut down the kernels of {kernelspec_name} first, then reset again") from None

@@ -634,19 +634,24 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         spec = dataclasses.replace(spec, offline=not self.network_access, dns=list(self.dns))
         mountable = self._files_mountable(info, spec)
         files_folder = kernel_files_folder(spec.kernel_id) if mountable else ""
-        kept = self._packages_folder(spec) if mountable else ""
+        kept_volume = packages.volume_name(self._kernelspec_name()) if info.remote and self._kernelspec_name() else ""
+        kept = "" if info.remote else self._packages_folder(spec, info)
         return dataclasses.replace(spec, image=self.choice.image, platform=self.choice.platform, network=network,
                                    preferred_host_ports=ports, avx_fix=engine.avx_fix(info.kind),
                                    podman=info.kind == "Podman", keep_user_ids=info.rootless_podman,
                                    podman_user_network=info.podman_user_network,
                                    image_fix=build_hint(self.choice.image), files_folder=files_folder,
-                                   packages_folder=kept, pip_ca=packages.pip_ca_bundle(self.pip_ca_bundle))
+                                   packages_folder=kept, packages_volume=kept_volume,
+                                   pip_ca=packages.pip_ca_bundle(self.pip_ca_bundle))
 
-    def _packages_folder(self, spec: ContainerSpec) -> str:
+    def _packages_folder(self, spec: ContainerSpec, info: engine.EngineInfo) -> str:
         """This kernelspec's folder of kept packages, made if missing; "" (packages last until a restart) if
-        it cannot be made."""
+        it cannot be made, or the kernel's user could not write there (rootless Podman maps only its own user
+        to itself)."""
         name = self._kernelspec_name()
-        if not name:
+        same_user = spec.user.partition(":")[0] == str(os.getuid())
+        writable = (same_user and os.getuid() != 0) if info.rootless_podman else (same_user or os.getuid() == 0)
+        if not name or not writable:
             return ""
         folder = str(packages.folder(name))
         try:
@@ -721,7 +726,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                 self.log.info("tf1kernel: kernel %s adopted a warm pool container", self.kernel_id)
                 return pool.adopt(standby, spec)
         if spec.work_volume:
-            remote.ensure_volume(client, spec)
+            remote.ensure_volume(client, spec, spec.work_volume)
+        if spec.packages_volume:
+            remote.ensure_volume(client, spec, spec.packages_volume,
+                                 {packages.LABEL_PACKAGES: self._kernelspec_name(), packages.LABEL_IMAGE: spec.image})
         return KernelContainer.start(client, spec)
 
     def _pool_root(self) -> str:

@@ -50,20 +50,22 @@ def remote_workspace(spec: ContainerSpec, host: str, remote_workdir: str, volume
     return dataclasses.replace(spec, notice=" ".join(filter(None, [spec.notice, notice])))
 
 
-def ensure_volume(client: docker.DockerClient, spec: ContainerSpec) -> None:
-    """Create the work volume once, owned by the kernel's user (a new volume belongs to root)."""
+def ensure_volume(client: docker.DockerClient, spec: ContainerSpec, volume: str,
+                  labels: dict[str, str] | None = None) -> None:
+    """Create a named volume once, owned by the kernel's user (a new volume belongs to root): the work volume,
+    or the kernelspec's kept packages."""
     try:
-        client.api.inspect_volume(spec.work_volume)
+        client.api.inspect_volume(volume)
         return
     except NotFound:
         pass
-    client.api.create_volume(spec.work_volume, labels={LABEL_MANAGED: "volume"})
+    client.api.create_volume(volume, labels={LABEL_MANAGED: "volume", **(labels or {})})
     uid, _, gid = spec.user.partition(":")
     run = run_to_completion(client, spec.image, ["chown", f"{uid}:{gid or uid}", VOLUME_MOUNTPOINT], spec.platform,
-                            mounts=((spec.work_volume, VOLUME_MOUNTPOINT, False),), user="0:0", cap_add=("CHOWN",))
+                            mounts=((volume, VOLUME_MOUNTPOINT, False),), user="0:0", cap_add=("CHOWN",))
     if run.exit_code != 0:
         log.warning("tf1kernel: could not give volume %s to %s (%s); the kernel may not write there",
-                    spec.work_volume, spec.user, run.error or run.output.strip())
+                    volume, spec.user, run.error or run.output.strip())
 
 
 class RemoteLink:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -16,6 +17,8 @@ from jupyter_client.manager import KernelManager
 from tests.conftest import install_kernel, managed_containers, run_cli
 from tests.kernels import execute, running_kernel
 from tests.remote import ALIAS, RemoteHost
+from tests.wheelmaker import pure_wheel
+from tf1kernel import packages
 from tf1kernel.images import DEFAULT_RECIPE
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
@@ -161,3 +164,26 @@ def test_a_tls_engine_named_by_a_docker_context(remote: RemoteHost, jupyter_dirs
                        ).stdout.strip().splitlines()[-1] == "42"
         assert manager.provisioner.link is not None and len(remote.containers()) == 1
     assert remote.containers() == []
+
+
+def test_pip_packages_are_kept_in_a_volume_on_the_remote_engine(remote: RemoteHost, remote_kernel: str,
+                                                                tmp_path: Path) -> None:
+    """No folder of this machine is there: the kernelspec's packages live in a volume of the remote engine, which
+    `tf1kernel packages list|reset --docker-host` reach. (The remote host has no package index: a wheel is sent.)"""
+    wheel = pure_wheel(tmp_path, "kept-remotely", "0.1", [])
+    payload = base64.b64encode(wheel.read_bytes()).decode()
+    with running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (manager, client):
+        execute(client, f"import base64\nopen('/work/{wheel.name}', 'wb').write(base64.b64decode('{payload}'))")
+        installed = execute(client, f"%pip install --no-index /work/{wheel.name}", timeout=120)
+        told = installed.stdout + installed.stderr
+        assert "Successfully installed kept-remotely-0.1" in told and "kept across restarts" in told, told
+        manager.restart_kernel(now=False)
+        client.wait_for_ready(timeout=120)
+        where = execute(client, "import kept_remotely\nprint(kept_remotely.__file__)").stdout.strip()
+        assert where.startswith(f"{packages.CONTAINER_FOLDER}/lib/python3.7/site-packages/kept_remotely"), where
+    listed = run_cli("packages", "list", "--docker-host", remote.url, timeout=120)
+    assert listed.returncode == 0 and "kept_remotely" in listed.stdout and remote_kernel in listed.stdout, listed
+    reset = run_cli("packages", "reset", remote_kernel, "--docker-host", remote.url, timeout=120)
+    assert reset.returncode == 0, reset
+    assert packages.volume_name(remote_kernel) not in [v["Name"] for v in
+                                                       remote.engine.api.volumes().get("Volumes") or []]

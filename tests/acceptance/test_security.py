@@ -24,9 +24,10 @@ from jupyter_core.paths import jupyter_runtime_dir
 from tests.conftest import install_variant
 from tests.kernels import execute, listening_addresses, probe_from, running_kernel
 from tests.netns import TestHost
-from tf1kernel import networks
+from tf1kernel import networks, packages
 from tf1kernel.container import CONTAINER_PORTS, TENSORBOARD_PORT
 from tf1kernel.errors import ContainerStartError
+from tf1kernel.packages import CONTAINER_FOLDER
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -227,9 +228,11 @@ def test_only_the_working_directory_and_the_kernel_files_are_mounted(kernel: tup
                                                                      docker_client: docker.DockerClient) -> None:
     manager, client = kernel
     mounts = docker_client.api.inspect_container(manager.provisioner.container.id)["Mounts"]
-    files = manager.provisioner.spec.files_folder
+    files, kept = manager.provisioner.spec.files_folder, manager.provisioner.spec.packages_folder
     assert {(m["Type"], m["Source"], m["Destination"]) for m in mounts} == {
-        ("bind", str(tmp_path), str(tmp_path)), ("bind", files, "/.tf1kernel")}
+        ("bind", str(tmp_path), str(tmp_path)), ("bind", files, "/.tf1kernel"), ("bind", kept, CONTAINER_FOLDER)}
+    # The kernelspec's kept %pip packages are the user's own, beside their other data (tf1kernel/packages.py).
+    assert Path(kept).parent == packages.root() and Path(kept).name == manager.kernel_name
     # The kernel's own files live beside Jupyter's connection files, private to the user (ipykernel adds the
     # sticky bit, as jupyter_client does to every folder it writes a connection file in).
     assert Path(files).parent == Path(jupyter_runtime_dir()) and os.stat(files).st_mode & 0o777 == 0o700
