@@ -20,7 +20,8 @@ PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 def main(image: str, connection_file: str) -> None:
     info = json.loads(Path(connection_file).read_text())
-    folder = tempfile.mkdtemp(prefix="naive-kernel-")
+    # In the kernel's working folder, which the benchmark removes: after execvp nothing here could.
+    folder = tempfile.mkdtemp(prefix=".naive-kernel-", dir=os.getcwd())
     inside = Path(folder) / "connection.json"
     inside.write_text(json.dumps({**info, "ip": "0.0.0.0"}))
     published = [arg for name in PORTS for arg in ("-p", f"127.0.0.1:{info[name]}:{info[name]}")]

@@ -64,14 +64,9 @@ def first_result_s(kernel: object) -> float:
     return time.perf_counter() - started
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="two rounds (CI)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args()
-    rounds = 2 if args.quick else args.rounds
-    root = Path(tempfile.mkdtemp(prefix="tf1kernel-offline-"))
+def measure(root: Path, rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
+    """Interleaved rounds of every target: seconds to ready and to the first TF result, and how many queries
+    the silent name server got."""
     use_jupyter_path(root)
     client = docker.from_env()
     gateway = client.api.inspect_network(networks.network_mode(client, False, ""))["IPAM"]["Config"][0]["Gateway"]
@@ -92,8 +87,20 @@ def main() -> int:
                     first[name].append(first_result_s(kernel))
     finally:
         server.close()
-    report = {"rounds": rounds, "queries_the_silent_server_got": server.queries, "targets": {}}
-    for name in targets:
+    return ready, first, server.queries
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="two rounds (CI)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args()
+    rounds = 2 if args.quick else args.rounds
+    with tempfile.TemporaryDirectory(prefix="tf1kernel-offline-") as root:
+        ready, first, queries = measure(Path(root), rounds)
+    report: dict = {"rounds": rounds, "queries_the_silent_server_got": queries, "targets": {}}
+    for name in ready:
         baseline = "online" if name == "online" else "online-bridge"
         baseline_ready, baseline_first = statistics.median(ready[baseline]), statistics.median(first[baseline])
         median_ready, median_first = statistics.median(ready[name]), statistics.median(first[name])
@@ -111,7 +118,7 @@ def main() -> int:
     for name, row in report["targets"].items():
         print(f"{name:<20} {row['ready_s']:>8.2f} {row['ready_ratio']:>6.2f} {row['first_tf_result_s']:>11.2f} "
               f"{row['first_tf_result_ratio']:>6.2f}")
-    print(f"the silent name server got {server.queries} queries")
+    print(f"the silent name server got {queries} queries")
     return 0
 
 
