@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,11 @@ class CellResult:
     stderr: str = ""
     ename: str = ""
     results: list[str] = field(default_factory=list)
+
+    @property
+    def said(self) -> str:
+        """All it printed, without terminal colours (pip colours its errors)."""
+        return re.sub(r"\x1b\[[0-9;]*m", "", self.stdout + self.stderr)
 
 
 def execute(client: BlockingKernelClient, code: str, timeout: float = 120) -> CellResult:
@@ -183,3 +189,8 @@ def probe_from(engine: docker.DockerClient, image: str, network: str, targets: l
     """What a plain container (someone else's) on that engine network reaches of "address:port" targets."""
     output = engine.containers.run(image, ["python", "-c", REACH_PROBE, *targets], network=network, remove=True)
     return json.loads(output.decode().strip().splitlines()[-1])
+
+
+def gateway(engine: docker.DockerClient, network: str) -> str:
+    """The host's address on an engine network: what a container there reaches this machine at."""
+    return engine.api.inspect_network(network)["IPAM"]["Config"][0]["Gateway"]

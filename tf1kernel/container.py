@@ -182,6 +182,10 @@ class ContainerSpec:
         return f"tf1kernel-{self.kernel_id}"
 
     @property
+    def keeps_packages(self) -> bool:
+        return bool(self.packages_folder or self.packages_volume)
+
+    @property
     def host_network(self) -> bool:
         return self.network == "host"
 
@@ -253,12 +257,12 @@ class KernelContainer:
                                     START_ENGINE_FIX) from None
         except APIError as exc:
             remove_kernel_files(spec.files_folder)
-            if spec.files_folder and _mentions(exc, _MOUNT_MARKERS) and spec.files_folder in str(exc.explanation):
+            if _cannot_mount(exc, spec.files_folder):
                 # Some engines see only part of this machine (Snap's Docker, no hidden folders): copy them in.
                 log.warning("tf1kernel: the engine cannot mount %s (%s); copying the kernel's files in instead",
                             spec.files_folder, exc.explanation)
                 return cls.start(client, dataclasses.replace(spec, files_folder=""))
-            if spec.packages_folder and _mentions(exc, _MOUNT_MARKERS) and spec.packages_folder in str(exc.explanation):
+            if _cannot_mount(exc, spec.packages_folder):
                 # Docker Desktop and VMs share only some folders of this machine: the kernel starts all the same.
                 log.warning("tf1kernel: the engine cannot mount %s (%s); %%pip installs in this kernel last until it "
                             "restarts (share that folder with the engine to keep them)", spec.packages_folder,
@@ -419,7 +423,7 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     if spec.files_folder:
         write_kernel_files(spec)
         mounts.append(Mount(target=CONNECTION_DIR, source=spec.files_folder, type="bind"))
-    if spec.packages_folder or spec.packages_volume:
+    if spec.keeps_packages:
         mounts.append(Mount(target=packages.CONTAINER_FOLDER, source=spec.packages_folder or spec.packages_volume,
                             type="bind" if spec.packages_folder else "volume"))
         env.update({"PYTHONUSERBASE": packages.CONTAINER_FOLDER, "PIP_CONFIG_FILE": PIP_CONFIG_FILE,
@@ -469,7 +473,7 @@ def kernel_files(spec: ContainerSpec) -> dict[str, bytes]:
     messages."""
     files = {GUEST_MODULE: guest_module_source(), GUEST_PIP_MODULE: guest_module_source("tf1kernel_pip.py"),
              AVX_FIX_FILE: spec.avx_fix.encode(), PIP_CA_FILE: spec.pip_ca,
-             PIP_CONFIG_FILE: PIP_CONFIG if spec.packages_folder or spec.packages_volume else b"",
+             PIP_CONFIG_FILE: PIP_CONFIG if spec.keeps_packages else b"",
              LEASE_FILE: b"0" if spec.lease_seconds else b""}
     if not spec.standby:  # a kernel in standby gets these with its adoption line
         files[CONNECTION_FILE] = json.dumps(connection_info(spec), indent=1).encode()
@@ -628,6 +632,11 @@ def start_error(exc: APIError, spec: ContainerSpec) -> Exception:
             "most this host's hard limits (`ulimit -Hn`, `ulimit -Hu`)")
     return ContainerStartError(f"The engine refused to start the kernel container: {exc.explanation}",
                                "see the message above; `tf1kernel list` shows the kernel's image and options")
+
+
+def _cannot_mount(exc: APIError, folder: str) -> bool:
+    """Did the engine refuse to mount this folder of this machine (it shares only some of them)?"""
+    return bool(folder) and _mentions(exc, _MOUNT_MARKERS) and folder in str(exc.explanation)
 
 
 def _mentions(exc: DockerException, markers: tuple[str, ...]) -> bool:

@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 KERNELS_NETWORK = "tf1kernel"
 OFFLINE_NETWORK = "tf1kernel-offline"
 
-# What an offline kernel's resolver asks: nothing listens there, and one short try makes a lookup fail fast.
 # Kernels of one process starting at once create the network once.
 _creating = threading.Lock()
 
+# What an offline kernel's resolver asks: nothing listens there, and one short try makes a lookup fail fast.
 OFFLINE_DNS = ["127.0.0.1"]
 OFFLINE_DNS_OPTIONS = ["timeout:1", "attempts:1"]
 

@@ -64,11 +64,13 @@ class Package:
 
 def installed(path: Path) -> list[Package]:
     """The distributions pip installed in a kernelspec's folder (any Python version's site-packages)."""
-    found = []
-    for info in sorted(path.glob("lib/python*/site-packages/*.dist-info")):
-        name, _, version = info.name[: -len(".dist-info")].partition("-")
-        found.append(Package(name, version))
-    return found
+    return [dist_info_package(info.name) for info in sorted(path.glob("lib/python*/site-packages/*.dist-info"))]
+
+
+def dist_info_package(folder_name: str) -> Package:
+    """The package a NAME-VERSION.dist-info folder records (wheels escape dashes in NAME as underscores)."""
+    name, _, version = folder_name.removesuffix(".dist-info").partition("-")
+    return Package(name, version)
 
 
 def kept() -> dict[str, list[Package]]:
@@ -127,7 +129,7 @@ def _host_pip_ca_bundle() -> bytes:
 
 LIST_SITE_PACKAGES = ("import glob, os\n"
                       "for p in sorted(glob.glob('/packages/lib/python*/site-packages/*.dist-info')):\n"
-                      "    print(os.path.basename(p)[:-len('.dist-info')])")
+                      "    print(os.path.basename(p))")
 
 
 def kept_on_engine(client: docker.DockerClient) -> dict[str, list[Package]]:
@@ -142,7 +144,7 @@ def kept_on_engine(client: docker.DockerClient) -> dict[str, list[Package]]:
         run = run_to_completion(client, labels.get(LABEL_IMAGE, ""), ["python", "-c", LIST_SITE_PACKAGES], "",
                                 mounts=((volume["Name"], "/packages", True),))
         names = run.output.split() if run.exit_code == 0 else []
-        found[labels[LABEL_PACKAGES]] = [Package(*name.partition("-")[::2]) for name in names]
+        found[labels[LABEL_PACKAGES]] = [dist_info_package(name) for name in names]
     return found
 
 

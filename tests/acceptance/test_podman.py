@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import install_kernel, run_cli
 from tests.kernels import (
     execute,
+    gateway,
     listening_addresses,
     probe_from,
     running_kernel,
@@ -107,12 +108,12 @@ def test_published_ports_work_through_podman(podman: PodmanEngine, podman_kernel
         # network reaches none of the kernel's ports at any address, though it reaches the host (the probe works).
         attrs = podman.engine.api.inspect_container(container["Id"])
         assert attrs["HostConfig"]["NetworkMode"] == "slirp4netns", attrs["HostConfig"]["NetworkMode"]
-        gateway = podman.engine.api.inspect_network("podman")["IPAM"]["Config"][0]["Gateway"]
+        host = gateway(podman.engine, "podman")
         ports = [*CONTAINER_PORTS.values(), TENSORBOARD_PORT, *manager.provisioner.container.host_ports.values()]
         # (The kernel's own address, slirp4netns's 10.0.2.100, exists only inside its stack: not a target.)
-        targets = [f"{gateway}:{port}" for port in ports]
+        targets = [f"{host}:{port}" for port in ports]
         with socket.create_server(("0.0.0.0", 0)) as control:
-            control_target = f"{gateway}:{control.getsockname()[1]}"
+            control_target = f"{host}:{control.getsockname()[1]}"
             reached = probe_from(podman.engine, manager.provisioner.spec.image, "podman", [*targets, control_target])
         assert reached.pop(control_target) == "connected", (control_target, reached)
         assert "connected" not in reached.values(), {t: r for t, r in reached.items() if r == "connected"}

@@ -175,7 +175,7 @@ def test_pip_packages_are_kept_in_a_volume_on_the_remote_engine(remote: RemoteHo
     with running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (manager, client):
         execute(client, f"import base64\nopen('/work/{wheel.name}', 'wb').write(base64.b64decode('{payload}'))")
         installed = execute(client, f"%pip install --no-index /work/{wheel.name}", timeout=120)
-        told = installed.stdout + installed.stderr
+        told = installed.said
         assert "Successfully installed kept-remotely-0.1" in told and "kept across restarts" in told, told
         manager.restart_kernel(now=False)
         client.wait_for_ready(timeout=120)

@@ -22,7 +22,7 @@ from jupyter_client.session import Session
 from jupyter_core.paths import jupyter_runtime_dir
 
 from tests.conftest import install_variant
-from tests.kernels import execute, listening_addresses, probe_from, running_kernel
+from tests.kernels import execute, gateway, listening_addresses, probe_from, running_kernel
 from tests.netns import TestHost
 from tf1kernel import networks, packages
 from tf1kernel.container import CONTAINER_PORTS, TENSORBOARD_PORT
@@ -88,10 +88,6 @@ def bystander_network(docker_client: docker.DockerClient) -> Iterator[str]:
         yield name
     finally:
         docker_client.api.remove_network(name)
-
-
-def gateway(docker_client: docker.DockerClient, network: str) -> str:
-    return docker_client.api.inspect_network(network)["IPAM"]["Config"][0]["Gateway"]
 
 
 @pytest.mark.parametrize("mode", ["host", "bridge", "offline"])

@@ -11,8 +11,8 @@ Why it exists: the image's site-packages is not writable by the kernel's user, s
   the package that wanted another version.
 - a kernel without network access (the network_access option) says so at once, instead of letting pip
   retry a resolver that is not there.
-tf1kernel mounts a folder per kernelspec at PYTHONUSERBASE on local engines, so that installed packages
-stay across restarts (`tf1kernel packages list|reset`).
+tf1kernel mounts a folder per kernelspec at PYTHONUSERBASE (a volume on remote engines), so that installed
+packages stay across restarts (`tf1kernel packages list|reset`).
 """
 
 import importlib
