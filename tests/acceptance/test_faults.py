@@ -56,7 +56,10 @@ def client_for(server: JupyterServer, kernel_id: str) -> BlockingKernelClient:
     client = BlockingKernelClient(connection_file=str(server.runtime_dir / f"kernel-{kernel_id}.json"))
     client.load_connection_file()
     client.start_channels()
-    client.wait_for_ready(timeout=60)
+    try:
+        client.wait_for_ready(timeout=60)
+    except RuntimeError as error:
+        raise AssertionError(f"{error}; the server's log:\n{server.log()[-4000:]}") from error
     return client
 
 

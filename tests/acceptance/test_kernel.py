@@ -14,6 +14,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_variant
@@ -376,6 +377,26 @@ def test_the_kernel_listens_before_its_slow_imports(jupyter_dirs: Path, tmp_path
     assert json.loads(taken.stdout.strip()) == ports, taken
     steps = [line.split()[1] for line in logs.splitlines() if line.startswith("tf1kernel-boot ")]
     assert steps == ["python", "bound", "imported", "initialized"], logs
+
+
+def test_a_client_attached_by_connection_file_at_start_finds_the_kernel_alive(tf1_kernel: str,
+                                                                             tmp_path: Path) -> None:
+    """A client without the manager (jupyter console --existing, a second front end) judges the kernel by its
+    heartbeat: one ping unanswered for 1 s and it is "dead". The guest answers from the first moment of the boot,
+    and ipykernel keeps that heartbeat (the server's fault tests failed on this before)."""
+    manager = KernelManager(kernel_name=tf1_kernel, autorestart=False)
+    manager.start_kernel(cwd=str(tmp_path))
+    attached = BlockingKernelClient(connection_file=manager.connection_file)
+    attached.load_connection_file()
+    attached.start_channels()
+    try:
+        attached.wait_for_ready(timeout=60)  # raises "Kernel died before replying to kernel_info" otherwise
+        assert execute(attached, "from ipykernel.kernelapp import IPKernelApp\n"
+                                 "print(IPKernelApp.instance().heartbeat.is_alive())").stdout.strip() == "False"
+        assert attached.hb_channel.is_beating()
+    finally:
+        attached.stop_channels()
+        manager.shutdown_kernel(now=False)
 
 
 def test_kernel_files_come_from_a_private_folder_that_goes_with_the_container(tf1_kernel: str, tmp_path: Path,

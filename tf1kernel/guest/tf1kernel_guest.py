@@ -19,6 +19,7 @@ image, it works the same in tf1kernel's images and in prebuilt images a user nam
 """
 
 import atexit
+import errno
 import gc
 import importlib
 import importlib.abc
@@ -555,6 +556,71 @@ def bind_early(connection):
     return context, bound
 
 
+class EarlyHeartbeat(threading.Thread):
+    """ipykernel's heartbeat (an echo on the hb port), answering from the first moment of the boot.
+
+    A client that attaches through the connection file (jupyter console --existing, a second front end,
+    jupyter_client's BlockingKernelClient) pings the heartbeat once a second and takes one unanswered ping for
+    a dead kernel. ipykernel binds it only after its imports, 1-2 s into a container's boot: such a client,
+    attached the moment the kernel started, reported "Kernel died before replying to kernel_info". Same
+    socket, own context and loop as ipykernel 6.16's Heartbeat, whose place it takes (keep_early_heartbeat).
+    """
+
+    def __init__(self, zmq, ip, port):
+        super().__init__(name="Heartbeat", daemon=True)
+        self.pydev_do_not_trace = self.is_pydev_daemon_thread = True  # debugpy leaves it alone, as ipykernel's
+        self.context, self.ip, self.port = zmq.Context(), ip, port  # its own context: the GIL cannot hold it up
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.linger = 1000
+        self.socket.bind("tcp://%s:%d" % (ip, port))
+
+    def run(self):
+        import zmq
+
+        while True:
+            try:
+                zmq.device(zmq.QUEUE, self.socket, self.socket)
+            except zmq.ZMQError as error:
+                if error.errno == errno.EINTR:
+                    continue
+            break  # the context ended (the kernel exits) or the socket closed
+        try:
+            self.socket.close()
+        except zmq.ZMQError:
+            pass
+
+
+def beat_early(connection):
+    """Start the heartbeat before the slow imports; None where ipykernel must make its own."""
+    port = int(connection.get("hb_port") or 0)
+    if connection.get("transport", "tcp") != "tcp" or not port:
+        return None
+    import zmq
+
+    try:
+        heartbeat = EarlyHeartbeat(zmq, connection.get("ip", "127.0.0.1"), port)
+    except zmq.ZMQError:
+        return None  # ipykernel tries itself, and reports what is wrong
+    heartbeat.start()
+    return heartbeat
+
+
+def keep_early_heartbeat(app_class, heartbeat):
+    """Make IPKernelApp.init_heartbeat adopt the heartbeat already running."""
+    if heartbeat is None:
+        return
+
+    def init_heartbeat(self):
+        from ipykernel.heartbeat import Heartbeat
+
+        # The app's `heartbeat` must be a Heartbeat; it only ends it at exit, through the context. This one is
+        # never started: the early thread answers on the same socket and ends with that context.
+        self.heartbeat = Heartbeat(heartbeat.context, ("tcp", heartbeat.ip, heartbeat.port))
+        self.hb_port = heartbeat.port
+
+    app_class.init_heartbeat = init_heartbeat
+
+
 def welcome_every_subscriber(xpub):
     """An XPUB reports only the first subscriber to each topic, unless it is verbose."""
     xpub.xpub_verbose = 1
@@ -720,7 +786,8 @@ def main(argv):
     if sys.path and sys.path[0] == "":
         del sys.path[0]  # `python -c` puts the working directory first; IPython adds it back
     sys.argv = ["ipykernel_launcher", *argv]
-    context, bound = (None, {}) if standby else bind_early(read_connection_file(argv))
+    connection = {} if standby else read_connection_file(argv)
+    heartbeat, (context, bound) = beat_early(connection), bind_early(connection)
     boot_step("bound")
     embed_stand_in = defer_ipython_embed()
     jedi_later, debugpy_later = DeferredImport("jedi", "IPython.core.completer"), DeferredImport(
@@ -742,8 +809,10 @@ def main(argv):
     if standby:
         load_ahead()  # nobody waits for a standby kernel yet: what its first completion or debugging needs
         adopt(json.loads(read_stdin_line().decode("utf-8")))
-        context, bound = bind_early(read_connection_file(argv))
+        connection = read_connection_file(argv)
+        heartbeat, (context, bound) = beat_early(connection), bind_early(connection)
     serve_kernel_sockets(IPKernelApp, context, bound)
+    keep_early_heartbeat(IPKernelApp, heartbeat)
     if lifeline:
         exit_when_stdin_closes()
     no_name_lookups_for_localhost()
