@@ -3,16 +3,17 @@
 Wraps the docker SDK's low-level calls with timers, starts a tf1kernel kernel through a real
 KernelManager a few times, and prints the median time of each call, and when each step of a start
 ended, counted from start_kernel(): start_kernel() returning (container running), then the kernel's own
-boot steps as its guest notes them (tf1kernel_guest.boot_step, with TF1KERNEL_BOOT_TIMES set), then the
-first kernel_info reply.
+boot steps as its guest notes them (tf1kernel_guest.boot_step, with TF1KERNEL_BOOT_TIMES set), the first
+kernel_info reply, and the first TF cell sent then: its `import tensorflow` and first Session.run.
 
-    .venv/bin/python benchmarks/profile_start.py [--rounds 8] [--network auto|host|bridge]
+    .venv/bin/python benchmarks/profile_start.py [--rounds 8] [--network auto|host|bridge] [--no-preload]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import statistics
 import tempfile
 import time
@@ -30,6 +31,10 @@ BOOT_STEPS = {  # the guest's step names, and what ended with each
     "imported": "ipykernel imported",
     "initialized": "kernel initialized",
 }
+# The first TF cell, sent after the first reply; each moment on the container's clock (= the host's).
+FIRST_TF_CELL = ("import time; times = [time.time()]\nimport tensorflow as tf\ntimes.append(time.time())\n"
+                 "tf.Session().run(tf.constant(1)); times.append(time.time())")
+CELL_STEPS = ("first cell begins", "`import tensorflow` done", "first Session.run done")
 timings: dict[str, list[float]] = collections.defaultdict(list)
 
 
@@ -58,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--network", default="auto")
+    parser.add_argument("--no-preload", action="store_true", help="preload_tensorflow: false")
     args = parser.parse_args()
     api = docker.api.client.APIClient
     for name in CALLS:
@@ -65,7 +71,8 @@ def main() -> None:
     phases: dict[str, list[float]] = collections.defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="tf1kernel-profile-") as root:
         use_jupyter_path(Path(root))
-        kernel = install_tf1kernel(Path(root), "profile", {"strategy": "emulated", "network": args.network},
+        kernel = install_tf1kernel(Path(root), "profile", {"strategy": "emulated", "network": args.network,
+                                                                  "preload_tensorflow": not args.no_preload},
                                    env={"TF1KERNEL_BOOT_TIMES": "1"})
         work = Path(root) / "work"
         work.mkdir()
@@ -79,6 +86,9 @@ def main() -> None:
             client = manager.client()
             client.start_channels()
             replied = first_reply(manager, client, timeout=60)
+            reply = client.execute_interactive(FIRST_TF_CELL, user_expressions={"times": "times"}, timeout=120,
+                                               output_hook=lambda message: None)
+            cell_times = json.loads(reply["content"]["user_expressions"]["times"]["data"]["text/plain"])
             steps = boot_steps(manager.provisioner.container.logs(100))
             client.stop_channels()
             manager.shutdown_kernel(now=True)
@@ -89,6 +99,8 @@ def main() -> None:
                     if step in steps:
                         phases[label].append(steps[step] - started_at)
                 phases["first kernel_info reply"].append(replied - started)
+                for label, at in zip(CELL_STEPS, cell_times, strict=True):
+                    phases[label].append(at - started_at)
     print(f"{'step of a cold start, ended at':<48} {'median':>9}")
     for name, values in phases.items():
         print(f"{name:<48} {statistics.median(values) * 1000:>7.0f}ms")

@@ -82,6 +82,8 @@ BOOT = (f"import sys; sys.path.insert(0, {CONNECTION_DIR!r}); import tf1kernel_g
         "tf1kernel_guest.main(sys.argv[1:])")
 # "0" shows TensorFlow's deprecation notices in the kernel (the quiet_deprecations option); the guest reads it.
 QUIET_DEPRECATIONS_VARIABLE = "TF1KERNEL_QUIET_DEPRECATIONS"
+# "0" loads nothing of TensorFlow ahead of the user's import (the preload_tensorflow option); the guest reads it.
+PRELOAD_TENSORFLOW_VARIABLE = "TF1KERNEL_PRELOAD_TENSORFLOW"
 # "0" in a kernel without network access (the network_access option), so that the guest can say so.
 NETWORK_ACCESS_VARIABLE = "TF1KERNEL_NETWORK_ACCESS"
 # "1" when the kernel's pip installs into a kept folder (packages.py), so that %pip can say where packages went.

@@ -31,6 +31,7 @@ from . import engine, networks, packages, pool, probes, remote, strategies
 from .container import (
     CONTAINER_PORTS,
     LOOPBACK,
+    PRELOAD_TENSORFLOW_VARIABLE,
     QUIET_DEPRECATIONS_VARIABLE,
     ContainerSpec,
     ContainerState,
@@ -139,6 +140,15 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         help="Hide TensorFlow's own deprecation notices (\"The name tf.Session is deprecated...\", \"... is deprecated "
         "and will be removed in a future version\"), with TensorFlow's switches for them: in a TF1 kernel they "
         "are noise. Every other warning and log line stays. False shows them.",
+    )
+    preload_tensorflow = Bool(
+        True,
+        config=True,
+        help="Shorten the first `import tensorflow`: the kernel loads TensorFlow's C++ library while it boots, and "
+        "a warm pool's standby kernels import TensorFlow before they are adopted. Nothing is made with it (no "
+        "graph, session or device), so user code sees what it would see otherwise, except that environment "
+        "variables TensorFlow reads during its import (TF2_BEHAVIOR, TF_ENABLE_CONTROL_FLOW_V2) must then be set "
+        "in the kernelspec's `env`, not in a cell, for pool kernels. False loads nothing ahead.",
     )
     python = Unicode(
         "python",
@@ -843,6 +853,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             **{name: value for name, value in server_env.items()
                if name in from_spec or any(fnmatch.fnmatchcase(name, pattern) for pattern in self.env_allowlist)},
             QUIET_DEPRECATIONS_VARIABLE: "1" if self.quiet_deprecations else "0",
+            PRELOAD_TENSORFLOW_VARIABLE: "1" if self.preload_tensorflow else "0",
         }
 
     async def _engine(self) -> docker.DockerClient:

@@ -45,6 +45,20 @@ def test_kernel_benchmark_reports_every_measure_of_every_target(kernel_image: st
     assert all(name in done.stdout for name in rows)  # the table
 
 
+def test_first_result_benchmark_reports_each_target_against_the_same_software(kernel_image: str,
+                                                                              tmp_path: Path) -> None:
+    report_file = tmp_path / "first_result.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "first_result.py"), "--quick", "--json", str(report_file)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(report_file.read_text())["targets"]
+    assert {"local-py37", "local-py311", "tf1kernel", "tf1kernel-no-preload", "tf1kernel-pool", "compat"} <= set(rows)
+    assert rows["local-py37"]["ratio"] == 1.0
+    for row in rows.values():
+        assert 0 < row["ready_s"] <= row["first_result_s"] and len(row["samples"]) == 2, row
+    assert all(name in done.stdout for name in rows)  # the table
+
+
 def test_start_profile_shows_each_step_of_the_kernels_boot(kernel_image: str) -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_start.py"), "--rounds", "1"],
                           capture_output=True, text=True, timeout=300)

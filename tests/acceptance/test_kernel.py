@@ -347,8 +347,13 @@ def test_the_kernel_boots_without_what_it_does_not_use_yet(tf1_kernel: str, tmp_
     test_the_debugger_stops_at_a_breakpoint_and_shows_variables)."""
     with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
         loaded = execute(client, "import sys\nprint([m for m in ('prompt_toolkit', 'jedi', 'debugpy', "
-                                 "'IPython.terminal.interactiveshell') if m in sys.modules])")
+                                 "'IPython.terminal.interactiveshell', 'tensorflow') if m in sys.modules])")
         assert loaded.stdout.strip() == "[]", loaded
+        # TensorFlow's C++ library, though, is loaded during the boot (tf1kernel_guest.load_tensorflow_library_early)
+        maps = execute(client, "import time\nfor _ in range(50):\n    maps = open('/proc/self/maps').read()\n"
+                               "    if '_pywrap_tensorflow_internal' in maps: break\n    time.sleep(0.1)\n"
+                               "print('_pywrap_tensorflow_internal' in maps)")
+        assert maps.stdout.strip() == "True", maps
         code = "import os\nos.pa"
         client.complete(code, len(code))
         reply = next(m for m in iter(lambda: client.get_shell_msg(timeout=60), None)

@@ -185,9 +185,10 @@ def test_bad_configuration_is_refused(config: dict[str, object]) -> None:
 def test_environment_allowlist() -> None:
     env = provisioner(env_allowlist=["LANG", "TF_*"])._container_env(
         {"LANG": "C", "TF_X": "1", "AWS_SECRET_ACCESS_KEY": "s", "FROM_SPEC": "1", "PATH": "/x"})
-    assert env == {"LANG": "C", "TF_X": "1", "FROM_SPEC": "1", "TF1KERNEL_QUIET_DEPRECATIONS": "1"}
-    quiet_off = provisioner(quiet_deprecations=False)._container_env({})
-    assert quiet_off == {"TF1KERNEL_QUIET_DEPRECATIONS": "0"}
+    assert env == {"LANG": "C", "TF_X": "1", "FROM_SPEC": "1", "TF1KERNEL_QUIET_DEPRECATIONS": "1",
+                   "TF1KERNEL_PRELOAD_TENSORFLOW": "1"}
+    both_off = provisioner(quiet_deprecations=False, preload_tensorflow=False)._container_env({})
+    assert both_off == {"TF1KERNEL_QUIET_DEPRECATIONS": "0", "TF1KERNEL_PRELOAD_TENSORFLOW": "0"}
 
 
 # -- engines and the AVX fix -------------------------------------------------------------

@@ -36,6 +36,7 @@ ADDRESS_FILE = "/.tf1kernel/tensorboard.json"
 NOTICE_FILE = "/.tf1kernel/notice.txt"
 AVX_FIX_FILE = "/.tf1kernel/avx-fix.txt"
 LIFELINE_FLAG = "--tf1kernel-lifeline"
+STANDBY_READY_LINE = "tf1kernel-standby ready"
 STANDBY_FLAG = "--tf1kernel-standby"
 LEASE_FLAG = "--tf1kernel-lease="
 LEASE_FILE = "/.tf1kernel/lease"
@@ -155,14 +156,19 @@ class QuietDeprecations(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name not in TENSORFLOW_SWITCHES or os.environ.get(QUIET_DEPRECATIONS_VARIABLE, "1") == "0":
             return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = QuietLoader(spec.loader, TENSORFLOW_SWITCHES[name])
-                return spec
-        return None
+        return spec_with_loader(self, name, path, target, lambda loader: QuietLoader(loader, TENSORFLOW_SWITCHES[name]))
+
+
+def spec_with_loader(asking, name, path, target, wrap):
+    """The spec the finders after `asking` give for name, its loader wrapped; None if they have none."""
+    for finder in sys.meta_path:
+        if finder is asking or not hasattr(finder, "find_spec"):
+            continue
+        spec = finder.find_spec(name, path, target)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = wrap(spec.loader)
+            return spec
+    return None
 
 
 class QuietLoader(importlib.abc.Loader):
@@ -187,6 +193,91 @@ class QuietLoader(importlib.abc.Loader):
                 make(wrapper, *args, **kwargs)
 
             module.TFModuleWrapper.__init__ = quiet_wrapper
+
+
+# -- The first TensorFlow result --------------------------------------------------------------------------
+#
+# A TF1 kernel's first cell imports TensorFlow: about 1 s of Python on one core, of which 0.1 s loads
+# TensorFlow's C++ library (188 MB; its static initializers register every op and kernel). The guest loads that
+# library on the other core while the kernel boots, and pauses the cyclic garbage collector during the import
+# (the import makes 220,000 objects and no garbage). A standby kernel (a warm pool) imports TensorFlow itself,
+# since nobody waits for it. What user code sees does not change: TensorFlow's Python modules are imported only
+# when the user imports them (in a pool kernel, before), and nothing of TensorFlow runs beyond its import: no
+# graph, session or device is made, and no environment variable TensorFlow reads later (TF_CPP_MIN_LOG_LEVEL,
+# CUDA_VISIBLE_DEVICES) is read early.
+
+PRELOAD_VARIABLE = "TF1KERNEL_PRELOAD_TENSORFLOW"  # container.PRELOAD_TENSORFLOW_VARIABLE: "0" loads nothing ahead
+TF1_PACKAGE = "tensorflow_core"  # TF 1.15's real package (TF 1.14 and 2.x have none: nothing is loaded early)
+
+
+def preloading():
+    """Load TensorFlow ahead: unless turned off, or where it cannot run (the AvxGuard explains instead)."""
+    return os.environ.get(PRELOAD_VARIABLE, "1") != "0" and not any(isinstance(f, AvxGuard) for f in sys.meta_path)
+
+
+def load_tensorflow_library_early():
+    """dlopen TF 1.15's C++ library in a thread, where the call releases the GIL.
+
+    RTLD_LOCAL, not the RTLD_GLOBAL TensorFlow's import uses: its symbols must not be global before protobuf's
+    C++ extension loads, or that extension binds to TensorFlow's copy of protobuf and crashes (seen: SIGSEGV in
+    google.protobuf.descriptor). TensorFlow's own dlopen later finds the library loaded and makes it global.
+    """
+    if not preloading():
+        return None
+    spec = importlib.util.find_spec(TF1_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    library = os.path.join(next(iter(spec.submodule_search_locations)), "python", "_pywrap_tensorflow_internal.so")
+    if not os.path.isfile(library):
+        return None
+    import ctypes
+
+    try:
+        dlopen = ctypes.CDLL(None).dlopen
+    except AttributeError:
+        return None
+    dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
+    thread = threading.Thread(target=dlopen, args=(library.encode(), os.RTLD_NOW | os.RTLD_LOCAL),
+                              name="tf1kernel-tensorflow-library", daemon=True)
+    thread.start()
+    return thread
+
+
+class CollectorPausedImport(importlib.abc.MetaPathFinder):
+    """`import tensorflow` with the cyclic garbage collector paused (it is restored after)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        return spec_with_loader(self, name, path, target, CollectorPausedLoader)
+
+
+class CollectorPausedLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self.loader.exec_module(module)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+
+def preload_tensorflow():
+    """A standby kernel imports TensorFlow while nobody waits (what the first cell would import)."""
+    if not preloading():
+        return
+    try:
+        importlib.import_module("tensorflow")
+    except Exception:  # the user's own import shows what is wrong, in their cell
+        for name in [name for name in sys.modules if name.split(".")[0] in ("tensorflow", TF1_PACKAGE)]:
+            del sys.modules[name]
 
 
 def install_avx_guard():
@@ -780,7 +871,7 @@ def main(argv):
     if lease:
         exit_when_lease_lapses(lease[0])
     install_avx_guard()
-    sys.meta_path.insert(0, QuietDeprecations())
+    sys.meta_path[:0] = [QuietDeprecations(), CollectorPausedImport()]
     if sys.prefix != getattr(sys, "base_prefix", sys.prefix):
         os.environ.pop("PIP_CONFIG_FILE", None)  # its `user = true`: a venv's pip refuses --user; it uses the venv
     if sys.path and sys.path[0] == "":
@@ -804,10 +895,14 @@ def main(argv):
         debug_when_asked(IPythonKernel)
     keep_kernel_when_debugger_disconnects(IPythonKernel)
     boot_step("imported")
+    # Not earlier: the dynamic loader loads one library at a time, and ipykernel's extension modules would wait.
+    load_tensorflow_library_early()
     wake_output_watchers_on_close()
     welcome_iopub_subscribers(IPKernelApp)
     if standby:
         load_ahead()  # nobody waits for a standby kernel yet: what its first completion or debugging needs
+        preload_tensorflow()
+        print(STANDBY_READY_LINE, flush=True)  # to the container's log, for whoever waits for a loaded pool
         adopt(json.loads(read_stdin_line().decode("utf-8")))
         connection = read_connection_file(argv)
         heartbeat, (context, bound) = beat_early(connection), bind_early(connection)
