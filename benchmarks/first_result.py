@@ -29,8 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import install_argv_kernel, install_tf1kernel, use_jupyter_path
-from jupyter_client.manager import KernelManager
+from harness import install_argv_kernel, install_tf1kernel, launched_kernel, use_jupyter_path
 
 from tf1kernel import engine
 
@@ -86,12 +85,7 @@ def install_targets(root: Path, py37: Path, pool: int, with_compat: bool) -> dic
 
 def first_result(kernel_name: str, cell: str, cwd: str, timeout: float = 300) -> dict[str, float]:
     """Seconds from start_kernel() to the first kernel_info reply and to the first cell's reply."""
-    manager = KernelManager(kernel_name=kernel_name)
-    started = time.perf_counter()
-    manager.start_kernel(cwd=cwd)
-    client = manager.client()
-    client.start_channels()
-    try:
+    with launched_kernel(kernel_name, cwd) as (manager, client, started):
         info_id = client.kernel_info()
         cell_id = client.execute(cell, silent=False, user_expressions={"result": "result"})
         times: dict[str, float] = {}
@@ -113,14 +107,6 @@ def first_result(kernel_name: str, cell: str, cwd: str, timeout: float = 300) ->
                 if content["status"] != "ok" or value != "1":
                     raise RuntimeError(f"{kernel_name}: the first cell failed: {content}")
         return times
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=False)
-
-
-def pool_settled(seconds: float) -> None:
-    """Let a pool refill: a standby kernel preloads TensorFlow after its container started."""
-    time.sleep(seconds)
 
 
 def main() -> int:
@@ -149,7 +135,8 @@ def main() -> int:
         for round_number in range(rounds):
             print(f"round {round_number + 1}/{rounds}", file=sys.stderr)
             for name in names if round_number % 2 == 0 else names[::-1]:
-                pool_settled(4.0 if name == "tf1kernel-pool" else 1.0)
+                # a quiet machine for each start; a pool refills (its standby kernels import TensorFlow)
+                time.sleep(4.0 if name == "tf1kernel-pool" else 1.0)
                 samples[name].append(first_result(*targets[name], str(work)))
     results: dict[str, Any] = {"cell": FIRST_TF_CELL, "rounds": rounds, "targets": {}}
     baseline = statistics.median(s["result_s"] for s in samples["local-py37"])

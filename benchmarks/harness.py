@@ -55,21 +55,28 @@ def first_reply(manager: KernelManager, client: BlockingKernelClient, timeout: f
 
 
 @contextlib.contextmanager
-def started_kernel(kernel_name: str, cwd: str, timeout: float = 300) -> Iterator[StartedKernel]:
-    """Start a kernel, time its first reply, wait until it is ready as a frontend does, and always shut it down."""
+def launched_kernel(kernel_name: str, cwd: str) -> Iterator[tuple[KernelManager, BlockingKernelClient, float]]:
+    """start_kernel() with the client's channels open, and when (perf_counter) it was called; always shut down."""
     manager = KernelManager(kernel_name=kernel_name)
     started = time.perf_counter()
     manager.start_kernel(cwd=cwd)
     client = manager.client()
     client.start_channels()
     try:
-        ready_s = first_reply(manager, client, timeout) - started
-        client.wait_for_ready(timeout=timeout)
-        yield StartedKernel(manager, client, ready_s)
+        yield manager, client, started
     finally:
         client.stop_channels()
         if manager.has_kernel:
             manager.shutdown_kernel(now=False)
+
+
+@contextlib.contextmanager
+def started_kernel(kernel_name: str, cwd: str, timeout: float = 300) -> Iterator[StartedKernel]:
+    """Start a kernel, time its first reply, wait until it is ready as a frontend does, and always shut it down."""
+    with launched_kernel(kernel_name, cwd) as (manager, client, started):
+        ready_s = first_reply(manager, client, timeout) - started
+        client.wait_for_ready(timeout=timeout)
+        yield StartedKernel(manager, client, ready_s)
 
 
 def use_jupyter_path(root: Path) -> Path:
