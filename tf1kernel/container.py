@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tarfile
 import threading
 import time
@@ -37,6 +36,7 @@ from . import networks, packages
 from .engine import START_ENGINE_FIX
 from .errors import ContainerStartError, EngineUnavailable, ImageMissing, MountError
 from .labels import LABEL_KERNEL_ID, LABEL_MANAGED
+from .ports import LOOPBACK
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ CONTAINER_PORTS: dict[str, int] = {
 # TensorBoard inside the container (%tensorboard_tf1), published like the kernel ports.
 TENSORBOARD_PORT = 6006
 PUBLISHED_PORTS: dict[str, int] = {**CONTAINER_PORTS, "tensorboard_port": TENSORBOARD_PORT}
-LOOPBACK = "127.0.0.1"
 
 # Inside the container, at the root so that no user mount can shadow it.
 CONNECTION_DIR = "/.tf1kernel"
@@ -84,6 +83,8 @@ BOOT = (f"import sys; sys.path.insert(0, {CONNECTION_DIR!r}); import tf1kernel_g
 QUIET_DEPRECATIONS_VARIABLE = "TF1KERNEL_QUIET_DEPRECATIONS"
 # "0" loads nothing of TensorFlow ahead of the user's import (the preload_tensorflow option); the guest reads it.
 PRELOAD_TENSORFLOW_VARIABLE = "TF1KERNEL_PRELOAD_TENSORFLOW"
+# The guest's last words when a port of the kernel is taken (then the address and the reason).
+CANNOT_LISTEN_LINE = "tf1kernel: the kernel cannot listen on"
 # "0" in a kernel without network access (the network_access option), so that the guest can say so.
 NETWORK_ACCESS_VARIABLE = "TF1KERNEL_NETWORK_ACCESS"
 # "1" when the kernel's pip installs into a kept folder (packages.py), so that %pip can say where packages went.
@@ -526,18 +527,6 @@ def remove_kernel_files(folder: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports free on this host's loopback now (held together while chosen, so that they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def connection_info(spec: ContainerSpec) -> dict[str, Any]:
     """The kernel's side of the connection file."""
     if spec.host_network:  # the host's own loopback, on the ports chosen for this kernel
@@ -546,19 +535,6 @@ def connection_info(spec: ContainerSpec) -> dict[str, Any]:
         ip, ports = "0.0.0.0", CONTAINER_PORTS
     return {"ip": ip, "transport": "tcp", "key": spec.session_key.decode(), "signature_scheme": spec.signature_scheme,
             "kernel_name": "", **ports}
-
-
-def ports_free(ports: list[int]) -> bool:
-    """Could a kernel listen on each of these loopback ports now? (With SO_REUSEADDR, as ZeroMQ binds:
-    a port whose last connection is in TIME_WAIT is free.)"""
-    for port in ports:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((LOOPBACK, port))
-            except OSError:
-                return False
-    return True
 
 
 def tensorboard_address(host_port: int, listen_port: int, listen_ip: str) -> bytes:

@@ -26,12 +26,14 @@ from pathlib import Path
 from jupyter_client.kernelspec import KernelSpec
 
 from . import engine
-from .container import CONTAINER_PORTS, KernelContainer, free_ports
+from .container import CONTAINER_PORTS, KernelContainer
 from .errors import InvalidOption, Tf1KernelError
+from .ports import free_ports
 from .provisioner import DockerProvisioner
 from .remote import RemoteLink
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+ECHO_GRACE_SECONDS = 2.0  # for the kernel's last words to reach the frontend after it exited
 HANDLED_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
 STOP_GRACE_SECONDS = 5.0
 
@@ -99,6 +101,7 @@ def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer,
 def supervise(container: KernelContainer) -> int:
     """Forward signals to the kernel until it exits; return its exit code."""
     exit_code: list[int] = []
+    echo = echo_kernel_output(container)
     # A blocking wait in a thread: with AutoRemove the container is gone right after it exits,
     # so only a wait that is already pending sees its exit code.
     waiter = threading.Thread(target=lambda: exit_code.append(wait_for_exit(container)), daemon=True)
@@ -118,7 +121,26 @@ def supervise(container: KernelContainer) -> int:
     finally:
         container.remove()
     waiter.join(STOP_GRACE_SECONDS)
+    echo.join(ECHO_GRACE_SECONDS)
     return exit_code[0] if exit_code else 128 + signal.SIGTERM
+
+
+def echo_kernel_output(container: KernelContainer) -> threading.Thread:
+    """The kernel's own stdout and stderr, on this launcher's stderr, as a local kernel's are: VS Code shows
+    them in its Jupyter output, and a kernel that cannot start says there why (the container, removed at its
+    exit, keeps no log to read afterwards)."""
+
+    def echo() -> None:
+        try:
+            for chunk in container.client.api.logs(container.id, stream=True, follow=True):
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.flush()
+        except Exception:  # the engine went away, or the container with it: nothing more to echo
+            pass
+
+    thread = threading.Thread(target=echo, name="tf1kernel-kernel-output", daemon=True)
+    thread.start()
+    return thread
 
 
 def wait_for_exit(container: KernelContainer) -> int:

@@ -29,6 +29,7 @@ from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, validat
 
 from . import engine, networks, packages, pool, probes, remote, strategies
 from .container import (
+    CANNOT_LISTEN_LINE,
     CONTAINER_PORTS,
     LOOPBACK,
     PRELOAD_TENSORFLOW_VARIABLE,
@@ -36,9 +37,7 @@ from .container import (
     ContainerSpec,
     ContainerState,
     KernelContainer,
-    free_ports,
     kernel_files_folder,
-    ports_free,
 )
 from .errors import (
     ContainerStartError,
@@ -52,6 +51,7 @@ from .errors import (
 )
 from .images import build_hint, check_image_reference
 from .orphans import owner_labels, remove_orphans, remove_stray_kernel_files
+from .ports import free_ports, ports_free
 from .tunnel import SshDestination
 from .workdir import SYSTEM_FOLDERS, SYSTEM_TREES, existing_mount_source, is_within, mountable_working_dir, parse_mount
 
@@ -768,7 +768,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     def _host_network_ports(self, spec: ContainerSpec) -> dict[str, int]:
         """On the host's network the kernel binds the ports its clients use: the KernelManager's (as a local
-        kernel does, chosen free by jupyter_client), or the frontend's (the argv launcher). Ports taken since
+        kernel does; chosen by tf1kernel.ports), or the frontend's (the argv launcher). Ports taken since
         a previous start are replaced, so that a restart survives them, which a local kernel does not."""
         ports = dict(spec.preferred_host_ports)
         if not spec.fixed_host_ports:
@@ -780,7 +780,7 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return ports
 
     def _manager_ports(self, fresh: bool) -> dict[str, int]:
-        """The KernelManager's ports, chosen free by jupyter_client; new ones if fresh."""
+        """The KernelManager's ports, chosen where no outgoing connection takes its port; new ones if fresh."""
         km = self.parent
         if km is None:
             return dict(zip(CONTAINER_PORTS, free_ports(len(CONTAINER_PORTS)), strict=True))
@@ -790,7 +790,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             km.cleanup_connection_file()
             for name in CONTAINER_PORTS:
                 setattr(km, name, 0)
-        km.write_connection_file()  # allocates free ports for any still unset
+        unset = [name for name in CONTAINER_PORTS if not getattr(km, name)]
+        for name, port in zip(unset, free_ports(len(unset)), strict=True):
+            setattr(km, name, port)  # not jupyter_client's own choice: see tf1kernel.ports
+        km.write_connection_file()
         return {name: getattr(km, name) for name in CONTAINER_PORTS}
 
     def _check_engine_runs(self, client: docker.DockerClient, info: engine.EngineInfo, platform: str,
@@ -834,6 +837,10 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if state.exit_code == 128 + signal.SIGILL or "compiled to use AVX" in last_words:
             return ("The previous kernel died of an illegal instruction: TensorFlow's x86-64 build needs AVX, "
                     f"which this CPU or emulator lacks. Fix: {fix_avx}")
+        taken = re.search(re.escape(CANNOT_LISTEN_LINE) + r" (\S+):", last_words)
+        if taken:
+            return (f"The previous kernel could not listen on {taken.group(1)}: another program took that port "
+                    "between its choice and the kernel's start. This kernel has new ports.")
         image = self.spec.image if self.spec else self.image
         if re.search(r"No module named '?ipykernel", last_words):
             return (f"The previous kernel could not start: the image {image} has no ipykernel. Fix: install it in "

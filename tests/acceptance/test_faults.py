@@ -197,6 +197,50 @@ def test_restart_survives_a_taken_port(jupyter_dirs: Path, tf1_kernel: str, tmp_
     assert managed_containers(docker_client) == []
 
 
+class PortSquattingManager(KernelManager):
+    """Another program takes the kernel's IOPub port after tf1kernel chose it and before the kernel binds it."""
+
+    squatter: socket.socket | None = None
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: object) -> None:
+        choose = self.provisioner._host_network_ports
+
+        def choose_then_take(spec: object) -> dict[str, int]:
+            ports = choose(spec)
+            if self.squatter is None:
+                self.squatter = socket.socket()
+                self.squatter.bind(("127.0.0.1", ports["iopub_port"]))
+                self.squatter.listen(1)
+            return ports
+
+        self.provisioner._host_network_ports = choose_then_take
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+
+
+def test_a_port_taken_before_the_kernel_binds_it_ends_the_kernel_at_once_and_a_restart_says_why(
+        jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    name = install_variant(jupyter_dirs, "tf1.15-faults-host", {"network": "host"})
+    manager = PortSquattingManager(kernel_name=name, autorestart=False)
+    manager.start_kernel(cwd=str(tmp_path))
+    try:
+        taken = manager.squatter.getsockname()[1]
+        assert manager.iopub_port == taken
+        wait_for(lambda: not manager.is_alive(), 20, "the kernel that cannot listen did not exit")
+        assert f"could not listen on tcp://127.0.0.1:{taken}" in manager.provisioner.notice
+        manager.restart_kernel(now=True)
+        assert manager.iopub_port != taken
+        client = manager.client()
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        told = execute(client, "print('next cell')")
+        assert f"could not listen on tcp://127.0.0.1:{taken}" in told.stderr and told.stdout.strip() == "next cell"
+        client.stop_channels()
+    finally:
+        manager.shutdown_kernel(now=True)
+        manager.squatter.close()
+    assert managed_containers(docker_client) == []
+
+
 def test_corrupt_saved_state_is_refused_clearly(tf1_kernel: str) -> None:
     import asyncio
 

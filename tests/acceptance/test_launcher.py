@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -140,6 +141,21 @@ def test_launcher_reports_bad_configuration(jupyter_dirs: Path, tf1_kernel: str,
     assert done.returncode == 1 and time.monotonic() - started < 10
     assert "tf1kernel/tensorflow:absent" in done.stderr and "Fix:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_port_the_frontend_chose_but_another_program_holds_ends_the_launcher_with_its_reason(
+        jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> None:
+    """The kernel cannot listen where VS Code will connect: it says so and exits (it hung, with ipykernel 6.16)."""
+    argv = json.loads((jupyter_dirs / "share/jupyter/kernels" / tf1_kernel / "kernel.json").read_text())["argv"]
+    connection_file, info = write_connection_file(str(tmp_path / "c.json"), ip="127.0.0.1")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", info["iopub_port"]))
+        squatter.listen(1)
+        started = time.monotonic()
+        done = subprocess.run([a.replace("{connection_file}", connection_file) for a in argv], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and time.monotonic() - started < 30, done.stderr[-2000:]
+    assert f"cannot listen on tcp://127.0.0.1:{info['iopub_port']}" in done.stderr, done.stderr[-2000:]
 
 
 def test_provisioner_path_does_not_use_argv(tf1_kernel: str, tmp_path: Path,

@@ -37,6 +37,7 @@ NOTICE_FILE = "/.tf1kernel/notice.txt"
 AVX_FIX_FILE = "/.tf1kernel/avx-fix.txt"
 LIFELINE_FLAG = "--tf1kernel-lifeline"
 STANDBY_READY_LINE = "tf1kernel-standby ready"
+CANNOT_LISTEN_LINE = "tf1kernel: the kernel cannot listen on"  # the provisioner's _cause_of_death reads it
 STANDBY_FLAG = "--tf1kernel-standby"
 LEASE_FLAG = "--tf1kernel-lease="
 LEASE_FILE = "/.tf1kernel/lease"
@@ -847,6 +848,28 @@ def no_name_lookups_for_localhost():
     interfaces._load_ips = loopback_only
 
 
+def initialize_or_exit(app, argv):
+    """IPKernelApp.initialize, or an exit at once with the reason: never a kernel that hangs.
+
+    ipykernel 6.16 cannot exit after a failed initialize: its atexit handler (IPKernelApp.close) terminates the
+    ZeroMQ context while the IOPub socket it could not bind is still open, and so waits for ever. The kernel's
+    process stayed up, not answering, and the client waited out its whole timeout (seen: a port taken by
+    another program between its choice and the kernel's bind).
+    """
+    try:
+        app.initialize(argv)
+    except Exception as error:
+        import traceback
+
+        traceback.print_exc()
+        if getattr(error, "errno", None) == errno.EADDRINUSE:
+            sys.stderr.write("%s %s: another program took that port first. A restart gives the kernel new "
+                             "ports.\n" % (CANNOT_LISTEN_LINE, str(error).rsplit("addr=", 1)[-1].strip("')(")))
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+
 def read_connection_file(argv):
     """The connection file the kernel is started with (-f FILE), as a dict; {} if there is none to read."""
     path = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-f"), None)
@@ -915,7 +938,7 @@ def main(argv):
     # The history database is in HOME, a tmpfs that goes with the container: no later session reads it. IPython
     # writes the cells it caches before each read (%history -l, -g) and at exit; written after every cell, it
     # cost each round trip up to 0.5 ms. (The user's own arguments come after, and win.)
-    app.initialize(["--HistoryManager.db_cache_size=1000", *argv])
+    initialize_or_exit(app, ["--HistoryManager.db_cache_size=1000", *argv])
     stop_control_before_iopub(app)
     if jedi_later.available():
         complete_with_jedi_when_asked(app.shell)
