@@ -18,6 +18,7 @@ from pathlib import Path
 import docker
 
 from tests.netns import TestHost
+from tf1kernel.tunnel import SshDestination
 
 ALIAS = "tf1kernel-remote-test"
 SSH_CONFIG = Path("/root/.ssh/config")
@@ -158,6 +159,9 @@ class RemoteHost:
     # -- tear down -------------------------------------------------------------------------
 
     def stop(self) -> None:
+        # tf1kernel's shared ssh connection would otherwise outlive this host by ServerAlive's 15 s, and a next
+        # host under the same alias would find it.
+        subprocess.run(SshDestination.parse(self.url).ssh_command("-O", "exit"), capture_output=True, timeout=30)
         self._remove_ssh_alias()
         if getattr(self, "engine", None) is not None:
             for container in self.engine.api.containers(all=True):

@@ -2,24 +2,34 @@
 
 On a remote engine the kernel's ports are published on that host's 127.0.0.1 only, so
 nobody on its network can reach them. The user's own OpenSSH client forwards local
-ports to them (`ssh -N -L ...`): their ~/.ssh/config, keys, agent and ControlMaster
-apply, and nothing of ours runs on the remote host. A tunnel lives as long as its
-kernel: tf1kernel opens it after the container starts and closes it with the kernel.
+ports to them: their ~/.ssh/config, keys and agent apply, and nothing of ours runs on
+the remote host. A tunnel lives as long as its kernel: tf1kernel opens it after the
+container starts and closes it with the kernel.
+
+Every ssh tf1kernel runs to one host shares one connection (OpenSSH's ControlMaster):
+the engine's API connections, each kernel's forwards, and the kernels of every Jupyter
+server of this user. A new ssh connection costs four or five round trips (TCP, key
+exchange, authentication, a channel) before the first byte; through the shared one, a
+channel costs one, and a forward none. The master lives while anyone uses it, and
+CONTROL_PERSIST seconds more (a remote kernel's lease renewals keep it busy).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import re
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
 from urllib.parse import urlsplit
 
 from .errors import TunnelError
@@ -29,6 +39,7 @@ log = logging.getLogger(__name__)
 # ssh gives up on a dead link after about 15 s instead of TCP's hours.
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
                "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=10")
+CONTROL_PERSIST = 60  # seconds the shared connection outlives its last user
 OPEN_TIMEOUT = 20.0
 # A connection to a remote engine whose ssh could not connect is tried this many times (a link just back).
 CONNECT_ATTEMPTS = 2
@@ -56,65 +67,120 @@ class SshDestination:
     def destination(self) -> str:
         return f"{self.user}@{self.host}" if self.user else self.host
 
-    def ssh_command(self) -> list[str]:
-        return ["ssh", *SSH_OPTIONS, *(["-p", str(self.port)] if self.port else []), self.destination]
+    def ssh_command(self, *options: str) -> list[str]:
+        """ssh to this destination through the shared connection, with more options (before the destination)."""
+        return ["ssh", *SSH_OPTIONS, *multiplexing_options(), *(["-p", str(self.port)] if self.port else []),
+                *options, self.destination]
+
+
+def control_folder() -> str:
+    """This user's folder for the shared connections' sockets: private, and short, as a socket's path must be
+    (about 100 bytes, and ssh adds a random suffix while it makes one)."""
+    folder = os.path.join(tempfile.gettempdir(), f"tf1kernel-ssh-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)
+    status = os.lstat(folder)
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise TunnelError(f"{folder} is not a private folder of this user: another user could take over the "
+                          "SSH connections to remote engines there.", f"remove {folder}; tf1kernel makes it again")
+    return folder
+
+
+def multiplexing_options() -> tuple[str, ...]:
+    """Our options win over the user's ~/.ssh/config (ssh takes an option's first value), for our ssh only."""
+    return ("-o", "ControlMaster=auto", "-o", f"ControlPath={control_folder()}/%C",
+            "-o", f"ControlPersist={CONTROL_PERSIST}")
 
 
 class Tunnel:
-    """Local ports forwarded to ports on the remote host's loopback, by one ssh process."""
+    """Local ports forwarded to ports on the remote host's loopback, by the shared connection's master.
+
+    A master keeps the forwards it was asked for until it exits; so a tunnel remembers which master holds its
+    forwards (its pid), and takes them back when it closes.
+    """
 
     def __init__(self, target: SshDestination, forwards: dict[int, int]) -> None:
         self.target = target
         self.forwards = forwards  # local port -> remote port
-        self.process: subprocess.Popen[bytes] | None = None
-        self.errors: IO[bytes] | None = None
+        self.master_pid: int | None = None
 
     def open(self, timeout: float = OPEN_TIMEOUT) -> Tunnel:
-        """Start ssh and return once every local port listens; raise TunnelError naming the fix."""
+        """Forward the ports, connecting first if no master runs; raise TunnelError naming the fix."""
         if shutil.which("ssh") is None:
             raise TunnelError("The kernel runs on a remote engine, and reaching it needs the `ssh` client.",
                               "install OpenSSH's client (Debian/Ubuntu: `sudo apt-get install openssh-client`)")
-        command = self.target.ssh_command()
-        for local, remote in self.forwards.items():
-            command[1:1] = ["-L", f"127.0.0.1:{local}:127.0.0.1:{remote}"]
-        # A file, not a pipe: ssh reports every refused channel, and nobody reads a pipe while it runs.
-        self.errors = tempfile.TemporaryFile()
-        self.process = subprocess.Popen([*command, "-N"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=self.errors)
-        deadline = time.monotonic() + timeout
-        while not all(_listening(port) for port in self.forwards):
-            if self.process.poll() is not None:
-                self.errors.seek(0)
-                error = self.errors.read().decode(errors="replace")
-                raise TunnelError(f"ssh to {self.target.destination} ended: {error.strip() or 'no message'}",
-                                  SSH_FIX.format(destination=self.target.destination))
-            if time.monotonic() > deadline:
-                self.close()
-                raise TunnelError(f"ssh to {self.target.destination} did not forward the kernel's ports within "
-                                  f"{timeout:.0f} s.", SSH_FIX.format(destination=self.target.destination))
-            time.sleep(0.05)
+        self.master_pid = self._master(timeout)
+        done = self._control("forward", timeout)
+        if done.returncode != 0:
+            raise TunnelError(f"ssh to {self.target.destination} could not forward the kernel's ports: "
+                              f"{last_line(done.stderr)}", SSH_FIX.format(destination=self.target.destination))
         return self
+
+    def _master(self, timeout: float) -> int:
+        """The pid of the master of the shared connection, started here if none runs.
+
+        Under a lock shared by this user's processes: two ssh that find no master both become one, and the
+        second, which cannot take the socket, would stay a connection of its own for ever.
+        """
+        with master_lock(self.target):
+            pid = self.running_master()
+            if pid:
+                return pid
+            # With ControlPersist, this ssh returns once its master, in the background, is connected.
+            try:
+                started = subprocess.run(self.target.ssh_command("-N"), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise TunnelError(f"ssh to {self.target.destination} did not connect within {timeout:.0f} s.",
+                                  SSH_FIX.format(destination=self.target.destination)) from None
+            pid = self.running_master()
+            if started.returncode != 0 or not pid:
+                raise TunnelError(f"ssh to {self.target.destination} ended: "
+                                  f"{last_line(started.stderr) or 'no message'}",
+                                  SSH_FIX.format(destination=self.target.destination))
+            return pid
+
+    def running_master(self) -> int | None:
+        """The master's pid, from `ssh -O check` ("Master running (pid=N)"); None if none answers."""
+        done = self._control("check", 10)
+        match = re.search(rb"pid=(\d+)", done.stderr) if done.returncode == 0 else None
+        return int(match.group(1)) if match else None
+
+    def _control(self, command: str, timeout: float) -> subprocess.CompletedProcess[bytes]:
+        forwards = [option for local, remote in self.forwards.items()
+                    for option in ("-L", f"127.0.0.1:{local}:127.0.0.1:{remote}")] if command != "check" else []
+        try:
+            return subprocess.run(self.target.ssh_command("-O", command, *forwards), stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess([], 255, b"", b"ssh -O %s did not answer" % command.encode())
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        """Is the master that holds the forwards still there? (A master that died took them along; a new
+        one, started for another kernel, does not have them.)"""
+        return self.master_pid is not None and self.running_master() == self.master_pid
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.errors is not None:
-            self.errors.close()
+        if self.master_pid is not None and self.running_master() == self.master_pid:
+            self._control("cancel", 10)
+        self.master_pid = None
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+@contextlib.contextmanager
+def master_lock(target: SshDestination) -> Iterator[None]:
+    name = re.sub(r"[^A-Za-z0-9_.@-]", "_", f"{target.destination}-{target.port or 22}")
+    with open(os.path.join(control_folder(), f"{name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def last_line(stderr: bytes) -> str:
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 class EngineProxy:

@@ -77,6 +77,24 @@ def test_a_kernel_runs_on_the_remote_host_through_a_tunnel(remote: RemoteHost, r
     assert not link.tunnel.alive
 
 
+def test_kernels_share_one_ssh_connection_and_take_their_forwards_along(remote: RemoteHost,
+                                                                       remote_kernel: str, tmp_path: Path) -> None:
+    with running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (first, first_client), \
+            running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (second, second_client):
+        assert execute(first_client, "print(6 * 7)").stdout.strip() == "42"
+        assert execute(second_client, "print(6 * 8)").stdout.strip() == "48"
+        # Both kernels' forwards are in one master connection (the engine's API calls open their sessions there).
+        first_link, second_link = first.provisioner.link, second.provisioner.link
+        assert first_link.tunnel.master_pid == second_link.tunnel.master_pid == first_link.tunnel.running_master()
+        assert str(first_link.tunnel.master_pid) in subprocess.run(
+            ["ss", "-Htnp", "state", "established", "dst", f"{remote.host.address}:22"], capture_output=True,
+            text=True).stdout
+        forwarded = [*first_link.local_ports.values(), *second_link.local_ports.values()]
+        assert all(reachable("127.0.0.1", port) for port in forwarded)
+    # The shared connection stays a while for the next kernel; the kernels' forwards went with them.
+    assert not any(reachable("127.0.0.1", port) for port in forwarded)
+
+
 def test_build_and_doctor_work_on_the_remote_engine(remote: RemoteHost, remote_kernel: str) -> None:
     built = run_cli("build", "--docker-host", remote.url, timeout=600)
     assert built.returncode == 0 and "Up to date" in built.stdout, built.stdout + built.stderr

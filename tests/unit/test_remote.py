@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from jupyter_client.kernelspec import KernelSpec
 
 from tf1kernel import engine
 from tf1kernel.container import ContainerSpec
-from tf1kernel.errors import EngineUnavailable, InvalidOption
+from tf1kernel.errors import EngineUnavailable, InvalidOption, TunnelError
 from tf1kernel.provisioner import DockerProvisioner
 from tf1kernel.remote import VOLUME_MOUNTPOINT, remote_workspace
 from tf1kernel.tunnel import SshDestination
@@ -111,3 +112,19 @@ def test_a_remote_kernel_works_in_the_configured_remote_folder() -> None:
 def test_remote_options_are_checked(option: str, value: object) -> None:
     with pytest.raises(InvalidOption):
         DockerProvisioner(kernel_id="k", kernel_spec=KernelSpec(), **{option: value})
+
+
+def test_ssh_shares_one_connection_through_a_private_control_folder(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    from tf1kernel import tunnel
+
+    monkeypatch.setattr(tunnel.tempfile, "gettempdir", lambda: str(tmp_path))
+    command = SshDestination.parse("ssh://me@example.org:2222").ssh_command("-O", "check")
+    folder = tmp_path / f"tf1kernel-ssh-{os.getuid()}"
+    assert f"ControlPath={folder}/%C" in command and "ControlMaster=auto" in command
+    assert command[-3:] == ["-O", "check", "me@example.org"] and command[command.index("-p") + 1] == "2222"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    folder.chmod(0o755)  # others could reach a connection there: refused, with the fix
+    with pytest.raises(TunnelError, match="not a private folder") as refused:
+        SshDestination.parse("ssh://example.org").ssh_command()
+    assert f"remove {folder}" in refused.value.fix

@@ -1,0 +1,134 @@
+"""A kernel on a remote engine over ssh://, across a fast link and a slow one (added round-trip time).
+
+The remote host is the acceptance tests' (tests/remote.py): a network namespace of this machine with its own
+dockerd and sshd, reached as `ssh://root@tf1kernel-remote-test`; the kernel image is copied there. The slow
+link adds its delay with `tc qdisc ... netem` on the remote host's end of the veth, inside its namespace.
+Targets, interleaved round by round:
+- local: the same kernelspec options on this machine's engine, the baseline of the round trip;
+- remote: over ssh:// with no added delay;
+- remote+<delay>ms: over ssh:// with the added round-trip time.
+
+Measured per target: `ready` (start_kernel() until the first kernel_info reply with IOPub connected, as in the
+other benchmarks) and a cell's round trip (execute `pass` until its reply and idle status, median of --cells).
+The goals of issue 17: ready <= 1.0 s + 6 x RTT; round trip <= 1.05 x (RTT + the local round trip).
+
+    .venv/bin/python benchmarks/remote_link.py [--rounds 5] [--cells 30] [--delay-ms 50] [--json FILE] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from harness import install_tf1kernel, started_kernel, use_jupyter_path
+
+from tests.remote import RemoteHost
+from tf1kernel.images import DEFAULT_RECIPE
+
+IMAGE = DEFAULT_RECIPE.tag
+
+
+@contextmanager
+def added_delay(remote: RemoteHost, delay_ms: int) -> Iterator[None]:
+    """Every packet the remote host sends waits delay_ms: the round trip grows by that much."""
+    device = remote.host.peer_if
+    remote.host.run(["tc", "qdisc", "add", "dev", device, "root", "netem", "delay", f"{delay_ms}ms"], check=True)
+    try:
+        yield
+    finally:
+        remote.host.run(["tc", "qdisc", "del", "dev", device, "root"])
+
+
+def measured_rtt_ms(remote: RemoteHost) -> float:
+    """The link's round trip now: a TCP connect to the remote's sshd takes one (median of 7)."""
+    times = []
+    for _ in range(7):
+        started = time.perf_counter()
+        with socket.create_connection((remote.host.address, 22), timeout=5):
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def cell_round_trip(client: Any) -> float:
+    started = time.perf_counter()
+    reply = client.execute_interactive("pass", timeout=60, output_hook=lambda message: None)
+    assert reply["content"]["status"] == "ok", reply
+    return time.perf_counter() - started
+
+
+def session(kernel_name: str, cwd: str, cells: int) -> dict[str, float]:
+    with started_kernel(kernel_name, cwd, timeout=120) as kernel:
+        cell_round_trip(kernel.client)  # warm up both ends
+        trips = [cell_round_trip(kernel.client) for _ in range(cells)]
+        return {"ready_s": kernel.ready_s, "round_trip_ms": statistics.median(trips) * 1000}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cells", type=int, default=30, help="cells per kernel for the round trip")
+    parser.add_argument("--delay-ms", type=int, default=50, help="round-trip time the slow link adds")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 10 cells: a check that it works")
+    args = parser.parse_args()
+    rounds, cells = (2, 10) if args.quick else (args.rounds, args.cells)
+    slow = f"remote+{args.delay_ms}ms"
+    with tempfile.TemporaryDirectory(prefix="tf1kernel-remote-bench-") as root_name:
+        root = Path(root_name)
+        work = root / "work"
+        work.mkdir()
+        use_jupyter_path(root)
+        remote = RemoteHost(root / "remote-host").start([IMAGE])
+        try:
+            kernels = {"local": install_tf1kernel(root, "bench-remote-local", {"strategy": "emulated"}),
+                       "remote": install_tf1kernel(root, "bench-remote", {"strategy": "emulated",
+                                                                          "docker_host": remote.url})}
+            kernels[slow] = kernels["remote"]
+            rtt = {"local": 0.0, "remote": measured_rtt_ms(remote)}
+            with added_delay(remote, args.delay_ms):
+                rtt[slow] = measured_rtt_ms(remote)
+            for name in ("local", "remote"):  # one-time costs: page cache, bytecode, the remote's first volume
+                session(kernels[name], str(work), 2)
+            samples: dict[str, list[dict[str, float]]] = {name: [] for name in kernels}
+            for round_number in range(rounds):
+                print(f"round {round_number + 1}/{rounds}", file=sys.stderr)
+                for name in list(kernels) if round_number % 2 == 0 else list(kernels)[::-1]:
+                    time.sleep(1.0)
+                    if name == slow:
+                        with added_delay(remote, args.delay_ms):
+                            samples[name].append(session(kernels[name], str(work), cells))
+                    else:
+                        samples[name].append(session(kernels[name], str(work), cells))
+        finally:
+            remote.stop()
+    local_trip = statistics.median(s["round_trip_ms"] for s in samples["local"])
+    results: dict[str, Any] = {"rounds": rounds, "cells": cells, "delay_ms": args.delay_ms, "targets": {}}
+    for name, runs in samples.items():
+        ready = statistics.median(s["ready_s"] for s in runs)
+        trip = statistics.median(s["round_trip_ms"] for s in runs)
+        results["targets"][name] = {
+            "rtt_ms": rtt[name], "ready_s": ready, "round_trip_ms": trip, "samples": runs,
+            "ready_goal_s": 1.0 + 6 * rtt[name] / 1000,
+            "round_trip_ratio": trip / (rtt[name] + local_trip)}  # the goal: <= 1.05
+    print(f"{'target':<16}{'RTT':>8}{'ready':>9}{'goal':>8}{'round trip':>12}{'x (RTT+local)':>15}")
+    for name, row in results["targets"].items():
+        print(f"{name:<16}{row['rtt_ms']:>6.1f}ms{row['ready_s']:>8.2f}s{row['ready_goal_s']:>7.2f}s"
+              f"{row['round_trip_ms']:>10.2f}ms{row['round_trip_ratio']:>14.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
