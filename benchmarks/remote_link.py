@@ -2,11 +2,12 @@
 
 The remote host is the acceptance tests' (tests/remote.py): a network namespace of this machine with its own
 dockerd and sshd, reached as `ssh://root@tf1kernel-remote-test`; the kernel image is copied there. The slow
-link adds its delay with `tc qdisc ... netem` on the remote host's end of the veth, inside its namespace.
+link is the same host through delay_relay.py, which holds each byte for half the added round trip in each
+direction (this machine's kernel has no netem qdisc for `tc qdisc ... netem delay`).
 Targets, interleaved round by round:
 - local: the same kernelspec options on this machine's engine, the baseline of the round trip;
 - remote: over ssh:// with no added delay;
-- remote+<delay>ms: over ssh:// with the added round-trip time.
+- remote+<delay>ms: over ssh:// with the added round-trip time (its own ssh alias, so its own connection).
 
 Measured per target: `ready` (start_kernel() until the first kernel_info reply with IOPub connected, as in the
 other benchmarks) and a cell's round trip (execute `pass` until its reply and idle status, median of --cells).
@@ -22,6 +23,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,25 +34,39 @@ from typing import Any
 
 from harness import install_tf1kernel, started_kernel, use_jupyter_path
 
-from tests.remote import RemoteHost
+from tests.remote import SSH_CONFIG, RemoteHost
+from tf1kernel import ports
 from tf1kernel.images import DEFAULT_RECIPE
+from tf1kernel.tunnel import SshDestination
 
 IMAGE = DEFAULT_RECIPE.tag
 
 
+SLOW_ALIAS = "tf1kernel-remote-slow"
+
+
 @contextmanager
-def added_delay(remote: RemoteHost, delay_ms: int) -> Iterator[None]:
-    """Every packet the remote host sends waits delay_ms: the round trip grows by that much."""
-    device = remote.host.peer_if
-    remote.host.run(["tc", "qdisc", "add", "dev", device, "root", "netem", "delay", f"{delay_ms}ms"], check=True)
+def slow_link(remote: RemoteHost, added_rtt_ms: int, port: int) -> Iterator[str]:
+    """An ssh:// URL to the remote host whose every round trip takes added_rtt_ms longer (delay_relay.py)."""
+    relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("delay_relay.py")), str(port),
+                              remote.host.address, "22", str(added_rtt_ms / 2)], stdout=subprocess.PIPE, text=True)
+    assert relay.stdout is not None and relay.stdout.readline().strip() == "listening"
+    config = SSH_CONFIG.read_text()
+    SSH_CONFIG.write_text(f"Host {SLOW_ALIAS}\n    HostName 127.0.0.1\n    Port {port}\n"
+                          f"    IdentityFile {remote.root / 'ssh' / 'client'}\n    StrictHostKeyChecking no\n"
+                          "    UserKnownHostsFile /dev/null\n    LogLevel ERROR\n\n" + config)
+    url = f"ssh://root@{SLOW_ALIAS}"
     try:
-        yield
+        yield url
     finally:
-        remote.host.run(["tc", "qdisc", "del", "dev", device, "root"])
+        subprocess.run(SshDestination.parse(url).ssh_command("-O", "exit"), capture_output=True, timeout=30)
+        SSH_CONFIG.write_text(config)
+        relay.terminate()
+        relay.wait(10)
 
 
 def measured_rtt_ms(remote: RemoteHost) -> float:
-    """The link's round trip now: a TCP connect to the remote's sshd takes one (median of 7)."""
+    """The link's own round trip: a TCP connect to the remote's sshd takes one (median of 7)."""
     times = []
     for _ in range(7):
         started = time.perf_counter()
@@ -90,24 +106,21 @@ def main() -> int:
         use_jupyter_path(root)
         remote = RemoteHost(root / "remote-host").start([IMAGE])
         try:
-            kernels = {"local": install_tf1kernel(root, "bench-remote-local", {"strategy": "emulated"}),
-                       "remote": install_tf1kernel(root, "bench-remote", {"strategy": "emulated",
-                                                                          "docker_host": remote.url})}
-            kernels[slow] = kernels["remote"]
-            rtt = {"local": 0.0, "remote": measured_rtt_ms(remote)}
-            with added_delay(remote, args.delay_ms):
-                rtt[slow] = measured_rtt_ms(remote)
-            for name in ("local", "remote"):  # one-time costs: page cache, bytecode, the remote's first volume
-                session(kernels[name], str(work), 2)
-            samples: dict[str, list[dict[str, float]]] = {name: [] for name in kernels}
-            for round_number in range(rounds):
-                print(f"round {round_number + 1}/{rounds}", file=sys.stderr)
-                for name in list(kernels) if round_number % 2 == 0 else list(kernels)[::-1]:
-                    time.sleep(1.0)
-                    if name == slow:
-                        with added_delay(remote, args.delay_ms):
-                            samples[name].append(session(kernels[name], str(work), cells))
-                    else:
+            with slow_link(remote, args.delay_ms, ports.free_ports(1)[0]) as slow_url:
+                kernels = {"local": install_tf1kernel(root, "bench-remote-local", {"strategy": "emulated"}),
+                           "remote": install_tf1kernel(root, "bench-remote", {"strategy": "emulated",
+                                                                              "docker_host": remote.url}),
+                           slow: install_tf1kernel(root, "bench-remote-slow", {"strategy": "emulated",
+                                                                               "docker_host": slow_url})}
+                link_rtt = measured_rtt_ms(remote)
+                rtt = {"local": 0.0, "remote": link_rtt, slow: link_rtt + args.delay_ms}
+                for name in kernels:  # one-time costs: page cache, bytecode, the remote's first volume
+                    session(kernels[name], str(work), 2)
+                samples: dict[str, list[dict[str, float]]] = {name: [] for name in kernels}
+                for round_number in range(rounds):
+                    print(f"round {round_number + 1}/{rounds}", file=sys.stderr)
+                    for name in list(kernels) if round_number % 2 == 0 else list(kernels)[::-1]:
+                        time.sleep(1.0)
                         samples[name].append(session(kernels[name], str(work), cells))
         finally:
             remote.stop()

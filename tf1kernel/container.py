@@ -295,9 +295,7 @@ class KernelContainer:
             if spec.files_folder:
                 write_private_files(spec.files_folder, {TENSORBOARD_ADDRESS_FILE: address}, spec.user)
             else:  # copied in the background, so that the start does not wait for it
-                threading.Thread(target=_put_quietly, args=(client, container_id, private_file_archive(
-                    TENSORBOARD_ADDRESS_FILE, address, spec.user)), name="tf1kernel-tensorboard-address",
-                    daemon=True).start()
+                give_tensorboard_address(client, container_id, address, spec.user)
         except BaseException:
             _remove_quietly(client, container_id)
             raise
@@ -622,11 +620,17 @@ def _mentions(exc: DockerException, markers: tuple[str, ...]) -> bool:
     return any(marker in text for marker in markers)
 
 
-def _put_quietly(client: docker.DockerClient, container_id: str, archive: bytes) -> None:
-    try:
-        client.api.put_archive(container_id, "/", archive)
-    except (DockerException, RequestsConnectionError, ReadTimeout) as exc:
-        log.warning("tf1kernel: could not give container %s its TensorBoard address: %s", container_id[:12], exc)
+def give_tensorboard_address(client: docker.DockerClient, container_id: str, address: bytes, user: str) -> None:
+    """Copy the kernel its TensorBoard address in the background: the start does not wait for it (the kernel reads
+    it only when the user starts TensorBoard)."""
+
+    def put() -> None:
+        try:
+            client.api.put_archive(container_id, "/", private_file_archive(TENSORBOARD_ADDRESS_FILE, address, user))
+        except (DockerException, RequestsConnectionError, ReadTimeout) as exc:
+            log.warning("tf1kernel: could not give container %s its TensorBoard address: %s", container_id[:12], exc)
+
+    threading.Thread(target=put, name="tf1kernel-tensorboard-address", daemon=True).start()
 
 
 def _remove_quietly(client: docker.DockerClient, container_id: str) -> None:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import docker
 from docker.context import Context, ContextAPI
 from docker.errors import DockerException
+from docker.transport.unixconn import UnixHTTPAdapter
 from requests.exceptions import RequestException
 from urllib3.util.retry import Retry
 
@@ -158,7 +159,7 @@ def connect(base_url: str | None = None, timeout: int = DEFAULT_TIMEOUT, context
     proxy = ssh_proxy(where.url) if where.url.startswith("ssh://") else None
     try:
         client = EngineClient(base_url=proxy.url if proxy else where.url, tls=where.tls or False,
-                              version="auto", timeout=probe_timeout)
+                              version="auto", timeout=probe_timeout, max_pool_size=POOL_CONNECTIONS)
     except DockerException as exc:
         raise engine_error(exc, where.description) from None
     client.api.timeout = timeout
@@ -172,12 +173,25 @@ def connect(base_url: str | None = None, timeout: int = DEFAULT_TIMEOUT, context
 
 
 class _EngineAPIClient(docker.APIClient):
-    """The SDK's API client, except that a TLS engine's own CA wins over REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE.
+    """The SDK's API client, except for two things.
 
-    requests lets those variables replace a session's CA file (psf/requests#3829), and users behind a
-    TLS-intercepting proxy set them to the proxy's bundle: a tcp:// engine with its own CA then fails
-    certificate verification, while the docker CLI connects.
+    A TLS engine's own CA wins over REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE: requests lets those variables
+    replace a session's CA file (psf/requests#3829), and users behind a TLS-intercepting proxy set them to the
+    proxy's bundle: a tcp:// engine with its own CA then fails certificate verification, while the docker CLI
+    connects.
+
+    Connections to a unix socket are kept for every request, not per URL: docker 7.x's UnixHTTPAdapter keys its
+    pools by the whole URL, so each new path (inspect this container, start it, put files in it) opened a new
+    connection. Locally that is cheap; to a remote engine each one is a new SSH channel (a round trip), or a
+    new `docker system dial-stdio` there (0.3 s). A kernel start opened seven.
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        adapter = getattr(self, "_custom_adapter", None)
+        if isinstance(adapter, UnixHTTPAdapter):
+            by_url = adapter.get_connection
+            adapter.get_connection = lambda url, proxies=None: by_url(UNIX_POOL_URL, proxies)  # type: ignore[method-assign]
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
                                    ) -> dict[str, Any]:
@@ -185,6 +199,11 @@ class _EngineAPIClient(docker.APIClient):
         if verify is None and isinstance(self.verify, str):
             settings["verify"] = self.verify
         return settings
+
+
+UNIX_POOL_URL = "http+docker://localhost"  # the one pool of a unix-socket engine (its path does not matter)
+# Each kernel holds a connection while it runs (the engine's `wait` tells tf1kernel when it exits).
+POOL_CONNECTIONS = 64
 
 
 class EngineClient(docker.DockerClient):

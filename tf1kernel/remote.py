@@ -22,10 +22,10 @@ from requests.exceptions import RequestException
 from .container import (
     LABEL_MANAGED,
     LEASE_FILE,
-    TENSORBOARD_ADDRESS_FILE,
     TENSORBOARD_PORT,
     ContainerSpec,
     KernelContainer,
+    give_tensorboard_address,
     private_file_archive,
     tensorboard_address,
 )
@@ -86,8 +86,7 @@ class RemoteLink:
         self.container.watch_exit()  # the engine removes the container as it exits (AutoRemove)
         self.tunnel.open()
         address = tensorboard_address(self.local_ports["tensorboard_port"], TENSORBOARD_PORT, "0.0.0.0")
-        self.container.client.api.put_archive(self.container.id, "/", private_file_archive(
-            TENSORBOARD_ADDRESS_FILE, address, self.user))
+        give_tensorboard_address(self.container.client, self.container.id, address, self.user)
         threading.Thread(target=self._renew, name=f"tf1kernel-lease-{self.container.id[:12]}", daemon=True).start()
         return self
 

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
                "-o", "ServerAliveCountMax=3", "-o", "ConnectTimeout=10")
 CONTROL_PERSIST = 60  # seconds the shared connection outlives its last user
+# Asked once per host: the engine `docker` there uses (its current context, or DOCKER_HOST).
+ENGINE_SOCKET_QUESTION = "docker context inspect --format '{{.Endpoints.docker.Host}}'"
+PUMP_DRAIN_SECONDS = 30.0  # for the engine's last answer after the client sent its last request
 OPEN_TIMEOUT = 20.0
 # A connection to a remote engine whose ssh could not connect is tried this many times (a link just back).
 CONNECT_ATTEMPTS = 2
@@ -92,36 +95,21 @@ def multiplexing_options() -> tuple[str, ...]:
             "-o", f"ControlPersist={CONTROL_PERSIST}")
 
 
-class Tunnel:
-    """Local ports forwarded to ports on the remote host's loopback, by the shared connection's master.
+class SharedConnection:
+    """The master of this user's shared ssh connection to one host: started when missing, asked with `-O`."""
 
-    A master keeps the forwards it was asked for until it exits; so a tunnel remembers which master holds its
-    forwards (its pid), and takes them back when it closes.
-    """
-
-    def __init__(self, target: SshDestination, forwards: dict[int, int]) -> None:
+    def __init__(self, target: SshDestination) -> None:
         self.target = target
-        self.forwards = forwards  # local port -> remote port
-        self.master_pid: int | None = None
 
-    def open(self, timeout: float = OPEN_TIMEOUT) -> Tunnel:
-        """Forward the ports, connecting first if no master runs; raise TunnelError naming the fix."""
-        if shutil.which("ssh") is None:
-            raise TunnelError("The kernel runs on a remote engine, and reaching it needs the `ssh` client.",
-                              "install OpenSSH's client (Debian/Ubuntu: `sudo apt-get install openssh-client`)")
-        self.master_pid = self._master(timeout)
-        done = self._control("forward", timeout)
-        if done.returncode != 0:
-            raise TunnelError(f"ssh to {self.target.destination} could not forward the kernel's ports: "
-                              f"{last_line(done.stderr)}", SSH_FIX.format(destination=self.target.destination))
-        return self
-
-    def _master(self, timeout: float) -> int:
-        """The pid of the master of the shared connection, started here if none runs.
+    def master(self, timeout: float = OPEN_TIMEOUT) -> int:
+        """The pid of the master, started here if none runs; raise TunnelError naming the fix.
 
         Under a lock shared by this user's processes: two ssh that find no master both become one, and the
         second, which cannot take the socket, would stay a connection of its own for ever.
         """
+        if shutil.which("ssh") is None:
+            raise TunnelError("The kernel runs on a remote engine, and reaching it needs the `ssh` client.",
+                              "install OpenSSH's client (Debian/Ubuntu: `sudo apt-get install openssh-client`)")
         with master_lock(self.target):
             pid = self.running_master()
             if pid:
@@ -142,18 +130,48 @@ class Tunnel:
 
     def running_master(self) -> int | None:
         """The master's pid, from `ssh -O check` ("Master running (pid=N)"); None if none answers."""
-        done = self._control("check", 10)
+        done = self.control("check")
         match = re.search(rb"pid=(\d+)", done.stderr) if done.returncode == 0 else None
         return int(match.group(1)) if match else None
 
-    def _control(self, command: str, timeout: float) -> subprocess.CompletedProcess[bytes]:
-        forwards = [option for local, remote in self.forwards.items()
-                    for option in ("-L", f"127.0.0.1:{local}:127.0.0.1:{remote}")] if command != "check" else []
+    def control(self, command: str, *forwards: str, timeout: float = 10) -> subprocess.CompletedProcess[bytes]:
+        """`ssh -O command` with -L forwards (check, forward, cancel)."""
+        options = [option for forward in forwards for option in ("-L", forward)]
         try:
-            return subprocess.run(self.target.ssh_command("-O", command, *forwards), stdin=subprocess.DEVNULL,
+            return subprocess.run(self.target.ssh_command("-O", command, *options), stdin=subprocess.DEVNULL,
                                   capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess([], 255, b"", b"ssh -O %s did not answer" % command.encode())
+
+
+class Tunnel:
+    """Local ports forwarded to ports on the remote host's loopback, by the shared connection's master.
+
+    A master keeps the forwards it was asked for until it exits; so a tunnel remembers which master holds its
+    forwards (its pid), and takes them back when it closes.
+    """
+
+    def __init__(self, target: SshDestination, forwards: dict[int, int]) -> None:
+        self.target = target
+        self.forwards = forwards  # local port -> remote port
+        self.connection = SharedConnection(target)
+        self.master_pid: int | None = None
+
+    @property
+    def _specs(self) -> list[str]:
+        return [f"127.0.0.1:{local}:127.0.0.1:{remote}" for local, remote in self.forwards.items()]
+
+    def open(self, timeout: float = OPEN_TIMEOUT) -> Tunnel:
+        """Forward the ports, connecting first if no master runs; raise TunnelError naming the fix."""
+        self.master_pid = self.connection.master(timeout)
+        done = self.connection.control("forward", *self._specs, timeout=timeout)
+        if done.returncode != 0:
+            raise TunnelError(f"ssh to {self.target.destination} could not forward the kernel's ports: "
+                              f"{last_line(done.stderr)}", SSH_FIX.format(destination=self.target.destination))
+        return self
+
+    def running_master(self) -> int | None:
+        return self.connection.running_master()
 
     @property
     def alive(self) -> bool:
@@ -163,7 +181,7 @@ class Tunnel:
 
     def close(self) -> None:
         if self.master_pid is not None and self.running_master() == self.master_pid:
-            self._control("cancel", 10)
+            self.connection.control("cancel", *self._specs)
         self.master_pid = None
 
 
@@ -184,18 +202,28 @@ def last_line(stderr: bytes) -> str:
 
 
 class EngineProxy:
-    """A local unix socket that carries each connection to a remote engine over `ssh ... docker system dial-stdio`.
+    """A local unix socket that carries each connection to a remote engine, through the shared ssh connection.
 
-    This is how the docker CLI reaches ssh:// engines. tf1kernel does it itself, rather than through the docker
-    SDK's own ssh support, so that its ssh has keepalives and no prompts (a cut link fails in seconds, not after
-    TCP's minutes) and the SDK keeps the socket timeouts it has on a plain socket.
+    Where the engine listens on a unix socket there (the usual case), the shared connection forwards a socket
+    in this proxy's folder to it, and each connection is one more channel: a round trip. Elsewhere (an engine
+    on TCP there, a host whose sshd forwards no sockets, a `docker` without contexts) each connection runs
+    `docker system dial-stdio` there, as the docker CLI does for ssh:// engines: that also starts a docker
+    client on the remote host, about 0.3 s per connection, and an ssh session, of which sshd allows ten per
+    connection (MaxSessions). tf1kernel does this itself, rather than through the docker SDK's own ssh
+    support, so that its ssh has keepalives and no prompts (a cut link fails in seconds, not after TCP's
+    minutes) and the SDK keeps the socket timeouts it has on a plain socket.
     """
 
     def __init__(self, target: SshDestination) -> None:
         self.target = target
         self.folder = tempfile.mkdtemp(prefix="tf1kernel-engine-")  # 0700: only this user reaches the engine
         self.path = os.path.join(self.folder, "docker.sock")
+        self.forwarded = os.path.join(self.folder, "forwarded.sock")  # the shared connection's end
         self.last_error = ""
+        self.connection = SharedConnection(target)
+        self._engine_socket: str | None = None  # the engine's unix socket there; "" where there is none to use
+        self._forward_spec = ""
+        self._forward_lock = threading.Lock()
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(self.path)
         self._server.listen(16)
@@ -214,6 +242,79 @@ class EngineProxy:
             threading.Thread(target=self._carry, args=(client,), daemon=True).start()
 
     def _carry(self, client: socket.socket) -> None:
+        upstream = self._forwarded_connection()
+        if upstream is not None:
+            pump(client, upstream)
+        elif self._engine_socket == "":
+            self._carry_by_dial_stdio(client)
+        else:  # ssh could not connect (last_error says why): dial-stdio would wait for the same connect again
+            client.close()
+
+    def _forwarded_connection(self) -> socket.socket | None:
+        """A connection to the engine's socket through the shared connection's forward (set up again after
+        the master changed); None where there is none to use."""
+        for attempt in range(2):
+            if self._forward_spec:
+                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    upstream.connect(self.forwarded)
+                    return upstream
+                except OSError:  # the master that listened there is gone
+                    upstream.close()
+            if attempt == 0 and not self._forward():
+                return None
+        return None
+
+    def _forward(self) -> bool:
+        with self._forward_lock:
+            if self._engine_socket == "":
+                return False
+            try:
+                self.connection.master()
+            except TunnelError as error:
+                self.last_error = error.message
+                return False
+            if self._engine_socket is None:
+                self._engine_socket = self._find_engine_socket()
+                if self._engine_socket is None:
+                    return False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.forwarded)  # left by a master that died: a new one cannot bind over it
+            spec = f"{self.forwarded}:{self._engine_socket}"
+            if self.connection.control("forward", spec).returncode != 0 or not self._answers_ping():
+                log.debug("tf1kernel: cannot forward %s's engine socket %s; each connection runs dial-stdio",
+                          self.target.destination, self._engine_socket)
+                self.connection.control("cancel", spec)
+                self._engine_socket, self._forward_spec = "", ""
+                return False
+            self._forward_spec = spec
+            return True
+
+    def _find_engine_socket(self) -> str | None:
+        """The socket of the engine `docker` uses there (its current context, DOCKER_HOST); "" where it is not
+        a unix socket or `docker` cannot say; None where ssh could not ask (try again later)."""
+        try:
+            asked = subprocess.run([*self.target.ssh_command(), ENGINE_SOCKET_QUESTION], stdin=subprocess.DEVNULL,
+                                   capture_output=True, timeout=OPEN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return None
+        if asked.returncode == 255:
+            self.last_error = last_line(asked.stderr)
+            return None
+        answer = asked.stdout.decode(errors="replace").strip()
+        return answer[len("unix://"):] if asked.returncode == 0 and answer.startswith("unix:///") else ""
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(OPEN_TIMEOUT)
+                probe.connect(self.forwarded)
+                probe.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return probe.recv(12).startswith(b"HTTP/1.")
+        except OSError:
+            return False
+
+    def _carry_by_dial_stdio(self, client: socket.socket) -> None:
         """Pump one connection through ssh. Until the engine's first byte comes back, ssh failing to connect
         (exit 255: the request never reached the engine) is retried with what was sent so far."""
         link = _Carried(client)
@@ -251,7 +352,31 @@ class EngineProxy:
 
     def close(self) -> None:
         self._server.close()
+        if self._forward_spec:
+            self.connection.control("cancel", self._forward_spec)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def pump(client: socket.socket, upstream: socket.socket) -> None:
+    """Carry bytes both ways until both sides are done; each side's end of input is passed on."""
+
+    def one_way(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    answers = threading.Thread(target=one_way, args=(upstream, client), daemon=True)
+    answers.start()
+    one_way(client, upstream)
+    answers.join(PUMP_DRAIN_SECONDS)
+    for side in (client, upstream):
+        with contextlib.suppress(OSError):
+            side.shutdown(socket.SHUT_RDWR)
+        side.close()
 
 
 class _Carried:
