@@ -59,6 +59,22 @@ def test_first_result_benchmark_reports_each_target_against_the_same_software(ke
     assert all(name in done.stdout for name in rows)  # the table
 
 
+def test_remote_link_benchmark_reports_ready_and_round_trip_over_a_slow_link(kernel_image: str,
+                                                                             tmp_path: Path) -> None:
+    report_file = tmp_path / "remote_link.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "remote_link.py"), "--quick", "--json", str(report_file)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(report_file.read_text())["targets"]
+    assert set(rows) == {"local", "remote", "remote+50ms"}
+    assert rows["local"]["round_trip_ratio"] == 1.0
+    # The relay really delays: each cell over the slow link takes at least its round trip.
+    assert rows["remote+50ms"]["round_trip_ms"] >= 50 and rows["remote+50ms"]["rtt_ms"] >= 50
+    for row in rows.values():
+        assert 0 < row["ready_s"] and len(row["samples"]) == 2 and row["round_trip_ms"] > 0, row
+    assert all(name in done.stdout for name in rows)  # the table
+
+
 def test_start_profile_shows_each_step_of_the_kernels_boot(kernel_image: str) -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_start.py"), "--rounds", "1"],
                           capture_output=True, text=True, timeout=300)
