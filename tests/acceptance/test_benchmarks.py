@@ -14,6 +14,14 @@ pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 
 
+def run_with_json_file(script: str, report_file: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a benchmark with --quick --json FILE; its printed table and its report's targets."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--json", str(report_file)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, json.loads(report_file.read_text())["targets"]
+
+
 def test_strategy_benchmark_reports_ratios_to_emulated_native(kernel_image: str) -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / "strategies.py"), "--quick", "--json",
                            "--targets", "emulated-native,compat-native"], capture_output=True, text=True, timeout=600)
@@ -47,11 +55,7 @@ def test_kernel_benchmark_reports_every_measure_of_every_target(kernel_image: st
 
 def test_first_result_benchmark_reports_each_target_against_the_same_software(kernel_image: str,
                                                                               tmp_path: Path) -> None:
-    report_file = tmp_path / "first_result.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "first_result.py"), "--quick", "--json", str(report_file)],
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = json.loads(report_file.read_text())["targets"]
+    done, rows = run_with_json_file("first_result.py", tmp_path / "first_result.json")
     assert {"local-py37", "local-py311", "tf1kernel", "tf1kernel-no-preload", "tf1kernel-pool", "compat"} <= set(rows)
     assert rows["local-py37"]["ratio"] == 1.0
     for row in rows.values():
@@ -61,11 +65,7 @@ def test_first_result_benchmark_reports_each_target_against_the_same_software(ke
 
 def test_remote_link_benchmark_reports_ready_and_round_trip_over_a_slow_link(kernel_image: str,
                                                                              tmp_path: Path) -> None:
-    report_file = tmp_path / "remote_link.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "remote_link.py"), "--quick", "--json", str(report_file)],
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = json.loads(report_file.read_text())["targets"]
+    done, rows = run_with_json_file("remote_link.py", tmp_path / "remote_link.json")
     assert set(rows) == {"local", "remote", "remote+50ms"}
     assert rows["local"]["round_trip_ratio"] == 1.0
     # The relay really delays: each cell over the slow link takes at least its round trip.
