@@ -335,10 +335,10 @@ class EngineProxy:
                     ssh.terminate()
                 ssh.wait()
                 errors.seek(0)
-                message = errors.read().decode(errors="replace").strip()
+                message = last_line(errors.read())
                 errors.close()
             if ssh.returncode not in (0, -15) and message:
-                self.last_error = message.splitlines()[-1]
+                self.last_error = message
                 log.debug("tf1kernel: ssh to the engine at %s ended (%s): %s", self.target.destination,
                           ssh.returncode, self.last_error)
             if link.answered.is_set() or ssh.returncode != 255 or attempt == CONNECT_ATTEMPTS - 1:
