@@ -46,31 +46,75 @@ SLOW_ALIAS = "tf1kernel-remote-slow"
 
 
 @contextmanager
-def slow_link(remote: RemoteHost, added_rtt_ms: int, port: int) -> Iterator[str]:
-    """An ssh:// URL to the remote host whose every round trip takes added_rtt_ms longer (delay_relay.py)."""
-    relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("delay_relay.py")), str(port),
-                              remote.host.address, "22", str(added_rtt_ms / 2)], stdout=subprocess.PIPE, text=True)
-    assert relay.stdout is not None and relay.stdout.readline().strip() == "listening"
-    config = SSH_CONFIG.read_text()
-    SSH_CONFIG.write_text(f"Host {SLOW_ALIAS}\n    HostName 127.0.0.1\n    Port {port}\n"
-                          f"    IdentityFile {remote.root / 'ssh' / 'client'}\n    StrictHostKeyChecking no\n"
-                          "    UserKnownHostsFile /dev/null\n    LogLevel ERROR\n\n" + config)
-    url = f"ssh://root@{SLOW_ALIAS}"
+def relayed(host: str, port: int, added_rtt_ms: int) -> Iterator[int]:
+    """A port on this machine's loopback that reaches host:port with added_rtt_ms more round trip."""
+    local = ports.free_ports(1)[0]
+    relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("delay_relay.py")), str(local), host,
+                              str(port), str(added_rtt_ms / 2)], stdout=subprocess.PIPE, text=True)
     try:
-        yield url
+        assert relay.stdout is not None and relay.stdout.readline().strip() == "listening"
+        yield local
     finally:
-        subprocess.run(SshDestination.parse(url).ssh_command("-O", "exit"), capture_output=True, timeout=30)
-        SSH_CONFIG.write_text(config)
         relay.terminate()
         relay.wait(10)
 
 
-def measured_rtt_ms(remote: RemoteHost) -> float:
-    """The link's own round trip: a TCP connect to the remote's sshd takes one (median of 7)."""
+@contextmanager
+def slow_link(remote: RemoteHost, added_rtt_ms: int) -> Iterator[str]:
+    """An ssh:// URL to the remote host whose every round trip takes added_rtt_ms longer (delay_relay.py)."""
+    with relayed(remote.host.address, 22, added_rtt_ms) as port:
+        config = SSH_CONFIG.read_text()
+        SSH_CONFIG.write_text(f"Host {SLOW_ALIAS}\n    HostName 127.0.0.1\n    Port {port}\n"
+                              f"    IdentityFile {remote.root / 'ssh' / 'client'}\n    StrictHostKeyChecking no\n"
+                              "    UserKnownHostsFile /dev/null\n    LogLevel ERROR\n\n" + config)
+        url = f"ssh://root@{SLOW_ALIAS}"
+        try:
+            yield url
+        finally:
+            subprocess.run(SshDestination.parse(url).ssh_command("-O", "exit"), capture_output=True, timeout=30)
+            SSH_CONFIG.write_text(config)
+
+
+ECHO_SERVER = """
+import socket, sys, threading
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+def echo(connection):
+    with connection:
+        while data := connection.recv(65536):
+            connection.sendall(data)
+while True:
+    threading.Thread(target=echo, args=(server.accept()[0],), daemon=True).start()
+"""
+
+
+@contextmanager
+def echo_server(remote: RemoteHost) -> Iterator[int]:
+    """A TCP echo on the remote host, to time the link's round trip as the kernel's traffic sees it."""
+    port = 7007
+    process = remote.host.spawn([sys.executable, "-c", ECHO_SERVER, remote.host.address, str(port)],
+                                log=str(remote.root / "echo.log"))
+    try:
+        for _ in range(50):
+            try:
+                socket.create_connection((remote.host.address, port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def echo_rtt_ms(host: str, port: int) -> float:
+    """Median of 21 one-byte round trips over one TCP connection."""
     times = []
-    for _ in range(7):
-        started = time.perf_counter()
-        with socket.create_connection((remote.host.address, 22), timeout=5):
+    with socket.create_connection((host, port), timeout=5) as connection:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(21):
+            started = time.perf_counter()
+            connection.sendall(b"x")
+            connection.recv(1)
             times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 
@@ -106,14 +150,17 @@ def main() -> int:
         use_jupyter_path(root)
         remote = RemoteHost(root / "remote-host").start([IMAGE])
         try:
-            with slow_link(remote, args.delay_ms, ports.free_ports(1)[0]) as slow_url:
+            with slow_link(remote, args.delay_ms) as slow_url, echo_server(remote) as echo:
                 kernels = {"local": install_tf1kernel(root, "bench-remote-local", {"strategy": "emulated"}),
                            "remote": install_tf1kernel(root, "bench-remote", {"strategy": "emulated",
                                                                               "docker_host": remote.url}),
                            slow: install_tf1kernel(root, "bench-remote-slow", {"strategy": "emulated",
                                                                                "docker_host": slow_url})}
-                link_rtt = measured_rtt_ms(remote)
-                rtt = {"local": 0.0, "remote": link_rtt, slow: link_rtt + args.delay_ms}
+                # The slow link's round trip is measured through a relay like the one ssh goes through, so
+                # that the relay's own cost counts as the link's, not as tf1kernel's.
+                with relayed(remote.host.address, echo, args.delay_ms) as slow_echo:
+                    rtt = {"local": 0.0, "remote": echo_rtt_ms(remote.host.address, echo),
+                           slow: echo_rtt_ms("127.0.0.1", slow_echo)}
                 for name in kernels:  # one-time costs: page cache, bytecode, the remote's first volume
                     session(kernels[name], str(work), 2)
                 samples: dict[str, list[dict[str, float]]] = {name: [] for name in kernels}

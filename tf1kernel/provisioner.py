@@ -37,6 +37,7 @@ from .container import (
     ContainerSpec,
     ContainerState,
     KernelContainer,
+    at_once,
     kernel_files_folder,
 )
 from .errors import (
@@ -735,11 +736,11 @@ class DockerProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if standby is not None:
                 self.log.info("tf1kernel: kernel %s adopted a warm pool container", self.kernel_id)
                 return pool.adopt(standby, spec)
-        if spec.work_volume:
-            remote.ensure_volume(client, spec, spec.work_volume)
+        volumes = [lambda: remote.ensure_volume(client, spec, spec.work_volume)] if spec.work_volume else []
         if spec.packages_volume:
-            remote.ensure_volume(client, spec, spec.packages_volume,
-                                 {packages.LABEL_PACKAGES: self._kernelspec_name(), packages.LABEL_IMAGE: spec.image})
+            labels = {packages.LABEL_PACKAGES: self._kernelspec_name(), packages.LABEL_IMAGE: spec.image}
+            volumes.append(lambda: remote.ensure_volume(client, spec, spec.packages_volume, labels))
+        at_once(*volumes)
         return KernelContainer.start(client, spec)
 
     def _pool_root(self) -> str:
