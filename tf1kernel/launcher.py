@@ -3,8 +3,8 @@
 VS Code's Jupyter extension ignores ``metadata.kernel_provisioner`` and spawns
 argv itself, with a connection file whose ports it chose. This launcher reads
 the same kernel.json the provisioner reads, builds the same ContainerSpec
-through DockerProvisioner.pre_launch, and starts it with the shared
-KernelContainer core. It then stays in the foreground while the kernel lives:
+through DockerProvisioner.prepare, and starts it in the same placement
+(placement.py) with the shared KernelContainer core. It then stays in the foreground while the kernel lives:
 
 - SIGINT interrupts the kernel (VS Code's interrupt), SIGTERM/SIGHUP stop it;
 - it exits with the kernel's exit code;
@@ -28,9 +28,9 @@ from jupyter_client.kernelspec import KernelSpec
 from . import engine
 from .container import CONTAINER_PORTS, KernelContainer
 from .errors import InvalidOption, Tf1KernelError
+from .placement import Placement, RemotePlacement
 from .ports import free_ports
 from .provisioner import DockerProvisioner
-from .remote import RemoteLink
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 ECHO_GRACE_SECONDS = 2.0  # for the kernel's last words to reach the frontend after it exited
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-f", "--connection-file", required=True, help="connection file written by the frontend")
     args = parser.parse_args(argv)
     try:
-        container, link = start(Path(args.kernelspec), Path(args.connection_file))
+        container, placement = start(Path(args.kernelspec), Path(args.connection_file))
     except Tf1KernelError as exc:
         print(f"tf1kernel: {exc.message}\nFix: {exc.fix}", file=sys.stderr)
         return 1
@@ -55,11 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return supervise(container)
     finally:
-        if link is not None:
-            link.close()
+        placement.disconnect()
 
 
-def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer, RemoteLink | None]:
+def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer, Placement]:
     """Start the kernel container described by kernelspec_dir on the frontend's ports."""
     try:
         info = json.loads(connection_file.read_text())
@@ -80,22 +79,22 @@ def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer,
         fixed_host_ports=True,
         exit_with_caller=True,
     )
-    if not spec.tunnelled:
-        container = KernelContainer.start(client, spec)
+    placement = provisioner.placement
+    assert placement is not None
+    if not isinstance(placement, RemotePlacement):
+        container = placement.start(client, spec)
         print(f"tf1kernel: TensorBoard (%tensorboard_tf1) for this kernel: {container.tensorboard_url}",
               file=sys.stderr)
-        return container, None
+        return container, placement
     # A remote engine: it picks the ports on its own loopback; the tunnel listens on the frontend's. The
     # lease, not a stdin attach, ends the kernel when this launcher goes.
-    provisioner.spec = spec = dataclasses.replace(spec, preferred_host_ports={}, fixed_host_ports=False,
-                                                  exit_with_caller=False)
-    container = KernelContainer.start(client, spec)
-    link = provisioner.open_link(container, {**frontend_ports, "tensorboard_port": free_ports(1)[0]})
-    where = provisioner._engine_info.url if provisioner._engine_info else "the remote engine"
-    print(f"tf1kernel: the kernel runs on {where}, through an SSH tunnel; "
-          f"TensorBoard (%tensorboard_tf1): http://127.0.0.1:{link.local_ports['tensorboard_port']}/",
-          file=sys.stderr)
-    return container, link
+    spec = dataclasses.replace(spec, preferred_host_ports={}, fixed_host_ports=False, exit_with_caller=False)
+    placement.listen_on({**frontend_ports, "tensorboard_port": free_ports(1)[0]})
+    container = placement.start(client, spec)
+    ports = placement.connect(container, spec)
+    print(f"tf1kernel: the kernel runs on {provisioner.engine_description()}, through an SSH tunnel; "
+          f"TensorBoard (%tensorboard_tf1): http://127.0.0.1:{ports['tensorboard_port']}/", file=sys.stderr)
+    return container, placement
 
 
 def supervise(container: KernelContainer) -> int:

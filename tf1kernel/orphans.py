@@ -12,6 +12,7 @@ their owner process in the same way; a folder whose owner is gone is stray.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -27,6 +28,8 @@ from .container import KERNEL_FILES_PREFIX, remove_kernel_files
 from .labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 
 LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
+# Engines whose orphaned kernel containers this process has already removed.
+_reaped_engines: set[str] = set()
 
 
 def owner_labels() -> dict[str, str]:
@@ -99,6 +102,18 @@ def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = Fals
                     raise
             removed.append(container)
     return removed
+
+
+def reap_once(client: docker.DockerClient, engine_key: str, log: logging.Logger) -> None:
+    """Remove containers and files left by a Jupyter process that died (server SIGKILL, crash, power loss), once
+    per engine in this process, and say what went."""
+    if engine_key in _reaped_engines:
+        return
+    _reaped_engines.add(engine_key)
+    for container in remove_orphans(client):
+        log.warning("tf1kernel: removed orphaned kernel container %s (%s)", container.name, container.reason)
+    for folder in remove_stray_kernel_files():
+        log.warning("tf1kernel: removed %s, the files of a kernel whose server or launcher is gone", folder)
 
 
 def remove_stray_kernel_files() -> list[str]:

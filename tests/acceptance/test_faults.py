@@ -203,17 +203,17 @@ class PortSquattingManager(KernelManager):
     squatter: socket.socket | None = None
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: object) -> None:
-        choose = self.provisioner._host_network_ports
+        choose = self.provisioner._manager_ports
 
-        def choose_then_take(spec: object) -> dict[str, int]:
-            ports = choose(spec)
+        def choose_then_take(fresh: bool) -> dict[str, int]:
+            ports = choose(fresh)
             if self.squatter is None:
                 self.squatter = socket.socket()
                 self.squatter.bind(("127.0.0.1", ports["iopub_port"]))
                 self.squatter.listen(1)
             return ports
 
-        self.provisioner._host_network_ports = choose_then_take
+        self.provisioner._manager_ports = choose_then_take
         await super()._async_launch_kernel(kernel_cmd, **kw)
 
 

@@ -13,7 +13,8 @@ from jupyter_client.kernelspec import KernelSpec
 
 from tf1kernel.errors import InvalidOption
 from tf1kernel.images import _IMAGE_REFERENCE
-from tf1kernel.provisioner import MEMORY_PATTERN, DockerProvisioner
+from tf1kernel.options import MEMORY_PATTERN
+from tf1kernel.provisioner import DockerProvisioner
 from tf1kernel.strategies import STRATEGIES
 
 

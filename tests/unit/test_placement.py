@@ -1,0 +1,141 @@
+"""The provisioner's parts that decide without an engine: options, placement, the cause of a death, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpec
+from traitlets.config import Config
+
+from tf1kernel.container import CANNOT_LISTEN_LINE, ContainerSpec, ContainerState
+from tf1kernel.deaths import cause_of_death
+from tf1kernel.engine import EngineInfo
+from tf1kernel.errors import InvalidOption
+from tf1kernel.options import KernelOptions
+from tf1kernel.outage import ENGINE_GRACE_SECONDS, EngineWatch
+from tf1kernel.placement import LocalPlacement, RemotePlacement, network_for, placement_for
+from tf1kernel.provisioner import DockerProvisioner
+
+LOCAL = EngineInfo(kind="Linux engine", arch="amd64", key="k", os="linux", server_version="26",
+                   shares_host_network=True)
+DESKTOP = EngineInfo(kind="Docker Desktop", arch="arm64", key="k", os="linux", server_version="26")
+REMOTE = EngineInfo(kind="Linux engine", arch="amd64", key="k", os="linux", server_version="26", remote=True,
+                    url="ssh://me@gpu-box")
+
+
+def spec(**fields: object) -> ContainerSpec:
+    return ContainerSpec(image="img", kernel_id="k", user="501:20", session_key=b"k", **fields)  # type: ignore[arg-type]
+
+
+def test_options_are_declared_once_and_shared_with_the_provisioner() -> None:
+    assert set(KernelOptions.class_trait_names(config=True)) == set(DockerProvisioner.class_trait_names(config=True))
+    # Traitlets config written for the provisioner still reaches it.
+    config = Config({"DockerProvisioner": {"memory": "2g", "network": "bridge"}})
+    provisioner = DockerProvisioner(kernel_id="k", kernel_spec=KernelSpec(), config=config)
+    assert (provisioner.memory, provisioner.network) == ("2g", "bridge")
+    with pytest.raises(InvalidOption, match="Unknown tf1kernel option"):
+        KernelOptions(memroy="2g")
+
+
+@pytest.mark.parametrize(("options", "info", "network"), [
+    ({}, LOCAL, "host"),
+    ({}, DESKTOP, "bridge"),
+    ({}, REMOTE, "bridge"),
+    ({"network": "bridge"}, LOCAL, "bridge"),
+    ({"dns": ["10.0.0.2"]}, LOCAL, "bridge"),
+    ({"network_access": False}, LOCAL, "bridge"),
+])
+def test_the_network_follows_options_and_engine(options: dict, info: EngineInfo, network: str) -> None:
+    assert network_for(KernelOptions(**options), info) == network
+
+
+@pytest.mark.parametrize(("options", "info", "fix"), [
+    ({"network": "host"}, DESKTOP, '"bridge" or "auto"'),
+    ({"network": "host", "dns": ["10.0.0.2"]}, LOCAL, 'remove "dns"'),
+])
+def test_impossible_networks_are_refused_with_the_fix(options: dict, info: EngineInfo, fix: str) -> None:
+    with pytest.raises(InvalidOption) as refused:
+        network_for(KernelOptions(**options), info)
+    assert fix in refused.value.fix
+
+
+def test_each_engine_gets_its_placement() -> None:
+    assert isinstance(placement_for(KernelOptions(), LOCAL), LocalPlacement)
+    remote = placement_for(KernelOptions(lease_seconds=12), REMOTE, kernelspec_name="tf1")
+    assert isinstance(remote, RemotePlacement) and remote.destination.host == "gpu-box"
+    assert remote.lease_seconds == 12 and remote.kept_packages_labels
+    tcp = EngineInfo(kind="Linux engine", arch="amd64", key="k", os="linux", server_version="26", remote=True,
+                     url="tcp://gpu-box:2376")
+    with pytest.raises(InvalidOption, match="does not know where") as refused:
+        placement_for(KernelOptions(), tcp)
+    assert "ssh_host" in refused.value.fix
+
+
+def test_a_local_kernel_on_the_host_network_gets_free_ports_and_keeps_them(tmp_path: Path) -> None:
+    asked: list[bool] = []
+
+    def choose(fresh: bool) -> dict[str, int]:
+        asked.append(fresh)
+        return {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
+
+    placement = LocalPlacement("host", choose)
+    first = placement.prepare(spec(working_dir=str(tmp_path)))
+    assert first.network == "host" and first.preferred_host_ports["iopub_port"] == 2 and asked == [False]
+    assert first.preferred_host_ports["tensorboard_port"] > 1024
+    with socket.socket() as taken:  # the previous start's port was taken meanwhile: new ones, not a failure
+        taken.bind(("127.0.0.1", 0))
+        ports = {name: taken.getsockname()[1] for name in ["shell_port", "iopub_port", "stdin_port",
+                                                               "control_port", "hb_port", "tensorboard_port"]}
+        again = placement.prepare(spec(working_dir=str(tmp_path), preferred_host_ports=ports))
+    assert asked == [False, True] and again.preferred_host_ports["hb_port"] == 5
+    bridged = LocalPlacement("bridge", choose).prepare(spec(working_dir=str(tmp_path)))
+    assert bridged.network == "bridge" and bridged.preferred_host_ports == {} and asked == [False, True]
+
+
+def test_a_remote_kernel_is_tunnelled_with_its_lease_and_keeps_fixed_ports() -> None:
+    placement = placement_for(KernelOptions(lease_seconds=9), REMOTE)
+    assert isinstance(placement, RemotePlacement)
+    prepared = placement.prepare(spec(working_dir="/Users/me/project"))
+    assert prepared.tunnelled and prepared.lease_seconds == 9 and prepared.working_dir == "/work"
+    placement.listen_on({"shell_port": 5000})
+    placement.forget()
+    assert placement.local_ports == {"shell_port": 5000}  # the frontend chose them: a restart keeps them
+
+
+@pytest.mark.parametrize(("state", "words", "expected"), [
+    (ContainerState(running=False, exit_code=137, oom_killed=True), "", "ran out of memory: it used up its memory "
+                                                                        "limit (1g)"),
+    (ContainerState(running=False, exit_code=128 + signal.SIGILL), "", "illegal instruction"),
+    (ContainerState(running=False, exit_code=1), f"{CANNOT_LISTEN_LINE} tcp://127.0.0.1:5000: taken",
+     "could not listen on tcp://127.0.0.1:5000"),
+    (ContainerState(running=False, exit_code=1), "No module named 'ipykernel'", "has no ipykernel"),
+    (ContainerState(running=False, exit_code=127), "", "'python3.7' is not in the image img"),
+    (ContainerState(running=False, exit_code=0), "bye", ""),
+])
+def test_the_cause_of_death_is_told(state: ContainerState, words: str, expected: str) -> None:
+    told = cause_of_death(state, words, memory="1g", image="img", python="python3.7", avx_fix="turn on AVX")
+    assert (expected in told) if expected else told == ""
+
+
+def test_an_engine_outage_is_tolerated_for_a_grace_period_unless_the_kernel_answers(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> list[int | None]:
+        watch = EngineWatch("k", "unix:///var/run/docker.sock", logging.getLogger("test"))
+        watch.started()
+        seen = [watch.unreachable(ConnectionError("refused"), None)]
+        assert watch.seen_at is not None
+        watch.seen_at -= ENGINE_GRACE_SECONDS + 1
+        seen.append(watch.unreachable(ConnectionError("refused"), None))
+        watch.started()
+        seen.append(watch.unreachable(ConnectionError("refused"), True))
+        seen.append(watch.unreachable(ConnectionError("refused"), False))
+        return [*seen, int(watch.given_up)]
+
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(scenario()) == [None, 1, None, 1, 1]
+    assert "considered dead" in caplog.text and "still runs" in caplog.text
