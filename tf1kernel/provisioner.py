@@ -40,7 +40,7 @@ from .errors import ContainerStartError, EngineUnavailable, InvalidOption, Tf1Ke
 from .options import KernelOptions
 from .orphans import owner_labels, reap_once
 from .outage import EngineWatch, LostKernel, first_line
-from .placement import LocalPlacement, Placement, placement_for
+from .placement import LocalPlacement, Placement, any_free_ports, placement_for
 from .ports import free_ports
 from .workdir import parse_mount
 
@@ -308,7 +308,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         """The KernelManager's ports, chosen where no outgoing connection takes its port; new ones if fresh."""
         km = self.parent
         if km is None:
-            return dict(zip(CONTAINER_PORTS, free_ports(len(CONTAINER_PORTS)), strict=True))
+            return any_free_ports(fresh)
         if fresh:
             self.log.warning("tf1kernel: a port of kernel %s was taken since its last start; using new ports",
                              self.kernel_id)
