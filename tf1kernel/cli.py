@@ -416,7 +416,7 @@ def run_gc(args: argparse.Namespace) -> int:
         table = Table("container", "kernel id", "state", "verdict")
         for c in containers:
             verdict = "remove" if c.orphan or (args.all_hosts and "another host" in c.reason) else "keep"
-            table.add_row(c.name, c.kernel_id, "running" if c.running else "exited", f"{verdict}: {c.reason}")
+            table.add_row(c.name, c.kernel_id, c.state, f"{verdict}: {c.reason}")
         out.print(table if containers else "No tf1kernel containers on this engine.")
         return 0
     removed = orphans.remove_orphans(client, include_other_hosts=args.all_hosts)

@@ -4,7 +4,8 @@ Every container tf1kernel starts carries labels naming its owner: the host and
 pid of the process that started it (a Jupyter server, or the argv launcher) and
 that process's start time, so a recycled pid is not mistaken for the owner.
 A container is an orphan when its owner on this host no longer runs, or when it
-has exited. Containers without the managed label are never touched.
+has exited and its owner is on another host. Containers without the managed
+label are never touched.
 
 The host folders of kernels' files (ContainerSpec.files_folder) are named after
 their owner process in the same way; a folder whose owner is gone is stray.
@@ -46,7 +47,7 @@ class KernelContainerInfo:
     name: str
     kernel_id: str
     owner: str
-    running: bool
+    state: str  # the engine's: created, running, exited...
     orphan: bool
     reason: str
 
@@ -68,22 +69,29 @@ def running(process: psutil.Process) -> bool:
     return process.status() != psutil.STATUS_ZOMBIE
 
 
+def judge(state: str, owner: str, alive: bool | None) -> tuple[bool, str]:
+    """Is a kernel container an orphan, and why. A container its owner still runs is never one, whatever its
+    state: it may be between create and start (another server's or launcher's kernel starting), or have just
+    exited (its owner reads the cause of death from it, then removes it)."""
+    if alive is False:
+        return True, f"its owner {owner} is gone"
+    if alive:
+        return False, "owner running"
+    if state in ("exited", "dead"):
+        return True, "exited"
+    return False, f"owned by another host ({owner})"
+
+
 def kernel_containers(client: docker.DockerClient) -> list[KernelContainerInfo]:
     """Every tf1kernel container on the engine, each judged orphan or not."""
     found = []
     for summary in client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
         labels = summary.get("Labels") or {}
-        running = summary.get("State") == "running"
+        state = summary.get("State", "")
         owner = labels.get(LABEL_OWNER, "")
-        alive = owner_alive(owner, labels.get(LABEL_OWNER_STARTED, ""))
-        if not running:
-            orphan, reason = True, "exited"
-        elif alive is False:
-            orphan, reason = True, f"its owner {owner} is gone"
-        else:
-            orphan, reason = False, "owner running" if alive else f"owned by another host ({owner})"
+        orphan, reason = judge(state, owner, owner_alive(owner, labels.get(LABEL_OWNER_STARTED, "")))
         found.append(KernelContainerInfo(summary["Id"], (summary.get("Names") or ["?"])[0].lstrip("/"),
-                                         labels.get(LABEL_KERNEL_ID, ""), owner, running, orphan, reason))
+                                         labels.get(LABEL_KERNEL_ID, ""), owner, state, orphan, reason))
     return found
 
 

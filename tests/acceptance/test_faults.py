@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,9 +22,10 @@ from jupyter_client.manager import KernelManager
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from tests.conftest import install_variant, managed_containers, run_cli
-from tests.kernels import execute, running_kernel
+from tests.kernels import execute, restart, running_kernel
 from tests.servers import JupyterServer, start_server
-from tf1kernel.labels import LABEL_KERNEL_ID
+from tf1kernel.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
+from tf1kernel.orphans import owner_labels
 
 pytestmark = [pytest.mark.engine]
 
@@ -113,8 +115,7 @@ def test_out_of_memory_is_named_with_its_limit(jupyter_dirs: Path, tf1_kernel: s
         client.execute("import numpy as np\nblocks = [np.ones(64 * 1024 * 1024) for _ in range(40)]")
         wait_for(lambda: not manager.is_alive(), 60, "the kernel was not OOM-killed")
         assert "ran out of memory" in manager.provisioner.notice and "300m" in manager.provisioner.notice
-        manager.restart_kernel(now=True)
-        client.wait_for_ready(timeout=60)
+        restart(manager, client, now=True, timeout=60)
         told = execute(client, "print('next cell')")
         assert "ran out of memory" in told.stderr and "300m" in told.stderr and told.stdout.strip() == "next cell"
         assert "ran out of memory" not in execute(client, "print(1)").stderr  # told once
@@ -170,6 +171,27 @@ def test_server_sigkill_leaves_orphans_that_are_reaped(jupyter_dirs: Path, tf1_k
     finally:
         unrelated.remove(force=True)
     assert managed_containers(docker_client) == []
+
+
+def test_a_kernel_between_create_and_start_is_not_taken_for_an_orphan(docker_client: docker.DockerClient,
+                                                                     kernel_image: str) -> None:
+    """Every server's and launcher's first kernel start reaps orphans. A kernel container another live process
+    has created but not yet started (or whose exit it is about to read) is not "exited": removing it killed that
+    process's kernel as it started. A created container whose owner is gone still goes."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    owners = {"live": owner_labels(), "gone": {**owner_labels(), LABEL_OWNER: f"{socket.gethostname()}:{gone.pid}"}}
+    created = {who: docker_client.api.create_container(kernel_image, ["true"], labels={
+        LABEL_MANAGED: "true", LABEL_KERNEL_ID: f"created-{who}", **labels})["Id"] for who, labels in owners.items()}
+    try:
+        result = run_cli("gc")
+        assert result.returncode == 0, result
+        present = {c["Id"] for c in docker_client.api.containers(all=True)}
+        assert created["live"] in present and created["gone"] not in present, result.stdout
+    finally:
+        for container in created.values():
+            with contextlib.suppress(docker.errors.NotFound):
+                docker_client.api.remove_container(container, force=True)
 
 
 @pytest.mark.parametrize("network", ["host", "bridge"])

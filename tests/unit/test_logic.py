@@ -25,7 +25,7 @@ from tf1kernel.container import (
     published_ports,
 )
 from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
-from tf1kernel.orphans import remove_stray_kernel_files
+from tf1kernel.orphans import judge, remove_stray_kernel_files
 from tf1kernel.provisioner import DockerProvisioner
 from tf1kernel.workdir import mountable_working_dir
 
@@ -224,6 +224,15 @@ def test_command_prefix_wraps_the_interpreter() -> None:
     wrapped = spec(command_prefix=["/opt/qemu/qemu-x86_64-static", "-cpu", "max"]).command
     assert wrapped[:5] == ["/opt/qemu/qemu-x86_64-static", "-cpu", "max", "python", "-c"]
     assert wrapped[-2:] == ["-f", CONNECTION_FILE]
+
+
+@pytest.mark.parametrize(("state", "alive", "orphan"), [
+    ("created", True, False), ("exited", True, False), ("running", True, False),  # its owner handles it
+    ("created", False, True), ("running", False, True), ("exited", False, True),  # nobody will
+    ("exited", None, True), ("dead", None, True), ("running", None, False), ("created", None, False),  # elsewhere
+])
+def test_only_containers_no_live_owner_handles_are_orphans(state: str, alive: bool | None, orphan: bool) -> None:
+    assert judge(state, "vm:42", alive)[0] is orphan
 
 
 def test_kernel_file_folders_of_gone_owners_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
