@@ -76,6 +76,17 @@ def listening_addresses(ports: list[int]) -> dict[int, set[str]]:
     return found
 
 
+def how_it_ended(manager: KernelManager) -> str:
+    """The engine's account of a kernel's end: exit code, tf1kernel's notice and the kernel's last output."""
+    container = getattr(manager.provisioner, "container", None)
+    if container is None or not hasattr(container, "logs"):
+        return f"no container ({container!r})"
+    state = container.state()
+    last_words = "(its container is gone)" if state.missing else container.logs(30)[-2000:]
+    return (f"exit code {state.exit_code}, out of memory: {state.oom_killed}, notice: "
+            f"{getattr(manager.provisioner, 'notice', '')!r}, last output:\n{last_words}")
+
+
 @contextlib.contextmanager
 def running_kernel(kernel_name: str, cwd: str, startup_timeout: float = 90) -> Iterator[
         tuple[KernelManager, BlockingKernelClient]]:
@@ -85,12 +96,40 @@ def running_kernel(kernel_name: str, cwd: str, startup_timeout: float = 90) -> I
     client = manager.client()
     client.start_channels()
     try:
-        client.wait_for_ready(timeout=startup_timeout)
+        try:
+            client.wait_for_ready(timeout=startup_timeout)
+        except RuntimeError as exc:  # "Kernel died before replying": say how, while its container is there
+            raise AssertionError(f"{exc}: {how_it_ended(manager)}") from None
         yield manager, client
     finally:
         client.stop_channels()
         if manager.has_kernel:
             manager.shutdown_kernel(now=False)
+
+
+def restart(manager: KernelManager, client: BlockingKernelClient, now: bool = False, timeout: float = 90) -> None:
+    """Restart the kernel; return once the client hears the new one on IOPub too."""
+    manager.restart_kernel(now=now)
+    wait_until_heard(client, timeout)
+
+
+def wait_until_heard(client: BlockingKernelClient, timeout: float) -> None:
+    """jupyter_client's wait_for_ready takes any IOPub message as proof that IOPub is connected, and after a
+    restart the old kernel's last ones (the status of its shutdown) may still be queued: the first cell then ran
+    before IOPub had reconnected (slowly, through an SSH tunnel) and its output was lost. Proof here is the
+    status the new kernel publishes for our own kernel_info request."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        asked = client.kernel_info()
+        until = time.monotonic() + 1
+        while (left := until - time.monotonic()) > 0:
+            try:
+                message = client.get_iopub_msg(timeout=left)
+            except queue.Empty:
+                break
+            if message["parent_header"].get("msg_id") == asked:
+                return
+    raise AssertionError(f"the kernel was not heard on IOPub within {timeout} s")
 
 
 def debug_request(client: BlockingKernelClient, command: str, arguments: dict | None = None) -> dict:

@@ -18,7 +18,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_variant, managed_containers
-from tests.kernels import execute, running_kernel, start_nonblocking
+from tests.kernels import execute, restart, running_kernel, start_nonblocking
 from tf1kernel.errors import CpuLacksAvx
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
@@ -77,8 +77,7 @@ def test_a_real_sigill_is_explained_to_the_next_kernel(jupyter_dirs: Path, tf1_k
         while manager.is_alive() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not manager.is_alive()
-        manager.restart_kernel(now=True)
-        client.wait_for_ready(timeout=240)
+        restart(manager, client, now=True, timeout=240)
         first = execute(client, "print('first cell')", timeout=120)
     assert "illegal instruction" in first.stderr and "needs AVX" in first.stderr and "Fix:" in first.stderr
 
@@ -91,8 +90,7 @@ def test_a_restart_without_avx_never_fails(jupyter_dirs: Path, tf1_kernel: str, 
     with running_kernel(name, str(tmp_path), startup_timeout=240) as (manager, client):
         manager.provisioner.check_avx = True
         with caplog.at_level(logging.ERROR):
-            manager.restart_kernel(now=True)
-        client.wait_for_ready(timeout=240)
+            restart(manager, client, now=True, timeout=240)
         assert execute(client, "print(6 * 7)", timeout=120).stdout.strip() == "42"
     assert any("needs AVX" in record.getMessage() for record in caplog.records)
 

@@ -23,6 +23,7 @@ from tests.kernels import (
     execute,
     interrupt_busy_cells,
     listening_addresses,
+    restart,
     running_kernel,
     start_nonblocking,
     wait_reply,
@@ -116,8 +117,7 @@ def test_restart_gives_fresh_kernel_on_same_ports(tf1_kernel: str, tmp_path: Pat
     with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
         execute(client, "marker = 'before restart'")
         old_container, old_ports = container_of(manager), manager.get_connection_info()
-        manager.restart_kernel(now=False)
-        client.wait_for_ready(timeout=90)
+        restart(manager, client, now=False, timeout=90)
         result = execute(client, "print('marker' in globals())")
         assert result.stdout.strip() == "False"
         assert container_of(manager) != old_container
@@ -414,8 +414,7 @@ def test_kernel_files_come_from_a_private_folder_that_goes_with_the_container(tf
         assert folder.name.startswith(f"tf1kernel-{os.getpid()}-") and folder.parent == Path(
             os.environ["JUPYTER_RUNTIME_DIR"])
         assert (folder / "connection.json").stat().st_mode & 0o777 == 0o600
-        manager.restart_kernel(now=True)
-        client.wait_for_ready(timeout=60)
+        restart(manager, client, now=True, timeout=60)
         assert execute(client, "print(6 * 7)").stdout.strip() == "42"
         assert Path(manager.provisioner.container.files_folder) == folder and folder.is_dir()
     assert not folder.exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import install_variant, run_cli
-from tests.kernels import execute, running_kernel
+from tests.kernels import execute, restart, running_kernel
 from tests.wheelmaker import pure_wheel
 from tf1kernel import packages
 
@@ -31,15 +31,13 @@ def test_a_package_from_pypi_imports_at_once_stays_after_restart_and_resets(jupy
         module_file, version = execute(client, where).stdout.split()
         assert module_file.startswith(f"{packages.CONTAINER_FOLDER}/lib/python3.7/site-packages/{FROM_PYPI}")
         assert version == "1.15.5"
-        manager.restart_kernel(now=False)
-        client.wait_for_ready(timeout=90)
+        restart(manager, client, now=False, timeout=90)
         assert execute(client, where).stdout.split()[1:] == ["1.15.5"]
         listed = run_cli("packages", "list")
         assert listed.returncode == 0 and name in listed.stdout and FROM_PYPI in listed.stdout, listed
         reset = run_cli("packages", "reset", name)
         assert reset.returncode == 0 and FROM_PYPI in reset.stdout, reset
-        manager.restart_kernel(now=False)
-        client.wait_for_ready(timeout=90)
+        restart(manager, client, now=False, timeout=90)
         gone = execute(client, f"import {FROM_PYPI}")
         assert gone.status == "error" and gone.ename == "ModuleNotFoundError", gone
     assert not list(packages.folder(name).iterdir())

@@ -27,6 +27,7 @@ from tests.kernels import (
     gateway,
     listening_addresses,
     probe_from,
+    restart,
     running_kernel,
     start_nonblocking,
     wait_reply,
@@ -83,8 +84,7 @@ def test_interrupt_and_restart_work_through_podman(podman: PodmanEngine, podman_
         time.sleep(0.5)
         assert execute(client, "print(state + 1)").stdout.strip() == "42"
         old = manager.provisioner.container.id
-        manager.restart_kernel(now=False)
-        client.wait_for_ready(timeout=90)
+        restart(manager, client, now=False, timeout=90)
         assert execute(client, "print('state' in globals())").stdout.strip() == "False"
         assert [c["Id"] for c in podman.containers()] == [manager.provisioner.container.id] != [old]
     assert podman.containers() == []

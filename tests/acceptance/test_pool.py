@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from tests.conftest import install_variant, managed_containers, run_cli
-from tests.kernels import debug_a_cell, execute, running_kernel, start_nonblocking, wait_reply
+from tests.kernels import debug_a_cell, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tf1kernel import pool
 
 pytestmark = pytest.mark.engine
@@ -74,8 +74,7 @@ def test_a_start_adopts_a_standby_kernel(jupyter_dirs: Path, tf1_kernel: str, tm
         time.sleep(0.5)
 
         wait_for_standby(docker_client, 1)
-        manager.restart_kernel(now=False)
-        client.wait_for_ready(timeout=60)
+        restart(manager, client, now=False, timeout=60)
         assert manager.provisioner.container.id != container
         assert execute(client, "print('marker' in globals(), 6 * 7)").stdout.split() == ["False", "42"]
         # Its debugger, made at the first request as in a cold kernel.

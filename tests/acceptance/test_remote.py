@@ -15,7 +15,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_kernel, managed_containers, run_cli
-from tests.kernels import execute, running_kernel
+from tests.kernels import execute, restart, running_kernel
 from tests.remote import ALIAS, RemoteHost
 from tests.wheelmaker import pure_wheel
 from tf1kernel import packages
@@ -195,8 +195,7 @@ def test_pip_packages_are_kept_in_a_volume_on_the_remote_engine(remote: RemoteHo
         installed = execute(client, f"%pip install --no-index /work/{wheel.name}", timeout=120)
         told = installed.said
         assert "Successfully installed kept-remotely-0.1" in told and "kept across restarts" in told, told
-        manager.restart_kernel(now=False)
-        client.wait_for_ready(timeout=120)
+        restart(manager, client, now=False, timeout=120)
         where = execute(client, "import kept_remotely\nprint(kept_remotely.__file__)").stdout.strip()
         assert where.startswith(f"{packages.CONTAINER_FOLDER}/lib/python3.7/site-packages/kept_remotely"), where
     listed = run_cli("packages", "list", "--docker-host", remote.url, timeout=120)
