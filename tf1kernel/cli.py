@@ -19,7 +19,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, doctor, engine, images, kernelspec, networks, orphans, packages, probes, strategies, verify
+from . import (
+    __version__,
+    doctor,
+    engine,
+    images,
+    kernelspec,
+    networks,
+    orphans,
+    packages,
+    probes,
+    strategies,
+    swarm,
+    verify,
+)
 from .errors import ImageMissing, InvalidOption, KernelStackMissing, Tf1KernelError
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
@@ -98,6 +111,9 @@ def make_parser() -> argparse.ArgumentParser:
     install.add_argument("--python", help="the image's Python interpreter (default: python)")
     install.add_argument("--no-network-access", dest="network_access", action="store_false",
                          help="the kernel reaches no other machine (`network_access: false`; Docker engines only)")
+    install.add_argument("--swarm", action="store_true",
+                         help="run the kernels as services of the Docker Swarm that the engine manages "
+                              "(`placement: swarm`; see docs/cluster.md)")
     install.add_argument("--skip-checks", action="store_true", help="do not check the engine and image")
     add_engine_arguments(install)
     install.set_defaults(run=run_install)
@@ -118,6 +134,9 @@ def make_parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
     gc.add_argument("--all-hosts", action="store_true",
                     help="also remove running kernels started from other hosts sharing this engine")
+    gc.add_argument("--swarm", action="store_true",
+                    help="also remove the kernel services (and their secrets) of gone servers on the swarm this "
+                         "engine manages")
     add_engine_arguments(gc)
     gc.set_defaults(run=run_gc)
 
@@ -297,6 +316,8 @@ def kernel_config(args: argparse.Namespace) -> dict[str, Any]:
     config: dict[str, Any] = {"python": python} if args.python else {}
     if not args.network_access:
         config["network_access"] = False
+    if args.swarm:
+        config["placement"] = "swarm"
     if args.docker_host or args.context:
         engine.endpoint(args.docker_host, args.context)  # a context that does not exist is refused now
         config["docker_host" if args.docker_host else "docker_context"] = args.docker_host or args.context
@@ -427,6 +448,14 @@ def run_gc(args: argparse.Namespace) -> int:
         out.print(f"removed {folder} (the files of a kernel whose server or launcher is gone)", highlight=False)
     kept = len(containers) - len(removed)
     out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept.")
+    if args.swarm:
+        if not swarm.manager_node_id(client):
+            raise InvalidOption("--swarm needs a Docker Swarm manager; this engine is not one.",
+                                "point --docker-host or --context at a manager")
+        services = swarm.remove_orphan_services(client, include_other_hosts=args.all_hosts)
+        for name in services:
+            out.print(f"removed the service {name} (its Jupyter server is gone)", highlight=False)
+        out.print(f"{len(services)} orphaned kernel service(s) removed.")
     return 0
 
 

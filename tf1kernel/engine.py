@@ -311,6 +311,8 @@ class EngineInfo:
     url: str = ""
     # Rootless Podman: container uids map to the user's subordinate ids, unless the kernel keeps its ids.
     rootless_podman: bool = False
+    # The engine's own node, when it is a Docker Swarm manager (it can place kernels as services); else "".
+    swarm_node_id: str = ""
     # Podman: the user-mode network stack it has (slirp4netns, or pasta on Podman 5), which gives a kernel in
     # bridge mode a network no other container is on (networks.py).
     podman_user_network: str = ""
@@ -330,6 +332,7 @@ def describe(client: docker.DockerClient, where: Endpoint | None = None) -> Engi
     # host, unless Podman runs in a VM (podman machine): then its kernel is not this one.
     same_kernel = sys.platform == "linux" and str(info.get("KernelVersion", "")) == platform.release()
     podman = podman_host(client) if kind == "Podman" else {}
+    swarm = info.get("Swarm") or {}
     if kind == "Podman":
         rootless = bool((podman.get("security") or {}).get("rootless"))
     return EngineInfo(
@@ -344,6 +347,7 @@ def describe(client: docker.DockerClient, where: Endpoint | None = None) -> Engi
         url=where.url if where else "",
         rootless_podman=kind == "Podman" and rootless,
         podman_user_network=podman_user_network(podman) if kind == "Podman" else "",
+        swarm_node_id=str(swarm.get("NodeID", "")) if swarm.get("ControlAvailable") else "",
     )
 
 

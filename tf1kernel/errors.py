@@ -72,3 +72,7 @@ class KernelStackMissing(ImageIncompatible):
         super().__init__(message, fix)
         self.python = python
         self.tensorflow = tensorflow
+
+
+class NoSuitableNode(Tf1KernelError):
+    """No node of the swarm fits the kernel (architecture, labels, resources)."""

@@ -28,7 +28,7 @@ from jupyter_client.kernelspec import KernelSpec
 from . import engine
 from .container import CONTAINER_PORTS, KernelContainer
 from .errors import InvalidOption, Tf1KernelError
-from .placement import Placement, RemotePlacement
+from .placement import Placement, RemotePlacement, SwarmPlacement
 from .ports import free_ports
 from .provisioner import DockerProvisioner
 
@@ -79,8 +79,12 @@ def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer,
         fixed_host_ports=True,
         exit_with_caller=True,
     )
-    placement = provisioner.placement
+    placement = provisioner.kernel_placement
     assert placement is not None
+    if isinstance(placement, SwarmPlacement):
+        raise InvalidOption("The argv launcher (VS Code) does not place kernels on a swarm yet.",
+                            "use this kernel from JupyterLab, Notebook or nbclient, or install one without --swarm "
+                            "for VS Code")
     if not isinstance(placement, RemotePlacement):
         container = placement.start(client, spec)
         print(f"tf1kernel: TensorBoard (%tensorboard_tf1) for this kernel: {container.tensorboard_url}",

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Any
 
-from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, validate
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from . import pool, strategies
@@ -129,6 +129,30 @@ class KernelOptions(LoggingConfigurable):
         "",
         config=True,
         help="Docker context to use (see `docker context ls`), when docker_host is empty.",
+    )
+    placement = Enum(
+        ["engine", "swarm"],
+        "engine",
+        config=True,
+        help="engine: the kernel is a container on the engine that docker_host/docker_context names (this machine's "
+        "or a remote one). swarm: it is a one-replica service of the Docker Swarm that engine manages, placed on a "
+        "node of the strategy's architecture that fits swarm_constraints, memory and cpus; it listens on that "
+        "node's 127.0.0.1, reached through SSH (see swarm_ssh).",
+    )
+    swarm_constraints = List(
+        Unicode(),
+        [],
+        config=True,
+        help='With placement swarm: placement constraints besides the architecture, such as ["node.labels.tf1==yes"] '
+        "(as `docker service create --constraint` takes them).",
+    )
+    swarm_ssh = Dict(
+        value_trait=Unicode(),
+        default_value={},
+        config=True,
+        help='With placement swarm: how to reach a node through SSH, by its hostname or address ({"gpu1": '
+        '"me@gpu1.lab"}). Nodes not listed are reached at the address swarm knows them by, as ssh\'s own '
+        "configuration says. The node the Jupyter server runs on needs none.",
     )
     ssh_host = Unicode(
         "",
@@ -248,6 +272,13 @@ class KernelOptions(LoggingConfigurable):
     def _valid_mounts(self, proposal: dict[str, Any]) -> list[str]:
         for text in proposal["value"]:
             parse_mount(text)
+        return list(proposal["value"])
+
+    @validate("swarm_constraints")
+    def _valid_swarm_constraints(self, proposal: dict[str, Any]) -> list[str]:
+        for text in proposal["value"]:
+            if "==" not in text and "!=" not in text:
+                raise TraitError(f'swarm_constraints are like "node.labels.KEY==VALUE" (or !=), not {text!r}')
         return list(proposal["value"])
 
     @validate("dns")

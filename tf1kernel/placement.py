@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import docker
 
-from . import networks, packages, pool, remote
+from . import engine, networks, packages, pool, remote, swarm
 from .container import CONTAINER_PORTS, LOOPBACK, ContainerSpec, KernelContainer, at_once
 from .engine import EngineInfo
 from .errors import InvalidOption, MountError
@@ -201,10 +201,152 @@ class RemotePlacement(Placement):
             self.local_ports = {}
 
 
+class SwarmPlacement(Placement):
+    """A one-replica service of a Docker Swarm (swarm.py), on its node's host network and loopback, reached through
+    SSH to that node (or directly when the node is this machine); the node's engine signals it and carries its
+    lease."""
+
+    network = "host"
+
+    def __init__(self, manager: EngineInfo, node_id: str, remote_workdir: str, work_volume: str, lease_seconds: int,
+                 constraints: list[str], ssh_for_nodes: dict[str, str], logger: logging.Logger = log) -> None:
+        self.manager = manager
+        self.node_id = node_id  # the manager's own node: a task there is on this machine when the engine is local
+        self.remote_workdir = remote_workdir
+        self.work_volume = work_volume
+        self.lease_seconds = lease_seconds
+        self.constraints = constraints
+        self.ssh_for_nodes = ssh_for_nodes
+        self.log = logger
+        self.client: docker.DockerClient | None = None
+        self.kernel_id = ""
+        self.task: swarm.Task | None = None
+        self.destination: SshDestination | None = None
+        self.link: remote.RemoteLink | None = None
+        self.local_ports: dict[str, int] = {}  # the tunnel's, kept across restarts while free
+
+    def prepare(self, spec: ContainerSpec) -> ContainerSpec:
+        notice = spec.notice
+        spec = remote.remote_workspace(spec, "a swarm node", self.remote_workdir, self.work_volume)
+        where = (f"the folder {self.remote_workdir}, which must be the same on every node (a shared mount)"
+                 if self.remote_workdir else
+                 f"the volume {self.work_volume!r} at {spec.working_dir} of that node; each node has its own (set "
+                 "`remote_workdir` to a folder every node mounts, such as NFS, to share one)")
+        told = ("This kernel runs on a node of the Docker Swarm: your notebook's folder is on this machine, not "
+                f"there. The kernel works in {where}.")
+        spec = dataclasses.replace(spec, notice=" ".join(filter(None, [notice, told])))
+        # A restart keeps the node's ports (and connect keeps this machine's), so that clients carry on.
+        names = [*CONTAINER_PORTS, "tensorboard_port"]
+        ports = dict(spec.preferred_host_ports) if set(names) <= set(spec.preferred_host_ports) else dict(
+            zip(names, free_ports(len(names)), strict=True))
+        return dataclasses.replace(spec, network=self.network, preferred_host_ports=ports,
+                                   lease_seconds=self.lease_seconds, tunnelled=True)
+
+    def start(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
+        self.client, self.kernel_id = client, spec.kernel_id
+        reap_services_once(client, self.manager.key, self.log)
+        image = swarm.image_id(client, spec.image, SWARM_IMAGE_FIX)
+        placed_by = swarm.constraints(spec.platform, self.constraints)
+        service_id = swarm.create_service(client, spec, image, placed_by, spec.labels)
+        try:
+            self.task = task = swarm.wait_for_task(client, service_id, ", ".join(placed_by), SWARM_IMAGE_FIX)
+            self.log.info("tf1kernel: kernel %s landed on swarm node %s (%s)", spec.kernel_id, task.node_hostname,
+                          task.node_address)
+            node_client = client
+            self.destination = None
+            if not (task.node_id == self.node_id and self.manager.shares_host_network):
+                self.destination = self.node_destination(task)
+                node_client = engine.shared(f"ssh://{self.destination.destination}")[0]
+            container = KernelContainer(node_client, task.container_id, dict(spec.preferred_host_ports))
+            if spec.work_volume:
+                own_volume(container, spec)
+            return container
+        except BaseException:
+            swarm.remove_service(client, spec.kernel_id)
+            raise
+
+    def node_destination(self, task: swarm.Task) -> SshDestination:
+        """How SSH reaches the task's node: swarm_ssh by hostname or address, else its address."""
+        target = self.ssh_for_nodes.get(task.node_hostname) or self.ssh_for_nodes.get(task.node_address) \
+            or task.node_address
+        try:
+            return SshDestination.parse(target)
+        except ValueError:
+            raise InvalidOption(f"swarm_ssh names node {task.node_hostname} as {target!r}, which is not "
+                                "[user@]host.", 'write it as "user@host" or "host"') from None
+
+    def connect(self, container: KernelContainer, spec: ContainerSpec) -> dict[str, int]:
+        """The lease, and a tunnel from free local ports to the node's loopback unless the node is this machine."""
+        node_ports = container.host_ports
+        if self.destination is None:
+            local = dict(node_ports)
+        elif self.local_ports and ports_free(list(self.local_ports.values())):
+            local = dict(self.local_ports)
+        else:
+            local = dict(zip(node_ports, free_ports(len(node_ports)), strict=True))
+        link = remote.RemoteLink(container, self.destination, local, self.lease_seconds, spec.user, host_network=True)
+        try:
+            link.start()
+        except BaseException:
+            link.close()
+            self.disconnect()
+            raise
+        self.link, self.local_ports = link, local
+        return local
+
+    def keep_open(self) -> None:
+        if self.link is not None:
+            self.link.keep_open()
+
+    def forget(self) -> None:
+        self.local_ports = {}
+
+    def disconnect(self) -> None:
+        """Close the link and remove the service: its task's container, on whichever node, goes with it."""
+        link, self.link = self.link, None
+        if link is not None:
+            link.close()
+        if self.client is not None and self.kernel_id:
+            swarm.remove_service(self.client, self.kernel_id)
+
+
+SWARM_IMAGE_FIX = ("put the image on every node that may take the kernel: build it there (`tf1kernel build "
+                   "--docker-host ssh://NODE`), or copy it (`docker save IMAGE | ssh NODE docker load`); swarm "
+                   "nodes run it by its ID, so every copy must be of the same build")
+_reaped_swarms: set[str] = set()
+
+
+def reap_services_once(client: docker.DockerClient, swarm_key: str, logger: logging.Logger) -> None:
+    """Remove, once per swarm and process, the kernel services of Jupyter processes that died."""
+    if swarm_key in _reaped_swarms:
+        return
+    _reaped_swarms.add(swarm_key)
+    for name in swarm.remove_orphan_services(client):
+        logger.warning("tf1kernel: removed orphaned kernel service %s (its Jupyter server is gone)", name)
+
+
+def own_volume(container: KernelContainer, spec: ContainerSpec) -> None:
+    """A node makes the work volume at the first mount, owned by root: give it to the kernel's user."""
+    writable = container.client.api.exec_start(container.client.api.exec_create(
+        container.id, ["sh", "-c", f"test -w {spec.working_dir} && echo yes"], user=spec.user)["Id"])
+    if b"yes" not in writable:
+        remote.give_volume(container.client, spec, spec.work_volume)
+
+
 def placement_for(options: KernelOptions, info: EngineInfo, choose_kernel_ports: PortChooser = any_free_ports,
-                  kernelspec_name: str = "", logger: logging.Logger = log) -> Placement:
+                  kernelspec_name: str = "", logger: logging.Logger = log, client: docker.DockerClient | None = None
+                  ) -> Placement:
     """The placement the options ask for on this engine."""
     network = network_for(options, info)
+    if options.placement == "swarm":
+        if not info.swarm_node_id and client is not None:  # made a manager since the engine was described?
+            info = dataclasses.replace(info, swarm_node_id=swarm.manager_node_id(client))
+        if not info.swarm_node_id:
+            raise InvalidOption(f"placement swarm needs a Docker Swarm manager; the engine at {info.url or info.kind} "
+                                "is not one.", "run `docker swarm init` there, or point docker_host or "
+                                "docker_context at a manager")
+        return SwarmPlacement(info, info.swarm_node_id, options.remote_workdir, options.work_volume,
+                              options.lease_seconds, list(options.swarm_constraints), dict(options.swarm_ssh), logger)
     if info.remote:
         labels = {packages.LABEL_PACKAGES: kernelspec_name} if kernelspec_name else {}
         return RemotePlacement(ssh_destination(options, info), options.remote_workdir, options.work_volume,

@@ -37,9 +37,11 @@ def resolve(options: KernelOptions, client: docker.DockerClient, info: engine.En
         choice = strategies.configured(options.strategy, options.image, options.platform, info)
     check_engine_runs(options, client, info, choice.platform, spec, restart, logger)
     spec = placement.prepare(dataclasses.replace(spec, offline=not options.network_access, dns=list(options.dns)))
-    files_folder = kernel_files_folder(spec.kernel_id) if files_mountable(info, spec) else ""
-    kept_volume = packages.volume_name(kernelspec_name) if info.remote and kernelspec_name else ""
-    kept_folder = "" if info.remote else packages_folder(spec, info, kernelspec_name, logger)
+    # A remote engine's kernel, or a swarm's, is not on this machine: its files and kept packages cannot be either.
+    away = info.remote or spec.tunnelled
+    files_folder = kernel_files_folder(spec.kernel_id) if files_mountable(info, spec) and not away else ""
+    kept_volume = packages.volume_name(kernelspec_name) if away and kernelspec_name else ""
+    kept_folder = "" if away else packages_folder(spec, info, kernelspec_name, logger)
     return dataclasses.replace(
         spec, image=choice.image, platform=choice.platform, avx_fix=engine.avx_fix(info.kind),
         podman=info.kind == "Podman", keep_user_ids=info.rootless_podman,

@@ -56,7 +56,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     # What the last launch ran, and why (auto's choice, or the configured strategy).
     choice: strategies.Choice | None = None
     # Where the kernel runs, across its restarts; decided at the first launch, from the engine.
-    placement: Placement | None = None
+    kernel_placement: Placement | None = None
     _client: docker.DockerClient | None = None
     _engine_info: engine.EngineInfo | None = None
     _watch: EngineWatch | None = None
@@ -128,8 +128,8 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         await self._remove_container()
         if not restart:
             self._host_ports = None
-            if self.placement is not None:
-                self.placement.forget()
+            if self.kernel_placement is not None:
+                self.kernel_placement.forget()
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop("transport_encryption", None)  # ipykernel 6.16 (Python 3.7) has no CurveZMQ
@@ -195,9 +195,9 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         await self._reap_orphans_once(client)
         assert self.spec is not None
         self.spec = await asyncio.to_thread(self.resolve_spec, client, self.spec)
-        assert self.placement is not None
-        self.container = await asyncio.to_thread(self.placement.start, client, self.spec)
-        return await asyncio.to_thread(self.placement.connect, self.container, self.spec)
+        assert self.kernel_placement is not None
+        self.container = await asyncio.to_thread(self.kernel_placement.start, client, self.spec)
+        return await asyncio.to_thread(self.kernel_placement.connect, self.container, self.spec)
 
     async def _started_again(self) -> dict[str, int] | None:
         """Start once more (the engine is back); None if that fails too."""
@@ -297,10 +297,10 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         if self._engine_info is None:
             self._engine_info = engine.describe(client, engine.endpoint(self.docker_host or None,
                                                                         self.docker_context or None))
-        if self.placement is None:
-            self.placement = placement_for(self, self._engine_info, self._manager_ports, self._kernelspec_name(),
-                                           self.log)
-        spec, self.choice = plan.resolve(self, client, self._engine_info, spec, self.placement,
+        if self.kernel_placement is None:
+            self.kernel_placement = placement_for(self, self._engine_info, self._manager_ports,
+                                                  self._kernelspec_name(), self.log, client)
+        spec, self.choice = plan.resolve(self, client, self._engine_info, spec, self.kernel_placement,
                                          self._kernelspec_name(), self._started_once, self.log)
         return spec
 
@@ -355,10 +355,10 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         return self._client
 
     async def _keep_open(self) -> None:
-        if self.placement is None:
+        if self.kernel_placement is None:
             return
         try:
-            await asyncio.to_thread(self.placement.keep_open)
+            await asyncio.to_thread(self.kernel_placement.keep_open)
         except TunnelError as exc:
             self.log.warning("tf1kernel: kernel %s: %s", self.kernel_id, exc.message)
 
@@ -370,8 +370,8 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
             self.log.warning("tf1kernel: could not look for orphaned kernel containers: %s", exc)
 
     async def _remove_container(self) -> None:
-        if self.placement is not None:
-            await asyncio.to_thread(self.placement.disconnect)
+        if self.kernel_placement is not None:
+            await asyncio.to_thread(self.kernel_placement.disconnect)
         container, self.container = self.container, None
         if container is None:
             return
@@ -383,7 +383,8 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
 
     async def _engine_unreachable(self, exc: Exception) -> int | None:
         """Without its engine, the kernel itself may tell whether it runs (placement.answers)."""
-        container, placement = self.container, self.placement or LocalPlacement("")  # a kernel loaded from saved state
+        # A kernel loaded from saved state has no placement yet: it was started here, on this machine's engine.
+        container, placement = self.container, self.kernel_placement or LocalPlacement("")
         answers = None
         if isinstance(container, KernelContainer):
             answers = await asyncio.to_thread(placement.answers, container)

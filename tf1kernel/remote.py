@@ -22,6 +22,7 @@ from requests.exceptions import RequestException
 from .container import (
     LABEL_MANAGED,
     LEASE_FILE,
+    LOOPBACK,
     TENSORBOARD_PORT,
     ContainerSpec,
     KernelContainer,
@@ -60,6 +61,11 @@ def ensure_volume(client: docker.DockerClient, spec: ContainerSpec, volume: str,
     except NotFound:
         pass
     client.api.create_volume(volume, labels={LABEL_MANAGED: "volume", **(labels or {})})
+    give_volume(client, spec, volume)
+
+
+def give_volume(client: docker.DockerClient, spec: ContainerSpec, volume: str) -> None:
+    """Make the kernel's user own a volume (it is mounted at VOLUME_MOUNTPOINT for that)."""
     uid, _, gid = spec.user.partition(":")
     run = run_to_completion(client, spec.image, ["chown", f"{uid}:{gid or uid}", VOLUME_MOUNTPOINT], spec.platform,
                             mounts=((volume, VOLUME_MOUNTPOINT, False),), user="0:0", cap_add=("CHOWN",))
@@ -71,11 +77,17 @@ def ensure_volume(client: docker.DockerClient, spec: ContainerSpec, volume: str,
 class RemoteLink:
     """A remote kernel's tunnel and lease, from its start to its end."""
 
-    def __init__(self, container: KernelContainer, destination: SshDestination, local_ports: dict[str, int],
-                 lease_seconds: int, user: str) -> None:
+    def __init__(self, container: KernelContainer, destination: SshDestination | None, local_ports: dict[str, int],
+                 lease_seconds: int, user: str, host_network: bool = False) -> None:
         self.container = container
-        self.tunnel = Tunnel(destination, {local_ports[name]: container.host_ports[name] for name in local_ports})
+        # No destination: the kernel's ports are on this machine's loopback already (a swarm node that is this
+        # machine); the link is its lease.
+        self.tunnel = Tunnel(destination, {local_ports[name]: container.host_ports[name] for name in local_ports}
+                             ) if destination is not None else None
         self.local_ports = local_ports
+        # On its node's host network the kernel's TensorBoard listens on that node's loopback, on its own port.
+        self.tensorboard_listens_on = ((LOOPBACK, container.host_ports["tensorboard_port"]) if host_network
+                                       else ("0.0.0.0", TENSORBOARD_PORT))
         self.lease_seconds = lease_seconds
         self.user = user
         self._stop = threading.Event()
@@ -84,8 +96,10 @@ class RemoteLink:
     def start(self) -> RemoteLink:
         """Open the tunnel, tell the kernel its TensorBoard address, and start renewing the lease."""
         self.container.watch_exit()  # the engine removes the container as it exits (AutoRemove)
-        self.tunnel.open()
-        address = tensorboard_address(self.local_ports["tensorboard_port"], TENSORBOARD_PORT, "0.0.0.0")
+        if self.tunnel is not None:
+            self.tunnel.open()
+        listen_ip, listen_port = self.tensorboard_listens_on
+        address = tensorboard_address(self.local_ports["tensorboard_port"], listen_port, listen_ip)
         give_tensorboard_address(self.container.client, self.container.id, address, self.user)
         threading.Thread(target=self._renew, name=f"tf1kernel-lease-{self.container.id[:12]}", daemon=True).start()
         return self
@@ -105,11 +119,12 @@ class RemoteLink:
 
     def keep_open(self) -> None:
         """Reopen a tunnel that ssh closed (a short network outage) while the kernel still runs."""
-        if not self.tunnel.alive and not self._stop.is_set():
+        if self.tunnel is not None and not self.tunnel.alive and not self._stop.is_set():
             log.warning("tf1kernel: the SSH tunnel to kernel container %s closed; reopening it",
                         self.container.id[:12])
             self.tunnel = Tunnel(self.tunnel.target, self.tunnel.forwards).open()
 
     def close(self) -> None:
         self._stop.set()
-        self.tunnel.close()
+        if self.tunnel is not None:
+            self.tunnel.close()

@@ -67,7 +67,7 @@ def test_a_kernel_runs_on_the_remote_host_through_a_tunnel(remote: RemoteHost, r
         assert len(published) == 6 and {binding["IP"] for binding in bindings} == {"127.0.0.1"}
         for port in published:  # only on the remote host's loopback: not on its network address
             assert not reachable(remote.host.address, port)
-        link = manager.provisioner.placement.link
+        link = manager.provisioner.kernel_placement.link
         assert link is not None and link.tunnel.alive
         # %tensorboard_tf1 tells the user the tunnel's local port, the one their browser can open.
         address = execute(client, "print(open('/.tf1kernel/tensorboard.json').read())").stdout
@@ -84,7 +84,7 @@ def test_kernels_share_one_ssh_connection_and_take_their_forwards_along(remote: 
         assert execute(first_client, "print(6 * 7)").stdout.strip() == "42"
         assert execute(second_client, "print(6 * 8)").stdout.strip() == "48"
         # Both kernels' forwards are in one master connection (the engine's API calls open their sessions there).
-        first_link, second_link = first.provisioner.placement.link, second.provisioner.placement.link
+        first_link, second_link = first.provisioner.kernel_placement.link, second.provisioner.kernel_placement.link
         assert first_link.tunnel.master_pid == second_link.tunnel.master_pid == first_link.tunnel.running_master()
         assert str(first_link.tunnel.master_pid) in subprocess.run(
             ["ss", "-Htnp", "state", "established", "dst", f"{remote.host.address}:22"], capture_output=True,
@@ -180,7 +180,7 @@ def test_a_tls_engine_named_by_a_docker_context(remote: RemoteHost, jupyter_dirs
     with running_kernel(name, str(tmp_path), startup_timeout=120) as (manager, client):
         assert execute(client, "import tensorflow as tf\nprint(tf.Session().run(tf.constant(6) * 7))"
                        ).stdout.strip().splitlines()[-1] == "42"
-        assert manager.provisioner.placement.link is not None and len(remote.containers()) == 1
+        assert manager.provisioner.kernel_placement.link is not None and len(remote.containers()) == 1
     assert remote.containers() == []
 
 

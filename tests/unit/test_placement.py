@@ -18,7 +18,7 @@ from tf1kernel.engine import EngineInfo
 from tf1kernel.errors import InvalidOption
 from tf1kernel.options import KernelOptions
 from tf1kernel.outage import ENGINE_GRACE_SECONDS, EngineWatch
-from tf1kernel.placement import LocalPlacement, RemotePlacement, network_for, placement_for
+from tf1kernel.placement import LocalPlacement, RemotePlacement, SwarmPlacement, network_for, placement_for
 from tf1kernel.provisioner import DockerProvisioner
 
 LOCAL = EngineInfo(kind="Linux engine", arch="amd64", key="k", os="linux", server_version="26",
@@ -139,3 +139,32 @@ def test_an_engine_outage_is_tolerated_for_a_grace_period_unless_the_kernel_answ
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(scenario()) == [None, 1, None, 1, 1]
     assert "considered dead" in caplog.text and "still runs" in caplog.text
+
+
+def test_the_swarm_constraint_names_the_strategy_architecture_as_nodes_report_it() -> None:
+    from tf1kernel import swarm
+
+    assert swarm.constraints("linux/amd64", []) == ["node.platform.arch==x86_64"]
+    assert swarm.constraints("linux/arm64", ["node.labels.tf1==yes"]) == ["node.platform.arch==aarch64",
+                                                                          "node.labels.tf1==yes"]
+    assert (swarm._bytes("4g"), swarm._bytes("512m"), swarm._bytes("")) == (4 * 1024**3, 512 * 1024**2, None)
+
+
+def test_swarm_options_are_checked_and_need_a_manager() -> None:
+    with pytest.raises(InvalidOption, match="swarm_constraints"):
+        KernelOptions(swarm_constraints=["gpu"])
+    with pytest.raises(InvalidOption, match="is not one") as refused:
+        placement_for(KernelOptions(placement="swarm"), LOCAL)
+    assert "docker swarm init" in refused.value.fix
+    manager = EngineInfo(kind="Linux engine", arch="amd64", key="k", os="linux", server_version="26",
+                         shares_host_network=True, swarm_node_id="n1")
+    placed = placement_for(KernelOptions(placement="swarm", swarm_ssh={"gpu1": "me@gpu1.lab"}), manager)
+    assert isinstance(placed, SwarmPlacement)
+    prepared = placed.prepare(spec(working_dir="/Users/me/project"))
+    assert prepared.host_network and prepared.tunnelled and set(prepared.preferred_host_ports) == {
+        "shell_port", "iopub_port", "stdin_port", "control_port", "hb_port", "tensorboard_port"}
+    assert "node of the Docker Swarm" in prepared.notice and "each node has its own" in prepared.notice
+    from tf1kernel.swarm import Task
+
+    assert placed.node_destination(Task("n2", "10.0.0.9", "gpu1", "c")).destination == "me@gpu1.lab"
+    assert placed.node_destination(Task("n3", "10.0.0.8", "cpu7", "c")).destination == "10.0.0.8"

@@ -870,6 +870,14 @@ def initialize_or_exit(app, argv):
         os._exit(1)
 
 
+def keep_read_only_connection_file(app, argv):
+    """A swarm kernel's connection file is a Docker secret, mounted read-only. ipykernel (6.16 and later) writes
+    the file it was given back during initialize, with the same ports, and fails on a read-only one: skip that."""
+    path = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-f"), CONNECTION_FILE)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        app.write_connection_file = lambda: None
+
+
 def read_connection_file(argv):
     """The connection file the kernel is started with (-f FILE), as a dict; {} if there is none to read."""
     path = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-f"), None)
@@ -935,6 +943,7 @@ def main(argv):
         exit_when_stdin_closes()
     no_name_lookups_for_localhost()
     app = IPKernelApp.instance()
+    keep_read_only_connection_file(app, argv)
     # The history database is in HOME, a tmpfs that goes with the container: no later session reads it. IPython
     # writes the cells it caches before each read (%history -l, -g) and at exit; written after every cell, it
     # cost each round trip up to 0.5 ms. (The user's own arguments come after, and win.)

@@ -1,0 +1,196 @@
+"""Kernels as services of a two-node Docker Swarm: this machine's engine (manager) and the remote test host's
+(worker), tests/swarm.py. Real services, real TF1 code on both nodes, nothing published, nothing left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import pytest
+from jupyter_client.manager import KernelManager
+
+from tests.conftest import install_kernel, run_cli
+from tests.kernels import execute, running_kernel
+from tests.remote import RemoteHost
+from tests.swarm import TwoNodeSwarm
+from tf1kernel.errors import NoSuitableNode
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
+LEASE = 6
+TF_CELL = "import tensorflow as tf\nprint(tf.__version__, tf.Session().run(tf.constant(6) * 7))"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, kernel_image: str,
+            docker_client: docker.DockerClient) -> Iterator[TwoNodeSwarm]:
+    worker = RemoteHost(tmp_path_factory.mktemp("swarm-worker")).start([kernel_image])
+    try:
+        swarm = TwoNodeSwarm(docker_client, worker).start()
+        try:
+            yield swarm
+        finally:
+            swarm.stop()
+    finally:
+        worker.stop()
+
+
+def swarm_kernel(jupyter_dirs: Path, cluster: TwoNodeSwarm, name: str, **config: object) -> str:
+    """A kernelspec installed by the real CLI with --swarm, then given the test's nodes and a short lease."""
+    install_kernel(jupyter_dirs, name, "--strategy", "emulated", "--swarm")
+    spec_file = jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    assert spec["metadata"]["kernel_provisioner"]["config"]["placement"] == "swarm"
+    spec["metadata"]["kernel_provisioner"]["config"].update(
+        swarm_ssh=cluster.ssh_for_nodes, lease_seconds=LEASE, **config)
+    spec_file.write_text(json.dumps(spec))
+    return name
+
+
+def reachable(address: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((address, port)) == 0
+
+
+def reachable_from_worker(cluster: TwoNodeSwarm, address: str, port: int) -> bool:
+    probe = f"import socket; s = socket.socket(); s.settimeout(2); print(s.connect_ex(({address!r}, {port})))"
+    answer = cluster.worker.host.run([sys.executable, "-c", probe])
+    return answer.stdout.strip() == "0"
+
+
+def wait_until(condition: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.5)
+    return bool(condition())  # type: ignore[operator]
+
+
+def nothing_left(cluster: TwoNodeSwarm) -> bool:
+    return not cluster.services() and not any(cluster.containers().values())
+
+
+@pytest.mark.parametrize("node", ["manager", "worker"])
+def test_a_kernel_placed_by_label_runs_tf1_code_on_that_node_and_listens_on_its_loopback_only(
+        cluster: TwoNodeSwarm, jupyter_dirs: Path, tmp_path: Path, node: str) -> None:
+    name = swarm_kernel(jupyter_dirs, cluster, f"tf1.15-swarm-{node}", swarm_constraints=[f"node.labels.tf1=={node}"])
+    with running_kernel(name, str(tmp_path), startup_timeout=120) as (manager, client):
+        result = execute(client, f"{TF_CELL}\nimport os\nopen('made-on-swarm.txt', 'w').write('x')\nprint(os.getcwd())")
+        assert result.status == "ok", result
+        assert result.stdout.splitlines()[-2:] == ["1.15.5 42", "/work"]
+        assert "runs on a node of the Docker Swarm" in result.stderr and "'tf1kernel-work'" in result.stderr
+        placement = manager.provisioner.kernel_placement
+        assert placement.task.node_id == (cluster.manager_node if node == "manager" else cluster.worker_node)
+        [service] = cluster.services()
+        container = manager.provisioner.container
+        assert container.client.api.inspect_container(container.id)["HostConfig"]["NetworkMode"] == "host"
+        assert not service.get("Endpoint", {}).get("Ports"), "a kernel service published a port"
+        node_ports = manager.provisioner.container.host_ports
+        if node == "worker":  # on the worker's loopback: not at its address, from here
+            assert not any(reachable(cluster.worker.host.address, port) for port in node_ports.values())
+        else:  # on this machine's loopback: not at its address, from the worker
+            assert not any(reachable_from_worker(cluster, cluster.worker.host.gateway, port)
+                           for port in node_ports.values())
+        # Interrupt and restart, as for any kernel.
+        busy = client.execute("import time\nwhile True: time.sleep(0.05)")
+        time.sleep(1)
+        manager.interrupt_kernel()
+        reply = client.get_shell_msg(timeout=30)
+        assert reply["parent_header"]["msg_id"] == busy and reply["content"]["ename"] == "KeyboardInterrupt"
+        manager.restart_kernel(now=False)
+        client.wait_for_ready(timeout=120)
+        assert execute(client, "print(open('made-on-swarm.txt').read())").stdout.strip() == "x"
+        assert len(cluster.services()) == 1
+    assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
+    assert not cluster.secrets()
+
+
+def test_four_kernels_at_once_spread_across_both_nodes(cluster: TwoNodeSwarm, jupyter_dirs: Path,
+                                                       tmp_path: Path) -> None:
+    name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-any")
+
+    def run_one(index: int) -> str:
+        with running_kernel(name, str(tmp_path), startup_timeout=180) as (manager, client):
+            assert execute(client, TF_CELL).stdout.strip().splitlines()[-1] == "1.15.5 42"
+            return str(manager.provisioner.kernel_placement.task.node_id)
+
+    with ThreadPoolExecutor(4) as running:
+        nodes = list(running.map(run_one, range(4)))
+    assert set(nodes) == {cluster.manager_node, cluster.worker_node}, nodes
+    assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
+
+
+def test_no_suitable_node_fails_fast_with_swarm_reason_and_the_fix(cluster: TwoNodeSwarm, jupyter_dirs: Path,
+                                                                  tmp_path: Path) -> None:
+    name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-nowhere", swarm_constraints=["node.labels.tf1==gpu"])
+    manager = KernelManager(kernel_name=name)
+    started = time.monotonic()
+    with pytest.raises(NoSuitableNode) as refused:
+        manager.start_kernel(cwd=str(tmp_path))
+    assert time.monotonic() - started < 10
+    assert "no suitable node" in refused.value.message and "node.labels.tf1==gpu" in refused.value.message
+    assert "--label-add" in refused.value.fix
+    assert nothing_left(cluster) and not cluster.secrets()
+
+
+def test_a_cut_link_ends_the_worker_kernel_and_leaves_no_service(cluster: TwoNodeSwarm, jupyter_dirs: Path,
+                                                                 tmp_path: Path) -> None:
+    name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-cut", swarm_constraints=["node.labels.tf1==worker"])
+    manager = KernelManager(kernel_name=name, autorestart=False)
+    manager.start_kernel(cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=120)
+        assert execute(client, "print(1 + 1)").stdout.strip() == "2"
+        cluster.worker.host.link(False)
+        cut = time.monotonic()
+        assert wait_until(lambda: not manager.is_alive(), 120), "the kernel still counts as alive"
+        time.sleep(max(0.0, LEASE + 5 - (time.monotonic() - cut)))  # its lease has lapsed by now
+    finally:
+        cluster.worker.host.link(True)
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert wait_until(lambda: nothing_left(cluster), 60), (cluster.services(), cluster.containers())
+
+
+SERVER = textwrap.dedent("""
+    import sys, time
+    from jupyter_client.manager import KernelManager
+    manager = KernelManager(kernel_name=sys.argv[1])
+    manager.start_kernel(cwd=sys.argv[2])
+    client = manager.client(); client.start_channels(); client.wait_for_ready(timeout=120)
+    print("ready", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_killed_server_leaves_a_service_that_ends_with_its_lease_and_is_removed(
+        cluster: TwoNodeSwarm, jupyter_dirs: Path, tmp_path: Path) -> None:
+    name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-killed", swarm_constraints=["node.labels.tf1==worker"])
+    server = subprocess.Popen([sys.executable, "-c", SERVER, name, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "JUPYTER_PATH": str(jupyter_dirs / "share/jupyter")})
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        assert len(cluster.services()) == 1 and len(cluster.containers()["worker"]) == 1
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+    # The lease ends the kernel; its service stays until a tf1kernel process removes it.
+    assert wait_until(lambda: not [c for c in cluster.containers()["worker"] if c["State"] == "running"], LEASE + 15)
+    removed = run_cli("gc", "--swarm")
+    assert removed.returncode == 0, removed.stderr
+    assert "1 orphaned kernel service(s) removed" in removed.stdout
+    assert wait_until(lambda: nothing_left(cluster), 30), (cluster.services(), cluster.containers())
+    assert not cluster.secrets()
