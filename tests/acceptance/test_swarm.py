@@ -20,7 +20,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_kernel, run_cli
-from tests.kernels import execute, running_kernel
+from tests.kernels import execute, restart, running_kernel
 from tests.remote import RemoteHost
 from tests.swarm import TwoNodeSwarm
 from tf1kernel.errors import NoSuitableNode
@@ -108,8 +108,7 @@ def test_a_kernel_placed_by_label_runs_tf1_code_on_that_node_and_listens_on_its_
         manager.interrupt_kernel()
         reply = client.get_shell_msg(timeout=30)
         assert reply["parent_header"]["msg_id"] == busy and reply["content"]["ename"] == "KeyboardInterrupt"
-        manager.restart_kernel(now=False)
-        client.wait_for_ready(timeout=120)
+        restart(manager, client, timeout=120)
         assert execute(client, "print(open('made-on-swarm.txt').read())").stdout.strip() == "x"
         assert len(cluster.services()) == 1
     assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
