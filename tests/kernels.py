@@ -6,12 +6,15 @@ import contextlib
 import json
 import queue
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import docker
 from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.connect import write_connection_file
 from jupyter_client.manager import KernelManager
 
 
@@ -233,3 +236,40 @@ def probe_from(engine: docker.DockerClient, image: str, network: str, targets: l
 def gateway(engine: docker.DockerClient, network: str) -> str:
     """The host's address on an engine network: what a container there reaches this machine at."""
     return engine.api.inspect_network(network)["IPAM"]["Config"][0]["Gateway"]
+
+
+class ArgvKernel:
+    """A kernel started from kernel.json argv, with a client connected to it."""
+
+    def __init__(self, kernelspec_dir: Path, cwd: Path) -> None:
+        argv = json.loads((kernelspec_dir / "kernel.json").read_text())["argv"]
+        self.connection_file, _ = write_connection_file(str(cwd / "connection.json"), ip="127.0.0.1",
+                                                        key=b"vscode-like-key")
+        self.process = subprocess.Popen([a.replace("{connection_file}", self.connection_file) for a in argv],
+                                        cwd=cwd, stderr=subprocess.PIPE, text=True)
+        self.client = BlockingKernelClient(connection_file=self.connection_file)
+        self.client.load_connection_file()
+        self.client.start_channels()
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            assert self.process.poll() is None, f"launcher exited: {self.process.stderr.read()}"
+            self.client.kernel_info()
+            try:
+                if self.client.get_shell_msg(timeout=1)["msg_type"] == "kernel_info_reply":
+                    return time.monotonic() - started
+            except queue.Empty:
+                pass
+        raise AssertionError("no kernel_info_reply")
+
+    def close(self) -> None:
+        """Stop the way VS Code does when it disposes a kernel: SIGTERM, then SIGKILL."""
+        self.client.stop_channels()
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)

@@ -11,6 +11,7 @@ with `docker save | docker load`: the remote host has no registry either.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -187,3 +188,10 @@ class RemoteHost:
                 return True
             time.sleep(0.5)
         return False
+
+
+def reachable(address: str, port: int) -> bool:
+    """Does something accept a TCP connection at address:port, from this machine?"""
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((address, port)) == 0

@@ -16,7 +16,16 @@ from typing import Any
 import docker
 from docker.errors import ImageNotFound
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from . import (
@@ -31,6 +40,7 @@ from . import (
     probes,
     strategies,
     swarm,
+    swarm_images,
     verify,
 )
 from .errors import ImageMissing, InvalidOption, KernelStackMissing, Tf1KernelError
@@ -89,6 +99,10 @@ def make_parser() -> argparse.ArgumentParser:
                                             f"{images.DEFAULT_RECIPE.base_image})")
     build.add_argument("--index-url", help="PyPI mirror for pip inside the build (not kept in the image)")
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    build.add_argument("--swarm", action="store_true",
+                       help="then copy the image to every node of its architecture in the swarm the engine manages "
+                            "(swarm runs a kernel's image by its ID, so every node needs this very build)")
+    add_swarm_ssh_argument(build)
     add_engine_arguments(build)
     build.set_defaults(run=run_build)
 
@@ -114,6 +128,7 @@ def make_parser() -> argparse.ArgumentParser:
     install.add_argument("--swarm", action="store_true",
                          help="run the kernels as services of the Docker Swarm that the engine manages "
                               "(`placement: swarm`; see docs/cluster.md)")
+    add_swarm_ssh_argument(install)
     install.add_argument("--skip-checks", action="store_true", help="do not check the engine and image")
     add_engine_arguments(install)
     install.set_defaults(run=run_install)
@@ -162,11 +177,31 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--context", metavar="NAME", help="the docker context to use (see `docker context ls`)")
 
 
+def add_swarm_ssh_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--swarm-ssh", action="append", default=[], metavar="NODE=[USER@]HOST",
+                        help="with --swarm: how SSH reaches a node, by its hostname or address (default: the "
+                             "address swarm knows it by); repeat for each node")
+
+
+def swarm_ssh(args: argparse.Namespace) -> dict[str, str]:
+    mapping = {}
+    for pair in args.swarm_ssh:
+        node, sep, destination = pair.partition("=")
+        if not (sep and node and destination):
+            raise InvalidOption(f"--swarm-ssh {pair!r} is not NODE=[USER@]HOST.", "write it as --swarm-ssh "
+                                "gpu1=me@gpu1.lab")
+        mapping[node] = destination
+    if mapping and not args.swarm:
+        raise InvalidOption("--swarm-ssh is for kernels or images on a swarm.", "add --swarm, or drop --swarm-ssh")
+    return mapping
+
+
 def connect(args: argparse.Namespace, timeout: int = engine.DEFAULT_TIMEOUT) -> docker.DockerClient:
     return engine.connect(args.docker_host, timeout=timeout, context=args.context)
 
 
 def run_build(args: argparse.Namespace) -> int:
+    swarm_ssh(args)  # a wrong --swarm-ssh is refused before the build's minutes
     ca_path = None if args.no_ca_bundle else (args.ca_bundle or images.host_pip_ca_bundle())
     ca_bundle = images.read_ca_bundle(ca_path) if ca_path else b""
     build_args = parse_build_args(args.build_arg)
@@ -177,6 +212,8 @@ def run_build(args: argparse.Namespace) -> int:
         require_prebuilt(args, "--wheel", "--wheel FILE")
         wheel_recipe = images.wheel_recipe(args.wheel, args.platform)
     client = connect(args)
+    if args.swarm:  # before the build's minutes, not after
+        swarm.require_manager(client, "build --swarm")
     recipe = wheel_recipe or build_recipe(args, engine.describe(client))
     tag = images.check_image_reference(args.tag) if args.tag else recipe.tag
     require_platform(client, recipe.platform)
@@ -194,9 +231,32 @@ def run_build(args: argparse.Namespace) -> int:
                                    on_progress=on_progress)
     size = client.api.inspect_image(built.image_id)["Size"] / 1e6
     verdict = "Up to date (nothing it depends on changed; --no-cache rebuilds):" if built.up_to_date else "Built"
-    out.print(f"[green]{verdict}[/] {tag} ({built.image_id.removeprefix('sha256:')[:12]}, {size:.0f} MB). "
-              "Next: `tf1kernel install --user`")
+    out.print(f"[green]{verdict}[/] {tag} ({built.image_id.removeprefix('sha256:')[:12]}, {size:.0f} MB).",
+              highlight=False)
+    if args.swarm:
+        copy_to_swarm(client, tag, args)
+    out.print(f"Next: `tf1kernel install --user{' --swarm' if args.swarm else ''}`", highlight=False)
     return 0
+
+
+def copy_to_swarm(client: docker.DockerClient, image: str, args: argparse.Namespace) -> None:
+    """`build --swarm`: the image on every node that may run it, with a bar per copy on a terminal."""
+    out.print(f"Copying {image} to the swarm's nodes of its architecture...", highlight=False)
+    bars: dict[str, Any] = {}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        console=out) if out.is_terminal else None
+
+    def on_progress(node: swarm_images.Node, sent: int, total: int) -> None:
+        if progress is not None:
+            if node.id not in bars:
+                bars[node.id] = progress.add_task(node.name, total=total)
+            progress.update(bars[node.id], completed=sent, total=total)
+
+    with progress or nullcontext():
+        copies = swarm_images.copy_to_nodes(client, image, swarm_ssh(args), on_progress)
+    for copy in copies:
+        done = f" ({copy.size / 1e6:.0f} MB in {copy.seconds:.0f} s)" if copy.outcome == "copied" else ""
+        out.print(f"  {copy.node.name}: {copy.outcome}{done}", highlight=False)
 
 
 def build_kernel_stack(args: argparse.Namespace, ca_path: Path | None) -> int:
@@ -207,15 +267,22 @@ def build_kernel_stack(args: argparse.Namespace, ca_path: Path | None) -> int:
                             "drop --wheel, or drop --image")
     image = images.check_image_reference(args.image)
     client = connect(args)
+    if args.swarm:
+        swarm.require_manager(client, "build --swarm")
     platform = args.platform or engine.describe(client).native_platform
     try:
         facts = verify.verify_image(client, image, platform)
     except KernelStackMissing as missing:
         derived = add_kernel_stack(client, image, platform, "python", missing, ca_path, args.index_url).image
+        if args.swarm:
+            copy_to_swarm(client, derived, args)
         out.print(f"Next: `tf1kernel install --user --strategy prebuilt --image {derived} --platform {platform}`",
                   highlight=False)
         return 0
-    out.print(f"{image} is a kernel image already ({facts.summary()}). Next: `tf1kernel install --user --strategy "
+    out.print(f"{image} is a kernel image already ({facts.summary()}).", highlight=False)
+    if args.swarm:
+        copy_to_swarm(client, image, args)
+    out.print("Next: `tf1kernel install --user --strategy "
               f"prebuilt --image {image} --platform {platform}`", highlight=False)
     return 0
 
@@ -318,6 +385,8 @@ def kernel_config(args: argparse.Namespace) -> dict[str, Any]:
         config["network_access"] = False
     if args.swarm:
         config["placement"] = "swarm"
+    if args.swarm_ssh:
+        config["swarm_ssh"] = swarm_ssh(args)
     if args.docker_host or args.context:
         engine.endpoint(args.docker_host, args.context)  # a context that does not exist is refused now
         config["docker_host" if args.docker_host else "docker_context"] = args.docker_host or args.context
@@ -449,9 +518,7 @@ def run_gc(args: argparse.Namespace) -> int:
     kept = len(containers) - len(removed)
     out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept.")
     if args.swarm:
-        if not swarm.manager_node_id(client):
-            raise InvalidOption("--swarm needs a Docker Swarm manager; this engine is not one.",
-                                "point --docker-host or --context at a manager")
+        swarm.require_manager(client, "gc --swarm")
         services = swarm.remove_orphan_services(client, include_other_hosts=args.all_hosts)
         for name in services:
             out.print(f"removed the service {name} (its Jupyter server is gone)", highlight=False)

@@ -76,3 +76,7 @@ class KernelStackMissing(ImageIncompatible):
 
 class NoSuitableNode(Tf1KernelError):
     """No node of the swarm fits the kernel (architecture, labels, resources)."""
+
+
+class NodeUnreachable(Tf1KernelError):
+    """A swarm node's engine could not be reached through SSH (to copy an image there)."""

@@ -28,7 +28,7 @@ from jupyter_client.kernelspec import KernelSpec
 from . import engine
 from .container import CONTAINER_PORTS, KernelContainer
 from .errors import InvalidOption, Tf1KernelError
-from .placement import Placement, RemotePlacement, SwarmPlacement
+from .placement import LocalPlacement, Placement, RemotePlacement
 from .ports import free_ports
 from .provisioner import DockerProvisioner
 
@@ -81,23 +81,24 @@ def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer,
     )
     placement = provisioner.kernel_placement
     assert placement is not None
-    if isinstance(placement, SwarmPlacement):
-        raise InvalidOption("The argv launcher (VS Code) does not place kernels on a swarm yet.",
-                            "use this kernel from JupyterLab, Notebook or nbclient, or install one without --swarm "
-                            "for VS Code")
-    if not isinstance(placement, RemotePlacement):
+    if isinstance(placement, LocalPlacement):
         container = placement.start(client, spec)
         print(f"tf1kernel: TensorBoard (%tensorboard_tf1) for this kernel: {container.tensorboard_url}",
               file=sys.stderr)
         return container, placement
-    # A remote engine: it picks the ports on its own loopback; the tunnel listens on the frontend's. The
-    # lease, not a stdin attach, ends the kernel when this launcher goes.
-    spec = dataclasses.replace(spec, preferred_host_ports={}, fixed_host_ports=False, exit_with_caller=False)
-    placement.listen_on({**frontend_ports, "tensorboard_port": free_ports(1)[0]})
+    # A remote engine or a swarm node: the tunnel listens on the frontend's ports (a swarm kernel on this
+    # machine listens on them itself: its placement kept them). The lease, not a stdin attach, ends the kernel
+    # when this launcher goes.
+    spec = dataclasses.replace(spec, fixed_host_ports=False, exit_with_caller=False)
+    if isinstance(placement, RemotePlacement):
+        spec = dataclasses.replace(spec, preferred_host_ports={})
+        placement.listen_on({**frontend_ports, "tensorboard_port": free_ports(1)[0]})
+    else:
+        placement.listen_on(spec.preferred_host_ports)
     container = placement.start(client, spec)
     ports = placement.connect(container, spec)
-    print(f"tf1kernel: the kernel runs on {provisioner.engine_description()}, through an SSH tunnel; "
-          f"TensorBoard (%tensorboard_tf1): http://127.0.0.1:{ports['tensorboard_port']}/", file=sys.stderr)
+    print(f"tf1kernel: the kernel runs on {provisioner.engine_description()}; TensorBoard (%tensorboard_tf1): "
+          f"http://127.0.0.1:{ports['tensorboard_port']}/", file=sys.stderr)
     return container, placement
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import docker
 
-from . import engine, networks, packages, pool, remote, swarm
+from . import engine, networks, packages, pool, remote, swarm, swarm_images
 from .container import CONTAINER_PORTS, LOOPBACK, ContainerSpec, KernelContainer, at_once
 from .engine import EngineInfo
 from .errors import InvalidOption, MountError
@@ -136,7 +136,39 @@ class LocalPlacement(Placement):
         return kernel_answers(container.host_ports["hb_port"]) if container.host_ports else None
 
 
-class RemotePlacement(Placement):
+class TunnelledPlacement(Placement):
+    """A kernel on another machine's loopback, reached through an SSH tunnel from this machine's ports."""
+
+    def __init__(self) -> None:
+        self.link: remote.RemoteLink | None = None
+        # The tunnel's ports on this machine: kept across restarts while they are free, or always (fixed: the
+        # argv launcher's frontend chose them).
+        self.local_ports: dict[str, int] = {}
+        self.fixed_local_ports = False
+
+    def listen_on(self, local_ports: dict[str, int]) -> None:
+        """Open the tunnel on exactly these ports of this machine (the frontend's)."""
+        self.local_ports, self.fixed_local_ports = dict(local_ports), True
+
+    def tunnel_ports(self, remote_ports: dict[str, int]) -> dict[str, int]:
+        """This machine's end for each remote port: the same as before a restart when free (or fixed), else
+        free ones."""
+        keep = self.fixed_local_ports or ports_free(list(self.local_ports.values()))
+        local = dict(self.local_ports) if keep else {}
+        unset = [name for name in remote_ports if name not in local]
+        local.update(zip(unset, free_ports(len(unset)), strict=True))
+        return local
+
+    def keep_open(self) -> None:
+        if self.link is not None:
+            self.link.keep_open()
+
+    def forget(self) -> None:
+        if not self.fixed_local_ports:
+            self.local_ports = {}
+
+
+class RemotePlacement(TunnelledPlacement):
     """An engine on another machine: a folder or volume there, ports through an SSH tunnel, and a lease."""
 
     network = "bridge"
@@ -148,15 +180,7 @@ class RemotePlacement(Placement):
         self.work_volume = work_volume
         self.lease_seconds = lease_seconds
         self.kept_packages_labels = kept_packages_labels or {}
-        self.link: remote.RemoteLink | None = None
-        # The tunnel's ports on this machine: kept across restarts while they are free, or always (fixed: the
-        # argv launcher's frontend chose them).
-        self.local_ports: dict[str, int] = {}
-        self.fixed_local_ports = False
-
-    def listen_on(self, local_ports: dict[str, int]) -> None:
-        """Open the tunnel on exactly these ports of this machine (the frontend's)."""
-        self.local_ports, self.fixed_local_ports = dict(local_ports), True
+        super().__init__()
 
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
         spec = remote.remote_workspace(spec, self.destination.host, self.remote_workdir, self.work_volume)
@@ -171,12 +195,8 @@ class RemotePlacement(Placement):
         return KernelContainer.start(client, spec)
 
     def connect(self, container: KernelContainer, spec: ContainerSpec) -> dict[str, int]:
-        """Open the tunnel and start the lease. The tunnel listens on the same local ports as before a restart
-        when free (or fixed), else on free ones."""
-        keep = self.fixed_local_ports or ports_free(list(self.local_ports.values()))
-        local = dict(self.local_ports) if keep else {}
-        unset = [name for name in container.host_ports if name not in local]
-        local.update(zip(unset, free_ports(len(unset)), strict=True))
+        """Open the tunnel and start the lease."""
+        local = self.tunnel_ports(container.host_ports)
         link = remote.RemoteLink(container, self.destination, local, self.lease_seconds, spec.user)
         try:
             link.start()
@@ -187,21 +207,13 @@ class RemotePlacement(Placement):
         self.link, self.local_ports = link, local
         return dict(local)
 
-    def keep_open(self) -> None:
-        if self.link is not None:
-            self.link.keep_open()
-
     def disconnect(self) -> None:
         link, self.link = self.link, None
         if link is not None:
             link.close()
 
-    def forget(self) -> None:
-        if not self.fixed_local_ports:
-            self.local_ports = {}
 
-
-class SwarmPlacement(Placement):
+class SwarmPlacement(TunnelledPlacement):
     """A one-replica service of a Docker Swarm (swarm.py), on its node's host network and loopback, reached through
     SSH to that node (or directly when the node is this machine); the node's engine signals it and carries its
     lease."""
@@ -222,8 +234,7 @@ class SwarmPlacement(Placement):
         self.kernel_id = ""
         self.task: swarm.Task | None = None
         self.destination: SshDestination | None = None
-        self.link: remote.RemoteLink | None = None
-        self.local_ports: dict[str, int] = {}  # the tunnel's, kept across restarts while free
+        super().__init__()
 
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
         notice = spec.notice
@@ -235,10 +246,11 @@ class SwarmPlacement(Placement):
         told = ("This kernel runs on a node of the Docker Swarm: your notebook's folder is on this machine, not "
                 f"there. The kernel works in {where}.")
         spec = dataclasses.replace(spec, notice=" ".join(filter(None, [notice, told])))
-        # A restart keeps the node's ports (and connect keeps this machine's), so that clients carry on.
-        names = [*CONTAINER_PORTS, "tensorboard_port"]
-        ports = dict(spec.preferred_host_ports) if set(names) <= set(spec.preferred_host_ports) else dict(
-            zip(names, free_ports(len(names)), strict=True))
+        # A restart keeps the node's ports (and connect keeps this machine's), so that clients carry on; a
+        # frontend's own ports (the argv launcher's) are kept too.
+        ports = dict(spec.preferred_host_ports) if set(CONTAINER_PORTS) <= set(spec.preferred_host_ports) else dict(
+            zip(CONTAINER_PORTS, free_ports(len(CONTAINER_PORTS)), strict=True))
+        ports.setdefault("tensorboard_port", free_ports(1)[0])
         return dataclasses.replace(spec, network=self.network, preferred_host_ports=ports,
                                    lease_seconds=self.lease_seconds, tunnelled=True)
 
@@ -256,7 +268,7 @@ class SwarmPlacement(Placement):
             self.destination = None
             if not (task.node_id == self.node_id and self.manager.shares_host_network):
                 self.destination = self.node_destination(task)
-                node_client = engine.shared(f"ssh://{self.destination.destination}")[0]
+                node_client = engine.shared(self.destination.url)[0]
             container = KernelContainer(node_client, task.container_id, dict(spec.preferred_host_ports))
             if spec.work_volume:
                 own_volume(container, spec)
@@ -266,24 +278,12 @@ class SwarmPlacement(Placement):
             raise
 
     def node_destination(self, task: swarm.Task) -> SshDestination:
-        """How SSH reaches the task's node: swarm_ssh by hostname or address, else its address."""
-        target = self.ssh_for_nodes.get(task.node_hostname) or self.ssh_for_nodes.get(task.node_address) \
-            or task.node_address
-        try:
-            return SshDestination.parse(target)
-        except ValueError:
-            raise InvalidOption(f"swarm_ssh names node {task.node_hostname} as {target!r}, which is not "
-                                "[user@]host.", 'write it as "user@host" or "host"') from None
+        return swarm_images.ssh_destination(task.node_hostname, task.node_address, self.ssh_for_nodes)
 
     def connect(self, container: KernelContainer, spec: ContainerSpec) -> dict[str, int]:
         """The lease, and a tunnel from free local ports to the node's loopback unless the node is this machine."""
         node_ports = container.host_ports
-        if self.destination is None:
-            local = dict(node_ports)
-        elif self.local_ports and ports_free(list(self.local_ports.values())):
-            local = dict(self.local_ports)
-        else:
-            local = dict(zip(node_ports, free_ports(len(node_ports)), strict=True))
+        local = dict(node_ports) if self.destination is None else self.tunnel_ports(node_ports)
         link = remote.RemoteLink(container, self.destination, local, self.lease_seconds, spec.user, host_network=True)
         try:
             link.start()
@@ -294,13 +294,6 @@ class SwarmPlacement(Placement):
         self.link, self.local_ports = link, local
         return local
 
-    def keep_open(self) -> None:
-        if self.link is not None:
-            self.link.keep_open()
-
-    def forget(self) -> None:
-        self.local_ports = {}
-
     def disconnect(self) -> None:
         """Close the link and remove the service: its task's container, on whichever node, goes with it."""
         link, self.link = self.link, None
@@ -310,9 +303,9 @@ class SwarmPlacement(Placement):
             swarm.remove_service(self.client, self.kernel_id)
 
 
-SWARM_IMAGE_FIX = ("put the image on every node that may take the kernel: build it there (`tf1kernel build "
-                   "--docker-host ssh://NODE`), or copy it (`docker save IMAGE | ssh NODE docker load`); swarm "
-                   "nodes run it by its ID, so every copy must be of the same build")
+SWARM_IMAGE_FIX = ("copy the image from the manager to every node that may take the kernel: `tf1kernel build "
+                   "--swarm` (the same build: swarm runs it by its ID), or `docker save IMAGE | ssh NODE docker "
+                   "load`")
 _reaped_swarms: set[str] = set()
 
 

@@ -34,7 +34,7 @@ from docker.types import (
 
 from . import packages
 from .container import HOME_DIR, LEASE_FILE, PIP_CA_FILE, TENSORBOARD_ADDRESS_FILE, ContainerSpec, kernel_files
-from .errors import ContainerStartError, ImageMissing, NoSuitableNode
+from .errors import ContainerStartError, ImageMissing, InvalidOption, NoSuitableNode
 from .labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 from .options import MEMORY_PATTERN
 from .orphans import LABEL_OWNER_STARTED, owner_alive
@@ -65,6 +65,16 @@ def manager_node_id(client: docker.DockerClient) -> str:
     """The engine's node ID if it is a swarm manager, else ""."""
     state = client.api.info().get("Swarm") or {}
     return str(state.get("NodeID", "")) if state.get("ControlAvailable") else ""
+
+
+def require_manager(client: docker.DockerClient, needed_by: str) -> str:
+    """The engine's node ID, or InvalidOption if it is no swarm manager."""
+    node_id = manager_node_id(client)
+    if not node_id:
+        raise InvalidOption(f"{needed_by} needs a Docker Swarm manager; this engine is not one.",
+                            "point --docker-host or --context (docker_host or docker_context in kernel.json) at a "
+                            "manager, or run `docker swarm init` there")
+    return node_id
 
 
 def constraints(platform: str, extra: list[str]) -> list[str]:

@@ -70,6 +70,11 @@ class SshDestination:
     def destination(self) -> str:
         return f"{self.user}@{self.host}" if self.user else self.host
 
+    @property
+    def url(self) -> str:
+        """As DOCKER_HOST names an engine reached through this destination."""
+        return f"ssh://{self.destination}" + (f":{self.port}" if self.port else "")
+
     def ssh_command(self, *options: str) -> list[str]:
         """ssh to this destination through the shared connection, with more options (before the destination)."""
         return ["ssh", *SSH_OPTIONS, *multiplexing_options(), *(["-p", str(self.port)] if self.port else []),

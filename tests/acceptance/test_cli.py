@@ -123,6 +123,12 @@ def test_list_without_engine_still_lists(kernel_image: str, tmp_path: Path) -> N
         (["build", "--ca-bundle", "/nonexistent/ca.pem"], ["Cannot read the CA bundle", "--no-ca-bundle"], 1),
         (["build", "--ca-bundle", "/etc/hostname"], ["holds no PEM certificate"], 1),
         (["build", "--tag", "UPPER:case"], ["not a valid image reference"], 1),
+        (["build", "--swarm-ssh", "gpu1=me@gpu1"], ["--swarm-ssh is for", "add --swarm"], 1),
+        (["build", "--swarm", "--swarm-ssh", "gpu1"], ["is not NODE=[USER@]HOST", "gpu1=me@gpu1.lab"], 1),
+        (["build", "--swarm", "--image", "tf1kernel/tensorflow:1.15.5-amd64"],
+         ["build --swarm needs a Docker Swarm manager", "docker swarm init"], 1),
+        (["install", "--skip-checks", "--swarm-ssh", "gpu1=me@gpu1"], ["--swarm-ssh is for", "add --swarm"], 1),
+        (["gc", "--swarm"], ["gc --swarm needs a Docker Swarm manager"], 1),
         (["frobnicate"], ["invalid choice"], 2),
     ],
 )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -19,52 +18,14 @@ from pathlib import Path
 
 import docker
 import pytest
-from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_variant, managed_containers, run_cli
-from tests.kernels import debug_a_cell, execute, interrupt_busy_cells, start_nonblocking, wait_reply
+from tests.kernels import ArgvKernel, debug_a_cell, execute, interrupt_busy_cells, start_nonblocking, wait_reply
 from tf1kernel.container import BOOT, LIFELINE_FLAG
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
-
-
-class ArgvKernel:
-    """A kernel started from kernel.json argv, with a client connected to it."""
-
-    def __init__(self, kernelspec_dir: Path, cwd: Path) -> None:
-        argv = json.loads((kernelspec_dir / "kernel.json").read_text())["argv"]
-        self.connection_file, _ = write_connection_file(str(cwd / "connection.json"), ip="127.0.0.1",
-                                                        key=b"vscode-like-key")
-        self.process = subprocess.Popen([a.replace("{connection_file}", self.connection_file) for a in argv],
-                                        cwd=cwd, stderr=subprocess.PIPE, text=True)
-        self.client = BlockingKernelClient(connection_file=self.connection_file)
-        self.client.load_connection_file()
-        self.client.start_channels()
-
-    def wait_ready(self, timeout: float = 60) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            assert self.process.poll() is None, f"launcher exited: {self.process.stderr.read()}"
-            self.client.kernel_info()
-            try:
-                if self.client.get_shell_msg(timeout=1)["msg_type"] == "kernel_info_reply":
-                    return time.monotonic() - started
-            except queue.Empty:
-                pass
-        raise AssertionError("no kernel_info_reply")
-
-    def close(self) -> None:
-        """Stop the way VS Code does when it disposes a kernel: SIGTERM, then SIGKILL."""
-        self.client.stop_channels()
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,8 +15,8 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_kernel, managed_containers, run_cli
-from tests.kernels import execute, restart, running_kernel
-from tests.remote import ALIAS, RemoteHost
+from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
+from tests.remote import ALIAS, RemoteHost, reachable
 from tests.wheelmaker import pure_wheel
 from tf1kernel import packages
 from tf1kernel.images import DEFAULT_RECIPE
@@ -45,12 +45,6 @@ def remote_kernel(remote: RemoteHost, jupyter_dirs: Path) -> str:
     return name
 
 
-def reachable(address: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(2)
-        return probe.connect_ex((address, port)) == 0
-
-
 def test_a_kernel_runs_on_the_remote_host_through_a_tunnel(remote: RemoteHost, remote_kernel: str, tmp_path: Path,
                                                            docker_client: docker.DockerClient) -> None:
     with running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (manager, client):
@@ -75,6 +69,26 @@ def test_a_kernel_runs_on_the_remote_host_through_a_tunnel(remote: RemoteHost, r
         assert manager.get_connection_info()["ip"] == "127.0.0.1"
     assert remote.containers() == []
     assert not link.tunnel.alive
+
+
+def test_vs_code_s_argv_launcher_runs_a_remote_kernel_on_the_frontend_s_ports(
+        remote: RemoteHost, remote_kernel: str, jupyter_dirs: Path, tmp_path: Path) -> None:
+    kernel = ArgvKernel(jupyter_dirs / "share/jupyter/kernels" / remote_kernel, tmp_path)
+    try:
+        kernel.wait_ready(timeout=120)
+        assert execute(kernel.client, "import tensorflow as tf\nprint(tf.Session().run(tf.constant(6) * 7))"
+                       ).stdout.strip().splitlines()[-1] == "42"
+        assert len(remote.containers()) == 1
+        busy = start_nonblocking(kernel.client, "import time\nwhile True: time.sleep(0.05)")
+        time.sleep(1.5)
+        kernel.process.send_signal(signal.SIGINT)  # VS Code's interrupt
+        assert wait_reply(kernel.client, busy, timeout=20)["content"]["ename"] == "KeyboardInterrupt"
+    finally:
+        kernel.close()  # SIGTERM, as VS Code disposes a kernel
+    deadline = time.monotonic() + 20
+    while remote.containers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert remote.containers() == []
 
 
 def test_kernels_share_one_ssh_connection_and_take_their_forwards_along(remote: RemoteHost,

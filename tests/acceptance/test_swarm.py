@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,23 +20,34 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_kernel, run_cli
-from tests.kernels import execute, restart, running_kernel
-from tests.remote import RemoteHost
+from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
+from tests.remote import RemoteHost, reachable
 from tests.swarm import TwoNodeSwarm
-from tf1kernel.errors import NoSuitableNode
+from tf1kernel.errors import ContainerStartError, NoSuitableNode
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 LEASE = 6
+MANAGER_ONLY_IMAGE = "tf1kernel/test-only-on-the-manager:1"
 TF_CELL = "import tensorflow as tf\nprint(tf.__version__, tf.Session().run(tf.constant(6) * 7))"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, kernel_image: str,
             docker_client: docker.DockerClient) -> Iterator[TwoNodeSwarm]:
-    worker = RemoteHost(tmp_path_factory.mktemp("swarm-worker")).start([kernel_image])
+    worker = RemoteHost(tmp_path_factory.mktemp("swarm-worker")).start([])
     try:
         swarm = TwoNodeSwarm(docker_client, worker).start()
         try:
+            # The image reaches the worker as the README says: `tf1kernel build --swarm` (up to date here, so it
+            # only copies).
+            built = run_cli("build", "--swarm", *swarm_ssh_flags(swarm), timeout=900)
+            assert built.returncode == 0, built.stderr
+            worker_node = f"({worker.host.address}): copied"
+            assert "(the manager)" in built.stdout and worker_node in built.stdout, built.stdout
+            assert worker.engine.api.inspect_image(kernel_image)["Id"] == \
+                docker_client.api.inspect_image(kernel_image)["Id"]
+            again = run_cli("build", "--swarm", *swarm_ssh_flags(swarm), timeout=300)
+            assert f"({worker.host.address}): has it" in again.stdout, again.stdout + again.stderr
             yield swarm
         finally:
             swarm.stop()
@@ -44,22 +55,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, kernel_image: str,
         worker.stop()
 
 
+def swarm_ssh_flags(cluster: TwoNodeSwarm) -> list[str]:
+    return [flag for node, destination in cluster.ssh_for_nodes.items()
+            for flag in ("--swarm-ssh", f"{node}={destination}")]
+
+
 def swarm_kernel(jupyter_dirs: Path, cluster: TwoNodeSwarm, name: str, **config: object) -> str:
-    """A kernelspec installed by the real CLI with --swarm, then given the test's nodes and a short lease."""
-    install_kernel(jupyter_dirs, name, "--strategy", "emulated", "--swarm")
+    """A kernelspec installed by the real CLI with --swarm and the test's nodes, then given a short lease."""
+    install_kernel(jupyter_dirs, name, "--strategy", "emulated", "--swarm", *swarm_ssh_flags(cluster))
     spec_file = jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json"
     spec = json.loads(spec_file.read_text())
-    assert spec["metadata"]["kernel_provisioner"]["config"]["placement"] == "swarm"
-    spec["metadata"]["kernel_provisioner"]["config"].update(
-        swarm_ssh=cluster.ssh_for_nodes, lease_seconds=LEASE, **config)
+    written = spec["metadata"]["kernel_provisioner"]["config"]
+    assert written["placement"] == "swarm" and written["swarm_ssh"] == cluster.ssh_for_nodes, written
+    written.update(lease_seconds=LEASE, **config)
     spec_file.write_text(json.dumps(spec))
     return name
-
-
-def reachable(address: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(2)
-        return probe.connect_ex((address, port)) == 0
 
 
 def reachable_from_worker(cluster: TwoNodeSwarm, address: str, port: int) -> bool:
@@ -130,6 +140,28 @@ def test_four_kernels_at_once_spread_across_both_nodes(cluster: TwoNodeSwarm, ju
     assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
 
 
+@pytest.mark.parametrize("node", ["manager", "worker"])
+def test_vs_code_s_argv_launcher_runs_a_swarm_kernel_on_the_frontend_s_ports(
+        cluster: TwoNodeSwarm, jupyter_dirs: Path, tmp_path: Path, node: str) -> None:
+    name = swarm_kernel(jupyter_dirs, cluster, f"tf1.15-swarm-argv-{node}",
+                        swarm_constraints=[f"node.labels.tf1=={node}"])
+    kernel = ArgvKernel(jupyter_dirs / "share/jupyter/kernels" / name, tmp_path)
+    try:
+        kernel.wait_ready(timeout=120)
+        assert execute(kernel.client, TF_CELL).stdout.strip().splitlines()[-1] == "1.15.5 42"
+        assert len(cluster.containers()[node]) == 1 and len(cluster.services()) == 1
+        busy = start_nonblocking(kernel.client, "import time\nwhile True: time.sleep(0.05)")
+        time.sleep(1.5)
+        kernel.process.send_signal(signal.SIGINT)  # VS Code's interrupt
+        assert wait_reply(kernel.client, busy, timeout=20)["content"]["ename"] == "KeyboardInterrupt"
+        assert kernel.process.poll() is None
+    finally:
+        kernel.close()  # SIGTERM, as VS Code disposes a kernel
+    assert kernel.process.returncode is not None
+    assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
+    assert not cluster.secrets()
+
+
 def test_no_suitable_node_fails_fast_with_swarm_reason_and_the_fix(cluster: TwoNodeSwarm, jupyter_dirs: Path,
                                                                   tmp_path: Path) -> None:
     name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-nowhere", swarm_constraints=["node.labels.tf1==gpu"])
@@ -141,6 +173,27 @@ def test_no_suitable_node_fails_fast_with_swarm_reason_and_the_fix(cluster: TwoN
     assert "no suitable node" in refused.value.message and "node.labels.tf1==gpu" in refused.value.message
     assert "--label-add" in refused.value.fix
     assert nothing_left(cluster) and not cluster.secrets()
+
+
+def test_a_node_without_the_image_fails_the_start_with_the_copy_to_make(
+        cluster: TwoNodeSwarm, jupyter_dirs: Path, tmp_path: Path, kernel_image: str,
+        docker_client: docker.DockerClient) -> None:
+    """An image built on the manager after the last `build --swarm`: the worker has no copy of it."""
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(
+        f"FROM {kernel_image}\nLABEL org.tf1kernel.test=only-on-the-manager\n".encode()), tag=MANAGER_ONLY_IMAGE)
+    try:
+        name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-noimage", image=MANAGER_ONLY_IMAGE,
+                            swarm_constraints=["node.labels.tf1==worker"])
+        manager = KernelManager(kernel_name=name)
+        started = time.monotonic()
+        with pytest.raises(ContainerStartError) as refused:
+            manager.start_kernel(cwd=str(tmp_path))
+        assert time.monotonic() - started < 30
+        assert "No such image" in refused.value.message and image.id in refused.value.message
+        assert "tf1kernel build --swarm" in refused.value.fix
+        assert wait_until(lambda: nothing_left(cluster), 20) and not cluster.secrets()
+    finally:
+        docker_client.images.remove(MANAGER_ONLY_IMAGE)
 
 
 def test_a_cut_link_ends_the_worker_kernel_and_leaves_no_service(cluster: TwoNodeSwarm, jupyter_dirs: Path,

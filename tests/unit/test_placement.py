@@ -168,3 +168,8 @@ def test_swarm_options_are_checked_and_need_a_manager() -> None:
 
     assert placed.node_destination(Task("n2", "10.0.0.9", "gpu1", "c")).destination == "me@gpu1.lab"
     assert placed.node_destination(Task("n3", "10.0.0.8", "cpu7", "c")).destination == "10.0.0.8"
+    by_address = SwarmPlacement(manager, "n1", "", "v", 30, [], {"10.0.0.7": "root@node7:2222"})
+    assert by_address.node_destination(Task("n4", "10.0.0.7", "same-name", "c")).url == "ssh://root@node7:2222"
+    unusable = SwarmPlacement(manager, "n1", "", "v", 30, [], {"gpu2": "ssh://"})
+    with pytest.raises(InvalidOption, match="not \\[user@\\]host"):
+        unusable.node_destination(Task("n5", "10.0.0.6", "gpu2", "c"))
