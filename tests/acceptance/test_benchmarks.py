@@ -107,3 +107,17 @@ def test_offline_start_benchmark_reports_ratios_and_asks_the_dropping_resolver_n
     assert rows["online"]["ready_ratio"] == 1.0 and rows["online-bridge"]["ready_ratio"] == 1.0
     assert all(row["ready_s"] > 0 and row["first_tf_result_s"] > 0 for row in rows.values())
     assert report["queries_the_silent_server_got"] == 0  # a start that asks no name server waits on none
+
+
+def test_swarm_start_benchmark_reports_each_placement_against_the_local_start(kernel_image: str,
+                                                                             tmp_path: Path) -> None:
+    done, rows = run_with_json_file("swarm_start.py", tmp_path / "swarm_start.json")
+    assert set(rows) == {"local", "remote", "swarm-manager", "swarm-worker"}
+    assert rows["local"]["ratio"] == 1.0
+    for name, row in rows.items():
+        assert 0 < row["ready_s"] and len(row["samples"]) == 2, row
+        # The swarm's own step is part of the start it is measured in.
+        assert ("scheduled_s" in row) == name.startswith("swarm")
+        assert 0 < row.get("scheduled_s", 1) < row["ready_s"], row
+    assert json.loads((tmp_path / "swarm_start.json").read_text())["left_behind"] == 0
+    assert all(name in done.stdout for name in rows)  # the table
