@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from . import engine, kernelspec, probes, strategies
+from . import engine, kernelspec, probes, strategies, swarm, swarm_images
 from .container import check_image
 from .errors import Tf1KernelError
+from .placement import SwarmPlacement
 from .provisioner import DockerProvisioner
 
 KERNEL_START_TIMEOUT = 300  # an emulated kernel importing TensorFlow is slow
@@ -126,8 +127,18 @@ def _kernel_check(name: str) -> Check:
     assert provisioner.choice is not None
     tensorflow = strategies.labelled_tensorflow(client, spec.image) or provisioner.choice.tensorflow
     runs = strategies.runs_description(tensorflow, spec.platform, engine.describe(client))
+    where = ""
+    if isinstance(provisioner.kernel_placement, SwarmPlacement):
+        arch = swarm.node_architecture(spec.platform)
+        fitting = [node.name for node in swarm_images.nodes(client) if node.ready and node.arch == arch]
+        if not fitting:
+            return Check(f"kernel {name}", False, f"no ready node of the swarm is {arch}, the architecture of "
+                                                  f"{spec.image}", "join a node of that architecture to the swarm "
+                                                  "(`docker swarm join`), or install the kernel for another platform")
+        where = (f"; a swarm service, on one of {len(fitting)} ready {arch} node(s): {', '.join(fitting)} (each "
+                 "needs the image: `tf1kernel build --swarm`)")
     return Check(f"kernel {name}", True, f"runs {runs}; {provisioner.choice.strategy}: {spec.image}; "
-                                        f"{provisioner.choice.reason}")
+                                        f"{provisioner.choice.reason}{where}")
 
 
 def _test_kernel(name: str) -> Check:

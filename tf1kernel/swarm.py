@@ -77,10 +77,15 @@ def require_manager(client: docker.DockerClient, needed_by: str) -> str:
     return node_id
 
 
+def node_architecture(platform: str) -> str:
+    """linux/amd64 as swarm names a node's architecture (`uname -m`): x86_64."""
+    arch = platform.partition("/")[2]
+    return NODE_ARCHITECTURES.get(arch, arch)
+
+
 def constraints(platform: str, extra: list[str]) -> list[str]:
     """The strategy's platform as a node architecture, then the user's own constraints."""
-    arch = platform.partition("/")[2]
-    return [f"node.platform.arch=={NODE_ARCHITECTURES.get(arch, arch)}", *extra]
+    return [f"node.platform.arch=={node_architecture(platform)}", *extra]
 
 
 def image_id(client: docker.DockerClient, image: str, fix: str) -> str:

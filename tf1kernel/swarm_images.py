@@ -79,7 +79,7 @@ def copy_to_nodes(client: docker.DockerClient, image: str, ssh_for_nodes: dict[s
         facts = client.api.inspect_image(image)
     except ImageNotFound:
         raise ImageMissing(f"The image {image} is not on the swarm manager.", "build it there first") from None
-    arch = swarm.NODE_ARCHITECTURES.get(facts.get("Architecture", ""), facts.get("Architecture", ""))
+    arch = swarm.node_architecture(f"linux/{facts.get('Architecture', '')}")
     copies = []
     for node in nodes(client):
         if node.id == manager:

@@ -162,6 +162,24 @@ def test_vs_code_s_argv_launcher_runs_a_swarm_kernel_on_the_frontend_s_ports(
     assert not cluster.secrets()
 
 
+def test_doctor_names_the_nodes_a_swarm_kernel_can_land_on_and_fails_without_one(
+        cluster: TwoNodeSwarm, jupyter_dirs: Path) -> None:
+    amd64 = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-doctor")
+    arm64 = install_kernel(jupyter_dirs, "tf1.15-swarm-doctor-arm64", "--strategy", "compat", "--platform",
+                           "linux/arm64", "--swarm")
+
+    def kernel_check(name: str) -> dict:
+        done = run_cli("doctor", "--kernel", name, "--no-start", "--json", timeout=300)
+        return next(c for c in json.loads(done.stdout)["checks"] if c["name"] == f"kernel {name}")
+
+    fits = kernel_check(amd64)
+    assert fits["ok"] and "on one of 2 ready x86_64 node(s)" in fits["detail"], fits
+    assert "tf1kernel build --swarm" in fits["detail"]
+    nowhere = kernel_check(arm64)
+    assert nowhere["ok"] is False and "no ready node of the swarm is aarch64" in nowhere["detail"], nowhere
+    assert "docker swarm join" in nowhere["fix"]
+
+
 def test_no_suitable_node_fails_fast_with_swarm_reason_and_the_fix(cluster: TwoNodeSwarm, jupyter_dirs: Path,
                                                                   tmp_path: Path) -> None:
     name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-nowhere", swarm_constraints=["node.labels.tf1==gpu"])
