@@ -125,6 +125,25 @@ def test_a_kernel_placed_by_label_runs_tf1_code_on_that_node_and_listens_on_its_
     assert not cluster.secrets()
 
 
+def test_a_shared_folder_is_the_working_directory_on_every_node(cluster: TwoNodeSwarm, jupyter_dirs: Path,
+                                                                tmp_path: Path) -> None:
+    # Both nodes share this machine's disk, as nodes that mount one NFS export at the same path do.
+    shared = tmp_path / "nfs-project"
+    shared.mkdir()
+    (shared / "data.csv").write_text("1,2\n")
+    for node, cell in (("worker", "open('from-worker.txt', 'w').write(open('data.csv').read().strip())"),
+                       ("manager", "print(open('from-worker.txt').read())")):
+        name = swarm_kernel(jupyter_dirs, cluster, f"tf1.15-swarm-shared-{node}", remote_workdir=str(shared),
+                            swarm_constraints=[f"node.labels.tf1=={node}"])
+        with running_kernel(name, str(tmp_path), startup_timeout=120) as (_, client):
+            result = execute(client, f"import os\nprint(os.getcwd())\n{cell}")
+            assert result.status == "ok", result
+            assert result.stdout.split()[0] == str(shared), result
+            assert f"The kernel works in the folder {shared}" in result.stderr, result.stderr
+    assert result.stdout.split()[-1] == "1,2"
+    assert (shared / "from-worker.txt").read_text() == "1,2"
+
+
 def test_four_kernels_at_once_spread_across_both_nodes(cluster: TwoNodeSwarm, jupyter_dirs: Path,
                                                        tmp_path: Path) -> None:
     name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-any")
