@@ -216,8 +216,9 @@ def test_a_node_without_the_image_fails_the_start_with_the_copy_to_make(
         cluster: TwoNodeSwarm, jupyter_dirs: Path, tmp_path: Path, kernel_image: str,
         docker_client: docker.DockerClient) -> None:
     """An image built on the manager after the last `build --swarm`: the worker has no copy of it."""
-    image, _ = docker_client.images.build(fileobj=io.BytesIO(
-        f"FROM {kernel_image}\nLABEL org.tf1kernel.test=only-on-the-manager\n".encode()), tag=MANAGER_ONLY_IMAGE)
+    dockerfile = f"FROM {kernel_image}\nLABEL org.tf1kernel.test=only-on-the-manager\n".encode()
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=MANAGER_ONLY_IMAGE, rm=True,
+                                          forcerm=True)
     try:
         name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-noimage", image=MANAGER_ONLY_IMAGE,
                             swarm_constraints=["node.labels.tf1==worker"])
