@@ -118,6 +118,7 @@ def test_swarm_start_benchmark_reports_each_placement_against_the_local_start(ke
         assert 0 < row["ready_s"] and len(row["samples"]) == 2, row
         # The swarm's own step is part of the start it is measured in.
         assert ("scheduled_s" in row) == name.startswith("swarm")
-        assert 0 < row.get("scheduled_s", 1) < row["ready_s"], row
+        if "scheduled_s" in row:
+            assert 0 < row["scheduled_s"] < row["ready_s"], row
     assert json.loads((tmp_path / "swarm_start.json").read_text())["left_behind"] == 0
     assert all(name in done.stdout for name in rows)  # the table
