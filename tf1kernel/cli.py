@@ -515,6 +515,8 @@ def run_gc(args: argparse.Namespace) -> int:
     folders = orphans.remove_stray_kernel_files()
     for folder in folders:
         out.print(f"removed {folder} (the files of a kernel whose server or launcher is gone)", highlight=False)
+    for folder in orphans.remove_stray_engine_proxies():
+        out.print(f"removed {folder} (a remote engine's socket folder whose process is gone)", highlight=False)
     kept = len(containers) - len(removed)
     out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept.")
     if args.swarm:

@@ -7,8 +7,9 @@ A container is an orphan when its owner on this host no longer runs, or when it
 has exited and its owner is on another host. Containers without the managed
 label are never touched.
 
-The host folders of kernels' files (ContainerSpec.files_folder) are named after
-their owner process in the same way; a folder whose owner is gone is stray.
+The host folders of kernels' files (ContainerSpec.files_folder) and of remote
+engines' local sockets (tunnel.EngineProxy) are named after their owner process in
+the same way; a folder whose owner is gone is stray.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 
 from .container import KERNEL_FILES_PREFIX, remove_kernel_files
 from .labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
+from .tunnel import ENGINE_PROXY_PREFIX
 
 LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
 # Engines whose orphaned kernel containers this process has already removed.
@@ -122,18 +126,19 @@ def reap_once(client: docker.DockerClient, engine_key: str, log: logging.Logger)
         log.warning("tf1kernel: removed orphaned kernel container %s (%s)", container.name, container.reason)
     for folder in remove_stray_kernel_files():
         log.warning("tf1kernel: removed %s, the files of a kernel whose server or launcher is gone", folder)
+    for folder in remove_stray_engine_proxies():
+        log.info("tf1kernel: removed %s, a remote engine's socket folder whose process is gone", folder)
 
 
-def remove_stray_kernel_files() -> list[str]:
-    """Remove the kernel file folders in Jupyter's runtime folder whose owner process is gone (a server or
-    argv launcher killed outright, whose kernels' containers the engine or remove_orphans removed); return them."""
-    owner_pid = re.compile(re.escape(KERNEL_FILES_PREFIX) + r"([0-9]+)-")
-    removed = []
-    for folder in Path(jupyter_runtime_dir()).glob(f"{KERNEL_FILES_PREFIX}*"):
+def stray_folders(parent: str, prefix: str) -> list[Path]:
+    """This user's folders `<prefix><pid>-...` in parent whose owner process is gone."""
+    owner_pid = re.compile(re.escape(prefix) + r"([0-9]+)-")
+    stray = []
+    for folder in Path(parent).glob(f"{prefix}*"):
         match = owner_pid.match(folder.name)
-        if not match or not folder.is_dir():
-            continue
         try:
+            if not match or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
             owner = psutil.Process(int(match.group(1)))
             # A recycled pid belongs to a process younger than the folder.
             owner_alive = running(owner) and owner.create_time() <= folder.stat().st_mtime
@@ -142,6 +147,25 @@ def remove_stray_kernel_files() -> list[str]:
         except OSError:
             continue
         if not owner_alive:
-            remove_kernel_files(str(folder))
-            removed.append(str(folder))
+            stray.append(folder)
+    return stray
+
+
+def remove_stray_kernel_files() -> list[str]:
+    """Remove the kernel file folders in Jupyter's runtime folder whose owner process is gone (a server or
+    argv launcher killed outright, whose kernels' containers the engine or remove_orphans removed); return them."""
+    removed = []
+    for folder in stray_folders(jupyter_runtime_dir(), KERNEL_FILES_PREFIX):
+        remove_kernel_files(str(folder))
+        removed.append(str(folder))
+    return removed
+
+
+def remove_stray_engine_proxies() -> list[str]:
+    """Remove the socket folders of remote engines' proxies whose process was killed outright (its atexit, which
+    removes them, never ran); return them."""
+    removed = []
+    for folder in stray_folders(tempfile.gettempdir(), ENGINE_PROXY_PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(str(folder))
     return removed

@@ -44,6 +44,8 @@ CONTROL_PERSIST = 60  # seconds the shared connection outlives its last user
 ENGINE_SOCKET_QUESTION = "docker context inspect --format '{{.Endpoints.docker.Host}}'"
 PUMP_DRAIN_SECONDS = 30.0  # for the engine's last answer after the client sent its last request
 OPEN_TIMEOUT = 20.0
+# An EngineProxy's folder: tempdir/<prefix><pid>-<random>, so that a folder whose process was killed is found.
+ENGINE_PROXY_PREFIX = "tf1kernel-engine-"
 # A connection to a remote engine whose ssh could not connect is tried this many times (a link just back).
 CONNECT_ATTEMPTS = 2
 SSH_FIX = ("check that `ssh {destination}` logs in without a password prompt (a key in ssh-agent or in "
@@ -221,7 +223,8 @@ class EngineProxy:
 
     def __init__(self, target: SshDestination) -> None:
         self.target = target
-        self.folder = tempfile.mkdtemp(prefix="tf1kernel-engine-")  # 0700: only this user reaches the engine
+        # 0700: only this user reaches the engine
+        self.folder = tempfile.mkdtemp(prefix=f"{ENGINE_PROXY_PREFIX}{os.getpid()}-")
         self.path = os.path.join(self.folder, "docker.sock")
         self.forwarded = os.path.join(self.folder, "forwarded.sock")  # the shared connection's end
         self.last_error = ""

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -256,9 +257,10 @@ def test_a_cut_link_ends_the_worker_kernel_and_leaves_no_service(cluster: TwoNod
 
 
 SERVER = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from jupyter_client.manager import KernelManager
-    manager = KernelManager(kernel_name=sys.argv[1])
+    # A connection file where a server keeps it (its runtime folder), not mkstemp's in /tmp: it is killed.
+    manager = KernelManager(kernel_name=sys.argv[1], connection_file=os.path.join(sys.argv[2], "kernel.json"))
     manager.start_kernel(cwd=sys.argv[2])
     client = manager.client(); client.start_channels(); client.wait_for_ready(timeout=120)
     print("ready", flush=True)
@@ -277,10 +279,14 @@ def test_a_killed_server_leaves_a_service_that_ends_with_its_lease_and_is_remove
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
+    proxy_folders = Path(tempfile.gettempdir()).glob(f"tf1kernel-engine-{server.pid}-*")
+    assert list(proxy_folders), "the server reached the worker's engine through no local socket folder"
     # The lease ends the kernel; its service stays until a tf1kernel process removes it.
     assert wait_until(lambda: not [c for c in cluster.containers()["worker"] if c["State"] == "running"], LEASE + 15)
     removed = run_cli("gc", "--swarm")
     assert removed.returncode == 0, removed.stderr
     assert "1 orphaned kernel service(s) removed" in removed.stdout
+    # The killed server's local socket folder for the worker's engine goes too (its atexit never ran).
+    assert not list(Path(tempfile.gettempdir()).glob(f"tf1kernel-engine-{server.pid}-*")), removed.stdout
     assert wait_until(lambda: nothing_left(cluster), 30), (cluster.services(), cluster.containers())
     assert not cluster.secrets()

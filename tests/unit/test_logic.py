@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -25,8 +26,9 @@ from tf1kernel.container import (
     published_ports,
 )
 from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
-from tf1kernel.orphans import judge, remove_stray_kernel_files
+from tf1kernel.orphans import judge, remove_stray_engine_proxies, remove_stray_kernel_files
 from tf1kernel.provisioner import DockerProvisioner
+from tf1kernel.tunnel import EngineProxy, SshDestination
 from tf1kernel.workdir import mountable_working_dir
 
 
@@ -250,3 +252,24 @@ def test_kernel_file_folders_of_gone_owners_are_removed(tmp_path: Path, monkeypa
     os.utime(recycled, (long_ago, long_ago))
     assert sorted(remove_stray_kernel_files()) == sorted([str(gone), str(recycled)])
     assert mine.is_dir() and jupyters_own.exists() and not gone.exists() and not recycled.exists()
+
+
+def test_socket_folders_of_killed_remote_engine_proxies_are_removed(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Jupyter server killed outright never runs the atexit that removes its EngineProxy's folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    live = EngineProxy(SshDestination("example.invalid"))  # makes its folder; connects to nothing until used
+    try:
+        finished = subprocess.Popen(["true"])
+        finished.wait()
+        killed = tmp_path / f"tf1kernel-engine-{finished.pid}-x1y2"
+        killed.mkdir()
+        (killed / "docker.sock").write_text("")
+        unrelated = tmp_path / "tf1kernel-engine-notapid"
+        unrelated.mkdir()
+        assert Path(live.folder).parent == tmp_path
+        assert remove_stray_engine_proxies() == [str(killed)]
+        assert Path(live.folder).is_dir() and unrelated.is_dir() and not killed.exists()
+    finally:
+        live.close()
+    assert not Path(live.folder).exists()
