@@ -68,6 +68,7 @@ def test_install_list_remove_with_prefix(kernel_image: str, tmp_path: Path) -> N
 
 def test_install_user_and_custom_names(kernel_image: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
+    home.mkdir()  # a user's home exists: IPython, asked for its folder there, would make a temporary one
     env = {"HOME": str(home), "JUPYTER_DATA_DIR": str(home / ".local/share/jupyter")}
     result = run_cli("install", "--user", "--name", "course-tf1", "--display-name", "Course (TF1)", env=env)
     assert result.returncode == 0, result.stderr

@@ -111,9 +111,10 @@ def test_idle_pool_kernels_use_little_memory(jupyter_dirs: Path, tf1_kernel: str
 
 
 SERVER = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from jupyter_client.manager import KernelManager
-    manager = KernelManager(kernel_name=sys.argv[1])
+    # A connection file where a server keeps it (its runtime folder), not mkstemp's in /tmp: it is killed.
+    manager = KernelManager(kernel_name=sys.argv[1], connection_file=os.path.join(sys.argv[2], "kernel.json"))
     manager.start_kernel(cwd=sys.argv[2])
     print("started", flush=True)
     time.sleep(600)
