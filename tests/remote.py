@@ -136,7 +136,11 @@ class RemoteHost:
         text = SSH_CONFIG.read_text()
         if BEGIN in text:
             before, _, rest = text.partition(BEGIN)
-            SSH_CONFIG.write_text(before + rest.partition(END)[2].lstrip("\n"))
+            left = before + rest.partition(END)[2].lstrip("\n")
+            if left:
+                SSH_CONFIG.write_text(left)
+            else:  # it was ours alone
+                SSH_CONFIG.unlink()
 
     def _copy_images(self, images: list[str]) -> None:
         for image in images:
