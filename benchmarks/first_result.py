@@ -53,8 +53,10 @@ def same_software_python() -> Path:
     if not PY37.is_file():
         raise SystemExit(f"no CPython 3.7 at {PY37}: pass --same-software PYTHON (a 3.7 with the image's pins)")
     print(f"making the same-software venv {cache} (once, about a minute)...", file=sys.stderr)
-    subprocess.run([str(PY37), "-m", "venv", "--clear", str(cache)], check=True)
     with tempfile.TemporaryDirectory() as folder:
+        # ensurepip runs pip from its wheel, whose certifi copies its CA bundle to a temp file it never removes
+        subprocess.run([str(PY37), "-m", "venv", "--clear", str(cache)], check=True,
+                       env={**os.environ, "TMPDIR": folder})
         for path in PY37_PINS:  # requirements.txt names kernel-py37.txt beside it, as in the image's build
             (Path(folder) / path.name).write_bytes(path.read_bytes())
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",

@@ -22,10 +22,12 @@ class TwoNodeSwarm:
         self.worker = worker
         self.manager_node = ""
         self.worker_node = ""
+        self.volumes_before: set[str] = set()
 
     def start(self) -> TwoNodeSwarm:
         if self.manager.info()["Swarm"].get("LocalNodeState") != "inactive":
             raise AssertionError("this machine's engine is already in a swarm; the tests make their own")
+        self.volumes_before = self._volumes()
         gateway, address = self.worker.host.gateway, self.worker.host.address
         try:
             self.manager.swarm.init(advertise_addr=gateway, listen_addr=f"{gateway}:2377")
@@ -69,6 +71,9 @@ class TwoNodeSwarm:
         return {"manager": self.manager.api.containers(all=True, filters=ours),
                 "worker": self.worker.engine.api.containers(all=True, filters=ours)}
 
+    def _volumes(self) -> set[str]:
+        return {volume["Name"] for volume in self.manager.api.volumes().get("Volumes") or []}
+
     def stop(self) -> None:
         for service in self.manager.api.services():
             self.manager.api.remove_service(service["ID"])
@@ -77,5 +82,14 @@ class TwoNodeSwarm:
                 client.swarm.leave(force=True)
             except docker.errors.APIError:
                 pass
+        # The manager's kernels made volumes here (per-node work folder, each kernel's packages): they go too.
+        # Removing a service ends its task a moment later: a volume still in use is tried again.
+        made = {name for name in self._volumes() - self.volumes_before if name.startswith("tf1kernel-")}
+        deadline = time.monotonic() + 30
+        while made and time.monotonic() < deadline:
+            made = {name for name in made
+                    if subprocess.run(["docker", "volume", "rm", name], capture_output=True).returncode != 0}
+            if made:
+                time.sleep(1)
         # Joining made docker_gwbridge on this machine's engine; leaving does not remove it.
         subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True)
