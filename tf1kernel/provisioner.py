@@ -62,6 +62,8 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     _watch: EngineWatch | None = None
     _started_once: bool = False
     _host_ports: dict[str, int] | None = None
+    # Jupyter asked this kernel to end (shutdown, restart, kill): its exit needs no explaining.
+    _end_asked: bool = False
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -94,6 +96,10 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
             self.notice = await asyncio.to_thread(self._cause_of_death, state)
             if self.notice:
                 self.log.error("tf1kernel: kernel %s: %s", self.kernel_id, self.notice)
+            elif not self._end_asked and state.exit_code:
+                self._end_asked = True  # told once
+                self.log.error("tf1kernel: kernel %s exited by itself with code %s; its last output:\n%s",
+                               self.kernel_id, state.exit_code, await asyncio.to_thread(self._last_words, state, 80))
         return state.exit_code
 
     async def wait(self) -> int | None:
@@ -116,10 +122,15 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
             log("tf1kernel: could not signal kernel %s (%s); the engine is unreachable", self.kernel_id,
                 first_line(exc))
 
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        self._end_asked = True
+
     async def kill(self, restart: bool = False) -> None:
+        self._end_asked = True
         await self.send_signal(signal.SIGKILL)  # it does not fail when the engine is away (which stops its kernels)
 
     async def terminate(self, restart: bool = False) -> None:
+        self._end_asked = True
         await self.send_signal(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
@@ -217,6 +228,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     def _launched(self, ports: dict[str, int]) -> KernelConnectionInfo:
         assert self.spec is not None and self.container is not None
         self.notice = ""
+        self._end_asked = False
         self._started_once = True
         self.watch.started()
         self._host_ports = self.container.host_ports
@@ -326,10 +338,12 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         resource_dir = getattr(self.kernel_spec, "resource_dir", "") if self.kernel_spec is not None else ""
         return os.path.basename(os.path.normpath(resource_dir)) if resource_dir else ""
 
+    def _last_words(self, state: ContainerState, lines: int = 30) -> str:
+        return self.container.logs(lines) if self.container is not None and not state.missing else ""
+
     def _cause_of_death(self, state: ContainerState) -> str:
-        last_words = self.container.logs(30) if self.container is not None and not state.missing else ""
-        return cause_of_death(state, last_words, memory=self.memory, image=self.spec.image if self.spec else self.image,
-                              python=self.python,
+        return cause_of_death(state, self._last_words(state), memory=self.memory,
+                              image=self.spec.image if self.spec else self.image, python=self.python,
                               avx_fix=engine.avx_fix(self._engine_info.kind if self._engine_info else "Linux engine"))
 
     # -- helpers -------------------------------------------------------------

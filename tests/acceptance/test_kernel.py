@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -156,6 +157,31 @@ def test_poll_follows_container_state(tf1_kernel: str, tmp_path: Path,
         assert asyncio.run(provisioner.poll()) == 137
     finally:
         manager.shutdown_kernel(now=True)
+
+
+@pytest.mark.parametrize(("ending", "told"), [
+    # ipykernel forwards what reaches fd 2 to the container's log through a thread: let it, before the end.
+    ("import os, sys, time\nsys.__stderr__.write('the last words\\n')\nsys.__stderr__.flush()\ntime.sleep(1)\n"
+     "os._exit(3)",
+     ["code 3", "the last words"]),
+    ("import ctypes\nctypes.string_at(0)", ["code 139", "Fatal Python error: Segmentation fault", "in string_at"]),
+], ids=["exit", "crash"])
+def test_a_kernel_that_ends_by_itself_is_reported_with_its_last_output(tf1_kernel: str, tmp_path: Path, ending: str,
+                                                                        told: list[str],
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A death tf1kernel has no words for still says its exit code and what the kernel printed last (for a crash,
+    the Python stack, from faulthandler); a kernel that Jupyter shuts down is not reported."""
+    with caplog.at_level(logging.ERROR), running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
+        start_nonblocking(client, ending)
+        deadline = time.monotonic() + 30
+        while manager.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not manager.is_alive()
+        restart(manager, client, now=True)
+        assert execute(client, "print(6 * 7)").stdout.strip() == "42"
+    reports = [r.getMessage() for r in caplog.records if "exited by itself" in r.getMessage()]
+    assert len(reports) == 1, reports
+    assert all(words in reports[0] for words in told), reports[0]
 
 
 @pytest.mark.parametrize("network", ["auto", "bridge"])

@@ -20,6 +20,7 @@ image, it works the same in tf1kernel's images and in prebuilt images a user nam
 
 import atexit
 import errno
+import faulthandler
 import gc
 import importlib
 import importlib.abc
@@ -888,12 +889,23 @@ def read_connection_file(argv):
         return {}
 
 
+def report_crashes():
+    """A crash (SIGSEGV, SIGABRT, SIGILL) leaves the Python stack of every thread in the container's log, which the
+    provisioner shows: without it such a kernel ended with nothing said. On a copy of fd 2: ipykernel 6 sends fd 2
+    itself to the frontend (through a thread that dies with the process)."""
+    try:
+        faulthandler.enable(file=os.fdopen(os.dup(2), "w"))  # faulthandler keeps the file open
+    except (OSError, ValueError):
+        pass  # no stderr: nowhere to write either
+
+
 def main(argv):
     """Start ipykernel the way ipykernel_launcher does, with tf1kernel's guard and extension.
 
     In standby (a warm pool), everything slow happens first; then one line on stdin says
     which kernel to become, and the kernel is up moments later.
     """
+    report_crashes()
     gc.disable()  # the boot makes objects by the hundred thousand, and no garbage worth a collection
     boot_step("python")
     lifeline, standby = LIFELINE_FLAG in argv, STANDBY_FLAG in argv
