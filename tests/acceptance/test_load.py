@@ -14,7 +14,7 @@ import pytest
 from jupyter_client.manager import AsyncKernelManager, KernelManager
 
 from tests.conftest import OUTPUT_DIR, managed_containers
-from tests.kernels import execute
+from tests.kernels import execute, how_it_ended
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -38,7 +38,7 @@ def test_sequential_cycles(tf1_kernel: str, tmp_path: Path, docker_client: docke
     began = time.monotonic()
     for cycle in range(CYCLES):
         started = time.monotonic()
-        manager = KernelManager(kernel_name=tf1_kernel)
+        manager, client = KernelManager(kernel_name=tf1_kernel), None
         try:
             manager.start_kernel(cwd=str(tmp_path))
             client = manager.client()
@@ -50,17 +50,18 @@ def test_sequential_cycles(tf1_kernel: str, tmp_path: Path, docker_client: docke
             result = execute(client, f"print({cycle} * 2)", timeout=60)
             if result.stdout.strip() != str(cycle * 2):
                 failures.append(f"cycle {cycle}: {result}")
-            client.stop_channels()
         except Exception as exc:
-            failures.append(f"cycle {cycle}: {type(exc).__name__}: {exc}")
+            failures.append(f"cycle {cycle}: {type(exc).__name__}: {exc}: {how_it_ended(manager)}")
         finally:
+            if client is not None:
+                client.stop_channels()
             manager.shutdown_kernel(now=False)
         leaked_after += len(managed_containers(docker_client))
     figures = {"cycles": CYCLES, "failures": len(failures), "leaked_containers": leaked_after,
                "start_p50_s": round(statistics.median(starts), 3), "start_p95_s": round(percentile(starts, 0.95), 3),
                "start_max_s": round(max(starts), 3), "total_s": round(time.monotonic() - began, 1)}
     report("sequential", figures)
-    assert failures == [] and leaked_after == 0, figures
+    assert failures == [] and leaked_after == 0, (figures, failures)
 
 
 def test_concurrent_kernels_running_tf1(tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
