@@ -7,7 +7,6 @@ Targets, interleaved round by round so that machine noise hits them alike:
   ipykernel 6.16, IPython 7.34), in a venv this benchmark makes once (~/.cache/tf1kernel/bench-py37);
 - local-py311: the host's own ipykernel, context only (no TF 1.15 there: its first cell is `1`);
 - tf1kernel: the emulated strategy's image (native on x86-64), a cold start;
-- tf1kernel-no-preload: the same with `preload_tensorflow: false`, what the preload gains;
 - tf1kernel-pool: the same with a warm pool (`pool_size: 2`), whose standby kernels preload TensorFlow;
 - compat: TF 2.15's TF1 API (the compat strategy).
 
@@ -74,8 +73,6 @@ def install_targets(root: Path, py37: Path, pool: int, with_compat: bool) -> dic
             str(py37), "-m", "ipykernel_launcher", "-f", "{connection_file}"]), FIRST_TF_CELL),
         "local-py311": ("python3", FIRST_PLAIN_CELL),
         "tf1kernel": (install_tf1kernel(root, "bench-first-cold", {"strategy": "emulated"}), FIRST_TF_CELL),
-        "tf1kernel-no-preload": (install_tf1kernel(root, "bench-first-no-preload", {
-            "strategy": "emulated", "preload_tensorflow": False}), FIRST_TF_CELL),
     }
     if pool:
         targets["tf1kernel-pool"] = (install_tf1kernel(root, "bench-first-pool", {

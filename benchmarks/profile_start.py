@@ -6,7 +6,7 @@ ended, counted from start_kernel(): start_kernel() returning (container running)
 boot steps as its guest notes them (tf1kernel_guest.boot_step, with TF1KERNEL_BOOT_TIMES set), the first
 kernel_info reply, and the first TF cell sent then: its `import tensorflow` and first Session.run.
 
-    .venv/bin/python benchmarks/profile_start.py [--rounds 8] [--network auto|host|bridge] [--no-preload]
+    .venv/bin/python benchmarks/profile_start.py [--rounds 8] [--network auto|host|bridge]
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--network", default="auto")
-    parser.add_argument("--no-preload", action="store_true", help="preload_tensorflow: false")
     args = parser.parse_args()
     api = docker.api.client.APIClient
     for name in CALLS:
@@ -71,8 +70,7 @@ def main() -> None:
     phases: dict[str, list[float]] = collections.defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="tf1kernel-profile-") as root:
         use_jupyter_path(Path(root))
-        kernel = install_tf1kernel(Path(root), "profile", {"strategy": "emulated", "network": args.network,
-                                                                  "preload_tensorflow": not args.no_preload},
+        kernel = install_tf1kernel(Path(root), "profile", {"strategy": "emulated", "network": args.network},
                                    env={"TF1KERNEL_BOOT_TIMES": "1"})
         work = Path(root) / "work"
         work.mkdir()

@@ -79,8 +79,8 @@ class KernelOptions(LoggingConfigurable):
     preload_tensorflow = Bool(
         True,
         config=True,
-        help="Shorten the first `import tensorflow`: the kernel loads TensorFlow's C++ library while it boots, and "
-        "a warm pool's standby kernels import TensorFlow before they are adopted. Nothing is made with it (no "
+        help="Shorten the first `import tensorflow` in a warm pool's kernels: standby kernels import TensorFlow "
+        "before they are adopted. Nothing is made with it (no "
         "graph, session or device), so user code sees what it would see otherwise, except that environment "
         "variables TensorFlow reads during its import (TF2_BEHAVIOR, TF_ENABLE_CONTROL_FLOW_V2) must then be set "
         "in the kernelspec's `env`, not in a cell, for pool kernels. False loads nothing ahead.",

@@ -56,7 +56,7 @@ def test_kernel_benchmark_reports_every_measure_of_every_target(kernel_image: st
 def test_first_result_benchmark_reports_each_target_against_the_same_software(kernel_image: str,
                                                                               tmp_path: Path) -> None:
     done, rows = run_with_json_file("first_result.py", tmp_path / "first_result.json")
-    assert {"local-py37", "local-py311", "tf1kernel", "tf1kernel-no-preload", "tf1kernel-pool", "compat"} <= set(rows)
+    assert {"local-py37", "local-py311", "tf1kernel", "tf1kernel-pool", "compat"} <= set(rows)
     assert rows["local-py37"]["ratio"] == 1.0
     for row in rows.values():
         assert 0 < row["ready_s"] <= row["first_result_s"] and len(row["samples"]) == 2, row

@@ -375,11 +375,10 @@ def test_the_kernel_boots_without_what_it_does_not_use_yet(tf1_kernel: str, tmp_
         loaded = execute(client, "import sys\nprint([m for m in ('prompt_toolkit', 'jedi', 'debugpy', "
                                  "'IPython.terminal.interactiveshell', 'tensorflow') if m in sys.modules])")
         assert loaded.stdout.strip() == "[]", loaded
-        # TensorFlow's C++ library, though, is loaded during the boot (tf1kernel_guest.load_tensorflow_library_early)
-        maps = execute(client, "import time\nfor _ in range(50):\n    maps = open('/proc/self/maps').read()\n"
-                               "    if '_pywrap_tensorflow_internal' in maps: break\n    time.sleep(0.1)\n"
-                               "print('_pywrap_tensorflow_internal' in maps)")
-        assert maps.stdout.strip() == "True", maps
+        # Nor TensorFlow's C++ library: loaded in a thread during the boot, it crashed one boot in ~450.
+        maps = execute(client, "import time\ntime.sleep(1)\nprint('_pywrap_tensorflow_internal' in "
+                               "open('/proc/self/maps').read())")
+        assert maps.stdout.strip() == "False", maps
         code = "import os\nos.pa"
         client.complete(code, len(code))
         reply = next(m for m in iter(lambda: client.get_shell_msg(timeout=60), None)

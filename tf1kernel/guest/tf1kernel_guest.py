@@ -200,49 +200,23 @@ class QuietLoader(importlib.abc.Loader):
 # -- The first TensorFlow result --------------------------------------------------------------------------
 #
 # A TF1 kernel's first cell imports TensorFlow: about 1 s of Python on one core, of which 0.1 s loads
-# TensorFlow's C++ library (188 MB; its static initializers register every op and kernel). The guest loads that
-# library on the other core while the kernel boots, and pauses the cyclic garbage collector during the import
-# (the import makes 220,000 objects and no garbage). A standby kernel (a warm pool) imports TensorFlow itself,
-# since nobody waits for it. What user code sees does not change: TensorFlow's Python modules are imported only
+# TensorFlow's C++ library (188 MB; its static initializers register every op and kernel). The guest pauses the
+# cyclic garbage collector during the import (the import makes 220,000 objects and no garbage). A standby kernel
+# (a warm pool) imports TensorFlow itself, since nobody waits for it. The library is not loaded in a thread while
+# the kernel boots, though that gained 0.06-0.13 s: one boot in about 450 died of it (SIGSEGV in that thread's
+# dlopen while the main thread set up IPython's history; 2 in 900 load-test cycles, and CI on 2026-12-04).
+# What user code sees does not change: TensorFlow's Python modules are imported only
 # when the user imports them (in a pool kernel, before), and nothing of TensorFlow runs beyond its import: no
 # graph, session or device is made, and no environment variable TensorFlow reads later (TF_CPP_MIN_LOG_LEVEL,
 # CUDA_VISIBLE_DEVICES) is read early.
 
 PRELOAD_VARIABLE = "TF1KERNEL_PRELOAD_TENSORFLOW"  # container.PRELOAD_TENSORFLOW_VARIABLE: "0" loads nothing ahead
-TF1_PACKAGE = "tensorflow_core"  # TF 1.15's real package (TF 1.14 and 2.x have none: nothing is loaded early)
+TF1_PACKAGE = "tensorflow_core"  # TF 1.15's real package (TF 1.14 and 2.x have none)
 
 
 def preloading():
     """Load TensorFlow ahead: unless turned off, or where it cannot run (the AvxGuard explains instead)."""
     return os.environ.get(PRELOAD_VARIABLE, "1") != "0" and not any(isinstance(f, AvxGuard) for f in sys.meta_path)
-
-
-def load_tensorflow_library_early():
-    """dlopen TF 1.15's C++ library in a thread, where the call releases the GIL.
-
-    RTLD_LOCAL, not the RTLD_GLOBAL TensorFlow's import uses: its symbols must not be global before protobuf's
-    C++ extension loads, or that extension binds to TensorFlow's copy of protobuf and crashes (seen: SIGSEGV in
-    google.protobuf.descriptor). TensorFlow's own dlopen later finds the library loaded and makes it global.
-    """
-    if not preloading():
-        return None
-    spec = importlib.util.find_spec(TF1_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    library = os.path.join(next(iter(spec.submodule_search_locations)), "python", "_pywrap_tensorflow_internal.so")
-    if not os.path.isfile(library):
-        return None
-    import ctypes
-
-    try:
-        dlopen = ctypes.CDLL(None).dlopen
-    except AttributeError:
-        return None
-    dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
-    thread = threading.Thread(target=dlopen, args=(library.encode(), os.RTLD_NOW | os.RTLD_LOCAL),
-                              name="tf1kernel-tensorflow-library", daemon=True)
-    thread.start()
-    return thread
 
 
 class CollectorPausedImport(importlib.abc.MetaPathFinder):
@@ -938,8 +912,6 @@ def main(argv):
         debug_when_asked(IPythonKernel)
     keep_kernel_when_debugger_disconnects(IPythonKernel)
     boot_step("imported")
-    # Not earlier: the dynamic loader loads one library at a time, and ipykernel's extension modules would wait.
-    load_tensorflow_library_early()
     wake_output_watchers_on_close()
     welcome_iopub_subscribers(IPKernelApp)
     if standby:
