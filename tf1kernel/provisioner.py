@@ -44,6 +44,11 @@ from .placement import LocalPlacement, Placement, any_free_ports, placement_for
 from .ports import free_ports
 from .workdir import parse_mount
 
+# A dead kernel's last lines of output: the cause of death is read from the last CAUSE_LINES, and a death with no
+# known cause is reported with all REPORTED_LINES (a crash's stacks of every thread take 50 or more).
+CAUSE_LINES = 30
+REPORTED_LINES = 80
+
 
 class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[misc]
     """Runs ipykernel inside a Docker container of a TensorFlow 1.15 image."""
@@ -93,13 +98,14 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         if state.missing:
             self.log.warning("tf1kernel: container of kernel %s was removed outside Jupyter", self.kernel_id)
         if not self.notice:
-            self.notice = await asyncio.to_thread(self._cause_of_death, state)
+            last_words = await asyncio.to_thread(self._last_words, state)
+            self.notice = self._cause_of_death(state, "\n".join(last_words.splitlines()[-CAUSE_LINES:]))
             if self.notice:
                 self.log.error("tf1kernel: kernel %s: %s", self.kernel_id, self.notice)
             elif not self._end_asked and state.exit_code:
                 self._end_asked = True  # told once
                 self.log.error("tf1kernel: kernel %s exited by itself with code %s; its last output:\n%s",
-                               self.kernel_id, state.exit_code, await asyncio.to_thread(self._last_words, state, 80))
+                               self.kernel_id, state.exit_code, last_words)
         return state.exit_code
 
     async def wait(self) -> int | None:
@@ -338,11 +344,11 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         resource_dir = getattr(self.kernel_spec, "resource_dir", "") if self.kernel_spec is not None else ""
         return os.path.basename(os.path.normpath(resource_dir)) if resource_dir else ""
 
-    def _last_words(self, state: ContainerState, lines: int = 30) -> str:
-        return self.container.logs(lines) if self.container is not None and not state.missing else ""
+    def _last_words(self, state: ContainerState) -> str:
+        return self.container.logs(REPORTED_LINES) if self.container is not None and not state.missing else ""
 
-    def _cause_of_death(self, state: ContainerState) -> str:
-        return cause_of_death(state, self._last_words(state), memory=self.memory,
+    def _cause_of_death(self, state: ContainerState, last_words: str) -> str:
+        return cause_of_death(state, last_words, memory=self.memory,
                               image=self.spec.image if self.spec else self.image, python=self.python,
                               avx_fix=engine.avx_fix(self._engine_info.kind if self._engine_info else "Linux engine"))
 

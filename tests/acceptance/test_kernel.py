@@ -375,7 +375,7 @@ def test_the_kernel_boots_without_what_it_does_not_use_yet(tf1_kernel: str, tmp_
         loaded = execute(client, "import sys\nprint([m for m in ('prompt_toolkit', 'jedi', 'debugpy', "
                                  "'IPython.terminal.interactiveshell', 'tensorflow') if m in sys.modules])")
         assert loaded.stdout.strip() == "[]", loaded
-        # Nor TensorFlow's C++ library: loaded in a thread during the boot, it crashed one boot in ~450.
+        # Nor TensorFlow's C++ library: loaded in a thread during the boot, it crashed one boot in ~300.
         maps = execute(client, "import time\ntime.sleep(1)\nprint('_pywrap_tensorflow_internal' in "
                                "open('/proc/self/maps').read())")
         assert maps.stdout.strip() == "False", maps

@@ -203,8 +203,8 @@ class QuietLoader(importlib.abc.Loader):
 # TensorFlow's C++ library (188 MB; its static initializers register every op and kernel). The guest pauses the
 # cyclic garbage collector during the import (the import makes 220,000 objects and no garbage). A standby kernel
 # (a warm pool) imports TensorFlow itself, since nobody waits for it. The library is not loaded in a thread while
-# the kernel boots, though that gained 0.06-0.13 s: one boot in about 450 died of it (SIGSEGV in that thread's
-# dlopen while the main thread set up IPython's history; 2 in 900 load-test cycles, and CI on 2026-12-04).
+# the kernel boots, though that gained 0.06-0.13 s: one boot in about 300 died of it (SIGSEGV in that thread's
+# dlopen while the main thread set up IPython's history; 2 in 570 load-test cycles, and CI on 2026-12-04).
 # What user code sees does not change: TensorFlow's Python modules are imported only
 # when the user imports them (in a pool kernel, before), and nothing of TensorFlow runs beyond its import: no
 # graph, session or device is made, and no environment variable TensorFlow reads later (TF_CPP_MIN_LOG_LEVEL,
