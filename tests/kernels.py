@@ -179,11 +179,17 @@ def debug_a_cell(client: BlockingKernelClient, while_attached: Callable[[], None
     the stopped frame's variables, continue, (while_attached), disconnect as JupyterLab's debugger does (or with
     `disconnect`'s arguments); then the kernel carries on."""
     execute(client, "greeting = 'hello'")
+    before = debug_request(client, "debugInfo")  # what JupyterLab asks as it connects, before any debugging
+    assert before["success"] and not before["body"]["isStarted"] and before["body"]["breakpoints"] == [], before
     initialized = debug_request(client, "initialize", {
         "clientID": "tf1kernel-test", "adapterID": "", "pathFormat": "path", "linesStartAt1": True,
         "columnsStartAt1": True, "supportsVariableType": True, "locale": "en"})
     assert initialized["success"], initialized
     assert debug_request(client, "attach")["success"]
+    # JupyterLab names a cell's file from these (murmur2 of the code): the same before the debugger and after.
+    started = debug_request(client, "debugInfo")["body"]
+    assert started["isStarted"] and {k: v for k, v in started.items() if k not in ("isStarted", "breakpoints")} == \
+        {k: v for k, v in before["body"].items() if k not in ("isStarted", "breakpoints")}, (before, started)
     inspected = debug_request(client, "inspectVariables")["body"]["variables"]
     assert {v["name"]: v["value"] for v in inspected}.get("greeting") == "'hello'", inspected
     code = "def add(a, b):\n    c = a + b\n    return c\n\nadd(2, 3)"

@@ -130,6 +130,9 @@ def make_parser() -> argparse.ArgumentParser:
                               "(`placement: swarm`; see docs/cluster.md)")
     add_swarm_ssh_argument(install)
     install.add_argument("--skip-checks", action="store_true", help="do not check the engine and image")
+    install.add_argument("--refresh", nargs="+", metavar="NAME",
+                         help="instead of installing: turn JupyterLab's debugger on for kernels that an earlier "
+                              "tf1kernel installed with it off, keeping their options")
     add_engine_arguments(install)
     install.set_defaults(run=run_install)
 
@@ -362,19 +365,34 @@ class build_display:
 
 
 def run_install(args: argparse.Namespace) -> int:
+    if args.refresh:
+        return run_refresh(args.refresh)
     arch = kernelspec.normalize_arch(args.arch) if args.arch else kernelspec.host_arch()
-    config = kernel_config(args)
-    spec = kernelspec.render_kernel_json(arch, args.strategy, config, display_name=args.display_name)
+    config, debugger_off = kernel_config(args)
+    spec = kernelspec.render_kernel_json(arch, args.strategy, config, display_name=args.display_name,
+                                         debugger_off=debugger_off)
     name = args.name or kernelspec.default_kernel_name(arch, args.strategy)
     prefix = sys.prefix if args.sys_prefix else args.prefix
     path = kernelspec.install(spec, name, user=args.user, prefix=prefix)
     out.print(f"Installed [bold]{spec['display_name']}[/] as {name!r} in {path}", highlight=False)
+    if debugger_off:
+        out.print(f"JupyterLab's debugger is off for this kernel: {debugger_off}. To debug, add ipykernel 6 and "
+                  "debugpy to the image and install it again.", highlight=False)
     out.print("Pick it in JupyterLab's launcher or with Kernel > Change Kernel.")
     return 0
 
 
-def kernel_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The provisioner config for the install flags, checked against the engine unless --skip-checks."""
+def run_refresh(names: list[str]) -> int:
+    for name in names:
+        kernel = kernelspec.refresh(name)
+        out.print(f"JupyterLab's debugger is on for {name!r} ({kernel.resource_dir}); reopen the notebook to use it.",
+                  highlight=False)
+    return 0
+
+
+def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The provisioner config for the install flags, checked against the engine unless --skip-checks; and why
+    JupyterLab's debugger cannot work with the kernel's image ("" when it can)."""
     if args.strategy == "auto" and (args.image or args.platform):
         raise InvalidOption("auto picks the image and platform itself.",
                             "drop --image and --platform, or name a strategy with --strategy")
@@ -392,10 +410,10 @@ def kernel_config(args: argparse.Namespace) -> dict[str, Any]:
         config["docker_host" if args.docker_host else "docker_context"] = args.docker_host or args.context
     if args.skip_checks:
         if args.strategy == "auto":
-            return config
+            return config, ""
         host = engine.EngineInfo("Linux engine", kernelspec.host_arch().replace("x86_64", "amd64"), "", "", "")
         choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), host)
-        return {**config, "image": choice.image, "platform": choice.platform}
+        return {**config, "image": choice.image, "platform": choice.platform}, ""
     client = connect(args)
     info = engine.describe(client)
     if not args.network_access:
@@ -407,7 +425,8 @@ def kernel_config(args: argparse.Namespace) -> dict[str, Any]:
                   f"{choice.reason}", highlight=False)
         out.print(f"The kernel runs {strategies.runs_description(choice.tensorflow, choice.platform, info)}.",
                   highlight=False)
-        return config
+        return config, ""
+    debugger_off = ""  # tf1kernel's own images have ipykernel 6 and debugpy
     choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), info)
     if args.strategy == "prebuilt" and image:
         out.print(f"Checking {choice.image} (architecture, Python, ipykernel, TensorFlow)...", highlight=False)
@@ -417,12 +436,12 @@ def kernel_config(args: argparse.Namespace) -> dict[str, Any]:
         except KernelStackMissing as missing:
             facts = add_kernel_stack(client, choice.image, choice.platform, python, missing)
             choice = dataclasses.replace(choice, image=facts.image)
-        tensorflow = facts.tensorflow
+        tensorflow, debugger_off = facts.tensorflow, facts.debugger_off()
     else:
         require_image(client, choice.image)
         tensorflow = strategies.labelled_tensorflow(client, choice.image) or choice.tensorflow
     out.print(f"The kernel runs {strategies.runs_description(tensorflow, choice.platform, info)}.", highlight=False)
-    return {**config, "image": choice.image, "platform": choice.platform}
+    return {**config, "image": choice.image, "platform": choice.platform}, debugger_off
 
 
 def prebuilt_platform(args: argparse.Namespace) -> str:
@@ -453,6 +472,12 @@ def run_list(args: argparse.Namespace) -> int:
                       image or "(auto's choice)", kernel.config.get("platform", ""),
                       present.get(image, "-") if image else "see `tf1kernel doctor`", kernel.resource_dir)
     out.print(table)
+    for kernel in kernels:
+        if kernel.debugger_left_off:
+            out.print(f"{kernel.name}: JupyterLab's debugger is off (installed by an earlier tf1kernel); "
+                      f"{kernel.debugger_fix()}", highlight=False)
+        elif kernel.debugger_off:
+            out.print(f"{kernel.name}: JupyterLab's debugger is off: {kernel.debugger_off}", highlight=False)
     return 0
 
 

@@ -95,6 +95,11 @@ def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], dock
     default = _default_kernel(kernel_name, [k.name for k in kernels], info)
     for kernel in sorted(kernels, key=lambda k: k.name != default):
         yield _kernel_check(kernel.name)
+        if kernel.debugger_left_off:
+            yield Check(f"debugger {kernel.name}", False, "JupyterLab's debugger is off for this kernel (installed "
+                                                          "by an earlier tf1kernel)", kernel.debugger_fix())
+        elif kernel.debugger_off:
+            yield Check(f"debugger {kernel.name}", None, f"JupyterLab's debugger is off: {kernel.debugger_off}")
     if not start_kernel:
         return
     if not done or not next(c for c in done if c.name == f"kernel {default}").ok:

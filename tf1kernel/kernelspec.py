@@ -64,13 +64,20 @@ def default_display_name(arch: str, strategy: str = "auto", platform: str = "") 
 
 
 def render_kernel_json(arch: str, strategy: str = "auto", config: dict[str, Any] | None = None,
-                       display_name: str | None = None) -> dict[str, Any]:
-    """kernel.json for this host: the template with interpreter, label, strategy and its options filled in."""
+                       display_name: str | None = None, debugger_off: str = "") -> dict[str, Any]:
+    """kernel.json for this host: the template with interpreter, label, strategy and its options filled in.
+
+    JupyterLab and Notebook 7 offer their debugger for a kernel only when its kernelspec says `debugger: true`
+    (nothing else): debugger_off, the reason a kernel's image cannot be debugged, turns it off and is kept.
+    """
     spec: dict[str, Any] = json.loads((data_dir("kernelspecs") / "tf1kernel" / "kernel.json").read_text())
     spec["argv"][0] = sys.executable
     spec["display_name"] = display_name or default_display_name(arch, strategy, (config or {}).get("platform", ""))
     spec["metadata"]["kernel_provisioner"]["config"] = {"strategy": strategy, **(config or {})}
     spec["metadata"]["tf1kernel"] = {"arch": arch}
+    if debugger_off:
+        spec["metadata"]["debugger"] = False
+        spec["metadata"]["tf1kernel"]["debugger_off"] = debugger_off
     return spec
 
 
@@ -110,6 +117,20 @@ class InstalledKernel:
     resource_dir: str
     display_name: str
     config: dict[str, Any]
+    debugger: bool = True
+    debugger_off: str = ""  # why install turned the debugger off; "" with debugger False: an earlier tf1kernel did
+
+    @property
+    def debugger_left_off(self) -> bool:
+        """Installed by a tf1kernel that turned JupyterLab's debugger off for every kernel (before 2026-12)."""
+        return not self.debugger and not self.debugger_off
+
+    def debugger_fix(self) -> str:
+        """How to turn JupyterLab's debugger on for a kernel installed with it off."""
+        if self.config.get("strategy") == "prebuilt" and self.config.get("image"):
+            return (f"install it again, which checks the image's ipykernel: `tf1kernel install --strategy prebuilt "
+                    f"--image {self.config['image']} --name {self.name}` (with your other options)")
+        return f"`tf1kernel install --refresh {self.name}` turns it on and keeps the kernel's options"
 
 
 def installed() -> list[InstalledKernel]:
@@ -117,11 +138,39 @@ def installed() -> list[InstalledKernel]:
     found = []
     for name, entry in sorted(KernelSpecManager().get_all_specs().items()):
         spec = entry.get("spec", {})
-        provisioner = spec.get("metadata", {}).get("kernel_provisioner", {})
+        metadata = spec.get("metadata", {})
+        provisioner = metadata.get("kernel_provisioner", {})
         if provisioner.get("provisioner_name") == PROVISIONER_NAME:
             found.append(InstalledKernel(name, entry["resource_dir"], spec.get("display_name", name),
-                                         provisioner.get("config", {})))
+                                         provisioner.get("config", {}), bool(metadata.get("debugger", False)),
+                                         str(metadata.get("tf1kernel", {}).get("debugger_off", ""))))
     return found
+
+
+def refresh(name: str) -> InstalledKernel:
+    """Turn JupyterLab's debugger on for a kernelspec that an earlier tf1kernel installed with it off.
+
+    Only kernel.json's `metadata.debugger` changes: its options, name, display name and argv stay as installed.
+    A prebuilt --image kernel is refused: whether its image's ipykernel can debug is install's check to make.
+    """
+    kernel = next((k for k in installed() if k.name == name), None)
+    if kernel is None:
+        raise KernelspecError(f"No tf1kernel kernel named {name!r}.", "`tf1kernel list` shows the installed ones")
+    if kernel.debugger_off:
+        raise KernelspecError(f"The kernel {name!r} has the debugger off because {kernel.debugger_off}.",
+                              "install it again from an image whose ipykernel can debug (6.x, with debugpy)")
+    if kernel.config.get("strategy") == "prebuilt" and kernel.config.get("image"):
+        raise KernelspecError(f"The kernel {name!r} runs an image of yours ({kernel.config['image']}).",
+                              kernel.debugger_fix())
+    path = Path(kernel.resource_dir) / "kernel.json"
+    try:
+        spec = json.loads(path.read_text())
+        spec.setdefault("metadata", {})["debugger"] = True
+        path.write_text(json.dumps(spec, indent=2) + "\n")
+    except PermissionError:
+        raise KernelspecError(f"No permission to write {path}.", "run the command as the user who installed it") \
+            from None
+    return next(k for k in installed() if k.name == name)
 
 
 def remove(name: str) -> str:

@@ -29,6 +29,11 @@ try:
     facts["ipykernel"] = ipykernel.__version__
 except Exception as exc:
     facts["ipykernel_error"] = "%s: %s" % (type(exc).__name__, exc)
+try:
+    import debugpy
+    facts["debugpy"] = debugpy.__version__
+except Exception:
+    pass
 print(json.dumps(facts))
 sys.stdout.flush()
 try:
@@ -51,9 +56,20 @@ class ImageFacts:
     python: str
     ipykernel: str
     tensorflow: str
+    debugpy: str = ""
 
     def summary(self) -> str:
         return f"{self.platform}, Python {self.python}, ipykernel {self.ipykernel}, TensorFlow {self.tensorflow}"
+
+    def debugger_off(self) -> str:
+        """Why JupyterLab's debugger cannot work with this image ("" when it can): the Jupyter debug protocol
+        came with ipykernel 6.0, which runs it through debugpy."""
+        major = self.ipykernel.split(".")[0]
+        if major.isdigit() and int(major) < 6:
+            return f"its ipykernel {self.ipykernel} predates the Jupyter debug protocol (ipykernel 6)"
+        if not self.debugpy:
+            return "it has no debugpy, which ipykernel's debugger needs"
+        return ""
 
 
 def verify_image(client: docker.DockerClient, image: str, platform: str, python: str = "python") -> ImageFacts:
@@ -105,4 +121,5 @@ def verify_image(client: docker.DockerClient, image: str, platform: str, python:
         raise ImageIncompatible(f"The image {image} has TensorFlow {facts['tensorflow']}, not 1.x.",
                                 "name a TensorFlow 1.x image; for TensorFlow 2's TF1 API, use "
                                 "`tf1kernel install --strategy compat`")
-    return ImageFacts(image, platform, facts["python"], facts["ipykernel"], facts["tensorflow"])
+    return ImageFacts(image, platform, facts["python"], facts["ipykernel"], facts["tensorflow"],
+                      facts.get("debugpy", ""))

@@ -63,6 +63,16 @@ def test_first_result_benchmark_reports_each_target_against_the_same_software(ke
     assert all(name in done.stdout for name in rows)  # the table
 
 
+def test_debugger_start_benchmark_reports_debugger_on_against_off(kernel_image: str, tmp_path: Path) -> None:
+    done, rows = run_with_json_file("debugger_start.py", tmp_path / "debugger_start.json")
+    assert set(rows) == {"debugger-off", "debugger-on", "debugging-from-start"}
+    assert rows["debugger-off"]["result_ratio"] == 1.0 and rows["debugger-on"]["at_connect"] == ["debugInfo"]
+    for row in rows.values():
+        assert 0 < row["ready_s"] <= row["first_result_s"] and len(row["samples"]) == 2, row
+    assert all(0 < sample["debug_replies_s"] for sample in rows["debugging-from-start"]["samples"])
+    assert all(name in done.stdout for name in rows)  # the table
+
+
 def test_remote_link_benchmark_reports_ready_and_round_trip_over_a_slow_link(kernel_image: str,
                                                                              tmp_path: Path) -> None:
     done, rows = run_with_json_file("remote_link.py", tmp_path / "remote_link.json")

@@ -159,3 +159,118 @@ def test_tf1_kernel_in_the_browser(jupyter_app: str, browser: Browser, docker_cl
     finally:
         context.close()
     wait_for(lambda: managed_containers(docker_client) == [], 30, "container left after the app closed")
+
+
+# -- JupyterLab's debugger ------------------------------------------------------------------------------
+
+DEBUGGED_CELL = ("def scaled(factor):\n"
+                 "    array = tf.Session().run(tf.ones([2, 3]) * factor)\n"
+                 "    total = float(array.sum())\n"
+                 "    return total\n"
+                 "print('total', scaled(7))")
+BREAKPOINT_LINE = 3  # total = ...: the locals then hold factor and the session's numpy array
+BUSY_SESSION_CELL = ("session = tf.Session()\nproduct = tf.matmul(tf.ones([200, 200]), tf.ones([200, 200]))\n"
+                     "while True:\n    session.run(product)")
+
+
+def bug_button(page: Page):
+    return page.locator(".jp-DebuggerBugButton").first
+
+
+def bug_button_enabled(page: Page) -> bool:
+    """The toolbar button is disabled for a kernel whose kernelspec does not allow debugging."""
+    button = bug_button(page)
+    return button.count() > 0 and button.get_attribute("aria-disabled") == "false"
+
+
+def toggle_debugger(page: Page, on: bool) -> None:
+    bug_button(page).click()
+    expect(bug_button(page)).to_have_attribute("aria-pressed", "true" if on else "false", timeout=30_000)
+
+
+def type_cell(page: Page, code: str) -> None:
+    """Put code into the last cell without running it (as a paste: typed, the editor would indent each line)."""
+    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").last
+    editor.click()
+    page.keyboard.insert_text(code)
+    expect(editor).to_have_text(code.replace("\n", ""))
+
+
+def set_breakpoint(page: Page, line: int) -> None:
+    """Click the debugger's gutter of the last cell beside `line` (1-based), as a user does."""
+    gutter = page.locator(".jp-Notebook .jp-Cell").last.locator(".cm-gutter.cm-breakpoint-gutter")
+    gutter.locator(".cm-gutterElement").nth(line).click()  # the first element is CodeMirror's hidden spacer
+    expect(gutter.locator(".cm-gutterElement .cm-breakpoint-icon").locator("visible=true")).to_have_count(
+        1, timeout=10_000)
+
+
+def interrupt_busy_session(page: Page) -> None:
+    type_cell(page, BUSY_SESSION_CELL)
+    page.keyboard.press("Shift+Enter")
+    time.sleep(3)
+    page.locator('[data-command="notebook:interrupt-kernel"]').first.click()
+    expect(last_output(page)).to_contain_text("KeyboardInterrupt", timeout=30_000)
+    wait_idle(page)
+    time.sleep(1)  # ipykernel aborts the requests that arrive just after an error (stop_on_error), as locally
+
+
+@pytest.mark.parametrize("jupyter_app", ["lab", "notebook"], indirect=True)
+def test_the_debugger_in_the_browser(jupyter_app: str, browser: Browser, docker_client: docker.DockerClient) -> None:
+    """JupyterLab's (and Notebook 7's) debugger on the TF 1.15 kernel, as a user drives it: the bug button, a
+    breakpoint in a function that calls Session.run, its locals, Continue, and the stop button with the
+    debugger on and after it is off. Notebook 7 shares JupyterLab's debugger: checked to the breakpoint and on."""
+    app = "lab" if "/lab?" in jupyter_app else "notebook"
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        page = open_notebook_with_tf1_kernel(page, app, jupyter_app)
+        dismiss_news(page)
+        wait_idle(page)
+        wait_for(lambda: bug_button_enabled(page), 30, "the debugger's bug button stays disabled")
+        shot(page, app, "debugger-1-bug-button")
+        run_cell(page, "import sys, tensorflow as tf; "
+                       "print('debugpy loaded:', any(m.startswith('debugpy') for m in sys.modules))")
+        # JupyterLab asked this kernel for debugInfo when it connected: answered without loading debugpy.
+        expect(last_output(page)).to_contain_text("debugpy loaded: False", timeout=90_000)
+
+        toggle_debugger(page, on=True)
+        type_cell(page, DEBUGGED_CELL)
+        set_breakpoint(page, BREAKPOINT_LINE)
+        shot(page, app, "debugger-2-breakpoint")
+        page.keyboard.press("Shift+Enter")
+        expect(page.locator(".jp-DebuggerPausedOverlay")).to_contain_text("Paused in Debugger", timeout=60_000)
+        expect(page.locator(".jp-Notebook .jp-Cell").nth(-2).locator(".jp-DebuggerEditor-highlight")
+               ).to_contain_text("total = float(array.sum())", timeout=30_000)
+        shot(page, app, "debugger-3-stopped")
+        if app == "lab":  # Notebook 7 has the same panels, closed by default
+            expect(page.locator(".jp-DebuggerCallstackFrame-name", has_text="scaled").first).to_be_visible()
+            local = page.locator(".jp-debuggerVariables-local")  # the variables panel's locals of the stopped frame
+            for name, detail in (("factor", "7"), ("array", "ndarray")):
+                variable = local.locator("jp-tree-item", has=page.locator(".jp-DebuggerVariables-name",
+                                                                          has_text=re.compile(rf"^{name}$"))).first
+                expect(variable.locator(".jp-DebuggerVariables-detail").first).to_have_text(detail, timeout=30_000)
+            shot(page, app, "debugger-4-variables")
+
+        page.locator('.jp-DebuggerPausedOverlay button[title="Continue"]').click()
+        expect(page.locator(".jp-Notebook .jp-Cell").nth(-2).locator(".jp-OutputArea")
+               ).to_contain_text("total 42.0", timeout=60_000)
+        wait_idle(page)
+        shot(page, app, "debugger-5-continued")
+        if app == "lab":  # the stop button, with the debugger on and after it is turned off
+            interrupt_busy_session(page)
+            shot(page, app, "debugger-6-interrupted-debugging")
+            toggle_debugger(page, on=False)
+            wait_idle(page)
+            time.sleep(1)
+            interrupt_busy_session(page)
+            run_cell(page, "print('still', scaled(2))")
+            expect(last_output(page)).to_contain_text("still 12.0", timeout=60_000)
+            shot(page, app, "debugger-7-interrupted-after")
+        assert len(managed_containers(docker_client)) == 1  # never restarted along the way
+        kernel_menu(page, "Shut Down Kernel")
+        wait_for(lambda: managed_containers(docker_client) == [], 30, "container left after shutdown")
+    except BaseException:
+        shot(page, app, "debugger-failure")
+        raise
+    finally:
+        context.close()

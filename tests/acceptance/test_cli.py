@@ -66,6 +66,33 @@ def test_install_list_remove_with_prefix(kernel_image: str, tmp_path: Path) -> N
     assert list(kernelspec_names(jupyter_path)) == ["python3"]
 
 
+def test_kernels_installed_with_the_debugger_off_are_named_and_turned_on(kernel_image: str, tmp_path: Path) -> None:
+    """Kernelspecs of earlier releases said `debugger: false`: JupyterLab showed no debugger for them. list and
+    doctor say so with the fix, and `install --refresh` turns it on, keeping everything else."""
+    jupyter_path = tmp_path / "env" / "share" / "jupyter"
+    assert run_cli("install", "--prefix", str(tmp_path / "env"), "--strategy", "emulated",
+                   "--name", "tf1-old").returncode == 0
+    path = jupyter_path / "kernels" / "tf1-old" / "kernel.json"
+    installed = json.loads(path.read_text())
+    assert installed["metadata"]["debugger"] is True
+    path.write_text(json.dumps({**installed, "metadata": {**installed["metadata"], "debugger": False}}))
+
+    listing = run_cli("list", env=only(jupyter_path))
+    assert "tf1-old: JupyterLab's debugger is off (installed by an earlier tf1kernel); `tf1kernel install " \
+           "--refresh tf1-old` turns it on" in " ".join(listing.stdout.split())
+    doctor = run_cli("doctor", "--json", "--no-start", "--kernel", "tf1-old", env=only(jupyter_path), timeout=300)
+    check = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "debugger tf1-old")
+    assert check["ok"] is False and "tf1kernel install --refresh tf1-old" in check["fix"]
+    assert doctor.returncode == 0  # the kernel itself works
+
+    refreshed = run_cli("install", "--refresh", "tf1-old", env=only(jupyter_path))
+    assert refreshed.returncode == 0 and "JupyterLab's debugger is on for 'tf1-old'" in refreshed.stdout
+    assert json.loads(path.read_text()) == installed
+    assert "debugger" not in run_cli("list", env=only(jupyter_path)).stdout
+    assert_clean_failure(run_cli("install", "--refresh", "tf1-absent", env=only(jupyter_path)),
+                         "No tf1kernel kernel named 'tf1-absent'", "tf1kernel list")
+
+
 def test_install_user_and_custom_names(kernel_image: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()  # a user's home exists: IPython, asked for its folder there, would make a temporary one

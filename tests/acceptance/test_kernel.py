@@ -21,6 +21,7 @@ from jupyter_client.manager import KernelManager
 from tests.conftest import install_variant
 from tests.kernels import (
     debug_a_cell,
+    debug_request,
     execute,
     interrupt_busy_cells,
     listening_addresses,
@@ -379,6 +380,12 @@ def test_the_kernel_boots_without_what_it_does_not_use_yet(tf1_kernel: str, tmp_
         maps = execute(client, "import time\ntime.sleep(1)\nprint('_pywrap_tensorflow_internal' in "
                                "open('/proc/self/maps').read())")
         assert maps.stdout.strip() == "False", maps
+        # JupyterLab asks every kernel whose kernelspec allows debugging for debugInfo as it connects.
+        info = debug_request(client, "debugInfo")
+        assert info["success"] and info["body"]["isStarted"] is False and info["body"]["hashMethod"] == "Murmur2", info
+        assert info["body"]["tmpFilePrefix"].startswith("/tmp/ipykernel_"), info
+        after = execute(client, "print([m for m in ('debugpy', '_pydevd_bundle') if m in sys.modules])")
+        assert after.stdout.strip() == "[]", after
         code = "import os\nos.pa"
         client.complete(code, len(code))
         reply = next(m for m in iter(lambda: client.get_shell_msg(timeout=60), None)

@@ -149,6 +149,33 @@ def test_prebuilt_verification_reports_what_it_found(kernel_image: str, tmp_path
                      "--prefix", str(tmp_path), timeout=600)
     assert result.returncode == 0, result.stderr
     assert "verified: linux/amd64, Python 3.7.16, ipykernel 6.16.2, TensorFlow 1.15.5" in result.stdout
+    spec = json.loads(next(tmp_path.glob("share/jupyter/kernels/*/kernel.json")).read_text())
+    assert spec["metadata"]["debugger"] is True and "debugger" not in result.stdout
+
+
+def test_prebuilt_image_that_cannot_debug_gets_a_kernelspec_with_the_debugger_off(
+        kernel_image: str, docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    """JupyterLab offers its debugger only by the kernelspec's `debugger`: for an image whose ipykernel cannot
+    debug (here: no debugpy), install says so and why, and `tf1kernel list` repeats the reason."""
+    image = "tf1kernel-test/no-debugpy:1"
+    docker_client.images.build(fileobj=io.BytesIO(
+        f"FROM {kernel_image}\nRUN python -m pip uninstall -y -q debugpy\n".encode()), tag=image, rm=True)
+    try:
+        result = run_cli("install", "--strategy", "prebuilt", "--image", image, "--platform", "linux/amd64",
+                         "--prefix", str(tmp_path), "--name", "tf1.15-no-debugpy", timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert "JupyterLab's debugger is off for this kernel: it has no debugpy" in result.stdout
+        jupyter_path = tmp_path / "share" / "jupyter"
+        spec = json.loads((jupyter_path / "kernels/tf1.15-no-debugpy/kernel.json").read_text())
+        assert spec["metadata"]["debugger"] is False
+        assert spec["metadata"]["tf1kernel"]["debugger_off"] == "it has no debugpy, which ipykernel's debugger needs"
+        listing = run_cli("list", env={"JUPYTER_PATH": str(jupyter_path), "HOME": str(tmp_path)})
+        assert "tf1.15-no-debugpy: JupyterLab's debugger is off: it has no debugpy" in listing.stdout
+        refused = run_cli("install", "--refresh", "tf1.15-no-debugpy",
+                          env={"JUPYTER_PATH": str(jupyter_path), "HOME": str(tmp_path)})
+        assert refused.returncode == 1 and "has the debugger off because it has no debugpy" in refused.stderr
+    finally:
+        docker_client.api.remove_image(image, force=True)
 
 
 # -- source -------------------------------------------------------------------------------

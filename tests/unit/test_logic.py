@@ -14,7 +14,7 @@ import psutil
 import pytest
 from jupyter_client.kernelspec import KernelSpec
 
-from tf1kernel import images, kernelspec
+from tf1kernel import images, kernelspec, verify
 from tf1kernel.container import (
     CONNECTION_FILE,
     CONTAINER_PORTS,
@@ -157,6 +157,24 @@ def test_kernel_json_for_each_arch() -> None:
     assert arm["argv"][1:3] == ["-m", "tf1kernel.launcher"] and "ipykernel" not in arm["argv"][2]
     assert [a for a in arm["argv"] if "{" in a] == ["{kernelspec_dir}", "{connection_file}"]  # install fills the first
     assert arm["metadata"]["kernel_provisioner"]["provisioner_name"] == "tf1kernel"
+
+
+def test_kernel_json_turns_the_debugger_on_unless_the_image_cannot_debug() -> None:
+    assert kernelspec.render_kernel_json("arm64")["metadata"]["debugger"] is True
+    off = kernelspec.render_kernel_json("arm64", "prebuilt", debugger_off="its ipykernel 5.5.6 predates it")
+    assert off["metadata"]["debugger"] is False
+    assert off["metadata"]["tf1kernel"] == {"arch": "arm64", "debugger_off": "its ipykernel 5.5.6 predates it"}
+
+
+@pytest.mark.parametrize(("ipykernel", "debugpy", "off"), [
+    ("6.16.2", "1.6.7", ""), ("6.29.5", "1.8.1", ""), ("7.0.0", "1.8.1", ""),
+    ("5.5.6", "", "its ipykernel 5.5.6 predates the Jupyter debug protocol (ipykernel 6)"),
+    ("4.10.1", "1.6.7", "its ipykernel 4.10.1 predates the Jupyter debug protocol (ipykernel 6)"),
+    ("6.16.2", "", "it has no debugpy, which ipykernel's debugger needs"),
+])
+def test_images_that_cannot_debug_say_why(ipykernel: str, debugpy: str, off: str) -> None:
+    facts = verify.ImageFacts("image", "linux/amd64", "3.7.16", ipykernel, "1.15.5", debugpy)
+    assert facts.debugger_off() == off
 
 
 @pytest.mark.parametrize(("given", "arch"), [("aarch64", "arm64"), ("AMD64", "x86_64"), ("x86-64", "x86_64")])

@@ -514,8 +514,11 @@ def complete_with_jedi_when_asked(shell):
 
 def debug_when_asked(kernel_class):
     """ipykernel 6's debugger module started without debugpy (and pydevd, which its debugger loads when it is
-    made, 50 ms of every start): the kernel makes its debugger at the first debug_request (VS Code's Run by Line
-    and Debug Cell, JupyterLab's debugger), as it would have at start."""
+    made, 50 ms of every start): the kernel makes its debugger at the first debug_request that needs one (VS
+    Code's Run by Line and Debug Cell, JupyterLab's debugger turned on), as it would have at start.
+
+    JupyterLab asks `debugInfo` of every kernel whose kernelspec allows debugging, as soon as it connects, and
+    again on each restart: that one is answered without the debugger (see debug_info_before_the_debugger)."""
     import asyncio
 
     import ipykernel.ipkernel as ipkernel
@@ -539,6 +542,8 @@ def debug_when_asked(kernel_class):
 
     async def debug(self, msg):
         if self.debugger is None:
+            if msg.get("command") == "debugInfo":
+                return await debug_info_before_the_debugger(msg)
             make_debugger(self)
         return await do_debug_request(self, msg)
 
@@ -554,6 +559,21 @@ def debug_when_asked(kernel_class):
 
     kernel_class.__init__, kernel_class.poll_stopped_queue, kernel_class.do_debug_request = (
         __init__, wait_for_the_debugger, debug)
+
+
+class DebuggerNotStarted:
+    """What ipykernel's Debugger.debugInfo reads of a debugger that was never started: no breakpoints set, and no
+    thread stopped (both live in the debugger, so none can exist before it does)."""
+
+    is_started = False
+    breakpoint_list = {}  # noqa: RUF012 (read, never written)
+    stopped_threads = ()
+
+
+def debug_info_before_the_debugger(msg):
+    """The `debugInfo` reply of a kernel whose debugger was not made yet, from ipykernel's own Debugger.debugInfo
+    (so each ipykernel's fields: hash seed, cell file prefix, and so on), without loading debugpy and pydevd."""
+    return sys.modules["ipykernel.debugger"].Debugger.debugInfo(DebuggerNotStarted(), msg)
 
 
 def keep_kernel_when_debugger_disconnects(kernel_class):
