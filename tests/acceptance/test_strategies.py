@@ -28,8 +28,15 @@ from jupyter_client.manager import KernelManager
 
 from tests.acceptance.test_cli import assert_clean_failure
 from tests.acceptance.test_notebooks import check_files, check_graph_basics, run_notebook
-from tests.conftest import COMPAT_IMAGES, PREBUILT_WHEEL_IMAGE, install_kernel, managed_containers, run_cli
-from tests.kernels import execute, running_kernel
+from tests.conftest import (
+    COMPAT_IMAGES,
+    PREBUILT_WHEEL_IMAGE,
+    install_kernel,
+    managed_containers,
+    require_image,
+    run_cli,
+)
+from tests.kernels import debug_a_cell, execute, running_kernel
 from tf1kernel import strategies
 from tf1kernel.errors import ImageMissing
 from tf1kernel.images import LABEL_STRATEGY, LABEL_TENSORFLOW
@@ -74,6 +81,21 @@ def test_compat_runs_unmodified_tf1_code(compat_kernel: str, tmp_path: Path) -> 
         assert message.startswith("ModuleNotFoundError tf.contrib does not exist in TensorFlow 2")
         assert "--strategy emulated" in message
         assert manager.is_alive()
+
+
+def test_compat_kernel_is_debugged_as_the_tf115_kernels_are(jupyter_dirs: Path, docker_client: docker.DockerClient,
+                                                           tmp_path: Path) -> None:
+    """Its kernelspec says `debugger: true` too: ipykernel 6.29 with debugpy (which makes its debugger at start:
+    it imports it in the kernel's __init__, after the guest's deferral), debugged as VS Code and JupyterLab do
+    (native amd64 only: the protocol is the same under qemu)."""
+    require_image(docker_client, COMPAT_IMAGES["amd64"], "`tf1kernel build --strategy compat`")
+    name = install_kernel(jupyter_dirs, "tf1.15-compat-debug", "--strategy", "compat", "--platform", "linux/amd64")
+    spec = json.loads((jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json").read_text())
+    assert spec["metadata"]["debugger"] is True
+    with running_kernel(name, str(tmp_path), startup_timeout=240) as (_, client):
+        version = execute(client, "import ipykernel\nprint(ipykernel.__version__)")
+        assert version.stdout.strip() == "6.29.5", version
+        debug_a_cell(client)
 
 
 def test_compat_runs_the_teaching_notebooks_unmodified(jupyter_dirs: Path, docker_client: docker.DockerClient,
