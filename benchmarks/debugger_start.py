@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import install_tf1kernel, launched_kernel, use_jupyter_path
+from harness import first_cell_succeeded, install_tf1kernel, launched_kernel, use_jupyter_path
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from tf1kernel import kernelspec
@@ -96,10 +96,8 @@ def first_result(target: str, kernel_name: str, cwd: str, timeout: float = 300) 
                     times["debug_replies_s"] = time.perf_counter() - started
                 elif parent == cell_id:
                     times["result_s"] = time.perf_counter() - started
-                    content = reply["content"]
-                    value = content.get("user_expressions", {}).get("result", {}).get("data", {}).get("text/plain")
-                    if content["status"] != "ok" or value != "1":
-                        raise RuntimeError(f"{target}: the first cell failed: {content}")
+                    if not first_cell_succeeded(reply["content"]):
+                        raise RuntimeError(f"{target}: the first cell failed: {reply['content']}")
         return times
 
 

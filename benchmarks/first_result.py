@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import install_argv_kernel, install_tf1kernel, launched_kernel, use_jupyter_path
+from harness import first_cell_succeeded, install_argv_kernel, install_tf1kernel, launched_kernel, use_jupyter_path
 
 from tf1kernel import engine
 
@@ -101,10 +101,8 @@ def first_result(kernel_name: str, cell: str, cwd: str, timeout: float = 300) ->
                 times["ready_s"] = time.perf_counter() - started
             elif parent == cell_id:
                 times["result_s"] = time.perf_counter() - started
-                content = reply["content"]
-                value = content.get("user_expressions", {}).get("result", {}).get("data", {}).get("text/plain")
-                if content["status"] != "ok" or value != "1":
-                    raise RuntimeError(f"{kernel_name}: the first cell failed: {content}")
+                if not first_cell_succeeded(reply["content"]):
+                    raise RuntimeError(f"{kernel_name}: the first cell failed: {reply['content']}")
         return times
 
 

@@ -104,3 +104,9 @@ def install_argv_kernel(root: Path, name: str, argv: list[str]) -> str:
     (folder / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python",
                                                     "interrupt_mode": "signal"}))
     return name
+
+
+def first_cell_succeeded(reply_content: dict[str, Any]) -> bool:
+    """Did a first cell sent with user_expressions {"result": "result"} run, and leave result == 1?"""
+    value = reply_content.get("user_expressions", {}).get("result", {}).get("data", {}).get("text/plain")
+    return reply_content["status"] == "ok" and value == "1"

@@ -3,7 +3,7 @@
 Wraps the docker SDK's low-level calls with timers, starts a tf1kernel kernel through a real
 KernelManager a few times, and prints the median time of each call, and when each step of a start
 ended, counted from start_kernel(): start_kernel() returning (container running), then the kernel's own
-boot steps as its guest notes them (tf1kernel_guest.boot_step, with TF1KERNEL_BOOT_TIMES set), the first
+boot steps as its guest notes them (tf1kernel/guest/boot.py, with TF1KERNEL_BOOT_TIMES set), the first
 kernel_info reply, and the first TF cell sent then: its `import tensorflow` and first Session.run.
 
     .venv/bin/python benchmarks/profile_start.py [--rounds 8] [--network auto|host|bridge]

@@ -13,6 +13,7 @@ Everything here is synchronous docker SDK code; async callers run it in a thread
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -21,6 +22,7 @@ import shutil
 import tarfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +39,25 @@ from requests.exceptions import ReadTimeout
 from . import networks, packages
 from .engine import START_ENGINE_FIX
 from .errors import ContainerStartError, EngineUnavailable, ImageMissing, MountError
+from .guest.constants import (  # noqa: F401 (shared with the guest; the host's modules import them from here)
+    AVX_FIX_FILE,
+    CANNOT_LISTEN_LINE,
+    CONNECTION_DIR,
+    CONNECTION_FILE,
+    GUEST_ARCHIVE,
+    GUEST_PACKAGE,
+    LEASE_FILE,
+    LEASE_FLAG,
+    LIFELINE_FLAG,
+    NETWORK_ACCESS_VARIABLE,
+    NOTICE_FILE,
+    PACKAGES_KEPT_VARIABLE,
+    PRELOAD_TENSORFLOW_VARIABLE,
+    QUIET_DEPRECATIONS_VARIABLE,
+    STANDBY_FLAG,
+    TENSORBOARD_ADDRESS_FILE,
+    TENSORBOARD_PORT,
+)
 from .labels import LABEL_KERNEL_ID, LABEL_MANAGED
 from .ports import LOOPBACK
 
@@ -53,53 +74,21 @@ CONTAINER_PORTS: dict[str, int] = {
     "control_port": 50004,
     "hb_port": 50005,
 }
-# TensorBoard inside the container (%tensorboard_tf1), published like the kernel ports.
-TENSORBOARD_PORT = 6006
 PUBLISHED_PORTS: dict[str, int] = {**CONTAINER_PORTS, "tensorboard_port": TENSORBOARD_PORT}
-
-# Inside the container, at the root so that no user mount can shadow it.
-CONNECTION_DIR = "/.tf1kernel"
-CONNECTION_FILE = f"{CONNECTION_DIR}/connection.json"
-NOTICE_FILE = f"{CONNECTION_DIR}/notice.txt"
-AVX_FIX_FILE = f"{CONNECTION_DIR}/avx-fix.txt"
-TENSORBOARD_ADDRESS_FILE = f"{CONNECTION_DIR}/tensorboard.json"
-# Renewed by tf1kernel while a remote kernel's link holds (remote.py); the kernel exits when it stops changing.
-LEASE_FILE = f"{CONNECTION_DIR}/lease"
 HOME_DIR = "/home/tf1kernel"
 # Host folders of kernels' files (ContainerSpec.files_folder) are named PREFIX + owner pid + "-" + kernel id.
 KERNEL_FILES_PREFIX = "tf1kernel-"
-
-GUEST_MODULE = f"{CONNECTION_DIR}/tf1kernel_guest.py"
-GUEST_PIP_MODULE = f"{CONNECTION_DIR}/tf1kernel_pip.py"  # %pip, loaded by the guest after the boot
 PIP_CA_FILE = f"{CONNECTION_DIR}/pip-ca.pem"
 # With kept packages: `pip install` installs into the user site (PYTHONUSERBASE), even for a kernel that runs as
 # root and could write to the image's site-packages. Not PIP_USER, which would also make `pip list` and
 # `pip freeze` show only the user site.
 PIP_CONFIG_FILE = f"{CONNECTION_DIR}/pip.conf"
 PIP_CONFIG = b"[install]\nuser = true\n"
-# The kernel's entry point: tf1kernel's guest module (tf1kernel/guest/), copied in with the
-# connection file, starts ipykernel. It must parse on every Python an image may have (3.6+).
-BOOT = (f"import sys; sys.path.insert(0, {CONNECTION_DIR!r}); import tf1kernel_guest; sys.path.pop(0); "
-        "tf1kernel_guest.main(sys.argv[1:])")
-# "0" shows TensorFlow's deprecation notices in the kernel (the quiet_deprecations option); the guest reads it.
-QUIET_DEPRECATIONS_VARIABLE = "TF1KERNEL_QUIET_DEPRECATIONS"
-# "0" loads nothing of TensorFlow ahead of the user's import (the preload_tensorflow option); the guest reads it.
-PRELOAD_TENSORFLOW_VARIABLE = "TF1KERNEL_PRELOAD_TENSORFLOW"
-# The guest's last words when a port of the kernel is taken (then the address and the reason).
-CANNOT_LISTEN_LINE = "tf1kernel: the kernel cannot listen on"
-# "0" in a kernel without network access (the network_access option), so that the guest can say so.
-NETWORK_ACCESS_VARIABLE = "TF1KERNEL_NETWORK_ACCESS"
-# "1" when the kernel's pip installs into a kept folder (packages.py), so that %pip can say where packages went.
-PACKAGES_KEPT_VARIABLE = "TF1KERNEL_PACKAGES_KEPT"
-# With this flag the kernel exits when its stdin closes. The caller holds stdin open through
-# an attach connection (stdin_once): when the caller dies the engine closes stdin, the kernel
-# exits, and AutoRemove deletes the container.
-LIFELINE_FLAG = "--tf1kernel-lifeline"
-# With this flag the kernel loads everything, then waits for one line on stdin that says which kernel
-# to become (a warm pool's container; see tf1kernel/pool.py).
-STANDBY_FLAG = "--tf1kernel-standby"
-# With --tf1kernel-lease=SECONDS the kernel exits when LEASE_FILE has not changed for that long.
-LEASE_FLAG = "--tf1kernel-lease"
+# The kernel's entry point: tf1kernel's guest package (tf1kernel/guest/), copied in as one zip file with the
+# connection file, starts ipykernel. It must parse on every Python an image may have (3.6+). The package finds
+# its own modules through its __path__ once imported, so the zip leaves sys.path at once.
+BOOT = (f"import sys; sys.path.insert(0, {GUEST_ARCHIVE!r}); import {GUEST_PACKAGE}; sys.path.pop(0); "
+        f"{GUEST_PACKAGE}.main(sys.argv[1:])")
 
 # Returned as the exit code when the container vanished (removed from outside).
 EXIT_CODE_MISSING = 255
@@ -492,7 +481,7 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
 def kernel_files(spec: ContainerSpec) -> dict[str, bytes]:
     """The files the kernel reads at start, by their path in the container: connection file, guest module,
     messages."""
-    files = {GUEST_MODULE: guest_module_source(), GUEST_PIP_MODULE: guest_module_source("tf1kernel_pip.py"),
+    files = {GUEST_ARCHIVE: guest_archive(),
              AVX_FIX_FILE: spec.avx_fix.encode(), PIP_CA_FILE: spec.pip_ca,
              PIP_CONFIG_FILE: PIP_CONFIG if spec.keeps_packages else b"",
              LEASE_FILE: b"0" if spec.lease_seconds else b""}
@@ -565,8 +554,17 @@ def host_network_tensorboard(spec: ContainerSpec) -> dict[str, Any]:
     return json.loads(tensorboard_address(port, port, LOOPBACK))
 
 
-def guest_module_source(name: str = "tf1kernel_guest.py") -> bytes:
-    return (Path(__file__).parent / "guest" / name).read_bytes()
+@functools.cache
+def guest_archive() -> bytes:
+    """The guest package (tf1kernel/guest/) as the zip file the kernel imports it from: the same bytes for the same
+    sources (zip entries dated 1980), made once per process."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for source in sorted((Path(__file__).parent / "guest").glob("*.py")):
+            entry = zipfile.ZipInfo(f"{GUEST_PACKAGE}/{source.name}", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.external_attr = 0o644 << 16
+            archive.writestr(entry, source.read_bytes(), zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
 
 
 def private_file_archive(path: str, payload: bytes, user: str) -> bytes:

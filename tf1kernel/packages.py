@@ -4,7 +4,7 @@ A local venv kernel keeps what `%pip install` puts into its environment. A kerne
 image is read-only to the kernel's user, so pip installs into the user site (PYTHONUSERBASE):
 tf1kernel mounts a folder of this machine there, one per kernelspec, so that a restart finds the
 packages again. `tf1kernel packages list` shows them; `tf1kernel packages reset NAME` empties the
-folder, and the next kernel starts from its image alone. The guest's %pip (guest/tf1kernel_pip.py)
+folder, and the next kernel starts from its image alone. The guest's %pip (guest/pip_magic.py)
 keeps pip from replacing the kernel's TensorFlow and its companions.
 """
 

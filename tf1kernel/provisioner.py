@@ -37,6 +37,7 @@ from .container import (
 )
 from .deaths import cause_of_death
 from .errors import ContainerStartError, EngineUnavailable, InvalidOption, Tf1KernelError, TunnelError
+from .guest_report import GuestReport
 from .options import KernelOptions
 from .orphans import owner_labels, reap_once
 from .outage import EngineWatch, LostKernel, first_line
@@ -45,9 +46,10 @@ from .ports import free_ports
 from .workdir import parse_mount
 
 # A dead kernel's last lines of output: the cause of death is read from the last CAUSE_LINES, and a death with no
-# known cause is reported with all REPORTED_LINES (a crash's stacks of every thread take 50 or more).
+# known cause is reported with all REPORTED_LINES (a crash's stacks of every thread take 50 to 100: about ten
+# threads, more while the boot's timers are pending, and faulthandler's first line, which names the signal).
 CAUSE_LINES = 30
-REPORTED_LINES = 80
+REPORTED_LINES = 150
 
 
 class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[misc]
@@ -69,6 +71,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     _host_ports: dict[str, int] | None = None
     # Jupyter asked this kernel to end (shutdown, restart, kill): its exit needs no explaining.
     _end_asked: bool = False
+    _guest_report: GuestReport = GuestReport()  # replaced per instance at its first launch
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -94,6 +97,8 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         self.watch.answered()
         if state.running:
             await self._keep_open()
+            if self._guest_report.due() and self.spec is not None:
+                self._guest_report.tell(await asyncio.to_thread(self.container.logs), self.spec.image, self.log)
             return None
         if state.missing:
             self.log.warning("tf1kernel: container of kernel %s was removed outside Jupyter", self.kernel_id)
@@ -236,6 +241,8 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         self.notice = ""
         self._end_asked = False
         self._started_once = True
+        self._guest_report = GuestReport()
+        self._guest_report.started()
         self.watch.started()
         self._host_ports = self.container.host_ports
         remote = self._engine_info.url if self._engine_info and self._engine_info.remote else ""

@@ -7,6 +7,7 @@ Screenshots of every step go to test-output/browser/.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -83,6 +84,24 @@ def open_notebook_with_tf1_kernel(page: Page, app: str, url: str) -> Page:
     return notebook
 
 
+@contextlib.contextmanager
+def tf1_notebook(browser: Browser, jupyter_app: str, failure_shot: str) -> Iterator[tuple[str, Page]]:
+    """A new notebook on the TF 1.15 kernel, idle, in a fresh browser context; a screenshot if the test fails."""
+    app = "lab" if "/lab?" in jupyter_app else "notebook"
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        page = open_notebook_with_tf1_kernel(page, app, jupyter_app)
+        dismiss_news(page)
+        wait_idle(page)
+        yield app, page
+    except BaseException:
+        shot(page, app, failure_shot)
+        raise
+    finally:
+        context.close()
+
+
 def wait_idle(page: Page, timeout: float = 90_000) -> None:
     expect(page.locator(".jp-Notebook-ExecutionIndicator").first).to_have_attribute("data-status", "idle",
                                                                                    timeout=timeout)
@@ -122,13 +141,7 @@ def wait_for(condition, timeout: float, message: str) -> None:
 @pytest.mark.parametrize("jupyter_app", ["lab", "notebook"], indirect=True)
 def test_tf1_kernel_in_the_browser(jupyter_app: str, browser: Browser, docker_client: docker.DockerClient,
                                    request: pytest.FixtureRequest) -> None:
-    app = "lab" if "/lab?" in jupyter_app else "notebook"
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    try:
-        page = open_notebook_with_tf1_kernel(page, app, jupyter_app)
-        dismiss_news(page)
-        wait_idle(page)
+    with tf1_notebook(browser, jupyter_app, "failure") as (app, page):
         wait_for(lambda: len(managed_containers(docker_client)) == 1, 60, "no kernel container started")
         first_container = managed_containers(docker_client)[0]
 
@@ -153,11 +166,6 @@ def test_tf1_kernel_in_the_browser(jupyter_app: str, browser: Browser, docker_cl
         kernel_menu(page, "Shut Down Kernel")
         wait_for(lambda: managed_containers(docker_client) == [], 30, "container left after shutdown")
         shot(page, app, "5-shut-down")
-    except BaseException:
-        shot(page, app, "failure")
-        raise
-    finally:
-        context.close()
     wait_for(lambda: managed_containers(docker_client) == [], 30, "container left after the app closed")
 
 
@@ -219,13 +227,7 @@ def test_the_debugger_in_the_browser(jupyter_app: str, browser: Browser, docker_
     """JupyterLab's (and Notebook 7's) debugger on the TF 1.15 kernel, as a user drives it: the bug button, a
     breakpoint in a function that calls Session.run, its locals, Continue, and the stop button with the
     debugger on and after it is off. Notebook 7 shares JupyterLab's debugger: checked to the breakpoint and on."""
-    app = "lab" if "/lab?" in jupyter_app else "notebook"
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    try:
-        page = open_notebook_with_tf1_kernel(page, app, jupyter_app)
-        dismiss_news(page)
-        wait_idle(page)
+    with tf1_notebook(browser, jupyter_app, "debugger-failure") as (app, page):
         wait_for(lambda: bug_button_enabled(page), 30, "the debugger's bug button stays disabled")
         shot(page, app, "debugger-1-bug-button")
         run_cell(page, "import sys, tensorflow as tf; "
@@ -269,8 +271,3 @@ def test_the_debugger_in_the_browser(jupyter_app: str, browser: Browser, docker_
         assert len(managed_containers(docker_client)) == 1  # never restarted along the way
         kernel_menu(page, "Shut Down Kernel")
         wait_for(lambda: managed_containers(docker_client) == [], 30, "container left after shutdown")
-    except BaseException:
-        shot(page, app, "debugger-failure")
-        raise
-    finally:
-        context.close()

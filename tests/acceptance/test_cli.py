@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -179,3 +180,41 @@ def test_build_again_is_up_to_date_at_once(kernel_image: str) -> None:
     result = run_cli("build", timeout=600)
     assert result.returncode == 0, result.stderr
     assert "Up to date" in result.stdout and time.monotonic() - started < 30
+
+
+LAST_RELEASE = "98090a0"  # main as stop 23 landed it (2026-12-04): kernelspecs said `debugger: false`
+
+
+def test_a_kernelspec_installed_by_the_last_release_starts_with_this_code(kernel_image: str, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's kernelspec stays valid across an upgrade: installed by the last release's own code (from git
+    history), then started by this one through a KernelManager, TF1 code and all."""
+    from jupyter_client.manager import KernelManager
+
+    from tests.kernels import execute
+
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(["git", "archive", LAST_RELEASE, "tf1kernel", "kernelspecs", "docker"],
+                             cwd=Path(__file__).parents[2], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    jupyter_path = tmp_path / "env" / "share" / "jupyter"
+    installed = subprocess.run([sys.executable, "-m", "tf1kernel.cli", "install", "--prefix", str(tmp_path / "env"),
+                                "--strategy", "emulated", "--name", "tf1-last-release"], cwd=old, text=True,
+                               capture_output=True, env={**os.environ, "PYTHONPATH": str(old)}, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    spec = json.loads((jupyter_path / "kernels/tf1-last-release/kernel.json").read_text())
+    assert spec["metadata"]["debugger"] is False  # the last release's, not this code's
+
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
+    manager = KernelManager(kernel_name="tf1-last-release")
+    try:
+        manager.start_kernel(cwd=str(tmp_path))
+        client = manager.client()
+        client.start_channels()
+        client.wait_for_ready(timeout=120)
+        result = execute(client, "import tensorflow as tf\nprint(tf.Session().run(tf.constant(6) * 7))")
+        assert result.stdout.strip() == "42", result
+        client.stop_channels()
+    finally:
+        manager.shutdown_kernel(now=True)

@@ -37,7 +37,7 @@ from tests.conftest import (
     run_cli,
 )
 from tests.kernels import debug_a_cell, execute, running_kernel
-from tf1kernel import strategies
+from tf1kernel import guest_report, strategies
 from tf1kernel.errors import ImageMissing
 from tf1kernel.images import LABEL_STRATEGY, LABEL_TENSORFLOW
 from tf1kernel.resources import data_dir
@@ -84,7 +84,8 @@ def test_compat_runs_unmodified_tf1_code(compat_kernel: str, tmp_path: Path) -> 
 
 
 def test_compat_kernel_is_debugged_as_the_tf115_kernels_are(jupyter_dirs: Path, docker_client: docker.DockerClient,
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Its kernelspec says `debugger: true` too: ipykernel 6.29 with debugpy (which makes its debugger at start:
     it imports it in the kernel's __init__, after the guest's deferral), debugged as VS Code and JupyterLab do
     (native amd64 only: the protocol is the same under qemu)."""
@@ -92,10 +93,18 @@ def test_compat_kernel_is_debugged_as_the_tf115_kernels_are(jupyter_dirs: Path, 
     name = install_kernel(jupyter_dirs, "tf1.15-compat-debug", "--strategy", "compat", "--platform", "linux/amd64")
     spec = json.loads((jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json").read_text())
     assert spec["metadata"]["debugger"] is True
-    with running_kernel(name, str(tmp_path), startup_timeout=240) as (_, client):
+    monkeypatch.setattr(guest_report, "_told", set())  # as in a new server process
+    with caplog.at_level(logging.INFO), running_kernel(name, str(tmp_path), startup_timeout=240) as (manager, client):
         version = execute(client, "import ipykernel\nprint(ipykernel.__version__)")
         assert version.stdout.strip() == "6.29.5", version
         debug_a_cell(client)
+        time.sleep(max(0.0, guest_report.READ_AFTER_S - 1))
+        assert manager.is_alive() and manager.is_alive()  # polls: the restarter's, every 3 s in a server
+    # What the guest left out for IPython 9 and ipykernel 6.29, said once in the server's log.
+    told = [r.getMessage() for r in caplog.records if "tf1kernel-guest: left out" in r.getMessage()]
+    assert sorted(line.split()[3].rstrip(":") for line in told) == [
+        "deferred-debugger", "deferred-embed", "deferred-jedi", "output-watcher-wake"], told
+    assert all(COMPAT_IMAGES["amd64"] in line for line in told)
 
 
 def test_compat_runs_the_teaching_notebooks_unmodified(jupyter_dirs: Path, docker_client: docker.DockerClient,

@@ -1,4 +1,4 @@
-"""The guest's preload of TensorFlow (tf1kernel_guest, "The first TensorFlow result"), on a stand-in package."""
+"""The guest's preload of TensorFlow (tf1kernel/guest/tf_import.py), on a stand-in package."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-GUEST = Path(__file__).parents[2] / "tf1kernel" / "guest"
-
 
 @pytest.fixture
 def guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
@@ -22,8 +20,7 @@ def guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
                                          "from tensorflow import part\n")
     (package / "part.py").write_text("import os\nif os.environ.get('BREAK_TF'): raise ImportError('broken')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(GUEST))
-    module = importlib.import_module("tf1kernel_guest")
+    module = importlib.import_module("tf1kernel.guest.tf_import")
     finder = module.CollectorPausedImport()
     sys.meta_path.insert(0, finder)
     yield module

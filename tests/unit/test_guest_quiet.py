@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-GUEST = Path(__file__).parents[2] / "tf1kernel" / "guest"
-
 
 @pytest.fixture
 def fake_tensorflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
@@ -25,8 +23,7 @@ def fake_tensorflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
         "    def __init__(self, wrapped, module_name, public_apis=None, deprecation=True, has_lite=False):\n"
         "        self._tfmw_print_deprecation_warnings = deprecation\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(GUEST))
-    guest = importlib.import_module("tf1kernel_guest")
+    guest = importlib.import_module("tf1kernel.guest.tf_import")
     finder = guest.QuietDeprecations()
     sys.meta_path.insert(0, finder)
     yield guest
@@ -48,9 +45,3 @@ def test_quiet_deprecations_false_leaves_them_on(fake_tensorflow: object, monkey
     from tensorflow_core.python.util import deprecation, module_wrapper
     assert deprecation._PRINT_DEPRECATION_WARNINGS is True
     assert module_wrapper.TFModuleWrapper(object(), "tf")._tfmw_print_deprecation_warnings is True
-
-
-def test_the_variable_name_is_the_one_the_provisioner_sets() -> None:
-    from tf1kernel.container import QUIET_DEPRECATIONS_VARIABLE
-    guest = (GUEST / "tf1kernel_guest.py").read_text()
-    assert f'QUIET_DEPRECATIONS_VARIABLE = "{QUIET_DEPRECATIONS_VARIABLE}"' in guest

@@ -8,6 +8,7 @@ import os
 import subprocess
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import psutil
@@ -16,12 +17,15 @@ from jupyter_client.kernelspec import KernelSpec
 
 from tf1kernel import images, kernelspec, verify
 from tf1kernel.container import (
+    BOOT,
     CONNECTION_FILE,
     CONTAINER_PORTS,
-    GUEST_MODULE,
+    GUEST_ARCHIVE,
+    GUEST_PACKAGE,
     NOTICE_FILE,
     PUBLISHED_PORTS,
     ContainerSpec,
+    guest_archive,
     kernel_files_archive,
     published_ports,
 )
@@ -68,21 +72,39 @@ def test_kernel_files_are_private_to_the_kernel_user() -> None:
         assert (entry.uid, entry.gid, entry.mode) == (1000, 1001, 0o600)
         assert members[entry.name.rsplit("/", 1)[0]].mode == 0o700
         info = json.load(tar.extractfile(entry))
-        assert b"def main(argv)" in tar.extractfile(GUEST_MODULE.lstrip("/")).read()
+        with zipfile.ZipFile(io.BytesIO(tar.extractfile(GUEST_ARCHIVE.lstrip("/")).read())) as guest:
+            assert b"def main(argv)" in guest.read(f"{GUEST_PACKAGE}/__init__.py")
         assert tar.extractfile(NOTICE_FILE.lstrip("/")).read() == b"why"
         assert {(m.uid, m.gid) for m in members.values()} == {(1000, 1001)}
     assert info["key"] == "secret-key" and info["transport"] == "tcp"
     assert {name: info[name] for name in CONTAINER_PORTS} == CONTAINER_PORTS
 
 
-def test_guest_module_parses_on_python_36() -> None:
+def test_guest_package_parses_on_python_36() -> None:
     """It runs inside images, whose Python may be as old as 3.6 (TF 1.15's oldest)."""
     import ast
 
-    from tf1kernel.container import guest_module_source
+    with zipfile.ZipFile(io.BytesIO(guest_archive())) as guest:
+        names = guest.namelist()
+        assert f"{GUEST_PACKAGE}/__init__.py" in names and f"{GUEST_PACKAGE}/constants.py" in names
+        for name in names:
+            ast.parse(guest.read(name), filename=name, feature_version=(3, 6))
+    assert guest_archive() == guest_archive.__wrapped__()  # the same bytes each time
 
-    ast.parse(guest_module_source(), feature_version=(3, 6))
-    ast.parse(guest_module_source("tf1kernel_pip.py"), feature_version=(3, 6))
+
+@pytest.mark.parametrize("python", ["3.6", "3.7"])
+def test_guest_package_imports_from_its_zip_on_old_pythons(python: str, tmp_path: Path) -> None:
+    """What BOOT does, up to main(), on the CPython builds of this machine (pyenv's, as the images' Pythons)."""
+    interpreters = sorted(Path("/root/.pyenv/versions").glob(f"{python}.*/bin/python"))
+    assert interpreters, f"no CPython {python} under /root/.pyenv/versions (this machine's images are made from it)"
+    archive = tmp_path / "guest.zip"
+    archive.write_bytes(guest_archive())
+    boot = BOOT.replace(GUEST_ARCHIVE, str(archive)).replace(f"{GUEST_PACKAGE}.main(sys.argv[1:])",
+                                                             f"print({GUEST_PACKAGE}.parse_flags(sys.argv[1:]))")
+    done = subprocess.run([str(interpreters[-1]), "-c", boot, "--tf1kernel-lease=30", "-f", "c.json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(False, False, 30, ['-f', 'c.json'])"
 
 
 def test_published_ports_only_accepts_loopback() -> None:

@@ -54,8 +54,9 @@ def test_a_configured_ca_bundle_that_is_not_pem_is_refused_with_the_option(tmp_p
 
 
 def guest_pip():
-    path = Path(packages.__file__).parent / "guest" / "tf1kernel_pip.py"
-    spec = importlib.util.spec_from_file_location("tf1kernel_pip_under_test", path)
+    path = Path(packages.__file__).parent / "guest" / "pip_magic.py"
+    # a fresh module for each test, in the guest package (for its relative imports)
+    spec = importlib.util.spec_from_file_location("tf1kernel.guest.pip_magic_under_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,5 +1,4 @@
-"""`%pip` in a tf1kernel kernel, as a local venv kernel has it (Python 3.6+ syntax; copied in beside
-tf1kernel_guest.py, loaded after the boot).
+"""`%pip` in a tf1kernel kernel, as a local venv kernel has it (imported after the boot).
 
 Why it exists: the image's site-packages is not writable by the kernel's user, so pip installs with
 --user, into PYTHONUSERBASE. IPython 7.34's %pip (IPython/core/magics/packaging.py) just runs pip:
@@ -23,13 +22,13 @@ import site
 import subprocess
 import sys
 
+from .constants import NETWORK_ACCESS_VARIABLE, PACKAGES_KEPT_VARIABLE
+
 # The kernel's own stack: the image's versions stay whatever a package asks for.
 PROTECTED = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-ascend", "tensorflow-estimator",
              "tensorboard", "numpy", "protobuf", "h5py", "keras-applications", "keras-preprocessing", "ipykernel",
              "ipython", "pyzmq", "jupyter-client")
 TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-ascend")
-NETWORK_ACCESS_VARIABLE = "TF1KERNEL_NETWORK_ACCESS"  # container.NETWORK_ACCESS_VARIABLE
-KEPT_VARIABLE = "TF1KERNEL_PACKAGES_KEPT"  # container.PACKAGES_KEPT_VARIABLE: "1" when PYTHONUSERBASE is kept
 _PROTECTED_NAME = "(?:" + "|".join(re.escape(name) for name in PROTECTED) + r")\b\S*"
 # pip's "The conflict is caused by:" lines: "needs-tf2 1.0 depends on tensorflow>=2", "The user requested
 # tensorflow==2.4" (and "The user requested (constraint) tensorflow==1.15.5", which is ours).
@@ -106,8 +105,10 @@ def pip(line):
 
 def run(command):
     """Run command, showing its output as it comes; return that output."""
+    # pip is the image's, tested with the kernel's stack: its "A new release of pip is available" notice at the
+    # end of every %pip is noise in a notebook.
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                               bufsize=1)
+                               bufsize=1, env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1"))
     lines = []
     try:
         for text in process.stdout:
@@ -136,7 +137,7 @@ def explain(output):
         return
     if "Successfully installed" in output and "kept" not in _told:
         _told.add("kept")
-        if os.environ.get(KEPT_VARIABLE) == "1":
+        if os.environ.get(PACKAGES_KEPT_VARIABLE) == "1":
             print("tf1kernel: installed for this kernelspec; kept across restarts (`tf1kernel packages list`, "
                   "`tf1kernel packages reset`).", file=sys.stderr)
         else:

@@ -1,0 +1,56 @@
+"""tf1kernel's IPython extension: the AVX guard, the %tensorboard_tf1 and %pip magics, and the notice of why the
+previous kernel died, shown with the first cell."""
+
+import sys
+import threading
+
+from .avx import install_avx_guard
+from .constants import NOTICE_FILE
+from .tensorboard_magic import tensorboard_tf1
+
+
+def show_notice_once(ipython):
+    """Tell the user, with their first cell, why the previous kernel died (written by tf1kernel)."""
+
+    def show(*_args):
+        ipython.events.unregister("pre_run_cell", show)
+        try:
+            with open(NOTICE_FILE) as f:
+                print("tf1kernel: " + f.read().strip(), file=sys.stderr)
+        except OSError:
+            pass
+
+    ipython.events.register("pre_run_cell", show)
+
+
+def pip_module():
+    """pip_magic.py, imported when first needed: after the boot."""
+    from . import pip_magic
+
+    return pip_magic
+
+
+def pip(line):
+    """Run pip in the kernel's Python, kept per kernelspec and never replacing the kernel's TensorFlow."""
+    pip_module().pip(line)
+
+
+def protect_pip_later(delay=2.0):
+    """Pin the kernel's stack for every pip (`!pip` too), off the boot's path: it reads every package's metadata."""
+
+    def protect():
+        try:
+            pip_module().protect_installed_stack()
+        except Exception as exc:  # %pip protects again when it runs
+            print("tf1kernel: could not pin the kernel's packages for pip: {}".format(exc), file=sys.__stderr__)
+
+    timer = threading.Timer(delay, protect)
+    timer.daemon = True
+    timer.start()
+
+
+def load_ipython_extension(ipython):
+    install_avx_guard()
+    ipython.register_magic_function(tensorboard_tf1, magic_kind="line", magic_name="tensorboard_tf1")
+    ipython.register_magic_function(pip, magic_kind="line", magic_name="pip")
+    show_notice_once(ipython)

@@ -1,0 +1,84 @@
+"""The kernel: ipykernel's IPythonKernel, whose debugger is made when it is first needed and never ends the
+kernel. Tf1KernelApp names it as its `kernel_class`."""
+
+import asyncio
+import importlib
+import sys
+
+from ipykernel.ipkernel import IPythonKernel
+from traitlets import Any
+
+
+class DebuggerNotStarted:
+    """What ipykernel's Debugger.debugInfo reads of a debugger that was never started: no breakpoints set, and no
+    thread stopped (both live in the debugger, so none can exist before it does)."""
+
+    is_started = False
+    breakpoint_list = {}  # noqa: RUF012 (read, never written)
+    stopped_threads = ()
+
+
+class Tf1Kernel(IPythonKernel):
+    """IPythonKernel with two changes to its debugger (ipykernel 6: the Jupyter debug protocol over debugpy).
+
+    - Made at the first debug_request that needs it (VS Code's Run by Line and Debug Cell, JupyterLab's debugger
+      turned on), when the guest imported ipykernel without debugpy ("deferred-debugger"): debugpy and pydevd
+      cost 50 ms of every start otherwise. JupyterLab asks `debugInfo` of every kernel whose kernelspec allows
+      debugging, as it connects and on each restart: that one is answered without the debugger.
+    - A debugger's `disconnect` never ends the kernel: its terminateDebuggee is turned off. JupyterLab's debugger
+      stops with `disconnect {terminateDebuggee: true}`, and other DAP clients may. ipykernel 6 (6.16 for
+      Python 3.7) forwards it to debugpy (1.7), whose pydevd then marks the whole process for termination and
+      leaves its tracer on the main thread. The next exception there, the KeyboardInterrupt of the first
+      interrupt, ended the kernel with exit code 0: the stop button seemed to do nothing, the cell never
+      answered, and Jupyter restarted the kernel. The debuggee here is the kernel, which only a shutdown ends.
+    """
+
+    # Given by the app whether or not debugpy was imported: without it, IPythonKernel has no such trait.
+    debugpy_stream = Any(allow_none=True)
+    deferred_debugger = False  # set by the guest: ipykernel.debugger was imported without debugpy
+    debugger_made = None
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.deferred_debugger:
+            self.debugger = None
+
+    async def poll_stopped_queue(self):
+        # Started with the kernel, on the control thread: the debugger's stopped events come once it is made.
+        if self.deferred_debugger and self.debugger is None:
+            self.debugger_made = asyncio.Event()
+            if self.debugger is None:
+                await self.debugger_made.wait()
+        await super().poll_stopped_queue()
+
+    async def do_debug_request(self, msg):
+        if self.deferred_debugger and self.debugger is None:
+            if msg.get("command") == "debugInfo":
+                return await self.debug_info_before_the_debugger(msg)
+            self.make_debugger()
+        return await super().do_debug_request(without_terminating_the_debuggee(msg))
+
+    @staticmethod
+    def debug_info_before_the_debugger(msg):
+        """The `debugInfo` reply of a kernel whose debugger was not made yet, from ipykernel's own
+        Debugger.debugInfo (so each ipykernel's fields: hash seed, cell file prefix, and so on)."""
+        return sys.modules["ipykernel.debugger"].Debugger.debugInfo(DebuggerNotStarted(), msg)
+
+    def make_debugger(self):
+        import ipykernel.ipkernel as ipkernel
+
+        debugger = importlib.reload(sys.modules["ipykernel.debugger"])  # this time with debugpy
+        if not debugger._is_debugpy_available:
+            return  # debugpy failed to import: no debugger, as ipykernel has it then
+        self.debugger = debugger.Debugger(self.log, self.debugpy_stream, self._publish_debug_event,
+                                          self.debug_shell_socket, self.session, self.debug_just_my_code)
+        ipkernel.Debugger, ipkernel._is_debugpy_available = debugger.Debugger, True
+        if self.debugger_made is not None:
+            self.debugger_made.set()
+
+
+def without_terminating_the_debuggee(msg):
+    arguments = msg.get("arguments") if isinstance(msg, dict) else None
+    if msg.get("command") == "disconnect" and isinstance(arguments, dict) and arguments.get("terminateDebuggee"):
+        return dict(msg, arguments=dict(arguments, terminateDebuggee=False))
+    return msg
