@@ -100,6 +100,20 @@ TWIN="$STATE/wheels/tensorflow_cpu-1.15.0-cp37-cp37m-manylinux2010_x86_64.whl"
     --python-version 37 --implementation cp --abi cp37m tensorflow-cpu==1.15.0 -d "$STATE/wheels" 2>&1 | grep -v "^WARNING: Location" || true
 build --wheel "$TWIN"
 
+log "a user's --image: the software set of TensorFlow's 1.15.5-jupyter images (Python 3.6, ipykernel 5)"
+# The oldest stack the guest meets (tests/acceptance/test_guest.py); only pip's CA goes into its build.
+PYTHON_SRC=/root/.pyenv/versions/3.6.15 bash .ci/make-python-base.sh python:3.6-slim-bookworm
+PY36_IMAGE=tf1kernel-test/tensorflow:1.15.5-py36-ipykernel5
+if ! docker image inspect "$PY36_IMAGE" >/dev/null 2>&1; then
+    CONTEXT="$(mktemp -d)"
+    cp tests/images/tf115-jupyter-py36/Dockerfile "$CONTEXT/"
+    cp "${HOST_CA:-/etc/ssl/certs/ca-certificates.crt}" "$CONTEXT/pip-ca.pem"
+    started=$SECONDS
+    docker build -q --network host -t "$PY36_IMAGE" "$CONTEXT" >/dev/null || { rm -rf "$CONTEXT"; exit 1; }
+    rm -rf "$CONTEXT"
+    echo "$PY36_IMAGE built in $((SECONDS - started)) s"
+fi
+
 log "waiting for the arm64 chain"
 if ! wait "$ARM64_CHAIN"; then
     tail -30 "$STATE/arm64-chain.log"; echo "the arm64 chain failed"; exit 1

@@ -368,9 +368,9 @@ def run_install(args: argparse.Namespace) -> int:
     if args.refresh:
         return run_refresh(args.refresh)
     arch = kernelspec.normalize_arch(args.arch) if args.arch else kernelspec.host_arch()
-    config, debugger_off = kernel_config(args)
+    config, debugger_off, tensorflow = kernel_config(args)
     spec = kernelspec.render_kernel_json(arch, args.strategy, config, display_name=args.display_name,
-                                         debugger_off=debugger_off)
+                                         debugger_off=debugger_off, tensorflow=tensorflow)
     name = args.name or kernelspec.default_kernel_name(arch, args.strategy)
     prefix = sys.prefix if args.sys_prefix else args.prefix
     path = kernelspec.install(spec, name, user=args.user, prefix=prefix)
@@ -390,9 +390,10 @@ def run_refresh(names: list[str]) -> int:
     return 0
 
 
-def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    """The provisioner config for the install flags, checked against the engine unless --skip-checks; and why
-    JupyterLab's debugger cannot work with the kernel's image ("" when it can)."""
+def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
+    """The provisioner config for the install flags, checked against the engine unless --skip-checks; why
+    JupyterLab's debugger cannot work with the kernel's image ("" when it can); and the TensorFlow version
+    found in an image of the user's ("" for tf1kernel's own, whose labels say it)."""
     if args.strategy == "auto" and (args.image or args.platform):
         raise InvalidOption("auto picks the image and platform itself.",
                             "drop --image and --platform, or name a strategy with --strategy")
@@ -410,10 +411,10 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         config["docker_host" if args.docker_host else "docker_context"] = args.docker_host or args.context
     if args.skip_checks:
         if args.strategy == "auto":
-            return config, ""
+            return config, "", ""
         host = engine.EngineInfo("Linux engine", kernelspec.host_arch().replace("x86_64", "amd64"), "", "", "")
         choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), host)
-        return {**config, "image": choice.image, "platform": choice.platform}, ""
+        return {**config, "image": choice.image, "platform": choice.platform}, "", ""
     client = connect(args)
     info = engine.describe(client)
     if not args.network_access:
@@ -425,8 +426,8 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                   f"{choice.reason}", highlight=False)
         out.print(f"The kernel runs {strategies.runs_description(choice.tensorflow, choice.platform, info)}.",
                   highlight=False)
-        return config, ""
-    debugger_off = ""  # tf1kernel's own images have ipykernel 6 and debugpy
+        return config, "", ""
+    debugger_off, verified = "", ""  # tf1kernel's own images have ipykernel 6 and debugpy, and TensorFlow labels
     choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), info)
     if args.strategy == "prebuilt" and image:
         out.print(f"Checking {choice.image} (architecture, Python, ipykernel, TensorFlow)...", highlight=False)
@@ -437,11 +438,12 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             facts = add_kernel_stack(client, choice.image, choice.platform, python, missing)
             choice = dataclasses.replace(choice, image=facts.image)
         tensorflow, debugger_off = facts.tensorflow, facts.debugger_off()
+        verified = tensorflow
     else:
         require_image(client, choice.image)
         tensorflow = strategies.labelled_tensorflow(client, choice.image) or choice.tensorflow
     out.print(f"The kernel runs {strategies.runs_description(tensorflow, choice.platform, info)}.", highlight=False)
-    return {**config, "image": choice.image, "platform": choice.platform}, debugger_off
+    return {**config, "image": choice.image, "platform": choice.platform}, debugger_off, verified
 
 
 def prebuilt_platform(args: argparse.Namespace) -> str:

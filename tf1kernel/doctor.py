@@ -122,7 +122,8 @@ def _default_kernel(requested: str | None, names: list[str], info: engine.Engine
 def _kernel_check(name: str) -> Check:
     """What starting this kernel would run (on its own engine), or why it cannot start."""
     try:
-        provisioner = DockerProvisioner.for_kernelspec(KernelSpecManager().get_kernel_spec(name), "doctor")
+        kernel_spec = KernelSpecManager().get_kernel_spec(name)
+        provisioner = DockerProvisioner.for_kernelspec(kernel_spec, "doctor")
         client = engine.connect(provisioner.docker_host or None, context=provisioner.docker_context or None)
         with tempfile.TemporaryDirectory(prefix="tf1kernel-doctor-") as cwd:
             spec = provisioner.prepare(client, cwd)
@@ -130,7 +131,8 @@ def _kernel_check(name: str) -> Check:
     except Tf1KernelError as exc:
         return Check(f"kernel {name}", False, exc.message, exc.fix)
     assert provisioner.choice is not None
-    tensorflow = strategies.labelled_tensorflow(client, spec.image) or provisioner.choice.tensorflow
+    tensorflow = (strategies.labelled_tensorflow(client, spec.image) or provisioner.choice.tensorflow
+                  or kernel_spec.metadata.get("tf1kernel", {}).get("tensorflow", ""))  # install's, for a user's image
     runs = strategies.runs_description(tensorflow, spec.platform, engine.describe(client))
     where = ""
     if isinstance(provisioner.kernel_placement, SwarmPlacement):

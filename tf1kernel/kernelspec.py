@@ -64,17 +64,21 @@ def default_display_name(arch: str, strategy: str = "auto", platform: str = "") 
 
 
 def render_kernel_json(arch: str, strategy: str = "auto", config: dict[str, Any] | None = None,
-                       display_name: str | None = None, debugger_off: str = "") -> dict[str, Any]:
+                       display_name: str | None = None, debugger_off: str = "",
+                       tensorflow: str = "") -> dict[str, Any]:
     """kernel.json for this host: the template with interpreter, label, strategy and its options filled in.
 
     JupyterLab and Notebook 7 offer their debugger for a kernel only when its kernelspec says `debugger: true`
     (nothing else): debugger_off, the reason a kernel's image cannot be debugged, turns it off and is kept.
+    tensorflow: the version install found in an image of the user's (no label of tf1kernel's says it).
     """
     spec: dict[str, Any] = json.loads((data_dir("kernelspecs") / "tf1kernel" / "kernel.json").read_text())
     spec["argv"][0] = sys.executable
     spec["display_name"] = display_name or default_display_name(arch, strategy, (config or {}).get("platform", ""))
     spec["metadata"]["kernel_provisioner"]["config"] = {"strategy": strategy, **(config or {})}
     spec["metadata"]["tf1kernel"] = {"arch": arch}
+    if tensorflow:
+        spec["metadata"]["tf1kernel"]["tensorflow"] = tensorflow
     if debugger_off:
         spec["metadata"]["debugger"] = False
         spec["metadata"]["tf1kernel"]["debugger_off"] = debugger_off

@@ -1,19 +1,24 @@
 """The guest (tf1kernel/guest/) on what it really meets: each image's own ipykernel, IPython and jupyter_client.
 
 Each version-keyed patch (patches.py) either applies and finds every name it reaches into, or is left out with
-one line in the kernel's log. Kernels of these images start, run TF1 code, are interrupted inside Session.run
-and restarted in test_kernel.py (ipykernel 6.16.2) and test_strategies.py (compat, ipykernel 6.29.5).
+one line in the server's log. Kernels of tf1kernel's images start, run TF1 code, are interrupted inside
+Session.run and restarted in test_kernel.py (ipykernel 6.16.2) and test_strategies.py (compat, ipykernel 6.29.5);
+here, the same for the oldest stack a user's `--image` brings: that of TensorFlow's own 1.15.5-jupyter images
+(Python 3.6, IPython 7.16, ipykernel 5), which no registry serves here, so .ci/setup.sh builds its software set.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.conftest import COMPAT_IMAGES, NATIVE_TWIN_IMAGE, require_image
+from tests.conftest import COMPAT_IMAGES, NATIVE_TWIN_IMAGE, require_image, run_cli
+from tests.kernels import execute, interrupt_busy_cells, restart, running_kernel
+from tf1kernel import guest_report
 from tf1kernel.container import guest_archive
 
 pytestmark = pytest.mark.engine
@@ -26,6 +31,7 @@ told = []
 print(json.dumps({name: [patches.applies(name, log=told.append), patches.missing_targets(name)]
                   for name in sorted(patches.PATCHES)}))
 """
+PY36_IMAGE = "tf1kernel-test/tensorflow:1.15.5-py36-ipykernel5"
 ALL = {"early-sockets", "iopub-welcome", "output-watcher-wake", "deferred-debugger", "deferred-embed",
        "deferred-jedi", "loopback-only"}
 
@@ -34,7 +40,8 @@ ALL = {"early-sockets", "iopub-welcome", "output-watcher-wake", "deferred-debugg
     ("tf1kernel/tensorflow:1.15.5-amd64", ALL),  # Python 3.7, ipykernel 6.16.2, IPython 7.34, jupyter_client 7.4.9
     (NATIVE_TWIN_IMAGE, ALL),  # the native recipe's software set (docker/native), as on ARM64
     (COMPAT_IMAGES["amd64"], {"early-sockets", "iopub-welcome", "loopback-only"}),  # 3.11, 6.29.5, 9.x, 8.x
-], ids=["emulated", "native-recipe", "compat"])
+    (PY36_IMAGE, {"deferred-embed", "deferred-jedi", "loopback-only"}),  # 3.6, ipykernel 5.5.6, IPython 7.16.1
+], ids=["emulated", "native-recipe", "compat", "py36-ipykernel5"])
 def test_each_patch_finds_its_targets_where_it_applies(image: str, applied: set[str], tmp_path: Path,
                                                        docker_client: docker.DockerClient) -> None:
     require_image(docker_client, image, "`.ci/setup.sh` builds it")
@@ -46,3 +53,57 @@ def test_each_patch_finds_its_targets_where_it_applies(image: str, applied: set[
     report = json.loads(output.decode().strip().splitlines()[-1])
     assert {name for name, (applies, _) in report.items() if applies} == applied, report
     assert {name: missing for name, (applies, missing) in report.items() if applies and missing} == {}, report
+
+
+@pytest.fixture(scope="module")
+def py36_kernel(jupyter_dirs: Path, docker_client: docker.DockerClient) -> str:
+    """The py36-ipykernel5 image installed as a user's prebuilt --image: verified, and the debugger off."""
+    require_image(docker_client, PY36_IMAGE, "`.ci/setup.sh` builds it")
+    installed = run_cli("install", "--strategy", "prebuilt", "--image", PY36_IMAGE, "--platform", "linux/amd64",
+                        "--prefix", str(jupyter_dirs), "--name", "tf1.15-py36-ipykernel5", timeout=600)
+    assert installed.returncode == 0, installed.stderr
+    assert "verified: linux/amd64, Python 3.6.15, ipykernel 5.5.6, TensorFlow 1.15.5" in installed.stdout
+    assert "JupyterLab's debugger is off for this kernel: its ipykernel 5.5.6 predates the Jupyter debug " \
+           "protocol (ipykernel 6)" in " ".join(installed.stdout.split())
+    return "tf1.15-py36-ipykernel5"
+
+
+def test_the_guest_runs_tensorflows_own_py36_stack(py36_kernel: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """ipykernel 5 is outside every ipykernel patch's range: the kernel runs as stock ipykernel 5 would, with the
+    IPython 7 deferrals, TF1 code, the stop button inside Session.run, completions and a restart."""
+    monkeypatch.setattr(guest_report, "_told", set())  # as in a new server process
+    with caplog.at_level(logging.INFO), running_kernel(py36_kernel, str(tmp_path)) as (manager, client):
+        versions = execute(client, "import sys, ipykernel, IPython\n"
+                                   "print(sys.version_info[:2], ipykernel.__version__, IPython.__version__, "
+                                   "[m for m in ('jedi', 'prompt_toolkit') if m in sys.modules])")
+        assert versions.stdout.strip() == "(3, 6) 5.5.6 7.16.1 []", versions
+        result = execute(client, "import tensorflow as tf\nprint(tf.__version__, tf.Session().run(tf.constant(6) * 7))")
+        assert result.stdout.strip() == "1.15.5 42", result
+        seconds = interrupt_busy_cells(client, manager.interrupt_kernel)
+        assert set(seconds) == {"python loop", "Session.run"}
+        # IPython 7.16 with the jedi pip picks for it (>= 0.18) fails inside jedi, and ipykernel 5 then sends no
+        # reply at all (stock, too): the guest completes with IPython's own matchers instead, and always replies.
+        execute(client, "import os")
+        code = "os.pa"
+        client.complete(code, len(code))
+        reply = next(m for m in iter(lambda: client.get_shell_msg(timeout=30), None)
+                     if m["msg_type"] == "complete_reply")["content"]
+        assert reply["status"] == "ok" and "os.path" in reply["matches"], reply
+        restart(manager, client)
+        assert execute(client, "print(6 * 7)").stdout.strip() == "42"
+        assert manager.is_alive()  # a poll, as the restarter's: the guest's report is read
+    told = [r.getMessage() for r in caplog.records if "tf1kernel-guest: left out" in r.getMessage()]
+    assert sorted(line.split()[3].rstrip(":") for line in told) == [
+        "deferred-debugger", "early-sockets", "iopub-welcome", "output-watcher-wake"], told
+    assert all("ipykernel 5.5.6 is outside" in line and PY36_IMAGE in line for line in told), told
+
+
+def test_doctor_reports_the_user_images_tensorflow_and_why_it_has_no_debugger(py36_kernel: str) -> None:
+    """No tf1kernel label names a user's image's TensorFlow: doctor reads the version install verified."""
+    result = run_cli("doctor", "--json", "--no-start", "--kernel", py36_kernel, timeout=300)
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 0, result.stdout
+    assert checks[f"kernel {py36_kernel}"]["detail"].startswith("runs TensorFlow 1.15.5, native linux/amd64")
+    debugger = checks[f"debugger {py36_kernel}"]
+    assert debugger["ok"] is None and "ipykernel 5.5.6 predates the Jupyter debug protocol" in debugger["detail"]

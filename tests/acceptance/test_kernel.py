@@ -511,6 +511,7 @@ session = tf.Session()
 tf.compat.v1.logging.warning("a warning of TensorFlow's own, kept")
 warnings.warn("a warning of the user's own, kept")
 x = tf.Variable(tf.zeros([2]))
+layer = tf.contrib.layers.fully_connected
 print(session.run(tf.reduce_sum(tf.ones([3]))))
 """
 
@@ -525,5 +526,6 @@ def test_tensorflows_deprecation_notices_are_off_unless_asked_for(jupyter_dirs: 
     said = result.stdout + result.stderr
     assert "WARNING:tensorflow:a warning of TensorFlow's own, kept" in said
     assert "UserWarning: a warning of the user's own, kept" in said
-    notices = ["The name tf.reset_default_graph is deprecated", "The name tf.Session is deprecated"]
+    notices = ["The name tf.reset_default_graph is deprecated", "The name tf.Session is deprecated",
+               "The TensorFlow contrib module will not be included in TensorFlow 2.0"]
     assert all((notice in said) != quiet for notice in notices), said

@@ -15,9 +15,18 @@ def fake_tensorflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     """tensorflow_core.python.util.{deprecation,module_wrapper} as TF 1.15 has them (the parts that matter)."""
     util = tmp_path / "tensorflow_core" / "python" / "util"
     util.mkdir(parents=True)
-    for folder in (util, util.parent, util.parent.parent):
+    for folder in (util, util.parent):
         (folder / "__init__.py").write_text("")
     (util / "deprecation.py").write_text("_PRINT_DEPRECATION_WARNINGS = True\n")
+    (tmp_path / "tensorflow_core" / "__init__.py").write_text(  # TF 1.15's LazyLoader, the parts that matter
+        "import types\n"
+        "class LazyLoader(types.ModuleType):\n"
+        "    def __init__(self, name, warning):\n"
+        "        super().__init__(name)\n"
+        "        self._warning = warning\n"
+        "    def __getattr__(self, item):\n"
+        "        raise AssertionError('tf.contrib loaded by ' + item)\n"
+        "contrib = LazyLoader('contrib', 'The TensorFlow contrib module will not be included')\n")
     (util / "module_wrapper.py").write_text(
         "class TFModuleWrapper:\n"
         "    def __init__(self, wrapped, module_name, public_apis=None, deprecation=True, has_lite=False):\n"
@@ -28,7 +37,7 @@ def fake_tensorflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     sys.meta_path.insert(0, finder)
     yield guest
     sys.meta_path.remove(finder)
-    for name in [n for n in sys.modules if n.startswith("tensorflow_core")]:
+    for name in [n for n in sys.modules if n.split(".")[0] == "tensorflow_core"]:
         del sys.modules[name]
 
 
@@ -40,8 +49,15 @@ def test_tensorflows_switches_are_turned_off_as_its_modules_load(fake_tensorflow
     assert module_wrapper.TFModuleWrapper(object(), "tf", deprecation=True)._tfmw_print_deprecation_warnings is False
 
 
+def test_the_contrib_notice_is_off_without_loading_contrib(fake_tensorflow: object) -> None:
+    import tensorflow_core
+    assert vars(tensorflow_core.contrib)["_warning"] is None
+
+
 def test_quiet_deprecations_false_leaves_them_on(fake_tensorflow: object, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TF1KERNEL_QUIET_DEPRECATIONS", "0")
     from tensorflow_core.python.util import deprecation, module_wrapper
     assert deprecation._PRINT_DEPRECATION_WARNINGS is True
     assert module_wrapper.TFModuleWrapper(object(), "tf")._tfmw_print_deprecation_warnings is True
+    import tensorflow_core
+    assert vars(tensorflow_core.contrib)["_warning"].startswith("The TensorFlow contrib module")

@@ -90,7 +90,11 @@ class DeferredImport(importlib.abc.MetaPathFinder):
 
 def complete_with_jedi_when_asked(shell):
     """IPython 7's completer started without jedi: let it use jedi, as it would have, importing jedi when it
-    first completes (unless the user configured use_jedi)."""
+    first completes (unless the user configured use_jedi).
+
+    Where jedi fails (IPython 7.16 with the jedi pip picks for it, 0.18 or later: "unexpected keyword argument
+    'column'"), the completer goes on with IPython's own matchers, as with use_jedi off: ipykernel 5 sent no
+    complete_reply at all, and a frontend (or jupyter_kernel_test) waited for ever."""
     completer = sys.modules["IPython.core.completer"]
     configured = [section.get("use_jedi") for section in (shell.config.get("IPCompleter", {}),
                                                            shell.config.get("Completer", {}))]
@@ -104,7 +108,14 @@ def complete_with_jedi_when_asked(shell):
 
             jedi.settings.case_insensitive_completion = False
             completer.jedi, completer.JEDI_INSTALLED = jedi, True
-        return jedi_matches(completer_self, *args, **kwargs)
+        try:
+            return list(jedi_matches(completer_self, *args, **kwargs))
+        except Exception as error:
+            # IPython picks its matchers after this call: from now on, its own ones, for this request too
+            completer_self.use_jedi = False
+            sys.__stderr__.write("tf1kernel: jedi cannot complete here (%s: %s); IPython's own completions are "
+                                 "used instead\n" % (type(error).__name__, error))
+            return []
 
     completer.IPCompleter._jedi_matches = _jedi_matches
     if configured == [None, None]:

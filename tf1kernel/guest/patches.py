@@ -52,18 +52,18 @@ PATCHES = {
          "ipykernel.ipkernel:Debugger", "ipykernel.ipkernel:_is_debugpy_available",
          "ipykernel.ipkernel:IPythonKernel.poll_stopped_queue"]),
     "deferred-embed": Patch(
-        "ipython", (7, 0), (8, 0), "7.34.0",
+        "ipython", (7, 0), (8, 0), "7.16.1, 7.34.0",
         "import IPython's terminal (prompt_toolkit) when IPython.embed is used (a stand-in "
         "IPython.terminal.embed module, and the IPython module's class)",
         ["IPython<<from .terminal.embed import embed", "IPython.terminal.embed:embed"]),
     "deferred-jedi": Patch(
-        "ipython", (7, 0), (8, 0), "7.34.0",
+        "ipython", (7, 0), (8, 0), "7.16.1, 7.34.0",
         "import jedi at the first completion (IPython.core.completer's JEDI_INSTALLED and "
         "IPCompleter._jedi_matches)",
         ["IPython.core.completer:JEDI_INSTALLED", "IPython.core.completer:IPCompleter._jedi_matches",
          "IPython.core.completer<<import jedi"]),
     "loopback-only": Patch(
-        "jupyter_client", (6, 0), (9, 0), "7.4.9, 8.10.0",
+        "jupyter_client", (6, 0), (9, 0), "7.1.2, 7.4.9, 8.10.0",
         "no name lookups for this machine's addresses (jupyter_client.localinterfaces._load_ips)",
         ["jupyter_client.localinterfaces:_load_ips", "jupyter_client.localinterfaces:_load_ips_dumb",
          "jupyter_client.localinterfaces:LOCAL_IPS"]),

@@ -10,9 +10,11 @@ import sys
 from .avx import guarding
 from .constants import PRELOAD_TENSORFLOW_VARIABLE, QUIET_DEPRECATIONS_VARIABLE
 
-# The modules that hold TensorFlow's deprecation switches, in TF 1.15 (tensorflow_core) and TF 2.x.
+# The modules that hold TensorFlow's deprecation switches, in TF 1.15 (tensorflow_core) and TF 2.x; and TF 1.15's
+# package, whose lazy `contrib` warns at its first use that it "will not be included in TensorFlow 2.0".
 TENSORFLOW_SWITCHES = {"%s.python.util.%s" % (package, module): module for package in ("tensorflow_core", "tensorflow")
                        for module in ("deprecation", "module_wrapper")}
+TENSORFLOW_SWITCHES["tensorflow_core"] = "contrib"
 
 
 class QuietDeprecations(importlib.abc.MetaPathFinder):
@@ -21,7 +23,8 @@ class QuietDeprecations(importlib.abc.MetaPathFinder):
     Why: TF 1.15 logs a deprecation notice for nearly every TF1 name ("The name tf.Session is deprecated.
     Please use tf.compat.v1.Session instead."); in a kernel whose whole point is TF1 they bury the results.
     The switches: deprecation._PRINT_DEPRECATION_WARNINGS (functions and arguments), and the `deprecation`
-    argument of TFModuleWrapper (module attributes), forced off for every wrapper TensorFlow makes. Other
+    argument of TFModuleWrapper (module attributes), forced off for every wrapper TensorFlow makes, and the
+    seven-line notice of TF 1.15's `tf.contrib` LazyLoader (its `_warning`, shown at the first use). Other
     warnings and log lines stay. Targets TF 1.15 (tensorflow_core.python.util) and TF 2.x (tensorflow.python.util);
     TF1KERNEL_QUIET_DEPRECATIONS=0 (`quiet_deprecations: false`) leaves them on.
     """
@@ -55,6 +58,10 @@ class QuietLoader(importlib.abc.Loader):
         self.loader.exec_module(module)
         if self.kind == "deprecation":
             module._PRINT_DEPRECATION_WARNINGS = False
+        elif self.kind == "contrib":
+            contrib = vars(module).get("contrib")
+            if contrib is not None and "_warning" in vars(contrib):  # not getattr: that would load tf.contrib
+                contrib._warning = None
         elif hasattr(module, "TFModuleWrapper"):
             make = module.TFModuleWrapper.__init__
 
