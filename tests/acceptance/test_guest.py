@@ -90,6 +90,7 @@ def test_the_guest_runs_tensorflows_own_py36_stack(py36_kernel: str, tmp_path: P
         reply = next(m for m in iter(lambda: client.get_shell_msg(timeout=30), None)
                      if m["msg_type"] == "complete_reply")["content"]
         assert reply["status"] == "ok" and "os.path" in reply["matches"], reply
+        assert "tf1kernel: jedi cannot complete here (TypeError" in manager.provisioner.container.logs(200)
         restart(manager, client)
         assert execute(client, "print(6 * 7)").stdout.strip() == "42"
         assert manager.is_alive()  # a poll, as the restarter's: the guest's report is read
