@@ -366,6 +366,13 @@ class build_display:
 
 def run_install(args: argparse.Namespace) -> int:
     if args.refresh:
+        given = [flag for flag, value in (("--strategy", args.strategy != "auto"), ("--image", args.image),
+                                          ("--platform", args.platform), ("--name", args.name),
+                                          ("--display-name", args.display_name), ("--arch", args.arch),
+                                          ("--python", args.python), ("--swarm", args.swarm)) if value]
+        if given:
+            raise InvalidOption(f"--refresh keeps each kernel's options, so it takes no {', '.join(given)}.",
+                                "drop them, or install the kernel again with the options you want")
         return run_refresh(args.refresh)
     arch = kernelspec.normalize_arch(args.arch) if args.arch else kernelspec.host_arch()
     config, debugger_off, tensorflow = kernel_config(args)

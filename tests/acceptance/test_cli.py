@@ -92,6 +92,8 @@ def test_kernels_installed_with_the_debugger_off_are_named_and_turned_on(kernel_
     assert "debugger" not in run_cli("list", env=only(jupyter_path)).stdout
     assert_clean_failure(run_cli("install", "--refresh", "tf1-absent", env=only(jupyter_path)),
                          "No tf1kernel kernel named 'tf1-absent'", "tf1kernel list")
+    assert_clean_failure(run_cli("install", "--refresh", "tf1-old", "--strategy", "compat", env=only(jupyter_path)),
+                         "--refresh keeps each kernel's options, so it takes no --strategy", "install the kernel again")
 
 
 def test_install_user_and_custom_names(kernel_image: str, tmp_path: Path) -> None:
