@@ -38,12 +38,19 @@ pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
 def exit_code_when_asked_to_shut_down(client: object, docker_client: docker.DockerClient, container: str,
                                       within: float) -> int:
-    """Send shutdown_request; the kernel's container must exit within `within` seconds. Its exit code."""
+    """Send shutdown_request; the kernel's container must exit within `within` seconds. Its exit code.
+
+    A failure says how long the exit took in the end (up to 15 s): a slow exit under load, or the hang these
+    tests guard against (10 s, or for ever; Jupyter would kill the kernel after 5 s)."""
     started = time.monotonic()
     client.shutdown()
     while (state := docker_client.api.inspect_container(container)["State"])["Running"]:
-        assert time.monotonic() - started < within, "the kernel did not exit after shutdown_request"
+        if time.monotonic() - started > 15:
+            break
         time.sleep(0.05)
+    took = time.monotonic() - started
+    assert took < within, f"the kernel exited {took:.2f} s after shutdown_request" if not state["Running"] else \
+        "the kernel did not exit within 15 s of shutdown_request"
     return int(state["ExitCode"])
 
 
@@ -347,11 +354,13 @@ def test_kernels_busy_with_output_exit_at_once_every_time(tf1_kernel: str, tmp_p
     """At exit, ipykernel stops its IOPub thread before the control thread has finished answering the
     shutdown_request; that answer then waited on a thread that was gone, for 10 s or for ever. One exit in
     fifteen of a kernel that had used TensorFlow hit it; with output flooding the IOPub thread (a thread that
-    keeps printing), nearly every run of this test did. The guest stops the control thread first."""
+    keeps printing), nearly every run of this test did. The guest stops the control thread first. Such an exit
+    takes 0.3-0.5 s here; the bound is 3 s, well short of the hang (in one clean-clone run of 2026-12-04, on a
+    slow day, one exit took 2.01 s and failed the 2 s bound this test had)."""
     for _ in range(10):
         with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
             execute(client, KEEPS_PRINTING)
-            exit_code_when_asked_to_shut_down(client, docker_client, container_of(manager), within=2)
+            exit_code_when_asked_to_shut_down(client, docker_client, container_of(manager), within=3)
 
 
 def test_new_iopub_subscribers_are_welcomed(tf1_kernel: str, tmp_path: Path) -> None:
