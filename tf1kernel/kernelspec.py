@@ -7,6 +7,7 @@ locations and flags apply (``--user``, ``--sys-prefix``, ``--prefix``) and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform as host_platform
@@ -174,7 +175,7 @@ def refresh(name: str) -> InstalledKernel:
     except PermissionError:
         raise KernelspecError(f"No permission to write {path}.", "run the command as the user who installed it") \
             from None
-    return next(k for k in installed() if k.name == name)
+    return dataclasses.replace(kernel, debugger=True)
 
 
 def remove(name: str) -> str:
