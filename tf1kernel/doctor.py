@@ -21,7 +21,7 @@ from . import engine, kernelspec, probes, strategies, swarm, swarm_images
 from .container import check_image
 from .errors import Tf1KernelError
 from .placement import SwarmPlacement
-from .provisioner import DockerProvisioner
+from .session import KernelSession
 
 KERNEL_START_TIMEOUT = 300  # an emulated kernel importing TensorFlow is slow
 IMPORT_CODE = "import tensorflow as tf\nprint(tf.__version__)"
@@ -123,19 +123,21 @@ def _kernel_check(name: str) -> Check:
     """What starting this kernel would run (on its own engine), or why it cannot start."""
     try:
         kernel_spec = KernelSpecManager().get_kernel_spec(name)
-        provisioner = DockerProvisioner.for_kernelspec(kernel_spec, "doctor")
-        client = engine.connect(provisioner.docker_host or None, context=provisioner.docker_context or None)
+        session = KernelSession.for_kernelspec(kernel_spec, "doctor")
         with tempfile.TemporaryDirectory(prefix="tf1kernel-doctor-") as cwd:
-            spec = provisioner.prepare(client, cwd)
+            session.request(cwd, {}, session_key=b"")
+            spec = session.prepare()
+        client, _ = session.engine()
         check_image(client, spec)
     except Tf1KernelError as exc:
         return Check(f"kernel {name}", False, exc.message, exc.fix)
-    assert provisioner.choice is not None
-    tensorflow = (strategies.labelled_tensorflow(client, spec.image) or provisioner.choice.tensorflow
+    choice = session.choice
+    assert choice is not None
+    tensorflow = (strategies.labelled_tensorflow(client, spec.image) or choice.tensorflow
                   or kernel_spec.metadata.get("tf1kernel", {}).get("tensorflow", ""))  # install's, for a user's image
     runs = strategies.runs_description(tensorflow, spec.platform, engine.describe(client))
     where = ""
-    if isinstance(provisioner.kernel_placement, SwarmPlacement):
+    if isinstance(session.placement, SwarmPlacement):
         arch = swarm.node_architecture(spec.platform)
         fitting = [node.name for node in swarm_images.nodes(client) if node.ready and node.arch == arch]
         if not fitting:
@@ -144,8 +146,7 @@ def _kernel_check(name: str) -> Check:
                                                   "(`docker swarm join`), or install the kernel for another platform")
         where = (f"; a swarm service, on one of {len(fitting)} ready {arch} node(s): {', '.join(fitting)} (each "
                  "needs the image: `tf1kernel build --swarm`)")
-    return Check(f"kernel {name}", True, f"runs {runs}; {provisioner.choice.strategy}: {spec.image}; "
-                                        f"{provisioner.choice.reason}{where}")
+    return Check(f"kernel {name}", True, f"runs {runs}; {choice.strategy}: {spec.image}; {choice.reason}{where}")
 
 
 def _test_kernel(name: str) -> Check:

@@ -2,9 +2,9 @@
 
 VS Code's Jupyter extension ignores ``metadata.kernel_provisioner`` and spawns
 argv itself, with a connection file whose ports it chose. This launcher reads
-the same kernel.json the provisioner reads, builds the same ContainerSpec
-through DockerProvisioner.prepare, and starts it in the same placement
-(placement.py) with the shared KernelContainer core. It then stays in the foreground while the kernel lives:
+the same kernel.json the provisioner reads and starts the kernel through the
+same KernelSession (session.py), on the ports the frontend chose. It then
+stays in the foreground while the kernel lives:
 
 - SIGINT interrupts the kernel (VS Code's interrupt), SIGTERM/SIGHUP stop it;
 - it exits with the kernel's exit code;
@@ -25,12 +25,11 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 
-from . import engine
 from .container import CONTAINER_PORTS, KernelContainer
 from .errors import InvalidOption, Tf1KernelError
 from .placement import LocalPlacement, Placement, RemotePlacement
 from .ports import free_ports
-from .provisioner import DockerProvisioner
+from .session import KernelSession
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 ECHO_GRACE_SECONDS = 2.0  # for the kernel's last words to reach the frontend after it exited
@@ -67,37 +66,30 @@ def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer,
                             "let the frontend start the kernel; it writes that file") from None
     if info.get("transport", "tcp") != "tcp":
         raise InvalidOption("tf1kernel kernels need the tcp transport.", "set the frontend's transport to tcp")
-    provisioner = DockerProvisioner.for_kernelspec(KernelSpec.from_resource_dir(str(kernelspec_dir)))
-    client = engine.connect(provisioner.docker_host or None, context=provisioner.docker_context or None)
+    session = KernelSession.for_kernelspec(KernelSpec.from_resource_dir(str(kernelspec_dir)))
     frontend_ports = {name: int(info[name]) for name in CONTAINER_PORTS}
-    spec = provisioner.prepare(
-        client,
-        os.getcwd(),
-        session_key=info["key"].encode(),
-        signature_scheme=info.get("signature_scheme", "hmac-sha256"),
-        preferred_host_ports=frontend_ports,
-        fixed_host_ports=True,
-        exit_with_caller=True,
-    )
-    placement = provisioner.kernel_placement
+    session.request(os.getcwd(), dict(os.environ), session_key=info["key"].encode(),
+                    signature_scheme=info.get("signature_scheme", "hmac-sha256"))
+    spec = session.prepare(preferred_host_ports=frontend_ports, fixed_host_ports=True, exit_with_caller=True)
+    placement = session.placement
     assert placement is not None
     if isinstance(placement, LocalPlacement):
-        container = placement.start(client, spec)
+        container = session.start()
         print(f"tf1kernel: TensorBoard (%tensorboard_tf1) for this kernel: {container.tensorboard_url}",
               file=sys.stderr)
         return container, placement
     # A remote engine or a swarm node: the tunnel listens on the frontend's ports (a swarm kernel on this
     # machine listens on them itself: its placement kept them). The lease, not a stdin attach, ends the kernel
     # when this launcher goes.
-    spec = dataclasses.replace(spec, fixed_host_ports=False, exit_with_caller=False)
+    session.spec = dataclasses.replace(spec, fixed_host_ports=False, exit_with_caller=False)
     if isinstance(placement, RemotePlacement):
-        spec = dataclasses.replace(spec, preferred_host_ports={})
+        session.spec = dataclasses.replace(session.spec, preferred_host_ports={})
         placement.listen_on({**frontend_ports, "tensorboard_port": free_ports(1)[0]})
     else:
         placement.listen_on(spec.preferred_host_ports)
-    container = placement.start(client, spec)
-    ports = placement.connect(container, spec)
-    print(f"tf1kernel: the kernel runs on {provisioner.engine_description()}; TensorBoard (%tensorboard_tf1): "
+    container = session.start()
+    ports = session.connect()
+    print(f"tf1kernel: the kernel runs on {session.engine_description()}; TensorBoard (%tensorboard_tf1): "
           f"http://127.0.0.1:{ports['tensorboard_port']}/", file=sys.stderr)
     return container, placement
 

@@ -1,8 +1,8 @@
 """The options of a tf1kernel kernel, declared once: traits with their help, and their validation.
 
 The provisioner inherits them (kernel.json's ``metadata.kernel_provisioner.config``, or traitlets config such as
-``c.DockerProvisioner.image = ...``), and so do the argv launcher and doctor, which build the provisioner
-from the same kernel.json (``DockerProvisioner.for_kernelspec``). A wrong value fails when the options are
+``c.DockerProvisioner.image = ...``); the argv launcher and doctor read the same kernel.json into options of
+their own (``KernelSession.for_kernelspec``). A wrong value fails when the options are
 made, with InvalidOption naming the option, where it was set and the fix.
 """
 
@@ -242,10 +242,13 @@ class KernelOptions(LoggingConfigurable):
             if isinstance(self.class_traits().get(name), List) and not isinstance(value, (list, tuple)):
                 raise InvalidOption(f"tf1kernel option {name} in {self._config_source(kwargs)} must be a list, "
                                     f"not {value!r}.", f'write it as a JSON list, for example ["{value}"]')
+        source = self._config_source(kwargs)
+        if not self.has_trait("kernel_spec"):  # options alone (a session's): the kernelspec only names the source
+            kwargs.pop("kernel_spec", None)
         try:
             super().__init__(**kwargs)
         except TraitError as exc:
-            raise InvalidOption(f"Bad tf1kernel option in {self._config_source(kwargs)}: {exc}",
+            raise InvalidOption(f"Bad tf1kernel option in {source}: {exc}",
                                 "correct the value (see `tf1kernel list`)") from None
 
     @staticmethod

@@ -2,48 +2,33 @@
 
 kernel.json names this class through ``metadata.kernel_provisioner``; its ``config`` block (or a traitlets config
 file, for example ``c.DockerProvisioner.image = ...`` in ``jupyter_server_config.py``) sets the options of
-:mod:`tf1kernel.options`. A launch follows: ``pre_launch`` (the ContainerSpec) → :mod:`tf1kernel.plan` (strategy,
-engine checks) → :mod:`tf1kernel.placement` (where it runs, how it is reached) → :mod:`tf1kernel.container`.
-This class adapts those to jupyter_client's lifecycle; an unreachable engine is handled by
-:mod:`tf1kernel.outage`.
+:mod:`tf1kernel.options`. The kernel's :class:`~tf1kernel.session.KernelSession` does the work (``pre_launch``
+is its request; ``launch_kernel`` its prepare, start and connect, in a worker thread); this class adapts it to
+jupyter_client's lifecycle, and an unreachable engine is handled by :mod:`tf1kernel.outage`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import fnmatch
 import os
 import signal
-import uuid
 from typing import Any
 
-import docker
 from docker.errors import APIError, DockerException
 from jupyter_client.connect import KernelConnectionInfo
-from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from requests.exceptions import RequestException
 
-from . import engine, plan, strategies
-from .container import (
-    CONTAINER_PORTS,
-    LOOPBACK,
-    PRELOAD_TENSORFLOW_VARIABLE,
-    QUIET_DEPRECATIONS_VARIABLE,
-    ContainerSpec,
-    ContainerState,
-    KernelContainer,
-)
+from . import engine, strategies
+from .container import CONTAINER_PORTS, LOOPBACK, ContainerSpec, ContainerState, KernelContainer
 from .deaths import cause_of_death
 from .errors import ContainerStartError, EngineUnavailable, InvalidOption, Tf1KernelError, TunnelError
 from .guest_report import GuestReport
 from .options import KernelOptions
-from .orphans import owner_labels, reap_once
 from .outage import EngineWatch, LostKernel, first_line
-from .placement import LocalPlacement, Placement, any_free_ports, placement_for
+from .placement import LocalPlacement, Placement, any_free_ports
 from .ports import free_ports
-from .workdir import parse_mount
+from .session import KernelSession, kernelspec_name
 
 # A dead kernel's last lines of output: the cause of death is read from the last CAUSE_LINES, and a death with no
 # known cause is reported with all REPORTED_LINES (a crash's stacks of every thread take 50 to 100: about ten
@@ -55,25 +40,45 @@ REPORTED_LINES = 150
 class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[misc]
     """Runs ipykernel inside a Docker container of a TensorFlow 1.15 image."""
 
-    container: KernelContainer | LostKernel | None = None
     # Told to the user in the next kernel (why the previous one died).
     notice: str = ""
-    # What the next launch_kernel starts; set by pre_launch.
-    spec: ContainerSpec | None = None
-    # What the last launch ran, and why (auto's choice, or the configured strategy).
-    choice: strategies.Choice | None = None
-    # Where the kernel runs, across its restarts; decided at the first launch, from the engine.
-    kernel_placement: Placement | None = None
-    _client: docker.DockerClient | None = None
-    _engine_info: engine.EngineInfo | None = None
+    _session: KernelSession | None = None
+    # Stands for the kernel when a restart could not reach the engine.
+    _lost: LostKernel | None = None
     _watch: EngineWatch | None = None
-    _started_once: bool = False
     _host_ports: dict[str, int] | None = None
     # Jupyter asked this kernel to end (shutdown, restart, kill): its exit needs no explaining.
     _end_asked: bool = False
     _guest_report: GuestReport = GuestReport()  # replaced per instance at its first launch
 
     # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def session(self) -> KernelSession:
+        if self._session is None:
+            self._session = KernelSession(self, self.kernel_id or "", kernelspec_name(self.kernel_spec),
+                                          self.kernel_spec.env if self.kernel_spec else (), self.log,
+                                          self._manager_ports)
+        return self._session
+
+    @property
+    def container(self) -> KernelContainer | LostKernel | None:
+        return self._lost or self.session.container
+
+    @property
+    def spec(self) -> ContainerSpec | None:
+        """What the next launch starts (set by pre_launch), or the one that runs."""
+        return self.session.spec
+
+    @property
+    def choice(self) -> strategies.Choice | None:
+        """What the last launch ran, and why (auto's choice, or the configured strategy)."""
+        return self.session.choice
+
+    @property
+    def kernel_placement(self) -> Placement | None:
+        """Where the kernel runs, across its restarts; decided at the first launch, from the engine."""
+        return self.session.placement
 
     @property
     def has_process(self) -> bool:
@@ -150,8 +155,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         await self._remove_container()
         if not restart:
             self._host_ports = None
-            if self.kernel_placement is not None:
-                self.kernel_placement.forget()
+            self.session.end()
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop("transport_encryption", None)  # ipykernel 6.16 (Python 3.7) has no CurveZMQ
@@ -159,39 +163,15 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         if km is not None and km.transport != "tcp":
             raise InvalidOption(f"tf1kernel kernels need the tcp transport, not {km.transport!r}.",
                                 "remove the `transport` setting from your Jupyter configuration")
-        if self.command_prefix and not self.python.startswith("/"):
-            raise InvalidOption(f"With a command_prefix, `python` must be an absolute path, not {self.python!r}: "
-                                "emulators such as qemu do not search PATH.",
-                                'set "python" in kernel.json to its path, such as "/usr/local/bin/python"')
         extra_arguments = kwargs.pop("extra_arguments", [])
-        # Checked at launch, against the engine: a remote engine does not see this machine's folders.
-        working_dir = os.path.abspath(os.path.expanduser(kwargs.get("cwd") or os.getcwd()))
-        extra_mounts = [parse_mount(text) for text in self.mounts]
-        for _, target, _ in extra_mounts:
-            if target == working_dir:
-                raise InvalidOption(f"The mount onto {target} would hide the kernel's working directory.",
-                                    "mount it at another path")
+        working_dir = kwargs.get("cwd") or os.getcwd()
         kwargs = await super().pre_launch(**kwargs)
-        self.spec = ContainerSpec(
-            image=self.image,
-            platform=self.platform,
-            kernel_id=self.kernel_id or "",
-            python=self.python,
-            command_prefix=list(self.command_prefix),
-            kernel_arguments=extra_arguments,
-            working_dir=working_dir,
-            extra_mounts=extra_mounts,
-            user=self.user or f"{os.getuid()}:{os.getgid()}",
+        spec = self.session.request(
+            working_dir, kwargs["env"],
             session_key=km.session.key if km is not None else b"",
             signature_scheme=km.session.signature_scheme if km is not None else "hmac-sha256",
-            env=self._container_env(kwargs["env"]),
-            labels=owner_labels(),
-            memory=self.memory,
-            nano_cpus=int(self.cpus * 1e9),
-            notice=self.notice,
-            preferred_host_ports=self._host_ports or {},
-        )
-        kwargs["cmd"] = self.spec.command
+            kernel_arguments=extra_arguments, notice=self.notice, preferred_host_ports=self._host_ports or {})
+        kwargs["cmd"] = spec.command
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -200,26 +180,20 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
             ports = await self._start()
         except (EngineUnavailable, TunnelError, DockerException, RequestException) as raw:
             exc = raw if isinstance(raw, Tf1KernelError) else self._engine_failure(raw)
-            if not self._started_once:
+            if not self.session.started_once:
                 raise exc from None
             if not (isinstance(exc, EngineUnavailable) and await self.watch.returned(self._engine_answers)
                     and (ports := await self._started_again())):
                 # A failed restart makes jupyter_client's restarter try again every 3 s without end; a kernel
                 # that is dead at once lets it count its attempts and give up, with the reason in the log.
                 self.log.error("tf1kernel: kernel %s could not be restarted: %s", self.kernel_id, exc)
-                self.container = LostKernel()
+                self._lost = LostKernel()
                 return self.connection_info
         return self._launched(ports)
 
     async def _start(self) -> dict[str, int]:
         """Start the kernel where its placement says; return the ports of this machine's loopback it is on."""
-        client = await self._engine()
-        await self._reap_orphans_once(client)
-        assert self.spec is not None
-        self.spec = await asyncio.to_thread(self.resolve_spec, client, self.spec)
-        assert self.kernel_placement is not None
-        self.container = await asyncio.to_thread(self.kernel_placement.start, client, self.spec)
-        return await asyncio.to_thread(self.kernel_placement.connect, self.container, self.spec)
+        return await asyncio.to_thread(self.session.launch)
 
     async def _started_again(self) -> dict[str, int] | None:
         """Start once more (the engine is back); None if that fails too."""
@@ -232,7 +206,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
 
     def _engine_answers(self) -> bool:
         try:
-            return self._client is not None and bool(self._client.api.ping())
+            return self.session.client is not None and bool(self.session.client.api.ping())
         except (DockerException, RequestException):
             return False
 
@@ -240,12 +214,12 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         assert self.spec is not None and self.container is not None
         self.notice = ""
         self._end_asked = False
-        self._started_once = True
         self._guest_report = GuestReport()
         self._guest_report.started()
         self.watch.started()
         self._host_ports = self.container.host_ports
-        remote = self._engine_info.url if self._engine_info and self._engine_info.remote else ""
+        info = self.session.info
+        remote = info.url if info and info.remote else ""
         self.log.info("tf1kernel: kernel %s runs in container %s (%s, %s%s); TensorBoard (%%tensorboard_tf1) at "
                       "http://%s:%s/", self.kernel_id, self.container.id[:12], self.spec.image, self.spec.platform,
                       f", on {remote}" if remote else "", LOOPBACK, ports["tensorboard_port"])
@@ -290,44 +264,14 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         await super().load_provisioner_info(provisioner_info)
         self._host_ports = host_ports
         if container_id:
-            self.container = KernelContainer(await self._engine(), container_id, self._host_ports or {})
+            client, _ = await asyncio.to_thread(self.session.engine)
+            self.session.container = KernelContainer(client, container_id, self._host_ports or {})
 
     def get_stable_start_time(self, recommended: float = 10.0) -> float:
         # TensorFlow 1.15 under emulation takes far longer than a local kernel to come up.
         return max(recommended, 30.0)
 
-    # -- outside a KernelManager (the argv launcher, doctor) ---------------------
-
-    @classmethod
-    def for_kernelspec(cls, kernel_spec: KernelSpec, kernel_id: str = "") -> DockerProvisioner:
-        """The provisioner kernel.json describes, built as jupyter_client's factory would build it."""
-        config = kernel_spec.metadata.get("kernel_provisioner", {}).get("config", {})
-        return cls(kernel_id=kernel_id or str(uuid.uuid4()), kernel_spec=kernel_spec, **config)
-
-    def prepare(self, client: docker.DockerClient, cwd: str, **overrides: Any) -> ContainerSpec:
-        """What launch_kernel would start for a kernel working in cwd, without starting it.
-
-        overrides replace fields of the ContainerSpec before it is resolved (the argv launcher's
-        session key and ports, which its frontend chose).
-        """
-        asyncio.run(self.pre_launch(env=dict(os.environ), cwd=cwd))
-        assert self.spec is not None
-        self._client = client
-        return self.resolve_spec(client, dataclasses.replace(self.spec, **overrides))
-
     # -- what runs -----------------------------------------------------------
-
-    def resolve_spec(self, client: docker.DockerClient, spec: ContainerSpec) -> ContainerSpec:
-        """The spec as it starts on this engine (tf1kernel.plan), and the placement it starts in."""
-        if self._engine_info is None:
-            self._engine_info = engine.describe(client, engine.endpoint(self.docker_host or None,
-                                                                        self.docker_context or None))
-        if self.kernel_placement is None:
-            self.kernel_placement = placement_for(self, self._engine_info, self._manager_ports,
-                                                  self._kernelspec_name(), self.log, client)
-        spec, self.choice = plan.resolve(self, client, self._engine_info, spec, self.kernel_placement,
-                                         self._kernelspec_name(), self._started_once, self.log)
-        return spec
 
     def _manager_ports(self, fresh: bool) -> dict[str, int]:
         """The KernelManager's ports, chosen where no outgoing connection takes its port; new ones if fresh."""
@@ -346,40 +290,19 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         km.write_connection_file()
         return {name: getattr(km, name) for name in CONTAINER_PORTS}
 
-    def _kernelspec_name(self) -> str:
-        """The kernelspec's name: its folder's (jupyter_client's KernelSpec does not always carry it)."""
-        resource_dir = getattr(self.kernel_spec, "resource_dir", "") if self.kernel_spec is not None else ""
-        return os.path.basename(os.path.normpath(resource_dir)) if resource_dir else ""
-
     def _last_words(self, state: ContainerState) -> str:
         return self.container.logs(REPORTED_LINES) if self.container is not None and not state.missing else ""
 
     def _cause_of_death(self, state: ContainerState, last_words: str) -> str:
         return cause_of_death(state, last_words, memory=self.memory,
                               image=self.spec.image if self.spec else self.image, python=self.python,
-                              avx_fix=engine.avx_fix(self._engine_info.kind if self._engine_info else "Linux engine"))
+                              avx_fix=engine.avx_fix(self.session.info.kind if self.session.info else "Linux engine"))
 
     # -- helpers -------------------------------------------------------------
 
-    def _container_env(self, server_env: dict[str, str]) -> dict[str, str]:
-        """The allowlisted part of the server's environment plus the kernelspec's own `env`."""
-        from_spec = set(self.kernel_spec.env) if self.kernel_spec else set()
-        return {
-            **{name: value for name, value in server_env.items()
-               if name in from_spec or any(fnmatch.fnmatchcase(name, pattern) for pattern in self.env_allowlist)},
-            QUIET_DEPRECATIONS_VARIABLE: "1" if self.quiet_deprecations else "0",
-            PRELOAD_TENSORFLOW_VARIABLE: "1" if self.preload_tensorflow else "0",
-        }
-
     def engine_description(self) -> str:
         """The engine in the user's terms: docker_host's URL, or the context's name."""
-        return engine.endpoint_description(self.docker_host or None, self.docker_context or None)
-
-    async def _engine(self) -> docker.DockerClient:
-        if self._client is None:
-            self._client, self._engine_info = await asyncio.to_thread(
-                engine.shared, self.docker_host or None, self.docker_context or None)
-        return self._client
+        return self.session.engine_description()
 
     async def _keep_open(self) -> None:
         if self.kernel_placement is None:
@@ -389,24 +312,14 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         except TunnelError as exc:
             self.log.warning("tf1kernel: kernel %s: %s", self.kernel_id, exc.message)
 
-    async def _reap_orphans_once(self, client: docker.DockerClient) -> None:
-        """Remove, once per engine and process, what a Jupyter process that died left behind."""
-        try:
-            await asyncio.to_thread(reap_once, client, self.docker_host, self.log)
-        except (DockerException, RequestException) as exc:
-            self.log.warning("tf1kernel: could not look for orphaned kernel containers: %s", exc)
-
     async def _remove_container(self) -> None:
-        if self.kernel_placement is not None:
-            await asyncio.to_thread(self.kernel_placement.disconnect)
-        container, self.container = self.container, None
-        if container is None:
-            return
+        self._lost = None
+        container = self.session.container
         try:
-            await asyncio.to_thread(container.remove)
+            await asyncio.to_thread(self.session.stop)
         except (DockerException, RequestException) as exc:
             log = self.log.debug if self.watch.lost else self.log.warning  # it goes with the engine's next start
-            log("tf1kernel: could not remove container %s: %s", container.id[:12], exc)
+            log("tf1kernel: could not remove container %s: %s", container.id[:12] if container else "?", exc)
 
     async def _engine_unreachable(self, exc: Exception) -> int | None:
         """Without its engine, the kernel itself may tell whether it runs (placement.answers)."""

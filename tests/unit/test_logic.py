@@ -32,6 +32,7 @@ from tf1kernel.container import (
 from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
 from tf1kernel.orphans import judge, remove_stray_engine_proxies, remove_stray_kernel_files
 from tf1kernel.provisioner import DockerProvisioner
+from tf1kernel.session import KernelSession
 from tf1kernel.tunnel import EngineProxy, SshDestination
 from tf1kernel.workdir import mountable_working_dir
 
@@ -222,14 +223,32 @@ def provisioner(**config: object) -> DockerProvisioner:
 def test_bad_configuration_is_refused(config: dict[str, object]) -> None:
     with pytest.raises(InvalidOption):
         provisioner(**config)
+    kernel_spec = KernelSpec(metadata={"kernel_provisioner": {"config": config}})
+    kernel_spec.resource_dir = "/k/tf1"
+    with pytest.raises(InvalidOption):  # the launcher's and doctor's sessions
+        KernelSession.for_kernelspec(kernel_spec)
+
+
+def test_a_kernelspec_session_has_the_options_of_its_kernel_json() -> None:
+    kernel_spec = KernelSpec(env={"FROM_SPEC": "1"}, metadata={"kernel_provisioner": {"config": {
+        "image": "lab/tf1:1", "memory": "2g", "env_allowlist": ["LANG"]}}})
+    kernel_spec.resource_dir = "/k/tf1-lab"
+    session = KernelSession.for_kernelspec(kernel_spec, "k1")
+    assert (session.options.image, session.options.memory, session.kernelspec_name) == ("lab/tf1:1", "2g", "tf1-lab")
+    spec = session.request("/work/project", {"LANG": "C", "HOME": "/h", "FROM_SPEC": "1"}, session_key=b"key")
+    assert (spec.image, spec.memory, spec.kernel_id, spec.working_dir) == ("lab/tf1:1", "2g", "k1", "/work/project")
+    assert {"LANG": "C", "FROM_SPEC": "1"}.items() <= spec.env.items() and "HOME" not in spec.env
+    kernel_spec.metadata["kernel_provisioner"]["config"] = {"imag": "x"}
+    with pytest.raises(InvalidOption, match=r"imag in /k/tf1-lab/kernel\.json metadata"):
+        KernelSession.for_kernelspec(kernel_spec)
 
 
 def test_environment_allowlist() -> None:
-    env = provisioner(env_allowlist=["LANG", "TF_*"])._container_env(
+    env = provisioner(env_allowlist=["LANG", "TF_*"]).session.container_env(
         {"LANG": "C", "TF_X": "1", "AWS_SECRET_ACCESS_KEY": "s", "FROM_SPEC": "1", "PATH": "/x"})
     assert env == {"LANG": "C", "TF_X": "1", "FROM_SPEC": "1", "TF1KERNEL_QUIET_DEPRECATIONS": "1",
                    "TF1KERNEL_PRELOAD_TENSORFLOW": "1"}
-    both_off = provisioner(quiet_deprecations=False, preload_tensorflow=False)._container_env({})
+    both_off = provisioner(quiet_deprecations=False, preload_tensorflow=False).session.container_env({})
     assert both_off == {"TF1KERNEL_QUIET_DEPRECATIONS": "0", "TF1KERNEL_PRELOAD_TENSORFLOW": "0"}
 
 

@@ -1,0 +1,183 @@
+"""One kernel's container, from its options to its end: the session every entry point drives.
+
+``request`` (what the caller asks for: folder, environment, session key) → ``prepare`` (the strategy, the
+engine's checks and the placement: tf1kernel.plan and tf1kernel.placement) → ``start`` → ``connect`` → ``stop``.
+The provisioner runs these steps in worker threads for jupyter_client; the argv launcher and doctor call them
+directly. A session lasts across its kernel's restarts: where the kernel runs is decided at the first start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+import os
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import docker
+from docker.errors import DockerException
+from jupyter_client.kernelspec import KernelSpec
+from requests.exceptions import RequestException
+
+from . import engine, plan, strategies
+from .container import (
+    PRELOAD_TENSORFLOW_VARIABLE,
+    QUIET_DEPRECATIONS_VARIABLE,
+    ContainerSpec,
+    KernelContainer,
+)
+from .errors import InvalidOption
+from .options import KernelOptions
+from .orphans import owner_labels, reap_once
+from .placement import Placement, PortChooser, any_free_ports, placement_for
+from .workdir import parse_mount
+
+log = logging.getLogger(__name__)
+
+
+class KernelSession:
+    """One kernel (across its restarts): what it runs, where, and its container while it runs."""
+
+    def __init__(self, options: KernelOptions, kernel_id: str, kernelspec_name: str = "",
+                 kernelspec_env: Iterable[str] = (), logger: logging.Logger = log,
+                 choose_kernel_ports: PortChooser = any_free_ports) -> None:
+        self.options = options
+        self.kernel_id = kernel_id
+        self.kernelspec_name = kernelspec_name
+        self.kernelspec_env = frozenset(kernelspec_env)
+        self.log = logger
+        self.choose_kernel_ports = choose_kernel_ports
+        self.client: docker.DockerClient | None = None
+        self.info: engine.EngineInfo | None = None
+        self.placement: Placement | None = None  # decided at the first prepare, from the engine
+        self.choice: strategies.Choice | None = None  # the strategy behind the last prepare, and why
+        self.spec: ContainerSpec | None = None  # what the next start runs
+        self.container: KernelContainer | None = None
+        self.started_once = False
+
+    @classmethod
+    def for_kernelspec(cls, kernel_spec: KernelSpec, kernel_id: str = "") -> KernelSession:
+        """The session of a kernel of this kernelspec, with the options its kernel.json sets."""
+        config = kernel_spec.metadata.get("kernel_provisioner", {}).get("config", {})
+        options = KernelOptions(kernel_spec=kernel_spec, **config)
+        return cls(options, kernel_id or str(uuid.uuid4()), kernelspec_name(kernel_spec), kernel_spec.env)
+
+    # -- the steps -------------------------------------------------------------
+
+    def request(self, working_dir: str, caller_env: dict[str, str], session_key: bytes,
+                signature_scheme: str = "hmac-sha256", kernel_arguments: Iterable[str] = (),
+                **fields: Any) -> ContainerSpec:
+        """What the caller asks for, checked against the options; fields set the rest of the ContainerSpec
+        (the previous kernel's notice and ports; the launcher's fixed ports)."""
+        options = self.options
+        if options.command_prefix and not options.python.startswith("/"):
+            raise InvalidOption(f"With a command_prefix, `python` must be an absolute path, not {options.python!r}: "
+                                "emulators such as qemu do not search PATH.",
+                                'set "python" in kernel.json to its path, such as "/usr/local/bin/python"')
+        # Checked at start, against the engine: a remote engine does not see this machine's folders.
+        working_dir = os.path.abspath(os.path.expanduser(working_dir))
+        extra_mounts = [parse_mount(text) for text in options.mounts]
+        for _, target, _ in extra_mounts:
+            if target == working_dir:
+                raise InvalidOption(f"The mount onto {target} would hide the kernel's working directory.",
+                                    "mount it at another path")
+        self.spec = ContainerSpec(
+            image=options.image,
+            platform=options.platform,
+            kernel_id=self.kernel_id,
+            python=options.python,
+            command_prefix=list(options.command_prefix),
+            kernel_arguments=list(kernel_arguments),
+            working_dir=working_dir,
+            extra_mounts=extra_mounts,
+            user=options.user or f"{os.getuid()}:{os.getgid()}",
+            session_key=session_key,
+            signature_scheme=signature_scheme,
+            env=self.container_env(caller_env),
+            labels=owner_labels(),
+            memory=options.memory,
+            nano_cpus=int(options.cpus * 1e9),
+            **fields,
+        )
+        return self.spec
+
+    def prepare(self, **overrides: Any) -> ContainerSpec:
+        """The requested spec as it starts on this engine, in this session's placement; overrides replace
+        fields of the request first."""
+        assert self.spec is not None, "request comes first"
+        client, info = self.engine()
+        if self.placement is None:
+            self.placement = placement_for(self.options, info, self.choose_kernel_ports, self.kernelspec_name,
+                                           self.log, client)
+        self.spec, self.choice = plan.resolve(self.options, client, info, dataclasses.replace(self.spec, **overrides),
+                                              self.placement, self.kernelspec_name, self.started_once, self.log)
+        return self.spec
+
+    def start(self) -> KernelContainer:
+        """Start the prepared spec; the container runs when this returns."""
+        assert self.spec is not None and self.placement is not None, "prepare comes first"
+        client, _ = self.engine()
+        self.container = self.placement.start(client, self.spec)
+        return self.container
+
+    def connect(self) -> dict[str, int]:
+        """The ports of this machine's loopback the kernel's clients use."""
+        assert self.spec is not None and self.placement is not None and self.container is not None
+        ports = self.placement.connect(self.container, self.spec)
+        self.started_once = True
+        return ports
+
+    def launch(self) -> dict[str, int]:
+        """prepare, start and connect, after removing what dead Jupyter processes left on this engine."""
+        client, _ = self.engine()
+        try:
+            reap_once(client, self.options.docker_host, self.log)
+        except (DockerException, RequestException) as exc:
+            self.log.warning("tf1kernel: could not look for orphaned kernel containers: %s", exc)
+        self.prepare()
+        self.start()
+        return self.connect()
+
+    def stop(self) -> None:
+        """Close the way to the kernel and remove its container (it may be gone already)."""
+        if self.placement is not None:
+            self.placement.disconnect()
+        container, self.container = self.container, None
+        if container is not None:
+            container.remove()
+
+    def end(self) -> None:
+        """The kernel was shut down, not restarted: the next kernel need not keep its ports."""
+        if self.placement is not None:
+            self.placement.forget()
+
+    # -- what the steps use ----------------------------------------------------
+
+    def engine(self) -> tuple[docker.DockerClient, engine.EngineInfo]:
+        """The options' engine, connected once per session (and shared by the sessions of one process)."""
+        if self.client is None or self.info is None:
+            self.client, self.info = engine.shared(self.options.docker_host or None,
+                                                   self.options.docker_context or None)
+        return self.client, self.info
+
+    def engine_description(self) -> str:
+        """The engine in the user's terms: docker_host's URL, or the context's name."""
+        return engine.endpoint_description(self.options.docker_host or None, self.options.docker_context or None)
+
+    def container_env(self, caller_env: dict[str, str]) -> dict[str, str]:
+        """The allowlisted part of the caller's environment plus the kernelspec's own `env`."""
+        allowlist = self.options.env_allowlist
+        return {
+            **{name: value for name, value in caller_env.items()
+               if name in self.kernelspec_env or any(fnmatch.fnmatchcase(name, pattern) for pattern in allowlist)},
+            QUIET_DEPRECATIONS_VARIABLE: "1" if self.options.quiet_deprecations else "0",
+            PRELOAD_TENSORFLOW_VARIABLE: "1" if self.options.preload_tensorflow else "0",
+        }
+
+
+def kernelspec_name(kernel_spec: KernelSpec | None) -> str:
+    """The kernelspec's name: its folder's (jupyter_client's KernelSpec does not always carry it)."""
+    resource_dir = getattr(kernel_spec, "resource_dir", "") if kernel_spec is not None else ""
+    return os.path.basename(os.path.normpath(resource_dir)) if resource_dir else ""
