@@ -426,16 +426,15 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     info = engine.describe(client)
     if not args.network_access:
         networks.check_offline("auto", info.kind)
+    choice = strategies.choose(args.strategy, image, args.platform or prebuilt_platform(args), client, info,
+                               lambda: probes.probe_architecture(client, "amd64"))
     if args.strategy == "auto":
-        choice = strategies.choose_auto(info, strategies.built_images(client),
-                                        lambda: probes.probe_architecture(client, "amd64"))
         out.print(f"auto picks [bold]{choice.strategy}[/] ({choice.image}, {choice.platform}) on this engine: "
                   f"{choice.reason}", highlight=False)
         out.print(f"The kernel runs {strategies.runs_description(choice.tensorflow, choice.platform, info)}.",
                   highlight=False)
         return config, "", ""
     debugger_off, verified = "", ""  # tf1kernel's own images have ipykernel 6 and debugpy, and TensorFlow labels
-    choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), info)
     if args.strategy == "prebuilt" and image:
         out.print(f"Checking {choice.image} (architecture, Python, ipykernel, TensorFlow)...", highlight=False)
         try:

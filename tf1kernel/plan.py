@@ -28,13 +28,11 @@ def resolve(options: KernelOptions, client: docker.DockerClient, info: engine.En
             ) -> tuple[ContainerSpec, strategies.Choice]:
     """spec as it starts on this engine, and the strategy's choice behind it. A restart does not fail for want
     of AVX (it would fail over and over): the kernel starts, and `import tensorflow` explains."""
+    choice = strategies.choose(options.strategy, options.image, options.platform, client, info,
+                               lambda: probe(client, info, "amd64", spec))
     if options.strategy == "auto":
-        choice = strategies.choose_auto(info, strategies.built_images(client),
-                                        lambda: probe(client, info, "amd64", spec))
         logger.info("tf1kernel: strategy auto chose %s (%s, %s) for kernel %s: %s", choice.strategy, choice.image,
-                 choice.platform, spec.kernel_id, choice.reason)
-    else:
-        choice = strategies.configured(options.strategy, options.image, options.platform, info)
+                    choice.platform, spec.kernel_id, choice.reason)
     check_engine_runs(options, client, info, choice.platform, spec, restart, logger)
     spec = placement.prepare(dataclasses.replace(spec, offline=not options.network_access, dns=list(options.dns)))
     # A remote engine's kernel, or a swarm's, is not on this machine: its files and kept packages cannot be either.

@@ -88,6 +88,15 @@ def configured(strategy: str, image: str, platform: str, engine: EngineInfo) -> 
     return Choice(strategy, recipe.tag, platform, f"configured: {strategy}", recipe.tensorflow)
 
 
+def choose(strategy: str, image: str, platform: str, client: docker.DockerClient, engine: EngineInfo,
+           amd64: Callable[[], EmulationFacts]) -> Choice:
+    """The one place a strategy becomes an image and a platform, for kernels (tf1kernel.plan) and install
+    alike: auto's pick among the images built on the engine, or the configured strategy's."""
+    if strategy == "auto":
+        return choose_auto(engine, built_images(client), amd64)
+    return configured(strategy, image, platform, engine)
+
+
 def choose_auto(engine: EngineInfo, built: Sequence[BuiltImage],
                 amd64: Callable[[], EmulationFacts]) -> Choice:
     """Pick a strategy for this engine; amd64() probes x86-64 containers (called only when needed)."""
