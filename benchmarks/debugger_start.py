@@ -33,7 +33,7 @@ from typing import Any
 from harness import first_cell_succeeded, install_tf1kernel, launched_kernel, use_jupyter_path
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from tf1kernel import kernelspec
+from tf1kernel.jupyter import kernelspec
 
 FIRST_TF_CELL = "import tensorflow as tf; result = tf.Session().run(tf.constant(1))"
 JUPYTERLAB_AT_CONNECT = {

@@ -30,7 +30,7 @@ from typing import Any
 
 from harness import first_cell_succeeded, install_argv_kernel, install_tf1kernel, launched_kernel, use_jupyter_path
 
-from tf1kernel import engine
+from tf1kernel.engine import connection as engine
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST_TF_CELL = "import tensorflow as tf; result = tf.Session().run(tf.constant(1))"

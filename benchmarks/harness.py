@@ -20,7 +20,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tf1kernel import kernelspec
+from tf1kernel.jupyter import kernelspec
 
 
 @dataclass

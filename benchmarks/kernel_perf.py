@@ -36,8 +36,8 @@ from harness import first_reply, install_argv_kernel, install_tf1kernel, started
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from tf1kernel import engine
-from tf1kernel.images import DEFAULT_RECIPE
+from tf1kernel.engine import connection as engine
+from tf1kernel.images.recipes import DEFAULT_RECIPE
 
 IMAGE = DEFAULT_RECIPE.tag
 DOCKERNEL_IMAGE = "tf1kernel-bench/dockernel:tf1.15.5"

@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import docker
 
-from tf1kernel import images, wheels
+from tf1kernel.images import recipes as images
+from tf1kernel.images import wheels
 from tf1kernel.resources import data_dir
 
 EMULATED = images.DEFAULT_RECIPE.tag

@@ -29,7 +29,7 @@ from pathlib import Path
 import docker
 from harness import install_tf1kernel, started_kernel, use_jupyter_path
 
-from tf1kernel import networks
+from tf1kernel.engine import networks
 
 FIRST_TF_RESULT = "import tensorflow as tf\nprint(tf.Session().run(tf.constant(6) * 7))"
 

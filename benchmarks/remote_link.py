@@ -35,9 +35,9 @@ from typing import Any
 from harness import install_tf1kernel, started_kernel, use_jupyter_path
 
 from tests.remote import SSH_CONFIG, RemoteHost
-from tf1kernel import ports
-from tf1kernel.images import DEFAULT_RECIPE
-from tf1kernel.tunnel import SshDestination
+from tf1kernel.engine import ports
+from tf1kernel.engine.tunnel import SshDestination
+from tf1kernel.images.recipes import DEFAULT_RECIPE
 
 IMAGE = DEFAULT_RECIPE.tag
 

@@ -32,9 +32,9 @@ from harness import install_tf1kernel, started_kernel, use_jupyter_path
 
 from tests.remote import RemoteHost
 from tests.swarm import TwoNodeSwarm
-from tf1kernel import engine
-from tf1kernel.images import DEFAULT_RECIPE
-from tf1kernel.labels import LABEL_KERNEL_ID
+from tf1kernel.engine import connection as engine
+from tf1kernel.engine.labels import LABEL_KERNEL_ID
+from tf1kernel.images.recipes import DEFAULT_RECIPE
 
 IMAGE = DEFAULT_RECIPE.tag
 

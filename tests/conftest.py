@@ -18,9 +18,9 @@ from typing import Any
 import docker
 import pytest
 
-from tf1kernel import engine
-from tf1kernel.images import DEFAULT_RECIPE
-from tf1kernel.labels import LABEL_MANAGED
+from tf1kernel.engine import connection as engine
+from tf1kernel.engine.labels import LABEL_MANAGED
+from tf1kernel.images.recipes import DEFAULT_RECIPE
 
 KERNEL_NAME = "tf1.15-test"
 OUTPUT_DIR = Path(os.environ.get("TF1KERNEL_TEST_OUTPUT", "test-output")).resolve()
@@ -49,7 +49,7 @@ def jupyter_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("jupyter")
     saved = {name: os.environ.get(name) for name in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR",
                                                      "XDG_DATA_HOME")}
-    os.environ["XDG_DATA_HOME"] = str(root / "xdg-data")  # packages kept by %pip (tf1kernel/packages.py)
+    os.environ["XDG_DATA_HOME"] = str(root / "xdg-data")  # packages kept by %pip (tf1kernel/placement/packages.py)
     os.environ["JUPYTER_PATH"] = str(root / "share" / "jupyter")
     os.environ["JUPYTER_RUNTIME_DIR"] = str(root / "runtime")
     os.environ["JUPYTER_DATA_DIR"] = str(root / "data")

@@ -19,7 +19,7 @@ from pathlib import Path
 import docker
 
 from tests.netns import TestHost
-from tf1kernel.tunnel import SshDestination
+from tf1kernel.engine.tunnel import SshDestination
 
 ALIAS = "tf1kernel-remote-test"
 SSH_CONFIG = Path("/root/.ssh/config")

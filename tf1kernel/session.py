@@ -1,7 +1,7 @@
 """One kernel's container, from its options to its end: the session every entry point drives.
 
 ``request`` (what the caller asks for: folder, environment, session key) → ``prepare`` (the strategy, the
-engine's checks and the placement: tf1kernel.plan and tf1kernel.placement) → ``start`` → ``connect`` → ``stop``.
+engine's checks and the placement: tf1kernel.planning and tf1kernel.placement) → ``start`` → ``connect`` → ``stop``.
 The provisioner runs these steps in worker threads for jupyter_client; the argv launcher and doctor call them
 directly. A session lasts across its kernel's restarts: where the kernel runs is decided at the first start.
 """
@@ -21,18 +21,19 @@ from docker.errors import DockerException
 from jupyter_client.kernelspec import KernelSpec
 from requests.exceptions import RequestException
 
-from . import engine, plan, strategies
-from .container import (
+from tf1kernel.config.options import KernelOptions
+from tf1kernel.config.workdir import parse_mount
+from tf1kernel.engine import connection as engine
+from tf1kernel.engine.container import (
     PRELOAD_TENSORFLOW_VARIABLE,
     QUIET_DEPRECATIONS_VARIABLE,
     ContainerSpec,
     KernelContainer,
 )
-from .errors import InvalidOption
-from .options import KernelOptions
-from .orphans import owner_labels, reap_once
-from .placement import Placement, PortChooser, any_free_ports, placement_for
-from .workdir import parse_mount
+from tf1kernel.engine.orphans import owner_labels, reap_once
+from tf1kernel.errors import InvalidOption
+from tf1kernel.placement.kinds import Placement, PortChooser, any_free_ports, placement_for
+from tf1kernel.planning import plan, strategies
 
 log = logging.getLogger(__name__)
 

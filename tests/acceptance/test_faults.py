@@ -24,8 +24,8 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from tests.conftest import install_variant, managed_containers, run_cli
 from tests.kernels import execute, restart, running_kernel
 from tests.servers import JupyterServer, start_server
-from tf1kernel.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
-from tf1kernel.orphans import owner_labels
+from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
+from tf1kernel.engine.orphans import owner_labels
 
 pytestmark = [pytest.mark.engine]
 
@@ -267,7 +267,7 @@ def test_corrupt_saved_state_is_refused_clearly(tf1_kernel: str) -> None:
     import asyncio
 
     from tf1kernel.errors import InvalidOption
-    from tf1kernel.provisioner import DockerProvisioner
+    from tf1kernel.jupyter.provisioner import DockerProvisioner
 
     provisioner = DockerProvisioner(kernel_id="k")
     for state in ({}, {"kernel_id": "k", "connection_info": {}, "container_id": 42},

@@ -19,7 +19,7 @@ import docker
 import pytest
 
 from tests.conftest import COMPAT_IMAGES, NATIVE_TWIN_IMAGE, PREBUILT_WHEEL_IMAGE, require_image
-from tf1kernel.images import DEFAULT_RECIPE
+from tf1kernel.images.recipes import DEFAULT_RECIPE
 
 pytestmark = pytest.mark.engine
 
@@ -92,6 +92,6 @@ def test_no_ca_or_credential_in_any_layer(docker_client: docker.DockerClient, bu
 
 
 def test_build_stage_with_ca_is_not_left_on_the_engine(docker_client: docker.DockerClient, kernel_image: str) -> None:
-    from tf1kernel.images import BUILD_STAGE_LABEL
+    from tf1kernel.images.recipes import BUILD_STAGE_LABEL
 
     assert docker_client.api.images(all=True, filters={"label": BUILD_STAGE_LABEL}) == []

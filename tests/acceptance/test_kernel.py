@@ -30,8 +30,8 @@ from tests.kernels import (
     start_nonblocking,
     wait_reply,
 )
-from tf1kernel.labels import LABEL_KERNEL_ID, LABEL_OWNER
-from tf1kernel.provisioner import DockerProvisioner
+from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_OWNER
+from tf1kernel.jupyter.provisioner import DockerProvisioner
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -464,9 +464,9 @@ def test_an_engine_that_cannot_mount_the_files_folder_gets_them_copied(tf1_kerne
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Some engines see only part of this machine (Snap's Docker sees no hidden folder such as ~/.local): the
     engine refuses the mount, and the start copies the files in instead."""
-    import tf1kernel.container
+    import tf1kernel.engine.container
 
-    monkeypatch.setattr(tf1kernel.container, "write_kernel_files", lambda spec: None)  # a folder it cannot see
+    monkeypatch.setattr(tf1kernel.engine.container, "write_kernel_files", lambda spec: None)  # a folder it cannot see
     with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
         assert manager.provisioner.container.files_folder == ""
         assert execute(client, "import tensorflow as tf\nprint(tf.__version__)").stdout.splitlines()[-1] == "1.15.5"

@@ -30,7 +30,8 @@ from tests.conftest import NATIVE_TWIN_IMAGE as TWIN_IMAGE
 from tests.conftest import install_kernel, require_image, run_cli
 from tests.kernels import execute, running_kernel
 from tests.wheelmaker import pure_wheel
-from tf1kernel import images, wheels
+from tf1kernel.images import recipes as images
+from tf1kernel.images import wheels
 
 pytestmark = pytest.mark.engine
 

@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import install_variant, run_cli
 from tests.kernels import execute, restart, running_kernel
 from tests.wheelmaker import pure_wheel
-from tf1kernel import packages
+from tf1kernel.engine.container import PACKAGES_FOLDER
+from tf1kernel.placement import packages
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -29,7 +30,7 @@ def test_a_package_from_pypi_imports_at_once_stays_after_restart_and_resets(jupy
         assert "kept across restarts" in installed.said and "Defaulting to user installation" not in installed.said
         where = f"import {FROM_PYPI}, tensorflow as tf\nprint({FROM_PYPI}.__file__, tf.__version__)"
         module_file, version = execute(client, where).stdout.split()
-        assert module_file.startswith(f"{packages.CONTAINER_FOLDER}/lib/python3.7/site-packages/{FROM_PYPI}")
+        assert module_file.startswith(f"{PACKAGES_FOLDER}/lib/python3.7/site-packages/{FROM_PYPI}")
         assert version == "1.15.5"
         restart(manager, client, now=False, timeout=90)
         assert execute(client, where).stdout.split()[1:] == ["1.15.5"]

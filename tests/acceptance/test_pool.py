@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import install_variant, managed_containers, run_cli
 from tests.kernels import debug_a_cell, execute, restart, running_kernel, start_nonblocking, wait_reply
-from tf1kernel import pool
+from tf1kernel.placement import pool
 
 pytestmark = pytest.mark.engine
 

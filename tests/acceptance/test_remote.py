@@ -18,8 +18,9 @@ from tests.conftest import install_kernel, managed_containers, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.remote import ALIAS, RemoteHost, reachable
 from tests.wheelmaker import pure_wheel
-from tf1kernel import packages
-from tf1kernel.images import DEFAULT_RECIPE
+from tf1kernel.engine.container import PACKAGES_FOLDER
+from tf1kernel.images.recipes import DEFAULT_RECIPE
+from tf1kernel.placement import packages
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 LEASE = 10
@@ -211,7 +212,7 @@ def test_pip_packages_are_kept_in_a_volume_on_the_remote_engine(remote: RemoteHo
         assert "Successfully installed kept-remotely-0.1" in told and "kept across restarts" in told, told
         restart(manager, client, now=False, timeout=120)
         where = execute(client, "import kept_remotely\nprint(kept_remotely.__file__)").stdout.strip()
-        assert where.startswith(f"{packages.CONTAINER_FOLDER}/lib/python3.7/site-packages/kept_remotely"), where
+        assert where.startswith(f"{PACKAGES_FOLDER}/lib/python3.7/site-packages/kept_remotely"), where
     listed = run_cli("packages", "list", "--docker-host", remote.url, timeout=120)
     assert listed.returncode == 0 and "kept_remotely" in listed.stdout and remote_kernel in listed.stdout, listed
     reset = run_cli("packages", "reset", remote_kernel, "--docker-host", remote.url, timeout=120)

@@ -24,10 +24,10 @@ from jupyter_core.paths import jupyter_runtime_dir
 from tests.conftest import install_variant
 from tests.kernels import execute, gateway, listening_addresses, probe_from, running_kernel
 from tests.netns import TestHost
-from tf1kernel import networks, packages
-from tf1kernel.container import CONTAINER_PORTS, TENSORBOARD_PORT
+from tf1kernel.engine import networks
+from tf1kernel.engine.container import CONTAINER_PORTS, PACKAGES_FOLDER, TENSORBOARD_PORT
 from tf1kernel.errors import ContainerStartError
-from tf1kernel.packages import CONTAINER_FOLDER
+from tf1kernel.placement import packages
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -162,7 +162,7 @@ def test_concurrent_starts_make_one_kernels_network(docker_client: docker.Docker
     join one network; a network of that name that is not tf1kernel's is refused with the fix."""
     name = f"tf1kernel-test-race-{os.getpid()}"
     monkeypatch.setattr(networks, "KERNELS_NETWORK", name)
-    start = ("import docker, sys, tf1kernel.networks as networks\nnetworks.KERNELS_NETWORK = sys.argv[1]\n"
+    start = ("import docker, sys, tf1kernel.engine.networks as networks\nnetworks.KERNELS_NETWORK = sys.argv[1]\n"
              "print(networks.network_mode(docker.from_env(), False, ''))")
     try:
         starts = [subprocess.Popen([sys.executable, "-c", start, name], stdout=subprocess.PIPE, text=True)
@@ -226,8 +226,8 @@ def test_only_the_working_directory_and_the_kernel_files_are_mounted(kernel: tup
     mounts = docker_client.api.inspect_container(manager.provisioner.container.id)["Mounts"]
     files, kept = manager.provisioner.spec.files_folder, manager.provisioner.spec.packages_folder
     assert {(m["Type"], m["Source"], m["Destination"]) for m in mounts} == {
-        ("bind", str(tmp_path), str(tmp_path)), ("bind", files, "/.tf1kernel"), ("bind", kept, CONTAINER_FOLDER)}
-    # The kernelspec's kept %pip packages are the user's own, beside their other data (tf1kernel/packages.py).
+        ("bind", str(tmp_path), str(tmp_path)), ("bind", files, "/.tf1kernel"), ("bind", kept, PACKAGES_FOLDER)}
+    # The kernelspec's kept %pip packages are the user's own, beside their other data (tf1kernel/placement/packages.py).
     assert Path(kept).parent == packages.root() and Path(kept).name == manager.kernel_name
     # The kernel's own files live beside Jupyter's connection files, private to the user (ipykernel adds the
     # sticky bit, as jupyter_client does to every folder it writes a connection file in).

@@ -37,9 +37,10 @@ from tests.conftest import (
     run_cli,
 )
 from tests.kernels import debug_a_cell, execute, running_kernel
-from tf1kernel import guest_report, strategies
 from tf1kernel.errors import ImageMissing
-from tf1kernel.images import LABEL_STRATEGY, LABEL_TENSORFLOW
+from tf1kernel.images.recipes import LABEL_STRATEGY, LABEL_TENSORFLOW
+from tf1kernel.jupyter import guest_report
+from tf1kernel.planning import strategies
 from tf1kernel.resources import data_dir
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]

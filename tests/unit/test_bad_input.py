@@ -11,11 +11,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jupyter_client.kernelspec import KernelSpec
 
+from tf1kernel.config.options import MEMORY_PATTERN, STRATEGIES
 from tf1kernel.errors import InvalidOption
-from tf1kernel.images import _IMAGE_REFERENCE
-from tf1kernel.options import MEMORY_PATTERN
-from tf1kernel.provisioner import DockerProvisioner
-from tf1kernel.strategies import STRATEGIES
+from tf1kernel.images.recipes import _IMAGE_REFERENCE
+from tf1kernel.jupyter.provisioner import DockerProvisioner
 
 
 def refused(**config: Any) -> InvalidOption:

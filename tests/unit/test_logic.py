@@ -15,8 +15,8 @@ import psutil
 import pytest
 from jupyter_client.kernelspec import KernelSpec
 
-from tf1kernel import images, kernelspec, verify
-from tf1kernel.container import (
+from tf1kernel.config.workdir import mountable_working_dir
+from tf1kernel.engine.container import (
     BOOT,
     CONNECTION_FILE,
     CONTAINER_PORTS,
@@ -29,12 +29,14 @@ from tf1kernel.container import (
     kernel_files_archive,
     published_ports,
 )
+from tf1kernel.engine.orphans import judge, remove_stray_engine_proxies, remove_stray_kernel_files
+from tf1kernel.engine.tunnel import EngineProxy, SshDestination
 from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
-from tf1kernel.orphans import judge, remove_stray_engine_proxies, remove_stray_kernel_files
-from tf1kernel.provisioner import DockerProvisioner
+from tf1kernel.images import recipes as images
+from tf1kernel.images import verify
+from tf1kernel.jupyter import kernelspec
+from tf1kernel.jupyter.provisioner import DockerProvisioner
 from tf1kernel.session import KernelSession
-from tf1kernel.tunnel import EngineProxy, SshDestination
-from tf1kernel.workdir import mountable_working_dir
 
 
 def spec(**overrides: object) -> ContainerSpec:
@@ -177,7 +179,7 @@ def test_kernel_json_for_each_arch() -> None:
     arm = kernelspec.render_kernel_json("arm64")
     assert arm["display_name"] == "TensorFlow 1.15 (ARM64)"
     assert kernelspec.render_kernel_json("x86_64")["display_name"] == "TensorFlow 1.15 (x86-64)"
-    assert arm["argv"][1:3] == ["-m", "tf1kernel.launcher"] and "ipykernel" not in arm["argv"][2]
+    assert arm["argv"][1:3] == ["-m", "tf1kernel.jupyter.launcher"] and "ipykernel" not in arm["argv"][2]
     assert [a for a in arm["argv"] if "{" in a] == ["{kernelspec_dir}", "{connection_file}"]  # install fills the first
     assert arm["metadata"]["kernel_provisioner"]["provisioner_name"] == "tf1kernel"
 
@@ -267,14 +269,14 @@ def test_environment_allowlist() -> None:
     ],
 )
 def test_engine_kind(info: dict, kind: str) -> None:
-    from tf1kernel.engine import AVX_FIXES, engine_kind
+    from tf1kernel.engine.connection import AVX_FIXES, engine_kind
 
     assert engine_kind(info) == kind
     assert AVX_FIXES[kind]
 
 
 def test_avx_fix_names_each_engines_switch() -> None:
-    from tf1kernel.engine import AVX_FIXES
+    from tf1kernel.engine.connection import AVX_FIXES
 
     assert "EXPERIMENTAL_DOCKER_DESKTOP_FORCE_QEMU=1" in AVX_FIXES["Docker Desktop"]
     assert "Rosetta" in AVX_FIXES["Docker Desktop"] and "Rosetta" in AVX_FIXES["OrbStack"]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tf1kernel import engine, networks, packages
+from tf1kernel.engine import connection as engine
+from tf1kernel.engine import networks
 from tf1kernel.errors import InvalidOption
+from tf1kernel.placement import packages
 
 
 def test_docker_networks_keep_containers_apart_and_the_offline_one_keeps_traffic_here() -> None:
@@ -54,7 +56,7 @@ def test_a_configured_ca_bundle_that_is_not_pem_is_refused_with_the_option(tmp_p
 
 
 def guest_pip():
-    path = Path(packages.__file__).parent / "guest" / "pip_magic.py"
+    path = Path(packages.__file__).parent.parent / "guest" / "pip_magic.py"
     # a fresh module for each test, in the guest package (for its relative imports)
     spec = importlib.util.spec_from_file_location("tf1kernel.guest.pip_magic_under_test", path)
     module = importlib.util.module_from_spec(spec)

@@ -12,14 +12,14 @@ import pytest
 from jupyter_client.kernelspec import KernelSpec
 from traitlets.config import Config
 
-from tf1kernel.container import CANNOT_LISTEN_LINE, ContainerSpec, ContainerState
-from tf1kernel.deaths import cause_of_death
-from tf1kernel.engine import EngineInfo
+from tf1kernel.config.options import KernelOptions
+from tf1kernel.engine.connection import EngineInfo
+from tf1kernel.engine.container import CANNOT_LISTEN_LINE, ContainerSpec, ContainerState
 from tf1kernel.errors import InvalidOption
-from tf1kernel.options import KernelOptions
-from tf1kernel.outage import ENGINE_GRACE_SECONDS, EngineWatch
-from tf1kernel.placement import LocalPlacement, RemotePlacement, SwarmPlacement, network_for, placement_for
-from tf1kernel.provisioner import DockerProvisioner
+from tf1kernel.jupyter.deaths import cause_of_death
+from tf1kernel.jupyter.outage import ENGINE_GRACE_SECONDS, EngineWatch
+from tf1kernel.jupyter.provisioner import DockerProvisioner
+from tf1kernel.placement.kinds import LocalPlacement, RemotePlacement, SwarmPlacement, network_for, placement_for
 
 LOCAL = EngineInfo(kind="Linux engine", arch="amd64", key="k", os="linux", server_version="26",
                    shares_host_network=True)
@@ -142,7 +142,7 @@ def test_an_engine_outage_is_tolerated_for_a_grace_period_unless_the_kernel_answ
 
 
 def test_the_swarm_constraint_names_the_strategy_architecture_as_nodes_report_it() -> None:
-    from tf1kernel import swarm
+    from tf1kernel.placement import swarm
 
     assert swarm.constraints("linux/amd64", []) == ["node.platform.arch==x86_64"]
     assert swarm.constraints("linux/arm64", ["node.labels.tf1==yes"]) == ["node.platform.arch==aarch64",
@@ -164,7 +164,7 @@ def test_swarm_options_are_checked_and_need_a_manager() -> None:
     assert prepared.host_network and prepared.tunnelled and set(prepared.preferred_host_ports) == {
         "shell_port", "iopub_port", "stdin_port", "control_port", "hb_port", "tensorboard_port"}
     assert "node of the Docker Swarm" in prepared.notice and "each node has its own" in prepared.notice
-    from tf1kernel.swarm import Task
+    from tf1kernel.placement.swarm import Task
 
     assert placed.node_destination(Task("n2", "10.0.0.9", "gpu1", "c")).destination == "me@gpu1.lab"
     assert placed.node_destination(Task("n3", "10.0.0.8", "cpu7", "c")).destination == "10.0.0.8"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tf1kernel import ports
+from tf1kernel.engine import ports
 
 
 def test_the_ephemeral_range_is_read_from_the_kernel_or_defaults(tmp_path: Path) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from jupyter_client.kernelspec import KernelSpec
 
-from tf1kernel import engine
-from tf1kernel.container import ContainerSpec
+from tf1kernel.engine import connection as engine
+from tf1kernel.engine.container import ContainerSpec
+from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import EngineUnavailable, InvalidOption, TunnelError
-from tf1kernel.provisioner import DockerProvisioner
-from tf1kernel.remote import VOLUME_MOUNTPOINT, remote_workspace
-from tf1kernel.tunnel import SshDestination
+from tf1kernel.jupyter.provisioner import DockerProvisioner
+from tf1kernel.placement.remote import VOLUME_MOUNTPOINT, remote_workspace
 
 
 @pytest.mark.parametrize(("url", "remote"), [
@@ -116,7 +116,7 @@ def test_remote_options_are_checked(option: str, value: object) -> None:
 
 def test_ssh_shares_one_connection_through_a_private_control_folder(monkeypatch: pytest.MonkeyPatch,
                                                                    tmp_path: Path) -> None:
-    from tf1kernel import tunnel
+    from tf1kernel.engine import tunnel
 
     monkeypatch.setattr(tunnel.tempfile, "gettempdir", lambda: str(tmp_path))
     command = SshDestination.parse("ssh://me@example.org:2222").ssh_command("-O", "check")

@@ -7,12 +7,13 @@ import struct
 
 import pytest
 
-from tf1kernel import images, kernelspec
-from tf1kernel.engine import EngineInfo
+from tf1kernel.engine.connection import EngineInfo
+from tf1kernel.engine.probes import _AMD64_CODE, AVX_USABLE, static_elf
 from tf1kernel.errors import CpuLacksAvx, ImageMissing, InvalidOption
-from tf1kernel.probes import _AMD64_CODE, AVX_USABLE, static_elf
+from tf1kernel.images import recipes as images
+from tf1kernel.jupyter import kernelspec
+from tf1kernel.planning.strategies import BuiltImage, EmulationFacts, choose_auto, configured
 from tf1kernel.resources import data_dir
-from tf1kernel.strategies import BuiltImage, EmulationFacts, choose_auto, configured
 
 ARM = EngineInfo("Docker Desktop", "arm64", "id", "Docker Desktop", "27.0")
 X86 = EngineInfo("Linux engine", "amd64", "id", "Debian", "20.10")
@@ -205,7 +206,7 @@ def test_build_without_a_strategy_builds_the_native_tf1_of_the_engine(engine: En
 
 
 def test_what_a_kernel_runs_reads_as_a_sentence() -> None:
-    from tf1kernel.strategies import runs_description
+    from tf1kernel.planning.strategies import runs_description
     assert runs_description("1.15.0", "linux/arm64", ARM) == "TensorFlow 1.15.0, native linux/arm64"
     assert runs_description("1.15.5", "linux/amd64", ARM) == "TensorFlow 1.15.5, linux/amd64 emulated on arm64"
 
@@ -239,7 +240,7 @@ RLIMIT = ("cannot run: crun: error setting rlimits for ready process: error sett
     ("amd64", "cannot run: something new", "ContainerStartError", ["its own architecture", "engine's log"]),
 ])
 def test_a_failed_probe_names_its_true_cause(arch: str, detail: str, kind: str, phrases: list[str]) -> None:
-    from tf1kernel.probes import cannot_run
+    from tf1kernel.engine.probes import cannot_run
     error = cannot_run(EmulationFacts(arch, False, None, detail), "amd64")
     assert type(error).__name__ == kind
     said = error.message + error.fix
@@ -276,8 +277,8 @@ class ImagesOnly:
 
 
 def test_podmans_qualified_tags_are_tf1kernels_images() -> None:
-    from tf1kernel.images import LABEL_PLATFORM, LABEL_STRATEGY, LABEL_TAG, LABEL_TENSORFLOW
-    from tf1kernel.strategies import built_images
+    from tf1kernel.images.recipes import LABEL_PLATFORM, LABEL_STRATEGY, LABEL_TAG, LABEL_TENSORFLOW
+    from tf1kernel.planning.strategies import built_images
     labels = {LABEL_STRATEGY: "emulated", LABEL_PLATFORM: "linux/amd64", LABEL_TENSORFLOW: "1.15.5",
               LABEL_TAG: "tf1kernel/tensorflow:1.15.5-amd64"}
     podman = ImagesOnly([{"RepoTags": ["docker.io/tf1kernel/tensorflow:1.15.5-amd64"], "Labels": labels},

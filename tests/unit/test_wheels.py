@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.wheelmaker import AARCH64, X86_64, tensorflow_wheel
-from tf1kernel import images, wheels
 from tf1kernel.errors import WheelRejected
+from tf1kernel.images import recipes as images
+from tf1kernel.images import wheels
 
 
 def test_a_good_wheel_passes_and_says_what_it_is(tmp_path: Path) -> None:

@@ -1,0 +1,193 @@
+"""`tf1kernel doctor`: can a TensorFlow 1.15 kernel work here, and if not, what to change.
+
+Each check passes or fails with the fix. The kernelspec checks go through the
+provisioner's own decisions (auto's choice, the platform and AVX checks, the
+image), so doctor says what a kernel start would do. The last check starts the
+default kernel through jupyter_client and imports TensorFlow in it.
+"""
+
+from __future__ import annotations
+
+import platform as host_platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+from tf1kernel.engine import connection as engine
+from tf1kernel.engine import probes
+from tf1kernel.engine.container import check_image
+from tf1kernel.errors import Tf1KernelError
+from tf1kernel.jupyter import kernelspec
+from tf1kernel.placement import swarm, swarm_images
+from tf1kernel.placement.kinds import SwarmPlacement
+from tf1kernel.planning import strategies
+from tf1kernel.session import KernelSession
+
+KERNEL_START_TIMEOUT = 300  # an emulated kernel importing TensorFlow is slow
+IMPORT_CODE = "import tensorflow as tf\nprint(tf.__version__)"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: not run (it needs something that failed before it)
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: list[Check]
+    default_kernel: str
+    ok: bool  # the default kernel can work
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def diagnose(kernel_name: str | None = None, start_kernel: bool = True,
+             on_check: Callable[[Check], None] = lambda check: None, docker_host: str | None = None,
+             context: str | None = None) -> Report:
+    """Run every check in order; on_check sees each as soon as it is known. The engine checks are about
+    docker_host or context (default: DOCKER_HOST, then the current context); each kernel uses its own."""
+    checks: list[Check] = []
+    for check in _checks(kernel_name, start_kernel, checks, docker_host, context):
+        checks.append(check)
+        on_check(check)
+    default = next((c.name.removeprefix("kernel ") for c in checks if c.name.startswith("kernel ")), "")
+    decisive = [c for c in checks if c.name in ("engine", f"kernel {default}", "test kernel")]
+    ok = bool(default) and all(c.ok for c in decisive if c.ok is not None) and any(c.ok for c in decisive)
+    return Report(checks, default, ok)
+
+
+def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], docker_host: str | None,
+            context: str | None) -> Iterator[Check]:
+    where = engine.endpoint_description(docker_host, context)
+    try:
+        client = engine.connect(docker_host, context=context)
+        info = engine.describe(client, engine.endpoint(docker_host, context))
+    except Tf1KernelError as exc:
+        yield Check("engine", False, exc.message, exc.fix)
+        yield Check("host", True, _host())
+        for name in ("other architecture", "AVX", "kernels", "test kernel"):
+            yield Check(name, None, "needs the engine")
+        return
+    yield Check("engine", True, f"{info.kind} at {where}, server {info.server_version} ({info.os})")
+    yield Check("host", True, f"{_host()}; the engine runs {info.native_platform} natively")
+
+    other = "arm64" if info.arch == "amd64" else "amd64"
+    emulated = probes.probe_architecture(client, other)
+    yield Check("other architecture", emulated.runs, f"linux/{other} containers: {emulated.detail}",
+                "" if emulated.runs else probes.cannot_run(emulated, info.arch).fix)
+
+    amd64 = emulated if other == "amd64" else probes.probe_architecture(client, "amd64")
+    if amd64.runs:
+        yield Check("AVX", bool(amd64.avx), f"x86-64 containers: {amd64.detail}",
+                    "" if amd64.avx else engine.avx_fix(info.kind))
+    else:
+        yield Check("AVX", None, "x86-64 containers do not run here")
+
+    kernels = kernelspec.installed()
+    if not kernels:
+        yield Check("kernels", False, "no tf1kernel kernel is installed", "`tf1kernel install --user`")
+        yield Check("test kernel", None, "needs an installed kernel")
+        return
+    default = _default_kernel(kernel_name, [k.name for k in kernels], info)
+    for kernel in sorted(kernels, key=lambda k: k.name != default):
+        yield _kernel_check(kernel.name)
+        if kernel.debugger_left_off:
+            yield Check(f"debugger {kernel.name}", False, "JupyterLab's debugger is off for this kernel (installed "
+                                                          "by an earlier tf1kernel)", kernel.debugger_fix())
+        elif kernel.debugger_off:
+            yield Check(f"debugger {kernel.name}", None, f"JupyterLab's debugger is off: {kernel.debugger_off}")
+    if not start_kernel:
+        return
+    if not done or not next(c for c in done if c.name == f"kernel {default}").ok:
+        yield Check("test kernel", None, f"{default} cannot start (see above)")
+        return
+    yield _test_kernel(default)
+
+
+def _host() -> str:
+    return f"this machine is {host_platform.machine()} ({host_platform.system()})"
+
+
+def _default_kernel(requested: str | None, names: list[str], info: engine.EngineInfo) -> str:
+    if requested:
+        return requested
+    preferred = kernelspec.default_kernel_name(kernelspec.normalize_arch(host_platform.machine()))
+    return preferred if preferred in names else names[0]
+
+
+def _kernel_check(name: str) -> Check:
+    """What starting this kernel would run (on its own engine), or why it cannot start."""
+    try:
+        kernel_spec = KernelSpecManager().get_kernel_spec(name)
+        session = KernelSession.for_kernelspec(kernel_spec, "doctor")
+        with tempfile.TemporaryDirectory(prefix="tf1kernel-doctor-") as cwd:
+            session.request(cwd, {}, session_key=b"")
+            spec = session.prepare()
+        client, _ = session.engine()
+        check_image(client, spec)
+    except Tf1KernelError as exc:
+        return Check(f"kernel {name}", False, exc.message, exc.fix)
+    choice = session.choice
+    assert choice is not None
+    tensorflow = (strategies.labelled_tensorflow(client, spec.image) or choice.tensorflow
+                  or kernel_spec.metadata.get("tf1kernel", {}).get("tensorflow", ""))  # install's, for a user's image
+    runs = strategies.runs_description(tensorflow, spec.platform, engine.describe(client))
+    where = ""
+    if isinstance(session.placement, SwarmPlacement):
+        arch = swarm.node_architecture(spec.platform)
+        fitting = [node.name for node in swarm_images.nodes(client) if node.ready and node.arch == arch]
+        if not fitting:
+            return Check(f"kernel {name}", False, f"no ready node of the swarm is {arch}, the architecture of "
+                                                  f"{spec.image}", "join a node of that architecture to the swarm "
+                                                  "(`docker swarm join`), or install the kernel for another platform")
+        where = (f"; a swarm service, on one of {len(fitting)} ready {arch} node(s): {', '.join(fitting)} (each "
+                 "needs the image: `tf1kernel build --swarm`)")
+    return Check(f"kernel {name}", True, f"runs {runs}; {choice.strategy}: {spec.image}; {choice.reason}{where}")
+
+
+def _test_kernel(name: str) -> Check:
+    """Start the kernel the way Jupyter does and import TensorFlow in it."""
+    started = time.monotonic()
+    manager = KernelManager(kernel_name=name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tf1kernel-doctor-") as cwd:
+            manager.start_kernel(cwd=cwd)
+            client = manager.client()
+            client.start_channels()
+            try:
+                client.wait_for_ready(timeout=KERNEL_START_TIMEOUT)
+                ready = time.monotonic() - started
+                output: list[str] = []
+                reply = client.execute_interactive(IMPORT_CODE, timeout=KERNEL_START_TIMEOUT,
+                                                   output_hook=lambda msg: _collect(msg, output))
+            finally:
+                client.stop_channels()
+                manager.shutdown_kernel(now=True)
+    except Tf1KernelError as exc:
+        return Check("test kernel", False, exc.message, exc.fix)
+    except (RuntimeError, TimeoutError) as exc:
+        return Check("test kernel", False, f"{name} did not answer: {exc}",
+                     "see the Jupyter log for the reason, or run `tf1kernel doctor` again")
+    text = "".join(output).strip()
+    if reply["content"]["status"] != "ok":
+        return Check("test kernel", False, f"{name} started in {ready:.1f} s but `import tensorflow` failed: {text}",
+                     text.partition("Fix: ")[2] or "see the message above")
+    total = time.monotonic() - started
+    return Check("test kernel", True, f"{name} started in {ready:.1f} s and imported TensorFlow "
+                                      f"{text.splitlines()[-1]} ({total:.1f} s in all)")
+
+
+def _collect(message: dict, output: list[str]) -> None:
+    content = message["content"]
+    if message["msg_type"] == "stream":
+        output.append(content["text"])
+    elif message["msg_type"] == "error":
+        output.append(f"{content['ename']}: {content['evalue']}")

@@ -1,0 +1,171 @@
+"""Finding and removing kernel containers whose owner is gone.
+
+Every container tf1kernel starts carries labels naming its owner: the host and
+pid of the process that started it (a Jupyter server, or the argv launcher) and
+that process's start time, so a recycled pid is not mistaken for the owner.
+A container is an orphan when its owner on this host no longer runs, or when it
+has exited and its owner is on another host. Containers without the managed
+label are never touched.
+
+The host folders of kernels' files (ContainerSpec.files_folder) and of remote
+engines' local sockets (tunnel.EngineProxy) are named after their owner process in
+the same way; a folder whose owner is gone is stray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import psutil
+from docker.errors import APIError, NotFound
+from jupyter_core.paths import jupyter_runtime_dir
+
+from tf1kernel.engine.container import KERNEL_FILES_PREFIX, remove_kernel_files
+from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
+from tf1kernel.engine.tunnel import ENGINE_PROXY_PREFIX
+
+LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
+# Engines whose orphaned kernel containers this process has already removed.
+_reaped_engines: set[str] = set()
+
+
+def owner_labels() -> dict[str, str]:
+    """The labels that name this process as the owner of the containers it starts."""
+    return {
+        LABEL_OWNER: f"{socket.gethostname()}:{os.getpid()}",
+        LABEL_OWNER_STARTED: f"{psutil.Process().create_time():.0f}",
+    }
+
+
+@dataclass(frozen=True)
+class KernelContainerInfo:
+    id: str
+    name: str
+    kernel_id: str
+    owner: str
+    state: str  # the engine's: created, running, exited...
+    orphan: bool
+    reason: str
+
+
+def owner_alive(owner: str, started: str) -> bool | None:
+    """True/False for an owner on this host; None when it lives on another host (cannot tell)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        process = psutil.Process(int(pid))
+        return running(process) and (not started or f"{process.create_time():.0f}" == started)
+    except psutil.Error:
+        return False
+
+
+def running(process: psutil.Process) -> bool:
+    """A process that exited but was not yet reaped by its parent (a zombie) is gone all the same."""
+    return process.status() != psutil.STATUS_ZOMBIE
+
+
+def judge(state: str, owner: str, alive: bool | None) -> tuple[bool, str]:
+    """Is a kernel container an orphan, and why. A container its owner still runs is never one, whatever its
+    state: it may be between create and start (another server's or launcher's kernel starting), or have just
+    exited (its owner reads the cause of death from it, then removes it)."""
+    if alive is False:
+        return True, f"its owner {owner} is gone"
+    if alive:
+        return False, "owner running"
+    if state in ("exited", "dead"):
+        return True, "exited"
+    return False, f"owned by another host ({owner})"
+
+
+def kernel_containers(client: docker.DockerClient) -> list[KernelContainerInfo]:
+    """Every tf1kernel container on the engine, each judged orphan or not."""
+    found = []
+    for summary in client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
+        labels = summary.get("Labels") or {}
+        state = summary.get("State", "")
+        owner = labels.get(LABEL_OWNER, "")
+        orphan, reason = judge(state, owner, owner_alive(owner, labels.get(LABEL_OWNER_STARTED, "")))
+        found.append(KernelContainerInfo(summary["Id"], (summary.get("Names") or ["?"])[0].lstrip("/"),
+                                         labels.get(LABEL_KERNEL_ID, ""), owner, state, orphan, reason))
+    return found
+
+
+def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = False) -> list[KernelContainerInfo]:
+    """Remove orphaned kernel containers; return what was removed."""
+    removed = []
+    for container in kernel_containers(client):
+        foreign = container.reason.startswith("owned by another host")
+        if container.orphan or (include_other_hosts and foreign):
+            try:
+                client.api.remove_container(container.id, force=True, v=True)
+            except NotFound:
+                continue
+            except APIError as exc:
+                if exc.status_code != 409:  # 409: already being removed
+                    raise
+            removed.append(container)
+    return removed
+
+
+def reap_once(client: docker.DockerClient, engine_key: str, log: logging.Logger) -> None:
+    """Remove containers and files left by a Jupyter process that died (server SIGKILL, crash, power loss), once
+    per engine in this process, and say what went."""
+    if engine_key in _reaped_engines:
+        return
+    _reaped_engines.add(engine_key)
+    for container in remove_orphans(client):
+        log.warning("tf1kernel: removed orphaned kernel container %s (%s)", container.name, container.reason)
+    for folder in remove_stray_kernel_files():
+        log.warning("tf1kernel: removed %s, the files of a kernel whose server or launcher is gone", folder)
+    for folder in remove_stray_engine_proxies():
+        log.info("tf1kernel: removed %s, a remote engine's socket folder whose process is gone", folder)
+
+
+def stray_folders(parent: str, prefix: str) -> list[Path]:
+    """This user's folders `<prefix><pid>-...` in parent whose owner process is gone."""
+    owner_pid = re.compile(re.escape(prefix) + r"([0-9]+)-")
+    stray = []
+    for folder in Path(parent).glob(f"{prefix}*"):
+        match = owner_pid.match(folder.name)
+        try:
+            if not match or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            owner = psutil.Process(int(match.group(1)))
+            # A recycled pid belongs to a process younger than the folder.
+            owner_alive = running(owner) and owner.create_time() <= folder.stat().st_mtime
+        except psutil.Error:
+            owner_alive = False
+        except OSError:
+            continue
+        if not owner_alive:
+            stray.append(folder)
+    return stray
+
+
+def remove_stray_kernel_files() -> list[str]:
+    """Remove the kernel file folders in Jupyter's runtime folder whose owner process is gone (a server or
+    argv launcher killed outright, whose kernels' containers the engine or remove_orphans removed); return them."""
+    removed = []
+    for folder in stray_folders(jupyter_runtime_dir(), KERNEL_FILES_PREFIX):
+        remove_kernel_files(str(folder))
+        removed.append(str(folder))
+    return removed
+
+
+def remove_stray_engine_proxies() -> list[str]:
+    """Remove the socket folders of remote engines' proxies whose process was killed outright (its atexit, which
+    removes them, never ran); return them."""
+    removed = []
+    for folder in stray_folders(tempfile.gettempdir(), ENGINE_PROXY_PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(str(folder))
+    return removed

@@ -1,0 +1,32 @@
+"""Why a kernel died, in words for the user: the provisioner tells them in the next kernel's first output."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+from tf1kernel.engine.container import CANNOT_LISTEN_LINE, ContainerState
+
+
+def cause_of_death(state: ContainerState, last_words: str, *, memory: str, image: str, python: str,
+                   avx_fix: str) -> str:
+    """The cause the engine (out of memory) or the kernel's last lines of output tell; "" when they tell none."""
+    if state.oom_killed:
+        limit = f"its memory limit ({memory})" if memory else "the memory the engine allows"
+        return (f"The previous kernel was killed because it ran out of memory: it used up {limit}. "
+                "Raise `memory` in kernel.json (metadata.kernel_provisioner.config), or use less.")
+    if state.exit_code == 128 + signal.SIGILL or "compiled to use AVX" in last_words:
+        return ("The previous kernel died of an illegal instruction: TensorFlow's x86-64 build needs AVX, "
+                f"which this CPU or emulator lacks. Fix: {avx_fix}")
+    taken = re.search(re.escape(CANNOT_LISTEN_LINE) + r" (\S+):", last_words)
+    if taken:
+        return (f"The previous kernel could not listen on {taken.group(1)}: another program took that port "
+                "between its choice and the kernel's start. This kernel has new ports.")
+    if re.search(r"No module named '?ipykernel", last_words):
+        return (f"The previous kernel could not start: the image {image} has no ipykernel. Fix: install it in "
+                "the image (Python 3.7: `pip install ipykernel==6.16.2`), or bake your TensorFlow wheel with "
+                "`tf1kernel build --strategy prebuilt --wheel FILE`")
+    if state.exit_code == 127 or "executable file not found" in last_words:
+        return (f"The previous kernel could not start: {python!r} is not in the image {image}. "
+                "Fix: set `python` in kernel.json to the image's interpreter")
+    return ""

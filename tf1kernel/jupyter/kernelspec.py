@@ -1,0 +1,195 @@
+"""tf1kernel kernelspecs: render kernel.json from the template, install, list, remove.
+
+Installation goes through jupyter_client's KernelSpecManager, so the usual
+locations and flags apply (``--user``, ``--sys-prefix``, ``--prefix``) and
+``jupyter kernelspec list`` sees the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform as host_platform
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+from tf1kernel.errors import InvalidOption, KernelspecError
+from tf1kernel.resources import data_dir
+
+PROVISIONER_NAME = "tf1kernel"
+ARCH_LABELS = {"arm64": "ARM64", "x86_64": "x86-64"}
+_ARCH_ALIASES = {"arm64": "arm64", "aarch64": "arm64", "x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64"}
+
+
+def normalize_arch(value: str) -> str:
+    """Map any common spelling of an architecture to ``arm64`` or ``x86_64``."""
+    arch = _ARCH_ALIASES.get(value.lower())
+    if arch is None:
+        raise InvalidOption(f"Unknown architecture {value!r}.", "use --arch arm64 or --arch x86_64")
+    return arch
+
+
+def host_arch() -> str:
+    return normalize_arch(host_platform.machine())
+
+
+# How each strategy shows in a frontend's kernel list, after the host label ("ARM64", "x86-64").
+STRATEGY_LABELS = {"auto": "", "emulated": "official x86-64 wheel", "source": "built from source",
+                   "prebuilt": "prebuilt", "compat": "TF1 API on TensorFlow 2.15"}
+
+
+def default_kernel_name(arch: str, strategy: str = "auto") -> str:
+    name = f"tf1.15-{ARCH_LABELS[arch].lower()}"
+    return name if strategy == "auto" else f"{name}-{strategy}"
+
+
+def default_display_name(arch: str, strategy: str = "auto", platform: str = "") -> str:
+    """The name a frontend lists: the architecture the kernel runs on first, and whether that is emulated.
+
+    arch is the host's (or --arch); platform the image's, when the kernelspec fixes one.
+    """
+    runs_on = normalize_arch(platform.split("/")[-1]) if platform else \
+        {"emulated": "x86_64", "source": "arm64"}.get(strategy, arch)
+    parts = [ARCH_LABELS[runs_on]]
+    if runs_on != arch:
+        parts.append(f"emulated on {ARCH_LABELS[arch]}")
+    if STRATEGY_LABELS[strategy] and not (strategy == "emulated" and runs_on != arch):
+        parts.append(STRATEGY_LABELS[strategy])
+    return f"TensorFlow 1.15 ({', '.join(parts)})"
+
+
+def render_kernel_json(arch: str, strategy: str = "auto", config: dict[str, Any] | None = None,
+                       display_name: str | None = None, debugger_off: str = "",
+                       tensorflow: str = "") -> dict[str, Any]:
+    """kernel.json for this host: the template with interpreter, label, strategy and its options filled in.
+
+    JupyterLab and Notebook 7 offer their debugger for a kernel only when its kernelspec says `debugger: true`
+    (nothing else): debugger_off, the reason a kernel's image cannot be debugged, turns it off and is kept.
+    tensorflow: the version install found in an image of the user's (no label of tf1kernel's says it).
+    """
+    spec: dict[str, Any] = json.loads((data_dir("kernelspecs") / "tf1kernel" / "kernel.json").read_text())
+    spec["argv"][0] = sys.executable
+    spec["display_name"] = display_name or default_display_name(arch, strategy, (config or {}).get("platform", ""))
+    spec["metadata"]["kernel_provisioner"]["config"] = {"strategy": strategy, **(config or {})}
+    spec["metadata"]["tf1kernel"] = {"arch": arch}
+    if tensorflow:
+        spec["metadata"]["tf1kernel"]["tensorflow"] = tensorflow
+    if debugger_off:
+        spec["metadata"]["debugger"] = False
+        spec["metadata"]["tf1kernel"]["debugger_off"] = debugger_off
+    return spec
+
+
+def install(spec: dict[str, Any], name: str, *, user: bool = False, prefix: str | None = None) -> str:
+    """Install kernel.json under `name`; return the kernelspec's folder.
+
+    The argv launcher is told its kernelspec folder literally: frontends that run argv
+    themselves (VS Code) substitute no placeholder but {connection_file}.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        # install_kernel_spec copies the folder's mode: keep the kernelspec readable by every user.
+        os.chmod(folder, 0o755)
+        (Path(folder) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+        try:
+            installed_dir = KernelSpecManager().install_kernel_spec(folder, name, user=user, prefix=prefix,
+                                                                   replace=True)
+            spec["argv"] = [installed_dir if arg == "{kernelspec_dir}" else arg for arg in spec["argv"]]
+            (Path(installed_dir) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+            return installed_dir
+        except PermissionError as exc:
+            raise KernelspecError(
+                f"No permission to write {exc.filename}.",
+                "install for yourself with --user, or into this environment with --sys-prefix",
+            ) from None
+        except OSError as exc:
+            raise KernelspecError(
+                f"Cannot write the kernelspec to {exc.filename}: {exc.strerror}.",
+                "choose a writable location: --user, --sys-prefix, or --prefix PATH",
+            ) from None
+        except ValueError as exc:  # invalid kernel name
+            raise KernelspecError(str(exc), "use letters, digits, '.', '_' and '-' in --name") from None
+
+
+@dataclass(frozen=True)
+class InstalledKernel:
+    name: str
+    resource_dir: str
+    display_name: str
+    config: dict[str, Any]
+    debugger: bool = True
+    debugger_off: str = ""  # why install turned the debugger off; "" with debugger False: an earlier tf1kernel did
+
+    @property
+    def debugger_left_off(self) -> bool:
+        """Installed by a tf1kernel that turned JupyterLab's debugger off for every kernel (before 2026-12)."""
+        return not self.debugger and not self.debugger_off
+
+    def debugger_fix(self) -> str:
+        """How to turn JupyterLab's debugger on for a kernel installed with it off."""
+        if self.config.get("strategy") == "prebuilt" and self.config.get("image"):
+            return (f"install it again, which checks the image's ipykernel: `tf1kernel install --strategy prebuilt "
+                    f"--image {self.config['image']} --name {self.name}` (with your other options)")
+        return f"`tf1kernel install --refresh {self.name}` turns it on and keeps the kernel's options"
+
+
+def installed() -> list[InstalledKernel]:
+    """Every kernelspec Jupyter can see that runs through the tf1kernel provisioner."""
+    found = []
+    for name, entry in sorted(KernelSpecManager().get_all_specs().items()):
+        spec = entry.get("spec", {})
+        metadata = spec.get("metadata", {})
+        provisioner = metadata.get("kernel_provisioner", {})
+        if provisioner.get("provisioner_name") == PROVISIONER_NAME:
+            found.append(InstalledKernel(name, entry["resource_dir"], spec.get("display_name", name),
+                                         provisioner.get("config", {}), bool(metadata.get("debugger", False)),
+                                         str(metadata.get("tf1kernel", {}).get("debugger_off", ""))))
+    return found
+
+
+def refresh(name: str) -> InstalledKernel:
+    """Turn JupyterLab's debugger on for a kernelspec that an earlier tf1kernel installed with it off.
+
+    Only kernel.json's `metadata.debugger` changes: its options, name, display name and argv stay as installed.
+    A prebuilt --image kernel is refused: whether its image's ipykernel can debug is install's check to make.
+    """
+    kernel = next((k for k in installed() if k.name == name), None)
+    if kernel is None:
+        raise KernelspecError(f"No tf1kernel kernel named {name!r}.", "`tf1kernel list` shows the installed ones")
+    if kernel.debugger_off:
+        raise KernelspecError(f"The kernel {name!r} has the debugger off because {kernel.debugger_off}.",
+                              "install it again from an image whose ipykernel can debug (6.x, with debugpy)")
+    if kernel.config.get("strategy") == "prebuilt" and kernel.config.get("image"):
+        raise KernelspecError(f"The kernel {name!r} runs an image of yours ({kernel.config['image']}).",
+                              kernel.debugger_fix())
+    path = Path(kernel.resource_dir) / "kernel.json"
+    try:
+        spec = json.loads(path.read_text())
+        spec.setdefault("metadata", {})["debugger"] = True
+        path.write_text(json.dumps(spec, indent=2) + "\n")
+    except PermissionError:
+        raise KernelspecError(f"No permission to write {path}.", "run the command as the user who installed it") \
+            from None
+    return dataclasses.replace(kernel, debugger=True)
+
+
+def remove(name: str) -> str:
+    """Remove the tf1kernel kernelspec `name`; return the folder that was removed."""
+    manager = KernelSpecManager()
+    try:
+        spec = manager.get_kernel_spec(name)
+    except NoSuchKernel:
+        raise KernelspecError(f"No kernel named {name!r}.", "`tf1kernel list` shows the installed ones") from None
+    if spec.metadata.get("kernel_provisioner", {}).get("provisioner_name") != PROVISIONER_NAME:
+        raise KernelspecError(f"The kernel {name!r} is not a tf1kernel kernel.",
+                              f"remove it with `jupyter kernelspec remove {name}`")
+    try:
+        return manager.remove_kernel_spec(name)
+    except PermissionError as exc:
+        raise KernelspecError(f"No permission to remove {exc.filename}.",
+                              "run the command as the user who installed it") from None

@@ -1,0 +1,151 @@
+"""`python -m tf1kernel.jupyter.launcher`: the kernel for frontends that run kernel.json's argv.
+
+VS Code's Jupyter extension ignores ``metadata.kernel_provisioner`` and spawns
+argv itself, with a connection file whose ports it chose. This launcher reads
+the same kernel.json the provisioner reads and starts the kernel through the
+same KernelSession (session.py), on the ports the frontend chose. It then
+stays in the foreground while the kernel lives:
+
+- SIGINT interrupts the kernel (VS Code's interrupt), SIGTERM/SIGHUP stop it;
+- it exits with the kernel's exit code;
+- if it is killed outright (SIGKILL), its stdin attach to the container closes,
+  the kernel exits and the engine removes the container (container.LIFELINE_FLAG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from jupyter_client.kernelspec import KernelSpec
+
+from tf1kernel.engine.container import CONTAINER_PORTS, KernelContainer
+from tf1kernel.engine.ports import free_ports
+from tf1kernel.errors import InvalidOption, Tf1KernelError
+from tf1kernel.placement.kinds import LocalPlacement, Placement, RemotePlacement
+from tf1kernel.session import KernelSession
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+ECHO_GRACE_SECONDS = 2.0  # for the kernel's last words to reach the frontend after it exited
+HANDLED_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)
+STOP_GRACE_SECONDS = 5.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tf1kernel.jupyter.launcher",
+                                     description="Run a tf1kernel kernel in the foreground (kernel.json argv).")
+    parser.add_argument("--kernelspec", required=True, help="folder of the kernel.json to follow")
+    parser.add_argument("-f", "--connection-file", required=True, help="connection file written by the frontend")
+    args = parser.parse_args(argv)
+    try:
+        container, placement = start(Path(args.kernelspec), Path(args.connection_file))
+    except Tf1KernelError as exc:
+        print(f"tf1kernel: {exc.message}\nFix: {exc.fix}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the frontend shows this text as the reason the kernel died
+        print(f"tf1kernel: could not start the kernel: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return supervise(container)
+    finally:
+        placement.disconnect()
+
+
+def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer, Placement]:
+    """Start the kernel container described by kernelspec_dir on the frontend's ports."""
+    try:
+        info = json.loads(connection_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidOption(f"Cannot read the connection file {connection_file}: {exc}",
+                            "let the frontend start the kernel; it writes that file") from None
+    if info.get("transport", "tcp") != "tcp":
+        raise InvalidOption("tf1kernel kernels need the tcp transport.", "set the frontend's transport to tcp")
+    session = KernelSession.for_kernelspec(KernelSpec.from_resource_dir(str(kernelspec_dir)))
+    frontend_ports = {name: int(info[name]) for name in CONTAINER_PORTS}
+    session.request(os.getcwd(), dict(os.environ), session_key=info["key"].encode(),
+                    signature_scheme=info.get("signature_scheme", "hmac-sha256"))
+    spec = session.prepare(preferred_host_ports=frontend_ports, fixed_host_ports=True, exit_with_caller=True)
+    placement = session.placement
+    assert placement is not None
+    if isinstance(placement, LocalPlacement):
+        container = session.start()
+        print(f"tf1kernel: TensorBoard (%tensorboard_tf1) for this kernel: {container.tensorboard_url}",
+              file=sys.stderr)
+        return container, placement
+    # A remote engine or a swarm node: the tunnel listens on the frontend's ports (a swarm kernel on this
+    # machine listens on them itself: its placement kept them). The lease, not a stdin attach, ends the kernel
+    # when this launcher goes.
+    session.spec = dataclasses.replace(spec, fixed_host_ports=False, exit_with_caller=False)
+    if isinstance(placement, RemotePlacement):
+        session.spec = dataclasses.replace(session.spec, preferred_host_ports={})
+        placement.listen_on({**frontend_ports, "tensorboard_port": free_ports(1)[0]})
+    else:
+        placement.listen_on(spec.preferred_host_ports)
+    container = session.start()
+    ports = session.connect()
+    print(f"tf1kernel: the kernel runs on {session.engine_description()}; TensorBoard (%tensorboard_tf1): "
+          f"http://127.0.0.1:{ports['tensorboard_port']}/", file=sys.stderr)
+    return container, placement
+
+
+def supervise(container: KernelContainer) -> int:
+    """Forward signals to the kernel until it exits; return its exit code."""
+    exit_code: list[int] = []
+    echo = echo_kernel_output(container)
+    # A blocking wait in a thread: with AutoRemove the container is gone right after it exits,
+    # so only a wait that is already pending sees its exit code.
+    waiter = threading.Thread(target=lambda: exit_code.append(wait_for_exit(container)), daemon=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    waiter.start()
+    try:
+        while not exit_code:
+            received = signal.sigtimedwait(HANDLED_SIGNALS, 0.25)
+            if received is None:
+                continue
+            if received.si_signo == signal.SIGINT:
+                container.signal(signal.SIGINT)
+            else:
+                container.signal(signal.SIGTERM)
+                waiter.join(STOP_GRACE_SECONDS)
+                break
+    finally:
+        container.remove()
+    waiter.join(STOP_GRACE_SECONDS)
+    echo.join(ECHO_GRACE_SECONDS)
+    return exit_code[0] if exit_code else 128 + signal.SIGTERM
+
+
+def echo_kernel_output(container: KernelContainer) -> threading.Thread:
+    """The kernel's own stdout and stderr, on this launcher's stderr, as a local kernel's are: VS Code shows
+    them in its Jupyter output, and a kernel that cannot start says there why (the container, removed at its
+    exit, keeps no log to read afterwards)."""
+
+    def echo() -> None:
+        try:
+            for chunk in container.client.api.logs(container.id, stream=True, follow=True):
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.flush()
+        except Exception:  # the engine went away, or the container with it: nothing more to echo
+            pass
+
+    thread = threading.Thread(target=echo, name="tf1kernel-kernel-output", daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for_exit(container: KernelContainer) -> int:
+    try:
+        return int(container.client.api.wait(container.id, timeout=None)["StatusCode"])
+    except Exception:
+        state = container.state()
+        return 1 if state.exit_code is None else state.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

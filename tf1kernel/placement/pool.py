@@ -1,0 +1,178 @@
+"""A warm pool: kernel containers started ahead of time, so that a kernel start only adopts one.
+
+Opt-in, per kernelspec (`pool_size`). A pool container runs tf1kernel's guest in standby:
+Python, ipykernel and IPython are loaded, and it waits for one line on stdin. Adopting it
+is writing that line (connection, working folder, environment) to the stdin attach the
+server already holds: no polling, no extra engine call, and the session key travels on
+the engine's own connection, never in a command line, environment or label.
+
+That attach is also the pool's lifeline: when the server exits, even by SIGKILL, stdin
+closes, the kernel exits, and the engine removes the container (AutoRemove). A server
+that exits normally removes its idle containers itself.
+
+Pool containers mount one folder, `pool_root`, at its own path, because a container's
+mounts are fixed before anyone knows the notebook: a notebook below it is adopted there,
+others start cold. A pool is kept per kernel configuration, in this server process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+import uuid
+from collections import deque
+
+import docker
+from docker.errors import DockerException
+from requests.exceptions import RequestException
+
+from tf1kernel.config.options import MAX_POOL_SIZE
+from tf1kernel.config.workdir import is_within
+from tf1kernel.engine.container import (
+    LABEL_MANAGED,
+    ContainerSpec,
+    KernelContainer,
+    connection_info,
+    host_network_tensorboard,
+)
+
+LABEL_POOL = "org.tf1kernel.pool"
+# Set per kernel, not per configuration: delivered with the adoption line.
+PER_KERNEL_ENV = ("JPY_SESSION_NAME",)
+
+log = logging.getLogger(__name__)
+
+
+def eligible(spec: ContainerSpec, pool_root: str) -> bool:
+    """Can this kernel come from a pool: a provisioner start, in a folder the pool containers mount,
+    and (on published ports) not a restart that must keep its ports."""
+    restart_on_published_ports = not spec.host_network and bool(spec.preferred_host_ports)
+    return (not spec.exit_with_caller and not spec.fixed_host_ports and not restart_on_published_ports
+            and is_within(spec.working_dir, (pool_root,)))
+
+
+def template(spec: ContainerSpec, pool_root: str) -> ContainerSpec:
+    """What every pool container of spec's configuration is started as."""
+    return dataclasses.replace(
+        spec, kernel_id="", session_key=b"", notice="", working_dir=pool_root, preferred_host_ports={}, files_folder="",
+        env={name: value for name, value in spec.env.items() if name not in PER_KERNEL_ENV},
+        exit_with_caller=True, standby=True)
+
+
+def key_of(template_spec: ContainerSpec) -> str:
+    fields = dataclasses.asdict(template_spec)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def adoption_line(spec: ContainerSpec) -> bytes:
+    """What a standby kernel is told to become spec's kernel."""
+    adoption = {"connection": connection_info(spec), "cwd": spec.working_dir, "env": spec.env,
+                "notice": spec.notice,
+                "tensorboard": host_network_tensorboard(spec) if spec.host_network else None}
+    return json.dumps(adoption).encode()
+
+
+class WarmPool:
+    """Up to `size` standby kernels of one configuration, refilled in the background."""
+
+    def __init__(self, client: docker.DockerClient, template_spec: ContainerSpec, size: int) -> None:
+        self.client = client
+        self.template = template_spec
+        self.size = size
+        self.key = key_of(template_spec)
+        self._ready: deque[KernelContainer] = deque()
+        self._starting = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self) -> KernelContainer | None:
+        """A standby kernel, or None when none is ready; either way the pool refills."""
+        with self._lock:
+            container = self._ready.popleft() if self._ready else None
+        self.refill()
+        return container
+
+    def refill(self) -> None:
+        """Start, in background threads, as many standby kernels as the pool lacks."""
+        with self._lock:
+            missing = 0 if self._closed else self.size - len(self._ready) - self._starting
+            self._starting += max(missing, 0)
+        for _ in range(max(missing, 0)):
+            threading.Thread(target=self._start_one, name=f"tf1kernel-pool-{self.key}", daemon=True).start()
+
+    def _start_one(self) -> None:
+        spec = dataclasses.replace(self.template, kernel_id=f"pool-{uuid.uuid4()}",
+                                   labels={**self.template.labels, LABEL_POOL: self.key})
+        try:
+            container = KernelContainer.start(self.client, spec)
+        except (DockerException, RequestException, OSError) as exc:
+            log.warning("tf1kernel: could not start a pool kernel (%s); kernels start cold meanwhile", exc)
+            container = None
+        with self._lock:
+            self._starting -= 1
+            if container is not None and not self._closed:
+                self._ready.append(container)
+                container = None
+        if container is not None:  # the pool closed while it started
+            container.remove()
+
+    def close(self) -> None:
+        """Remove every idle kernel of the pool."""
+        with self._lock:
+            self._closed, idle = True, list(self._ready)
+            self._ready.clear()
+        for container in idle:
+            try:
+                container.remove()
+            except (DockerException, RequestException) as exc:
+                log.warning("tf1kernel: could not remove pool kernel %s: %s", container.id[:12], exc)
+
+    @property
+    def ready(self) -> int:
+        with self._lock:
+            return len(self._ready)
+
+
+_pools: dict[str, WarmPool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(client: docker.DockerClient, spec: ContainerSpec, pool_root: str, size: int) -> WarmPool:
+    """The pool of spec's configuration in this process, made (and filling) on first use."""
+    template_spec = template(spec, pool_root)
+    key = key_of(template_spec)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = WarmPool(client, template_spec, min(size, MAX_POOL_SIZE))
+    return pool
+
+
+def adopt(container: KernelContainer, spec: ContainerSpec) -> KernelContainer:
+    """Make a standby kernel spec's kernel; return it with spec's ports."""
+    container.send_line(adoption_line(spec))
+    container.rename(spec.name)
+    container.watch_exit()
+    if spec.host_network:
+        container.host_ports = dict(spec.preferred_host_ports)
+    return container
+
+
+@atexit.register
+def close_all() -> None:
+    """Remove every idle pool kernel of this process (the lifeline covers a process that is killed)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
+
+
+def standby_containers(client: docker.DockerClient) -> list[str]:
+    """Ids of the standby kernels on the engine, of any process (adopted ones are renamed)."""
+    listed = client.api.containers(all=True, filters={"label": [f"{LABEL_MANAGED}=true", LABEL_POOL]})
+    return [c["Id"] for c in listed if any(name.startswith("/tf1kernel-pool-") for name in c.get("Names") or [])]

@@ -1,0 +1,130 @@
+"""Kernels on another machine's engine (ssh://, tcp://): their tunnel, their lease, their folder.
+
+- The engine publishes the kernel's ports on the remote host's 127.0.0.1 only; an SSH tunnel
+  (tunnel.py) brings them to this machine's loopback.
+- A remote kernel holds a lease that tf1kernel renews every few seconds through the engine's
+  API. When the link is cut, or this machine goes away, renewals stop: the kernel exits when
+  its lease runs out and the engine removes its container. No orphan outlives a lost link.
+- This machine's folders are not there. The kernel works in a folder of the remote host
+  (`remote_workdir`) or, by default, in a named volume; the first cell says which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+import docker
+from docker.errors import APIError, DockerException, NotFound
+from requests.exceptions import RequestException
+
+from tf1kernel.engine.container import (
+    LABEL_MANAGED,
+    LEASE_FILE,
+    LOOPBACK,
+    TENSORBOARD_PORT,
+    ContainerSpec,
+    KernelContainer,
+    give_tensorboard_address,
+    private_file_archive,
+    tensorboard_address,
+)
+from tf1kernel.engine.probes import run_to_completion
+from tf1kernel.engine.tunnel import SshDestination, Tunnel
+
+VOLUME_MOUNTPOINT = "/work"
+log = logging.getLogger(__name__)
+
+
+def remote_workspace(spec: ContainerSpec, host: str, remote_workdir: str, volume: str) -> ContainerSpec:
+    """Where a remote kernel works instead of this machine's folder, and the notice that says so."""
+    if remote_workdir:
+        where = f"the folder {remote_workdir} of {host}"
+        spec = dataclasses.replace(spec, working_dir=remote_workdir)
+    else:
+        where = (f"the volume {volume!r} at {VOLUME_MOUNTPOINT} on {host}, which keeps its files for the next "
+                 "kernels (set `remote_workdir` to use a folder of that host)")
+        spec = dataclasses.replace(spec, working_dir=VOLUME_MOUNTPOINT, work_volume=volume)
+    notice = (f"This kernel runs on {host}: your notebook's folder is on this machine, not there. "
+              f"The kernel works in {where}.")
+    return dataclasses.replace(spec, notice=" ".join(filter(None, [spec.notice, notice])))
+
+
+def ensure_volume(client: docker.DockerClient, spec: ContainerSpec, volume: str,
+                  labels: dict[str, str] | None = None) -> None:
+    """Create a named volume once, owned by the kernel's user (a new volume belongs to root): the work volume,
+    or the kernelspec's kept packages."""
+    try:
+        client.api.inspect_volume(volume)
+        return
+    except NotFound:
+        pass
+    client.api.create_volume(volume, labels={LABEL_MANAGED: "volume", **(labels or {})})
+    give_volume(client, spec, volume)
+
+
+def give_volume(client: docker.DockerClient, spec: ContainerSpec, volume: str) -> None:
+    """Make the kernel's user own a volume (it is mounted at VOLUME_MOUNTPOINT for that)."""
+    uid, _, gid = spec.user.partition(":")
+    run = run_to_completion(client, spec.image, ["chown", f"{uid}:{gid or uid}", VOLUME_MOUNTPOINT], spec.platform,
+                            mounts=((volume, VOLUME_MOUNTPOINT, False),), user="0:0", cap_add=("CHOWN",))
+    if run.exit_code != 0:
+        log.warning("tf1kernel: could not give volume %s to %s (%s); the kernel may not write there",
+                    volume, spec.user, run.error or run.output.strip())
+
+
+class RemoteLink:
+    """A remote kernel's tunnel and lease, from its start to its end."""
+
+    def __init__(self, container: KernelContainer, destination: SshDestination | None, local_ports: dict[str, int],
+                 lease_seconds: int, user: str, host_network: bool = False) -> None:
+        self.container = container
+        # No destination: the kernel's ports are on this machine's loopback already (a swarm node that is this
+        # machine); the link is its lease.
+        self.tunnel = Tunnel(destination, {local_ports[name]: container.host_ports[name] for name in local_ports}
+                             ) if destination is not None else None
+        self.local_ports = local_ports
+        # On its node's host network the kernel's TensorBoard listens on that node's loopback, on its own port.
+        self.tensorboard_listens_on = ((LOOPBACK, container.host_ports["tensorboard_port"]) if host_network
+                                       else ("0.0.0.0", TENSORBOARD_PORT))
+        self.lease_seconds = lease_seconds
+        self.user = user
+        self._stop = threading.Event()
+        self._renewals = 0
+
+    def start(self) -> RemoteLink:
+        """Open the tunnel, tell the kernel its TensorBoard address, and start renewing the lease."""
+        self.container.watch_exit()  # the engine removes the container as it exits (AutoRemove)
+        if self.tunnel is not None:
+            self.tunnel.open()
+        listen_ip, listen_port = self.tensorboard_listens_on
+        address = tensorboard_address(self.local_ports["tensorboard_port"], listen_port, listen_ip)
+        give_tensorboard_address(self.container.client, self.container.id, address, self.user)
+        threading.Thread(target=self._renew, name=f"tf1kernel-lease-{self.container.id[:12]}", daemon=True).start()
+        return self
+
+    def _renew(self) -> None:
+        interval = max(1.0, self.lease_seconds / 5)
+        while not self._stop.wait(interval):
+            self._renewals += 1
+            try:
+                self.container.client.api.put_archive(self.container.id, "/", private_file_archive(
+                    LEASE_FILE, str(self._renewals).encode(), self.user))
+            except (APIError, DockerException, RequestException, OSError) as exc:
+                if self._stop.is_set() or self.container.exit_code is not None or isinstance(exc, NotFound):
+                    return  # the kernel ended, and its container is going
+                log.warning("tf1kernel: could not renew the lease of kernel container %s: %s",
+                            self.container.id[:12], exc)
+
+    def keep_open(self) -> None:
+        """Reopen a tunnel that ssh closed (a short network outage) while the kernel still runs."""
+        if self.tunnel is not None and not self.tunnel.alive and not self._stop.is_set():
+            log.warning("tf1kernel: the SSH tunnel to kernel container %s closed; reopening it",
+                        self.container.id[:12])
+            self.tunnel = Tunnel(self.tunnel.target, self.tunnel.forwards).open()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.tunnel is not None:
+            self.tunnel.close()

@@ -1,0 +1,216 @@
+"""Kernels as Docker Swarm services: the service, its files, its task, and what a dead owner leaves.
+
+A kernel is a one-replica service with restart condition none, on its node's host network: it listens on that
+node's 127.0.0.1 only, and nothing is published. A manager cannot copy files into a task's container before it
+starts, so the kernel's files (its connection file with the HMAC key, the guest module) travel as Docker
+secrets, which swarm keeps encrypted in its managers' log and mounts on a tmpfs in the container; they are
+removed with the service. The image is named by its ID: a node then uses its own copy and never asks a
+registry (by tag, a node without a registry to ask spends 15-20 s "preparing" before it gives up and uses the
+image it has).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import docker
+from docker.errors import APIError, ImageNotFound, NotFound
+from docker.types import (
+    ContainerSpec as ServiceContainerSpec,
+)
+from docker.types import (
+    Mount,
+    NetworkAttachmentConfig,
+    Resources,
+    RestartPolicy,
+    SecretReference,
+    ServiceMode,
+    TaskTemplate,
+)
+from docker.types import (
+    Placement as ServicePlacement,
+)
+
+from tf1kernel.config.options import MEMORY_PATTERN
+from tf1kernel.engine.container import (
+    HOME_DIR,
+    LEASE_FILE,
+    PACKAGES_FOLDER,
+    PIP_CA_FILE,
+    TENSORBOARD_ADDRESS_FILE,
+    ContainerSpec,
+    kernel_files,
+)
+from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
+from tf1kernel.engine.orphans import LABEL_OWNER_STARTED, owner_alive
+from tf1kernel.errors import ContainerStartError, ImageMissing, InvalidOption, NoSuitableNode
+
+# How long a kernel's task may wait for a node before the start fails with the scheduler's reason.
+SCHEDULING_SECONDS = 8.0
+# How long a placed task may take to start (its node creates the container; the image is there).
+STARTING_SECONDS = 60.0
+POLL_SECONDS = 0.1
+# Swarm's name for the architectures of tf1kernel's platforms (node.platform.arch is `uname -m`).
+NODE_ARCHITECTURES = {"amd64": "x86_64", "arm64": "aarch64"}
+# Files written into the container while it runs (the lease) or after it is reached (TensorBoard's address):
+# not secrets, which are read-only.
+LIVE_FILES = (LEASE_FILE, TENSORBOARD_ADDRESS_FILE)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Where a kernel's service runs: its node and its container there."""
+
+    node_id: str
+    node_address: str
+    node_hostname: str
+    container_id: str
+
+
+def manager_node_id(client: docker.DockerClient) -> str:
+    """The engine's node ID if it is a swarm manager, else ""."""
+    state = client.api.info().get("Swarm") or {}
+    return str(state.get("NodeID", "")) if state.get("ControlAvailable") else ""
+
+
+def require_manager(client: docker.DockerClient, needed_by: str) -> str:
+    """The engine's node ID, or InvalidOption if it is no swarm manager."""
+    node_id = manager_node_id(client)
+    if not node_id:
+        raise InvalidOption(f"{needed_by} needs a Docker Swarm manager; this engine is not one.",
+                            "point --docker-host or --context (docker_host or docker_context in kernel.json) at a "
+                            "manager, or run `docker swarm init` there")
+    return node_id
+
+
+def node_architecture(platform: str) -> str:
+    """linux/amd64 as swarm names a node's architecture (`uname -m`): x86_64."""
+    arch = platform.partition("/")[2]
+    return NODE_ARCHITECTURES.get(arch, arch)
+
+
+def constraints(platform: str, extra: list[str]) -> list[str]:
+    """The strategy's platform as a node architecture, then the user's own constraints."""
+    return [f"node.platform.arch=={node_architecture(platform)}", *extra]
+
+
+def image_id(client: docker.DockerClient, image: str, fix: str) -> str:
+    """The image's ID on the manager, which every node that loaded the same image has too."""
+    try:
+        return str(client.api.inspect_image(image)["Id"])
+    except ImageNotFound:
+        raise ImageMissing(f"The image {image} is not on the swarm manager, so tf1kernel cannot name it to the "
+                           "nodes.", fix) from None
+
+
+def service_name(spec: ContainerSpec) -> str:
+    return spec.name
+
+
+def create_service(client: docker.DockerClient, spec: ContainerSpec, image: str, placement: list[str],
+                   labels: dict[str, str]) -> str:
+    """Create the kernel's files as secrets, then its service; return the service's ID."""
+    uid, _, gid = spec.user.partition(":")
+    labels = {**labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id}
+    secrets = []
+    for index, (path, payload) in enumerate(sorted(kernel_files(spec).items())):
+        if path in LIVE_FILES:
+            continue
+        name = f"{spec.name}-{index}-{int(time.time() * 1000)}"
+        created = client.api.create_secret(name, payload, labels=labels)
+        secrets.append(SecretReference(created["ID"], name, filename=path, uid=uid, gid=gid or uid, mode=0o400))
+    env = {**spec.env, "HOME": HOME_DIR, **({"PIP_CERT": PIP_CA_FILE} if spec.pip_ca else {})}
+    mounts = [Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume
+              else Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
+              Mount(target=HOME_DIR, source="", type="tmpfs", tmpfs_mode=0o1777)]
+    if spec.packages_volume:
+        mounts.append(Mount(target=PACKAGES_FOLDER, source=spec.packages_volume, type="volume"))
+    container = ServiceContainerSpec(
+        image, command=spec.command, env=env, workdir=spec.working_dir, user=spec.user, labels=labels,
+        mounts=mounts, secrets=secrets, init=True, cap_drop=["ALL"], hostname="tf1kernel")
+    resources = Resources(cpu_limit=spec.nano_cpus or None, mem_limit=_bytes(spec.memory),
+                          cpu_reservation=spec.nano_cpus or None, mem_reservation=_bytes(spec.memory))
+    template = TaskTemplate(container, resources=resources, restart_policy=RestartPolicy(condition="none"),
+                            placement=ServicePlacement(constraints=placement),
+                            networks=[NetworkAttachmentConfig("host")])
+    try:
+        created = client.api.create_service(template, name=service_name(spec), labels=labels,
+                                            mode=ServiceMode("replicated", 1))
+    except BaseException:
+        remove_secrets(client, spec.kernel_id)
+        raise
+    return str(created["ID"])
+
+
+def wait_for_task(client: docker.DockerClient, service_id: str, constraints_text: str, image_fix: str) -> Task:
+    """The service's task once it runs; NoSuitableNode (within SCHEDULING_SECONDS) or ContainerStartError
+    with swarm's own reason when it cannot."""
+    started = time.monotonic()
+    while True:
+        tasks = client.api.tasks(filters={"service": service_id})
+        status = tasks[0]["Status"] if tasks else {}
+        state, reason = status.get("State", "new"), status.get("Err") or status.get("Message", "")
+        waited = time.monotonic() - started
+        if state == "running":
+            node = client.api.inspect_node(tasks[0]["NodeID"])
+            return Task(tasks[0]["NodeID"], node["Status"].get("Addr", ""), node["Description"].get("Hostname", ""),
+                        status["ContainerStatus"]["ContainerID"])
+        if state in ("failed", "rejected", "complete", "shutdown", "orphaned", "remove"):
+            fix = image_fix if "No such image" in reason else "see `docker service ps --no-trunc` on the manager"
+            raise ContainerStartError(f"The swarm could not start the kernel: {reason or state}.", fix)
+        if state == "pending" and "no suitable node" in reason and waited > SCHEDULING_SECONDS:
+            raise NoSuitableNode(f"No node of the swarm can take this kernel: {reason} (constraints: "
+                                 f"{constraints_text}).", "label a node to match (`docker node update --label-add "
+                                 "KEY=VALUE NODE`), correct `swarm_constraints`, `memory` or `cpus`, or add a node "
+                                 "of that architecture")
+        if waited > STARTING_SECONDS + SCHEDULING_SECONDS:
+            raise ContainerStartError(f"The kernel's task is still {state} after {waited:.0f} s ({reason}).",
+                                      "see `docker service ps --no-trunc` on the manager")
+        time.sleep(POLL_SECONDS)
+
+
+def remove_service(client: docker.DockerClient, kernel_id: str) -> None:
+    """Remove a kernel's service (its task's container goes with it) and its secrets; missing ones are fine."""
+    for service in client.api.services(filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"}):
+        try:
+            client.api.remove_service(service["ID"])
+        except NotFound:
+            pass
+    remove_secrets(client, kernel_id)
+
+
+def remove_secrets(client: docker.DockerClient, kernel_id: str) -> None:
+    for secret in client.api.secrets(filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"}):
+        try:
+            client.api.remove_secret(secret["ID"])
+        except NotFound:
+            pass
+        except APIError as exc:  # in use: its service's task is still being removed; gc takes it later
+            if exc.status_code != 400:
+                raise
+
+
+def orphan_services(client: docker.DockerClient, include_other_hosts: bool = False) -> list[dict]:
+    """Kernel services whose owner process is gone (or, with include_other_hosts, lives on another host)."""
+    found = []
+    for service in client.api.services(filters={"label": f"{LABEL_MANAGED}=true"}):
+        labels = service["Spec"].get("Labels") or {}
+        alive = owner_alive(labels.get(LABEL_OWNER, ""), labels.get(LABEL_OWNER_STARTED, ""))
+        if alive is False or (alive is None and include_other_hosts):
+            found.append(service)
+    return found
+
+
+def remove_orphan_services(client: docker.DockerClient, include_other_hosts: bool = False) -> list[str]:
+    """Remove orphaned kernel services and their secrets; return their names."""
+    removed = []
+    for service in orphan_services(client, include_other_hosts):
+        remove_service(client, (service["Spec"].get("Labels") or {}).get(LABEL_KERNEL_ID, ""))
+        removed.append(service["Spec"]["Name"])
+    return removed
+
+
+def _bytes(memory: str) -> int | None:
+    match = MEMORY_PATTERN.match(memory.strip())
+    return int(float(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")) if match else None
