@@ -201,7 +201,7 @@ def test_build_without_a_strategy_builds_the_native_tf1_of_the_engine(engine: En
                                                                      platform: str | None, tag: str) -> None:
     from argparse import Namespace
 
-    from tf1kernel.cli import build_recipe
+    from tf1kernel.cli.build import build_recipe
     assert build_recipe(Namespace(strategy=strategy, platform=platform, wheel=None), engine).tag == tag
 
 

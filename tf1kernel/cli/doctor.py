@@ -1,22 +1,26 @@
 """`tf1kernel doctor`: can a TensorFlow 1.15 kernel work here, and if not, what to change.
 
 Each check passes or fails with the fix. The kernelspec checks go through the
-provisioner's own decisions (auto's choice, the platform and AVX checks, the
+kernel session's own decisions (auto's choice, the platform and AVX checks, the
 image), so doctor says what a kernel start would do. The last check starts the
 default kernel through jupyter_client and imports TensorFlow in it.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import platform as host_platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
+from tf1kernel.cli.common import add_engine_arguments, err, out
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
 from tf1kernel.engine.container import check_image
@@ -191,3 +195,37 @@ def _collect(message: dict, output: list[str]) -> None:
         output.append(content["text"])
     elif message["msg_type"] == "error":
         output.append(f"{content['ename']}: {content['evalue']}")
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    doctor_parser = commands.add_parser("doctor", help="check that a TensorFlow 1.15 kernel can work here, "
+                                                       "and name the fix for what cannot")
+    doctor_parser.add_argument("--kernel", metavar="NAME", help="the kernel to test (default: tf1.15-<this arch>)")
+    doctor_parser.add_argument("--no-start", action="store_true", help="skip starting a test kernel")
+    doctor_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_engine_arguments(doctor_parser)
+    doctor_parser.set_defaults(run=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """Exit status 0 when the default kernel can work, 1 otherwise."""
+    marks = {True: "[green]pass[/]", False: "[bold red]FAIL[/]", None: "[dim]skip[/]"}
+
+    def show(check: Check) -> None:
+        if not args.json:
+            out.print(f"{marks[check.ok]}  [bold]{check.name}[/]: {check.detail}", highlight=False)
+            if check.fix:
+                out.print(f"      fix: {check.fix}", highlight=False)
+
+    with err.status("checking...", spinner="dots") if err.is_terminal and not args.json else nullcontext():
+        report = diagnose(args.kernel, start_kernel=not args.no_start, on_check=show,
+                                 docker_host=args.docker_host, context=args.context)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    elif report.ok:
+        out.print(f"[green]The default kernel {report.default_kernel} can work here.[/]", highlight=False)
+    else:
+        out.print(f"[bold red]The default kernel {report.default_kernel or '(none)'} cannot work here[/]: "
+                  "apply the fixes above.", highlight=False)
+    return 0 if report.ok else 1
+

@@ -1,0 +1,226 @@
+"""`tf1kernel build`: build a kernel image, and copy it to a swarm's nodes."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import docker
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+# In logs and pipes, tables are as wide as their content: no wrapped kernel names.
+from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, connect, out, swarm_ssh
+from tf1kernel.engine import connection as engine
+from tf1kernel.engine import probes
+from tf1kernel.errors import InvalidOption, KernelStackMissing
+from tf1kernel.images import recipes as images
+from tf1kernel.images import verify
+from tf1kernel.placement import swarm, swarm_images
+from tf1kernel.planning import strategies
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    build = commands.add_parser("build", help="build a kernel image (default: a native TensorFlow 1.15 for the "
+                                              "engine: 1.15.0 on ARM64, the official 1.15.5 on x86-64)")
+    build.add_argument("--strategy", choices=["emulated", "source", "prebuilt", "compat"],
+                       help="emulated: the official x86-64 wheel (the default on x86-64); prebuilt: the native ARM64 "
+                            "TensorFlow 1.15.0 (the default on ARM64), or the wheel named by --wheel; source: compile "
+                            "TF 1.15 for ARM64 (hours); compat: TensorFlow 2.15 running TF1 code")
+    build.add_argument("--platform", choices=["linux/amd64", "linux/arm64"],
+                       help="image platform (default: the strategy's; without --strategy, and for compat: the "
+                            "engine's own)")
+    build.add_argument("--wheel", type=Path, metavar="FILE",
+                       help="prebuilt: a TensorFlow 1.x wheel for CPython 3.7 on Linux (aarch64 or x86_64)")
+    build.add_argument("--image", metavar="NAME",
+                       help="prebuilt: a TensorFlow 1.x image without ipykernel, to which a thin layer adds it")
+    build.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
+                       help="pass a build argument to the Dockerfile (source: BAZEL_JOBS, TF_BAZEL_OPTIONS, ...)")
+    build.add_argument("--tag", help="image name (default: the recipe's, such as tf1kernel/tensorflow:1.15.5-amd64)")
+    ca = build.add_mutually_exclusive_group()
+    ca.add_argument("--ca-bundle", type=Path, metavar="PEM",
+                    help="CA bundle pip must trust inside the build (default: the one the host's pip uses)")
+    ca.add_argument("--no-ca-bundle", action="store_true", help="give pip no extra CA bundle")
+    build.add_argument("--base-image", help="Python base image (default: the recipe's, such as "
+                                            f"{images.DEFAULT_RECIPE.base_image})")
+    build.add_argument("--index-url", help="PyPI mirror for pip inside the build (not kept in the image)")
+    build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    build.add_argument("--swarm", action="store_true",
+                       help="then copy the image to every node of its architecture in the swarm the engine manages "
+                            "(swarm runs a kernel's image by its ID, so every node needs this very build)")
+    add_swarm_ssh_argument(build)
+    add_engine_arguments(build)
+    build.set_defaults(run=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    swarm_ssh(args)  # a wrong --swarm-ssh is refused before the build's minutes
+    ca_path = None if args.no_ca_bundle else (args.ca_bundle or images.host_pip_ca_bundle())
+    ca_bundle = images.read_ca_bundle(ca_path) if ca_path else b""
+    build_args = parse_build_args(args.build_arg)
+    if args.image:
+        return build_kernel_stack(args, ca_path)
+    wheel_recipe = None
+    if args.wheel is not None:  # a wrong wheel is refused before anything else happens, and checked only once
+        require_prebuilt(args, "--wheel", "--wheel FILE")
+        wheel_recipe = images.wheel_recipe(args.wheel, args.platform)
+    client = connect(args)
+    if args.swarm:  # before the build's minutes, not after
+        swarm.require_manager(client, "build --swarm")
+    recipe = wheel_recipe or build_recipe(args, engine.describe(client))
+    tag = images.check_image_reference(args.tag) if args.tag else recipe.tag
+    require_platform(client, recipe.platform)
+    if recipe.pinned_wheel is not None:
+        pinned = recipe.pinned_wheel
+        out.print(f"TensorFlow wheel: {pinned.filename} (pinned by sha256)", highlight=False)
+        recipe = images.with_wheel(recipe, index_url=args.index_url, ca_bundle=ca_path)
+        out.print(f"[green]checked[/]: sha256, CPython 3.7, {recipe.platform}, every shared object's machine and "
+                  "libraries", highlight=False)
+    out.print(f"Building [bold]{tag}[/] ({recipe.summary})")
+    out.print(f"pip CA bundle: {ca_path or 'none (pip defaults)'}", highlight=False)
+    with build_display() as on_progress:
+        built = images.build_image(client, recipe, ca_bundle=ca_bundle, tag=tag, base_image=args.base_image,
+                                   index_url=args.index_url, no_cache=args.no_cache, extra_buildargs=build_args,
+                                   on_progress=on_progress)
+    size = client.api.inspect_image(built.image_id)["Size"] / 1e6
+    verdict = "Up to date (nothing it depends on changed; --no-cache rebuilds):" if built.up_to_date else "Built"
+    out.print(f"[green]{verdict}[/] {tag} ({built.image_id.removeprefix('sha256:')[:12]}, {size:.0f} MB).",
+              highlight=False)
+    if args.swarm:
+        copy_to_swarm(client, tag, args)
+    out.print(f"Next: `tf1kernel install --user{' --swarm' if args.swarm else ''}`", highlight=False)
+    return 0
+
+
+def copy_to_swarm(client: docker.DockerClient, image: str, args: argparse.Namespace) -> None:
+    """`build --swarm`: the image on every node that may run it, with a bar per copy on a terminal."""
+    out.print(f"Copying {image} to the swarm's nodes of its architecture...", highlight=False)
+    bars: dict[str, Any] = {}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        console=out) if out.is_terminal else None
+
+    def on_progress(node: swarm_images.Node, sent: int, total: int) -> None:
+        if progress is not None:
+            if node.id not in bars:
+                bars[node.id] = progress.add_task(node.name, total=total)
+            progress.update(bars[node.id], completed=sent, total=total)
+
+    with progress or nullcontext():
+        copies = swarm_images.copy_to_nodes(client, image, swarm_ssh(args), on_progress)
+    for copy in copies:
+        done = f" ({copy.size / 1e6:.0f} MB in {copy.seconds:.0f} s)" if copy.outcome == "copied" else ""
+        out.print(f"  {copy.node.name}: {copy.outcome}{done}", highlight=False)
+
+
+def build_kernel_stack(args: argparse.Namespace, ca_path: Path | None) -> int:
+    """`build --image NAME`: verify a TensorFlow 1.x image, and add ipykernel to it if it lacks it."""
+    require_prebuilt(args, "--image", "--image NAME")
+    if args.wheel:
+        raise InvalidOption("--image and --wheel are two ways to get a kernel image: give one.",
+                            "drop --wheel, or drop --image")
+    image = images.check_image_reference(args.image)
+    client = connect(args)
+    if args.swarm:
+        swarm.require_manager(client, "build --swarm")
+    platform = args.platform or engine.describe(client).native_platform
+    try:
+        facts = verify.verify_image(client, image, platform)
+    except KernelStackMissing as missing:
+        derived = add_kernel_stack(client, image, platform, "python", missing, ca_path, args.index_url).image
+        if args.swarm:
+            copy_to_swarm(client, derived, args)
+        out.print(f"Next: `tf1kernel install --user --strategy prebuilt --image {derived} --platform {platform}`",
+                  highlight=False)
+        return 0
+    out.print(f"{image} is a kernel image already ({facts.summary()}).", highlight=False)
+    if args.swarm:
+        copy_to_swarm(client, image, args)
+    out.print("Next: `tf1kernel install --user --strategy "
+              f"prebuilt --image {image} --platform {platform}`", highlight=False)
+    return 0
+
+
+def add_kernel_stack(client: docker.DockerClient, image: str, platform: str, python: str,
+                     missing: KernelStackMissing, ca_path: Path | None = None,
+                     index_url: str | None = None) -> verify.ImageFacts:
+    """Build the thin image that adds ipykernel to `image`, and verify it."""
+    recipe = images.kernel_stack_recipe(image, platform, missing.tensorflow)
+    out.print(f"{missing.message} Adding tf1kernel's kernel stack in [bold]{recipe.tag}[/]...", highlight=False)
+    ca_path = ca_path or images.host_pip_ca_bundle()
+    with build_display() as on_progress:
+        images.build_image(client, recipe, ca_bundle=images.read_ca_bundle(ca_path) if ca_path else b"",
+                           index_url=index_url, extra_buildargs={"PYTHON": python}, on_progress=on_progress)
+    facts = verify.verify_image(client, recipe.tag, platform, python)
+    out.print(f"[green]built and verified[/] {recipe.tag}: {facts.summary()}", highlight=False)
+    return facts
+
+
+def require_prebuilt(args: argparse.Namespace, flag: str, usage: str) -> None:
+    if args.strategy not in (None, "prebuilt"):
+        raise InvalidOption(f"{flag} is for the prebuilt strategy, not {args.strategy}.",
+                            f"use `tf1kernel build --strategy prebuilt {usage}`")
+
+
+def build_recipe(args: argparse.Namespace, info: engine.EngineInfo) -> images.ImageRecipe:
+    """The recipe the build flags other than --wheel ask for: without --strategy, a native TensorFlow 1.15 for the
+    engine. (A wheel's recipe comes from the wheel: run_build checks it before it connects.)"""
+    if args.strategy is None:
+        return images.default_recipe(args.platform or info.native_platform)
+    if args.strategy == "prebuilt":
+        return images.recipe_for("prebuilt", args.platform or "linux/arm64")
+    return images.recipe_for(args.strategy, args.platform or strategies.default_platform(args.strategy, info))
+
+
+def parse_build_args(pairs: list[str]) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise InvalidOption(f"--build-arg {pair!r} is not NAME=VALUE.", "write it as --build-arg BAZEL_JOBS=4")
+        parsed[name] = value
+    return parsed
+
+
+def require_platform(client: docker.DockerClient, platform: str) -> None:
+    """Refuse a build for a platform the engine cannot run, before hours go into it."""
+    facts = probes.probe_architecture(client, platform.split("/")[1])
+    if not facts.runs:
+        raise probes.cannot_run(facts, engine.describe(client).arch)
+
+
+class build_display:
+    """Progress for a build: a bar over Dockerfile steps on a terminal, plain step lines in logs."""
+
+    def __enter__(self) -> Callable[[images.BuildProgress], None]:
+        if not out.is_terminal:
+            return self._plain
+        self.progress = Progress(SpinnerColumn(), TextColumn("step"), MofNCompleteColumn(), BarColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.description}"), console=out)
+        self.progress.start()
+        self.task = self.progress.add_task("", total=None)
+        return self._bar
+
+    def __exit__(self, *exc: object) -> None:
+        if out.is_terminal:
+            self.progress.stop()
+
+    def _bar(self, event: images.BuildProgress) -> None:
+        self.progress.update(self.task, completed=event.step, total=event.steps or None,
+                             description=event.line.strip()[:60])
+
+    @staticmethod
+    def _plain(event: images.BuildProgress) -> None:
+        if event.line.startswith("Step "):
+            out.print(f"[{event.step}/{event.steps}] {event.line.partition(' : ')[2][:100]}", highlight=False)

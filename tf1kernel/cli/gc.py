@@ -1,0 +1,54 @@
+"""`tf1kernel gc`: remove what gone Jupyter servers and launchers left on the engine."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+# In logs and pipes, tables are as wide as their content: no wrapped kernel names.
+from tf1kernel.cli.common import add_engine_arguments, connect, out
+from tf1kernel.engine import orphans
+from tf1kernel.placement import swarm
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    gc = commands.add_parser("gc", help="remove kernel containers whose Jupyter server or launcher is gone")
+    gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
+    gc.add_argument("--all-hosts", action="store_true",
+                    help="also remove running kernels started from other hosts sharing this engine")
+    gc.add_argument("--swarm", action="store_true",
+                    help="also remove the kernel services (and their secrets) of gone servers on the swarm this "
+                         "engine manages")
+    add_engine_arguments(gc)
+    gc.set_defaults(run=run_gc)
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    """Only containers labelled as tf1kernel's are considered; the user's other containers are never touched."""
+    client = connect(args)
+    containers = orphans.kernel_containers(client)
+    if args.dry_run:
+        table = Table("container", "kernel id", "state", "verdict")
+        for c in containers:
+            verdict = "remove" if c.orphan or (args.all_hosts and "another host" in c.reason) else "keep"
+            table.add_row(c.name, c.kernel_id, c.state, f"{verdict}: {c.reason}")
+        out.print(table if containers else "No tf1kernel containers on this engine.")
+        return 0
+    removed = orphans.remove_orphans(client, include_other_hosts=args.all_hosts)
+    for c in removed:
+        out.print(f"removed {c.name} ({c.reason})", highlight=False)
+    folders = orphans.remove_stray_kernel_files()
+    for folder in folders:
+        out.print(f"removed {folder} (the files of a kernel whose server or launcher is gone)", highlight=False)
+    for folder in orphans.remove_stray_engine_proxies():
+        out.print(f"removed {folder} (a remote engine's socket folder whose process is gone)", highlight=False)
+    kept = len(containers) - len(removed)
+    out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept.")
+    if args.swarm:
+        swarm.require_manager(client, "gc --swarm")
+        services = swarm.remove_orphan_services(client, include_other_hosts=args.all_hosts)
+        for name in services:
+            out.print(f"removed the service {name} (its Jupyter server is gone)", highlight=False)
+        out.print(f"{len(services)} orphaned kernel service(s) removed.")
+    return 0

@@ -1,0 +1,157 @@
+"""`tf1kernel install`: register a kernel with Jupyter, checked against the engine and its image."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+import docker
+from docker.errors import ImageNotFound
+
+from tf1kernel.cli.build import add_kernel_stack
+
+# In logs and pipes, tables are as wide as their content: no wrapped kernel names.
+from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, connect, out, swarm_ssh
+from tf1kernel.config.options import STRATEGIES
+from tf1kernel.engine import connection as engine
+from tf1kernel.engine import networks, probes
+from tf1kernel.errors import ImageMissing, InvalidOption, KernelStackMissing
+from tf1kernel.images import recipes as images
+from tf1kernel.images import verify
+from tf1kernel.jupyter import kernelspec
+from tf1kernel.planning import strategies
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    install = commands.add_parser("install", help="register the kernel with Jupyter")
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="install for the current user only")
+    where.add_argument("--sys-prefix", action="store_true", help=f"install into this environment ({sys.prefix})")
+    where.add_argument("--prefix", metavar="PATH", help="install under PATH/share/jupyter/kernels")
+    install.add_argument("--name", help="kernelspec name (default: tf1.15-<arch>)")
+    install.add_argument("--display-name", help="name shown in Jupyter (default: TensorFlow 1.15 (<arch>))")
+    install.add_argument("--arch", choices=["arm64", "x86_64", "aarch64", "amd64"],
+                         help="label the kernel for this host architecture (default: this machine's)")
+    install.add_argument("--strategy", choices=list(STRATEGIES), default="auto",
+                         help="how TensorFlow 1.15 runs (default: auto, the best one built on the engine)")
+    install.add_argument("--image", help="kernel image (default: the strategy's; prebuilt: the native ARM64 "
+                                         "TensorFlow 1.15.0 that `tf1kernel build` makes)")
+    install.add_argument("--platform", choices=["linux/amd64", "linux/arm64"],
+                         help="the image's platform (default: the strategy's; compat: the engine's own; "
+                              "prebuilt: linux/arm64)")
+    install.add_argument("--python", help="the image's Python interpreter (default: python)")
+    install.add_argument("--no-network-access", dest="network_access", action="store_false",
+                         help="the kernel reaches no other machine (`network_access: false`; Docker engines only)")
+    install.add_argument("--swarm", action="store_true",
+                         help="run the kernels as services of the Docker Swarm that the engine manages "
+                              "(`placement: swarm`; see docs/cluster.md)")
+    add_swarm_ssh_argument(install)
+    install.add_argument("--skip-checks", action="store_true", help="do not check the engine and image")
+    install.add_argument("--refresh", nargs="+", metavar="NAME",
+                         help="instead of installing: turn JupyterLab's debugger on for kernels that an earlier "
+                              "tf1kernel installed with it off, keeping their options")
+    add_engine_arguments(install)
+    install.set_defaults(run=run_install)
+
+
+def run_install(args: argparse.Namespace) -> int:
+    if args.refresh:
+        given = [flag for flag, value in (("--strategy", args.strategy != "auto"), ("--image", args.image),
+                                          ("--platform", args.platform), ("--name", args.name),
+                                          ("--display-name", args.display_name), ("--arch", args.arch),
+                                          ("--python", args.python), ("--swarm", args.swarm)) if value]
+        if given:
+            raise InvalidOption(f"--refresh keeps each kernel's options, so it takes no {', '.join(given)}.",
+                                "drop them, or install the kernel again with the options you want")
+        return run_refresh(args.refresh)
+    arch = kernelspec.normalize_arch(args.arch) if args.arch else kernelspec.host_arch()
+    config, debugger_off, tensorflow = kernel_config(args)
+    spec = kernelspec.render_kernel_json(arch, args.strategy, config, display_name=args.display_name,
+                                         debugger_off=debugger_off, tensorflow=tensorflow)
+    name = args.name or kernelspec.default_kernel_name(arch, args.strategy)
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    path = kernelspec.install(spec, name, user=args.user, prefix=prefix)
+    out.print(f"Installed [bold]{spec['display_name']}[/] as {name!r} in {path}", highlight=False)
+    if debugger_off:
+        out.print(f"JupyterLab's debugger is off for this kernel: {debugger_off}. To debug, add ipykernel 6 and "
+                  "debugpy to the image and install it again.", highlight=False)
+    out.print("Pick it in JupyterLab's launcher or with Kernel > Change Kernel.")
+    return 0
+
+
+def run_refresh(names: list[str]) -> int:
+    for name in names:
+        kernel = kernelspec.refresh(name)
+        out.print(f"JupyterLab's debugger is on for {name!r} ({kernel.resource_dir}); reopen the notebook to use it.",
+                  highlight=False)
+    return 0
+
+
+def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
+    """The provisioner config for the install flags, checked against the engine unless --skip-checks; why
+    JupyterLab's debugger cannot work with the kernel's image ("" when it can); and the TensorFlow version
+    found in an image of the user's ("" for tf1kernel's own, whose labels say it)."""
+    if args.strategy == "auto" and (args.image or args.platform):
+        raise InvalidOption("auto picks the image and platform itself.",
+                            "drop --image and --platform, or name a strategy with --strategy")
+    image = images.check_image_reference(args.image) if args.image else ""
+    python = args.python or "python"
+    config: dict[str, Any] = {"python": python} if args.python else {}
+    if not args.network_access:
+        config["network_access"] = False
+    if args.swarm:
+        config["placement"] = "swarm"
+    if args.swarm_ssh:
+        config["swarm_ssh"] = swarm_ssh(args)
+    if args.docker_host or args.context:
+        engine.endpoint(args.docker_host, args.context)  # a context that does not exist is refused now
+        config["docker_host" if args.docker_host else "docker_context"] = args.docker_host or args.context
+    if args.skip_checks:
+        if args.strategy == "auto":
+            return config, "", ""
+        host = engine.EngineInfo("Linux engine", kernelspec.host_arch().replace("x86_64", "amd64"), "", "", "")
+        choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), host)
+        return {**config, "image": choice.image, "platform": choice.platform}, "", ""
+    client = connect(args)
+    info = engine.describe(client)
+    if not args.network_access:
+        networks.check_offline("auto", info.kind)
+    choice = strategies.choose(args.strategy, image, args.platform or prebuilt_platform(args), client, info,
+                               lambda: probes.probe_architecture(client, "amd64"))
+    if args.strategy == "auto":
+        out.print(f"auto picks [bold]{choice.strategy}[/] ({choice.image}, {choice.platform}) on this engine: "
+                  f"{choice.reason}", highlight=False)
+        out.print(f"The kernel runs {strategies.runs_description(choice.tensorflow, choice.platform, info)}.",
+                  highlight=False)
+        return config, "", ""
+    debugger_off, verified = "", ""  # tf1kernel's own images have ipykernel 6 and debugpy, and TensorFlow labels
+    if args.strategy == "prebuilt" and image:
+        out.print(f"Checking {choice.image} (architecture, Python, ipykernel, TensorFlow)...", highlight=False)
+        try:
+            facts = verify.verify_image(client, choice.image, choice.platform, python)
+            out.print(f"[green]verified[/]: {facts.summary()}", highlight=False)
+        except KernelStackMissing as missing:
+            facts = add_kernel_stack(client, choice.image, choice.platform, python, missing)
+            choice = dataclasses.replace(choice, image=facts.image)
+        tensorflow, debugger_off = facts.tensorflow, facts.debugger_off()
+        verified = tensorflow
+    else:
+        require_image(client, choice.image)
+        tensorflow = strategies.labelled_tensorflow(client, choice.image) or choice.tensorflow
+    out.print(f"The kernel runs {strategies.runs_description(tensorflow, choice.platform, info)}.", highlight=False)
+    return {**config, "image": choice.image, "platform": choice.platform}, debugger_off, verified
+
+
+def prebuilt_platform(args: argparse.Namespace) -> str:
+    """A prebuilt image is an ARM64 one unless the user says otherwise."""
+    return "linux/arm64" if args.strategy == "prebuilt" else ""
+
+
+def require_image(client: docker.DockerClient, image: str) -> None:
+    try:
+        client.api.inspect_image(image)
+    except ImageNotFound:
+        raise ImageMissing(f"The kernel image {image} is not on the Docker engine.",
+                           f"{images.build_hint(image)}; or install anyway with --skip-checks") from None
