@@ -24,14 +24,11 @@ from requests.exceptions import RequestException
 from tf1kernel.config.options import KernelOptions
 from tf1kernel.config.workdir import parse_mount
 from tf1kernel.engine import connection as engine
-from tf1kernel.engine.container import (
-    PRELOAD_TENSORFLOW_VARIABLE,
-    QUIET_DEPRECATIONS_VARIABLE,
-    ContainerSpec,
-    KernelContainer,
-)
+from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.orphans import owner_labels, reap_once
+from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.errors import InvalidOption
+from tf1kernel.guest.constants import PRELOAD_TENSORFLOW_VARIABLE, QUIET_DEPRECATIONS_VARIABLE
 from tf1kernel.placement.kinds import Placement, PortChooser, any_free_ports, placement_for
 from tf1kernel.planning import plan, strategies
 

@@ -193,7 +193,7 @@ def test_a_kernelspec_installed_by_the_last_release_starts_with_this_code(kernel
     history), then started by this one through a KernelManager, TF1 code and all."""
     from jupyter_client.manager import KernelManager
 
-    from tests.kernels import execute
+    from tests.kernels import ArgvKernel, execute
 
     old = tmp_path / "old"
     old.mkdir()
@@ -220,3 +220,12 @@ def test_a_kernelspec_installed_by_the_last_release_starts_with_this_code(kernel
         client.stop_channels()
     finally:
         manager.shutdown_kernel(now=True)
+    # VS Code's way: kernel.json's argv, which names the launcher where the last release had it.
+    assert spec["argv"][1:3] == ["-m", "tf1kernel.launcher"]
+    argv_kernel = ArgvKernel(jupyter_path / "kernels/tf1-last-release", tmp_path)
+    try:
+        argv_kernel.wait_ready(timeout=120)
+        result = execute(argv_kernel.client, "import tensorflow as tf\nprint(tf.Session().run(tf.constant(6) * 7))")
+        assert result.stdout.strip() == "42", result
+    finally:
+        argv_kernel.close()

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import COMPAT_IMAGES, NATIVE_TWIN_IMAGE, require_image, run_cli
 from tests.kernels import execute, interrupt_busy_cells, restart, running_kernel
-from tf1kernel.engine.container import guest_archive
+from tf1kernel.engine.kernel_files import guest_archive
 from tf1kernel.jupyter import guest_report
 
 pytestmark = pytest.mark.engine

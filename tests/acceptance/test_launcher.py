@@ -23,7 +23,8 @@ from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_variant, managed_containers, run_cli
 from tests.kernels import ArgvKernel, debug_a_cell, execute, interrupt_busy_cells, start_nonblocking, wait_reply
-from tf1kernel.engine.container import BOOT, LIFELINE_FLAG
+from tf1kernel.engine.spec import BOOT
+from tf1kernel.guest.constants import LIFELINE_FLAG
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -126,7 +127,8 @@ def test_provisioner_path_does_not_use_argv(tf1_kernel: str, tmp_path: Path,
     try:
         command = docker_client.api.inspect_container(manager.provisioner.container.id)["Config"]["Cmd"]
         assert command[1:3] == ["-c", BOOT] and LIFELINE_FLAG not in command
-        launchers = subprocess.run(["pgrep", "-f", "tf1kernel.jupyter.launcher"], capture_output=True, text=True).stdout
+        launchers = subprocess.run(["pgrep", "-f", r"tf1kernel(\.jupyter)?\.launcher"], capture_output=True,
+                                   text=True).stdout
         assert launchers.strip() == ""
     finally:
         manager.shutdown_kernel(now=True)

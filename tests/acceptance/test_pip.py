@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import install_variant, run_cli
 from tests.kernels import execute, restart, running_kernel
 from tests.wheelmaker import pure_wheel
-from tf1kernel.engine.container import PACKAGES_FOLDER
+from tf1kernel.engine.spec import PACKAGES_FOLDER
 from tf1kernel.placement import packages
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]

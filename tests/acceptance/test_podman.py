@@ -33,7 +33,8 @@ from tests.kernels import (
     wait_reply,
 )
 from tests.podman import PodmanEngine
-from tf1kernel.engine.container import CONTAINER_PORTS, TENSORBOARD_PORT
+from tf1kernel.engine.spec import CONTAINER_PORTS
+from tf1kernel.guest.constants import TENSORBOARD_PORT
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 

@@ -18,7 +18,7 @@ from tests.conftest import install_kernel, managed_containers, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.remote import ALIAS, RemoteHost, reachable
 from tests.wheelmaker import pure_wheel
-from tf1kernel.engine.container import PACKAGES_FOLDER
+from tf1kernel.engine.spec import PACKAGES_FOLDER
 from tf1kernel.images.recipes import DEFAULT_RECIPE
 from tf1kernel.placement import packages
 

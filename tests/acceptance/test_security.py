@@ -25,8 +25,9 @@ from tests.conftest import install_variant
 from tests.kernels import execute, gateway, listening_addresses, probe_from, running_kernel
 from tests.netns import TestHost
 from tf1kernel.engine import networks
-from tf1kernel.engine.container import CONTAINER_PORTS, PACKAGES_FOLDER, TENSORBOARD_PORT
+from tf1kernel.engine.spec import CONTAINER_PORTS, PACKAGES_FOLDER
 from tf1kernel.errors import ContainerStartError
+from tf1kernel.guest.constants import TENSORBOARD_PORT
 from tf1kernel.placement import packages
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]

@@ -16,22 +16,13 @@ import pytest
 from jupyter_client.kernelspec import KernelSpec
 
 from tf1kernel.config.workdir import mountable_working_dir
-from tf1kernel.engine.container import (
-    BOOT,
-    CONNECTION_FILE,
-    CONTAINER_PORTS,
-    GUEST_ARCHIVE,
-    GUEST_PACKAGE,
-    NOTICE_FILE,
-    PUBLISHED_PORTS,
-    ContainerSpec,
-    guest_archive,
-    kernel_files_archive,
-    published_ports,
-)
+from tf1kernel.engine.container import published_ports
+from tf1kernel.engine.kernel_files import guest_archive, kernel_files_archive
 from tf1kernel.engine.orphans import judge, remove_stray_engine_proxies, remove_stray_kernel_files
+from tf1kernel.engine.spec import BOOT, CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec
 from tf1kernel.engine.tunnel import EngineProxy, SshDestination
 from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
+from tf1kernel.guest.constants import CONNECTION_FILE, GUEST_ARCHIVE, GUEST_PACKAGE, NOTICE_FILE
 from tf1kernel.images import recipes as images
 from tf1kernel.images import verify
 from tf1kernel.jupyter import kernelspec

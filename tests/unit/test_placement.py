@@ -14,8 +14,10 @@ from traitlets.config import Config
 
 from tf1kernel.config.options import KernelOptions
 from tf1kernel.engine.connection import EngineInfo
-from tf1kernel.engine.container import CANNOT_LISTEN_LINE, ContainerSpec, ContainerState
+from tf1kernel.engine.container import ContainerState
+from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.errors import InvalidOption
+from tf1kernel.guest.constants import CANNOT_LISTEN_LINE
 from tf1kernel.jupyter.deaths import cause_of_death
 from tf1kernel.jupyter.outage import ENGINE_GRACE_SECONDS, EngineWatch
 from tf1kernel.jupyter.provisioner import DockerProvisioner

@@ -11,7 +11,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpec
 
 from tf1kernel.engine import connection as engine
-from tf1kernel.engine.container import ContainerSpec
+from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import EngineUnavailable, InvalidOption, TunnelError
 from tf1kernel.jupyter.provisioner import DockerProvisioner

@@ -1,11 +1,12 @@
 """The container lifecycle core shared by every tf1kernel frontend.
 
 One kernel is one container. :class:`KernelContainer` creates it from a
-:class:`ContainerSpec`, reports its state, signals it and removes it. The
-provisioner (and any other frontend) decides *what* to run; this module decides
-*how* it runs: loopback-only ports, the engine's init (tini) as PID 1, the host
-user's uid:gid, a private writable HOME, no capabilities, and the connection
-file copied in rather than passed on the command line or in the environment.
+:class:`~tf1kernel.engine.spec.ContainerSpec`, reports its state, signals it and
+removes it. The session decides *what* to run; this module decides *how* it runs:
+loopback-only ports, the engine's init (tini) as PID 1, the host user's uid:gid,
+a private writable HOME, no capabilities, and the kernel's files (kernel_files.py)
+mounted or copied in rather than passed on the command line or in the environment.
+Refusals of the engine become errors that name the fix in start_errors.py.
 
 Everything here is synchronous docker SDK code; async callers run it in a thread.
 """
@@ -13,186 +14,48 @@ Everything here is synchronous docker SDK code; async callers run it in a thread
 from __future__ import annotations
 
 import dataclasses
-import functools
-import io
-import json
 import logging
-import os
-import shutil
-import tarfile
 import threading
-import time
-import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
-from jupyter_core.paths import jupyter_runtime_dir
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
 from tf1kernel.engine import networks
 from tf1kernel.engine.connection import START_ENGINE_FIX
+from tf1kernel.engine.kernel_files import (
+    PIP_CA_FILE,
+    PIP_CONFIG_FILE,
+    kernel_files_archive,
+    private_file_archive,
+    remove_kernel_files,
+    tensorboard_address,
+    write_kernel_files,
+    write_private_files,
+)
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
 from tf1kernel.engine.ports import LOOPBACK
-from tf1kernel.errors import ContainerStartError, EngineUnavailable, ImageMissing, MountError
-from tf1kernel.guest.constants import (  # noqa: F401 (shared with the guest; the host's modules import them from here)
-    AVX_FIX_FILE,
-    CANNOT_LISTEN_LINE,
+from tf1kernel.engine.spec import HOME_DIR, PACKAGES_FOLDER, PUBLISHED_PORTS, ContainerSpec
+from tf1kernel.engine.start_errors import PORT_CLASH_MARKERS, cannot_mount, mentions, start_error
+from tf1kernel.errors import ContainerStartError, EngineUnavailable, ImageMissing
+from tf1kernel.guest.constants import (
     CONNECTION_DIR,
-    CONNECTION_FILE,
-    GUEST_ARCHIVE,
-    GUEST_PACKAGE,
-    LEASE_FILE,
-    LEASE_FLAG,
-    LIFELINE_FLAG,
     NETWORK_ACCESS_VARIABLE,
-    NOTICE_FILE,
     PACKAGES_KEPT_VARIABLE,
-    PRELOAD_TENSORFLOW_VARIABLE,
-    QUIET_DEPRECATIONS_VARIABLE,
-    STANDBY_FLAG,
     TENSORBOARD_ADDRESS_FILE,
     TENSORBOARD_PORT,
 )
 
 log = logging.getLogger(__name__)
 
-
-# The kernel listens on these fixed ports inside its own network namespace; the
-# engine maps each to a host port on 127.0.0.1 (chosen by the engine unless a
-# previous start of the same kernel already owns one).
-CONTAINER_PORTS: dict[str, int] = {
-    "shell_port": 50001,
-    "iopub_port": 50002,
-    "stdin_port": 50003,
-    "control_port": 50004,
-    "hb_port": 50005,
-}
-PUBLISHED_PORTS: dict[str, int] = {**CONTAINER_PORTS, "tensorboard_port": TENSORBOARD_PORT}
-HOME_DIR = "/home/tf1kernel"
-# Host folders of kernels' files (ContainerSpec.files_folder) are named PREFIX + owner pid + "-" + kernel id.
-KERNEL_FILES_PREFIX = "tf1kernel-"
-PIP_CA_FILE = f"{CONNECTION_DIR}/pip-ca.pem"
-# Where kept %pip packages are mounted in the container (placement/packages.py): PYTHONUSERBASE, outside any
-# folder a user mounts.
-PACKAGES_FOLDER = "/.tf1kernel-packages"
-# With kept packages: `pip install` installs into the user site (PYTHONUSERBASE), even for a kernel that runs as
-# root and could write to the image's site-packages. Not PIP_USER, which would also make `pip list` and
-# `pip freeze` show only the user site.
-PIP_CONFIG_FILE = f"{CONNECTION_DIR}/pip.conf"
-PIP_CONFIG = b"[install]\nuser = true\n"
-# The kernel's entry point: tf1kernel's guest package (tf1kernel/guest/), copied in as one zip file with the
-# connection file, starts ipykernel. It must parse on every Python an image may have (3.6+). The package finds
-# its own modules through its __path__ once imported, so the zip leaves sys.path at once.
-BOOT = (f"import sys; sys.path.insert(0, {GUEST_ARCHIVE!r}); import {GUEST_PACKAGE}; sys.path.pop(0); "
-        f"{GUEST_PACKAGE}.main(sys.argv[1:])")
-
 # Returned as the exit code when the container vanished (removed from outside).
 EXIT_CODE_MISSING = 255
-
-_PORT_CLASH_MARKERS = ("port is already allocated", "address already in use")
-_MOUNT_MARKERS = ("mounts denied", "not shared from the host", "bind source path does not exist",
-                  "invalid mount config")
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything needed to start one kernel container."""
-
-    image: str
-    kernel_id: str
-    working_dir: str
-    user: str
-    session_key: bytes
-    signature_scheme: str = "hmac-sha256"
-    python: str = "python"
-    # Runs the interpreter through another program, such as an emulator (qemu-x86_64-static -cpu ...).
-    command_prefix: list[str] = field(default_factory=list)
-    kernel_arguments: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    platform: str = "linux/amd64"
-    # "bridge": the kernel listens in its own network namespace and the engine publishes its ports on the
-    # host's 127.0.0.1. "host": it shares the host's network and listens on 127.0.0.1 itself, on the ports
-    # in preferred_host_ports (all of them given): no NAT and no docker-proxy between client and kernel.
-    network: str = "bridge"
-    # No network beyond this host (the network_access option): bridge mode on tf1kernel's offline network.
-    offline: bool = False
-    # Name servers of the kernel's resolver in bridge mode (the dns option); empty: the engine's.
-    dns: list[str] = field(default_factory=list)
-    # Host ports a previous start of this kernel used; reused so that clients
-    # connected before a restart keep working. Missing entries are engine-chosen.
-    preferred_host_ports: dict[str, int] = field(default_factory=dict)
-    # Extra bind mounts the user configured: (host path, container path, read only).
-    extra_mounts: list[tuple[str, str, bool]] = field(default_factory=list)
-    # Resource limits ("" and 0: none).
-    memory: str = ""
-    nano_cpus: int = 0
-    # A message for the user, shown with the first cell they run (why the previous kernel died).
-    notice: str = ""
-    # What the user should change if this CPU lacks AVX (worded for their engine).
-    avx_fix: str = ""
-    # Ports chosen by someone else (VS Code writes them in the connection file): no fallback.
-    fixed_host_ports: bool = False
-    # Tie the container to the process that starts it: when that process dies, even by
-    # SIGKILL, the kernel exits and the engine removes the container (see LIFELINE_FLAG).
-    exit_with_caller: bool = False
-    # Start in standby: the kernel waits, loaded, for its adoption line on stdin (needs exit_with_caller,
-    # whose attach carries that line).
-    standby: bool = False
-    # Podman's engine: its tmpfs mounts take U (owned by the container's user), not uid= and gid=.
-    podman: bool = False
-    # Podman's user-mode network stack (slirp4netns or pasta), which a kernel in bridge mode gets to itself.
-    podman_user_network: str = ""
-    # Map the kernel's uid to the same uid on the host (rootless Podman's keep-id), so that its files in
-    # the bind-mounted folder belong to the user and not to one of their subordinate ids.
-    keep_user_ids: bool = False
-    # Exit when the lease file has not been renewed for this long (a remote kernel; 0: no lease).
-    lease_seconds: int = 0
-    # A named volume mounted at working_dir instead of the host folder of that name (a remote engine).
-    work_volume: str = ""
-    # Reached through a tunnel whose local ports decide TensorBoard's address (remote.py writes it).
-    tunnelled: bool = False
-    # What to tell the user when the image is not there (how to build or get it).
-    image_fix: str = "build the image with `tf1kernel build`"
-    # A private folder of this machine (0700, in Jupyter's runtime folder) that holds the kernel's files and is
-    # mounted at CONNECTION_DIR. Copying them in through the engine costs a mount of the container's
-    # filesystem, 40 ms that every start waited for. Empty: copied in (engines on another kernel or host,
-    # which do not see this machine's folders, or a kernel user who could not read them).
-    files_folder: str = ""
-    # A folder of this machine where the kernel's pip installs (PYTHONUSERBASE), kept per kernelspec
-    # (packages.py). Empty: pip installs into the kernel's HOME, which goes with the container.
-    packages_folder: str = ""
-    # The same on a remote engine: a named volume there (packages.volume_name), which no folder here can be.
-    packages_volume: str = ""
-    # The CA bundle the kernel's pip trusts (PIP_CERT), copied in with the kernel's files; empty: pip's own.
-    pip_ca: bytes = b""
-
-    @property
-    def name(self) -> str:
-        return f"tf1kernel-{self.kernel_id}"
-
-    @property
-    def keeps_packages(self) -> bool:
-        return bool(self.packages_folder or self.packages_volume)
-
-    @property
-    def host_network(self) -> bool:
-        return self.network == "host"
-
-    @property
-    def command(self) -> list[str]:
-        flags = [LIFELINE_FLAG] if self.exit_with_caller else []
-        flags += [STANDBY_FLAG] if self.standby else []
-        flags += [f"{LEASE_FLAG}={self.lease_seconds}"] if self.lease_seconds else []
-        return [*self.command_prefix, self.python, "-c", BOOT, *flags, *self.kernel_arguments,
-                "-f", CONNECTION_FILE]
 
 
 @dataclass(frozen=True)
@@ -237,7 +100,7 @@ class KernelContainer:
             try:
                 return cls._started(client, container_id, spec)
             except APIError as exc:
-                clash = _mentions(exc, _PORT_CLASH_MARKERS)
+                clash = mentions(exc, PORT_CLASH_MARKERS)
                 if clash and spec.fixed_host_ports:
                     raise ContainerStartError(f"A port in the connection file is already taken: {exc.explanation}",
                                               "restart the kernel so that new ports are chosen") from None
@@ -254,12 +117,12 @@ class KernelContainer:
                                     START_ENGINE_FIX) from None
         except APIError as exc:
             remove_kernel_files(spec.files_folder)
-            if _cannot_mount(exc, spec.files_folder):
+            if cannot_mount(exc, spec.files_folder):
                 # Some engines see only part of this machine (Snap's Docker, no hidden folders): copy them in.
                 log.warning("tf1kernel: the engine cannot mount %s (%s); copying the kernel's files in instead",
                             spec.files_folder, exc.explanation)
                 return cls.start(client, dataclasses.replace(spec, files_folder=""))
-            if _cannot_mount(exc, spec.packages_folder):
+            if cannot_mount(exc, spec.packages_folder):
                 # Docker Desktop and VMs share only some folders of this machine: the kernel starts all the same.
                 log.warning("tf1kernel: the engine cannot mount %s (%s); %%pip installs in this kernel last until it "
                             "restarts (share that folder with the engine to keep them)", spec.packages_folder,
@@ -341,7 +204,7 @@ class KernelContainer:
             pass
         except APIError as exc:
             # Not running, nothing to signal: Docker answers 409, Podman 500 "container state improper".
-            if exc.status_code != 409 and not _mentions(exc, ("container state improper",)):
+            if exc.status_code != 409 and not mentions(exc, ("container state improper",)):
                 raise
 
     def remove(self) -> None:
@@ -357,7 +220,6 @@ class KernelContainer:
             return self.client.api.logs(self.id, tail=lines).decode("utf-8", "replace")
         except (NotFound, APIError):
             return ""
-
 
 # -- helpers, public so that other frontends and tests can use them ----------
 
@@ -481,119 +343,6 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     return container_id
 
 
-def kernel_files(spec: ContainerSpec) -> dict[str, bytes]:
-    """The files the kernel reads at start, by their path in the container: connection file, guest module,
-    messages."""
-    files = {GUEST_ARCHIVE: guest_archive(),
-             AVX_FIX_FILE: spec.avx_fix.encode(), PIP_CA_FILE: spec.pip_ca,
-             PIP_CONFIG_FILE: PIP_CONFIG if spec.keeps_packages else b"",
-             LEASE_FILE: b"0" if spec.lease_seconds else b""}
-    if not spec.standby:  # a kernel in standby gets these with its adoption line
-        files[CONNECTION_FILE] = json.dumps(connection_info(spec), indent=1).encode()
-        files[NOTICE_FILE] = spec.notice.encode()
-        if spec.host_network:
-            files[TENSORBOARD_ADDRESS_FILE] = json.dumps(host_network_tensorboard(spec)).encode()
-    return {path: payload for path, payload in files.items() if payload}
-
-
-def kernel_files_archive(spec: ContainerSpec) -> bytes:
-    """The kernel's files in one tar, to be copied into its container."""
-    return private_files_archive(kernel_files(spec), spec.user)
-
-
-def kernel_files_folder(kernel_id: str) -> str:
-    """Where the kernel's files are written when they are mounted: beside Jupyter's own connection files, named
-    after this process, which removes the folder with the container (orphans.remove_stray_kernel_files
-    removes those of processes that died first)."""
-    return os.path.join(jupyter_runtime_dir(), f"{KERNEL_FILES_PREFIX}{os.getpid()}-{kernel_id}")
-
-
-def write_kernel_files(spec: ContainerSpec) -> None:
-    """Write the kernel's files into a fresh spec.files_folder, private to the kernel's user."""
-    remove_kernel_files(spec.files_folder)
-    os.makedirs(os.path.dirname(spec.files_folder), mode=0o700, exist_ok=True)
-    write_private_files(spec.files_folder, kernel_files(spec), spec.user)
-
-
-def write_private_files(folder: str, files: dict[str, bytes], user: str) -> None:
-    """Write files (paths in the container, below CONNECTION_DIR) into folder, all mode 0600 in a 0700 folder,
-    owned by user ("uid:gid") when this process may give them away (root), else by this process's user."""
-    uid, _, gid = user.partition(":")
-    give_away = os.getuid() == 0 and uid != "0"
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    for path, payload in files.items():
-        target = os.path.join(folder, os.path.relpath(path, CONNECTION_DIR))
-        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(payload)
-        if give_away:
-            os.chown(target, int(uid), int(gid or uid))
-    if give_away:
-        os.chown(folder, int(uid), int(gid or uid))
-
-
-def remove_kernel_files(folder: str) -> None:
-    if folder:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def connection_info(spec: ContainerSpec) -> dict[str, Any]:
-    """The kernel's side of the connection file."""
-    if spec.host_network:  # the host's own loopback, on the ports chosen for this kernel
-        ip, ports = LOOPBACK, {name: spec.preferred_host_ports[name] for name in CONTAINER_PORTS}
-    else:  # inside the container's own network namespace only; the engine publishes them
-        ip, ports = "0.0.0.0", CONTAINER_PORTS
-    return {"ip": ip, "transport": "tcp", "key": spec.session_key.decode(), "signature_scheme": spec.signature_scheme,
-            "kernel_name": "", **ports}
-
-
-def tensorboard_address(host_port: int, listen_port: int, listen_ip: str) -> bytes:
-    """Where %tensorboard_tf1 listens inside, and the address the user opens on the host."""
-    return json.dumps({"url": f"http://{LOOPBACK}:{host_port}/", "host": listen_ip, "port": listen_port}).encode()
-
-
-def host_network_tensorboard(spec: ContainerSpec) -> dict[str, Any]:
-    port = spec.preferred_host_ports["tensorboard_port"]
-    return json.loads(tensorboard_address(port, port, LOOPBACK))
-
-
-@functools.cache
-def guest_archive() -> bytes:
-    """The guest package (tf1kernel/guest/) as the zip file the kernel imports it from: the same bytes for the same
-    sources (zip entries dated 1980), made once per process."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for source in sorted((Path(__file__).parent.parent / "guest").glob("*.py")):
-            entry = zipfile.ZipInfo(f"{GUEST_PACKAGE}/{source.name}", date_time=(1980, 1, 1, 0, 0, 0))
-            entry.external_attr = 0o644 << 16
-            archive.writestr(entry, source.read_bytes(), zipfile.ZIP_DEFLATED)
-    return buffer.getvalue()
-
-
-def private_file_archive(path: str, payload: bytes, user: str) -> bytes:
-    """A tar of one file (mode 0600) in its folder (0700), both owned by user ("uid:gid")."""
-    return private_files_archive({path: payload}, user)
-
-
-def private_files_archive(files: dict[str, bytes], user: str) -> bytes:
-    """A tar of files (mode 0600) in one folder (0700), all owned by user ("uid:gid")."""
-    uid, _, gid = user.partition(":")
-    folder = next(iter(files)).lstrip("/").rpartition("/")[0]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        directory = tarfile.TarInfo(folder)
-        directory.type, directory.mode = tarfile.DIRTYPE, 0o700
-        entries = [(directory, None)]
-        for path, payload in files.items():
-            entry = tarfile.TarInfo(path.lstrip("/"))
-            entry.size, entry.mode = len(payload), 0o600
-            entries.append((entry, io.BytesIO(payload)))
-        for member, content in entries:
-            member.uid, member.gid, member.mtime = int(uid), int(gid or uid), int(time.time())
-            tar.addfile(member, content)
-    return buffer.getvalue()
-
-
 def published_ports(attrs: dict) -> dict[str, int]:
     """Map port names (connection-info names and tensorboard_port) to the host ports the engine bound."""
     bound = attrs["NetworkSettings"]["Ports"] or {}
@@ -606,39 +355,6 @@ def published_ports(attrs: dict) -> dict[str, int]:
                                       "check the engine's port publishing (`docker port`)")
         ports[name] = int(loopback[0]["HostPort"])
     return ports
-
-
-def start_error(exc: APIError, spec: ContainerSpec) -> Exception:
-    """Turn an engine refusal into the error type that names the fix."""
-    if _mentions(exc, _MOUNT_MARKERS):
-        return MountError(
-            f"The engine cannot mount {spec.working_dir}: {exc.explanation}",
-            "share that folder with the engine (Docker Desktop: Settings > Resources > File sharing; "
-            "Colima/Lima: add it to `mounts`), or open the notebook from a shared folder",
-        )
-    if spec.keep_user_ids and _mentions(exc, ("permission denied",)):
-        # Rootless Podman on its vfs storage driver makes each container's / mode 0700: only root gets in.
-        return ContainerStartError(
-            f"Rootless Podman could not start the kernel as uid {spec.user}: {exc.explanation}",
-            'use Podman\'s overlay storage driver: `driver = "overlay"` in ~/.config/containers/storage.conf, then '
-            "`podman system reset` (it deletes your images) and build or load the kernel image again")
-    if _mentions(exc, ("error setting rlimit",)):
-        return ContainerStartError(
-            f"The engine asks for more open files or processes than this host allows: {exc.explanation}",
-            "set `default_ulimits` in containers.conf (Podman) or `default-ulimits` in daemon.json (Docker) to at "
-            "most this host's hard limits (`ulimit -Hn`, `ulimit -Hu`)")
-    return ContainerStartError(f"The engine refused to start the kernel container: {exc.explanation}",
-                               "see the message above; `tf1kernel list` shows the kernel's image and options")
-
-
-def _cannot_mount(exc: APIError, folder: str) -> bool:
-    """Did the engine refuse to mount this folder of this machine (it shares only some of them)?"""
-    return bool(folder) and _mentions(exc, _MOUNT_MARKERS) and folder in str(exc.explanation)
-
-
-def _mentions(exc: DockerException, markers: tuple[str, ...]) -> bool:
-    text = str(getattr(exc, "explanation", None) or exc).lower()
-    return any(marker in text for marker in markers)
 
 
 def give_tensorboard_address(client: docker.DockerClient, container_id: str, address: bytes, user: str) -> None:

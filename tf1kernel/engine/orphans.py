@@ -28,7 +28,7 @@ import psutil
 from docker.errors import APIError, NotFound
 from jupyter_core.paths import jupyter_runtime_dir
 
-from tf1kernel.engine.container import KERNEL_FILES_PREFIX, remove_kernel_files
+from tf1kernel.engine.kernel_files import KERNEL_FILES_PREFIX, remove_kernel_files
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 from tf1kernel.engine.tunnel import ENGINE_PROXY_PREFIX
 

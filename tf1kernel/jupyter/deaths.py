@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import signal
 
-from tf1kernel.engine.container import CANNOT_LISTEN_LINE, ContainerState
+from tf1kernel.engine.container import ContainerState
+from tf1kernel.guest.constants import CANNOT_LISTEN_LINE
 
 
 def cause_of_death(state: ContainerState, last_words: str, *, memory: str, image: str, python: str,

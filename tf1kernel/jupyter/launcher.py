@@ -25,8 +25,9 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec
 
-from tf1kernel.engine.container import CONTAINER_PORTS, KernelContainer
+from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.ports import free_ports
+from tf1kernel.engine.spec import CONTAINER_PORTS
 from tf1kernel.errors import InvalidOption, Tf1KernelError
 from tf1kernel.placement.kinds import LocalPlacement, Placement, RemotePlacement
 from tf1kernel.session import KernelSession

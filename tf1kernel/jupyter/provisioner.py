@@ -21,8 +21,9 @@ from requests.exceptions import RequestException
 
 from tf1kernel.config.options import KernelOptions
 from tf1kernel.engine import connection as engine
-from tf1kernel.engine.container import CONTAINER_PORTS, LOOPBACK, ContainerSpec, ContainerState, KernelContainer
+from tf1kernel.engine.container import LOOPBACK, ContainerState, KernelContainer
 from tf1kernel.engine.ports import free_ports
+from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec
 from tf1kernel.errors import ContainerStartError, EngineUnavailable, InvalidOption, Tf1KernelError, TunnelError
 from tf1kernel.jupyter.deaths import cause_of_death
 from tf1kernel.jupyter.guest_report import GuestReport

@@ -29,8 +29,9 @@ from tf1kernel.config.workdir import existing_mount_source, mountable_working_di
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import networks
 from tf1kernel.engine.connection import EngineInfo
-from tf1kernel.engine.container import CONTAINER_PORTS, LOOPBACK, ContainerSpec, KernelContainer, at_once
+from tf1kernel.engine.container import LOOPBACK, KernelContainer, at_once
 from tf1kernel.engine.ports import free_ports, ports_free
+from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import InvalidOption, MountError
 from tf1kernel.placement import packages, pool, remote, swarm, swarm_images

@@ -32,13 +32,9 @@ from requests.exceptions import RequestException
 
 from tf1kernel.config.options import MAX_POOL_SIZE
 from tf1kernel.config.workdir import is_within
-from tf1kernel.engine.container import (
-    LABEL_MANAGED,
-    ContainerSpec,
-    KernelContainer,
-    connection_info,
-    host_network_tensorboard,
-)
+from tf1kernel.engine.container import LABEL_MANAGED, KernelContainer
+from tf1kernel.engine.kernel_files import connection_info, host_network_tensorboard
+from tf1kernel.engine.spec import ContainerSpec
 
 LABEL_POOL = "org.tf1kernel.pool"
 # Set per kernel, not per configuration: delivered with the adoption line.

@@ -19,19 +19,14 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 from requests.exceptions import RequestException
 
-from tf1kernel.engine.container import (
-    LABEL_MANAGED,
-    LEASE_FILE,
-    LOOPBACK,
-    TENSORBOARD_PORT,
-    ContainerSpec,
-    KernelContainer,
-    give_tensorboard_address,
-    private_file_archive,
-    tensorboard_address,
-)
+from tf1kernel.engine.container import KernelContainer, give_tensorboard_address
+from tf1kernel.engine.kernel_files import private_file_archive, tensorboard_address
+from tf1kernel.engine.labels import LABEL_MANAGED
+from tf1kernel.engine.ports import LOOPBACK
 from tf1kernel.engine.probes import run_to_completion
+from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.engine.tunnel import SshDestination, Tunnel
+from tf1kernel.guest.constants import LEASE_FILE, TENSORBOARD_PORT
 
 VOLUME_MOUNTPOINT = "/work"
 log = logging.getLogger(__name__)

@@ -33,18 +33,12 @@ from docker.types import (
 )
 
 from tf1kernel.config.options import MEMORY_PATTERN
-from tf1kernel.engine.container import (
-    HOME_DIR,
-    LEASE_FILE,
-    PACKAGES_FOLDER,
-    PIP_CA_FILE,
-    TENSORBOARD_ADDRESS_FILE,
-    ContainerSpec,
-    kernel_files,
-)
+from tf1kernel.engine.kernel_files import PIP_CA_FILE, kernel_files
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 from tf1kernel.engine.orphans import LABEL_OWNER_STARTED, owner_alive
+from tf1kernel.engine.spec import HOME_DIR, PACKAGES_FOLDER, ContainerSpec
 from tf1kernel.errors import ContainerStartError, ImageMissing, InvalidOption, NoSuitableNode
+from tf1kernel.guest.constants import LEASE_FILE, TENSORBOARD_ADDRESS_FILE
 
 # How long a kernel's task may wait for a node before the start fails with the scheduler's reason.
 SCHEDULING_SECONDS = 8.0

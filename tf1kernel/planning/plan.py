@@ -16,7 +16,8 @@ import docker
 from tf1kernel.config.options import KernelOptions
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
-from tf1kernel.engine.container import ContainerSpec, kernel_files_folder
+from tf1kernel.engine.kernel_files import kernel_files_folder
+from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.errors import CpuLacksAvx, PlatformUnsupported
 from tf1kernel.images.recipes import build_hint
 from tf1kernel.placement import packages

@@ -1,0 +1,134 @@
+"""What one kernel container is: the ContainerSpec, the ports the kernel listens on, and its command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tf1kernel.guest.constants import (
+    CONNECTION_FILE,
+    GUEST_ARCHIVE,
+    GUEST_PACKAGE,
+    LEASE_FLAG,
+    LIFELINE_FLAG,
+    STANDBY_FLAG,
+    TENSORBOARD_PORT,
+)
+
+# The kernel listens on these fixed ports inside its own network namespace; the
+# engine maps each to a host port on 127.0.0.1 (chosen by the engine unless a
+# previous start of the same kernel already owns one).
+CONTAINER_PORTS: dict[str, int] = {
+    "shell_port": 50001,
+    "iopub_port": 50002,
+    "stdin_port": 50003,
+    "control_port": 50004,
+    "hb_port": 50005,
+}
+
+PUBLISHED_PORTS: dict[str, int] = {**CONTAINER_PORTS, "tensorboard_port": TENSORBOARD_PORT}
+
+HOME_DIR = "/home/tf1kernel"
+
+# Where kept %pip packages are mounted in the container (placement/packages.py): PYTHONUSERBASE, outside any
+# folder a user mounts.
+PACKAGES_FOLDER = "/.tf1kernel-packages"
+
+# The kernel's entry point: tf1kernel's guest package (tf1kernel/guest/), copied in as one zip file with the
+# connection file, starts ipykernel. It must parse on every Python an image may have (3.6+). The package finds
+# its own modules through its __path__ once imported, so the zip leaves sys.path at once.
+BOOT = (f"import sys; sys.path.insert(0, {GUEST_ARCHIVE!r}); import {GUEST_PACKAGE}; sys.path.pop(0); "
+        f"{GUEST_PACKAGE}.main(sys.argv[1:])")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to start one kernel container."""
+
+    image: str
+    kernel_id: str
+    working_dir: str
+    user: str
+    session_key: bytes
+    signature_scheme: str = "hmac-sha256"
+    python: str = "python"
+    # Runs the interpreter through another program, such as an emulator (qemu-x86_64-static -cpu ...).
+    command_prefix: list[str] = field(default_factory=list)
+    kernel_arguments: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    platform: str = "linux/amd64"
+    # "bridge": the kernel listens in its own network namespace and the engine publishes its ports on the
+    # host's 127.0.0.1. "host": it shares the host's network and listens on 127.0.0.1 itself, on the ports
+    # in preferred_host_ports (all of them given): no NAT and no docker-proxy between client and kernel.
+    network: str = "bridge"
+    # No network beyond this host (the network_access option): bridge mode on tf1kernel's offline network.
+    offline: bool = False
+    # Name servers of the kernel's resolver in bridge mode (the dns option); empty: the engine's.
+    dns: list[str] = field(default_factory=list)
+    # Host ports a previous start of this kernel used; reused so that clients
+    # connected before a restart keep working. Missing entries are engine-chosen.
+    preferred_host_ports: dict[str, int] = field(default_factory=dict)
+    # Extra bind mounts the user configured: (host path, container path, read only).
+    extra_mounts: list[tuple[str, str, bool]] = field(default_factory=list)
+    # Resource limits ("" and 0: none).
+    memory: str = ""
+    nano_cpus: int = 0
+    # A message for the user, shown with the first cell they run (why the previous kernel died).
+    notice: str = ""
+    # What the user should change if this CPU lacks AVX (worded for their engine).
+    avx_fix: str = ""
+    # Ports chosen by someone else (VS Code writes them in the connection file): no fallback.
+    fixed_host_ports: bool = False
+    # Tie the container to the process that starts it: when that process dies, even by
+    # SIGKILL, the kernel exits and the engine removes the container (see LIFELINE_FLAG).
+    exit_with_caller: bool = False
+    # Start in standby: the kernel waits, loaded, for its adoption line on stdin (needs exit_with_caller,
+    # whose attach carries that line).
+    standby: bool = False
+    # Podman's engine: its tmpfs mounts take U (owned by the container's user), not uid= and gid=.
+    podman: bool = False
+    # Podman's user-mode network stack (slirp4netns or pasta), which a kernel in bridge mode gets to itself.
+    podman_user_network: str = ""
+    # Map the kernel's uid to the same uid on the host (rootless Podman's keep-id), so that its files in
+    # the bind-mounted folder belong to the user and not to one of their subordinate ids.
+    keep_user_ids: bool = False
+    # Exit when the lease file has not been renewed for this long (a remote kernel; 0: no lease).
+    lease_seconds: int = 0
+    # A named volume mounted at working_dir instead of the host folder of that name (a remote engine).
+    work_volume: str = ""
+    # Reached through a tunnel whose local ports decide TensorBoard's address (remote.py writes it).
+    tunnelled: bool = False
+    # What to tell the user when the image is not there (how to build or get it).
+    image_fix: str = "build the image with `tf1kernel build`"
+    # A private folder of this machine (0700, in Jupyter's runtime folder) that holds the kernel's files and is
+    # mounted at CONNECTION_DIR. Copying them in through the engine costs a mount of the container's
+    # filesystem, 40 ms that every start waited for. Empty: copied in (engines on another kernel or host,
+    # which do not see this machine's folders, or a kernel user who could not read them).
+    files_folder: str = ""
+    # A folder of this machine where the kernel's pip installs (PYTHONUSERBASE), kept per kernelspec
+    # (packages.py). Empty: pip installs into the kernel's HOME, which goes with the container.
+    packages_folder: str = ""
+    # The same on a remote engine: a named volume there (packages.volume_name), which no folder here can be.
+    packages_volume: str = ""
+    # The CA bundle the kernel's pip trusts (PIP_CERT), copied in with the kernel's files; empty: pip's own.
+    pip_ca: bytes = b""
+
+    @property
+    def name(self) -> str:
+        return f"tf1kernel-{self.kernel_id}"
+
+    @property
+    def keeps_packages(self) -> bool:
+        return bool(self.packages_folder or self.packages_volume)
+
+    @property
+    def host_network(self) -> bool:
+        return self.network == "host"
+
+    @property
+    def command(self) -> list[str]:
+        flags = [LIFELINE_FLAG] if self.exit_with_caller else []
+        flags += [STANDBY_FLAG] if self.standby else []
+        flags += [f"{LEASE_FLAG}={self.lease_seconds}"] if self.lease_seconds else []
+        return [*self.command_prefix, self.python, "-c", BOOT, *flags, *self.kernel_arguments,
+                "-f", CONNECTION_FILE]
