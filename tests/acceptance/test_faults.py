@@ -225,7 +225,8 @@ class PortSquattingManager(KernelManager):
     squatter: socket.socket | None = None
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: object) -> None:
-        choose = self.provisioner._manager_ports
+        session = self.provisioner.session  # made by pre_launch; its placement asks it for the kernel's ports
+        choose = session.choose_kernel_ports
 
         def choose_then_take(fresh: bool) -> dict[str, int]:
             ports = choose(fresh)
@@ -235,7 +236,7 @@ class PortSquattingManager(KernelManager):
                 self.squatter.listen(1)
             return ports
 
-        self.provisioner._manager_ports = choose_then_take
+        session.choose_kernel_ports = choose_then_take
         await super()._async_launch_kernel(kernel_cmd, **kw)
 
 
