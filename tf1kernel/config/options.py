@@ -74,8 +74,9 @@ class KernelOptions(LoggingConfigurable):
         True,
         config=True,
         help="Hide TensorFlow's own deprecation notices (\"The name tf.Session is deprecated...\", \"... is deprecated "
-        "and will be removed in a future version\"), with TensorFlow's switches for them: in a TF1 kernel they "
-        "are noise. Every other warning and log line stays. False shows them.",
+        "and will be removed in a future version\", the seven-line notice of the first `tf.contrib` use), with "
+        "TensorFlow's switches for them: in a TF1 kernel they are noise. Every other warning and log line stays. "
+        "False shows them.",
     )
     preload_tensorflow = Bool(
         True,
@@ -205,7 +206,8 @@ class KernelOptions(LoggingConfigurable):
         0,
         config=True,
         help="Kernel containers kept started ahead of time for this kernelspec, so that a start only adopts one "
-        "(faster than a local ipykernel). Each idle one holds a Python with ipykernel loaded. 0: none.",
+        "(faster than a local ipykernel; see docs/performance.md). Each idle one holds a Python with ipykernel "
+        "loaded. 0: none.",
     )
     pool_root = Unicode(
         "",
