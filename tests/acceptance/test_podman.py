@@ -204,7 +204,7 @@ def test_a_podman_that_cannot_start_containers_is_told_why_not_told_to_install_q
 
 @pytest.mark.parametrize("rootless", [False, True], ids=["rootful", "rootless"])
 def test_the_readme_podman_steps_work_as_written(rootless: bool, jupyter_dirs: Path) -> None:
-    """README, *Podman*: build through the socket, install with auto, run TF1 code. The Podman engine gets only
+    """docs/engines.md, *Podman*: build through the socket, install with auto, run TF1 code. The Podman engine gets only
     the base image (what it would pull from Docker Hub); tf1kernel's image is built there, not loaded."""
     base = Path(tempfile.mkdtemp(prefix="tf1kernel-podman-readme-"))  # pytest's folders are private to root
     os.chmod(base, 0o755)

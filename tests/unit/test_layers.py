@@ -1,0 +1,53 @@
+"""The folders of tf1kernel/ are layers, and imports only run downwards (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parents[2] / "tf1kernel"
+# Top to bottom. A module may import from its own layer and from the layers below it.
+LAYERS = ["cli", "jupyter", "session", "planning", "placement", "config", "images", "engine", "guest", "base"]
+ENTRY_SHIMS = {"launcher": "jupyter"}  # python -m tf1kernel.launcher, kept for old kernelspecs
+
+
+def layer_of(module: str) -> str:
+    """The layer of a dotted module name inside tf1kernel (tf1kernel.engine.spec → engine)."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return "base"
+    head = ENTRY_SHIMS.get(parts[0], parts[0])
+    return head if head in LAYERS else "base"  # errors, resources, the package itself
+
+
+def imports(path: Path) -> list[str]:
+    """The tf1kernel modules a file imports (absolute imports; relative ones stay in their folder)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("tf1kernel"):
+            found += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.startswith("tf1kernel")]
+    return found
+
+
+def test_imports_run_downwards_only() -> None:
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        own = LAYERS.index(layer_of(module))
+        for target in imports(path):
+            if LAYERS.index(layer_of(target)) < own:
+                upward.append(f"{module} imports {target}")
+    assert upward == [], "imports that run back up a layer:\n" + "\n".join(upward)
+
+
+def test_the_guest_imports_nothing_of_the_host() -> None:
+    """It runs in the container, where only its own zip is."""
+    for path in sorted((PACKAGE / "guest").rglob("*.py")):
+        assert imports(path) == [], path
+
+
+def test_every_folder_is_a_layer() -> None:
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert folders == set(LAYERS) - {"session", "base"}
