@@ -152,10 +152,13 @@ def test_probe_elves_are_minimal_static_executables() -> None:
 @pytest.mark.parametrize(("arch", "strategy", "name", "display"), [
     ("arm64", "auto", "tf1.15-arm64", "TensorFlow 1.15 (ARM64)"),
     ("x86_64", "auto", "tf1.15-x86-64", "TensorFlow 1.15 (x86-64)"),
-    ("arm64", "emulated", "tf1.15-arm64-emulated", "TensorFlow 1.15 (x86-64, emulated on ARM64)"),
+    ("arm64", "emulated", "tf1.15-x86-64-emulated", "TensorFlow 1.15 (x86-64, emulated on ARM64)"),
     ("arm64", "source", "tf1.15-arm64-source", "TensorFlow 1.15 (ARM64, built from source)"),
     ("arm64", "prebuilt", "tf1.15-arm64-prebuilt", "TensorFlow 1.15 (ARM64, prebuilt)"),
     ("arm64", "compat", "tf1.15-arm64-compat", "TensorFlow 1.15 (ARM64, TF1 API on TensorFlow 2.15)"),
+    # The native ARM64 image installed on an x86-64 machine: the name says ARM64 too, as papermill's -k shows it.
+    ("x86_64", "prebuilt", "tf1.15-arm64-prebuilt", "TensorFlow 1.15 (ARM64, emulated on x86-64, prebuilt)"),
+    ("x86_64", "compat", "tf1.15-x86-64-compat", "TensorFlow 1.15 (x86-64, TF1 API on TensorFlow 2.15)"),
 ])
 def test_kernelspec_names_say_arch_and_strategy(arch: str, strategy: str, name: str, display: str) -> None:
     assert kernelspec.default_kernel_name(arch, strategy) == name

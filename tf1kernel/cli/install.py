@@ -70,7 +70,7 @@ def run_install(args: argparse.Namespace) -> int:
     config, debugger_off, tensorflow = kernel_config(args)
     spec = kernelspec.render_kernel_json(arch, args.strategy, config, display_name=args.display_name,
                                          debugger_off=debugger_off, tensorflow=tensorflow)
-    name = args.name or kernelspec.default_kernel_name(arch, args.strategy)
+    name = args.name or kernelspec.default_kernel_name(arch, args.strategy, config.get("platform", ""))
     prefix = sys.prefix if args.sys_prefix else args.prefix
     path = kernelspec.install(spec, name, user=args.user, prefix=prefix)
     out.print(f"Installed [bold]{spec['display_name']}[/] as {name!r} in {path}", highlight=False)
@@ -118,7 +118,8 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     info = engine.describe(client)
     if not args.network_access:
         networks.check_offline("auto", info.kind)
-    choice = strategies.choose(args.strategy, image, args.platform or prebuilt_platform(args), client, info,
+    platform = args.platform or image_platform(client, image) or prebuilt_platform(args)
+    choice = strategies.choose(args.strategy, image, platform, client, info,
                                lambda: probes.probe_architecture(client, "amd64"))
     if args.strategy == "auto":
         out.print(f"auto picks [bold]{choice.strategy}[/] ({choice.image}, {choice.platform}) on this engine: "
@@ -145,8 +146,19 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
 
 
 def prebuilt_platform(args: argparse.Namespace) -> str:
-    """A prebuilt image is an ARM64 one unless the user says otherwise."""
+    """Without an image to ask: prebuilt's own image is the native ARM64 one."""
     return "linux/arm64" if args.strategy == "prebuilt" else ""
+
+
+def image_platform(client: docker.DockerClient, image: str) -> str:
+    """An image has one platform: its own ("" when it is not on the engine, which verify_image then says)."""
+    if not image:
+        return ""
+    try:
+        architecture = str(client.api.inspect_image(image).get("Architecture", ""))
+    except ImageNotFound:
+        return ""
+    return f"linux/{engine.normalize_arch(architecture)}" if architecture else ""
 
 
 def require_image(client: docker.DockerClient, image: str) -> None:

@@ -83,8 +83,7 @@ def verify_image(client: docker.DockerClient, image: str, platform: str, python:
     actual = f"linux/{engine.normalize_arch(str(attrs.get('Architecture', '')))}"
     if actual != platform:
         raise ImageIncompatible(f"The image {image} is {actual}, not {platform}.",
-                                f"name a {platform} image, or pass --platform {actual} "
-                                "(a linux/amd64 image runs emulated on ARM64)")
+                                f"name a {platform} image, or drop --platform: an image runs as its own platform")
     arch = platform.split("/")[1]
     emulation = probes.probe_architecture(client, arch)
     if not emulation.runs:

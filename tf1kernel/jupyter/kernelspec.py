@@ -44,9 +44,19 @@ STRATEGY_LABELS = {"auto": "", "emulated": "official x86-64 wheel", "source": "b
                    "prebuilt": "prebuilt", "compat": "TF1 API on TensorFlow 2.15"}
 
 
-def default_kernel_name(arch: str, strategy: str = "auto") -> str:
-    name = f"tf1.15-{ARCH_LABELS[arch].lower()}"
+def default_kernel_name(arch: str, strategy: str = "auto", platform: str = "") -> str:
+    """The name papermill's -k and nbclient take: the architecture the kernel runs on, as its display name says
+    (tf1.15-arm64-prebuilt for the native ARM64 image, even when installed on an x86-64 machine)."""
+    name = f"tf1.15-{ARCH_LABELS[kernel_arch(arch, strategy, platform)].lower()}"
     return name if strategy == "auto" else f"{name}-{strategy}"
+
+
+def kernel_arch(arch: str, strategy: str, platform: str) -> str:
+    """The architecture a kernel runs on: its image's platform when the kernelspec fixes one, else the strategy's
+    (auto and compat: the host's, arch)."""
+    if platform:
+        return normalize_arch(platform.split("/")[-1])
+    return {"emulated": "x86_64", "source": "arm64", "prebuilt": "arm64"}.get(strategy, arch)
 
 
 def default_display_name(arch: str, strategy: str = "auto", platform: str = "") -> str:
@@ -54,8 +64,7 @@ def default_display_name(arch: str, strategy: str = "auto", platform: str = "") 
 
     arch is the host's (or --arch); platform the image's, when the kernelspec fixes one.
     """
-    runs_on = normalize_arch(platform.split("/")[-1]) if platform else \
-        {"emulated": "x86_64", "source": "arm64"}.get(strategy, arch)
+    runs_on = kernel_arch(arch, strategy, platform)
     parts = [ARCH_LABELS[runs_on]]
     if runs_on != arch:
         parts.append(f"emulated on {ARCH_LABELS[arch]}")
