@@ -12,11 +12,13 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import docker
+import psutil
 
 USER = "tf1podman"
 LIMITS = {"nofile": "Max open files", "nproc": "Max processes"}
@@ -120,13 +122,21 @@ class PodmanEngine:
         return self.engine.api.containers(all=True, filters={"label": "org.tf1kernel.managed=true"})
 
     def _stop_service(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        """Stop the service's whole process group: rootless Podman re-executes itself into a user namespace, and
+        the process that was started is only the parent of the one that serves."""
+        if self.process is None:
+            return
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, signum)  # start_new_session: its group is its pid
+            except ProcessLookupError:
+                break
             try:
                 self.process.wait(20)
+                break
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                continue
+        self.process.wait()
 
     def stop(self) -> None:
         try:
@@ -138,6 +148,26 @@ class PodmanEngine:
         # Storage belongs to subordinate ids (rootless) or holds overlay mounts: Podman removes it itself.
         subprocess.run([*self._podman(), "system", "reset", "--force"], capture_output=True, env=self._environment(),
                        cwd=self.root, **self._as_user())  # type: ignore[call-overload]
+        self._end_stragglers()
+
+    def _end_stragglers(self) -> None:
+        """Rootless Podman leaves a pause process holding its user namespace, and conmon outlives a service that
+        is killed: end every process that still works in this engine's folder."""
+        mine = []
+        for process in psutil.process_iter(["cmdline", "environ"]):
+            try:
+                text = " ".join(process.info["cmdline"] or []) + str((process.info["environ"] or {}).get(
+                    "XDG_RUNTIME_DIR", ""))
+            except (psutil.Error, TypeError):
+                continue
+            if str(self.root) in text and process.pid != os.getpid():
+                mine.append(process)
+        for process in mine:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(mine, timeout=10)
 
 
 def user_ids(name: str) -> tuple[int, int]:

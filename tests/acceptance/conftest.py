@@ -1,16 +1,48 @@
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 
 import docker
+import psutil
 import pytest
 
 from tests.conftest import managed_containers
 
+# Programs the tests start: engines and the test hosts' daemons, Jupyter servers, argv launchers, browsers.
+# None may outlive the session. (tf1kernel's own SSH connections end by themselves after their last use.)
+STARTED_BY_TESTS = ("podman", "conmon", "catatonit", "dockerd", "containerd", "sshd", "jupyter",
+                    "tf1kernel.launcher", "tf1kernel.jupyter.launcher", "chrom")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_at_exit(docker_client: docker.DockerClient) -> Iterator[None]:
-    """After every acceptance test has run, not one tf1kernel container may remain."""
+    """After every acceptance test has run, not one tf1kernel container, and not one process the tests
+    started, may remain."""
+    started = time.time()
     yield
     left = managed_containers(docker_client)
     assert not left, f"{len(left)} tf1kernel container(s) left after the test session"
+    deadline = time.monotonic() + 10  # what is ending as the last test ends
+    while (stragglers := processes_started_by_tests(started)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    described = [f"{p.pid}: {' '.join(p.info['cmdline'])[:200]}" for p in stragglers]
+    for process in stragglers:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    assert not stragglers, "processes the tests started are still running:\n" + "\n".join(described)
+
+
+def processes_started_by_tests(since: float) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["create_time", "cmdline", "status"]):
+        info = process.info
+        if (info["create_time"] or 0) < since or process.pid == os.getpid() or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        command = " ".join(info["cmdline"] or [])
+        if any(program in command for program in STARTED_BY_TESTS):
+            found.append(process)
+    return found

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.parser
 import hashlib
+import io
 import os
 import struct
 import subprocess
@@ -24,6 +25,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSegment
+from elftools.elf.elffile import ELFFile
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from tf1kernel.errors import WheelRejected
@@ -35,8 +39,8 @@ BASE_LIBRARIES = frozenset({
     "ld-linux-aarch64.so.1", "ld-linux-x86-64.so.2",
 })
 # ELF e_machine values, and the wheel tag suffix, per image platform.
-ELF_MACHINES = {"linux/arm64": 183, "linux/amd64": 62}
-ELF_MACHINE_NAMES = {183: "aarch64", 62: "x86-64", 40: "arm (32-bit)", 3: "i386"}
+ELF_MACHINES = {"linux/arm64": "EM_AARCH64", "linux/amd64": "EM_X86_64"}
+ELF_MACHINE_NAMES = {"EM_AARCH64": "aarch64", "EM_X86_64": "x86-64", "EM_ARM": "arm (32-bit)", "EM_386": "i386"}
 WHEEL_ARCHITECTURES = {"linux/arm64": "aarch64", "linux/amd64": "x86_64"}
 NEEDED_FIX = "use a wheel built for manylinux (auditwheel bundles such libraries), or bake it into your own image " \
              "that has them and use `tf1kernel install --strategy prebuilt --image NAME`"
@@ -112,19 +116,16 @@ def check_wheel(path: Path, platform: str | None = None) -> WheelFacts:
         if not libraries:
             raise WheelRejected(f"{path.name} has no shared objects: it is not a TensorFlow build.", fix)
         machine = ELF_MACHINES[wheel_platform]
-        for info in libraries:  # headers first: a wrong machine is found without decompressing everything
-            with archive.open(info) as member:
-                found = _elf_machine(member.read(20), info.filename, path.name)
+        inside = {os.path.basename(info.filename) for info in libraries}
+        for info in libraries:
+            found, needed = _elf_object(archive.read(info), info.filename, path.name)
             if found != machine:
                 raise WheelRejected(
-                    f"{info.filename} in {path.name} is built for {ELF_MACHINE_NAMES.get(found, f'machine {found}')}, "
+                    f"{info.filename} in {path.name} is built for {ELF_MACHINE_NAMES.get(found, found)}, "
                     f"not {WHEEL_ARCHITECTURES[wheel_platform]}, although the wheel's tag says "
                     f"{WHEEL_ARCHITECTURES[wheel_platform]}.",
                     "the wheel is mislabelled: get one built for the target architecture")
-        inside = {os.path.basename(info.filename) for info in libraries}
-        for info in libraries:
-            missing = [name for name in _needed(archive.read(info), info.filename, path.name)
-                       if name not in inside and name not in BASE_LIBRARIES]
+            missing = [name for name in needed if name not in inside and name not in BASE_LIBRARIES]
             if missing:
                 raise WheelRejected(f"{info.filename} in {path.name} needs {', '.join(missing)}, which is neither "
                                     "in the wheel nor in the base image (glibc, libstdc++, libgcc).", NEEDED_FIX)
@@ -148,42 +149,17 @@ def _is_shared_object(name: str) -> bool:
     return base.endswith(".so") or ".so." in base
 
 
-def _elf_machine(header: bytes, member: str, wheel_name: str) -> int:
-    if header[:4] != b"\x7fELF":
+def _elf_object(payload: bytes, member: str, wheel_name: str) -> tuple[str, list[str]]:
+    """The machine of an ELF shared object (pyelftools' name, such as EM_AARCH64) and the libraries it needs
+    (DT_NEEDED, read through its program headers as the dynamic loader reads them)."""
+    if payload[:4] != b"\x7fELF":
         raise WheelRejected(f"{member} in {wheel_name} is not an ELF shared object.", "download the wheel again")
-    if header[4] != 2 or header[5] != 1:
-        raise WheelRejected(f"{member} in {wheel_name} is not a 64-bit little-endian ELF object.",
-                            "use a wheel for aarch64 or x86_64")
-    return struct.unpack_from("<H", header, 18)[0]
-
-
-def _needed(elf: bytes, member: str, wheel_name: str) -> list[str]:
-    """The DT_NEEDED names of a 64-bit little-endian ELF object."""
     try:
-        phoff, = struct.unpack_from("<Q", elf, 32)
-        phentsize, phnum = struct.unpack_from("<HH", elf, 54)
-        loads, dynamic = [], None
-        for index in range(phnum):
-            p_type, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from("<IIQQQQ", elf, phoff + index * phentsize)
-            if p_type == 1:  # PT_LOAD
-                loads.append((p_vaddr, p_offset, p_filesz))
-            elif p_type == 2:  # PT_DYNAMIC
-                dynamic = (p_offset, p_filesz)
-        if dynamic is None:
-            return []
-        entries = [struct.unpack_from("<qQ", elf, dynamic[0] + at) for at in range(0, dynamic[1], 16)]
-        strtab_address = next(value for tag, value in entries if tag == 5)  # DT_STRTAB, a virtual address
-        strtab = next(offset + strtab_address - vaddr for vaddr, offset, size in loads
-                      if vaddr <= strtab_address < vaddr + size)
-        names = []
-        for tag, value in entries:
-            if tag == 0:  # DT_NULL
-                break
-            if tag == 1:  # DT_NEEDED
-                end = elf.index(b"\0", strtab + value)
-                names.append(elf[strtab + value:end].decode())
-        return names
-    except (struct.error, StopIteration, ValueError, UnicodeDecodeError):
+        elf = ELFFile(io.BytesIO(payload))
+        needed = [tag.needed for segment in elf.iter_segments() if isinstance(segment, DynamicSegment)
+                  for tag in segment.iter_tags("DT_NEEDED")]
+        return str(elf["e_machine"]), needed
+    except (ELFError, ValueError, UnicodeDecodeError, struct.error):
         raise WheelRejected(f"{member} in {wheel_name} is a damaged ELF object.", "download the wheel again") from None
 
 
