@@ -8,13 +8,11 @@ directly. A session lasts across its kernel's restarts: where the kernel runs is
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import logging
 import os
 import uuid
 from collections.abc import Iterable
-from typing import Any
 
 import docker
 from docker.errors import DockerException
@@ -26,7 +24,7 @@ from tf1kernel.config.workdir import parse_mount
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.orphans import owner_labels, reap_once
-from tf1kernel.engine.spec import ContainerSpec
+from tf1kernel.engine.spec import ContainerSpec, Lifetime, Limits, Messages, Network
 from tf1kernel.errors import InvalidOption
 from tf1kernel.guest.constants import PRELOAD_TENSORFLOW_VARIABLE, QUIET_DEPRECATIONS_VARIABLE
 from tf1kernel.placement.kinds import Placement, PortChooser, any_free_ports, placement_for
@@ -65,10 +63,11 @@ class KernelSession:
     # -- the steps -------------------------------------------------------------
 
     def request(self, working_dir: str, caller_env: dict[str, str], session_key: bytes,
-                signature_scheme: str = "hmac-sha256", kernel_arguments: Iterable[str] = (),
-                **fields: Any) -> ContainerSpec:
-        """What the caller asks for, checked against the options; fields set the rest of the ContainerSpec
-        (the previous kernel's notice and ports; the launcher's fixed ports)."""
+                signature_scheme: str = "hmac-sha256", kernel_arguments: Iterable[str] = (), notice: str = "",
+                network: Network | None = None, lifetime: Lifetime | None = None) -> ContainerSpec:
+        """What the caller asks for, checked against the options. notice: why its previous kernel died. network:
+        the ports it holds (a restart's, or a frontend's fixed ones), which the placement builds on. lifetime:
+        whether the kernel ends with the caller (the argv launcher)."""
         options = self.options
         if options.command_prefix and not options.python.startswith("/"):
             raise InvalidOption(f"With a command_prefix, `python` must be an absolute path, not {options.python!r}: "
@@ -95,22 +94,27 @@ class KernelSession:
             signature_scheme=signature_scheme,
             env=self.container_env(caller_env),
             labels=owner_labels(),
-            memory=options.memory,
-            nano_cpus=int(options.cpus * 1e9),
-            **fields,
+            limits=Limits(options.memory, int(options.cpus * 1e9)),
+            messages=Messages(notice=notice),
+            network=network or Network(),
+            lifetime=lifetime or Lifetime(),
         )
         return self.spec
 
-    def prepare(self, **overrides: Any) -> ContainerSpec:
-        """The requested spec as it starts on this engine, in this session's placement; overrides replace
-        fields of the request first."""
-        assert self.spec is not None, "request comes first"
-        client, info = self.engine()
+    def place(self) -> Placement:
+        """Where the kernel runs, decided once from the engine and kept across restarts."""
         if self.placement is None:
+            client, info = self.engine()
             self.placement = placement_for(self.options, info, self.choose_kernel_ports, self.kernelspec_name,
                                            self.log, client)
-        self.spec, self.choice = plan.resolve(self.options, client, info, dataclasses.replace(self.spec, **overrides),
-                                              self.placement, self.kernelspec_name, self.started_once, self.log)
+        return self.placement
+
+    def prepare(self) -> ContainerSpec:
+        """The requested spec as it starts on this engine, in this session's placement."""
+        assert self.spec is not None, "request comes first"
+        client, info = self.engine()
+        self.spec, self.choice = plan.resolve(self.options, client, info, self.spec, self.place(),
+                                              self.kernelspec_name, self.started_once, self.log)
         return self.spec
 
     def start(self) -> KernelContainer:

@@ -38,7 +38,7 @@ def wait_for(condition: Callable[[], object], timeout: float, message: str) -> N
 
 
 def kernel_files_folders(owner_pid: int) -> list[Path]:
-    """The kernel file folders (ContainerSpec.files_folder) that the process owner_pid made."""
+    """The kernel file folders (ContainerSpec.storage.files_folder) that the process owner_pid made."""
     return list(Path(os.environ["JUPYTER_RUNTIME_DIR"]).glob(f"tf1kernel-{owner_pid}-*"))
 
 

@@ -64,7 +64,7 @@ def test_a_kernel_runs_tensorflow_through_podman(podman: PodmanEngine, podman_ke
         [container] = podman.containers()
         assert container["Id"] == manager.provisioner.container.id
         # Podman shares this machine's network namespace: the kernel listens on its loopback only.
-        assert manager.provisioner.spec.network == "host"
+        assert manager.provisioner.spec.network.mode == "host"
         info = manager.get_connection_info()
         ports = [info[name] for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]
         assert set().union(*listening_addresses(ports).values()) == {"127.0.0.1"}

@@ -225,7 +225,7 @@ def test_only_the_working_directory_and_the_kernel_files_are_mounted(kernel: tup
                                                                      docker_client: docker.DockerClient) -> None:
     manager, client = kernel
     mounts = docker_client.api.inspect_container(manager.provisioner.container.id)["Mounts"]
-    files, kept = manager.provisioner.spec.files_folder, manager.provisioner.spec.packages_folder
+    files, kept = manager.provisioner.spec.storage.files_folder, manager.provisioner.spec.storage.packages_folder
     assert {(m["Type"], m["Source"], m["Destination"]) for m in mounts} == {
         ("bind", str(tmp_path), str(tmp_path)), ("bind", files, "/.tf1kernel"), ("bind", kept, PACKAGES_FOLDER)}
     # The kernelspec's kept %pip packages are the user's own, beside their other data (tf1kernel/placement/packages.py).

@@ -19,7 +19,7 @@ from tf1kernel.config.workdir import mountable_working_dir
 from tf1kernel.engine.container import published_ports
 from tf1kernel.engine.kernel_files import guest_archive, kernel_files_archive
 from tf1kernel.engine.orphans import judge, remove_stray_engine_proxies, remove_stray_kernel_files
-from tf1kernel.engine.spec import BOOT, CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec
+from tf1kernel.engine.spec import BOOT, CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec, Messages, Network
 from tf1kernel.engine.tunnel import EngineProxy, SshDestination
 from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
 from tf1kernel.guest.constants import CONNECTION_FILE, GUEST_ARCHIVE, GUEST_PACKAGE, NOTICE_FILE
@@ -60,7 +60,7 @@ def test_symlink_into_system_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_kernel_files_are_private_to_the_kernel_user() -> None:
-    with tarfile.open(fileobj=io.BytesIO(kernel_files_archive(spec(notice="why")))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(kernel_files_archive(spec(messages=Messages(notice="why"))))) as tar:
         members = {m.name: m for m in tar.getmembers()}
         entry = members[CONNECTION_FILE.lstrip("/")]
         assert (entry.uid, entry.gid, entry.mode) == (1000, 1001, 0o600)
@@ -229,7 +229,8 @@ def test_a_kernelspec_session_has_the_options_of_its_kernel_json() -> None:
     session = KernelSession.for_kernelspec(kernel_spec, "k1")
     assert (session.options.image, session.options.memory, session.kernelspec_name) == ("lab/tf1:1", "2g", "tf1-lab")
     spec = session.request("/work/project", {"LANG": "C", "HOME": "/h", "FROM_SPEC": "1"}, session_key=b"key")
-    assert (spec.image, spec.memory, spec.kernel_id, spec.working_dir) == ("lab/tf1:1", "2g", "k1", "/work/project")
+    assert (spec.image, spec.limits.memory, spec.kernel_id, spec.working_dir) == ("lab/tf1:1", "2g", "k1",
+                                                                                 "/work/project")
     assert {"LANG": "C", "FROM_SPEC": "1"}.items() <= spec.env.items() and "HOME" not in spec.env
     kernel_spec.metadata["kernel_provisioner"]["config"] = {"imag": "x"}
     with pytest.raises(InvalidOption, match=r"imag in /k/tf1-lab/kernel\.json metadata"):

@@ -15,7 +15,7 @@ from traitlets.config import Config
 from tf1kernel.config.options import KernelOptions
 from tf1kernel.engine.connection import EngineInfo
 from tf1kernel.engine.container import ContainerState
-from tf1kernel.engine.spec import ContainerSpec
+from tf1kernel.engine.spec import ContainerSpec, Network
 from tf1kernel.errors import InvalidOption
 from tf1kernel.guest.constants import CANNOT_LISTEN_LINE
 from tf1kernel.jupyter.deaths import cause_of_death
@@ -87,23 +87,23 @@ def test_a_local_kernel_on_the_host_network_gets_free_ports_and_keeps_them(tmp_p
 
     placement = LocalPlacement("host", choose)
     first = placement.prepare(spec(working_dir=str(tmp_path)))
-    assert first.network == "host" and first.preferred_host_ports["iopub_port"] == 2 and asked == [False]
-    assert first.preferred_host_ports["tensorboard_port"] > 1024
+    assert first.network.mode == "host" and first.network.host_ports["iopub_port"] == 2 and asked == [False]
+    assert first.network.host_ports["tensorboard_port"] > 1024
     with socket.socket() as taken:  # the previous start's port was taken meanwhile: new ones, not a failure
         taken.bind(("127.0.0.1", 0))
         ports = {name: taken.getsockname()[1] for name in ["shell_port", "iopub_port", "stdin_port",
                                                                "control_port", "hb_port", "tensorboard_port"]}
-        again = placement.prepare(spec(working_dir=str(tmp_path), preferred_host_ports=ports))
-    assert asked == [False, True] and again.preferred_host_ports["hb_port"] == 5
+        again = placement.prepare(spec(working_dir=str(tmp_path), network=Network(host_ports=ports)))
+    assert asked == [False, True] and again.network.host_ports["hb_port"] == 5
     bridged = LocalPlacement("bridge", choose).prepare(spec(working_dir=str(tmp_path)))
-    assert bridged.network == "bridge" and bridged.preferred_host_ports == {} and asked == [False, True]
+    assert bridged.network.mode == "bridge" and bridged.network.host_ports == {} and asked == [False, True]
 
 
 def test_a_remote_kernel_is_tunnelled_with_its_lease_and_keeps_fixed_ports() -> None:
     placement = placement_for(KernelOptions(lease_seconds=9), REMOTE)
     assert isinstance(placement, RemotePlacement)
     prepared = placement.prepare(spec(working_dir="/Users/me/project"))
-    assert prepared.tunnelled and prepared.lease_seconds == 9 and prepared.working_dir == "/work"
+    assert prepared.network.tunnelled and prepared.lifetime.lease_seconds == 9 and prepared.working_dir == "/work"
     placement.listen_on({"shell_port": 5000})
     placement.forget()
     assert placement.local_ports == {"shell_port": 5000}  # the frontend chose them: a restart keeps them
@@ -163,9 +163,10 @@ def test_swarm_options_are_checked_and_need_a_manager() -> None:
     placed = placement_for(KernelOptions(placement="swarm", swarm_ssh={"gpu1": "me@gpu1.lab"}), manager)
     assert isinstance(placed, SwarmPlacement)
     prepared = placed.prepare(spec(working_dir="/Users/me/project"))
-    assert prepared.host_network and prepared.tunnelled and set(prepared.preferred_host_ports) == {
+    assert prepared.host_network and prepared.network.tunnelled and set(prepared.network.host_ports) == {
         "shell_port", "iopub_port", "stdin_port", "control_port", "hb_port", "tensorboard_port"}
-    assert "node of the Docker Swarm" in prepared.notice and "each node has its own" in prepared.notice
+    notice = prepared.messages.notice
+    assert "node of the Docker Swarm" in notice and "each node has its own" in notice
     from tf1kernel.placement.swarm import Task
 
     assert placed.node_destination(Task("n2", "10.0.0.9", "gpu1", "c")).destination == "me@gpu1.lab"

@@ -97,14 +97,14 @@ def spec() -> ContainerSpec:
 def test_a_remote_kernel_works_in_a_volume_and_is_told_so() -> None:
     remote = remote_workspace(spec(), "gpu-box", "", "tf1kernel-work")
     assert (remote.working_dir, remote.work_volume) == (VOLUME_MOUNTPOINT, "tf1kernel-work")
-    assert "runs on gpu-box" in remote.notice and "'tf1kernel-work'" in remote.notice
-    assert "remote_workdir" in remote.notice
+    assert "runs on gpu-box" in remote.messages.notice and "'tf1kernel-work'" in remote.messages.notice
+    assert "remote_workdir" in remote.messages.notice
 
 
 def test_a_remote_kernel_works_in_the_configured_remote_folder() -> None:
     remote = remote_workspace(spec(), "gpu-box", "/srv/project", "tf1kernel-work")
     assert (remote.working_dir, remote.work_volume) == ("/srv/project", "")
-    assert "/srv/project of gpu-box" in remote.notice
+    assert "/srv/project of gpu-box" in remote.messages.notice
 
 
 @pytest.mark.parametrize(("option", "value"), [("remote_workdir", "relative/dir"), ("remote_workdir", "/etc"),

@@ -76,7 +76,7 @@ class KernelContainer:
         self.client = client
         self.id = container_id
         self.host_ports = host_ports
-        # The host folder of the kernel's files (ContainerSpec.files_folder), removed with the container.
+        # The host folder of the kernel's files (ContainerSpec.storage.files_folder), removed with the container.
         self.files_folder = files_folder
         # The open stdin attach of an exit_with_caller container; closing it ends the kernel.
         self.lifeline = lifeline
@@ -96,15 +96,15 @@ class KernelContainer:
         try:
             network, _, _ = at_once(lambda: kernel_network(client, spec), lambda: check_image(client, spec),
                                     lambda: remove_leftover(client, spec))
-            container_id = create_container(client, spec, spec.preferred_host_ports, network)
+            container_id = create_container(client, spec, spec.network.host_ports, network)
             try:
                 return cls._started(client, container_id, spec)
             except APIError as exc:
                 clash = mentions(exc, PORT_CLASH_MARKERS)
-                if clash and spec.fixed_host_ports:
+                if clash and spec.network.fixed_ports:
                     raise ContainerStartError(f"A port in the connection file is already taken: {exc.explanation}",
                                               "restart the kernel so that new ports are chosen") from None
-                if not spec.preferred_host_ports or not clash:
+                if not spec.network.host_ports or not clash:
                     raise
                 # Someone took one of our old ports between restarts: let the engine choose.
                 log.warning("tf1kernel: host port taken (%s); starting on new ports", exc.explanation)
@@ -112,45 +112,47 @@ class KernelContainer:
                 container_id = create_container(client, spec, {}, network)
                 return cls._started(client, container_id, spec)
         except (RequestsConnectionError, ReadTimeout) as exc:
-            remove_kernel_files(spec.files_folder)
+            remove_kernel_files(spec.storage.files_folder)
             raise EngineUnavailable(f"Lost the Docker engine while starting the kernel: {exc}",
                                     START_ENGINE_FIX) from None
         except APIError as exc:
-            remove_kernel_files(spec.files_folder)
-            if cannot_mount(exc, spec.files_folder):
+            remove_kernel_files(spec.storage.files_folder)
+            if cannot_mount(exc, spec.storage.files_folder):
                 # Some engines see only part of this machine (Snap's Docker, no hidden folders): copy them in.
                 log.warning("tf1kernel: the engine cannot mount %s (%s); copying the kernel's files in instead",
-                            spec.files_folder, exc.explanation)
-                return cls.start(client, dataclasses.replace(spec, files_folder=""))
-            if cannot_mount(exc, spec.packages_folder):
+                            spec.storage.files_folder, exc.explanation)
+                storage = dataclasses.replace(spec.storage, files_folder="")
+                return cls.start(client, dataclasses.replace(spec, storage=storage))
+            if cannot_mount(exc, spec.storage.packages_folder):
                 # Docker Desktop and VMs share only some folders of this machine: the kernel starts all the same.
                 log.warning("tf1kernel: the engine cannot mount %s (%s); %%pip installs in this kernel last until it "
-                            "restarts (share that folder with the engine to keep them)", spec.packages_folder,
+                            "restarts (share that folder with the engine to keep them)", spec.storage.packages_folder,
                             exc.explanation)
-                return cls.start(client, dataclasses.replace(spec, packages_folder=""))
+                storage = dataclasses.replace(spec.storage, packages_folder="")
+                return cls.start(client, dataclasses.replace(spec, storage=storage))
             raise start_error(exc, spec) from None
         except BaseException:
-            remove_kernel_files(spec.files_folder)
+            remove_kernel_files(spec.storage.files_folder)
             raise
 
     @classmethod
     def _started(cls, client: docker.DockerClient, container_id: str, spec: ContainerSpec) -> KernelContainer:
         lifeline = None
         try:
-            if spec.exit_with_caller:
+            if spec.lifetime.exit_with_caller:
                 # Attached before start, so that this is the one client stdin_once waits for.
                 lifeline = client.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
             client.api.start(container_id)
             if spec.host_network:
-                return cls(client, container_id, dict(spec.preferred_host_ports), lifeline, spec.files_folder)
+                return cls(client, container_id, dict(spec.network.host_ports), lifeline, spec.storage.files_folder)
             container = cls(client, container_id, published_ports(client.api.inspect_container(container_id)),
-                            lifeline, spec.files_folder)
-            if spec.tunnelled:
+                            lifeline, spec.storage.files_folder)
+            if spec.network.tunnelled:
                 return container  # its TensorBoard address is the tunnel's, written by remote.RemoteLink
             # The host port is known only now, and the kernel reads it only when the user starts TensorBoard.
             address = tensorboard_address(container.host_ports["tensorboard_port"], TENSORBOARD_PORT, "0.0.0.0")
-            if spec.files_folder:
-                write_private_files(spec.files_folder, {TENSORBOARD_ADDRESS_FILE: address}, spec.user)
+            if spec.storage.files_folder:
+                write_private_files(spec.storage.files_folder, {TENSORBOARD_ADDRESS_FILE: address}, spec.user)
             else:  # copied in the background, so that the start does not wait for it
                 give_tensorboard_address(client, container_id, address, spec.user)
         except BaseException:
@@ -230,13 +232,13 @@ def check_image(client: docker.DockerClient, spec: ContainerSpec) -> None:
         attrs = client.api.inspect_image(spec.image)
     except ImageNotFound:
         raise ImageMissing(f"The kernel image {spec.image} is not on the Docker engine.",
-                           spec.image_fix) from None
+                           spec.messages.image_fix) from None
     wanted = spec.platform.split("/")[-1]
     actual = attrs.get("Architecture", wanted)
     if actual != wanted:
         raise ContainerStartError(
             f"The image {spec.image} is built for linux/{actual}, but this kernel asks for {spec.platform}.",
-            f"rebuild it for {spec.platform} ({spec.image_fix}) or change the kernelspec's `platform`",
+            f"rebuild it for {spec.platform} ({spec.messages.image_fix}) or change the kernelspec's `platform`",
         )
 
 
@@ -269,14 +271,14 @@ def kernel_network(client: docker.DockerClient, spec: ContainerSpec) -> str:
     """The kernel's network mode: the host's, or a network no other container reaches (networks.py)."""
     if spec.host_network:
         return "host"
-    return networks.network_mode(client, spec.offline, spec.podman_user_network)
+    return networks.network_mode(client, spec.network.offline, spec.quirks.podman_user_network)
 
 
 def create_container(client: docker.DockerClient, spec: ContainerSpec, host_ports: dict[str, int],
                      network: str) -> str:
-    """Create (not start) the container with its connection file: mounted from spec.files_folder, or copied in."""
+    """Create (not start) the container with its files: mounted from spec.storage.files_folder, or copied in."""
     uid, _, gid = spec.user.partition(":")
-    env = {**spec.env, "HOME": HOME_DIR, **({"PIP_CERT": PIP_CA_FILE} if spec.pip_ca else {})}
+    env = {**spec.env, "HOME": HOME_DIR, **({"PIP_CERT": PIP_CA_FILE} if spec.storage.pip_ca else {})}
     if spec.host_network:
         networking: dict[str, Any] = {"network_mode": "host"}
         exposed: dict[str, Any] = {}
@@ -285,45 +287,45 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         networking = {"network_mode": network,
                       "port_bindings": {port: (LOOPBACK, host_ports.get(name))
                                         for name, port in PUBLISHED_PORTS.items()}}
-        if spec.offline:
+        if spec.network.offline:
             networking.update(dns=networks.OFFLINE_DNS, dns_opt=networks.OFFLINE_DNS_OPTIONS)
             env[NETWORK_ACCESS_VARIABLE] = "0"
-        elif spec.dns:
-            networking["dns"] = spec.dns
+        elif spec.network.dns:
+            networking["dns"] = spec.network.dns
         exposed = {"ports": list(PUBLISHED_PORTS.values()), "hostname": "tf1kernel"}
     mounts = [Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume
               else Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
               *(Mount(target=target, source=source, type="bind", read_only=read_only)
                 for source, target, read_only in spec.extra_mounts)]
-    if spec.files_folder:
+    if spec.storage.files_folder:
         write_kernel_files(spec)
-        mounts.append(Mount(target=CONNECTION_DIR, source=spec.files_folder, type="bind"))
-    if spec.keeps_packages:
-        mounts.append(Mount(target=PACKAGES_FOLDER, source=spec.packages_folder or spec.packages_volume,
-                            type="bind" if spec.packages_folder else "volume"))
+        mounts.append(Mount(target=CONNECTION_DIR, source=spec.storage.files_folder, type="bind"))
+    if spec.storage.keeps_packages:
+        mounts.append(Mount(target=PACKAGES_FOLDER, source=spec.storage.packages_folder or spec.storage.packages_volume,
+                            type="bind" if spec.storage.packages_folder else "volume"))
         env.update({"PYTHONUSERBASE": PACKAGES_FOLDER, "PIP_CONFIG_FILE": PIP_CONFIG_FILE,
                     PACKAGES_KEPT_VARIABLE: "1"})
     host_config = client.api.create_host_config(
         init=True,
-        auto_remove=spec.exit_with_caller or bool(spec.lease_seconds),
+        auto_remove=spec.lifetime.exit_with_caller or bool(spec.lifetime.lease_seconds),
         **networking,
         mounts=mounts,
-        tmpfs={HOME_DIR: "U,mode=0700" if spec.podman else f"uid={uid},gid={gid or uid},mode=0700"},
-        mem_limit=spec.memory or None,
-        memswap_limit=spec.memory or None,  # no swap on top: the limit is the limit
-        nano_cpus=spec.nano_cpus or None,
+        tmpfs={HOME_DIR: "U,mode=0700" if spec.quirks.podman else f"uid={uid},gid={gid or uid},mode=0700"},
+        mem_limit=spec.limits.memory or None,
+        memswap_limit=spec.limits.memory or None,  # no swap on top: the limit is the limit
+        nano_cpus=spec.limits.nano_cpus or None,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         privileged=False,
     )
-    if spec.keep_user_ids:
+    if spec.quirks.keep_user_ids:
         host_config["UsernsMode"] = "keep-id"  # Podman's; the SDK only knows "host"
     created = client.api.create_container(
         image=spec.image,
         command=spec.command,
         # stdin_open without detach is how the SDK asks for StdinOnce.
-        stdin_open=spec.exit_with_caller,
-        detach=not spec.exit_with_caller,
+        stdin_open=spec.lifetime.exit_with_caller,
+        detach=not spec.lifetime.exit_with_caller,
         name=spec.name,
         user=spec.user,
         working_dir=spec.working_dir,
@@ -333,7 +335,7 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         host_config=host_config,
     )
     container_id: str = created["Id"]
-    if spec.files_folder:
+    if spec.storage.files_folder:
         return container_id
     try:
         client.api.put_archive(container_id, "/", kernel_files_archive(spec))

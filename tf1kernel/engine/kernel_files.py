@@ -29,7 +29,7 @@ from tf1kernel.guest.constants import (
     TENSORBOARD_ADDRESS_FILE,
 )
 
-# Host folders of kernels' files (ContainerSpec.files_folder) are named PREFIX + owner pid + "-" + kernel id.
+# Host folders of kernels' files (ContainerSpec.storage.files_folder) are named PREFIX + owner pid + "-" + kernel id.
 KERNEL_FILES_PREFIX = "tf1kernel-"
 PIP_CA_FILE = f"{CONNECTION_DIR}/pip-ca.pem"
 
@@ -44,12 +44,12 @@ def kernel_files(spec: ContainerSpec) -> dict[str, bytes]:
     """The files the kernel reads at start, by their path in the container: connection file, guest module,
     messages."""
     files = {GUEST_ARCHIVE: guest_archive(),
-             AVX_FIX_FILE: spec.avx_fix.encode(), PIP_CA_FILE: spec.pip_ca,
-             PIP_CONFIG_FILE: PIP_CONFIG if spec.keeps_packages else b"",
-             LEASE_FILE: b"0" if spec.lease_seconds else b""}
-    if not spec.standby:  # a kernel in standby gets these with its adoption line
+             AVX_FIX_FILE: spec.messages.avx_fix.encode(), PIP_CA_FILE: spec.storage.pip_ca,
+             PIP_CONFIG_FILE: PIP_CONFIG if spec.storage.keeps_packages else b"",
+             LEASE_FILE: b"0" if spec.lifetime.lease_seconds else b""}
+    if not spec.lifetime.standby:  # a kernel in standby gets these with its adoption line
         files[CONNECTION_FILE] = json.dumps(connection_info(spec), indent=1).encode()
-        files[NOTICE_FILE] = spec.notice.encode()
+        files[NOTICE_FILE] = spec.messages.notice.encode()
         if spec.host_network:
             files[TENSORBOARD_ADDRESS_FILE] = json.dumps(host_network_tensorboard(spec)).encode()
     return {path: payload for path, payload in files.items() if payload}
@@ -68,10 +68,10 @@ def kernel_files_folder(kernel_id: str) -> str:
 
 
 def write_kernel_files(spec: ContainerSpec) -> None:
-    """Write the kernel's files into a fresh spec.files_folder, private to the kernel's user."""
-    remove_kernel_files(spec.files_folder)
-    os.makedirs(os.path.dirname(spec.files_folder), mode=0o700, exist_ok=True)
-    write_private_files(spec.files_folder, kernel_files(spec), spec.user)
+    """Write the kernel's files into a fresh spec.storage.files_folder, private to the kernel's user."""
+    remove_kernel_files(spec.storage.files_folder)
+    os.makedirs(os.path.dirname(spec.storage.files_folder), mode=0o700, exist_ok=True)
+    write_private_files(spec.storage.files_folder, kernel_files(spec), spec.user)
 
 
 def write_private_files(folder: str, files: dict[str, bytes], user: str) -> None:
@@ -99,7 +99,7 @@ def remove_kernel_files(folder: str) -> None:
 def connection_info(spec: ContainerSpec) -> dict[str, Any]:
     """The kernel's side of the connection file."""
     if spec.host_network:  # the host's own loopback, on the ports chosen for this kernel
-        ip, ports = LOOPBACK, {name: spec.preferred_host_ports[name] for name in CONTAINER_PORTS}
+        ip, ports = LOOPBACK, {name: spec.network.host_ports[name] for name in CONTAINER_PORTS}
     else:  # inside the container's own network namespace only; the engine publishes them
         ip, ports = "0.0.0.0", CONTAINER_PORTS
     return {"ip": ip, "transport": "tcp", "key": spec.session_key.decode(), "signature_scheme": spec.signature_scheme,
@@ -112,7 +112,7 @@ def tensorboard_address(host_port: int, listen_port: int, listen_ip: str) -> byt
 
 
 def host_network_tensorboard(spec: ContainerSpec) -> dict[str, Any]:
-    port = spec.preferred_host_ports["tensorboard_port"]
+    port = spec.network.host_ports["tensorboard_port"]
     return json.loads(tensorboard_address(port, port, LOOPBACK))
 
 

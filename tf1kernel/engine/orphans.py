@@ -7,7 +7,7 @@ A container is an orphan when its owner on this host no longer runs, or when it
 has exited and its owner is on another host. Containers without the managed
 label are never touched.
 
-The host folders of kernels' files (ContainerSpec.files_folder) and of remote
+The host folders of kernels' files (ContainerSpec.storage.files_folder) and of remote
 engines' local sockets (tunnel.EngineProxy) are named after their owner process in
 the same way; a folder whose owner is gone is stray.
 """

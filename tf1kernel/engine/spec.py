@@ -41,65 +41,30 @@ BOOT = (f"import sys; sys.path.insert(0, {GUEST_ARCHIVE!r}); import {GUEST_PACKA
 
 
 @dataclass(frozen=True)
-class ContainerSpec:
-    """Everything needed to start one kernel container."""
+class Network:
+    """How clients reach the kernel. Its placement decides it (placement/kinds.py), from what the caller asked."""
 
-    image: str
-    kernel_id: str
-    working_dir: str
-    user: str
-    session_key: bytes
-    signature_scheme: str = "hmac-sha256"
-    python: str = "python"
-    # Runs the interpreter through another program, such as an emulator (qemu-x86_64-static -cpu ...).
-    command_prefix: list[str] = field(default_factory=list)
-    kernel_arguments: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    platform: str = "linux/amd64"
     # "bridge": the kernel listens in its own network namespace and the engine publishes its ports on the
     # host's 127.0.0.1. "host": it shares the host's network and listens on 127.0.0.1 itself, on the ports
-    # in preferred_host_ports (all of them given): no NAT and no docker-proxy between client and kernel.
-    network: str = "bridge"
+    # in host_ports (all of them given): no NAT and no docker-proxy between client and kernel.
+    mode: str = "bridge"
+    # Host ports a previous start of this kernel used (or its frontend chose); reused so that clients connected
+    # before a restart keep working. Missing entries are engine-chosen.
+    host_ports: dict[str, int] = field(default_factory=dict)
+    # Ports chosen by someone else (VS Code writes them in the connection file): no fallback.
+    fixed_ports: bool = False
+    # Reached through a tunnel whose local ports decide TensorBoard's address (remote.py writes it).
+    tunnelled: bool = False
     # No network beyond this host (the network_access option): bridge mode on tf1kernel's offline network.
     offline: bool = False
     # Name servers of the kernel's resolver in bridge mode (the dns option); empty: the engine's.
     dns: list[str] = field(default_factory=list)
-    # Host ports a previous start of this kernel used; reused so that clients
-    # connected before a restart keep working. Missing entries are engine-chosen.
-    preferred_host_ports: dict[str, int] = field(default_factory=dict)
-    # Extra bind mounts the user configured: (host path, container path, read only).
-    extra_mounts: list[tuple[str, str, bool]] = field(default_factory=list)
-    # Resource limits ("" and 0: none).
-    memory: str = ""
-    nano_cpus: int = 0
-    # A message for the user, shown with the first cell they run (why the previous kernel died).
-    notice: str = ""
-    # What the user should change if this CPU lacks AVX (worded for their engine).
-    avx_fix: str = ""
-    # Ports chosen by someone else (VS Code writes them in the connection file): no fallback.
-    fixed_host_ports: bool = False
-    # Tie the container to the process that starts it: when that process dies, even by
-    # SIGKILL, the kernel exits and the engine removes the container (see LIFELINE_FLAG).
-    exit_with_caller: bool = False
-    # Start in standby: the kernel waits, loaded, for its adoption line on stdin (needs exit_with_caller,
-    # whose attach carries that line).
-    standby: bool = False
-    # Podman's engine: its tmpfs mounts take U (owned by the container's user), not uid= and gid=.
-    podman: bool = False
-    # Podman's user-mode network stack (slirp4netns or pasta), which a kernel in bridge mode gets to itself.
-    podman_user_network: str = ""
-    # Map the kernel's uid to the same uid on the host (rootless Podman's keep-id), so that its files in
-    # the bind-mounted folder belong to the user and not to one of their subordinate ids.
-    keep_user_ids: bool = False
-    # Exit when the lease file has not been renewed for this long (a remote kernel; 0: no lease).
-    lease_seconds: int = 0
-    # A named volume mounted at working_dir instead of the host folder of that name (a remote engine).
-    work_volume: str = ""
-    # Reached through a tunnel whose local ports decide TensorBoard's address (remote.py writes it).
-    tunnelled: bool = False
-    # What to tell the user when the image is not there (how to build or get it).
-    image_fix: str = "build the image with `tf1kernel build`"
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The kernel's files and its kept %pip packages. The plan decides where they are (planning/plan.py)."""
+
     # A private folder of this machine (0700, in Jupyter's runtime folder) that holds the kernel's files and is
     # mounted at CONNECTION_DIR. Copying them in through the engine costs a mount of the container's
     # filesystem, 40 ms that every start waited for. Empty: copied in (engines on another kernel or host,
@@ -114,21 +79,102 @@ class ContainerSpec:
     pip_ca: bytes = b""
 
     @property
+    def keeps_packages(self) -> bool:
+        return bool(self.packages_folder or self.packages_volume)
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """What ends the kernel besides a shutdown. The caller ties it to itself (the argv launcher, the warm pool);
+    a remote placement gives it a lease instead."""
+
+    # Tie the container to the process that starts it: when that process dies, even by
+    # SIGKILL, the kernel exits and the engine removes the container (see LIFELINE_FLAG).
+    exit_with_caller: bool = False
+    # Start in standby: the kernel waits, loaded, for its adoption line on stdin (needs exit_with_caller,
+    # whose attach carries that line).
+    standby: bool = False
+    # Exit when the lease file has not been renewed for this long (a remote kernel; 0: no lease).
+    lease_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class EngineQuirks:
+    """Where the engine departs from Docker's ways. The plan reads them from the engine (planning/plan.py)."""
+
+    # Podman's engine: its tmpfs mounts take U (owned by the container's user), not uid= and gid=.
+    podman: bool = False
+    # Podman's user-mode network stack (slirp4netns or pasta), which a kernel in bridge mode gets to itself.
+    podman_user_network: str = ""
+    # Map the kernel's uid to the same uid on the host (rootless Podman's keep-id), so that its files in
+    # the bind-mounted folder belong to the user and not to one of their subordinate ids.
+    keep_user_ids: bool = False
+
+
+@dataclass(frozen=True)
+class Messages:
+    """What the user is told. The notice comes from the caller (why the previous kernel died) and the placement
+    (where a remote kernel works); the fixes from the plan, worded for this engine and image."""
+
+    # Shown with the first cell the user runs.
+    notice: str = ""
+    # What the user should change if this CPU lacks AVX (worded for their engine).
+    avx_fix: str = ""
+    # What to tell the user when the image is not there (how to build or get it).
+    image_fix: str = "build the image with `tf1kernel build`"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits, from the options ("" and 0: none)."""
+
+    memory: str = ""
+    nano_cpus: int = 0
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to start one kernel container: what the caller asked for (session.py's request), and
+    small values that each belong to the layer that decides them."""
+
+    image: str
+    kernel_id: str
+    working_dir: str
+    user: str
+    session_key: bytes
+    signature_scheme: str = "hmac-sha256"
+    python: str = "python"
+    # Runs the interpreter through another program, such as an emulator (qemu-x86_64-static -cpu ...).
+    command_prefix: list[str] = field(default_factory=list)
+    kernel_arguments: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    platform: str = "linux/amd64"
+    # Extra bind mounts the user configured: (host path, container path, read only).
+    extra_mounts: list[tuple[str, str, bool]] = field(default_factory=list)
+    # A named volume mounted at working_dir instead of the host folder of that name (a remote engine's kernel,
+    # which its placement puts there).
+    work_volume: str = ""
+    limits: Limits = Limits()
+    network: Network = Network()
+    storage: Storage = Storage()
+    lifetime: Lifetime = Lifetime()
+    quirks: EngineQuirks = EngineQuirks()
+    messages: Messages = Messages()
+
+    @property
     def name(self) -> str:
         return f"tf1kernel-{self.kernel_id}"
 
     @property
-    def keeps_packages(self) -> bool:
-        return bool(self.packages_folder or self.packages_volume)
-
-    @property
     def host_network(self) -> bool:
-        return self.network == "host"
+        return self.network.mode == "host"
 
     @property
     def command(self) -> list[str]:
-        flags = [LIFELINE_FLAG] if self.exit_with_caller else []
-        flags += [STANDBY_FLAG] if self.standby else []
-        flags += [f"{LEASE_FLAG}={self.lease_seconds}"] if self.lease_seconds else []
+        lifetime = self.lifetime
+        flags = [LIFELINE_FLAG] if lifetime.exit_with_caller else []
+        flags += [STANDBY_FLAG] if lifetime.standby else []
+        flags += [f"{LEASE_FLAG}={lifetime.lease_seconds}"] if lifetime.lease_seconds else []
         return [*self.command_prefix, self.python, "-c", BOOT, *flags, *self.kernel_arguments,
                 "-f", CONNECTION_FILE]

@@ -20,7 +20,7 @@ def start_error(exc: APIError, spec: ContainerSpec) -> Exception:
             "share that folder with the engine (Docker Desktop: Settings > Resources > File sharing; "
             "Colima/Lima: add it to `mounts`), or open the notebook from a shared folder",
         )
-    if spec.keep_user_ids and mentions(exc, ("permission denied",)):
+    if spec.quirks.keep_user_ids and mentions(exc, ("permission denied",)):
         # Rootless Podman on its vfs storage driver makes each container's / mode 0700: only root gets in.
         return ContainerStartError(
             f"Rootless Podman could not start the kernel as uid {spec.user}: {exc.explanation}",

@@ -23,7 +23,7 @@ from tf1kernel.config.options import KernelOptions
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine.container import LOOPBACK, ContainerState, KernelContainer
 from tf1kernel.engine.ports import free_ports
-from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec
+from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Network
 from tf1kernel.errors import ContainerStartError, EngineUnavailable, InvalidOption, Tf1KernelError, TunnelError
 from tf1kernel.jupyter.deaths import cause_of_death
 from tf1kernel.jupyter.guest_report import GuestReport
@@ -172,7 +172,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
             working_dir, kwargs["env"],
             session_key=km.session.key if km is not None else b"",
             signature_scheme=km.session.signature_scheme if km is not None else "hmac-sha256",
-            kernel_arguments=extra_arguments, notice=self.notice, preferred_host_ports=self._host_ports or {})
+            kernel_arguments=extra_arguments, notice=self.notice, network=Network(host_ports=self._host_ports or {}))
         kwargs["cmd"] = spec.command
         return kwargs
 

@@ -31,7 +31,7 @@ from tf1kernel.engine import networks
 from tf1kernel.engine.connection import EngineInfo
 from tf1kernel.engine.container import LOOPBACK, KernelContainer, at_once
 from tf1kernel.engine.ports import free_ports, ports_free
-from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec
+from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Network
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import InvalidOption, MountError
 from tf1kernel.placement import packages, pool, remote, swarm, swarm_images
@@ -51,10 +51,19 @@ class Placement(ABC):
     """Where one kernel runs (across its restarts) and how this machine reaches it."""
 
     network: str  # host or bridge
+    # The options' network_access and dns (placement_for sets them): part of every kernel's Network here.
+    offline: bool = False
+    dns: tuple[str, ...] = ()
 
     @abstractmethod
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
         """The kernel's folders, network and ports here."""
+
+    def network_here(self, spec: ContainerSpec, host_ports: dict[str, int], tunnelled: bool = False) -> Network:
+        """The kernel's Network, which only its placement makes: the mode and ports decided here, whether the
+        caller fixed the ports, and the options' offline and dns."""
+        return Network(self.network, dict(host_ports), spec.network.fixed_ports, tunnelled, self.offline,
+                       list(self.dns))
 
     @abstractmethod
     def start(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
@@ -95,17 +104,16 @@ class LocalPlacement(Placement):
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
         for source, _, _ in spec.extra_mounts:
             existing_mount_source(source)
-        spec = dataclasses.replace(spec, working_dir=mountable_working_dir(spec.working_dir), network=self.network)
-        if self.network == "host":
-            spec = dataclasses.replace(spec, preferred_host_ports=self.host_network_ports(spec))
-        return spec
+        spec = dataclasses.replace(spec, working_dir=mountable_working_dir(spec.working_dir))
+        host_ports = self.host_network_ports(spec) if self.network == "host" else spec.network.host_ports
+        return dataclasses.replace(spec, network=self.network_here(spec, host_ports))
 
     def host_network_ports(self, spec: ContainerSpec) -> dict[str, int]:
         """On the host's network the kernel binds the ports its clients use: the KernelManager's (as a local
         kernel does; chosen by tf1kernel.engine.ports), or the frontend's (the argv launcher). Ports taken since
         a previous start are replaced, so that a restart survives them, which a local kernel does not."""
-        ports = dict(spec.preferred_host_ports)
-        if not spec.fixed_host_ports:
+        ports = dict(spec.network.host_ports)
+        if not spec.network.fixed_ports:
             kernel_ports = [ports.get(name) for name in CONTAINER_PORTS]
             if None in kernel_ports or not ports_free(kernel_ports):
                 ports.update(self.choose_kernel_ports(None not in kernel_ports))
@@ -187,13 +195,14 @@ class RemotePlacement(TunnelledPlacement):
 
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
         spec = remote.remote_workspace(spec, self.destination.host, self.remote_workdir, self.work_volume)
-        return dataclasses.replace(spec, lease_seconds=self.lease_seconds, tunnelled=True, network=self.network)
+        return dataclasses.replace(spec, network=self.network_here(spec, spec.network.host_ports, tunnelled=True),
+                                   lifetime=dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds))
 
     def start(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
         volumes = [lambda: remote.ensure_volume(client, spec, spec.work_volume)] if spec.work_volume else []
-        if spec.packages_volume:
+        if spec.storage.packages_volume:
             labels = {**self.kept_packages_labels, packages.LABEL_IMAGE: spec.image}
-            volumes.append(lambda: remote.ensure_volume(client, spec, spec.packages_volume, labels))
+            volumes.append(lambda: remote.ensure_volume(client, spec, spec.storage.packages_volume, labels))
         at_once(*volumes)
         return KernelContainer.start(client, spec)
 
@@ -240,7 +249,7 @@ class SwarmPlacement(TunnelledPlacement):
         super().__init__()
 
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
-        notice = spec.notice
+        notice = spec.messages.notice
         spec = remote.remote_workspace(spec, "a swarm node", self.remote_workdir, self.work_volume)
         where = (f"the folder {self.remote_workdir}, which must be the same on every node (a shared mount)"
                  if self.remote_workdir else
@@ -248,14 +257,15 @@ class SwarmPlacement(TunnelledPlacement):
                  "`remote_workdir` to a folder every node mounts, such as NFS, to share one)")
         told = ("This kernel runs on a node of the Docker Swarm: your notebook's folder is on this machine, not "
                 f"there. The kernel works in {where}.")
-        spec = dataclasses.replace(spec, notice=" ".join(filter(None, [notice, told])))
+        spec = dataclasses.replace(spec, messages=dataclasses.replace(spec.messages,
+                                                                     notice=" ".join(filter(None, [notice, told]))))
         # A restart keeps the node's ports (and connect keeps this machine's), so that clients carry on; a
         # frontend's own ports (the argv launcher's) are kept too.
-        ports = dict(spec.preferred_host_ports) if set(CONTAINER_PORTS) <= set(spec.preferred_host_ports) else dict(
+        ports = dict(spec.network.host_ports) if set(CONTAINER_PORTS) <= set(spec.network.host_ports) else dict(
             zip(CONTAINER_PORTS, free_ports(len(CONTAINER_PORTS)), strict=True))
         ports.setdefault("tensorboard_port", free_ports(1)[0])
-        return dataclasses.replace(spec, network=self.network, preferred_host_ports=ports,
-                                   lease_seconds=self.lease_seconds, tunnelled=True)
+        return dataclasses.replace(spec, network=self.network_here(spec, ports, tunnelled=True),
+                                   lifetime=dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds))
 
     def start(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
         self.client, self.kernel_id = client, spec.kernel_id
@@ -272,7 +282,7 @@ class SwarmPlacement(TunnelledPlacement):
             if not (task.node_id == self.node_id and self.manager.shares_host_network):
                 self.destination = self.node_destination(task)
                 node_client = engine.shared(self.destination.url)[0]
-            container = KernelContainer(node_client, task.container_id, dict(spec.preferred_host_ports))
+            container = KernelContainer(node_client, task.container_id, dict(spec.network.host_ports))
             if spec.work_volume:
                 own_volume(container, spec)
             return container
@@ -333,6 +343,13 @@ def placement_for(options: KernelOptions, info: EngineInfo, choose_kernel_ports:
                   kernelspec_name: str = "", logger: logging.Logger = log, client: docker.DockerClient | None = None
                   ) -> Placement:
     """The placement the options ask for on this engine."""
+    placement = _placement(options, info, choose_kernel_ports, kernelspec_name, logger, client)
+    placement.offline, placement.dns = not options.network_access, tuple(options.dns)
+    return placement
+
+
+def _placement(options: KernelOptions, info: EngineInfo, choose_kernel_ports: PortChooser, kernelspec_name: str,
+               logger: logging.Logger, client: docker.DockerClient | None) -> Placement:
     network = network_for(options, info)
     if options.placement == "swarm":
         if not info.swarm_node_id and client is not None:  # made a manager since the engine was described?

@@ -34,7 +34,7 @@ from tf1kernel.config.options import MAX_POOL_SIZE
 from tf1kernel.config.workdir import is_within
 from tf1kernel.engine.container import LABEL_MANAGED, KernelContainer
 from tf1kernel.engine.kernel_files import connection_info, host_network_tensorboard
-from tf1kernel.engine.spec import ContainerSpec
+from tf1kernel.engine.spec import ContainerSpec, Lifetime
 
 LABEL_POOL = "org.tf1kernel.pool"
 # Set per kernel, not per configuration: delivered with the adoption line.
@@ -46,17 +46,20 @@ log = logging.getLogger(__name__)
 def eligible(spec: ContainerSpec, pool_root: str) -> bool:
     """Can this kernel come from a pool: a provisioner start, in a folder the pool containers mount,
     and (on published ports) not a restart that must keep its ports."""
-    restart_on_published_ports = not spec.host_network and bool(spec.preferred_host_ports)
-    return (not spec.exit_with_caller and not spec.fixed_host_ports and not restart_on_published_ports
+    restart_on_published_ports = not spec.host_network and bool(spec.network.host_ports)
+    return (not spec.lifetime.exit_with_caller and not spec.network.fixed_ports and not restart_on_published_ports
             and is_within(spec.working_dir, (pool_root,)))
 
 
 def template(spec: ContainerSpec, pool_root: str) -> ContainerSpec:
     """What every pool container of spec's configuration is started as."""
     return dataclasses.replace(
-        spec, kernel_id="", session_key=b"", notice="", working_dir=pool_root, preferred_host_ports={}, files_folder="",
+        spec, kernel_id="", session_key=b"", working_dir=pool_root,
         env={name: value for name, value in spec.env.items() if name not in PER_KERNEL_ENV},
-        exit_with_caller=True, standby=True)
+        messages=dataclasses.replace(spec.messages, notice=""),
+        network=dataclasses.replace(spec.network, host_ports={}),
+        storage=dataclasses.replace(spec.storage, files_folder=""),
+        lifetime=Lifetime(exit_with_caller=True, standby=True))
 
 
 def key_of(template_spec: ContainerSpec) -> str:
@@ -67,7 +70,7 @@ def key_of(template_spec: ContainerSpec) -> str:
 def adoption_line(spec: ContainerSpec) -> bytes:
     """What a standby kernel is told to become spec's kernel."""
     adoption = {"connection": connection_info(spec), "cwd": spec.working_dir, "env": spec.env,
-                "notice": spec.notice,
+                "notice": spec.messages.notice,
                 "tensorboard": host_network_tensorboard(spec) if spec.host_network else None}
     return json.dumps(adoption).encode()
 
@@ -154,7 +157,7 @@ def adopt(container: KernelContainer, spec: ContainerSpec) -> KernelContainer:
     container.rename(spec.name)
     container.watch_exit()
     if spec.host_network:
-        container.host_ports = dict(spec.preferred_host_ports)
+        container.host_ports = dict(spec.network.host_ports)
     return container
 
 

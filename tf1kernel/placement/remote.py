@@ -43,7 +43,8 @@ def remote_workspace(spec: ContainerSpec, host: str, remote_workdir: str, volume
         spec = dataclasses.replace(spec, working_dir=VOLUME_MOUNTPOINT, work_volume=volume)
     notice = (f"This kernel runs on {host}: your notebook's folder is on this machine, not there. "
               f"The kernel works in {where}.")
-    return dataclasses.replace(spec, notice=" ".join(filter(None, [spec.notice, notice])))
+    told = " ".join(filter(None, [spec.messages.notice, notice]))
+    return dataclasses.replace(spec, messages=dataclasses.replace(spec.messages, notice=told))
 
 
 def ensure_volume(client: docker.DockerClient, spec: ContainerSpec, volume: str,

@@ -114,17 +114,17 @@ def create_service(client: docker.DockerClient, spec: ContainerSpec, image: str,
         name = f"{spec.name}-{index}-{int(time.time() * 1000)}"
         created = client.api.create_secret(name, payload, labels=labels)
         secrets.append(SecretReference(created["ID"], name, filename=path, uid=uid, gid=gid or uid, mode=0o400))
-    env = {**spec.env, "HOME": HOME_DIR, **({"PIP_CERT": PIP_CA_FILE} if spec.pip_ca else {})}
+    env = {**spec.env, "HOME": HOME_DIR, **({"PIP_CERT": PIP_CA_FILE} if spec.storage.pip_ca else {})}
     mounts = [Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume
               else Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
               Mount(target=HOME_DIR, source="", type="tmpfs", tmpfs_mode=0o1777)]
-    if spec.packages_volume:
-        mounts.append(Mount(target=PACKAGES_FOLDER, source=spec.packages_volume, type="volume"))
+    if spec.storage.packages_volume:
+        mounts.append(Mount(target=PACKAGES_FOLDER, source=spec.storage.packages_volume, type="volume"))
     container = ServiceContainerSpec(
         image, command=spec.command, env=env, workdir=spec.working_dir, user=spec.user, labels=labels,
         mounts=mounts, secrets=secrets, init=True, cap_drop=["ALL"], hostname="tf1kernel")
-    resources = Resources(cpu_limit=spec.nano_cpus or None, mem_limit=_bytes(spec.memory),
-                          cpu_reservation=spec.nano_cpus or None, mem_reservation=_bytes(spec.memory))
+    resources = Resources(cpu_limit=spec.limits.nano_cpus or None, mem_limit=_bytes(spec.limits.memory),
+                          cpu_reservation=spec.limits.nano_cpus or None, mem_reservation=_bytes(spec.limits.memory))
     template = TaskTemplate(container, resources=resources, restart_policy=RestartPolicy(condition="none"),
                             placement=ServicePlacement(constraints=placement),
                             networks=[NetworkAttachmentConfig("host")])

@@ -17,7 +17,7 @@ from tf1kernel.config.options import KernelOptions
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
 from tf1kernel.engine.kernel_files import kernel_files_folder
-from tf1kernel.engine.spec import ContainerSpec
+from tf1kernel.engine.spec import ContainerSpec, EngineQuirks, Storage
 from tf1kernel.errors import CpuLacksAvx, PlatformUnsupported
 from tf1kernel.images.recipes import build_hint
 from tf1kernel.placement import packages
@@ -38,17 +38,18 @@ def resolve(options: KernelOptions, client: docker.DockerClient, info: engine.En
         logger.info("tf1kernel: strategy auto chose %s (%s, %s) for kernel %s: %s", choice.strategy, choice.image,
                     choice.platform, spec.kernel_id, choice.reason)
     check_engine_runs(options, client, info, choice.platform, spec, restart, logger)
-    spec = placement.prepare(dataclasses.replace(spec, offline=not options.network_access, dns=list(options.dns)))
+    spec = placement.prepare(spec)
     # A remote engine's kernel, or a swarm's, is not on this machine: its files and kept packages cannot be either.
-    away = info.remote or spec.tunnelled
+    away = info.remote or spec.network.tunnelled
     files_folder = kernel_files_folder(spec.kernel_id) if files_mountable(info, spec) and not away else ""
     kept_volume = packages.volume_name(kernelspec_name) if away and kernelspec_name else ""
     kept_folder = "" if away else packages_folder(spec, info, kernelspec_name, logger)
     return dataclasses.replace(
-        spec, image=choice.image, platform=choice.platform, avx_fix=engine.avx_fix(info.kind),
-        podman=info.kind == "Podman", keep_user_ids=info.rootless_podman,
-        podman_user_network=info.podman_user_network, image_fix=build_hint(choice.image), files_folder=files_folder,
-        packages_folder=kept_folder, packages_volume=kept_volume, pip_ca=packages.pip_ca_bundle(options.pip_ca_bundle),
+        spec, image=choice.image, platform=choice.platform,
+        storage=Storage(files_folder, kept_folder, kept_volume, packages.pip_ca_bundle(options.pip_ca_bundle)),
+        quirks=EngineQuirks(info.kind == "Podman", info.podman_user_network, info.rootless_podman),
+        messages=dataclasses.replace(spec.messages, avx_fix=engine.avx_fix(info.kind),
+                                     image_fix=build_hint(choice.image)),
     ), choice
 
 
