@@ -63,7 +63,7 @@ if [ ! -f "$STATE/markers.json" ]; then
     printf '{"ca_file": "%s", "secret": "%s"}\n' "$STATE/marker-ca.pem" "$SECRET" > "$STATE/markers.json"
 fi
 SECRET=$(.venv/bin/python -c "import json; print(json.load(open('$STATE/markers.json'))['secret'])")
-HOST_CA=$(.venv/bin/python -c "from tf1kernel.images.recipes import host_pip_ca_bundle as f; print(f() or '')")
+HOST_CA=$(.venv/bin/python -c "from tf1kernel.images.builder import host_pip_ca_bundle as f; print(f() or '')")
 cat ${HOST_CA:+"$HOST_CA"} "$STATE/marker-ca.pem" > "$STATE/build-ca.pem"
 
 # Every image is built as a user behind a TLS-intercepting proxy builds it, markers included.

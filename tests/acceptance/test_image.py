@@ -92,6 +92,6 @@ def test_no_ca_or_credential_in_any_layer(docker_client: docker.DockerClient, bu
 
 
 def test_build_stage_with_ca_is_not_left_on_the_engine(docker_client: docker.DockerClient, kernel_image: str) -> None:
-    from tf1kernel.images.recipes import BUILD_STAGE_LABEL
+    from tf1kernel.images.builder import BUILD_STAGE_LABEL
 
     assert docker_client.api.images(all=True, filters={"label": BUILD_STAGE_LABEL}) == []

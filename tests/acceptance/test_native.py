@@ -31,8 +31,8 @@ from tests.conftest import NATIVE_TWIN_IMAGE as TWIN_IMAGE
 from tests.conftest import install_kernel, require_image, run_cli
 from tests.kernels import execute, running_kernel
 from tests.wheelmaker import pure_wheel
+from tf1kernel.images import builder, wheels
 from tf1kernel.images import recipes as images
-from tf1kernel.images import wheels
 
 pytestmark = pytest.mark.engine
 
@@ -73,10 +73,10 @@ def test_the_native_pins_resolve_as_aarch64_wheels_for_cpython_37(docker_client:
     require_image(docker_client, ARM64_PYTHON, "make the arm64 Python stand-in")
     recipe = dataclasses.replace(images.NATIVE_ARM64_RECIPE, wheel=ascend_wheel, target="wheelhouse")
     tag = "tf1kernel-test/native-wheelhouse:arm64"
-    ca = images.host_pip_ca_bundle()
+    ca = builder.host_pip_ca_bundle()
     try:
-        images.build_image(docker_client, recipe, tag=tag, base_image=ARM64_PYTHON, no_cache=True,
-                           ca_bundle=images.read_ca_bundle(ca) if ca else b"")
+        builder.build_image(docker_client, recipe, tag=tag, base_image=ARM64_PYTHON, no_cache=True,
+                           ca_bundle=builder.read_ca_bundle(ca) if ca else b"")
         stream, _ = docker_client.api.get_archive(docker_client.api.create_container(tag, "true")["Id"], "/wheels")
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
             found = [Path(member.name).name for member in tar.getmembers() if member.name.endswith(".whl")]

@@ -17,14 +17,15 @@ from jupyter_client.kernelspec import KernelSpec
 
 from tf1kernel.config.workdir import mountable_working_dir
 from tf1kernel.engine.container import published_ports
+from tf1kernel.engine.engine_proxy import EngineProxy
 from tf1kernel.engine.kernel_files import guest_archive, kernel_files_archive
 from tf1kernel.engine.orphans import judge, remove_stray_engine_proxies, remove_stray_kernel_files
-from tf1kernel.engine.spec import BOOT, CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec, Messages, Network
-from tf1kernel.engine.tunnel import EngineProxy, SshDestination
+from tf1kernel.engine.spec import BOOT, CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec, Messages
+from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import ContainerStartError, InvalidOption, MountError
 from tf1kernel.guest.constants import CONNECTION_FILE, GUEST_ARCHIVE, GUEST_PACKAGE, NOTICE_FILE
+from tf1kernel.images import builder, verify
 from tf1kernel.images import recipes as images
-from tf1kernel.images import verify
 from tf1kernel.jupyter import kernelspec
 from tf1kernel.jupyter.provisioner import DockerProvisioner
 from tf1kernel.session import KernelSession
@@ -133,19 +134,19 @@ def test_build_hint_names_the_command() -> None:
 
 def test_ca_bundle_discovery_prefers_pip_cert(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PIP_CERT", str(tmp_path / "a.pem"))
-    assert images.host_pip_ca_bundle() == tmp_path / "a.pem"
+    assert builder.host_pip_ca_bundle() == tmp_path / "a.pem"
 
 
 def test_ca_bundle_must_hold_a_certificate(tmp_path: Path) -> None:
     (tmp_path / "empty.pem").write_text("nothing")
     with pytest.raises(InvalidOption, match="no PEM"):
-        images.read_ca_bundle(tmp_path / "empty.pem")
+        builder.read_ca_bundle(tmp_path / "empty.pem")
     with pytest.raises(InvalidOption, match="Cannot read"):
-        images.read_ca_bundle(tmp_path / "missing.pem")
+        builder.read_ca_bundle(tmp_path / "missing.pem")
 
 
 def test_build_context_carries_the_ca_bundle_and_shared_pins() -> None:
-    with tarfile.open(fileobj=images.build_context(images.DEFAULT_RECIPE, b"PEM")) as tar:
+    with tarfile.open(fileobj=builder.build_context(images.DEFAULT_RECIPE, b"PEM")) as tar:
         assert {"Dockerfile", "requirements.txt", "kernel-py37.txt", "constraints-py37.txt", "pip-ca.pem"} \
             <= set(tar.getnames())
         assert tar.extractfile("pip-ca.pem").read() == b"PEM"
@@ -160,7 +161,7 @@ def test_build_context_carries_the_ca_bundle_and_shared_pins() -> None:
     ],
 )
 def test_build_errors_name_their_fix(message: str, tail: list[str], expected: str) -> None:
-    assert expected in images.build_error(message, tail, "python:3.7-slim-bookworm").fix
+    assert expected in builder.build_error(message, tail, "python:3.7-slim-bookworm").fix
 
 
 # -- kernelspec -----------------------------------------------------------------------

@@ -26,8 +26,8 @@ from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, c
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
 from tf1kernel.errors import InvalidOption, KernelStackMissing
+from tf1kernel.images import builder, verify
 from tf1kernel.images import recipes as images
-from tf1kernel.images import verify
 from tf1kernel.placement import swarm, swarm_images
 from tf1kernel.planning import strategies
 
@@ -67,8 +67,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     swarm_ssh(args)  # a wrong --swarm-ssh is refused before the build's minutes
-    ca_path = None if args.no_ca_bundle else (args.ca_bundle or images.host_pip_ca_bundle())
-    ca_bundle = images.read_ca_bundle(ca_path) if ca_path else b""
+    ca_path = None if args.no_ca_bundle else (args.ca_bundle or builder.host_pip_ca_bundle())
+    ca_bundle = builder.read_ca_bundle(ca_path) if ca_path else b""
     build_args = parse_build_args(args.build_arg)
     if args.image:
         return build_kernel_stack(args, ca_path)
@@ -91,7 +91,7 @@ def run_build(args: argparse.Namespace) -> int:
     out.print(f"Building [bold]{tag}[/] ({recipe.summary})")
     out.print(f"pip CA bundle: {ca_path or 'none (pip defaults)'}", highlight=False)
     with build_display() as on_progress:
-        built = images.build_image(client, recipe, ca_bundle=ca_bundle, tag=tag, base_image=args.base_image,
+        built = builder.build_image(client, recipe, ca_bundle=ca_bundle, tag=tag, base_image=args.base_image,
                                    index_url=args.index_url, no_cache=args.no_cache, extra_buildargs=build_args,
                                    on_progress=on_progress)
     size = client.api.inspect_image(built.image_id)["Size"] / 1e6
@@ -158,9 +158,9 @@ def add_kernel_stack(client: docker.DockerClient, image: str, platform: str, pyt
     """Build the thin image that adds ipykernel to `image`, and verify it."""
     recipe = images.kernel_stack_recipe(image, platform, missing.tensorflow)
     out.print(f"{missing.message} Adding tf1kernel's kernel stack in [bold]{recipe.tag}[/]...", highlight=False)
-    ca_path = ca_path or images.host_pip_ca_bundle()
+    ca_path = ca_path or builder.host_pip_ca_bundle()
     with build_display() as on_progress:
-        images.build_image(client, recipe, ca_bundle=images.read_ca_bundle(ca_path) if ca_path else b"",
+        builder.build_image(client, recipe, ca_bundle=builder.read_ca_bundle(ca_path) if ca_path else b"",
                            index_url=index_url, extra_buildargs={"PYTHON": python}, on_progress=on_progress)
     facts = verify.verify_image(client, recipe.tag, platform, python)
     out.print(f"[green]built and verified[/] {recipe.tag}: {facts.summary()}", highlight=False)
@@ -203,7 +203,7 @@ def require_platform(client: docker.DockerClient, platform: str) -> None:
 class build_display:
     """Progress for a build: a bar over Dockerfile steps on a terminal, plain step lines in logs."""
 
-    def __enter__(self) -> Callable[[images.BuildProgress], None]:
+    def __enter__(self) -> Callable[[builder.BuildProgress], None]:
         if not out.is_terminal:
             return self._plain
         self.progress = Progress(SpinnerColumn(), TextColumn("step"), MofNCompleteColumn(), BarColumn(),
@@ -216,11 +216,11 @@ class build_display:
         if out.is_terminal:
             self.progress.stop()
 
-    def _bar(self, event: images.BuildProgress) -> None:
+    def _bar(self, event: builder.BuildProgress) -> None:
         self.progress.update(self.task, completed=event.step, total=event.steps or None,
                              description=event.line.strip()[:60])
 
     @staticmethod
-    def _plain(event: images.BuildProgress) -> None:
+    def _plain(event: builder.BuildProgress) -> None:
         if event.line.startswith("Step "):
             out.print(f"[{event.step}/{event.steps}] {event.line.partition(' : ')[2][:100]}", highlight=False)

@@ -27,7 +27,8 @@ from docker.transport.unixconn import UnixHTTPAdapter
 from requests.exceptions import RequestException
 from urllib3.util.retry import Retry
 
-from tf1kernel.engine.tunnel import SSH_FIX, EngineProxy, SshDestination
+from tf1kernel.engine.engine_proxy import EngineProxy
+from tf1kernel.engine.tunnel import SSH_FIX, SshDestination
 from tf1kernel.errors import EngineUnavailable
 
 # The first request only asks the engine's version: a live engine answers at

@@ -8,7 +8,7 @@ has exited and its owner is on another host. Containers without the managed
 label are never touched.
 
 The host folders of kernels' files (ContainerSpec.storage.files_folder) and of remote
-engines' local sockets (tunnel.EngineProxy) are named after their owner process in
+engines' local sockets (engine_proxy.EngineProxy) are named after their owner process in
 the same way; a folder whose owner is gone is stray.
 """
 
@@ -28,9 +28,9 @@ import psutil
 from docker.errors import APIError, NotFound
 from jupyter_core.paths import jupyter_runtime_dir
 
+from tf1kernel.engine.engine_proxy import ENGINE_PROXY_PREFIX
 from tf1kernel.engine.kernel_files import KERNEL_FILES_PREFIX, remove_kernel_files
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
-from tf1kernel.engine.tunnel import ENGINE_PROXY_PREFIX
 
 LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
 # Engines whose orphaned kernel containers this process has already removed.

@@ -22,7 +22,7 @@ from docker.errors import APIError, NotFound
 
 from tf1kernel.engine.labels import LABEL_MANAGED
 from tf1kernel.errors import InvalidOption
-from tf1kernel.images import recipes as images
+from tf1kernel.images import builder
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def pip_ca_bundle(configured: str) -> bytes:
         return b""
     if configured:
         try:
-            return images.read_ca_bundle(Path(os.path.expanduser(configured)))
+            return builder.read_ca_bundle(Path(os.path.expanduser(configured)))
         except InvalidOption as exc:
             raise InvalidOption(exc.message, 'set "pip_ca_bundle" to a readable PEM file, or to "none"') from None
     return _host_pip_ca_bundle()
@@ -113,11 +113,11 @@ def pip_ca_bundle(configured: str) -> bytes:
 @functools.lru_cache(maxsize=1)
 def _host_pip_ca_bundle() -> bytes:
     """Found once per process: asking pip for its configuration takes a subprocess."""
-    path = images.host_pip_ca_bundle()
+    path = builder.host_pip_ca_bundle()
     if path is None:
         return b""
     try:
-        return images.read_ca_bundle(path)
+        return builder.read_ca_bundle(path)
     except InvalidOption as exc:
         log.warning("tf1kernel: the kernel's pip gets no CA bundle: %s", exc.message)
         return b""
