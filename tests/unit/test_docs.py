@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tf1kernel.config import reference
@@ -24,3 +25,25 @@ def test_every_option_is_in_the_reference_with_its_default() -> None:
             assert f"| `{name}` |" in text
     assert "| `lease_seconds` | `30` |" in text and "| `network_access` | `true` |" in text
     assert "| `log_level` |" not in text  # traitlets' own, not a kernel option
+
+
+def test_the_links_between_the_pages_lead_somewhere() -> None:
+    """README.md and docs/ link each other since the reference left the README: every relative link names a
+    file that exists, and every #anchor a heading of that file (GitHub's way of naming them)."""
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert broken == []
+
+
+def anchors(markdown: str) -> set[str]:
+    headings = re.findall(r"^#+ (.+)$", markdown, re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
