@@ -30,7 +30,6 @@ from requests.exceptions import ReadTimeout
 from tf1kernel.engine import networks
 from tf1kernel.engine.connection import START_ENGINE_FIX
 from tf1kernel.engine.kernel_files import (
-    PIP_CA_FILE,
     PIP_CONFIG_FILE,
     kernel_files_archive,
     private_file_archive,
@@ -41,13 +40,12 @@ from tf1kernel.engine.kernel_files import (
 )
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
 from tf1kernel.engine.ports import LOOPBACK
-from tf1kernel.engine.spec import HOME_DIR, PACKAGES_FOLDER, PUBLISHED_PORTS, ContainerSpec
+from tf1kernel.engine.settings import environment, hardened_host_config, name_servers, workspace_mounts
+from tf1kernel.engine.spec import PUBLISHED_PORTS, ContainerSpec
 from tf1kernel.engine.start_errors import PORT_CLASH_MARKERS, cannot_mount, mentions, start_error
 from tf1kernel.errors import ContainerStartError, EngineUnavailable, ImageMissing
 from tf1kernel.guest.constants import (
     CONNECTION_DIR,
-    NETWORK_ACCESS_VARIABLE,
-    PACKAGES_KEPT_VARIABLE,
     TENSORBOARD_ADDRESS_FILE,
     TENSORBOARD_PORT,
 )
@@ -277,49 +275,24 @@ def kernel_network(client: docker.DockerClient, spec: ContainerSpec) -> str:
 def create_container(client: docker.DockerClient, spec: ContainerSpec, host_ports: dict[str, int],
                      network: str) -> str:
     """Create (not start) the container with its files: mounted from spec.storage.files_folder, or copied in."""
-    uid, _, gid = spec.user.partition(":")
-    env = {**spec.env, "HOME": HOME_DIR, **({"PIP_CERT": PIP_CA_FILE} if spec.storage.pip_ca else {})}
+    env = environment(spec)
     if spec.host_network:
         networking: dict[str, Any] = {"network_mode": "host"}
         exposed: dict[str, Any] = {}
     else:
         # A network no other container reaches (networks.py); the host reaches the ports published on its loopback.
-        networking = {"network_mode": network,
+        networking = {"network_mode": network, **name_servers(spec, env),
                       "port_bindings": {port: (LOOPBACK, host_ports.get(name))
                                         for name, port in PUBLISHED_PORTS.items()}}
-        if spec.network.offline:
-            networking.update(dns=networks.OFFLINE_DNS, dns_opt=networks.OFFLINE_DNS_OPTIONS)
-            env[NETWORK_ACCESS_VARIABLE] = "0"
-        elif spec.network.dns:
-            networking["dns"] = spec.network.dns
         exposed = {"ports": list(PUBLISHED_PORTS.values()), "hostname": "tf1kernel"}
-    mounts = [Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume
-              else Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
-              *(Mount(target=target, source=source, type="bind", read_only=read_only)
-                for source, target, read_only in spec.extra_mounts)]
+    mounts = workspace_mounts(spec)
     if spec.storage.files_folder:
         write_kernel_files(spec)
         mounts.append(Mount(target=CONNECTION_DIR, source=spec.storage.files_folder, type="bind"))
     if spec.storage.keeps_packages:
-        mounts.append(Mount(target=PACKAGES_FOLDER, source=spec.storage.packages_folder or spec.storage.packages_volume,
-                            type="bind" if spec.storage.packages_folder else "volume"))
-        env.update({"PYTHONUSERBASE": PACKAGES_FOLDER, "PIP_CONFIG_FILE": PIP_CONFIG_FILE,
-                    PACKAGES_KEPT_VARIABLE: "1"})
-    host_config = client.api.create_host_config(
-        init=True,
-        auto_remove=spec.lifetime.exit_with_caller or bool(spec.lifetime.lease_seconds),
-        **networking,
-        mounts=mounts,
-        tmpfs={HOME_DIR: "U,mode=0700" if spec.quirks.podman else f"uid={uid},gid={gid or uid},mode=0700"},
-        mem_limit=spec.limits.memory or None,
-        memswap_limit=spec.limits.memory or None,  # no swap on top: the limit is the limit
-        nano_cpus=spec.limits.nano_cpus or None,
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        privileged=False,
-    )
-    if spec.quirks.keep_user_ids:
-        host_config["UsernsMode"] = "keep-id"  # Podman's; the SDK only knows "host"
+        env["PIP_CONFIG_FILE"] = PIP_CONFIG_FILE
+    host_config = hardened_host_config(client, spec, mounts, auto_remove=spec.lifetime.exit_with_caller or bool(
+        spec.lifetime.lease_seconds), **networking)
     created = client.api.create_container(
         image=spec.image,
         command=spec.command,
@@ -343,6 +316,15 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         _remove_quietly(client, container_id)
         raise
     return container_id
+
+
+
+
+
+
+
+
+
 
 
 def published_ports(attrs: dict) -> dict[str, int]:
