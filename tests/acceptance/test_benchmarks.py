@@ -132,3 +132,11 @@ def test_swarm_start_benchmark_reports_each_placement_against_the_local_start(ke
             assert 0 < row["scheduled_s"] < row["ready_s"], row
     assert json.loads((tmp_path / "swarm_start.json").read_text())["left_behind"] == 0
     assert all(name in done.stdout for name in rows)  # the table
+
+
+def test_run_benchmark_reports_both_workloads_against_their_baselines(kernel_image: str, tmp_path: Path) -> None:
+    _, targets = run_with_json_file("run_command.py", tmp_path / "run_command.json")
+    assert set(targets) == {f"{workload}/{target}" for workload in ("import", "train")
+                            for target in ("local-py37", "docker-run", "tf1kernel-run")}
+    assert targets["import/docker-run"]["ratio"] == 1.0 and targets["train/local-py37"]["ratio"] == 1.0
+    assert all(row["median_s"] > 0 and row["ratio"] > 0 for row in targets.values())

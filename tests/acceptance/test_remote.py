@@ -6,6 +6,7 @@ import base64
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,21 @@ def remote_kernel(remote: RemoteHost, jupyter_dirs: Path) -> str:
     spec["metadata"]["kernel_provisioner"]["config"]["lease_seconds"] = LEASE  # a quick test of a lost link
     spec_file.write_text(json.dumps(spec))
     return name
+
+
+def test_tf1kernel_run_runs_a_script_on_the_remote_host(remote: RemoteHost, remote_kernel: str, tmp_path: Path,
+                                                       docker_client: docker.DockerClient) -> None:
+    """`tf1kernel run` with a remote kernel's kernelspec: the command runs there, in the kernel's volume, and the
+    first line on stderr says where."""
+    code = "import os, tensorflow as tf; print(os.getcwd(), tf.Session().run(tf.constant(6) * 7))"
+    done = subprocess.run([sys.executable, "-m", "tf1kernel.cli", "run", "--kernel", remote_kernel, "--", "python",
+                           "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "/work 42"
+    first = done.stderr.splitlines()[0]
+    assert f"on {remote.url}, in /work" in first, done.stderr
+    assert remote.containers() == [] and managed_containers(docker_client) == []
 
 
 def test_a_kernel_runs_on_the_remote_host_through_a_tunnel(remote: RemoteHost, remote_kernel: str, tmp_path: Path,

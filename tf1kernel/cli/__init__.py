@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 
 from tf1kernel import __version__
-from tf1kernel.cli import build, doctor, gc, install, listing, packages, remove
+from tf1kernel.cli import build, doctor, gc, install, listing, packages, remove, run
 from tf1kernel.cli.common import err
 from tf1kernel.errors import Tf1KernelError
 
@@ -33,12 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tf1kernel", description="Run TensorFlow 1.15 notebooks in a container.")
+    parser = argparse.ArgumentParser(prog="tf1kernel",
+                                     description="Run TensorFlow 1.15 notebooks and scripts in a container.")
     parser.add_argument("--version", action="version", version=f"tf1kernel {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     build.add_parser(commands)
     install.add_parser(commands)
+    run.add_parser(commands)
     listing.add_parser(commands)
     packages.add_parser(commands)
     gc.add_parser(commands)

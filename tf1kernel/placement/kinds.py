@@ -199,12 +199,16 @@ class RemotePlacement(TunnelledPlacement):
                                    lifetime=dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds))
 
     def start(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
+        self.ensure_volumes(client, spec)
+        return KernelContainer.start(client, spec)
+
+    def ensure_volumes(self, client: docker.DockerClient, spec: ContainerSpec) -> None:
+        """The work volume and the kept packages' volume, made there (owned by the kernel's user) if missing."""
         volumes = [lambda: remote.ensure_volume(client, spec, spec.work_volume)] if spec.work_volume else []
         if spec.storage.packages_volume:
             labels = {**self.kept_packages_labels, packages.LABEL_IMAGE: spec.image}
             volumes.append(lambda: remote.ensure_volume(client, spec, spec.storage.packages_volume, labels))
         at_once(*volumes)
-        return KernelContainer.start(client, spec)
 
     def connect(self, container: KernelContainer, spec: ContainerSpec) -> dict[str, int]:
         """Open the tunnel and start the lease."""

@@ -1,0 +1,142 @@
+"""`tf1kernel run`: a command in a kernel's TensorFlow 1.15, as `python train.py` would run locally.
+
+The kernelspec decides everything a kernel of it would get, through the same session (strategy and image,
+platform and AVX check, folder, user, variables, kept %pip packages, limits, network, placement); only the
+command differs, and this process's terminal is attached to it (terminal.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import uuid
+
+from docker.errors import DockerException
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+from requests.exceptions import RequestException
+
+from tf1kernel.cli.common import err
+from tf1kernel.cli.terminal import Attached
+from tf1kernel.engine import reaper
+from tf1kernel.engine.command import CommandContainer, CommandRequest, Exit
+from tf1kernel.engine.container import check_image
+from tf1kernel.engine.spec import ContainerSpec
+from tf1kernel.errors import EngineUnavailable, InvalidOption
+from tf1kernel.jupyter import kernelspec
+from tf1kernel.placement.kinds import LocalPlacement, RemotePlacement
+from tf1kernel.planning import strategies
+from tf1kernel.session import KernelSession
+
+USAGE = "tf1kernel run [--kernel NAME] [-p PORT] [--no-tty] -- COMMAND [ARGS...]"
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", usage=USAGE, help="run a command, such as a TF1 script, in a kernel's "
+                                                       "TensorFlow 1.15, as it would run here")
+    run.add_argument("--kernel", metavar="NAME", help="the kernel whose image and options to use (default: the one "
+                                                      "`tf1kernel install` makes, tf1.15-<this arch>)")
+    run.add_argument("-p", "--publish", type=container_port, action="append", default=[], metavar="PORT",
+                     help="publish this port of the command on 127.0.0.1, such as TensorBoard's 6006")
+    run.add_argument("--no-tty", dest="tty", action="store_false",
+                     help="no terminal for the command even when this one has one (stdout and stderr stay apart)")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments, after --")
+    run.set_defaults(run=run_command)
+
+
+def container_port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    argv = args.command[1:] if args.command[:1] == ["--"] else list(args.command)
+    if not argv:
+        raise InvalidOption("tf1kernel run needs a command to run.", f"for example `tf1kernel run -- python "
+                                                                      f"train.py` ({USAGE})")
+    session = KernelSession.for_kernelspec(kernel_spec_for(args.kernel), f"run-{uuid.uuid4().hex[:12]}")
+    placement = session.place()
+    if not isinstance(placement, (LocalPlacement, RemotePlacement)):
+        raise InvalidOption("tf1kernel run does not run commands on a swarm.",
+                            "name a kernel of a Docker engine with --kernel (`tf1kernel list`)")
+    if args.publish and isinstance(placement, RemotePlacement):
+        raise InvalidOption(f"-p publishes on this machine's 127.0.0.1, and {session.engine_description()} is another "
+                            "machine's engine.", "drop -p, or use a kernel of this machine's engine")
+    session.request(os.getcwd(), dict(os.environ), session_key=b"")
+    spec = session.prepare()
+    client, _ = session.engine()
+    check_image(client, spec)
+    tell_where(session, spec)
+    request = CommandRequest(argv, tty=args.tty and sys.stdin.isatty() and sys.stdout.isatty(),
+                             publish=tuple(args.publish), terminal_type=os.environ.get("TERM", "xterm"))
+    if isinstance(placement, RemotePlacement):
+        placement.ensure_volumes(client, spec)
+    container = CommandContainer.create(client, spec, request)
+    watcher = reaper.start(container.id, session.options.docker_host, session.options.docker_context)
+    attached = Attached(container)
+    try:
+        ended = attached.run(lambda: started(container, spec))
+    finally:
+        with contextlib.suppress(DockerException, RequestException):  # the reaper tries again
+            container.remove()
+        if watcher.stdin is not None:
+            watcher.stdin.close()
+    if attached.lost is not None:
+        raise EngineUnavailable(f"Lost the engine at {session.engine_description()} while the command ran: "
+                                f"{attached.lost}", "check the engine (`tf1kernel doctor`), then run it again")
+    return explain(ended, spec)
+
+
+def kernel_spec_for(name: str | None) -> KernelSpec:
+    """The kernelspec named, or the one `tf1kernel install` makes by default; a tf1kernel kernel's."""
+    wanted = name or kernelspec.default_kernel_name(kernelspec.host_arch())
+    try:
+        found = KernelSpecManager().get_kernel_spec(wanted)
+    except NoSuchKernel:
+        ours = [kernel.name for kernel in kernelspec.installed()]
+        raise InvalidOption(f"There is no kernel named {wanted!r}.",
+                            f"name one of yours with --kernel: {', '.join(ours)}" if ours
+                            else "install one with `tf1kernel install --user`") from None
+    if found.metadata.get("kernel_provisioner", {}).get("provisioner_name") != kernelspec.PROVISIONER_NAME:
+        raise InvalidOption(f"The kernel {wanted!r} is not a tf1kernel kernel: it has no TensorFlow 1.15 container.",
+                            "name a tf1kernel kernel with --kernel (`tf1kernel list` shows them)")
+    return found
+
+
+def tell_where(session: KernelSession, spec: ContainerSpec) -> None:
+    """The first line on stderr: what runs where (and auto's choice, with its reason)."""
+    choice = session.choice
+    assert choice is not None and session.info is not None
+    runs = strategies.runs_description(strategies.labelled_tensorflow(session.engine()[0], spec.image)
+                                       or choice.tensorflow, spec.platform, session.info)
+    where = f" on {session.engine_description()}, in {spec.working_dir}" if session.info.remote else ""
+    err.print(f"tf1kernel: {spec.image}: {runs}{where}", highlight=False, markup=False)
+    if session.options.strategy == "auto":
+        err.print(f"tf1kernel: auto chose {choice.strategy}: {choice.reason}", highlight=False, markup=False)
+    if spec.messages.notice:
+        err.print(f"tf1kernel: {spec.messages.notice}", highlight=False, markup=False)
+
+
+def started(container: CommandContainer, spec: ContainerSpec) -> None:
+    container.start(spec)
+    for inside, outside in sorted(container.published_ports().items()):
+        err.print(f"tf1kernel: port {inside} of the command is at http://127.0.0.1:{outside}/", highlight=False,
+                  markup=False)
+
+
+def explain(ended: Exit, spec: ContainerSpec) -> int:
+    """The command's exit code; an OOM kill or an AVX crash named on stderr with the fix."""
+    if ended.oom_killed:
+        limit = f"its memory limit ({spec.limits.memory})" if spec.limits.memory else "the engine's memory"
+        err.print(f"tf1kernel: the command ran out of memory: {limit} was not enough.", highlight=False, markup=False)
+        err.print("Fix: raise `memory` in the kernel's kernel.json, or the engine's memory (Docker Desktop: "
+                  "Settings > Resources)", highlight=False, markup=False)
+    elif ended.code == 128 + signal.SIGILL:
+        err.print("tf1kernel: the command died of SIGILL: this CPU or emulator lacks an instruction TensorFlow was "
+                  "built for, most likely AVX.", highlight=False, markup=False)
+        err.print(f"Fix: {spec.messages.avx_fix or 'run it where x86-64 containers see AVX (`tf1kernel doctor`)'}",
+                  highlight=False, markup=False)
+    return ended.code

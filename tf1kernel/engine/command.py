@@ -1,0 +1,153 @@
+"""A command in a kernel's container (`tf1kernel run`): the image, folder, user, variables, mounts and limits of
+a kernel of the same kernelspec, made by the same code (settings.py), with the caller's terminal attached.
+
+Unlike a kernel, it listens on no port of tf1kernel's: it publishes on 127.0.0.1 only the ports its caller names.
+It always runs on tf1kernel's own network (offline: the offline one), never on the host's, so that a server it
+starts (TensorBoard with --host 0.0.0.0) is reachable from this machine alone.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import docker
+from docker.errors import APIError, NotFound
+
+from tf1kernel.engine import networks
+from tf1kernel.engine.kernel_files import PIP_CA_FILE, PIP_CONFIG, PIP_CONFIG_FILE, private_files_archive
+from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
+from tf1kernel.engine.ports import LOOPBACK, ports_free
+from tf1kernel.engine.settings import environment, hardened_host_config, name_servers, workspace_mounts
+from tf1kernel.engine.spec import ContainerSpec
+from tf1kernel.engine.start_errors import start_error
+
+# The streams of a container without a TTY come multiplexed: a header of 8 bytes per frame.
+STDOUT, STDERR = 1, 2
+FRAME_HEADER = struct.Struct(">BxxxL")
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How the command ended."""
+
+    code: int
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """What the caller runs: the command, whether it gets a terminal, and the container ports it publishes."""
+
+    argv: list[str]
+    tty: bool = False
+    publish: tuple[int, ...] = ()
+    terminal_type: str = "xterm"
+
+
+class CommandContainer:
+    """A created (then started) command container, addressed by id."""
+
+    def __init__(self, client: docker.DockerClient, container_id: str, tty: bool) -> None:
+        self.client = client
+        self.id = container_id
+        self.tty = tty
+
+    @classmethod
+    def create(cls, client: docker.DockerClient, spec: ContainerSpec, request: CommandRequest) -> CommandContainer:
+        """Create, not start, the container: the caller attaches first, so that no output is lost."""
+        env = environment(spec)
+        pip_files = {PIP_CONFIG_FILE: PIP_CONFIG if spec.storage.keeps_packages else b"",
+                     PIP_CA_FILE: spec.storage.pip_ca}
+        if spec.storage.keeps_packages:
+            env["PIP_CONFIG_FILE"] = PIP_CONFIG_FILE  # pip installs where %pip does: the kept packages
+        if request.tty:
+            env["TERM"] = request.terminal_type
+        network = networks.network_mode(client, spec.network.offline, spec.quirks.podman_user_network)
+        # The same port of this machine when it is free (the address a user expects), else one the engine picks.
+        bindings = {port: (LOOPBACK, port if ports_free([port]) else None) for port in request.publish}
+        host_config = hardened_host_config(client, spec, workspace_mounts(spec), network_mode=network,
+                                           port_bindings=bindings, **name_servers(spec, env))
+        try:
+            created = client.api.create_container(
+                image=spec.image, command=[*spec.command_prefix, *request.argv], name=spec.name, user=spec.user,
+                working_dir=spec.working_dir, environment=env, tty=request.tty, stdin_open=True,
+                labels={**spec.labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id},
+                ports=list(request.publish), hostname="tf1kernel", host_config=host_config)
+        except APIError as exc:
+            raise start_error(exc, spec) from None
+        command = cls(client, created["Id"], request.tty)
+        if any(pip_files.values()):
+            try:
+                files = {path: payload for path, payload in pip_files.items() if payload}
+                client.api.put_archive(command.id, "/", private_files_archive(files, spec.user))
+            except BaseException:
+                command.remove()
+                raise
+        return command
+
+    def attach(self) -> socket.socket:
+        """The container's stdin, stdout and stderr on one socket (multiplexed without a TTY)."""
+        attached = self.client.api.attach_socket(self.id, params={"stdin": 1, "stdout": 1, "stderr": 1,
+                                                                  "stream": 1, "logs": 1})
+        return getattr(attached, "_sock", attached)
+
+    def start(self, spec: ContainerSpec) -> None:
+        try:
+            self.client.api.start(self.id)
+        except APIError as exc:
+            raise start_error(exc, spec) from None
+
+    def published_ports(self) -> dict[int, int]:
+        """Container port → the port of this machine's 127.0.0.1 the engine bound it to."""
+        bound = self.client.api.inspect_container(self.id)["NetworkSettings"]["Ports"] or {}
+        found = {}
+        for key, bindings in bound.items():
+            loopback = [b for b in bindings or [] if b.get("HostIp") == LOOPBACK]
+            if loopback:
+                found[int(key.split("/")[0])] = int(loopback[0]["HostPort"])
+        return found
+
+    def resize(self, rows: int, columns: int) -> None:
+        try:
+            self.client.api.resize(self.id, height=rows, width=columns)
+        except APIError:
+            pass  # not running yet, or already gone
+
+    def signal(self, signum: int) -> None:
+        try:
+            self.client.api.kill(self.id, signal=signum)
+        except APIError:
+            pass  # it ended meanwhile
+
+    def wait(self) -> Exit:
+        code = int(self.client.api.wait(self.id)["StatusCode"])
+        state = self.client.api.inspect_container(self.id)["State"]
+        return Exit(code, bool(state.get("OOMKilled")))
+
+    def remove(self) -> None:
+        try:
+            self.client.api.remove_container(self.id, force=True, v=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress
+                raise
+
+
+def demultiplex(read: Callable[[int], bytes], write: Callable[[int, bytes], None]) -> None:
+    """Copy a multiplexed stream (no TTY) to write(stream, data) until it ends: stdout and stderr stay apart."""
+    buffer = b""
+    while True:
+        chunk = read(65536)
+        if not chunk:
+            return
+        buffer += chunk
+        while len(buffer) >= FRAME_HEADER.size:
+            stream, size = FRAME_HEADER.unpack_from(buffer)
+            if len(buffer) < FRAME_HEADER.size + size:
+                break
+            write(STDERR if stream == STDERR else STDOUT, buffer[FRAME_HEADER.size:FRAME_HEADER.size + size])
+            buffer = buffer[FRAME_HEADER.size + size:]

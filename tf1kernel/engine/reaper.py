@@ -1,0 +1,47 @@
+"""`python -m tf1kernel.engine.reaper CONTAINER`: removes a container when the process that started it ends.
+
+The starter holds the write end of this process's stdin; its end of the pipe closes when it exits, however it
+exits (SIGKILL included), and then the container goes. It runs in a session of its own, so that the terminal's
+Ctrl-C, meant for the command, does not reach it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from docker.errors import APIError, NotFound
+
+from tf1kernel.engine import connection
+
+
+def start(container_id: str, docker_host: str = "", context: str = "") -> subprocess.Popen:
+    """A reaper for this container; close its stdin (or exit) to let it remove the container."""
+    command = [sys.executable, "-m", "tf1kernel.engine.reaper", container_id]
+    command += [f"--docker-host={docker_host}"] if docker_host else []
+    command += [f"--context={context}"] if context else []
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tf1kernel.engine.reaper")
+    parser.add_argument("container")
+    parser.add_argument("--docker-host", default="")
+    parser.add_argument("--context", default="")
+    args = parser.parse_args(argv)
+    sys.stdin.buffer.read()  # until the starter is gone
+    client = connection.connect(args.docker_host or None, context=args.context or None)
+    try:
+        client.api.remove_container(args.container, force=True, v=True)
+    except NotFound:
+        pass  # its starter removed it
+    except APIError as exc:
+        if exc.status_code != 409:  # 409: removal already in progress
+            raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
