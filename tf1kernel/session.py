@@ -117,6 +117,14 @@ class KernelSession:
                                               self.kernelspec_name, self.started_once, self.log)
         return self.spec
 
+    def check(self) -> strategies.Choice:
+        """What a start would run, checked against the engine as a start checks it, without placing or
+        starting anything (`tf1kernel install`)."""
+        assert self.spec is not None, "request comes first"
+        client, info = self.engine()
+        self.choice = plan.decide(self.options, client, info, self.spec, self.started_once, self.log)
+        return self.choice
+
     def start(self) -> KernelContainer:
         """Start the prepared spec; the container runs when this returns."""
         assert self.spec is not None and self.placement is not None, "prepare comes first"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Any
 
@@ -14,14 +15,15 @@ from tf1kernel.cli.build import add_kernel_stack
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, connect, out, swarm_ssh
-from tf1kernel.config.options import STRATEGIES
+from tf1kernel.config.options import STRATEGIES, KernelOptions
 from tf1kernel.engine import connection as engine
-from tf1kernel.engine import networks, probes
+from tf1kernel.engine import networks
 from tf1kernel.errors import ImageMissing, InvalidOption, KernelStackMissing
 from tf1kernel.images import recipes as images
 from tf1kernel.images import verify
 from tf1kernel.jupyter import kernelspec
 from tf1kernel.planning import strategies
+from tf1kernel.session import KernelSession
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -119,8 +121,8 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     if not args.network_access:
         networks.check_offline("auto", info.kind)
     platform = args.platform or image_platform(client, image) or prebuilt_platform(args)
-    choice = strategies.choose(args.strategy, image, platform, client, info,
-                               lambda: probes.probe_architecture(client, "amd64"))
+    choice = checked_choice(args.strategy, config if args.strategy == "auto" else {**config, "image": image,
+                                                                                   "platform": platform})
     if args.strategy == "auto":
         out.print(f"auto picks [bold]{choice.strategy}[/] ({choice.image}, {choice.platform}) on this engine: "
                   f"{choice.reason}", highlight=False)
@@ -143,6 +145,14 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
         tensorflow = strategies.labelled_tensorflow(client, choice.image) or choice.tensorflow
     out.print(f"The kernel runs {strategies.runs_description(tensorflow, choice.platform, info)}.", highlight=False)
     return {**config, "image": choice.image, "platform": choice.platform}, debugger_off, verified
+
+
+def checked_choice(strategy: str, config: dict[str, Any]) -> strategies.Choice:
+    """What a kernel of this config would run, decided and checked by a kernel's own session (the strategy's
+    image, the engine runs its platform, with AVX), so that install fails now rather than the first start."""
+    session = KernelSession(KernelOptions(strategy=strategy, **config), "install")
+    session.request(os.getcwd(), {}, session_key=b"")
+    return session.check()
 
 
 def prebuilt_platform(args: argparse.Namespace) -> str:

@@ -30,14 +30,8 @@ log = logging.getLogger(__name__)
 def resolve(options: KernelOptions, client: docker.DockerClient, info: engine.EngineInfo, spec: ContainerSpec,
             placement: Placement, kernelspec_name: str, restart: bool = False, logger: logging.Logger = log
             ) -> tuple[ContainerSpec, strategies.Choice]:
-    """spec as it starts on this engine, and the strategy's choice behind it. A restart does not fail for want
-    of AVX (it would fail over and over): the kernel starts, and `import tensorflow` explains."""
-    choice = strategies.choose(options.strategy, options.image, options.platform, client, info,
-                               lambda: probe(client, info, "amd64", spec))
-    if options.strategy == "auto":
-        logger.info("tf1kernel: strategy auto chose %s (%s, %s) for kernel %s: %s", choice.strategy, choice.image,
-                    choice.platform, spec.kernel_id, choice.reason)
-    check_engine_runs(options, client, info, choice.platform, spec, restart, logger)
+    """spec as it starts on this engine, and the strategy's choice behind it."""
+    choice = decide(options, client, info, spec, restart, logger)
     spec = placement.prepare(spec)
     # A remote engine's kernel, or a swarm's, is not on this machine: its files and kept packages cannot be either.
     away = info.remote or spec.network.tunnelled
@@ -51,6 +45,20 @@ def resolve(options: KernelOptions, client: docker.DockerClient, info: engine.En
         messages=dataclasses.replace(spec.messages, avx_fix=engine.avx_fix(info.kind),
                                      image_fix=build_hint(choice.image)),
     ), choice
+
+
+def decide(options: KernelOptions, client: docker.DockerClient, info: engine.EngineInfo, spec: ContainerSpec,
+           restart: bool = False, logger: logging.Logger = log) -> strategies.Choice:
+    """The strategy's image and platform, checked against the engine: it runs them, with AVX where TensorFlow
+    needs it. A restart does not fail for want of AVX (it would fail over and over): the kernel starts, and
+    `import tensorflow` explains."""
+    choice = strategies.choose(options.strategy, options.image, options.platform, client, info,
+                               lambda: probe(client, info, "amd64", spec))
+    if options.strategy == "auto":
+        logger.info("tf1kernel: strategy auto chose %s (%s, %s) for kernel %s: %s", choice.strategy, choice.image,
+                    choice.platform, spec.kernel_id, choice.reason)
+    check_engine_runs(options, client, info, choice.platform, spec, restart, logger)
+    return choice
 
 
 def check_engine_runs(options: KernelOptions, client: docker.DockerClient, info: engine.EngineInfo, platform: str,
