@@ -112,7 +112,7 @@ def tell_where(session: KernelSession, spec: ContainerSpec) -> None:
     assert choice is not None and session.info is not None
     runs = strategies.runs_description(strategies.labelled_tensorflow(session.engine()[0], spec.image)
                                        or choice.tensorflow, spec.platform, session.info)
-    where = f" on {session.engine_description()}, in {spec.working_dir}" if session.info.remote else ""
+    where = f" on {session.engine_description()}" + (f", in {spec.working_dir}" if session.info.remote else "")
     err.print(f"tf1kernel: {spec.image}: {runs}{where}", highlight=False, markup=False)
     if session.options.strategy == "auto":
         err.print(f"tf1kernel: auto chose {choice.strategy}: {choice.reason}", highlight=False, markup=False)
