@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -10,10 +11,12 @@ import pytest
 
 from tests.conftest import managed_containers
 
-# Programs the tests start: engines and the test hosts' daemons, Jupyter servers, argv launchers, browsers.
-# None may outlive the session. (tf1kernel's own SSH connections end by themselves after their last use.)
+# Programs the tests start, each working in a temporary folder of theirs: engines and the test hosts' daemons,
+# Jupyter servers, argv launchers, browsers. None may outlive the session. (Not this machine's own dockerd,
+# which the outage tests restart as it was; nor tf1kernel's SSH connections, which end after their last use.)
 STARTED_BY_TESTS = ("podman", "conmon", "catatonit", "dockerd", "containerd", "sshd", "jupyter",
                     "tf1kernel.launcher", "tf1kernel.jupyter.launcher", "chrom")
+TEMPORARY = tempfile.gettempdir()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,11 +41,13 @@ def nothing_left_at_exit(docker_client: docker.DockerClient) -> Iterator[None]:
 
 def processes_started_by_tests(since: float) -> list[psutil.Process]:
     found = []
-    for process in psutil.process_iter(["create_time", "cmdline", "status"]):
+    for process in psutil.process_iter(["create_time", "cmdline", "status", "environ"]):
         info = process.info
         if (info["create_time"] or 0) < since or process.pid == os.getpid() or info["status"] == psutil.STATUS_ZOMBIE:
             continue
         command = " ".join(info["cmdline"] or [])
-        if any(program in command for program in STARTED_BY_TESTS):
+        # Rootless Podman's pause process names no folder: its runtime folder (XDG_RUNTIME_DIR) is the test's.
+        where = command + " " + str((info["environ"] or {}).get("XDG_RUNTIME_DIR", ""))
+        if any(program in command for program in STARTED_BY_TESTS) and TEMPORARY in where:
             found.append(process)
     return found
