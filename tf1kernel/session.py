@@ -47,7 +47,7 @@ class KernelSession:
         self.choose_kernel_ports = choose_kernel_ports
         self.client: docker.DockerClient | None = None
         self.info: engine.EngineInfo | None = None
-        self.placement: Placement | None = None  # decided at the first prepare, from the engine
+        self.placement: Placement | None = None  # decided once (place), from the engine
         self.choice: strategies.Choice | None = None  # the strategy behind the last prepare, and why
         self.spec: ContainerSpec | None = None  # what the next start runs
         self.container: KernelContainer | None = None

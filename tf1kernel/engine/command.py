@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import docker
-from docker.errors import APIError, NotFound
+from docker.errors import APIError
 
 from tf1kernel.engine import networks
+from tf1kernel.engine.container import remove_quietly
 from tf1kernel.engine.kernel_files import PIP_CA_FILE, PIP_CONFIG, PIP_CONFIG_FILE, private_files_archive
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
 from tf1kernel.engine.ports import LOOPBACK, ports_free
@@ -128,13 +129,7 @@ class CommandContainer:
         return Exit(code, bool(state.get("OOMKilled")))
 
     def remove(self) -> None:
-        try:
-            self.client.api.remove_container(self.id, force=True, v=True)
-        except NotFound:
-            pass
-        except APIError as exc:
-            if exc.status_code != 409:  # 409: removal already in progress
-                raise
+        remove_quietly(self.client, self.id)
 
 
 def demultiplex(read: Callable[[int], bytes], write: Callable[[int, bytes], None]) -> None:

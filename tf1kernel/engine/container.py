@@ -106,7 +106,7 @@ class KernelContainer:
                     raise
                 # Someone took one of our old ports between restarts: let the engine choose.
                 log.warning("tf1kernel: host port taken (%s); starting on new ports", exc.explanation)
-                _remove_quietly(client, container_id)
+                remove_quietly(client, container_id)
                 container_id = create_container(client, spec, {}, network)
                 return cls._started(client, container_id, spec)
         except (RequestsConnectionError, ReadTimeout) as exc:
@@ -154,7 +154,7 @@ class KernelContainer:
             else:  # copied in the background, so that the start does not wait for it
                 give_tensorboard_address(client, container_id, address, spec.user)
         except BaseException:
-            _remove_quietly(client, container_id)
+            remove_quietly(client, container_id)
             raise
         return container
 
@@ -211,7 +211,7 @@ class KernelContainer:
         """Remove the container whatever its state; a missing container is fine."""
         if self.lifeline is not None:
             self.lifeline.close()
-        _remove_quietly(self.client, self.id)
+        remove_quietly(self.client, self.id)
         remove_kernel_files(self.files_folder)
 
     def logs(self, lines: int = 50) -> str:
@@ -252,7 +252,7 @@ def remove_leftover(client: docker.DockerClient, spec: ContainerSpec) -> None:
             f"A container named {spec.name} exists and does not belong to tf1kernel.",
             f"remove or rename it (`docker rm -f {spec.name}`)",
         )
-    _remove_quietly(client, attrs["Id"])
+    remove_quietly(client, attrs["Id"])
 
 
 def at_once(*calls: Callable[[], Any]) -> list[Any]:
@@ -313,7 +313,7 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     try:
         client.api.put_archive(container_id, "/", kernel_files_archive(spec))
     except BaseException:
-        _remove_quietly(client, container_id)
+        remove_quietly(client, container_id)
         raise
     return container_id
 
@@ -354,7 +354,8 @@ def give_tensorboard_address(client: docker.DockerClient, container_id: str, add
     threading.Thread(target=put, name="tf1kernel-tensorboard-address", daemon=True).start()
 
 
-def _remove_quietly(client: docker.DockerClient, container_id: str) -> None:
+def remove_quietly(client: docker.DockerClient, container_id: str) -> None:
+    """Remove a container, and its anonymous volumes, whether it still runs, is being removed or is gone."""
     try:
         client.api.remove_container(container_id, force=True, v=True)
     except NotFound:

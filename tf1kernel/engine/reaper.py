@@ -11,9 +11,8 @@ import argparse
 import subprocess
 import sys
 
-from docker.errors import APIError, NotFound
-
 from tf1kernel.engine import connection
+from tf1kernel.engine.container import remove_quietly
 
 
 def start(container_id: str, docker_host: str = "", context: str = "") -> subprocess.Popen:
@@ -33,13 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.stdin.buffer.read()  # until the starter is gone
     client = connection.connect(args.docker_host or None, context=args.context or None)
-    try:
-        client.api.remove_container(args.container, force=True, v=True)
-    except NotFound:
-        pass  # its starter removed it
-    except APIError as exc:
-        if exc.status_code != 409:  # 409: removal already in progress
-            raise
+    remove_quietly(client, args.container)  # usually gone already: its starter removed it
     return 0
 
 
