@@ -20,7 +20,10 @@ from tf1kernel.engine.command import STDERR, CommandContainer, Exit, demultiplex
 
 INTERRUPT = b"\x03"  # Ctrl-C, as a terminal in raw mode passes it on
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-HANDLED_SIGNALS = (signal.SIGINT, *STOP_SIGNALS, signal.SIGWINCH)
+# The waiting thread wakes the loop with this when the command exits. Its default action does nothing, so a
+# wake that arrives after the loop ended is harmless once the signals are unblocked.
+WAKE = signal.SIGCONT
+HANDLED_SIGNALS = (signal.SIGINT, *STOP_SIGNALS, signal.SIGWINCH, WAKE)
 STOP_GRACE_SECONDS = 5
 OUTPUT_GRACE_SECONDS = 5.0
 EXIT_ENGINE_LOST = 255
@@ -52,7 +55,7 @@ class Attached:
                                  daemon=True).start()
                 threading.Thread(target=self.wait_for_exit, name="tf1kernel-run-wait", daemon=True).start()
                 while not self._exit:
-                    received = signal.sigtimedwait(HANDLED_SIGNALS, 0.2)
+                    received = signal.sigtimedwait(HANDLED_SIGNALS, 1.0)
                     if received is not None:
                         self.on_signal(received.si_signo)
                 output.join(OUTPUT_GRACE_SECONDS)  # the last output, read after the exit
@@ -66,8 +69,11 @@ class Attached:
         except Exception as exc:  # the engine went away: the command's fate is unknown, and this ends anyway
             self.lost = exc
             self._exit.append(Exit(EXIT_ENGINE_LOST))
+        signal.pthread_kill(threading.main_thread().ident, WAKE)
 
     def on_signal(self, signum: int) -> None:
+        if signum == WAKE:
+            return
         if signum == signal.SIGWINCH:
             self.follow_window()
         elif signum == signal.SIGINT:

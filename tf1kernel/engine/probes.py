@@ -19,10 +19,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import struct
 import tarfile
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
@@ -230,10 +233,17 @@ def cannot_run(facts: EmulationFacts, native_arch: str) -> Tf1KernelError:
                                "with an image you have) and read the engine's log")
 
 
-# Probe answers per engine and prefix, for this process. Only a positive answer is kept:
-# after a "cannot run" or "no AVX" the user changes a setting and tries again.
+# Probe answers per engine and prefix: for this process, and on disk for a few hours, so that back-to-back
+# commands (`tf1kernel run` in a loop, a Makefile) do not each start a probe container. Only a positive answer
+# is kept: after a "cannot run" or "no AVX" the user changes a setting and tries again. The engine's identity
+# includes its version and kernel: an upgraded engine or a new VM is probed again.
 _known: dict[tuple[str, str, tuple[str, ...]], EmulationFacts] = {}
 _lock = threading.Lock()
+KEPT_SECONDS = 6 * 3600
+
+
+def cache_file() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tf1kernel" / "engine-probes.json"
 
 
 def cached_probe(client: docker.DockerClient, engine_key: str, arch: str, prefix: tuple[str, ...] = (),
@@ -242,8 +252,48 @@ def cached_probe(client: docker.DockerClient, engine_key: str, arch: str, prefix
     with _lock:
         if key in _known:
             return _known[key]
-    facts = probe_architecture(client, arch, prefix, mounts)
+    facts = kept_facts(key) or probe_architecture(client, arch, prefix, mounts)
     if facts.runs and facts.avx is not False:
         with _lock:
             _known[key] = facts
+        keep_facts(key, facts)
     return facts
+
+
+def _disk_key(key: tuple[str, str, tuple[str, ...]]) -> str:
+    return json.dumps([key[0], key[1], list(key[2])])
+
+
+def _read_kept() -> dict:
+    try:
+        kept = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return kept if isinstance(kept, dict) else {}
+
+
+def kept_facts(key: tuple[str, str, tuple[str, ...]]) -> EmulationFacts | None:
+    entry = _read_kept().get(_disk_key(key))
+    try:
+        if entry and 0 <= time.time() - float(entry["at"]) < KEPT_SECONDS:
+            return EmulationFacts(key[1], True, entry["avx"], str(entry["detail"]))
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
+
+
+def keep_facts(key: tuple[str, str, tuple[str, ...]], facts: EmulationFacts) -> None:
+    """Write the answer beside the others (a failure to write only costs the next process a probe)."""
+    kept = {name: entry for name, entry in _read_kept().items()
+            if isinstance(entry, dict) and time.time() - float(entry.get("at", 0)) < KEPT_SECONDS}
+    if _disk_key(key) in kept:
+        return
+    kept[_disk_key(key)] = {"avx": facts.avx, "detail": facts.detail, "at": time.time()}
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(kept))
+        partial.replace(path)
+    except OSError:
+        pass

@@ -88,7 +88,8 @@ def check_engine_runs(options: KernelOptions, client: docker.DockerClient, info:
 
 def probe(client: docker.DockerClient, info: engine.EngineInfo, arch: str, spec: ContainerSpec
           ) -> probes.EmulationFacts:
-    return probes.cached_probe(client, info.key, arch, tuple(spec.command_prefix), tuple(spec.extra_mounts))
+    engine_identity = f"{info.key} {info.server_version} {info.os}"  # a new version or VM is probed again
+    return probes.cached_probe(client, engine_identity, arch, tuple(spec.command_prefix), tuple(spec.extra_mounts))
 
 
 def packages_folder(spec: ContainerSpec, info: engine.EngineInfo, kernelspec_name: str,
