@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from jupyter_client.manager import KernelManager
 from tests.conftest import install_kernel, managed_containers, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.remote import ALIAS, RemoteHost, reachable
+from tests.runs import start_run, wait_for_line
 from tests.wheelmaker import pure_wheel
 from tf1kernel.engine.spec import PACKAGES_FOLDER
 from tf1kernel.images.recipes import DEFAULT_RECIPE
@@ -60,6 +62,32 @@ def test_tf1kernel_run_runs_a_script_on_the_remote_host(remote: RemoteHost, remo
     first = done.stderr.splitlines()[0]
     assert f"on {remote.url}, in /work" in first, done.stderr
     assert remote.containers() == [] and managed_containers(docker_client) == []
+
+
+def test_tf1kernel_run_publishes_a_remote_port_on_this_machine_s_loopback(remote: RemoteHost, remote_kernel: str,
+                                                                        tmp_path: Path) -> None:
+    """-p with a remote engine: the port, published on the remote host's loopback, answers on this machine's
+    127.0.0.1 through the kernel's SSH tunnel; the tunnel and the container go when the command stops."""
+    process = start_run(remote_kernel, "python", "-m", "http.server", "8123", cwd=tmp_path, extra=("-p", "8123"))
+    try:
+        line = wait_for_line(process.stderr, "port 8123 of the command is at")
+        url = line.split(" at ")[-1].strip()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    assert answer.status == 200 and b"Directory listing" in answer.read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"nothing answered at {url}"
+                time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    assert process.returncode in (0, 130), process.returncode
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=5)
+    assert remote.containers() == []
 
 
 def test_a_kernel_runs_on_the_remote_host_through_a_tunnel(remote: RemoteHost, remote_kernel: str, tmp_path: Path,

@@ -19,36 +19,12 @@ import pytest
 
 from tests.conftest import install_variant, managed_containers
 from tests.kernels import execute, running_kernel
+from tests.runs import start_run, tf1kernel_run, wait_for_line
 from tests.wheelmaker import pure_wheel
 from tf1kernel.engine.spec import PACKAGES_FOLDER
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 TF1_42 = "import tensorflow as tf; print(tf.Session().run(tf.constant(6) * 7))"
-
-
-def tf1kernel_run(kernel: str, *command: str, cwd: Path, stdin: str | None = None, timeout: float = 180,
-                  extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tf1kernel.cli", "run", "--kernel", kernel, *extra, "--", *command],
-                          cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout,
-                          stdin=None if stdin is not None else subprocess.DEVNULL)
-
-
-def start_run(kernel: str, *command: str, cwd: Path, extra: tuple[str, ...] = ()) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tf1kernel.cli", "run", "--kernel", kernel, *extra, "--",
-                             *command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_line(stream: object, wanted: str, timeout: float = 120) -> str:
-    deadline, seen = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        line = stream.readline()  # type: ignore[attr-defined]
-        if not line:
-            break
-        seen.append(line)
-        if wanted in line:
-            return line
-    raise AssertionError(f"no line with {wanted!r} in {''.join(seen)[-3000:]}")
 
 
 def test_tf1_code_runs_with_its_exit_code_and_separate_streams(tf1_kernel: str, tmp_path: Path) -> None:

@@ -23,10 +23,12 @@ from tf1kernel.cli.terminal import Attached
 from tf1kernel.engine import reaper
 from tf1kernel.engine.command import CommandContainer, CommandRequest, Exit
 from tf1kernel.engine.container import check_image
+from tf1kernel.engine.ports import free_ports, ports_free
 from tf1kernel.engine.spec import ContainerSpec
+from tf1kernel.engine.tunnel import Tunnel
 from tf1kernel.errors import EngineUnavailable, InvalidOption
 from tf1kernel.jupyter import kernelspec
-from tf1kernel.placement.kinds import LocalPlacement, RemotePlacement
+from tf1kernel.placement.kinds import LocalPlacement, Placement, RemotePlacement
 from tf1kernel.planning import strategies
 from tf1kernel.session import KernelSession
 
@@ -62,24 +64,24 @@ def run_command(args: argparse.Namespace) -> int:
     if not isinstance(placement, (LocalPlacement, RemotePlacement)):
         raise InvalidOption("tf1kernel run does not run commands on a swarm.",
                             "name a kernel of a Docker engine with --kernel (`tf1kernel list`)")
-    if args.publish and isinstance(placement, RemotePlacement):
-        raise InvalidOption(f"-p publishes on this machine's 127.0.0.1, and {session.engine_description()} is another "
-                            "machine's engine.", "drop -p, or use a kernel of this machine's engine")
     session.request(os.getcwd(), dict(os.environ), session_key=b"")
     spec = session.prepare()
     client, _ = session.engine()
     check_image(client, spec)
     tell_where(session, spec)
     request = CommandRequest(argv, tty=args.tty and sys.stdin.isatty() and sys.stdout.isatty(),
-                             publish=tuple(args.publish), terminal_type=os.environ.get("TERM", "xterm"))
+                             publish=tuple(args.publish), terminal_type=os.environ.get("TERM", "xterm"),
+                             same_port_numbers=isinstance(placement, LocalPlacement))
     if isinstance(placement, RemotePlacement):
         placement.ensure_volumes(client, spec)
     container = CommandContainer.create(client, spec, request)
     watcher = reaper.start(container.id, session.options.docker_host, session.options.docker_context)
     attached = Attached(container)
+    ports = PublishedPorts(placement)
     try:
-        ended = attached.run(lambda: started(container, spec))
+        ended = attached.run(lambda: started(container, spec, ports))
     finally:
+        ports.close()
         with contextlib.suppress(DockerException, RequestException):  # the reaper tries again
             container.remove()
         if watcher.stdin is not None:
@@ -120,9 +122,32 @@ def tell_where(session: KernelSession, spec: ContainerSpec) -> None:
         err.print(f"tf1kernel: {spec.messages.notice}", highlight=False, markup=False)
 
 
-def started(container: CommandContainer, spec: ContainerSpec) -> None:
+class PublishedPorts:
+    """The command's published ports on this machine's 127.0.0.1: bound there by a local engine, or forwarded
+    through SSH from a remote engine's loopback (the kernel's tunnel), on the same numbers where they are free."""
+
+    def __init__(self, placement: Placement) -> None:
+        self.placement = placement
+        self.tunnel: Tunnel | None = None
+
+    def open(self, container: CommandContainer) -> dict[int, int]:
+        bound = container.published_ports()
+        if not isinstance(self.placement, RemotePlacement) or not bound:
+            return bound
+        taken = [port for port in bound if not ports_free([port])]
+        here = dict(zip(taken, free_ports(len(taken)), strict=True))
+        here.update({port: port for port in bound if port not in here})
+        self.tunnel = Tunnel(self.placement.destination, {here[port]: bound[port] for port in bound}).open()
+        return here
+
+    def close(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.close()
+
+
+def started(container: CommandContainer, spec: ContainerSpec, ports: PublishedPorts) -> None:
     container.start(spec)
-    for inside, outside in sorted(container.published_ports().items()):
+    for inside, outside in sorted(ports.open(container).items()):
         err.print(f"tf1kernel: port {inside} of the command is at http://127.0.0.1:{outside}/", highlight=False,
                   markup=False)
 

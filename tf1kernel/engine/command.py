@@ -46,6 +46,9 @@ class CommandRequest:
     tty: bool = False
     publish: tuple[int, ...] = ()
     terminal_type: str = "xterm"
+    # Publish on the same port numbers where they are free: this machine's (a remote engine's loopback is
+    # reached through a tunnel whose ports are this machine's, so there the engine picks).
+    same_port_numbers: bool = True
 
 
 class CommandContainer:
@@ -68,7 +71,8 @@ class CommandContainer:
             env["TERM"] = request.terminal_type
         network = networks.network_mode(client, spec.network.offline, spec.quirks.podman_user_network)
         # The same port of this machine when it is free (the address a user expects), else one the engine picks.
-        bindings = {port: (LOOPBACK, port if ports_free([port]) else None) for port in request.publish}
+        bindings = {port: (LOOPBACK, port if request.same_port_numbers and ports_free([port]) else None)
+                    for port in request.publish}
         host_config = hardened_host_config(client, spec, workspace_mounts(spec), network_mode=network,
                                            port_bindings=bindings, **name_servers(spec, env))
         try:
