@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import select
 import subprocess
 import sys
 import time
@@ -31,3 +34,40 @@ def wait_for_line(stream: object, wanted: str, timeout: float = 120) -> str:
         if wanted in line:
             return line
     raise AssertionError(f"no line with {wanted!r} in {''.join(seen)[-3000:]}")
+
+
+def run_in_terminal(kernel: str, *command: str, cwd: Path) -> tuple[int, int]:
+    """`tf1kernel run` in a terminal of its own (a pty), as a user types it: its pid and the terminal."""
+    pid, terminal = pty.fork()
+    if pid == 0:
+        os.chdir(cwd)
+        os.execv(sys.executable, [sys.executable, "-m", "tf1kernel.cli", "run", "--kernel", kernel, "--", *command])
+    return pid, terminal
+
+
+def read_until(descriptor: int, wanted: bytes, timeout: float) -> bytes:
+    seen, deadline = b"", time.monotonic() + timeout
+    while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([descriptor], [], [], 0.5)
+        if ready:
+            try:
+                seen += os.read(descriptor, 4096)
+            except OSError:
+                break
+    assert wanted in seen, seen.decode(errors="replace")[-2000:]
+    return seen
+
+
+PDB_SCRIPT = "import pdb\nanswer = 41\npdb.set_trace()\nprint('result', answer + 1)\n"
+
+
+def talk_to_pdb(pid: int, terminal: int) -> None:
+    """PDB_SCRIPT in that terminal: pdb's prompt, a variable printed, a value changed, and the run continued."""
+    seen = read_until(terminal, b"(Pdb)", 120)
+    os.write(terminal, b"p answer * 1000\r")
+    seen += read_until(terminal, b"41000", 30)
+    os.write(terminal, b"answer = 99\r")
+    os.write(terminal, b"c\r")
+    seen += read_until(terminal, b"result 100", 30)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import signal
 import socket
 import subprocess
@@ -19,7 +17,7 @@ import pytest
 
 from tests.conftest import install_variant, managed_containers
 from tests.kernels import execute, running_kernel
-from tests.runs import start_run, tf1kernel_run, wait_for_line
+from tests.runs import PDB_SCRIPT, read_until, run_in_terminal, start_run, talk_to_pdb, tf1kernel_run, wait_for_line
 from tests.wheelmaker import pure_wheel
 from tf1kernel.engine.spec import PACKAGES_FOLDER
 
@@ -130,11 +128,7 @@ def test_a_terminal_gets_a_tty_and_ctrl_c_through_it(tf1_kernel: str, tmp_path: 
     """As in a terminal: the command sees a TTY (progress bars draw), and Ctrl-C typed interrupts it."""
     script = ("import sys, time\nprint('tty', sys.stdin.isatty(), sys.stdout.isatty(), flush=True)\n"
               "try:\n    time.sleep(600)\nexcept KeyboardInterrupt:\n    print('stopped by ctrl-c', flush=True)\n")
-    pid, terminal = pty.fork()
-    if pid == 0:
-        os.chdir(tmp_path)
-        os.execv(sys.executable, [sys.executable, "-m", "tf1kernel.cli", "run", "--kernel", tf1_kernel, "--",
-                                  "python", "-c", script])
+    pid, terminal = run_in_terminal(tf1_kernel, "python", "-c", script, cwd=tmp_path)
     seen = read_until(terminal, b"tty True True", 120)
     os.write(terminal, b"\x03")
     seen += read_until(terminal, b"stopped by ctrl-c", 30)
@@ -142,17 +136,10 @@ def test_a_terminal_gets_a_tty_and_ctrl_c_through_it(tf1_kernel: str, tmp_path: 
     assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
 
 
-def read_until(descriptor: int, wanted: bytes, timeout: float) -> bytes:
-    seen, deadline = b"", time.monotonic() + timeout
-    while wanted not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([descriptor], [], [], 0.5)
-        if ready:
-            try:
-                seen += os.read(descriptor, 4096)
-            except OSError:
-                break
-    assert wanted in seen, seen.decode(errors="replace")[-2000:]
-    return seen
+def test_pdb_works_in_a_terminal(tf1_kernel: str, tmp_path: Path) -> None:
+    (tmp_path / "debug_me.py").write_text(PDB_SCRIPT)
+    pid, terminal = run_in_terminal(tf1_kernel, "python", "debug_me.py", cwd=tmp_path)
+    talk_to_pdb(pid, terminal)
 
 
 def test_publish_serves_tensorboard_on_loopback_only(tf1_kernel: str, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from jupyter_client.manager import KernelManager
 from tests.conftest import install_kernel, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.remote import RemoteHost, reachable
+from tests.runs import PDB_SCRIPT, run_in_terminal, start_run, talk_to_pdb, tf1kernel_run, wait_for_line
 from tests.swarm import TwoNodeSwarm
 from tf1kernel.errors import ContainerStartError, NoSuitableNode
 
@@ -180,6 +181,56 @@ def test_vs_code_s_argv_launcher_runs_a_swarm_kernel_on_the_frontend_s_ports(
     assert kernel.process.returncode is not None
     assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
     assert not cluster.secrets()
+
+
+def test_tf1kernel_run_runs_a_script_on_the_node_a_kernel_would_get(cluster: TwoNodeSwarm, jupyter_dirs: Path,
+                                                                   tmp_path: Path) -> None:
+    """`tf1kernel run` with a swarm kernel's kernelspec: a service on the node its constraints pick (the worker,
+    whose address the command's traffic leaves from), in the kernel's volume; stdin, both streams apart, the exit
+    code, and nothing left on either node."""
+    name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-run", swarm_constraints=["node.labels.tf1==worker"])
+    script = textwrap.dedent(f"""\
+        import os, socket, sys, tensorflow as tf
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.connect(({cluster.worker.host.gateway!r}, 9))
+        print(os.getcwd(), probe.getsockname()[0], tf.Session().run(tf.constant(6) * 7))
+        print("read", sys.stdin.readline().strip())
+        print("to stderr", file=sys.stderr)
+        sys.exit(3)
+    """)
+    done = tf1kernel_run(name, "python", "-c", script, cwd=tmp_path, stdin="hello\n", timeout=300)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.splitlines() == [f"/work {cluster.worker.host.address} 42", "read hello"], done.stderr
+    assert "to stderr" in done.stderr and "to stderr" not in done.stdout
+    assert "runs on a node of the Docker Swarm" in done.stderr
+    assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
+    assert not cluster.secrets()
+    refused = tf1kernel_run(name, "true", cwd=tmp_path, extra=("-p", "6006"))
+    assert refused.returncode == 1 and "-p is not available on a swarm" in refused.stderr, refused.stderr
+    assert nothing_left(cluster)
+
+
+def test_pdb_works_in_a_terminal_on_a_swarm_node(cluster: TwoNodeSwarm, jupyter_dirs: Path, tmp_path: Path) -> None:
+    name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-pdb", swarm_constraints=["node.labels.tf1==worker"])
+    pid, terminal = run_in_terminal(name, "python", "-c", PDB_SCRIPT, cwd=tmp_path)
+    talk_to_pdb(pid, terminal)
+    assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
+
+
+def test_sigkill_of_tf1kernel_run_on_a_swarm_leaves_no_service(cluster: TwoNodeSwarm, jupyter_dirs: Path,
+                                                               tmp_path: Path) -> None:
+    name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-run-killed",
+                        swarm_constraints=["node.labels.tf1==worker"])
+    process = start_run(name, "python", "-c", "print('started', flush=True); import time; time.sleep(600)",
+                        cwd=tmp_path)
+    try:
+        wait_for_line(process.stdout, "started", timeout=120)
+        assert len(cluster.services()) == 1
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+    assert wait_until(lambda: nothing_left(cluster), 30), (cluster.services(), cluster.containers())
+    assert wait_until(lambda: not cluster.secrets(), 10)
 
 
 def test_doctor_names_the_nodes_a_swarm_kernel_can_land_on_and_fails_without_one(

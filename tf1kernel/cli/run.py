@@ -21,13 +21,14 @@ from requests.exceptions import RequestException
 from tf1kernel.cli.common import err
 from tf1kernel.cli.terminal import Attached
 from tf1kernel.engine import reaper
-from tf1kernel.engine.command import CommandContainer, CommandRequest, Exit
+from tf1kernel.engine.command import Command, CommandContainer, CommandRequest, Exit, Streams
 from tf1kernel.engine.container import check_image
 from tf1kernel.engine.ports import free_ports, ports_free
 from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.engine.tunnel import Tunnel
 from tf1kernel.errors import EngineUnavailable, InvalidOption
 from tf1kernel.jupyter import kernelspec
+from tf1kernel.placement.commands import command_for
 from tf1kernel.placement.kinds import LocalPlacement, Placement, RemotePlacement
 from tf1kernel.planning import strategies
 from tf1kernel.session import KernelSession
@@ -61,9 +62,6 @@ def run_command(args: argparse.Namespace) -> int:
                                                                       f"train.py` ({USAGE})")
     session = KernelSession.for_kernelspec(kernel_spec_for(args.kernel), f"run-{uuid.uuid4().hex[:12]}")
     placement = session.place()
-    if not isinstance(placement, (LocalPlacement, RemotePlacement)):
-        raise InvalidOption("tf1kernel run does not run commands on a swarm.",
-                            "name a kernel of a Docker engine with --kernel (`tf1kernel list`)")
     session.request(os.getcwd(), dict(os.environ), session_key=b"")
     spec = session.prepare()
     client, _ = session.engine()
@@ -72,18 +70,17 @@ def run_command(args: argparse.Namespace) -> int:
     request = CommandRequest(argv, tty=args.tty and sys.stdin.isatty() and sys.stdout.isatty(),
                              publish=tuple(args.publish), terminal_type=os.environ.get("TERM", "xterm"),
                              same_port_numbers=isinstance(placement, LocalPlacement))
-    if isinstance(placement, RemotePlacement):
-        placement.ensure_volumes(client, spec)
-    container = CommandContainer.create(client, spec, request)
-    watcher = reaper.start(container.id, session.options.docker_host, session.options.docker_context)
-    attached = Attached(container)
+    command = command_for(placement, client, spec, request)
+    reaped = (command.id, False) if isinstance(command, CommandContainer) else (spec.kernel_id, True)  # the service
+    watcher = reaper.start(reaped[0], session.options.docker_host, session.options.docker_context, service=reaped[1])
+    attached = Attached(command)
     ports = PublishedPorts(placement)
     try:
-        ended = attached.run(lambda: started(container, spec, ports))
+        ended = attached.run(lambda: launched(command, ports))
     finally:
         ports.close()
         with contextlib.suppress(DockerException, RequestException):  # the reaper tries again
-            container.remove()
+            command.remove()
         if watcher.stdin is not None:
             watcher.stdin.close()
     if attached.lost is not None:
@@ -130,8 +127,8 @@ class PublishedPorts:
         self.placement = placement
         self.tunnel: Tunnel | None = None
 
-    def open(self, container: CommandContainer) -> dict[int, int]:
-        bound = container.published_ports()
+    def open(self, command: Command) -> dict[int, int]:
+        bound = command.published_ports() if isinstance(command, CommandContainer) else {}
         if not isinstance(self.placement, RemotePlacement) or not bound:
             return bound
         taken = [port for port in bound if not ports_free([port])]
@@ -145,11 +142,12 @@ class PublishedPorts:
             self.tunnel.close()
 
 
-def started(container: CommandContainer, spec: ContainerSpec, ports: PublishedPorts) -> None:
-    container.start(spec)
-    for inside, outside in sorted(ports.open(container).items()):
+def launched(command: Command, ports: PublishedPorts) -> Streams:
+    streams = command.launch()
+    for inside, outside in sorted(ports.open(command).items()):
         err.print(f"tf1kernel: port {inside} of the command is at http://127.0.0.1:{outside}/", highlight=False,
                   markup=False)
+    return streams
 
 
 def explain(ended: Exit, spec: ContainerSpec) -> int:

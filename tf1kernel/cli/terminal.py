@@ -16,7 +16,7 @@ import threading
 import tty
 from collections.abc import Callable, Iterator
 
-from tf1kernel.engine.command import STDERR, CommandContainer, Exit, demultiplex
+from tf1kernel.engine.command import STDERR, Command, Exit, Streams, demultiplex
 
 INTERRUPT = b"\x03"  # Ctrl-C, as a terminal in raw mode passes it on
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -32,26 +32,25 @@ EXIT_ENGINE_LOST = 255
 class Attached:
     """One command container with this process's stdin, stdout and stderr, until the command exits."""
 
-    def __init__(self, container: CommandContainer) -> None:
+    def __init__(self, container: Command) -> None:
         self.container = container
         self.interrupts = 0
         self.stopping = False
         self.lost: Exception | None = None  # why the command's end could not be learnt
         self._exit: list[Exit] = []
 
-    def run(self, start: Callable[[], None]) -> Exit:
-        """Attach, start() the container, and stream until the command exits."""
-        connection = self.container.attach()
+    def run(self, launch: Callable[[], Streams]) -> Exit:
+        """launch() the command (attached, then started: no output is lost), and stream until it exits."""
         # Blocked before any thread starts (threads inherit the mask): only the loop below takes these signals.
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             with raw_terminal(self.container.tty):
-                start()
+                streams = launch()
                 self.follow_window()
-                output = threading.Thread(target=self.copy_output, args=(connection,), name="tf1kernel-run-output",
+                output = threading.Thread(target=self.copy_output, args=(streams.output,), name="tf1kernel-run-output",
                                           daemon=True)
                 output.start()
-                threading.Thread(target=self.copy_input, args=(connection,), name="tf1kernel-run-input",
+                threading.Thread(target=self.copy_input, args=(streams.input,), name="tf1kernel-run-input",
                                  daemon=True).start()
                 threading.Thread(target=self.wait_for_exit, name="tf1kernel-run-wait", daemon=True).start()
                 while not self._exit:

@@ -12,6 +12,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import docker
 from docker.errors import APIError
@@ -51,24 +52,45 @@ class CommandRequest:
     same_port_numbers: bool = True
 
 
+@dataclass(frozen=True)
+class Streams:
+    """Where the command's output comes from and its input goes: one attached socket, or two (a swarm task
+    without a TTY, whose attach would end the output at the end of input)."""
+
+    output: socket.socket
+    input: socket.socket
+
+
+class Command(Protocol):
+    """What the caller's terminal needs of a command (cli/terminal.py): its container here, or a swarm service's."""
+
+    tty: bool
+
+    def launch(self) -> Streams:
+        """Attach, then start: the command's stdin, stdout and stderr, none of its output lost."""
+
+    def resize(self, rows: int, columns: int) -> None: ...
+
+    def signal(self, signum: int) -> None: ...
+
+    def wait(self) -> Exit: ...
+
+    def remove(self) -> None: ...
+
+
 class CommandContainer:
     """A created (then started) command container, addressed by id."""
 
-    def __init__(self, client: docker.DockerClient, container_id: str, tty: bool) -> None:
+    def __init__(self, client: docker.DockerClient, container_id: str, tty: bool, spec: ContainerSpec) -> None:
         self.client = client
         self.id = container_id
         self.tty = tty
+        self.spec = spec
 
     @classmethod
     def create(cls, client: docker.DockerClient, spec: ContainerSpec, request: CommandRequest) -> CommandContainer:
         """Create, not start, the container: the caller attaches first, so that no output is lost."""
-        env = environment(spec)
-        pip_files = {PIP_CONFIG_FILE: PIP_CONFIG if spec.storage.keeps_packages else b"",
-                     PIP_CA_FILE: spec.storage.pip_ca}
-        if spec.storage.keeps_packages:
-            env["PIP_CONFIG_FILE"] = PIP_CONFIG_FILE  # pip installs where %pip does: the kept packages
-        if request.tty:
-            env["TERM"] = request.terminal_type
+        env = command_environment(spec, request)
         network = networks.network_mode(client, spec.network.offline, spec.quirks.podman_user_network)
         # The same port of this machine when it is free (the address a user expects), else one the engine picks.
         bindings = {port: (LOOPBACK, port if request.same_port_numbers and ports_free([port]) else None)
@@ -83,27 +105,29 @@ class CommandContainer:
                 ports=list(request.publish), hostname="tf1kernel", host_config=host_config)
         except APIError as exc:
             raise start_error(exc, spec) from None
-        command = cls(client, created["Id"], request.tty)
-        if any(pip_files.values()):
+        command = cls(client, created["Id"], request.tty, spec)
+        if files := command_files(spec):
             try:
-                files = {path: payload for path, payload in pip_files.items() if payload}
                 client.api.put_archive(command.id, "/", private_files_archive(files, spec.user))
             except BaseException:
                 command.remove()
                 raise
         return command
 
-    def attach(self) -> socket.socket:
+    def attach(self, stdin: bool = True) -> socket.socket:
         """The container's stdin, stdout and stderr on one socket (multiplexed without a TTY)."""
-        attached = self.client.api.attach_socket(self.id, params={"stdin": 1, "stdout": 1, "stderr": 1,
+        attached = self.client.api.attach_socket(self.id, params={"stdin": int(stdin), "stdout": 1, "stderr": 1,
                                                                   "stream": 1, "logs": 1})
         return getattr(attached, "_sock", attached)
 
-    def start(self, spec: ContainerSpec) -> None:
+    def launch(self) -> Streams:
+        connection = self.attach()
         try:
             self.client.api.start(self.id)
         except APIError as exc:
-            raise start_error(exc, spec) from None
+            connection.close()
+            raise start_error(exc, self.spec) from None
+        return Streams(connection, connection)
 
     def published_ports(self) -> dict[int, int]:
         """Container port → the port of this machine's 127.0.0.1 the engine bound it to."""
@@ -134,6 +158,22 @@ class CommandContainer:
 
     def remove(self) -> None:
         remove_quietly(self.client, self.id)
+
+
+def command_environment(spec: ContainerSpec, request: CommandRequest) -> dict[str, str]:
+    """A kernel's variables (settings.py), pip's configuration when packages are kept, and the terminal's type."""
+    env = environment(spec)
+    if spec.storage.keeps_packages:
+        env["PIP_CONFIG_FILE"] = PIP_CONFIG_FILE  # pip installs where %pip does: the kept packages
+    if request.tty:
+        env["TERM"] = request.terminal_type
+    return env
+
+
+def command_files(spec: ContainerSpec) -> dict[str, bytes]:
+    """The files a command gets of a kernel's: pip's configuration and CA bundle, when there are any."""
+    files = {PIP_CONFIG_FILE: PIP_CONFIG if spec.storage.keeps_packages else b"", PIP_CA_FILE: spec.storage.pip_ca}
+    return {path: payload for path, payload in files.items() if payload}
 
 
 def demultiplex(read: Callable[[int], bytes], write: Callable[[int, bytes], None]) -> None:

@@ -1,4 +1,5 @@
-"""`python -m tf1kernel.engine.reaper CONTAINER`: removes a container when the process that started it ends.
+"""`python -m tf1kernel.engine.reaper CONTAINER` (or `--service KERNEL_ID`): removes a container, or a swarm
+service and its secrets, when the process that started it ends.
 
 The starter holds the write end of this process's stdin; its end of the pipe closes when it exits, however it
 exits (SIGKILL included), and then the container goes. It runs in a session of its own, so that the terminal's
@@ -11,13 +12,11 @@ import argparse
 import subprocess
 import sys
 
-from tf1kernel.engine import connection
-from tf1kernel.engine.container import remove_quietly
 
-
-def start(container_id: str, docker_host: str = "", context: str = "") -> subprocess.Popen:
-    """A reaper for this container; close its stdin (or exit) to let it remove the container."""
-    command = [sys.executable, "-m", "tf1kernel.engine.reaper", container_id]
+def start(container_id: str, docker_host: str = "", context: str = "", service: bool = False) -> subprocess.Popen:
+    """A reaper for this container (or, with service, the swarm service of this kernel id); close its stdin (or
+    exit) to let it remove it."""
+    command = [sys.executable, "-m", "tf1kernel.engine.reaper", container_id, *(["--service"] if service else [])]
     command += [f"--docker-host={docker_host}"] if docker_host else []
     command += [f"--context={context}"] if context else []
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -26,13 +25,22 @@ def start(container_id: str, docker_host: str = "", context: str = "") -> subpro
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tf1kernel.engine.reaper")
-    parser.add_argument("container")
+    parser.add_argument("container", help="a container ID, or with --service a kernel ID")
+    parser.add_argument("--service", action="store_true")
     parser.add_argument("--docker-host", default="")
     parser.add_argument("--context", default="")
     args = parser.parse_args(argv)
     sys.stdin.buffer.read()  # until the starter is gone
+    # Imported only now: while the command runs, this process costs nothing.
+    from tf1kernel.engine import connection
+    from tf1kernel.engine.container import remove_quietly
+    from tf1kernel.engine.services import remove_service
+
     client = connection.connect(args.docker_host or None, context=args.context or None)
-    remove_quietly(client, args.container)  # usually gone already: its starter removed it
+    if args.service:
+        remove_service(client, args.container)
+    else:
+        remove_quietly(client, args.container)  # usually gone already: its starter removed it
     return 0
 
 

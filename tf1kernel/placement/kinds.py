@@ -272,24 +272,29 @@ class SwarmPlacement(TunnelledPlacement):
                                    lifetime=dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds))
 
     def start(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
+        node_client, task = self.start_task(client, spec)
+        return KernelContainer(node_client, task.container_id, dict(spec.network.host_ports))
+
+    def start_task(self, client: docker.DockerClient, spec: ContainerSpec,
+                   command: swarm.ServiceCommand | None = None) -> tuple[docker.DockerClient, swarm.Task]:
+        """The kernel's service (or a command's), once its task runs: its node's engine, and the task."""
         self.client, self.kernel_id = client, spec.kernel_id
         reap_services_once(client, self.manager.key, self.log)
         image = swarm.image_id(client, spec.image, SWARM_IMAGE_FIX)
         placed_by = swarm.constraints(spec.platform, self.constraints)
-        service_id = swarm.create_service(client, spec, image, placed_by, spec.labels)
+        service_id = swarm.create_service(client, spec, image, placed_by, spec.labels, command)
         try:
             self.task = task = swarm.wait_for_task(client, service_id, ", ".join(placed_by), SWARM_IMAGE_FIX)
-            self.log.info("tf1kernel: kernel %s landed on swarm node %s (%s)", spec.kernel_id, task.node_hostname,
-                          task.node_address)
+            self.log.info("tf1kernel: %s %s landed on swarm node %s (%s)", "kernel" if command is None else "command",
+                          spec.kernel_id, task.node_hostname, task.node_address)
             node_client = client
             self.destination = None
             if not (task.node_id == self.node_id and self.manager.shares_host_network):
                 self.destination = self.node_destination(task)
                 node_client = engine.shared(self.destination.url)[0]
-            container = KernelContainer(node_client, task.container_id, dict(spec.network.host_ports))
             if spec.work_volume:
-                own_volume(container, spec)
-            return container
+                own_volume(node_client, task.container_id, spec)
+            return node_client, task
         except BaseException:
             swarm.remove_service(client, spec.kernel_id)
             raise
@@ -335,12 +340,12 @@ def reap_services_once(client: docker.DockerClient, swarm_key: str, logger: logg
         logger.warning("tf1kernel: removed orphaned kernel service %s (its Jupyter server is gone)", name)
 
 
-def own_volume(container: KernelContainer, spec: ContainerSpec) -> None:
+def own_volume(client: docker.DockerClient, container_id: str, spec: ContainerSpec) -> None:
     """A node makes the work volume at the first mount, owned by root: give it to the kernel's user."""
-    writable = container.client.api.exec_start(container.client.api.exec_create(
-        container.id, ["sh", "-c", f"test -w {spec.working_dir} && echo yes"], user=spec.user)["Id"])
+    writable = client.api.exec_start(client.api.exec_create(
+        container_id, ["sh", "-c", f"test -w {spec.working_dir} && echo yes"], user=spec.user)["Id"])
     if b"yes" not in writable:
-        remote.give_volume(container.client, spec, spec.work_volume)
+        remote.give_volume(client, spec, spec.work_volume)
 
 
 def placement_for(options: KernelOptions, info: EngineInfo, choose_kernel_ports: PortChooser = any_free_ports,

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 import docker
-from docker.errors import APIError, ImageNotFound, NotFound
+from docker.errors import ImageNotFound
 from docker.types import (
     ContainerSpec as ServiceContainerSpec,
 )
@@ -33,10 +33,12 @@ from docker.types import (
 )
 
 from tf1kernel.config.options import MEMORY_PATTERN
-from tf1kernel.engine.kernel_files import PIP_CA_FILE, kernel_files
+from tf1kernel.engine.kernel_files import kernel_files
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 from tf1kernel.engine.orphans import LABEL_OWNER_STARTED, owner_alive
-from tf1kernel.engine.spec import HOME_DIR, PACKAGES_FOLDER, ContainerSpec
+from tf1kernel.engine.services import remove_secrets, remove_service
+from tf1kernel.engine.settings import environment, workspace_mounts
+from tf1kernel.engine.spec import HOME_DIR, ContainerSpec
 from tf1kernel.errors import ContainerStartError, ImageMissing, InvalidOption, NoSuitableNode
 from tf1kernel.guest.constants import LEASE_FILE, TENSORBOARD_ADDRESS_FILE
 
@@ -102,27 +104,35 @@ def service_name(spec: ContainerSpec) -> str:
     return spec.name
 
 
+@dataclass(frozen=True)
+class ServiceCommand:
+    """What a service runs when it is not the kernel (`tf1kernel run` on a swarm): a command, its files, its TTY."""
+
+    argv: list[str]
+    files: dict[str, bytes]
+    env: dict[str, str]
+    tty: bool = False
+
+
 def create_service(client: docker.DockerClient, spec: ContainerSpec, image: str, placement: list[str],
-                   labels: dict[str, str]) -> str:
-    """Create the kernel's files as secrets, then its service; return the service's ID."""
+                   labels: dict[str, str], command: ServiceCommand | None = None) -> str:
+    """Create the files as secrets (the kernel's, or the command's), then the service; return the service's ID."""
     uid, _, gid = spec.user.partition(":")
     labels = {**labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id}
     secrets = []
-    for index, (path, payload) in enumerate(sorted(kernel_files(spec).items())):
+    files = kernel_files(spec) if command is None else command.files
+    for index, (path, payload) in enumerate(sorted(files.items())):
         if path in LIVE_FILES:
             continue
         name = f"{spec.name}-{index}-{int(time.time() * 1000)}"
         created = client.api.create_secret(name, payload, labels=labels)
         secrets.append(SecretReference(created["ID"], name, filename=path, uid=uid, gid=gid or uid, mode=0o400))
-    env = {**spec.env, "HOME": HOME_DIR, **({"PIP_CERT": PIP_CA_FILE} if spec.storage.pip_ca else {})}
-    mounts = [Mount(target=spec.working_dir, source=spec.work_volume, type="volume") if spec.work_volume
-              else Mount(target=spec.working_dir, source=spec.working_dir, type="bind"),
-              Mount(target=HOME_DIR, source="", type="tmpfs", tmpfs_mode=0o1777)]
-    if spec.storage.packages_volume:
-        mounts.append(Mount(target=PACKAGES_FOLDER, source=spec.storage.packages_volume, type="volume"))
+    env = environment(spec) if command is None else command.env
+    mounts = [*workspace_mounts(spec), Mount(target=HOME_DIR, source="", type="tmpfs", tmpfs_mode=0o1777)]
     container = ServiceContainerSpec(
-        image, command=spec.command, env=env, workdir=spec.working_dir, user=spec.user, labels=labels,
-        mounts=mounts, secrets=secrets, init=True, cap_drop=["ALL"], hostname="tf1kernel")
+        image, command=spec.command if command is None else command.argv, env=env, workdir=spec.working_dir,
+        user=spec.user, labels=labels, mounts=mounts, secrets=secrets, init=True, cap_drop=["ALL"],
+        hostname="tf1kernel", tty=command is not None and command.tty, open_stdin=command is not None)
     resources = Resources(cpu_limit=spec.limits.nano_cpus or None, mem_limit=_bytes(spec.limits.memory),
                           cpu_reservation=spec.limits.nano_cpus or None, mem_reservation=_bytes(spec.limits.memory))
     template = TaskTemplate(container, resources=resources, restart_policy=RestartPolicy(condition="none"),
@@ -162,27 +172,6 @@ def wait_for_task(client: docker.DockerClient, service_id: str, constraints_text
             raise ContainerStartError(f"The kernel's task is still {state} after {waited:.0f} s ({reason}).",
                                       "see `docker service ps --no-trunc` on the manager")
         time.sleep(POLL_SECONDS)
-
-
-def remove_service(client: docker.DockerClient, kernel_id: str) -> None:
-    """Remove a kernel's service (its task's container goes with it) and its secrets; missing ones are fine."""
-    for service in client.api.services(filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"}):
-        try:
-            client.api.remove_service(service["ID"])
-        except NotFound:
-            pass
-    remove_secrets(client, kernel_id)
-
-
-def remove_secrets(client: docker.DockerClient, kernel_id: str) -> None:
-    for secret in client.api.secrets(filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"}):
-        try:
-            client.api.remove_secret(secret["ID"])
-        except NotFound:
-            pass
-        except APIError as exc:  # in use: its service's task is still being removed; gc takes it later
-            if exc.status_code != 400:
-                raise
 
 
 def orphan_services(client: docker.DockerClient, include_other_hosts: bool = False) -> list[dict]:

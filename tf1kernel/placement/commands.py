@@ -1,0 +1,92 @@
+"""`tf1kernel run`'s command where a kernel of the kernelspec would run: a container of this engine or a remote
+one (engine/command.py), or the task of a one-replica swarm service, on the node swarm picks, reached through
+that node's engine as the kernel's is."""
+
+from __future__ import annotations
+
+import docker
+
+from tf1kernel.engine.command import (
+    Command,
+    CommandContainer,
+    CommandRequest,
+    Exit,
+    Streams,
+    command_environment,
+    command_files,
+)
+from tf1kernel.engine.spec import HOME_DIR, ContainerSpec
+from tf1kernel.errors import InvalidOption
+from tf1kernel.placement import swarm
+from tf1kernel.placement.kinds import Placement, RemotePlacement, SwarmPlacement
+
+# A swarm starts a task as soon as it places it, before anyone can attach: the command waits until its output
+# is attached and its folder is the user's. With a TTY, for this file to appear.
+GATE_FILE = f"{HOME_DIR}/.tf1kernel-go"
+GATE_SCRIPT = 'while [ ! -e "$0" ]; do sleep 0.05; done; exec "$@"'
+# Without one, for a writer to open this pipe, its stdin. A service's attach cannot pass on an end of input (its
+# container's StdinOnce is false, and the engine then ends the output too), so stdin goes through an exec'd cat.
+STDIN_PIPE = f"{HOME_DIR}/.tf1kernel-stdin"
+PIPED_SCRIPT = 'mkfifo -m 600 "$0" && exec "$@" < "$0"'
+FEEDER_SCRIPT = 'while [ ! -p "$0" ]; do sleep 0.05; done; exec cat > "$0"'
+
+
+def command_for(placement: Placement, client: docker.DockerClient, spec: ContainerSpec,
+                request: CommandRequest) -> Command:
+    """The command, created (not started) where the placement puts kernels."""
+    if isinstance(placement, SwarmPlacement):
+        if request.publish:
+            raise InvalidOption("-p is not available on a swarm: the command runs on its node's network.",
+                                "drop -p, or name a kernel of a Docker engine with --kernel (`tf1kernel list`)")
+        if spec.command_prefix:
+            raise InvalidOption("tf1kernel run cannot run a command through `command_prefix` on a swarm.",
+                                "register the emulator on the nodes (binfmt) and remove `command_prefix`")
+        return SwarmCommand(placement, client, spec, request)
+    if isinstance(placement, RemotePlacement):
+        placement.ensure_volumes(client, spec)
+    return CommandContainer.create(client, spec, request)
+
+
+class SwarmCommand:
+    """The command as a swarm service: launched once its task runs and is attached; removed with its service."""
+
+    def __init__(self, placement: SwarmPlacement, manager: docker.DockerClient, spec: ContainerSpec,
+                 request: CommandRequest) -> None:
+        self.placement = placement
+        self.manager = manager
+        self.spec = spec
+        self.tty = request.tty
+        waits = [GATE_SCRIPT, GATE_FILE] if request.tty else [PIPED_SCRIPT, STDIN_PIPE]
+        self.service = swarm.ServiceCommand(["/bin/sh", "-c", *waits, *request.argv], command_files(spec),
+                                            command_environment(spec, request), request.tty)
+        self.container: CommandContainer | None = None
+
+    def launch(self) -> Streams:
+        node_client, task = self.placement.start_task(self.manager, self.spec, self.service)
+        self.container = CommandContainer(node_client, task.container_id, self.tty, self.spec)
+        api, user = node_client.api, self.spec.user
+        if self.tty:
+            connection = self.container.attach()
+            api.exec_start(api.exec_create(task.container_id, ["touch", GATE_FILE], user=user)["Id"])
+            return Streams(connection, connection)
+        output = self.container.attach(stdin=False)
+        feeder = api.exec_create(task.container_id, ["/bin/sh", "-c", FEEDER_SCRIPT, STDIN_PIPE], stdin=True,
+                                 user=user)
+        stdin = api.exec_start(feeder["Id"], socket=True)
+        return Streams(output, getattr(stdin, "_sock", stdin))
+
+    def resize(self, rows: int, columns: int) -> None:
+        if self.container is not None:
+            self.container.resize(rows, columns)
+
+    def signal(self, signum: int) -> None:
+        if self.container is not None:
+            self.container.signal(signum)
+
+    def wait(self) -> Exit:
+        assert self.container is not None, "wait() before launch()"
+        return self.container.wait()
+
+    def remove(self) -> None:
+        """The service, and with it the task's container on its node, and the command's secrets."""
+        swarm.remove_service(self.manager, self.spec.kernel_id)
