@@ -80,3 +80,23 @@ class NoSuitableNode(Tf1KernelError):
 
 class NodeUnreachable(Tf1KernelError):
     """A swarm node's engine could not be reached through SSH (to copy an image there)."""
+
+
+class RegistryError(Tf1KernelError):
+    """A registry refused or failed a push or a pull; each subclass is one reason, with its fix."""
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry's address does not answer (wrong name or port, no route, not running)."""
+
+
+class RegistryAuthFailed(RegistryError):
+    """The registry wants credentials the engine was not given, or rejected the ones it was."""
+
+
+class RegistryCertificateUntrusted(RegistryError):
+    """The registry's TLS certificate is not signed by a CA the engine trusts."""
+
+
+class ImageNotInRegistry(RegistryError):
+    """The registry has no such repository or tag."""

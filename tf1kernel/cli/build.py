@@ -23,10 +23,11 @@ from rich.progress import (
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, connect, out, swarm_ssh
+from tf1kernel.cli.transfers import layer_progress
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
 from tf1kernel.errors import InvalidOption, KernelStackMissing
-from tf1kernel.images import builder, verify
+from tf1kernel.images import builder, registry, verify
 from tf1kernel.images import recipes as images
 from tf1kernel.placement import swarm, swarm_images
 from tf1kernel.planning import strategies
@@ -61,12 +62,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                        help="then copy the image to every node of its architecture in the swarm the engine manages "
                             "(swarm runs a kernel's image by its ID, so every node needs this very build)")
     add_swarm_ssh_argument(build)
+    build.add_argument("--push", metavar="REGISTRY/NAME[:TAG]",
+                       help="then push the image to a registry, with Docker's credentials (`docker login`), and "
+                            "print its name by digest for `tf1kernel install --image`")
     add_engine_arguments(build)
     build.set_defaults(run=run_build)
 
 
 def run_build(args: argparse.Namespace) -> int:
-    swarm_ssh(args)  # a wrong --swarm-ssh is refused before the build's minutes
+    swarm_ssh(args)  # a wrong --swarm-ssh, or --push name, is refused before the build's minutes
+    if args.push and ("@" in images.check_image_reference(args.push) or not registry.registry_of(args.push)):
+        raise InvalidOption(f"--push takes the name to push to, REGISTRY/NAME[:TAG]; {args.push!r} is not one.",
+                            "name the registry, for example `--push registry.example.org:5000/lab/tensorflow:1.15`")
     ca_path = None if args.no_ca_bundle else (args.ca_bundle or builder.host_pip_ca_bundle())
     ca_bundle = builder.read_ca_bundle(ca_path) if ca_path else b""
     build_args = parse_build_args(args.build_arg)
@@ -100,8 +107,22 @@ def run_build(args: argparse.Namespace) -> int:
               highlight=False)
     if args.swarm:
         copy_to_swarm(client, tag, args)
+    if args.push:
+        pushed = push_image(client, tag, args.push)
+        out.print(f"Next: `tf1kernel install --user --image {pushed}{' --swarm' if args.swarm else ''}` here and "
+                  "on every machine that pulls it", highlight=False)
+        return 0
     out.print(f"Next: `tf1kernel install --user{' --swarm' if args.swarm else ''}`", highlight=False)
     return 0
+
+
+def push_image(client: docker.DockerClient, image: str, target: str) -> str:
+    """`build --push`: the image in the registry, with a bar per layer; its name by digest."""
+    out.print(f"Pushing {image} to {target}...", highlight=False)
+    with layer_progress() as on_progress:
+        pushed = registry.push(client, image, target, on_progress)
+    out.print(f"[green]Pushed[/] {pushed}", highlight=False)
+    return pushed
 
 
 def copy_to_swarm(client: docker.DockerClient, image: str, args: argparse.Namespace) -> None:
@@ -138,17 +159,15 @@ def build_kernel_stack(args: argparse.Namespace, ca_path: Path | None) -> int:
     try:
         facts = verify.verify_image(client, image, platform)
     except KernelStackMissing as missing:
-        derived = add_kernel_stack(client, image, platform, "python", missing, ca_path, args.index_url).image
-        if args.swarm:
-            copy_to_swarm(client, derived, args)
-        out.print(f"Next: `tf1kernel install --user --strategy prebuilt --image {derived} --platform {platform}`",
-                  highlight=False)
-        return 0
-    out.print(f"{image} is a kernel image already ({facts.summary()}).", highlight=False)
+        image = add_kernel_stack(client, image, platform, "python", missing, ca_path, args.index_url).image
+    else:
+        out.print(f"{image} is a kernel image already ({facts.summary()}).", highlight=False)
     if args.swarm:
         copy_to_swarm(client, image, args)
-    out.print("Next: `tf1kernel install --user --strategy "
-              f"prebuilt --image {image} --platform {platform}`", highlight=False)
+    if args.push:
+        image = push_image(client, image, args.push)
+    out.print(f"Next: `tf1kernel install --user --strategy prebuilt --image {image} --platform {platform}`",
+              highlight=False)
     return 0
 
 

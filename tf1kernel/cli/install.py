@@ -14,13 +14,14 @@ from docker.errors import ImageNotFound
 from tf1kernel.cli.build import add_kernel_stack
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
-from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, connect, out, swarm_ssh
+from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, connect, err, out, swarm_ssh
+from tf1kernel.cli.transfers import layer_progress
 from tf1kernel.config.options import STRATEGIES, KernelOptions
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import networks
 from tf1kernel.errors import ImageMissing, InvalidOption, KernelStackMissing
 from tf1kernel.images import recipes as images
-from tf1kernel.images import verify
+from tf1kernel.images import registry, verify
 from tf1kernel.jupyter import kernelspec
 from tf1kernel.planning import strategies
 from tf1kernel.session import KernelSession
@@ -43,6 +44,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     install.add_argument("--platform", choices=["linux/amd64", "linux/arm64"],
                          help="the image's platform (default: the strategy's; compat: the engine's own; "
                               "prebuilt: linux/arm64)")
+    install.add_argument("--pull", choices=registry.PULL_POLICIES, default="missing",
+                         help="for an --image in a registry (REGISTRY/NAME[:TAG]): pull it when the engine lacks it "
+                              "(missing, the default), every time (always), or never; the kernel then runs it by "
+                              "digest")
     install.add_argument("--python", help="the image's Python interpreter (default: python)")
     install.add_argument("--no-network-access", dest="network_access", action="store_false",
                          help="the kernel reaches no other machine (`network_access: false`; Docker engines only)")
@@ -118,6 +123,8 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
         return {**config, "image": choice.image, "platform": choice.platform}, "", ""
     client = connect(args)
     info = engine.describe(client)
+    if image:
+        image = fetched_image(client, image, args.pull, args.platform or "")
     if not args.network_access:
         networks.check_offline("auto", info.kind)
     platform = args.platform or image_platform(client, image) or prebuilt_platform(args)
@@ -145,6 +152,23 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
         tensorflow = strategies.labelled_tensorflow(client, choice.image) or choice.tensorflow
     out.print(f"The kernel runs {strategies.runs_description(tensorflow, choice.platform, info)}.", highlight=False)
     return {**config, "image": choice.image, "platform": choice.platform}, debugger_off, verified
+
+
+def fetched_image(client: docker.DockerClient, image: str, policy: str, platform: str) -> str:
+    """An --image of a registry, pulled as the policy says and named by its digest from then on, so that every
+    start runs exactly this image; an image of this engine alone (built here) keeps its name."""
+    if registry.registry_of(image):
+        present = bool(image_platform(client, image))
+        if policy == "always" or (policy == "missing" and not present):
+            err.print(f"Pulling {image}...", highlight=False, markup=False)
+            with layer_progress() as on_progress:
+                pulled = registry.pull(client, image, platform, on_progress)
+            out.print(f"[green]Pulled[/] {pulled}", highlight=False)
+            return pulled
+        if not present:
+            raise ImageMissing(f"The kernel image {image} is not on the Docker engine, and --pull never forbids "
+                               "pulling it.", f"pull it with `docker pull {image}`, or drop --pull never")
+    return registry.digest_reference(client, image) or image
 
 
 def checked_choice(strategy: str, config: dict[str, Any]) -> strategies.Choice:

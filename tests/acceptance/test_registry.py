@@ -1,0 +1,116 @@
+"""Images through a registry (issue 28): `build --push` to a real registry with TLS and htpasswd (tests/registry.py),
+`install --image` from it, pulled when missing and recorded by digest, a kernel running exactly that image, and a
+message with the fix for each way a registry refuses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.conftest import run_cli
+from tests.kernels import execute, running_kernel
+from tests.registry import TestRegistry
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
+REPOSITORY = "lab/tensorflow"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, kernel_image: str) -> Iterator[TestRegistry]:
+    started = TestRegistry(tmp_path_factory.mktemp("registry")).start()
+    started.trust()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def credentials(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return registry.login(tmp_path_factory.mktemp("docker-config"))
+
+
+@pytest.fixture(scope="module")
+def pushed(registry: TestRegistry, credentials: dict[str, str], kernel_image: str,
+           docker_client: docker.DockerClient) -> str:
+    """`tf1kernel build --push`: the default image, up to date here, pushed; its name by digest."""
+    target = f"{registry.address}/{REPOSITORY}:1.15.5"
+    done = run_cli("build", "--push", target, env=credentials, timeout=600)
+    assert done.returncode == 0, done.stderr
+    by_digest = next(word for word in done.stdout.split() if word.startswith(f"{registry.address}/{REPOSITORY}@"))
+    assert registry.tags(REPOSITORY) == ["1.15.5"]
+    assert by_digest in docker_client.api.inspect_image(kernel_image)["RepoDigests"]
+    docker_client.api.remove_image(target)  # only the name: the image stays as kernel_image
+    return by_digest
+
+
+def installed_image(jupyter_dirs: Path, name: str) -> str:
+    spec = json.loads((jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json").read_text())
+    return spec["metadata"]["kernel_provisioner"]["config"]["image"]
+
+
+def test_an_image_pushed_once_is_installed_by_digest_and_a_kernel_runs_it(
+        registry: TestRegistry, credentials: dict[str, str], pushed: str, jupyter_dirs: Path, tmp_path: Path,
+        docker_client: docker.DockerClient) -> None:
+    tagged = f"{registry.address}/{REPOSITORY}:1.15.5"
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.api.inspect_image(tagged)
+    done = run_cli("install", "--prefix", str(jupyter_dirs), "--name", "tf1-from-registry", "--strategy", "emulated",
+                   "--image", tagged, env=credentials, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"Pulling {tagged}" in done.stderr and f"Pulled {pushed}" in done.stdout, done.stdout + done.stderr
+    assert installed_image(jupyter_dirs, "tf1-from-registry") == pushed
+    with running_kernel("tf1-from-registry", str(tmp_path)) as (manager, client):
+        result = execute(client, "import tensorflow as tf\nprint(tf.__version__, tf.Session().run(tf.constant(6) * 7))")
+        assert result.status == "ok" and result.stdout.strip() == "1.15.5 42", result
+        container = manager.provisioner.container
+        assert container.client.api.inspect_container(container.id)["Config"]["Image"] == pushed
+    # Present now: --pull never installs it by digest without asking the registry.
+    again = run_cli("install", "--prefix", str(jupyter_dirs), "--name", "tf1-from-registry-2", "--strategy",
+                    "emulated", "--image", tagged, "--pull", "never", timeout=300)
+    assert again.returncode == 0 and "Pulling" not in again.stderr, again.stderr
+    assert installed_image(jupyter_dirs, "tf1-from-registry-2") == pushed
+    docker_client.api.remove_image(tagged)
+
+
+@pytest.mark.parametrize("case", ["missing-never", "unknown-name", "bad-credentials", "no-credentials", "unreachable",
+                                  "untrusted", "push-without-registry"])
+def test_each_registry_refusal_names_its_fix(registry: TestRegistry, credentials: dict[str, str], pushed: str,
+                                            jupyter_dirs: Path, tmp_path: Path, case: str) -> None:
+    tagged = f"{registry.address}/{REPOSITORY}:1.15.5"
+    env, image, extra = credentials, tagged, ()
+    message, fix = {
+        "missing-never": ("--pull never forbids pulling it", f"docker pull {tagged}"),
+        "unknown-name": ("has no image", "tf1kernel build --push"),
+        "bad-credentials": ("refused the pull", f"docker login {registry.address}"),
+        "no-credentials": ("refused the pull", f"docker login {registry.address}"),
+        "unreachable": ("cannot reach", "curl https://"),
+        "untrusted": ("does not trust the TLS certificate", f"/etc/docker/certs.d/{registry.address}/ca.crt"),
+        "push-without-registry": ("--push takes the name to push to", "name the registry"),
+    }[case]
+    if case == "missing-never":
+        extra = ("--pull", "never")
+    elif case == "unknown-name":
+        image = f"{registry.address}/lab/no-such-image:1"
+    elif case == "bad-credentials":
+        env = registry.login(tmp_path / "wrong", password="not-the-password")
+    elif case == "no-credentials":
+        env = {"DOCKER_CONFIG": str(tmp_path / "empty")}
+    elif case == "unreachable":
+        image = f"{registry.host.address}:5999/{REPOSITORY}:1.15.5"
+    if case == "push-without-registry":
+        done = run_cli("build", "--push", "lab/tensorflow:1.15.5", env=env)
+    else:
+        if case == "untrusted":
+            registry.distrust()
+        try:
+            done = run_cli("install", "--prefix", str(jupyter_dirs), "--name", f"tf1-refused-{case}", "--strategy",
+                           "emulated", "--image", image, *extra, env=env, timeout=300)
+        finally:
+            registry.trust()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert message in done.stderr and fix in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (jupyter_dirs / "share/jupyter/kernels" / f"tf1-refused-{case}").exists()

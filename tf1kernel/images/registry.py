@@ -1,0 +1,132 @@
+"""Images that travel through a registry: push a built image, pull one by name, and name it by digest.
+
+The engine does the transfer, with the credentials of Docker's own store (`docker login`, ~/.docker/config.json,
+credential helpers), which the docker SDK reads and hands to the engine per request; tf1kernel never sees them
+in its options or logs. What the engine answers is turned into one error per reason, each with its fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import docker
+from docker.errors import APIError, ImageNotFound
+
+from tf1kernel.errors import (
+    ImageNotInRegistry,
+    RegistryAuthFailed,
+    RegistryCertificateUntrusted,
+    RegistryError,
+    RegistryUnreachable,
+)
+
+PULL_POLICIES = ("missing", "always", "never")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One layer's progress, as the engine reports it: bytes done of total (0 when not known yet)."""
+
+    layer: str
+    status: str
+    done: int = 0
+    total: int = 0
+
+
+Progress = Callable[[Transfer], None]
+
+
+def registry_of(reference: str) -> str:
+    """The registry host of an image reference ("" for Docker Hub, which tf1kernel never contacts itself)."""
+    first, slash, _ = reference.partition("/")
+    return first if slash and ("." in first or ":" in first or first == "localhost") else ""
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """Repository and tag (or @digest) of a reference; the tag defaults to latest."""
+    if "@" in reference:
+        repository, _, digest = reference.partition("@")
+        return repository, digest
+    last = reference.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, _, tag = reference.rpartition(":")
+        return repository, tag
+    return reference, "latest"
+
+
+def push(client: docker.DockerClient, image: str, target: str, progress: Progress) -> str:
+    """Tag image as target and push it; return target by digest (REPOSITORY@sha256:...)."""
+    repository, tag = split_reference(target)
+    client.api.tag(image, repository, tag)
+    digest = follow(client.api.push(repository, tag, stream=True, decode=True), target, "push", progress)
+    if not digest:
+        raise RegistryError(f"The registry took {target} but did not say its digest.",
+                            "push again; if it persists, check the registry's log")
+    return f"{repository}@{digest}"
+
+
+def pull(client: docker.DockerClient, reference: str, platform: str, progress: Progress) -> str:
+    """Pull reference for platform; return it by digest."""
+    repository, tag = split_reference(reference)
+    try:
+        follow(client.api.pull(repository, tag, stream=True, decode=True, platform=platform or None), reference,
+               "pull", progress)
+    except APIError as exc:
+        raise refusal(str(exc.explanation or exc), reference, "pull") from None
+    return digest_reference(client, reference)
+
+
+def digest_reference(client: docker.DockerClient, reference: str) -> str:
+    """The engine's image of reference named by its registry digest ("" when it has none: never pushed or pulled)."""
+    repository, _ = split_reference(reference)
+    try:
+        digests = client.api.inspect_image(reference).get("RepoDigests") or []
+    except ImageNotFound:
+        return ""
+    return next((found for found in digests if found.partition("@")[0] == repository), "")
+
+
+def follow(messages: Iterable[dict], reference: str, action: str, progress: Progress) -> str:
+    """Report each layer's progress; return the digest the registry answered with; raise on the engine's error."""
+    digest = ""
+    try:
+        for message in messages:
+            if "error" in message or "errorDetail" in message:
+                detail = message.get("errorDetail", {}).get("message") or message.get("error", "")
+                raise refusal(str(detail), reference, action)
+            digest = (message.get("aux") or {}).get("Digest", digest)
+            detail = message.get("progressDetail") or {}
+            progress(Transfer(str(message.get("id", "")), str(message.get("status", "")),
+                              int(detail.get("current") or 0), int(detail.get("total") or 0)))
+    except APIError as exc:
+        raise refusal(str(exc.explanation or exc), reference, action) from None
+    return digest
+
+
+def refusal(detail: str, reference: str, action: str) -> RegistryError:
+    """The engine's words for a failed push or pull, as the error that names the fix."""
+    registry = registry_of(reference) or "the registry"
+    lowered = detail.lower()
+    if "x509" in lowered or "certificate" in lowered:
+        return RegistryCertificateUntrusted(
+            f"The engine does not trust the TLS certificate of {registry} ({detail}).",
+            f"give the engine the CA that signed it: copy it to /etc/docker/certs.d/{registry}/ca.crt on the engine's "
+            "host (Docker Desktop: add it to the system's keychain and restart Docker); never turn verification off")
+    if any(word in lowered for word in ("unauthorized", "authentication required", "no basic auth", "denied",
+                                        "incorrect username or password")):
+        return RegistryAuthFailed(f"{registry} refused the {action} of {reference}: {detail}.",
+                                  f"log in with `docker login {registry}` (tf1kernel uses Docker's credentials), "
+                                  "then try again")
+    if any(word in lowered for word in ("manifest unknown", "name unknown", "not found", "does not exist",
+                                        "repository unknown")):
+        return ImageNotInRegistry(f"{registry} has no image {reference} ({detail}).",
+                                  "check the name and tag (the registry's catalog lists them), or push it first: "
+                                  "`tf1kernel build --push NAME`")
+    if any(word in lowered for word in ("connection refused", "no such host", "i/o timeout", "no route to host",
+                                        "dial tcp", "network is unreachable", "server misbehaving")):
+        return RegistryUnreachable(f"The engine cannot reach {registry} to {action} {reference} ({detail}).",
+                                   "check the registry's name and port, and that the engine's host can reach it "
+                                   f"(`curl https://{registry}/v2/` there)")
+    return RegistryError(f"The {action} of {reference} failed: {detail}.",
+                         f"see the engine's log; `docker {action} {reference}` shows the same error")
