@@ -100,3 +100,7 @@ class RegistryCertificateUntrusted(RegistryError):
 
 class ImageNotInRegistry(RegistryError):
     """The registry has no such repository or tag."""
+
+
+class PlatformNotInImage(RegistryError):
+    """The registry's image (or index) has no variant for the platform the kernel needs."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import COMPAT_IMAGES, require_image, run_cli
 from tests.kernels import execute, running_kernel
 from tests.registry import TestRegistry
 
@@ -35,14 +35,16 @@ def credentials(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def pushed(registry: TestRegistry, credentials: dict[str, str], kernel_image: str,
            docker_client: docker.DockerClient) -> str:
-    """`tf1kernel build --push`: the default image, up to date here, pushed; its name by digest."""
+    """`tf1kernel build --push`: the default image, up to date here, pushed as NAME-amd64, and NAME an index of
+    it; the amd64 image by its digest."""
     target = f"{registry.address}/{REPOSITORY}:1.15.5"
     done = run_cli("build", "--push", target, env=credentials, timeout=600)
     assert done.returncode == 0, done.stderr
+    assert f"Pushed {target} for linux/amd64 (index sha256:" in done.stdout, done.stdout
     by_digest = next(word for word in done.stdout.split() if word.startswith(f"{registry.address}/{REPOSITORY}@"))
-    assert registry.tags(REPOSITORY) == ["1.15.5"]
+    assert sorted(registry.tags(REPOSITORY)) == ["1.15.5", "1.15.5-amd64"]
     assert by_digest in docker_client.api.inspect_image(kernel_image)["RepoDigests"]
-    docker_client.api.remove_image(target)  # only the name: the image stays as kernel_image
+    docker_client.api.remove_image(f"{target}-amd64")  # only the name: the image stays as kernel_image
     return by_digest
 
 
@@ -75,8 +77,40 @@ def test_an_image_pushed_once_is_installed_by_digest_and_a_kernel_runs_it(
     docker_client.api.remove_image(tagged)
 
 
+def test_two_pushes_of_one_name_make_one_index_and_each_machine_pulls_its_own(
+        registry: TestRegistry, credentials: dict[str, str], jupyter_dirs: Path,
+        docker_client: docker.DockerClient) -> None:
+    """The compat images CI builds for both architectures (arm64 under qemu), pushed one after the other under one
+    name: an index of both. Installing it for each platform pulls that platform's image, recorded by its own
+    digest, so that the two kernels on one engine keep running two different images."""
+    name = f"{registry.address}/lab/tensorflow-compat:2.15"
+    for arch, extra in (("amd64", ()), ("arm64", ("--base-image", "arm64v8/python:3.11-slim-bookworm"))):
+        require_image(docker_client, COMPAT_IMAGES[arch], "`.ci/setup.sh` builds it")
+        done = run_cli("build", "--strategy", "compat", "--platform", f"linux/{arch}", *extra, "--push", name,
+                       env=credentials, timeout=900)
+        assert done.returncode == 0, done.stderr
+        docker_client.api.remove_image(f"{name}-{arch}")
+    assert f"Pushed {name} for linux/amd64, linux/arm64 (index sha256:" in done.stdout, done.stdout
+    recorded = {}
+    for arch in ("amd64", "arm64"):
+        kernel = f"tf1-compat-registry-{arch}"
+        done = run_cli("install", "--prefix", str(jupyter_dirs), "--name", kernel, "--strategy", "compat",
+                       "--platform", f"linux/{arch}", "--image", name, "--pull", "always", env=credentials,
+                       timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert "it has linux/amd64, linux/arm64" in done.stderr, done.stderr
+        recorded[arch] = installed_image(jupyter_dirs, kernel)
+        assert "TensorFlow 2.15" in done.stdout, done.stdout
+    for arch, image in recorded.items():
+        assert "@sha256:" in image
+        same = docker_client.api.inspect_image(COMPAT_IMAGES[arch])["Id"]
+        assert docker_client.api.inspect_image(image)["Id"] == same, (arch, image)
+    assert recorded["amd64"] != recorded["arm64"]
+    docker_client.api.remove_image(name)  # the tag the last pull left, on the arm64 image
+
+
 @pytest.mark.parametrize("case", ["missing-never", "unknown-name", "bad-credentials", "no-credentials", "unreachable",
-                                  "untrusted", "push-without-registry"])
+                                  "untrusted", "push-without-registry", "no-such-platform"])
 def test_each_registry_refusal_names_its_fix(registry: TestRegistry, credentials: dict[str, str], pushed: str,
                                             jupyter_dirs: Path, tmp_path: Path, case: str) -> None:
     tagged = f"{registry.address}/{REPOSITORY}:1.15.5"
@@ -89,6 +123,7 @@ def test_each_registry_refusal_names_its_fix(registry: TestRegistry, credentials
         "unreachable": ("cannot reach", "curl https://"),
         "untrusted": ("does not trust the TLS certificate", f"/etc/docker/certs.d/{registry.address}/ca.crt"),
         "push-without-registry": ("--push takes the name to push to", "name the registry"),
+        "no-such-platform": ("has no image for linux/arm64; it has linux/amd64", "--platform linux/arm64 --push"),
     }[case]
     if case == "missing-never":
         extra = ("--pull", "never")
@@ -100,6 +135,8 @@ def test_each_registry_refusal_names_its_fix(registry: TestRegistry, credentials
         env = {"DOCKER_CONFIG": str(tmp_path / "empty")}
     elif case == "unreachable":
         image = f"{registry.host.address}:5999/{REPOSITORY}:1.15.5"
+    elif case == "no-such-platform":
+        extra = ("--platform", "linux/arm64")
     if case == "push-without-registry":
         done = run_cli("build", "--push", "lab/tensorflow:1.15.5", env=env)
     else:

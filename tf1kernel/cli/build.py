@@ -40,9 +40,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                        help="emulated: the official x86-64 wheel (the default on x86-64); prebuilt: the native ARM64 "
                             "TensorFlow 1.15.0 (the default on ARM64), or the wheel named by --wheel; source: compile "
                             "TF 1.15 for ARM64 (hours); compat: TensorFlow 2.15 running TF1 code")
-    build.add_argument("--platform", choices=["linux/amd64", "linux/arm64"],
+    build.add_argument("--platform", type=platform_list, metavar="{linux/amd64,linux/arm64}",
                        help="image platform (default: the strategy's; without --strategy, and for compat: the "
-                            "engine's own)")
+                            "engine's own); with --push, both (linux/amd64,linux/arm64) make one multi-architecture "
+                            "name")
     build.add_argument("--wheel", type=Path, metavar="FILE",
                        help="prebuilt: a TensorFlow 1.x wheel for CPython 3.7 on Linux (aarch64 or x86_64)")
     build.add_argument("--image", metavar="NAME",
@@ -69,14 +70,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     build.set_defaults(run=run_build)
 
 
+def platform_list(text: str) -> str:
+    """One platform, or (for --push) several, comma-separated."""
+    parts = text.split(",")
+    if len(set(parts)) != len(parts) or not set(parts) <= {"linux/amd64", "linux/arm64"}:
+        raise argparse.ArgumentTypeError(f"{text!r}: give linux/amd64, linux/arm64, or both separated by a comma")
+    return text
+
+
 def run_build(args: argparse.Namespace) -> int:
     swarm_ssh(args)  # a wrong --swarm-ssh, or --push name, is refused before the build's minutes
     if args.push and ("@" in images.check_image_reference(args.push) or not registry.registry_of(args.push)):
         raise InvalidOption(f"--push takes the name to push to, REGISTRY/NAME[:TAG]; {args.push!r} is not one.",
                             "name the registry, for example `--push registry.example.org:5000/lab/tensorflow:1.15`")
     ca_path = None if args.no_ca_bundle else (args.ca_bundle or builder.host_pip_ca_bundle())
-    ca_bundle = builder.read_ca_bundle(ca_path) if ca_path else b""
-    build_args = parse_build_args(args.build_arg)
+    parse_build_args(args.build_arg)  # refused before the build's minutes
+    if "," in (args.platform or "") and (args.wheel or args.image):
+        raise InvalidOption("--wheel and --image make the image of one platform.",
+                            "build one platform at a time, each with --push to NAME-ARCH")
     if args.image:
         return build_kernel_stack(args, ca_path)
     wheel_recipe = None
@@ -86,6 +97,23 @@ def run_build(args: argparse.Namespace) -> int:
     client = connect(args)
     if args.swarm:  # before the build's minutes, not after
         swarm.require_manager(client, "build --swarm")
+    platforms = args.platform.split(",") if args.platform else [""]
+    if len(platforms) > 1:
+        return build_for_platforms(args, client, platforms, ca_path)
+    tag = build_one(args, client, wheel_recipe, ca_path)
+    if args.swarm:
+        copy_to_swarm(client, tag, args)
+    if args.push:
+        push_platforms(client, {image_platform(client, tag): tag}, args.push, args.swarm)
+        return 0
+    out.print(f"Next: `tf1kernel install --user{' --swarm' if args.swarm else ''}`", highlight=False)
+    return 0
+
+
+def build_one(args: argparse.Namespace, client: docker.DockerClient, wheel_recipe: images.ImageRecipe | None,
+              ca_path: Path | None) -> str:
+    """Build (or find up to date) the image the flags ask for; return its tag."""
+    ca_bundle = builder.read_ca_bundle(ca_path) if ca_path else b""
     recipe = wheel_recipe or build_recipe(args, engine.describe(client))
     tag = images.check_image_reference(args.tag) if args.tag else recipe.tag
     require_platform(client, recipe.platform)
@@ -99,21 +127,47 @@ def run_build(args: argparse.Namespace) -> int:
     out.print(f"pip CA bundle: {ca_path or 'none (pip defaults)'}", highlight=False)
     with build_display() as on_progress:
         built = builder.build_image(client, recipe, ca_bundle=ca_bundle, tag=tag, base_image=args.base_image,
-                                   index_url=args.index_url, no_cache=args.no_cache, extra_buildargs=build_args,
-                                   on_progress=on_progress)
+                                   index_url=args.index_url, no_cache=args.no_cache,
+                                   extra_buildargs=parse_build_args(args.build_arg), on_progress=on_progress)
     size = client.api.inspect_image(built.image_id)["Size"] / 1e6
     verdict = "Up to date (nothing it depends on changed; --no-cache rebuilds):" if built.up_to_date else "Built"
     out.print(f"[green]{verdict}[/] {tag} ({built.image_id.removeprefix('sha256:')[:12]}, {size:.0f} MB).",
               highlight=False)
-    if args.swarm:
-        copy_to_swarm(client, tag, args)
-    if args.push:
-        pushed = push_image(client, tag, args.push)
-        out.print(f"Next: `tf1kernel install --user --image {pushed}{' --swarm' if args.swarm else ''}` here and "
-                  "on every machine that pulls it", highlight=False)
-        return 0
-    out.print(f"Next: `tf1kernel install --user{' --swarm' if args.swarm else ''}`", highlight=False)
+    return tag
+
+
+def build_for_platforms(args: argparse.Namespace, client: docker.DockerClient, platforms: list[str],
+                        ca_path: Path | None) -> int:
+    """`build --platform linux/amd64,linux/arm64 --push NAME`: an image per platform, each pushed as NAME-ARCH, and
+    NAME a multi-architecture index of them: each machine pulls its own."""
+    if not args.push:
+        raise InvalidOption("Several platforms make one image each, and only a registry holds them under one name.",
+                            "add --push REGISTRY/NAME[:TAG], or build one platform at a time")
+    if args.tag or args.swarm:
+        raise InvalidOption("--tag and --swarm name or copy one image; several platforms make several.",
+                            "drop them: the images go to the registry as NAME-amd64 and NAME-arm64")
+    built = {platform: build_one(argparse.Namespace(**{**vars(args), "platform": platform}), client, None, ca_path)
+             for platform in platforms}
+    push_platforms(client, built, args.push, swarm=False)
     return 0
+
+
+def push_platforms(client: docker.DockerClient, built: dict[str, str], target: str, swarm: bool) -> None:
+    """Each platform's image pushed as NAME-ARCH, and NAME the index of them and of the platforms it had: a second
+    push of the other architecture to the same name completes it."""
+    repository, tag = registry.split_reference(target)
+    pushed = {platform: push_image(client, image, f"{repository}:{tag}-{platform.split('/')[1]}")
+              for platform, image in built.items()}
+    index, platforms = registry.push_index(target, pushed)
+    out.print(f"[green]Pushed[/] {target} for {', '.join(platforms)} (index {index.partition('@')[2]})",
+              highlight=False)
+    out.print(f"Next: `tf1kernel install --user --image {target}{' --swarm' if swarm else ''}` on each machine: it "
+              "pulls its own platform, and the kernel runs it by digest", highlight=False)
+
+
+def image_platform(client: docker.DockerClient, image: str) -> str:
+    found = client.api.inspect_image(image)
+    return f"{found.get('Os') or 'linux'}/{engine.normalize_arch(str(found.get('Architecture', '')))}"
 
 
 def push_image(client: docker.DockerClient, image: str, target: str) -> str:
@@ -165,7 +219,8 @@ def build_kernel_stack(args: argparse.Namespace, ca_path: Path | None) -> int:
     if args.swarm:
         copy_to_swarm(client, image, args)
     if args.push:
-        image = push_image(client, image, args.push)
+        push_platforms(client, {platform: image}, args.push, args.swarm)
+        return 0
     out.print(f"Next: `tf1kernel install --user --strategy prebuilt --image {image} --platform {platform}`",
               highlight=False)
     return 0

@@ -124,7 +124,8 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     client = connect(args)
     info = engine.describe(client)
     if image:
-        image = fetched_image(client, image, args.pull, args.platform or "")
+        wanted = args.platform or ("" if args.strategy == "auto" else strategies.default_platform(args.strategy, info))
+        image = fetched_image(client, image, args.pull, wanted, info.native_platform)
     if not args.network_access:
         networks.check_offline("auto", info.kind)
     platform = args.platform or image_platform(client, image) or prebuilt_platform(args)
@@ -154,15 +155,19 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     return {**config, "image": choice.image, "platform": choice.platform}, debugger_off, verified
 
 
-def fetched_image(client: docker.DockerClient, image: str, policy: str, platform: str) -> str:
-    """An --image of a registry, pulled as the policy says and named by its digest from then on, so that every
-    start runs exactly this image; an image of this engine alone (built here) keeps its name."""
+def fetched_image(client: docker.DockerClient, image: str, policy: str, wanted: str, native: str) -> str:
+    """An --image of a registry, pulled as the policy says (the platform the kernel needs, from a
+    multi-architecture name) and named by its digest from then on, so that every start runs exactly this image;
+    an image of this engine alone (built here) keeps its name."""
     if registry.registry_of(image):
         present = bool(image_platform(client, image))
         if policy == "always" or (policy == "missing" and not present):
-            err.print(f"Pulling {image}...", highlight=False, markup=False)
+            offered = registry.platforms(client, image)
+            platform = registry.choose_platform(image, offered, wanted, native)
+            err.print(f"Pulling {image}{f' for {platform}' if platform else ''} (it has {', '.join(offered)})...",
+                      highlight=False, markup=False)
             with layer_progress() as on_progress:
-                pulled = registry.pull(client, image, platform, on_progress)
+                pulled = registry.pull_platform(client, image, platform, on_progress)
             out.print(f"[green]Pulled[/] {pulled}", highlight=False)
             return pulled
         if not present:

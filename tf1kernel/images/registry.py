@@ -7,6 +7,9 @@ in its options or logs. What the engine answers is turned into one error per rea
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -15,6 +18,7 @@ from docker.errors import APIError, ImageNotFound
 
 from tf1kernel.errors import (
     ImageNotInRegistry,
+    PlatformNotInImage,
     RegistryAuthFailed,
     RegistryCertificateUntrusted,
     RegistryError,
@@ -75,6 +79,85 @@ def pull(client: docker.DockerClient, reference: str, platform: str, progress: P
     except APIError as exc:
         raise refusal(str(exc.explanation or exc), reference, "pull") from None
     return digest_reference(client, reference)
+
+
+def pull_platform(client: docker.DockerClient, reference: str, platform: str, progress: Progress) -> str:
+    """Pull reference's image for platform; return it by the digest of that platform's own image (not the index's:
+    an engine names one image per digest, and another platform pulled from the same index would take the name)."""
+    try:
+        exact = dict(index_entries(reference)).get(platform, "") if "@" not in reference else ""
+    except RegistryError:  # no docker command here, or the registry is the engine's alone: the index's digest
+        exact = ""
+    if not exact:
+        return pull(client, reference, platform, progress)
+    pulled = pull(client, exact, platform, progress)
+    client.api.tag(pulled, *split_reference(reference))  # as `docker pull NAME:TAG` leaves it
+    return pulled
+
+
+def platforms(client: docker.DockerClient, reference: str) -> list[str]:
+    """The platforms the registry has under reference (an index's, or a single image's), asked through the engine."""
+    try:
+        found = client.api.inspect_distribution(reference)
+    except APIError as exc:
+        raise refusal(str(exc.explanation or exc), reference, "pull") from None
+    return sorted({f"{p.get('os', 'linux')}/{p['architecture']}" for p in found.get("Platforms") or []
+                   if p.get("architecture") and p.get("architecture") != "unknown"})
+
+
+def choose_platform(reference: str, offered: list[str], wanted: str, native: str) -> str:
+    """The platform to pull: the one asked for, else this engine's own when offered, else an image's only one."""
+    if wanted and wanted not in offered:
+        raise PlatformNotInImage(f"{reference} has no image for {wanted}; it has {', '.join(offered) or 'none'}.",
+                                 f"install one of those with --platform, or push a {wanted} image under that name: "
+                                 f"`tf1kernel build --platform {wanted} --push {reference}`")
+    if wanted:
+        return wanted
+    if native in offered or len(offered) != 1:
+        return native if native in offered else ""
+    return offered[0]
+
+
+def push_index(target: str, images: dict[str, str]) -> tuple[str, list[str]]:
+    """One name for several platforms: target becomes (or stays) a multi-architecture index of these images
+    (platform → image by digest, already in the registry) and of its other platforms' images already there.
+    `docker manifest` makes and pushes it, with Docker's credentials and trusted CAs. Return target by digest and
+    its platforms."""
+    entries = {platform: image for platform, image in index_entries(target) if platform not in images}
+    entries.update(images)
+    made = docker_cli("manifest", "create", "--amend", target, *(entries[p] for p in sorted(entries)))
+    if made.returncode == 0:
+        made = docker_cli("manifest", "push", "--purge", target)
+    if made.returncode != 0:
+        raise refusal(made.stderr.strip() or made.stdout.strip(), target, "push")
+    digest = (made.stdout.strip().splitlines() or [""])[-1]
+    if not digest.startswith("sha256:"):
+        raise RegistryError(f"The registry took the index {target} but did not say its digest.",
+                            f"check it with `docker manifest inspect {target}`")
+    return f"{split_reference(target)[0]}@{digest}", sorted(entries)
+
+
+def index_entries(target: str) -> list[tuple[str, str]]:
+    """What the registry has under target: (platform, image by digest) for each of an index's images, or for a
+    single image; [] when it has nothing there yet."""
+    found = docker_cli("manifest", "inspect", "--verbose", target)
+    if found.returncode != 0:
+        if "no such manifest" in found.stderr.lower():
+            return []
+        raise refusal(found.stderr.strip(), target, "push")
+    items = json.loads(found.stdout)
+    repository = split_reference(target)[0]
+    return [(f"{d['platform'].get('os', 'linux')}/{d['platform']['architecture']}", f"{repository}@{d['digest']}")
+            for d in (item.get("Descriptor") or {} for item in (items if isinstance(items, list) else [items]))
+            if (d.get("platform") or {}).get("architecture")]
+
+
+def docker_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    found = shutil.which("docker")
+    if found is None:
+        raise RegistryError("One name for several architectures (a multi-architecture index) needs the docker "
+                            "command, whose `docker manifest` makes it.", "install the Docker CLI on this machine")
+    return subprocess.run([found, *args], capture_output=True, text=True, timeout=600)
 
 
 def digest_reference(client: docker.DockerClient, reference: str) -> str:
