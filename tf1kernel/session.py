@@ -8,9 +8,11 @@ directly. A session lasts across its kernel's restarts: where the kernel runs is
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -27,6 +29,7 @@ from tf1kernel.engine.orphans import owner_labels, reap_once
 from tf1kernel.engine.spec import ContainerSpec, Lifetime, Limits, Messages, Network
 from tf1kernel.errors import InvalidOption
 from tf1kernel.guest.constants import PRELOAD_TENSORFLOW_VARIABLE, QUIET_DEPRECATIONS_VARIABLE
+from tf1kernel.images import registry
 from tf1kernel.placement.kinds import Placement, PortChooser, any_free_ports, placement_for
 from tf1kernel.planning import plan, strategies
 
@@ -115,6 +118,8 @@ class KernelSession:
         client, info = self.engine()
         self.spec, self.choice = plan.resolve(self.options, client, info, self.spec, self.place(),
                                               self.kernelspec_name, self.started_once, self.log)
+        if self.options.pull == "missing":
+            self.spec = pulled_if_missing(client, self.spec, self.log)
         return self.spec
 
     def check(self) -> strategies.Choice:
@@ -185,6 +190,27 @@ class KernelSession:
             QUIET_DEPRECATIONS_VARIABLE: "1" if self.options.quiet_deprecations else "0",
             PRELOAD_TENSORFLOW_VARIABLE: "1" if self.options.preload_tensorflow else "0",
         }
+
+
+def pulled_if_missing(client: docker.DockerClient, spec: ContainerSpec, log: logging.Logger) -> ContainerSpec:
+    """`pull: missing`: a registry image the engine lacks, pulled now, its progress in the server log and a line
+    in the kernel's first output."""
+    if not registry.registry_of(spec.image) or registry.image_present(client, spec.image):
+        return spec
+    log.warning("tf1kernel: kernel %s: pulling %s (pull: missing)...", spec.kernel_id, spec.image)
+    started, finished = time.monotonic(), set()
+
+    def progress(transfer: registry.Transfer) -> None:
+        if transfer.status.startswith(("Pull complete", "Already exists")) and transfer.layer not in finished:
+            finished.add(transfer.layer)
+            log.warning("tf1kernel: kernel %s: pulling %s: layer %s %s", spec.kernel_id, spec.image,
+                        transfer.layer, transfer.status.lower())
+
+    registry.pull(client, spec.image, spec.platform, progress)
+    told = f"tf1kernel pulled {spec.image} before this start ({time.monotonic() - started:.0f} s)."
+    log.warning("tf1kernel: kernel %s: %s", spec.kernel_id, told)
+    notice = " ".join(filter(None, [spec.messages.notice, told]))
+    return dataclasses.replace(spec, messages=dataclasses.replace(spec.messages, notice=notice))
 
 
 def kernelspec_name(kernel_spec: KernelSpec | None) -> str:

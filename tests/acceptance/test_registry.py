@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import COMPAT_IMAGES, require_image, run_cli
 from tests.kernels import execute, running_kernel
 from tests.registry import TestRegistry
+from tf1kernel.errors import ImageMissing
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 REPOSITORY = "lab/tensorflow"
@@ -75,6 +76,29 @@ def test_an_image_pushed_once_is_installed_by_digest_and_a_kernel_runs_it(
     assert again.returncode == 0 and "Pulling" not in again.stderr, again.stderr
     assert installed_image(jupyter_dirs, "tf1-from-registry-2") == pushed
     docker_client.api.remove_image(tagged)
+
+
+def test_a_start_pulls_a_missing_image_only_when_the_kernelspec_says_pull_missing(
+        credentials: dict[str, str], pushed: str, jupyter_dirs: Path, tmp_path: Path,
+        docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    done = run_cli("install", "--prefix", str(jupyter_dirs), "--name", "tf1-pull-at-start", "--strategy", "emulated",
+                   "--image", pushed, env=credentials, timeout=600)
+    assert done.returncode == 0, done.stderr
+    docker_client.api.remove_image(pushed)  # the digest's name only: the image stays under its other names
+    with pytest.raises(ImageMissing) as refused:
+        with running_kernel("tf1-pull-at-start", str(tmp_path)):
+            pass
+    assert f"docker pull {pushed}" in refused.value.fix and '"pull": "missing"' in refused.value.fix
+    spec_file = jupyter_dirs / "share/jupyter/kernels/tf1-pull-at-start/kernel.json"
+    spec = json.loads(spec_file.read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["pull"] = "missing"
+    spec_file.write_text(json.dumps(spec))
+    monkeypatch.setenv("DOCKER_CONFIG", credentials["DOCKER_CONFIG"])  # the server's user has logged in
+    with running_kernel("tf1-pull-at-start", str(tmp_path)) as (_, client):
+        result = execute(client, "import tensorflow as tf\nprint(tf.Session().run(tf.constant(6) * 7))")
+        assert result.status == "ok" and result.stdout.strip() == "42", result
+        assert f"tf1kernel pulled {pushed} before this start" in result.stderr, result.stderr
+    assert pushed in docker_client.api.inspect_image(pushed)["RepoDigests"]
 
 
 def test_two_pushes_of_one_name_make_one_index_and_each_machine_pulls_its_own(

@@ -63,6 +63,15 @@ class KernelOptions(LoggingConfigurable):
         help="The image's platform. Empty: the strategy's (emulated: linux/amd64, source: linux/arm64, "
         "compat: the engine's own; auto decides). linux/amd64 runs emulated on ARM64 engines.",
     )
+    pull = Enum(
+        ["never", "missing"],
+        "never",
+        config=True,
+        help="When the kernel's image, from a registry (REGISTRY/NAME, or by digest as `tf1kernel install --image` "
+        "records it), is not on the engine: never pull it at a start (the start fails at once with the command "
+        "that pulls it), or pull it when missing (minutes: the server log shows its progress, and the kernel's "
+        "first output says it was pulled).",
+    )
     check_avx = Bool(
         True,
         config=True,

@@ -234,6 +234,9 @@ def build_hint(image: str) -> str:
             return f"build it with `{build_command(recipe)}` (once)"
     if image.startswith("tf1kernel/tensorflow:") and image.endswith("-prebuilt"):
         return "bake your wheel again with `tf1kernel build --strategy prebuilt --wheel FILE`"
+    if ("/" in image and any(mark in image.split("/", 1)[0] for mark in ".:")) or "@sha256:" in image:
+        return (f"pull it with `docker pull {image}`, or set \"pull\": \"missing\" in the kernelspec's config to pull "
+                "it at the start")
     return f"pull or build it (`docker pull {image}`), or point the kernelspec's `image` at one you have"
 
 # -- the CA bundle pip should trust inside the build ---------------------------

@@ -160,6 +160,14 @@ def docker_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([found, *args], capture_output=True, text=True, timeout=600)
 
 
+def image_present(client: docker.DockerClient, reference: str) -> bool:
+    try:
+        client.api.inspect_image(reference)
+    except ImageNotFound:
+        return False
+    return True
+
+
 def digest_reference(client: docker.DockerClient, reference: str) -> str:
     """The engine's image of reference named by its registry digest ("" when it has none: never pushed or pulled)."""
     repository, _ = split_reference(reference)
