@@ -18,6 +18,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests.registry import TestRegistry
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine.labels import LABEL_MANAGED
 from tf1kernel.images.recipes import DEFAULT_RECIPE
@@ -155,3 +156,18 @@ def no_leaks(docker_client: docker.DockerClient) -> Iterator[None]:
     for container_id in leaked:
         docker_client.api.remove_container(container_id, force=True)
     assert not leaked, f"test left {len(leaked)} tf1kernel container(s) behind"
+
+
+# A registry with TLS and htpasswd (tests/registry.py), per test module that asks for one, trusted by this
+# machine's engine while it runs; credentials: a DOCKER_CONFIG as `docker login` leaves it.
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, kernel_image: str) -> Iterator[TestRegistry]:
+    started = TestRegistry(tmp_path_factory.mktemp("registry")).start()
+    started.trust()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def credentials(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return registry.login(tmp_path_factory.mktemp("docker-config"))

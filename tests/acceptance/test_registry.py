@@ -5,7 +5,6 @@ message with the fix for each way a registry refuses."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -18,19 +17,6 @@ from tf1kernel.errors import ImageMissing
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 REPOSITORY = "lab/tensorflow"
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, kernel_image: str) -> Iterator[TestRegistry]:
-    started = TestRegistry(tmp_path_factory.mktemp("registry")).start()
-    started.trust()
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
-def credentials(registry: TestRegistry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return registry.login(tmp_path_factory.mktemp("docker-config"))
 
 
 @pytest.fixture(scope="module")

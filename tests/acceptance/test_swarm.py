@@ -22,6 +22,7 @@ from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_kernel, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
+from tests.registry import TestRegistry
 from tests.remote import RemoteHost, reachable
 from tests.runs import PDB_SCRIPT, run_in_terminal, start_run, talk_to_pdb, tf1kernel_run, wait_for_line
 from tests.swarm import TwoNodeSwarm
@@ -231,6 +232,51 @@ def test_sigkill_of_tf1kernel_run_on_a_swarm_leaves_no_service(cluster: TwoNodeS
         process.communicate(timeout=30)
     assert wait_until(lambda: nothing_left(cluster), 30), (cluster.services(), cluster.containers())
     assert wait_until(lambda: not cluster.secrets(), 10)
+
+
+@pytest.fixture
+def routed_to_registry(registry: TestRegistry) -> Iterator[None]:
+    """The worker reaches the registry's namespace through this machine, which Docker's FORWARD policy (DROP)
+    would refuse: one rule in DOCKER-USER, Docker's place for the user's own, while the test runs."""
+    rule = ["DOCKER-USER", "-s", "198.18.0.0/15", "-d", "198.18.0.0/15", "-j", "ACCEPT"]
+    subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True)
+    yield
+    subprocess.run(["iptables", "-D", *rule], check=True, capture_output=True)
+
+
+@pytest.mark.usefixtures("routed_to_registry")
+def test_a_registry_image_reaches_the_worker_by_digest_with_the_user_s_credentials(
+        cluster: TwoNodeSwarm, registry: TestRegistry, credentials: dict[str, str], jupyter_dirs: Path,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`build --push`, then `install --swarm --image REGISTRY/NAME`: the service names the image by digest, and the
+    worker pulls it itself with the credentials of the user running Jupyter (never copied by tf1kernel)."""
+    name = f"{registry.address}/lab/tensorflow:swarm"
+    pushed = run_cli("build", "--push", name, env=credentials, timeout=600)
+    assert pushed.returncode == 0, pushed.stderr
+    installed = run_cli("install", "--prefix", str(jupyter_dirs), "--name", "tf1.15-swarm-registry", "--strategy",
+                        "emulated", "--image", name, "--swarm", *swarm_ssh_flags(cluster), env=credentials,
+                        timeout=600)
+    assert installed.returncode == 0, installed.stderr
+    spec_file = jupyter_dirs / "share/jupyter/kernels/tf1.15-swarm-registry/kernel.json"
+    spec = json.loads(spec_file.read_text())
+    config = spec["metadata"]["kernel_provisioner"]["config"]
+    digest = config["image"]
+    assert digest.startswith(f"{registry.address}/lab/tensorflow@sha256:"), config
+    config.update(lease_seconds=LEASE, swarm_constraints=["node.labels.tf1==worker"])
+    spec_file.write_text(json.dumps(spec))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "nobody-logged-in"))
+    with pytest.raises(ContainerStartError) as refused:
+        with running_kernel("tf1.15-swarm-registry", str(tmp_path), startup_timeout=120):
+            pass
+    assert "docker login" in refused.value.fix, refused.value
+    assert wait_until(lambda: nothing_left(cluster), 20)
+    monkeypatch.setenv("DOCKER_CONFIG", credentials["DOCKER_CONFIG"])
+    with running_kernel("tf1.15-swarm-registry", str(tmp_path), startup_timeout=180) as (manager, client):
+        result = execute(client, TF_CELL)
+        assert result.status == "ok" and result.stdout.strip().endswith("1.15.5 42"), result
+        assert manager.provisioner.kernel_placement.task.node_id == cluster.worker_node
+    assert digest in cluster.worker.engine.api.inspect_image(digest)["RepoDigests"]
+    assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
 
 
 def test_doctor_names_the_nodes_a_swarm_kernel_can_land_on_and_fails_without_one(

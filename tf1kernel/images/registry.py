@@ -59,8 +59,15 @@ def split_reference(reference: str) -> tuple[str, str]:
     return reference, "latest"
 
 
+def fresh_credentials(client: docker.DockerClient) -> None:
+    """Docker's credentials as they are now: a long-lived process (the Jupyter server) sees a `docker login` done
+    after it started."""
+    client.api.reload_config()
+
+
 def push(client: docker.DockerClient, image: str, target: str, progress: Progress) -> str:
     """Tag image as target and push it; return target by digest (REPOSITORY@sha256:...)."""
+    fresh_credentials(client)
     repository, tag = split_reference(target)
     client.api.tag(image, repository, tag)
     digest = follow(client.api.push(repository, tag, stream=True, decode=True), target, "push", progress)
@@ -72,6 +79,7 @@ def push(client: docker.DockerClient, image: str, target: str, progress: Progres
 
 def pull(client: docker.DockerClient, reference: str, platform: str, progress: Progress) -> str:
     """Pull reference for platform; return it by digest."""
+    fresh_credentials(client)
     repository, tag = split_reference(reference)
     try:
         follow(client.api.pull(repository, tag, stream=True, decode=True, platform=platform or None), reference,
@@ -97,6 +105,7 @@ def pull_platform(client: docker.DockerClient, reference: str, platform: str, pr
 
 def platforms(client: docker.DockerClient, reference: str) -> list[str]:
     """The platforms the registry has under reference (an index's, or a single image's), asked through the engine."""
+    fresh_credentials(client)
     try:
         found = client.api.inspect_distribution(reference)
     except APIError as exc:

@@ -280,11 +280,11 @@ class SwarmPlacement(TunnelledPlacement):
         """The kernel's service (or a command's), once its task runs: its node's engine, and the task."""
         self.client, self.kernel_id = client, spec.kernel_id
         reap_services_once(client, self.manager.key, self.log)
-        image = swarm.image_id(client, spec.image, SWARM_IMAGE_FIX)
+        image, image_fix = swarm.service_image(client, spec.image, SWARM_IMAGE_FIX)
         placed_by = swarm.constraints(spec.platform, self.constraints)
         service_id = swarm.create_service(client, spec, image, placed_by, spec.labels, command)
         try:
-            self.task = task = swarm.wait_for_task(client, service_id, ", ".join(placed_by), SWARM_IMAGE_FIX)
+            self.task = task = swarm.wait_for_task(client, service_id, ", ".join(placed_by), image_fix)
             self.log.info("tf1kernel: %s %s landed on swarm node %s (%s)", "kernel" if command is None else "command",
                           spec.kernel_id, task.node_hostname, task.node_address)
             node_client = client

@@ -4,7 +4,8 @@ A kernel is a one-replica service with restart condition none, on its node's hos
 node's 127.0.0.1 only, and nothing is published. A manager cannot copy files into a task's container before it
 starts, so the kernel's files (its connection file with the HMAC key, the guest module) travel as Docker
 secrets, which swarm keeps encrypted in its managers' log and mounts on a tmpfs in the container; they are
-removed with the service. The image is named by its ID: a node then uses its own copy and never asks a
+removed with the service. An image of a registry is named by its digest, and each node pulls it with the
+credentials the service carries; any other image by its ID: a node then uses its own copy and never asks a
 registry (by tag, a node without a registry to ask spends 15-20 s "preparing" before it gives up and uses the
 image it has).
 """
@@ -41,6 +42,7 @@ from tf1kernel.engine.settings import environment, workspace_mounts
 from tf1kernel.engine.spec import HOME_DIR, ContainerSpec
 from tf1kernel.errors import ContainerStartError, ImageMissing, InvalidOption, NoSuitableNode
 from tf1kernel.guest.constants import LEASE_FILE, TENSORBOARD_ADDRESS_FILE
+from tf1kernel.images import registry
 
 # How long a kernel's task may wait for a node before the start fails with the scheduler's reason.
 SCHEDULING_SECONDS = 8.0
@@ -98,6 +100,18 @@ def image_id(client: docker.DockerClient, image: str, fix: str) -> str:
     except ImageNotFound:
         raise ImageMissing(f"The image {image} is not on the swarm manager, so tf1kernel cannot name it to the "
                            "nodes.", fix) from None
+
+
+def service_image(client: docker.DockerClient, image: str, copy_fix: str) -> tuple[str, str]:
+    """What the service names, and the fix when a node lacks it: a registry's image by digest, which each node
+    pulls itself with the credentials tf1kernel passes along (the SDK sends Docker's own for that registry, as
+    `docker service create --with-registry-auth` does); any other image by its ID, which each node must have."""
+    if registry.registry_of(image) and "@sha256:" in image:
+        registry.fresh_credentials(client)
+        return image, (f"check that the node reaches {registry.registry_of(image)} and trusts its certificate, and "
+                       "that `docker login` there was done by the user running Jupyter (its credentials travel with "
+                       "the kernel)")
+    return image_id(client, image, copy_fix), copy_fix
 
 
 def service_name(spec: ContainerSpec) -> str:
