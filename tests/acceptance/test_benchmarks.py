@@ -140,3 +140,12 @@ def test_run_benchmark_reports_both_workloads_against_their_baselines(kernel_ima
                             for target in ("local-py37", "docker-run", "tf1kernel-run")}
     assert targets["import/docker-run"]["ratio"] == 1.0 and targets["train/local-py37"]["ratio"] == 1.0
     assert all(row["median_s"] > 0 and row["ratio"] > 0 for row in targets.values())
+
+
+def test_registry_benchmark_times_a_first_result_after_a_pull_on_an_empty_engine(kernel_image: str,
+                                                                                tmp_path: Path) -> None:
+    done, targets = run_with_json_file("registry_pull.py", tmp_path / "registry_pull.json")
+    assert set(targets) == {"present", "pull"}  # --quick leaves out the build's minutes
+    assert targets["present"]["ratio"] == 1.0
+    assert targets["pull"]["median_s"] > targets["present"]["median_s"] > 0, targets
+    assert "pull" in done.stdout
