@@ -8,6 +8,7 @@ import select
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -71,3 +72,16 @@ def talk_to_pdb(pid: int, terminal: int) -> None:
     seen += read_until(terminal, b"result 100", 30)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
+
+
+def wait_for_page(url: str, wanted: bytes, timeout: float) -> None:
+    """Until url answers 200 with wanted in its page (a server the command started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                assert answer.status == 200 and wanted in answer.read()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing answered at {url}"
+            time.sleep(0.5)

@@ -19,7 +19,7 @@ from jupyter_client.manager import KernelManager
 from tests.conftest import install_kernel, managed_containers, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.remote import ALIAS, RemoteHost, reachable
-from tests.runs import start_run, wait_for_line
+from tests.runs import start_run, wait_for_line, wait_for_page
 from tests.wheelmaker import pure_wheel
 from tf1kernel.engine.spec import PACKAGES_FOLDER
 from tf1kernel.images.recipes import DEFAULT_RECIPE
@@ -72,15 +72,7 @@ def test_tf1kernel_run_publishes_a_remote_port_on_this_machine_s_loopback(remote
     try:
         line = wait_for_line(process.stderr, "port 8123 of the command is at")
         url = line.split(" at ")[-1].strip()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as answer:
-                    assert answer.status == 200 and b"Directory listing" in answer.read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"nothing answered at {url}"
-                time.sleep(0.5)
+        wait_for_page(url, b"Directory listing", 60)
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=60)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import docker
@@ -17,7 +16,16 @@ import pytest
 
 from tests.conftest import install_variant, managed_containers
 from tests.kernels import execute, running_kernel
-from tests.runs import PDB_SCRIPT, read_until, run_in_terminal, start_run, talk_to_pdb, tf1kernel_run, wait_for_line
+from tests.runs import (
+    PDB_SCRIPT,
+    read_until,
+    run_in_terminal,
+    start_run,
+    talk_to_pdb,
+    tf1kernel_run,
+    wait_for_line,
+    wait_for_page,
+)
 from tests.wheelmaker import pure_wheel
 from tf1kernel.engine.spec import PACKAGES_FOLDER
 
@@ -149,15 +157,7 @@ def test_publish_serves_tensorboard_on_loopback_only(tf1_kernel: str, tmp_path: 
         line = wait_for_line(process.stderr, "port 6006 of the command is at")
         url = line.split(" at ")[-1].strip()
         port = int(url.rstrip("/").rsplit(":", 1)[1])
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as answer:
-                    assert answer.status == 200 and b"TensorBoard" in answer.read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "TensorBoard did not answer"
-                time.sleep(1)
+        wait_for_page(url, b"TensorBoard", 90)
         for address in other_addresses():
             with socket.socket() as probe:
                 probe.settimeout(2)
