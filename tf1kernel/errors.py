@@ -104,3 +104,7 @@ class ImageNotInRegistry(RegistryError):
 
 class PlatformNotInImage(RegistryError):
     """The registry's image (or index) has no variant for the platform the kernel needs."""
+
+
+class ArchiveError(Tf1KernelError):
+    """An image archive (`tf1kernel save`) is missing, not tf1kernel's, or damaged: its digests do not match."""

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 
 from tf1kernel import __version__
-from tf1kernel.cli import build, doctor, gc, install, listing, packages, remove, run
+from tf1kernel.cli import archives, build, doctor, gc, install, listing, packages, remove, run
 from tf1kernel.cli.common import err
 from tf1kernel.errors import Tf1KernelError
 
@@ -46,4 +46,5 @@ def make_parser() -> argparse.ArgumentParser:
     gc.add_parser(commands)
     doctor.add_parser(commands)
     remove.add_parser(commands)
+    archives.add_parser(commands)
     return parser
