@@ -120,7 +120,7 @@ def test_two_pushes_of_one_name_make_one_index_and_each_machine_pulls_its_own(
 
 
 @pytest.mark.parametrize("case", ["missing-never", "unknown-name", "bad-credentials", "no-credentials", "unreachable",
-                                  "untrusted", "push-without-registry", "no-such-platform"])
+                                  "untrusted", "push-without-registry", "no-such-platform", "wrong-digest"])
 def test_each_registry_refusal_names_its_fix(registry: TestRegistry, credentials: dict[str, str], pushed: str,
                                             jupyter_dirs: Path, tmp_path: Path, case: str) -> None:
     tagged = f"{registry.address}/{REPOSITORY}:1.15.5"
@@ -134,6 +134,7 @@ def test_each_registry_refusal_names_its_fix(registry: TestRegistry, credentials
         "untrusted": ("does not trust the TLS certificate", f"/etc/docker/certs.d/{registry.address}/ca.crt"),
         "push-without-registry": ("--push takes the name to push to", "name the registry"),
         "no-such-platform": ("has no image for linux/arm64; it has linux/amd64", "--platform linux/arm64 --push"),
+        "wrong-digest": ("has no image", "check the name and tag"),
     }[case]
     if case == "missing-never":
         extra = ("--pull", "never")
@@ -147,6 +148,8 @@ def test_each_registry_refusal_names_its_fix(registry: TestRegistry, credentials
         image = f"{registry.host.address}:5999/{REPOSITORY}:1.15.5"
     elif case == "no-such-platform":
         extra = ("--platform", "linux/arm64")
+    elif case == "wrong-digest":  # a digest the registry never had: no image by that name can match it
+        image = f"{registry.address}/{REPOSITORY}@sha256:{'0' * 64}"
     if case == "push-without-registry":
         done = run_cli("build", "--push", "lab/tensorflow:1.15.5", env=env)
     else:
