@@ -6,6 +6,7 @@ import pytest
 
 from tf1kernel.errors import (
     ImageNotInRegistry,
+    PlatformNotInImage,
     RegistryAuthFailed,
     RegistryCertificateUntrusted,
     RegistryError,
@@ -42,3 +43,18 @@ def test_split_reference(reference: str, parts: tuple[str, str]) -> None:
 def test_refusals_are_sorted_by_reason(detail: str, kind: type) -> None:
     error = registry.refusal(detail, "r:5000/lab/x:1", "pull")
     assert type(error) is kind and detail in error.message and error.fix
+
+
+@pytest.mark.parametrize(("offered", "wanted", "chosen"), [
+    (["linux/amd64", "linux/arm64"], "", "linux/amd64"), (["linux/arm64"], "", "linux/arm64"),
+    (["linux/amd64", "linux/arm64"], "linux/arm64", "linux/arm64"), (["linux/arm64", "linux/s390x"], "", ""),
+])
+def test_the_platform_pulled_is_the_one_asked_else_the_engine_s_else_the_only_one(offered: list[str], wanted: str,
+                                                                                 chosen: str) -> None:
+    assert registry.choose_platform("r/x:1", offered, wanted, "linux/amd64") == chosen
+
+
+def test_a_platform_the_name_lacks_is_refused_with_the_ones_it_has() -> None:
+    with pytest.raises(PlatformNotInImage) as refused:
+        registry.choose_platform("r/x:1", ["linux/amd64"], "linux/arm64", "linux/arm64")
+    assert "it has linux/amd64" in refused.value.message and "--platform linux/arm64 --push r/x:1" in refused.value.fix

@@ -70,7 +70,10 @@ def push(client: docker.DockerClient, image: str, target: str, progress: Progres
     fresh_credentials(client)
     repository, tag = split_reference(target)
     client.api.tag(image, repository, tag)
-    digest = follow(client.api.push(repository, tag, stream=True, decode=True), target, "push", progress)
+    try:
+        digest = follow(client.api.push(repository, tag, stream=True, decode=True), target, "push", progress)
+    except APIError as exc:
+        raise refusal(str(exc.explanation or exc), target, "push") from None
     if not digest:
         raise RegistryError(f"The registry took {target} but did not say its digest.",
                             "push again; if it persists, check the registry's log")
@@ -86,7 +89,7 @@ def pull(client: docker.DockerClient, reference: str, platform: str, progress: P
                "pull", progress)
     except APIError as exc:
         raise refusal(str(exc.explanation or exc), reference, "pull") from None
-    return digest_reference(client, reference)
+    return digest_reference(client, reference) or reference  # an engine that keeps no registry digests
 
 
 def pull_platform(client: docker.DockerClient, reference: str, platform: str, progress: Progress) -> str:
@@ -122,9 +125,9 @@ def choose_platform(reference: str, offered: list[str], wanted: str, native: str
                                  f"`tf1kernel build --platform {wanted} --push {reference}`")
     if wanted:
         return wanted
-    if native in offered or len(offered) != 1:
-        return native if native in offered else ""
-    return offered[0]
+    if native in offered:
+        return native
+    return offered[0] if len(offered) == 1 else ""
 
 
 def push_index(target: str, images: dict[str, str]) -> tuple[str, list[str]]:
