@@ -78,6 +78,15 @@ def test_each_engine_gets_its_placement() -> None:
     assert "ssh_host" in refused.value.fix
 
 
+def test_a_swarm_kernel_without_network_access_is_refused_with_the_fix() -> None:
+    manager = EngineInfo(kind="Linux engine", arch="amd64", key="k", os="linux", server_version="26",
+                         swarm_node_id="node-1")
+    assert isinstance(placement_for(KernelOptions(placement="swarm"), manager), SwarmPlacement)
+    with pytest.raises(InvalidOption, match="not available on a swarm") as refused:
+        placement_for(KernelOptions(placement="swarm", network_access=False), manager)
+    assert "placement engine" in refused.value.fix
+
+
 def test_a_local_kernel_on_the_host_network_gets_free_ports_and_keeps_them(tmp_path: Path) -> None:
     asked: list[bool] = []
 

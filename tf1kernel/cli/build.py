@@ -55,8 +55,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     ca.add_argument("--ca-bundle", type=Path, metavar="PEM",
                     help="CA bundle pip must trust inside the build (default: the one the host's pip uses)")
     ca.add_argument("--no-ca-bundle", action="store_true", help="give pip no extra CA bundle")
-    build.add_argument("--base-image", help="Python base image (default: the recipe's, such as "
-                                            f"{images.DEFAULT_RECIPE.base_image})")
+    build.add_argument("--base-image", action="append", default=[], metavar="[PLATFORM=]IMAGE",
+                       help="Python base image (default: the recipe's, such as "
+                            f"{images.DEFAULT_RECIPE.base_image}); PLATFORM=IMAGE for one platform of several, "
+                            "such as linux/arm64=arm64v8/python:3.11-slim-bookworm")
     build.add_argument("--index-url", help="PyPI mirror for pip inside the build (not kept in the image)")
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     build.add_argument("--swarm", action="store_true",
@@ -84,7 +86,8 @@ def run_build(args: argparse.Namespace) -> int:
         raise InvalidOption(f"--push takes the name to push to, REGISTRY/NAME[:TAG]; {args.push!r} is not one.",
                             "name the registry, for example `--push registry.example.org:5000/lab/tensorflow:1.15`")
     ca_path = None if args.no_ca_bundle else (args.ca_bundle or builder.host_pip_ca_bundle())
-    parse_build_args(args.build_arg)  # refused before the build's minutes
+    parse_build_args(args.build_arg)  # refused before the build's minutes, as a wrong --base-image is
+    base_image_for(args.base_image, "")
     if "," in (args.platform or "") and (args.wheel or args.image):
         raise InvalidOption("--wheel and --image make the image of one platform.",
                             "build one platform at a time, each with --push to NAME-ARCH")
@@ -126,7 +129,8 @@ def build_one(args: argparse.Namespace, client: docker.DockerClient, wheel_recip
     out.print(f"Building [bold]{tag}[/] ({recipe.summary})")
     out.print(f"pip CA bundle: {ca_path or 'none (pip defaults)'}", highlight=False)
     with build_display() as on_progress:
-        built = builder.build_image(client, recipe, ca_bundle=ca_bundle, tag=tag, base_image=args.base_image,
+        built = builder.build_image(client, recipe, ca_bundle=ca_bundle, tag=tag,
+                                   base_image=base_image_for(args.base_image, recipe.platform),
                                    index_url=args.index_url, no_cache=args.no_cache,
                                    extra_buildargs=parse_build_args(args.build_arg), on_progress=on_progress)
     size = client.api.inspect_image(built.image_id)["Size"] / 1e6
@@ -255,6 +259,21 @@ def build_recipe(args: argparse.Namespace, info: engine.EngineInfo) -> images.Im
     if args.strategy == "prebuilt":
         return images.recipe_for("prebuilt", args.platform or "linux/arm64")
     return images.recipe_for(args.strategy, args.platform or strategies.default_platform(args.strategy, info))
+
+
+def base_image_for(values: list[str], platform: str) -> str | None:
+    """The --base-image for this platform: its own (PLATFORM=IMAGE), else one given for all, else the recipe's."""
+    for_all, own = None, None
+    for value in values:
+        named, sep, image = value.partition("=")
+        if not sep:
+            for_all = value
+        elif named not in ("linux/amd64", "linux/arm64") or not image:
+            raise InvalidOption(f"--base-image {value!r} is not IMAGE or PLATFORM=IMAGE.",
+                                "write it as --base-image linux/arm64=arm64v8/python:3.11-slim-bookworm")
+        elif named == platform:
+            own = image
+    return own or for_all
 
 
 def parse_build_args(pairs: list[str]) -> dict[str, str]:

@@ -233,13 +233,21 @@ def cannot_run(facts: EmulationFacts, native_arch: str) -> Tf1KernelError:
                                "with an image you have) and read the engine's log")
 
 
-# Probe answers per engine and prefix: for this process, and on disk for a few hours, so that back-to-back
-# commands (`tf1kernel run` in a loop, a Makefile) do not each start a probe container. Only a positive answer
-# is kept: after a "cannot run" or "no AVX" the user changes a setting and tries again. The engine's identity
-# includes its version and kernel: an upgraded engine or a new VM is probed again.
+# Probe answers per engine and prefix, for this process. Only a positive answer is kept: after a "cannot run" or
+# "no AVX" the user changes a setting and tries again. A command run back to back (`tf1kernel run` in a loop, a
+# Makefile) also keeps them on disk for a few hours (keep_answers_on_disk), so that each does not start a probe
+# container; kernels (a long-lived server keeps them in memory), doctor and install always ask the engine, so
+# that an emulator removed since is seen. The engine's identity includes its version: an upgraded engine or a
+# new VM is probed again.
 _known: dict[tuple[str, str, tuple[str, ...]], EmulationFacts] = {}
 _lock = threading.Lock()
 KEPT_SECONDS = 6 * 3600
+_on_disk = False
+
+
+def keep_answers_on_disk() -> None:
+    global _on_disk
+    _on_disk = True
 
 
 def cache_file() -> Path:
@@ -252,11 +260,12 @@ def cached_probe(client: docker.DockerClient, engine_key: str, arch: str, prefix
     with _lock:
         if key in _known:
             return _known[key]
-    facts = kept_facts(key) or probe_architecture(client, arch, prefix, mounts)
+    facts = (kept_facts(key) if _on_disk else None) or probe_architecture(client, arch, prefix, mounts)
     if facts.runs and facts.avx is not False:
         with _lock:
             _known[key] = facts
-        keep_facts(key, facts)
+        if _on_disk:
+            keep_facts(key, facts)
     return facts
 
 

@@ -361,6 +361,10 @@ def _placement(options: KernelOptions, info: EngineInfo, choose_kernel_ports: Po
                logger: logging.Logger, client: docker.DockerClient | None) -> Placement:
     network = network_for(options, info)
     if options.placement == "swarm":
+        if not options.network_access:
+            raise InvalidOption("network_access false is not available on a swarm: its kernels use their node's "
+                                "host network, which tf1kernel cannot cut off.",
+                                'remove "network_access", or run the kernel on a Docker engine (placement engine)')
         if not info.swarm_node_id and client is not None:  # made a manager since the engine was described?
             info = dataclasses.replace(info, swarm_node_id=swarm.manager_node_id(client))
         if not info.swarm_node_id:
