@@ -92,10 +92,10 @@ def main() -> int:
         registry = TestRegistry(root / "registry").start()
         subprocess.run(["iptables", "-I", *FORWARD_RULE], check=True, capture_output=True)
         fresh = None
+        name = f"{registry.address}/bench/tensorflow:1.15.5"
         try:
             registry.trust()
             os.environ.update(registry.login(root / "docker-config"))
-            name = f"{registry.address}/bench/tensorflow:1.15.5"
             pushed = subprocess.run([sys.executable, "-m", "tf1kernel.cli", "build", "--push", name],
                                     capture_output=True, text=True, timeout=1800)
             if pushed.returncode != 0:
@@ -110,6 +110,11 @@ def main() -> int:
                     times["build"].append(built(local))
                     local.api.remove_image(BUILT_TAG)
         finally:
+            for leftover in (name, f"{name}-amd64"):  # the names the push gave this engine's image
+                try:
+                    local.api.remove_image(leftover)
+                except docker.errors.ImageNotFound:
+                    pass
             if fresh is not None:
                 fresh.stop()
             subprocess.run(["iptables", "-D", *FORWARD_RULE], capture_output=True)

@@ -42,8 +42,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, kernel_image: str,
         swarm = TwoNodeSwarm(docker_client, worker).start()
         try:
             # The image reaches the worker as the README says: `tf1kernel build --swarm` (up to date here, so it
-            # only copies).
-            built = run_cli("build", "--swarm", *swarm_ssh_flags(swarm), timeout=900)
+            # only copies), under the name asked for although it has another that sorts first (a registry's).
+            docker_client.api.tag(kernel_image, "0.0.0.0:5000/another-name", "1")
+            try:
+                built = run_cli("build", "--swarm", *swarm_ssh_flags(swarm), timeout=900)
+            finally:
+                docker_client.api.remove_image("0.0.0.0:5000/another-name:1")
             assert built.returncode == 0, built.stderr
             worker_node = f"({worker.host.address}): copied"
             assert "(the manager)" in built.stdout and worker_node in built.stdout, built.stdout
@@ -247,7 +251,7 @@ def routed_to_registry(registry: TestRegistry) -> Iterator[None]:
 @pytest.mark.usefixtures("routed_to_registry")
 def test_a_registry_image_reaches_the_worker_by_digest_with_the_user_s_credentials(
         cluster: TwoNodeSwarm, registry: TestRegistry, credentials: dict[str, str], jupyter_dirs: Path,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_client: docker.DockerClient) -> None:
     """`build --push`, then `install --swarm --image REGISTRY/NAME`: the service names the image by digest, and the
     worker pulls it itself with the credentials of the user running Jupyter (never copied by tf1kernel)."""
     name = f"{registry.address}/lab/tensorflow:swarm"
@@ -277,6 +281,8 @@ def test_a_registry_image_reaches_the_worker_by_digest_with_the_user_s_credentia
         assert manager.provisioner.kernel_placement.task.node_id == cluster.worker_node
     assert digest in cluster.worker.engine.api.inspect_image(digest)["RepoDigests"]
     assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
+    for name_given in (name, f"{name}-amd64"):  # by the push and the install: other tests copy the image by name
+        docker_client.api.remove_image(name_given)
 
 
 def test_doctor_names_the_nodes_a_swarm_kernel_can_land_on_and_fails_without_one(

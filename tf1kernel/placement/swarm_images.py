@@ -90,12 +90,12 @@ def copy_to_nodes(client: docker.DockerClient, image: str, ssh_for_nodes: dict[s
         elif not node.ready:
             copies.append(NodeCopy(node, "skipped: not ready, or drained (copy again once it is back)"))
         else:
-            copies.append(copy_to_node(client, facts, node, ssh_destination(node.hostname, node.address,
+            copies.append(copy_to_node(client, image, facts, node, ssh_destination(node.hostname, node.address,
                                                                             ssh_for_nodes), on_progress))
     return copies
 
 
-def copy_to_node(client: docker.DockerClient, facts: dict, node: Node, destination: SshDestination,
+def copy_to_node(client: docker.DockerClient, image: str, facts: dict, node: Node, destination: SshDestination,
                  on_progress: ProgressCallback) -> NodeCopy:
     """Load the image into the node's engine unless it has that ID already."""
     image_id, size = facts["Id"], int(facts.get("Size", 0))
@@ -107,8 +107,10 @@ def copy_to_node(client: docker.DockerClient, facts: dict, node: Node, destinati
         except ImageNotFound:
             pass
         started = time.monotonic()
-        # By a tag, the node gets the name too (a save by ID carries none); the load checks the ID below.
-        name = next(iter(facts.get("RepoTags") or []), image_id)
+        # By a tag, the node gets the name too (a save by ID carries none); the load checks the ID below. The
+        # name asked for, of the image's several (a pushed image has its registry's too).
+        tags = facts.get("RepoTags") or []
+        name = image if image in tags else next(iter(tags), image_id)
         target.api.load_image(counted(client.api.get_image(name, chunk_size=CHUNK_BYTES), node, size, on_progress),
                               quiet=True)
         loaded = target.api.inspect_image(image_id)["Id"]
