@@ -201,7 +201,7 @@ def pulled_if_missing(client: docker.DockerClient, spec: ContainerSpec, log: log
     started, finished = time.monotonic(), set()
 
     def progress(transfer: registry.Transfer) -> None:
-        if transfer.status.startswith(("Pull complete", "Already exists")) and transfer.layer not in finished:
+        if transfer.finished and transfer.layer not in finished:
             finished.add(transfer.layer)
             log.warning("tf1kernel: kernel %s: pulling %s: layer %s %s", spec.kernel_id, spec.image,
                         transfer.layer, transfer.status.lower())

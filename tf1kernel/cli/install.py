@@ -160,7 +160,7 @@ def fetched_image(client: docker.DockerClient, image: str, policy: str, wanted: 
     multi-architecture name) and named by its digest from then on, so that every start runs exactly this image;
     an image of this engine alone (built here) keeps its name."""
     if registry.registry_of(image):
-        present = bool(image_platform(client, image))
+        present = registry.image_present(client, image)
         if policy == "always" or (policy == "missing" and not present):
             offered = registry.platforms(client, image)
             platform = registry.choose_platform(image, offered, wanted, native)

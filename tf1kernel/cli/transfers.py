@@ -11,9 +11,6 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from tf1kernel.cli.common import err
 from tf1kernel.images import registry
 
-# The engine's word for a layer that is done, per action.
-FINISHED = ("Pushed", "Layer already exists", "Pull complete", "Already exists", "Mounted from")
-
 
 @contextmanager
 def layer_progress() -> Iterator[registry.Progress]:
@@ -26,7 +23,7 @@ def layer_progress() -> Iterator[registry.Progress]:
     def report(transfer: registry.Transfer) -> None:
         if not transfer.layer or len(transfer.layer) != 12:  # a layer's short id; else a message about the tag
             return
-        done = transfer.status.startswith(FINISHED)
+        done = transfer.finished
         if progress is not None:
             if transfer.layer not in bars:
                 bars[transfer.layer] = progress.add_task(transfer.layer, total=transfer.total or None)

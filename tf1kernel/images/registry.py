@@ -26,6 +26,7 @@ from tf1kernel.errors import (
 )
 
 PULL_POLICIES = ("missing", "always", "never")
+LAYER_DONE = ("Pushed", "Layer already exists", "Pull complete", "Already exists", "Mounted from")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,11 @@ class Transfer:
     status: str
     done: int = 0
     total: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """The engine's words for a layer that is done, pushing or pulling."""
+        return self.status.startswith(LAYER_DONE)
 
 
 Progress = Callable[[Transfer], None]
