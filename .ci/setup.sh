@@ -18,15 +18,17 @@ if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || ! c
         || ! command -v chromium >/dev/null || ! command -v ip >/dev/null \
         || ! command -v qemu-x86_64-static >/dev/null || ! command -v sshd >/dev/null \
         || ! command -v podman >/dev/null || ! command -v aarch64-linux-gnu-strip >/dev/null \
-        || ! command -v docker-registry >/dev/null || ! command -v htpasswd >/dev/null; then
+        || ! command -v docker-registry >/dev/null || ! command -v htpasswd >/dev/null \
+        || ! command -v skopeo >/dev/null; then
     # openssh-server, podman and docker-registry are test fixtures (a remote host in a network namespace, a
     # Podman engine, a registry with TLS and htpasswd: CNCF distribution 2.8, which apache2-utils' htpasswd
-    # gives its bcrypt users): policy-rc.d keeps apt from starting their services on this machine.
+    # gives its bcrypt users): policy-rc.d keeps apt from starting their services on this machine. skopeo is
+    # the product's: `tf1kernel save`/`load` write and read OCI image archives with it.
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap patchelf openssl chromium \
         iproute2 qemu-user-static openssh-server openssh-client podman catatonit uidmap \
-        binutils-aarch64-linux-gnu docker-registry apache2-utils >/dev/null
+        binutils-aarch64-linux-gnu docker-registry apache2-utils skopeo >/dev/null
     rm -f /usr/sbin/policy-rc.d
 fi
 

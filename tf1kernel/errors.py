@@ -108,3 +108,8 @@ class PlatformNotInImage(RegistryError):
 
 class ArchiveError(Tf1KernelError):
     """An image archive (`tf1kernel save`) is missing, not tf1kernel's, or damaged: its digests do not match."""
+
+
+class ToolMissing(Tf1KernelError):
+    """A program one task needs (skopeo for an OCI archive, the docker CLI for a multi-architecture index) is not
+    installed."""

@@ -58,3 +58,11 @@ def test_a_platform_the_name_lacks_is_refused_with_the_ones_it_has() -> None:
     with pytest.raises(PlatformNotInImage) as refused:
         registry.choose_platform("r/x:1", ["linux/amd64"], "linux/arm64", "linux/arm64")
     assert "it has linux/amd64" in refused.value.message and "--platform linux/arm64 --push r/x:1" in refused.value.fix
+
+
+def test_doctor_names_a_missing_tool_and_the_task_that_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tf1kernel.cli import doctor
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None if name == "skopeo" else f"/usr/bin/{name}")
+    check = doctor._tools_check()
+    assert check.ok is False and "skopeo missing (tf1kernel save/load)" in check.detail
+    assert check.fix == "install skopeo for tf1kernel save/load"

@@ -14,8 +14,8 @@ from tf1kernel.images import archive
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    save = commands.add_parser("save", help="write a kernel image to one file (for a machine without a registry), "
-                                            "with the digest of everything in it")
+    save = commands.add_parser("save", help="write a kernel image to one OCI image archive (for a machine without "
+                                            "a registry), with the digest of everything in it; needs skopeo")
     save.add_argument("image", metavar="IMAGE")
     save.add_argument("file", metavar="FILE", type=Path)
     add_engine_arguments(save)
@@ -29,31 +29,40 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_save(args: argparse.Namespace) -> int:
     client = connect(args)
-    with byte_progress(f"saving {args.image}") as on_progress:
+    with byte_progress() as on_progress:
         saved = archive.save(client, args.image, args.file, on_progress)
-    out.print(f"[green]Saved[/] {saved.name} ({saved.image_id.removeprefix('sha256:')[:12]}, {saved.platform}) "
-              f"to {args.file} ({args.file.stat().st_size / 1e6:.0f} MB)", highlight=False)
+    out.print(f"[green]Saved[/] {saved.name} ({saved.platform}) to {args.file} "
+              f"({args.file.stat().st_size / 1e6:.0f} MB), an OCI image archive: manifest {short(saved.manifest)}, "
+              f"image {short(saved.image_id)}", highlight=False)
+    if saved.saved_from != saved.image_id:
+        out.print(f"[dim]An engine that loads it names the image {short(saved.image_id)} (here it is "
+                  f"{short(saved.saved_from)}): OCI's configuration leaves out what only Docker's builder writes; "
+                  "the layers are the same.[/]", highlight=False)
     out.print(f"Next, on the other machine: `tf1kernel load {args.file.name}`", highlight=False)
     return 0
 
 
 def run_load(args: argparse.Namespace) -> int:
     client = connect(args)
-    with byte_progress(f"checking {args.file.name}") as on_progress:
+    with byte_progress() as on_progress:
         loaded = archive.load(client, args.file, on_progress)
-    out.print(f"[green]Loaded[/] {loaded.name} ({loaded.image_id.removeprefix('sha256:')[:12]}, {loaded.platform}): "
-              "every file matched its digest, and the engine's image is the one saved", highlight=False)
+    out.print(f"[green]Loaded[/] {loaded.name} ({short(loaded.image_id)}, {loaded.platform}): every file matched "
+              "its digest, and the engine's image is the archive's", highlight=False)
     out.print(f"Next: `tf1kernel install --user --image {loaded.name}`", highlight=False)
     return 0
 
 
+def short(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
+
+
 @contextmanager
-def byte_progress(description: str) -> Iterator[archive.Progress]:
-    """A bar of bytes on a terminal; nothing in a log."""
+def byte_progress() -> Iterator[archive.Progress]:
+    """A bar of bytes for each step on a terminal (a pulse while its size is not known); nothing in a log."""
     if not err.is_terminal:
-        yield lambda done, total: None
+        yield lambda step, done, total: None
         return
-    with Progress(TextColumn(description), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=err) as progress:
-        task = progress.add_task(description, total=None)
-        yield lambda done, total: progress.update(task, completed=done, total=total or None)
+        task = progress.add_task("", total=None)
+        yield lambda step, done, total: progress.update(task, description=step, completed=done, total=total or None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform as host_platform
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -82,6 +83,7 @@ def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], dock
         return
     yield Check("engine", True, f"{info.kind} at {where}, server {info.server_version} ({info.os})")
     yield Check("host", True, f"{_host()}; the engine runs {info.native_platform} natively")
+    yield _tools_check()
 
     other = "arm64" if info.arch == "amd64" else "amd64"
     emulated = probes.probe_architecture(client, other)
@@ -114,6 +116,16 @@ def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], dock
         yield Check("test kernel", None, f"{default} cannot start (see above)")
         return
     yield _test_kernel(default)
+
+
+def _tools_check() -> Check:
+    """Programs that one task needs beside the engine (not kernels: a missing one never fails the doctor)."""
+    tools = {"skopeo": "tf1kernel save/load", "docker": "build --push's multi-architecture index"}
+    missing = [name for name in tools if shutil.which(name) is None]
+    detail = "; ".join(f"{name} {'missing' if name in missing else 'found'} ({task})" for name, task in tools.items())
+    return Check("tools", not missing, detail,
+                 f"install {' and '.join(missing)} for {', '.join(tools[name] for name in missing)}" if missing
+                 else "")
 
 
 def _host() -> str:

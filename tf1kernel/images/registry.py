@@ -23,6 +23,7 @@ from tf1kernel.errors import (
     RegistryCertificateUntrusted,
     RegistryError,
     RegistryUnreachable,
+    ToolMissing,
 )
 
 PULL_POLICIES = ("missing", "always", "never")
@@ -103,7 +104,7 @@ def pull_platform(client: docker.DockerClient, reference: str, platform: str, pr
     an engine names one image per digest, and another platform pulled from the same index would take the name)."""
     try:
         exact = dict(index_entries(reference)).get(platform, "") if "@" not in reference else ""
-    except RegistryError:  # no docker command here, or the registry is the engine's alone: the index's digest
+    except (RegistryError, ToolMissing):  # no docker command, or the engine's registry alone: pull by the index
         exact = ""
     if not exact:
         return pull(client, reference, platform, progress)
@@ -173,7 +174,7 @@ def index_entries(target: str) -> list[tuple[str, str]]:
 def docker_cli(*args: str) -> subprocess.CompletedProcess[str]:
     found = shutil.which("docker")
     if found is None:
-        raise RegistryError("One name for several architectures (a multi-architecture index) needs the docker "
+        raise ToolMissing("One name for several architectures (a multi-architecture index) needs the docker "
                             "command, whose `docker manifest` makes it.", "install the Docker CLI on this machine")
     return subprocess.run([found, *args], capture_output=True, text=True, timeout=600)
 
