@@ -1,8 +1,9 @@
 """`tf1kernel run` against `docker run` of the same image and against the same software without a container.
 
 Two workloads: `python -c "import tensorflow"`, and a TF1 training script of 200 Adam steps on a small MLP
-(the wall time of the whole command, start to exit). Targets, interleaved round by round so that machine noise
-hits them alike:
+(the wall time of the whole command, start to exit; and, apart, the training loop's own time as the script
+measures it: what the container costs the computation itself). Targets, interleaved round by round so that
+machine noise hits them alike:
 - local-py37: the same software without a container (CPython 3.7.16 with the image's pins, the venv of
   first_result.py), the baseline of the training script's ratio;
 - docker-run: `docker run --rm --init` of the emulated strategy's image with the folder mounted at its path and
@@ -30,7 +31,7 @@ from harness import install_tf1kernel, use_jupyter_path
 from tf1kernel.images.recipes import DEFAULT_RECIPE
 
 TRAIN = """\
-import numpy as np, tensorflow as tf
+import time, numpy as np, tensorflow as tf
 tf.set_random_seed(0); np.random.seed(0)
 x = tf.placeholder(tf.float32, [None, 64]); y = tf.placeholder(tf.int64, [None])
 hidden = tf.layers.dense(tf.layers.dense(x, 256, tf.nn.relu), 256, tf.nn.relu)
@@ -40,8 +41,10 @@ data = np.random.randn(128, 64).astype("float32"); labels = (data[:, 0] > 0).ast
 config = tf.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
 with tf.Session(config=config) as sess:
     sess.run(tf.global_variables_initializer())
+    started = time.perf_counter()
     for _ in range(STEPS):
         _, value = sess.run([step, loss], {x: data, y: labels})
+    print("loop_s", time.perf_counter() - started)
 print("loss", value)
 """
 IMPORT = "import tensorflow"
@@ -57,13 +60,15 @@ def commands(folder: Path, kernel: str, script: str) -> dict[str, list[str]]:
     }
 
 
-def timed(command: list[str], folder: Path) -> float:
+def timed(command: list[str], folder: Path) -> tuple[float, float | None]:
+    """The command's wall time, and the training loop's own time when it printed one."""
     started = time.monotonic()
     done = subprocess.run(command, cwd=folder, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
     elapsed = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return elapsed
+    loop = [float(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("loop_s ")]
+    return elapsed, loop[0] if loop else None
 
 
 def main() -> int:
@@ -85,13 +90,17 @@ def main() -> int:
         for workload in workloads.values():  # warm: images in the page cache, the venv compiled
             for command in workload.values():
                 timed(command, folder)
-        times: dict[str, dict[str, list[float]]] = {w: {t: [] for t in c} for w, c in workloads.items()}
+        times: dict[str, dict[str, list[float]]] = {w: {t: [] for t in c} for w in [*workloads, "loop"]
+                                                    for c in [workloads.get(w, workloads["train"])]}
         for _ in range(rounds):
             for workload, targets in workloads.items():
                 for target, command in targets.items():
-                    times[workload][target].append(timed(command, folder))
+                    elapsed, loop = timed(command, folder)
+                    times[workload][target].append(elapsed)
+                    if loop is not None:
+                        times["loop"][target].append(loop)
     report = {"rounds": rounds, "steps": steps, "targets": {}}
-    baselines = {"import": "docker-run", "train": "local-py37"}
+    baselines = {"import": "docker-run", "train": "local-py37", "loop": "local-py37"}
     print(f"{'workload':<8} {'target':<14} {'median':>8} {'ratio':>7}  (ratio to {baselines})")
     for workload, targets in times.items():
         base = statistics.median(targets[baselines[workload]])

@@ -15,10 +15,10 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 import docker
 from docker.errors import DockerException
-from jupyter_client.kernelspec import KernelSpec
 from requests.exceptions import RequestException
 
 from tf1kernel.config.options import KernelOptions
@@ -34,6 +34,15 @@ from tf1kernel.placement.kinds import Placement, PortChooser, any_free_ports, pl
 from tf1kernel.planning import plan, strategies
 
 log = logging.getLogger(__name__)
+
+
+class KernelSpec(Protocol):
+    """What a session reads of a kernelspec: jupyter_client's KernelSpec, or `tf1kernel run`'s own read of
+    kernel.json (jupyter/kernelspec.py: find)."""
+
+    resource_dir: str
+    metadata: dict[str, Any]
+    env: dict[str, str]
 
 
 class KernelSession:

@@ -167,6 +167,21 @@ def test_publish_serves_tensorboard_on_loopback_only(tf1_kernel: str, tmp_path: 
         process.communicate(timeout=60)
 
 
+def test_without_publish_the_command_is_on_this_machines_network_as_a_local_process(tf1_kernel: str,
+                                                                                   tmp_path: Path) -> None:
+    """A local Linux engine: `localhost` is this machine's (a server here answers the command), and the
+    hostname is this machine's; with -p, tf1kernel's own network instead (the test above)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        reach = (f"import socket; s = socket.create_connection(('127.0.0.1', {port}), timeout=10); "
+                 "print(socket.gethostname())")
+        done = tf1kernel_run(tf1_kernel, "python", "-c", reach, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == socket.gethostname()
+
+
 def other_addresses() -> list[str]:
     """This machine's addresses besides loopback."""
     found = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True, check=True).stdout

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +35,40 @@ def test_a_port_must_be_a_port(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         container_port(text)
     assert container_port("6006") == 6006
+
+
+def test_the_cli_imports_only_the_command_asked_for_and_knows_every_command() -> None:
+    from tf1kernel.cli import COMMANDS, make_parser
+
+    def commands_of(parser: argparse.ArgumentParser) -> set[str]:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return set(action.choices)
+
+    assert commands_of(make_parser()) == set(COMMANDS)
+    for command in COMMANDS:
+        assert command in commands_of(make_parser(command))
+    assert commands_of(make_parser("run")) == {"run"}
+
+
+def test_run_finds_a_kernelspec_where_jupyter_client_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from tf1kernel.jupyter import kernelspec
+
+    first, second = tmp_path / "user", tmp_path / "system"
+    for root, name, marker in [(first, "TF1-Mine", "user"), (second, "tf1-mine", "system"), (second, "other", "o"),
+                               (first, "no-json", "")]:
+        folder = root / "kernels" / name
+        folder.mkdir(parents=True)
+        if marker:
+            (folder / "kernel.json").write_text(json.dumps({"argv": ["x"], "display_name": marker, "language": "python",
+                                                            "env": {"WHO": marker}, "metadata": {"m": marker}}))
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join([str(first), str(second)]))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    for name in ["tf1-mine", "TF1-MINE", "other"]:
+        ours, theirs = kernelspec.find(name), KernelSpecManager().get_kernel_spec(name)
+        assert ours is not None and (ours.resource_dir, ours.env, ours.metadata) == \
+            (theirs.resource_dir, theirs.env, theirs.metadata)
+    assert kernelspec.find("no-json") is None and kernelspec.find("nothing") is None

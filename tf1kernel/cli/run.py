@@ -15,7 +15,6 @@ import sys
 import uuid
 
 from docker.errors import DockerException
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from requests.exceptions import RequestException
 
 from tf1kernel.cli.common import err
@@ -90,16 +89,15 @@ def run_command(args: argparse.Namespace) -> int:
     return explain(ended, spec)
 
 
-def kernel_spec_for(name: str | None) -> KernelSpec:
+def kernel_spec_for(name: str | None) -> kernelspec.FoundKernelSpec:
     """The kernelspec named, or the one `tf1kernel install` makes by default; a tf1kernel kernel's."""
     wanted = name or kernelspec.default_kernel_name(kernelspec.host_arch())
-    try:
-        found = KernelSpecManager().get_kernel_spec(wanted)
-    except NoSuchKernel:
+    found = kernelspec.find(wanted)
+    if found is None:
         ours = [kernel.name for kernel in kernelspec.installed()]
         raise InvalidOption(f"There is no kernel named {wanted!r}.",
                             f"name one of yours with --kernel: {', '.join(ours)}" if ours
-                            else "install one with `tf1kernel install --user`") from None
+                            else "install one with `tf1kernel install --user`")
     if found.metadata.get("kernel_provisioner", {}).get("provisioner_name") != kernelspec.PROVISIONER_NAME:
         raise InvalidOption(f"The kernel {wanted!r} is not a tf1kernel kernel: it has no TensorFlow 1.15 container.",
                             "name a tf1kernel kernel with --kernel (`tf1kernel list` shows them)")

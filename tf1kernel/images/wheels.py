@@ -25,9 +25,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSegment
-from elftools.elf.elffile import ELFFile
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from tf1kernel.errors import WheelRejected
@@ -152,6 +149,11 @@ def _is_shared_object(name: str) -> bool:
 def _elf_object(payload: bytes, member: str, wheel_name: str) -> tuple[str, list[str]]:
     """The machine of an ELF shared object (pyelftools' name, such as EM_AARCH64) and the libraries it needs
     (DT_NEEDED, read through its program headers as the dynamic loader reads them)."""
+    # Here, not at the top: pyelftools takes longer to import than `tf1kernel run` may spend before its container.
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.dynamic import DynamicSegment
+    from elftools.elf.elffile import ELFFile
+
     if payload[:4] != b"\x7fELF":
         raise WheelRejected(f"{member} in {wheel_name} is not an ELF shared object.", "download the wheel again")
     try:

@@ -15,12 +15,15 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_core.paths import jupyter_path
 
 from tf1kernel.errors import InvalidOption, KernelspecError
 from tf1kernel.resources import data_dir
+
+if TYPE_CHECKING:
+    from jupyter_client.kernelspec import KernelSpecManager
 
 PROVISIONER_NAME = "tf1kernel"
 ARCH_LABELS = {"arm64": "ARM64", "x86_64": "x86-64"}
@@ -106,7 +109,7 @@ def install(spec: dict[str, Any], name: str, *, user: bool = False, prefix: str 
         os.chmod(folder, 0o755)
         (Path(folder) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
         try:
-            installed_dir = KernelSpecManager().install_kernel_spec(folder, name, user=user, prefix=prefix,
+            installed_dir = spec_manager().install_kernel_spec(folder, name, user=user, prefix=prefix,
                                                                    replace=True)
             spec["argv"] = [installed_dir if arg == "{kernelspec_dir}" else arg for arg in spec["argv"]]
             (Path(installed_dir) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
@@ -147,10 +150,50 @@ class InstalledKernel:
         return f"`tf1kernel install --refresh {self.name}` turns it on and keeps the kernel's options"
 
 
+@dataclass(frozen=True)
+class FoundKernelSpec:
+    """A kernelspec's folder and the parts of its kernel.json a session reads (session.KernelSpec)."""
+
+    resource_dir: str
+    metadata: dict[str, Any]
+    env: dict[str, str]
+
+
+def find(name: str) -> FoundKernelSpec | None:
+    """The kernelspec Jupyter would start for name, as KernelSpecManager.get_kernel_spec finds it (the first of
+    jupyter_path("kernels") with a folder of that name, in any case, holding a kernel.json); None if none does.
+    Read here because importing jupyter_client (its package brings its whole client) would be a tenth of the
+    time `tf1kernel run` may spend before its container starts."""
+    for kernels in jupyter_path("kernels"):
+        try:
+            folders = sorted(os.listdir(kernels))
+        except OSError:
+            continue
+        for folder in folders:
+            path = os.path.join(kernels, folder)
+            if folder.lower() == name.lower() and os.path.isfile(os.path.join(path, "kernel.json")):
+                try:
+                    with open(os.path.join(path, "kernel.json"), encoding="utf-8") as file:
+                        spec = json.load(file)
+                except (OSError, ValueError) as exc:
+                    raise KernelspecError(f"{path}/kernel.json cannot be read: {exc}",
+                                          f"install the kernel again (`tf1kernel install --name {folder} ...`) "
+                                          "or repair the file") from None
+                return FoundKernelSpec(path, spec.get("metadata", {}), spec.get("env", {}))
+    return None
+
+
+def spec_manager() -> KernelSpecManager:
+    """jupyter_client's, for what tf1kernel does not read itself: install, list, remove."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return KernelSpecManager()
+
+
 def installed() -> list[InstalledKernel]:
     """Every kernelspec Jupyter can see that runs through the tf1kernel provisioner."""
     found = []
-    for name, entry in sorted(KernelSpecManager().get_all_specs().items()):
+    for name, entry in sorted(spec_manager().get_all_specs().items()):
         spec = entry.get("spec", {})
         metadata = spec.get("metadata", {})
         provisioner = metadata.get("kernel_provisioner", {})
@@ -189,7 +232,9 @@ def refresh(name: str) -> InstalledKernel:
 
 def remove(name: str) -> str:
     """Remove the tf1kernel kernelspec `name`; return the folder that was removed."""
-    manager = KernelSpecManager()
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    manager = spec_manager()
     try:
         spec = manager.get_kernel_spec(name)
     except NoSuchKernel:
