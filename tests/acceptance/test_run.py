@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from jupyter_core.paths import jupyter_runtime_dir
 
 from tests.conftest import install_variant, managed_containers
 from tests.kernels import execute, running_kernel
@@ -27,6 +28,7 @@ from tests.runs import (
     wait_for_page,
 )
 from tests.wheelmaker import pure_wheel
+from tf1kernel.engine.kernel_files import KERNEL_FILES_PREFIX
 from tf1kernel.engine.spec import PACKAGES_FOLDER
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
@@ -124,12 +126,28 @@ def test_sigkill_of_the_cli_leaves_no_container(tf1_kernel: str, tmp_path: Path,
                         cwd=tmp_path)
     wait_for_line(process.stdout, "ready")
     assert len(managed_containers(docker_client)) == 1
+    files = files_folders_of(process.pid)
+    assert len(files) == 1, "pip's files were not mounted from a folder of this machine"
     process.kill()
     process.wait()
     deadline = time.monotonic() + 20
-    while managed_containers(docker_client) and time.monotonic() < deadline:
+    while (managed_containers(docker_client) or files[0].exists()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert managed_containers(docker_client) == []
+    assert not files[0].exists(), "the reaper left the command's files folder"
+
+
+def files_folders_of(pid: int) -> list[Path]:
+    """The folders of this machine a process's containers have their files mounted from (kernel_files.py)."""
+    return list(Path(jupyter_runtime_dir()).glob(f"{KERNEL_FILES_PREFIX}{pid}-*"))
+
+
+def test_pips_configuration_reaches_the_command_and_its_folder_goes_with_it(tf1_kernel: str, tmp_path: Path) -> None:
+    shown = "import os; print(open(os.environ['PIP_CONFIG_FILE']).read()); print(os.environ['PYTHONUSERBASE'])"
+    done = tf1kernel_run(tf1_kernel, "python", "-c", shown, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "user = true" in done.stdout and PACKAGES_FOLDER in done.stdout
+    assert not list(Path(jupyter_runtime_dir()).glob(f"{KERNEL_FILES_PREFIX}*-run-*")), "a files folder was left"
 
 
 def test_a_terminal_gets_a_tty_and_ctrl_c_through_it(tf1_kernel: str, tmp_path: Path) -> None:

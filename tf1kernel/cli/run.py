@@ -72,7 +72,9 @@ def run_command(args: argparse.Namespace) -> int:
                              same_port_numbers=isinstance(placement, LocalPlacement))
     command = command_for(placement, client, spec, request)
     reaped = (command.id, False) if isinstance(command, CommandContainer) else (spec.kernel_id, True)  # the service
-    watcher = reaper.start(reaped[0], session.options.docker_host, session.options.docker_context, service=reaped[1])
+    files = command.spec.storage.files_folder if isinstance(command, CommandContainer) else ""
+    watcher = reaper.start(reaped[0], session.options.docker_host, session.options.docker_context, service=reaped[1],
+                           files_folder=files)
     attached = Attached(command)
     ports = PublishedPorts(placement)
     try:

@@ -10,6 +10,7 @@ network (offline: the offline one), and a server it starts (TensorBoard with --h
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 from collections.abc import Callable
@@ -18,15 +19,24 @@ from typing import Protocol
 
 import docker
 from docker.errors import APIError
+from docker.types import Mount
 
 from tf1kernel.engine import networks
 from tf1kernel.engine.container import remove_quietly
-from tf1kernel.engine.kernel_files import PIP_CA_FILE, PIP_CONFIG, PIP_CONFIG_FILE, private_files_archive
+from tf1kernel.engine.kernel_files import (
+    PIP_CA_FILE,
+    PIP_CONFIG,
+    PIP_CONFIG_FILE,
+    private_files_archive,
+    remove_kernel_files,
+    write_files_folder,
+)
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
 from tf1kernel.engine.ports import LOOPBACK, ports_free
 from tf1kernel.engine.settings import environment, hardened_host_config, name_servers, workspace_mounts
 from tf1kernel.engine.spec import ContainerSpec
-from tf1kernel.engine.start_errors import start_error
+from tf1kernel.engine.start_errors import cannot_mount, start_error
+from tf1kernel.guest.constants import CONNECTION_DIR
 
 # The streams of a container without a TTY come multiplexed: a header of 8 bytes per frame.
 STDOUT, STDERR = 1, 2
@@ -101,8 +111,16 @@ class CommandContainer:
         # The same port of this machine when it is free (the address a user expects), else one the engine picks.
         bindings = {port: (LOOPBACK, port if request.same_port_numbers and ports_free([port]) else None)
                     for port in request.publish}
-        host_config = hardened_host_config(client, spec, workspace_mounts(spec), network_mode=network,
-                                           port_bindings=bindings, **name_servers(spec, env))
+        # pip's files: mounted from a folder of this machine where the engine sees its folders, as a kernel's
+        # are (copying them in mounts the container's filesystem first: 65 ms of every run), else copied in.
+        files = command_files(spec)
+        folder = spec.storage.files_folder if files else ""
+        mounts = workspace_mounts(spec)
+        if folder:
+            write_files_folder(folder, files, spec.user)
+            mounts.append(Mount(target=CONNECTION_DIR, source=folder, type="bind"))
+        host_config = hardened_host_config(client, spec, mounts, network_mode=network, port_bindings=bindings,
+                                           **name_servers(spec, env))
         try:
             created = client.api.create_container(
                 image=spec.image, command=[*spec.command_prefix, *request.argv], name=spec.name, user=spec.user,
@@ -111,9 +129,16 @@ class CommandContainer:
                 ports=list(request.publish), hostname=None if on_host_network else "tf1kernel",
                 host_config=host_config)
         except APIError as exc:
+            remove_kernel_files(folder)
+            if cannot_mount(exc, folder):
+                return cls.create(client, dataclasses.replace(
+                    spec, storage=dataclasses.replace(spec.storage, files_folder="")), request)
             raise start_error(exc, spec) from None
+        except BaseException:
+            remove_kernel_files(folder)
+            raise
         command = cls(client, created["Id"], request.tty, spec, request.publish)
-        if files := command_files(spec):
+        if files and not folder:
             try:
                 client.api.put_archive(command.id, "/", private_files_archive(files, spec.user))
             except BaseException:
@@ -167,6 +192,7 @@ class CommandContainer:
 
     def remove(self) -> None:
         remove_quietly(self.client, self.id)
+        remove_kernel_files(self.spec.storage.files_folder)
 
 
 def command_environment(spec: ContainerSpec, request: CommandRequest) -> dict[str, str]:

@@ -69,9 +69,14 @@ def kernel_files_folder(kernel_id: str) -> str:
 
 def write_kernel_files(spec: ContainerSpec) -> None:
     """Write the kernel's files into a fresh spec.storage.files_folder, private to the kernel's user."""
-    remove_kernel_files(spec.storage.files_folder)
-    os.makedirs(os.path.dirname(spec.storage.files_folder), mode=0o700, exist_ok=True)
-    write_private_files(spec.storage.files_folder, kernel_files(spec), spec.user)
+    write_files_folder(spec.storage.files_folder, kernel_files(spec), spec.user)
+
+
+def write_files_folder(folder: str, files: dict[str, bytes], user: str) -> None:
+    """Write files (paths below CONNECTION_DIR) into folder, made afresh, private to user."""
+    remove_kernel_files(folder)
+    os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
+    write_private_files(folder, files, user)
 
 
 def write_private_files(folder: str, files: dict[str, bytes], user: str) -> None:

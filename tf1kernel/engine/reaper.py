@@ -1,5 +1,6 @@
 """`python -m tf1kernel.engine.reaper CONTAINER` (or `--service KERNEL_ID`): removes a container, or a swarm
-service and its secrets, when the process that started it ends.
+service and its secrets, when the process that started it ends; and with `--files FOLDER` the folder of this
+machine its files were mounted from.
 
 The starter holds the write end of this process's stdin; its end of the pipe closes when it exits, however it
 exits (SIGKILL included), and then the container goes. It runs in a session of its own, so that the terminal's
@@ -9,16 +10,19 @@ Ctrl-C, meant for the command, does not reach it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 
 
-def start(container_id: str, docker_host: str = "", context: str = "", service: bool = False) -> subprocess.Popen:
+def start(container_id: str, docker_host: str = "", context: str = "", service: bool = False,
+          files_folder: str = "") -> subprocess.Popen:
     """A reaper for this container (or, with service, the swarm service of this kernel id); close its stdin (or
     exit) to let it remove it."""
     command = [sys.executable, "-m", "tf1kernel.engine.reaper", container_id, *(["--service"] if service else [])]
     command += [f"--docker-host={docker_host}"] if docker_host else []
     command += [f"--context={context}"] if context else []
+    command += [f"--files={files_folder}"] if files_folder else []
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
@@ -29,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service", action="store_true")
     parser.add_argument("--docker-host", default="")
     parser.add_argument("--context", default="")
+    parser.add_argument("--files", default="", help="a folder of this machine to remove with the container")
     args = parser.parse_args(argv)
     sys.stdin.buffer.read()  # until the starter is gone
     # Imported only now: while the command runs, this process costs nothing.
@@ -41,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         remove_service(client, args.container)
     else:
         remove_quietly(client, args.container)  # usually gone already: its starter removed it
+    if args.files:
+        shutil.rmtree(args.files, ignore_errors=True)
     return 0
 
 
