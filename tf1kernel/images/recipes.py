@@ -23,8 +23,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
-
 from tf1kernel.errors import BuildError, InvalidOption
 from tf1kernel.images.wheels import TENSORFLOW_ASCEND, PinnedWheel, WheelFacts, check_wheel, fetch_pinned
 from tf1kernel.resources import data_dir
@@ -133,6 +131,8 @@ def native_pins() -> dict[str, str]:
 
 def fits_native_pins(facts: WheelFacts) -> bool:
     """Do the wheel's own requirements accept every version the native recipe pins?"""
+    from packaging.requirements import InvalidRequirement, Requirement  # only here: slow to import for `run`
+
     pins = native_pins()
     for line in facts.requires:
         try:
