@@ -20,7 +20,7 @@ from requests.exceptions import RequestException
 from tf1kernel.cli.common import err
 from tf1kernel.cli.terminal import Attached
 from tf1kernel.engine import probes, reaper
-from tf1kernel.engine.command import Command, CommandContainer, CommandRequest, Exit, Streams
+from tf1kernel.engine.command import Command, CommandRequest, Exit, Streams
 from tf1kernel.engine.container import check_image
 from tf1kernel.engine.ports import free_ports, ports_free
 from tf1kernel.engine.spec import ContainerSpec
@@ -71,10 +71,7 @@ def run_command(args: argparse.Namespace) -> int:
                              publish=tuple(args.publish), terminal_type=os.environ.get("TERM", "xterm"),
                              same_port_numbers=isinstance(placement, LocalPlacement))
     command = command_for(placement, client, spec, request)
-    reaped = (command.id, False) if isinstance(command, CommandContainer) else (spec.kernel_id, True)  # the service
-    files = command.spec.storage.files_folder if isinstance(command, CommandContainer) else ""
-    watcher = reaper.start(reaped[0], session.options.docker_host, session.options.docker_context, service=reaped[1],
-                           files_folder=files)
+    watcher = reaper.start(command.leftovers(), session.options.docker_host, session.options.docker_context)
     attached = Attached(command)
     ports = PublishedPorts(placement)
     try:
@@ -129,7 +126,7 @@ class PublishedPorts:
         self.tunnel: Tunnel | None = None
 
     def open(self, command: Command) -> dict[int, int]:
-        bound = command.published_ports() if isinstance(command, CommandContainer) else {}
+        bound = command.published_ports()
         if not isinstance(self.placement, RemotePlacement) or not bound:
             return bound
         taken = [port for port in bound if not ports_free([port])]

@@ -33,6 +33,7 @@ from tf1kernel.engine.kernel_files import (
 )
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
 from tf1kernel.engine.ports import LOOPBACK, ports_free
+from tf1kernel.engine.reaper import Leftovers
 from tf1kernel.engine.settings import environment, hardened_host_config, name_servers, workspace_mounts
 from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.engine.start_errors import cannot_mount, start_error
@@ -88,6 +89,12 @@ class Command(Protocol):
     def wait(self) -> Exit: ...
 
     def remove(self) -> None: ...
+
+    def leftovers(self) -> Leftovers:
+        """What a reaper removes if the caller dies before remove()."""
+
+    def published_ports(self) -> dict[int, int]:
+        """Container port → the port the engine bound it to, on its host's 127.0.0.1 (after launch)."""
 
 
 class CommandContainer:
@@ -193,6 +200,9 @@ class CommandContainer:
     def remove(self) -> None:
         remove_quietly(self.client, self.id)
         remove_kernel_files(self.spec.storage.files_folder)
+
+    def leftovers(self) -> Leftovers:
+        return Leftovers(self.id, files_folder=self.spec.storage.files_folder)
 
 
 def command_environment(spec: ContainerSpec, request: CommandRequest) -> dict[str, str]:

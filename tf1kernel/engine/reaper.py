@@ -13,16 +13,26 @@ import argparse
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 
 
-def start(container_id: str, docker_host: str = "", context: str = "", service: bool = False,
-          files_folder: str = "") -> subprocess.Popen:
-    """A reaper for this container (or, with service, the swarm service of this kernel id); close its stdin (or
-    exit) to let it remove it."""
-    command = [sys.executable, "-m", "tf1kernel.engine.reaper", container_id, *(["--service"] if service else [])]
+@dataclass(frozen=True)
+class Leftovers:
+    """What a reaper removes: a container (or, with service, the swarm service of this kernel id), and a folder
+    of this machine its files were mounted from."""
+
+    target: str
+    service: bool = False
+    files_folder: str = ""
+
+
+def start(leftovers: Leftovers, docker_host: str = "", context: str = "") -> subprocess.Popen:
+    """A reaper of leftovers on this engine; close its stdin (or exit) to let it remove them."""
+    command = [sys.executable, "-m", "tf1kernel.engine.reaper", leftovers.target]
+    command += ["--service"] if leftovers.service else []
     command += [f"--docker-host={docker_host}"] if docker_host else []
     command += [f"--context={context}"] if context else []
-    command += [f"--files={files_folder}"] if files_folder else []
+    command += [f"--files={leftovers.files_folder}"] if leftovers.files_folder else []
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 

@@ -15,6 +15,7 @@ from tf1kernel.engine.command import (
     command_environment,
     command_files,
 )
+from tf1kernel.engine.reaper import Leftovers
 from tf1kernel.engine.spec import HOME_DIR, ContainerSpec
 from tf1kernel.errors import InvalidOption
 from tf1kernel.placement import swarm
@@ -90,3 +91,9 @@ class SwarmCommand:
     def remove(self) -> None:
         """The service, and with it the task's container on its node, and the command's secrets."""
         swarm.remove_service(self.manager, self.spec.kernel_id)
+
+    def leftovers(self) -> Leftovers:
+        return Leftovers(self.spec.kernel_id, service=True)
+
+    def published_ports(self) -> dict[int, int]:
+        return {}  # -p is refused on a swarm (command_for)
