@@ -61,7 +61,7 @@ def install_targets(root: Path) -> dict[str, str]:
     for target in JUPYTERLAB_AT_CONNECT:
         names[target] = install_tf1kernel(root, f"bench-debugger-{target}", {"strategy": "emulated"})
         if target == "debugger-off":
-            path = Path(kernelspec.KernelSpecManager().get_kernel_spec(names[target]).resource_dir) / "kernel.json"
+            path = Path(kernelspec.spec_manager().get_kernel_spec(names[target]).resource_dir) / "kernel.json"
             spec = json.loads(path.read_text())
             spec["metadata"]["debugger"] = False
             path.write_text(json.dumps(spec))
