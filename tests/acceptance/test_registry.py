@@ -5,6 +5,7 @@ message with the fix for each way a registry refuses."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import docker
@@ -14,6 +15,7 @@ from tests.conftest import COMPAT_IMAGES, require_image, run_cli
 from tests.kernels import execute, running_kernel
 from tests.registry import TestRegistry
 from tf1kernel.errors import ImageMissing
+from tf1kernel.images import registry as registry_api
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 REPOSITORY = "lab/tensorflow"
@@ -89,7 +91,7 @@ def test_a_start_pulls_a_missing_image_only_when_the_kernelspec_says_pull_missin
 
 def test_one_name_for_both_architectures_and_each_machine_pulls_its_own(
         registry: TestRegistry, credentials: dict[str, str], jupyter_dirs: Path,
-        docker_client: docker.DockerClient) -> None:
+        docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The compat images CI builds for both architectures (arm64 under qemu) under one name: a push of amd64
     alone makes an index of it, and one command for both platforms then completes it (keeping what it had).
     Installing it for each platform pulls that platform's image, recorded by its own digest, so that the two
@@ -107,6 +109,16 @@ def test_one_name_for_both_architectures_and_each_machine_pulls_its_own(
     assert both.returncode == 0, both.stderr
     assert f"Pushed {name} for linux/amd64, linux/arm64 (index sha256:" in both.stdout, both.stdout
     assert both.stdout.count("Up to date") == 2, both.stdout  # each platform's own recipe and base
+    # Where there is no docker command, skopeo reads the index (and a single image) as `docker manifest` does.
+    monkeypatch.setenv("DOCKER_CONFIG", credentials["DOCKER_CONFIG"])
+    read_by_docker = {target: sorted(registry_api.index_entries(target)) for target in (name, f"{name}-arm64")}
+    assert [platform for platform, _ in read_by_docker[name]] == ["linux/amd64", "linux/arm64"]
+    only_skopeo = tmp_path / "bin"
+    only_skopeo.mkdir()
+    (only_skopeo / "skopeo").symlink_to(shutil.which("skopeo") or "skopeo: not installed")
+    monkeypatch.setenv("PATH", str(only_skopeo))
+    assert {target: sorted(registry_api.index_entries(target)) for target in read_by_docker} == read_by_docker
+    monkeypatch.undo()
     for arch in ("amd64", "arm64"):
         docker_client.api.remove_image(f"{name}-{arch}")
     recorded = {}

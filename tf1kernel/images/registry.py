@@ -8,10 +8,12 @@ in its options or logs. What the engine answers is turned into one error per rea
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 from docker.errors import APIError, ImageNotFound
@@ -158,7 +160,10 @@ def push_index(target: str, images: dict[str, str]) -> tuple[str, list[str]]:
 
 def index_entries(target: str) -> list[tuple[str, str]]:
     """What the registry has under target: (platform, image by digest) for each of an index's images, or for a
-    single image; [] when it has nothing there yet."""
+    single image; [] when it has nothing there yet. Read by `docker manifest`, or by skopeo where there is no
+    docker command (the same credentials and trusted CAs: Docker's config.json and /etc/docker/certs.d)."""
+    if shutil.which("docker") is None and shutil.which("skopeo") is not None:
+        return skopeo_index_entries(target)
     found = docker_cli("manifest", "inspect", "--verbose", target)
     if found.returncode != 0:
         if "no such manifest" in found.stderr.lower():
@@ -169,6 +174,32 @@ def index_entries(target: str) -> list[tuple[str, str]]:
     return [(f"{d['platform'].get('os', 'linux')}/{d['platform']['architecture']}", f"{repository}@{d['digest']}")
             for d in (item.get("Descriptor") or {} for item in (items if isinstance(items, list) else [items]))
             if (d.get("platform") or {}).get("architecture")]
+
+
+def skopeo_index_entries(target: str) -> list[tuple[str, str]]:
+    repository = split_reference(target)[0]
+    raw = skopeo_inspect(target, "--raw")
+    if raw is None:
+        return []
+    if "manifests" in raw:  # an index (OCI's or Docker's manifest list)
+        return [(f"{m['platform'].get('os', 'linux')}/{m['platform']['architecture']}", f"{repository}@{m['digest']}")
+                for m in raw["manifests"] if (m.get("platform") or {}).get("architecture")]
+    single = skopeo_inspect(target) or {}
+    return [(f"{single.get('Os', 'linux')}/{single['Architecture']}", f"{repository}@{single['Digest']}")]
+
+
+def skopeo_inspect(target: str, *options: str) -> dict | None:
+    """skopeo's answer for target (None: the registry has no such manifest), with Docker's credentials."""
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    authfile = [f"--authfile={config}"] if config.is_file() else []
+    found = subprocess.run(["skopeo", "inspect", *authfile, *options, f"docker://{target}"], capture_output=True,
+                           text=True, timeout=120)
+    if found.returncode != 0:
+        if "manifest unknown" in found.stderr.lower():
+            return None
+        raise refusal(found.stderr.strip().splitlines()[-1] if found.stderr.strip() else "skopeo failed", target,
+                      "pull")
+    return json.loads(found.stdout)
 
 
 def docker_cli(*args: str) -> subprocess.CompletedProcess[str]:
