@@ -74,7 +74,7 @@ def test_the_archive_is_an_oci_image_layout_whose_blobs_are_their_digests(saved:
 @pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed (.ci/setup.sh installs it)")
 def test_another_oci_tool_reads_the_archive(saved: Path) -> None:
     own = Path(tempfile.mkdtemp(prefix="tf1-podman-"))  # podman wants a short runroot
-    storage = ["--root", str(own / "root"), "--runroot", str(own / "run"), "--storage-driver", "vfs"]
+    storage = ["--root", str(own / "root"), "--runroot", str(own / "run"), "--storage-driver", "overlay"]
     try:
         done = subprocess.run(["podman", *storage, "load", "-i", str(saved)], capture_output=True, text=True,
                               timeout=300)

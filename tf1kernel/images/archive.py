@@ -74,6 +74,7 @@ def save(client: docker.DockerClient, image: str, path: Path, progress: Progress
                            "name one that `docker images` lists, or pull or build it first") from None
     names = names_of(image, list(attrs.get("RepoTags") or []))
     size = int(attrs.get("Size", 0))
+    skopeo()
     with workspace(size * 2) as work:
         engine_archive = work / "engine.tar"
         _fetch(client, image, engine_archive, size, progress)
@@ -90,6 +91,7 @@ def save(client: docker.DockerClient, image: str, path: Path, progress: Progress
 def load(client: docker.DockerClient, path: Path, progress: Progress) -> ArchivedImage:
     """Unpack the archive checking every member against its record, load it, and check the engine loaded it."""
     facts, digests = read_record(path)
+    skopeo()
     with workspace(facts.size * 2) as work:
         layout = work / "layout"
         _unpack_checked(path, digests, layout, progress)
@@ -145,11 +147,17 @@ def layout_image(layout: Path) -> tuple[str, str]:
     return manifest, config
 
 
-def skopeo_copy(work: Path, source: str, target: str, *options: str) -> None:
+def skopeo() -> str:
+    """skopeo's path; asked before any work, so that a missing one is said at once."""
     found = shutil.which("skopeo")
     if found is None:
         raise ToolMissing("Saving and loading an OCI image archive needs skopeo, which is not installed here.",
                           "install it (`apt install skopeo`, `dnf install skopeo` or `brew install skopeo`)")
+    return found
+
+
+def skopeo_copy(work: Path, source: str, target: str, *options: str) -> None:
+    found = skopeo()
     policy = work / "policy.json"
     policy.write_text(json.dumps(TRUST_POLICY))
     done = subprocess.run([found, "--policy", str(policy), "--tmpdir", str(work), "copy", "--quiet", *options,
