@@ -33,6 +33,7 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from tf1kernel.errors import ArchiveError, ImageMissing, ToolMissing
+from tf1kernel.images.registry import names_of
 
 RECORD = "tf1kernel-archive.json"
 RECORD_FORMAT = "oci-1"
@@ -110,12 +111,6 @@ def load(client: docker.DockerClient, path: Path, progress: Progress) -> Archive
             raise ArchiveError(f"The engine loaded {name} as {loaded or 'nothing'}, not the archive's image "
                                f"({facts.image_id}).", "save it again from the machine that built or pulled it")
     return facts
-
-
-def names_of(asked: str, tags: list[str]) -> list[str]:
-    """The image's names, the one asked for first (an ID or a digest is not a name: the image keeps its tags)."""
-    first = [tag for tag in tags if tag in (asked, f"{asked}:latest")]
-    return first + [tag for tag in tags if tag not in first]
 
 
 def read_record(path: Path) -> tuple[ArchivedImage, dict[str, str]]:

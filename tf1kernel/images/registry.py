@@ -210,6 +210,12 @@ def docker_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([found, *args], capture_output=True, text=True, timeout=600)
 
 
+def names_of(asked: str, tags: list[str]) -> list[str]:
+    """The image's names, the one asked for first (an ID or a digest is not a name: the image keeps its tags)."""
+    first = [tag for tag in tags if tag in (asked, f"{asked}:latest")]
+    return first + [tag for tag in tags if tag not in first]
+
+
 def image_present(client: docker.DockerClient, reference: str) -> bool:
     try:
         client.api.inspect_image(reference)

@@ -110,7 +110,7 @@ def install(spec: dict[str, Any], name: str, *, user: bool = False, prefix: str 
         (Path(folder) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
         try:
             installed_dir = spec_manager().install_kernel_spec(folder, name, user=user, prefix=prefix,
-                                                                   replace=True)
+                                                               replace=True)
             spec["argv"] = [installed_dir if arg == "{kernelspec_dir}" else arg for arg in spec["argv"]]
             (Path(installed_dir) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
             return installed_dir

@@ -19,6 +19,7 @@ from requests.exceptions import RequestException
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import ImageMissing, InvalidOption, NodeUnreachable
+from tf1kernel.images.registry import names_of
 from tf1kernel.placement import swarm
 
 COPY_TIMEOUT = 900  # seconds the node's engine may take to answer a load (it unpacks every layer)
@@ -108,9 +109,8 @@ def copy_to_node(client: docker.DockerClient, image: str, facts: dict, node: Nod
             pass
         started = time.monotonic()
         # By a tag, the node gets the name too (a save by ID carries none); the load checks the ID below. The
-        # name asked for, of the image's several (a pushed image has its registry's too).
-        tags = facts.get("RepoTags") or []
-        name = image if image in tags else next(iter(tags), image_id)
+        # name asked for first, of the image's several (a pushed image has its registry's too).
+        name = next(iter(names_of(image, facts.get("RepoTags") or [])), image_id)
         target.api.load_image(counted(client.api.get_image(name, chunk_size=CHUNK_BYTES), node, size, on_progress),
                               quiet=True)
         loaded = target.api.inspect_image(image_id)["Id"]
