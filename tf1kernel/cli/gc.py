@@ -8,12 +8,13 @@ from rich.table import Table
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 from tf1kernel.cli.common import add_engine_arguments, connect, out
-from tf1kernel.engine import orphans
+from tf1kernel.engine import command_standby, orphans
 from tf1kernel.placement import swarm
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    gc = commands.add_parser("gc", help="remove kernel containers whose Jupyter server or launcher is gone")
+    gc = commands.add_parser("gc", help="remove kernel containers whose Jupyter server or launcher is gone, and "
+                                        "standbys of `tf1kernel run`")
     gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
     gc.add_argument("--all-hosts", action="store_true",
                     help="also remove running kernels started from other hosts sharing this engine")
@@ -34,6 +35,9 @@ def run_gc(args: argparse.Namespace) -> int:
             verdict = "remove" if c.orphan or (args.all_hosts and "another host" in c.reason) else "keep"
             table.add_row(c.name, c.kernel_id, c.state, f"{verdict}: {c.reason}")
         out.print(table if containers else "No tf1kernel containers on this engine.")
+        waiting = len(command_standby.standbys(client))
+        if waiting:
+            out.print(f"{waiting} standby container(s) of `tf1kernel run` (run_standby) would be removed.")
         return 0
     removed = orphans.remove_orphans(client, include_other_hosts=args.all_hosts)
     for c in removed:
@@ -43,6 +47,10 @@ def run_gc(args: argparse.Namespace) -> int:
         out.print(f"removed {folder} (the files of a kernel whose server or launcher is gone)", highlight=False)
     for folder in orphans.remove_stray_engine_proxies():
         out.print(f"removed {folder} (a remote engine's socket folder whose process is gone)", highlight=False)
+    waiting = command_standby.remove_all(client)
+    if waiting:
+        out.print(f"removed {waiting} standby container(s) of `tf1kernel run` (the next run starts cold)",
+                  highlight=False)
     kept = len(containers) - len(removed)
     out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept.")
     if args.swarm:

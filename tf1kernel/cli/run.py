@@ -19,7 +19,7 @@ from requests.exceptions import RequestException
 
 from tf1kernel.cli.common import err
 from tf1kernel.cli.terminal import Attached
-from tf1kernel.engine import probes, reaper
+from tf1kernel.engine import command_standby, probes, reaper
 from tf1kernel.engine.command import Command, CommandRequest, Exit, Streams
 from tf1kernel.engine.container import check_image
 from tf1kernel.engine.ports import free_ports, ports_free
@@ -28,7 +28,7 @@ from tf1kernel.engine.tunnel import Tunnel
 from tf1kernel.errors import EngineUnavailable, InvalidOption
 from tf1kernel.jupyter import kernelspec
 from tf1kernel.placement.commands import command_for
-from tf1kernel.placement.kinds import LocalPlacement, Placement, RemotePlacement
+from tf1kernel.placement.kinds import LocalPlacement, Placement, RemotePlacement, SwarmPlacement
 from tf1kernel.planning import strategies
 from tf1kernel.session import KernelSession
 
@@ -65,12 +65,14 @@ def run_command(args: argparse.Namespace) -> int:
     session.request(os.getcwd(), dict(os.environ), session_key=b"")
     spec = session.prepare()
     client, _ = session.engine()
-    check_image(client, spec)
+    image_id = check_image(client, spec)
     tell_where(session, spec)
     request = CommandRequest(argv, tty=args.tty and sys.stdin.isatty() and sys.stdout.isatty(),
                              publish=tuple(args.publish), terminal_type=os.environ.get("TERM", "xterm"),
                              same_port_numbers=isinstance(placement, LocalPlacement))
-    command = command_for(placement, client, spec, request)
+    standby = standby_plan(session, placement, spec, request, image_id)
+    command = (standby and command_standby.claim(client, standby, spec, request)) or command_for(placement, client,
+                                                                                                  spec, request)
     watcher = reaper.start(command.leftovers(), session.options.docker_host, session.options.docker_context)
     attached = Attached(command)
     ports = PublishedPorts(placement)
@@ -82,10 +84,22 @@ def run_command(args: argparse.Namespace) -> int:
             command.remove()
         if watcher.stdin is not None:
             watcher.stdin.close()
+        if standby is not None:  # for the next command, once this one no longer needs the machine
+            command_standby.make_in_background(standby, session.options.docker_host, session.options.docker_context)
     if attached.lost is not None:
         raise EngineUnavailable(f"Lost the engine at {session.engine_description()} while the command ran: "
                                 f"{attached.lost}", "check the engine (`tf1kernel doctor`), then run it again")
     return explain(ended, spec)
+
+
+def standby_plan(session: KernelSession, placement: Placement, spec: ContainerSpec, request: CommandRequest,
+                 image_id: str) -> command_standby.StandbyPlan | None:
+    """With the kernelspec's `run_standby`, the standby this command may start in and leaves for the next one:
+    not on a swarm (a service's task cannot be claimed) nor with -p (each command picks its free ports)."""
+    seconds = session.options.run_standby
+    if not seconds or request.publish or isinstance(placement, SwarmPlacement):
+        return None
+    return command_standby.plan(session.engine()[0], spec, request, image_id, seconds)
 
 
 def kernel_spec_for(name: str | None) -> kernelspec.FoundKernelSpec:

@@ -36,6 +36,7 @@ MINIMUM_MEMORY_BYTES = 128 * 1024**2  # below this, Python and TensorFlow cannot
 # Passed by jupyter_client (or traitlets) to every provisioner, besides the options.
 STRATEGIES = ("auto", "emulated", "source", "prebuilt", "compat")
 MAX_POOL_SIZE = 16
+MAX_RUN_STANDBY_SECONDS = 24 * 3600
 FRAMEWORK_ARGUMENTS = frozenset({"kernel_id", "kernel_spec", "parent", "config", "log"})
 
 
@@ -224,6 +225,14 @@ class KernelOptions(LoggingConfigurable):
         help="With pool_size: the folder the pool's containers mount, at its own path. Notebooks below it start "
         "from the pool, others start cold. Empty: the Jupyter server's working directory.",
     )
+    run_standby = Int(
+        0,
+        config=True,
+        help="`tf1kernel run` only: after a command, keep a container like the next one's started, its Python with "
+        "TensorFlow imported, for this many seconds; the next command of this kernel in the same folder and "
+        "terminal starts in it at once (see docs/using.md for what a script then sees). Each idle one holds "
+        "about 130 MiB; at most two per user. 0: none.",
+    )
     pip_ca_bundle = Unicode(
         "",
         config=True,
@@ -324,6 +333,13 @@ class KernelOptions(LoggingConfigurable):
         value: int = proposal["value"]
         if not 0 <= value <= MAX_POOL_SIZE:
             raise TraitError(f"pool_size must be 0 (no pool) to {MAX_POOL_SIZE}, not {value}")
+        return value
+
+    @validate("run_standby")
+    def _valid_run_standby(self, proposal: dict[str, Any]) -> int:
+        value: int = proposal["value"]
+        if not 0 <= value <= MAX_RUN_STANDBY_SECONDS:
+            raise TraitError(f"run_standby must be 0 (none) to {MAX_RUN_STANDBY_SECONDS} seconds, not {value}")
         return value
 
     @validate("cpus")

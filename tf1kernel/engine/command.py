@@ -15,7 +15,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import docker
 from docker.errors import APIError
@@ -111,30 +111,15 @@ class CommandContainer:
     @classmethod
     def create(cls, client: docker.DockerClient, spec: ContainerSpec, request: CommandRequest) -> CommandContainer:
         """Create, not start, the container: the caller attaches first, so that no output is lost."""
-        env = command_environment(spec, request)
-        on_host_network = spec.network.mode == "host" and not request.publish
-        network = "host" if on_host_network else networks.network_mode(client, spec.network.offline,
-                                                                        spec.quirks.podman_user_network)
-        # The same port of this machine when it is free (the address a user expects), else one the engine picks.
-        bindings = {port: (LOOPBACK, port if request.same_port_numbers and ports_free([port]) else None)
-                    for port in request.publish}
         # pip's files: mounted from a folder of this machine where the engine sees its folders, as a kernel's
         # are (copying them in mounts the container's filesystem first: 65 ms of every run), else copied in.
         files = command_files(spec)
         folder = spec.storage.files_folder if files else ""
-        mounts = workspace_mounts(spec)
         if folder:
             write_files_folder(folder, files, spec.user)
-            mounts.append(Mount(target=CONNECTION_DIR, source=folder, type="bind"))
-        host_config = hardened_host_config(client, spec, mounts, network_mode=network, port_bindings=bindings,
-                                           **name_servers(spec, env))
         try:
-            created = client.api.create_container(
-                image=spec.image, command=[*spec.command_prefix, *request.argv], name=spec.name, user=spec.user,
-                working_dir=spec.working_dir, environment=env, tty=request.tty, stdin_open=True,
-                labels={**spec.labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id},
-                ports=list(request.publish), hostname=None if on_host_network else "tf1kernel",
-                host_config=host_config)
+            created = client.api.create_container(command=[*spec.command_prefix, *request.argv], name=spec.name,
+                                                  **container_settings(client, spec, request, folder))
         except APIError as exc:
             remove_kernel_files(folder)
             if cannot_mount(exc, folder):
@@ -153,10 +138,10 @@ class CommandContainer:
                 raise
         return command
 
-    def attach(self, stdin: bool = True) -> socket.socket:
+    def attach(self, stdin: bool = True, logs: bool = True) -> socket.socket:
         """The container's stdin, stdout and stderr on one socket (multiplexed without a TTY)."""
         attached = self.client.api.attach_socket(self.id, params={"stdin": int(stdin), "stdout": 1, "stderr": 1,
-                                                                  "stream": 1, "logs": 1})
+                                                                  "stream": 1, "logs": int(logs)})
         return getattr(attached, "_sock", attached)
 
     def launch(self) -> Streams:
@@ -203,6 +188,29 @@ class CommandContainer:
 
     def leftovers(self) -> Leftovers:
         return Leftovers(self.id, files_folder=self.spec.storage.files_folder)
+
+
+def container_settings(client: docker.DockerClient, spec: ContainerSpec, request: CommandRequest,
+                       files_folder: str = "", **host_settings: Any) -> dict[str, Any]:
+    """create_container's arguments for the command but its name and argv: a kernel's image, user, folder,
+    variables, mounts, limits and network (settings.py), and the caller's terminal and published ports."""
+    env = command_environment(spec, request)
+    on_host_network = spec.network.mode == "host" and not request.publish
+    network = "host" if on_host_network else networks.network_mode(client, spec.network.offline,
+                                                                    spec.quirks.podman_user_network)
+    # The same port of this machine when it is free (the address a user expects), else one the engine picks.
+    bindings = {port: (LOOPBACK, port if request.same_port_numbers and ports_free([port]) else None)
+                for port in request.publish}
+    mounts = workspace_mounts(spec)
+    if files_folder:
+        mounts.append(Mount(target=CONNECTION_DIR, source=files_folder, type="bind"))
+    host_config = hardened_host_config(client, spec, mounts, network_mode=network, port_bindings=bindings,
+                                       **name_servers(spec, env), **host_settings)
+    return {"image": spec.image, "user": spec.user, "working_dir": spec.working_dir, "environment": env,
+            "tty": request.tty, "stdin_open": True,
+            "labels": {**spec.labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id},
+            "ports": list(request.publish), "hostname": None if on_host_network else "tf1kernel",
+            "host_config": host_config}
 
 
 def command_environment(spec: ContainerSpec, request: CommandRequest) -> dict[str, str]:

@@ -224,8 +224,8 @@ class KernelContainer:
 # -- helpers, public so that other frontends and tests can use them ----------
 
 
-def check_image(client: docker.DockerClient, spec: ContainerSpec) -> None:
-    """Fail early, with the fix, when the image is absent or built for another architecture."""
+def check_image(client: docker.DockerClient, spec: ContainerSpec) -> str:
+    """The image's ID; fail early, with the fix, when the image is absent or built for another architecture."""
     try:
         attrs = client.api.inspect_image(spec.image)
     except ImageNotFound:
@@ -238,6 +238,7 @@ def check_image(client: docker.DockerClient, spec: ContainerSpec) -> None:
             f"The image {spec.image} is built for linux/{actual}, but this kernel asks for {spec.platform}.",
             f"rebuild it for {spec.platform} ({spec.messages.image_fix}) or change the kernelspec's `platform`",
         )
+    return str(attrs.get("Id", spec.image))
 
 
 def remove_leftover(client: docker.DockerClient, spec: ContainerSpec) -> None:
