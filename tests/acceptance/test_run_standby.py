@@ -54,11 +54,21 @@ def a_standby_waits(client: docker.DockerClient, folder: Path, timeout: float = 
     return found[0]
 
 
+def gone(client: docker.DockerClient, container_id: str, timeout: float = 20) -> bool:
+    """Whether the container is gone (the engine removes a used standby as it exits: it may take a moment)."""
+    deadline = time.monotonic() + timeout
+    while container_id in [c["Id"] for c in client.api.containers(all=True)]:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def warm_run(kernel: str, client: docker.DockerClient, *command: str, cwd: Path, stdin: str | None = None):
     """The command in the waiting standby: it was claimed (gone afterwards), and another waits for the next."""
     claimed = a_standby_waits(client, cwd)
     done = tf1kernel_run(kernel, *command, cwd=cwd, stdin=stdin)
-    assert claimed not in [c["Id"] for c in client.api.containers(all=True)], "the standby was not used"
+    assert gone(client, claimed), "the standby was not used"
     return done
 
 
@@ -113,17 +123,24 @@ def test_other_commands_and_stdin_run_in_the_standby(standby_kernel: str, tmp_pa
 def test_ctrl_c_reaches_session_run_in_the_standby(standby_kernel: str, tmp_path: Path,
                                                    docker_client: docker.DockerClient) -> None:
     (tmp_path / "loop.py").write_text(
-        "import tensorflow as tf\nq = tf.FIFOQueue(1, tf.int32)\nprint('ready', flush=True)\n"
-        "try:\n    tf.Session().run(q.dequeue())\nexcept KeyboardInterrupt:\n    print('interrupted', flush=True)\n")
+        "import sys, tensorflow as tf\nx = tf.Variable(0.0)\nstep = tf.assign_add(x, 1.0)\n"
+        "with tf.Session() as sess:\n    sess.run(tf.global_variables_initializer())\n"
+        "    print('training', 'tensorflow' in sys.modules, flush=True)\n"
+        "    try:\n        while True:\n            sess.run(step)\n"
+        "    except KeyboardInterrupt:\n        print('interrupted after', int(sess.run(x)) > 0, flush=True)\n"
+        "        sys.exit(5)\n")
     tf1kernel_run(standby_kernel, "python", "-V", cwd=tmp_path)
     claimed = a_standby_waits(docker_client, tmp_path)
     process = start_run(standby_kernel, "python", "loop.py", cwd=tmp_path)
-    wait_for_line(process.stdout, "ready")
-    process.send_signal(signal.SIGINT)
-    wait_for_line(process.stdout, "interrupted")
-    process.communicate(timeout=30)
-    assert process.returncode == 0
-    assert claimed not in [c["Id"] for c in docker_client.api.containers(all=True)]
+    try:
+        assert wait_for_line(process.stdout, "training") == "training True\n"  # run by the standby's Python
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 5, err
+    assert "interrupted after True" in out
+    assert gone(docker_client, claimed)
 
 
 def test_pdb_in_a_terminal_in_the_standby(standby_kernel: str, tmp_path: Path,
@@ -135,7 +152,7 @@ def test_pdb_in_a_terminal_in_the_standby(standby_kernel: str, tmp_path: Path,
     claimed = a_standby_waits(docker_client, tmp_path)
     pid, terminal = run_in_terminal(standby_kernel, "python", "debug_me.py", cwd=tmp_path)
     talk_to_pdb(pid, terminal)
-    assert claimed not in [c["Id"] for c in docker_client.api.containers(all=True)]
+    assert gone(docker_client, claimed)
 
 
 def test_sigkill_of_the_cli_and_an_oom_kill_in_the_standby(tf1_kernel: str, jupyter_dirs: Path, tmp_path: Path,
@@ -152,10 +169,7 @@ def test_sigkill_of_the_cli_and_an_oom_kill_in_the_standby(tf1_kernel: str, jupy
     wait_for_line(process.stdout, "ready")
     process.kill()
     process.wait()
-    deadline = time.monotonic() + 20
-    while claimed in [c["Id"] for c in docker_client.api.containers(all=True)] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert claimed not in [c["Id"] for c in docker_client.api.containers(all=True)], "the reaper left it"
+    assert gone(docker_client, claimed), "the reaper left it"
     command_standby.remove_all(docker_client)
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,15 @@ def test_an_unclaimed_standby_exits_quietly(site: Path, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", BOOT, PROGRAM.read_text(), "0.5"], stdin=subprocess.PIPE,
                           capture_output=True, cwd=tmp_path, timeout=30, env={**os.environ, "PYTHONPATH": str(site)})
     assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+
+
+def test_a_package_installed_after_the_preload_gets_a_fresh_python(site: Path, tmp_path: Path) -> None:
+    (tmp_path / "probe.py").write_text(PROBE)
+    standby = subprocess.Popen([sys.executable, "-c", BOOT, PROGRAM.read_text(), "10"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                               env={**os.environ, "PYTHONPATH": str(site)})
+    time.sleep(1)  # the stand-in's import is done
+    (site / "installed_meanwhile").mkdir()  # what `pip install` does to a folder on sys.path
+    out, err = standby.communicate(json.dumps({"argv": [sys.executable, "probe.py"]}) + "\n", timeout=30)
+    assert standby.returncode == 0, err
+    assert out.startswith("preloaded False\n"), out

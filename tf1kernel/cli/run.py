@@ -28,7 +28,7 @@ from tf1kernel.engine.tunnel import Tunnel
 from tf1kernel.errors import EngineUnavailable, InvalidOption
 from tf1kernel.jupyter import kernelspec
 from tf1kernel.placement.commands import command_for
-from tf1kernel.placement.kinds import LocalPlacement, Placement, RemotePlacement, SwarmPlacement
+from tf1kernel.placement.kinds import LocalPlacement, Placement, RemotePlacement
 from tf1kernel.planning import strategies
 from tf1kernel.session import KernelSession
 
@@ -94,10 +94,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 def standby_plan(session: KernelSession, placement: Placement, spec: ContainerSpec, request: CommandRequest,
                  image_id: str) -> command_standby.StandbyPlan | None:
-    """With the kernelspec's `run_standby`, the standby this command may start in and leaves for the next one:
-    not on a swarm (a service's task cannot be claimed) nor with -p (each command picks its free ports)."""
+    """With the kernelspec's `run_standby`, the standby this command may start in and leaves for the next one: on
+    a local Docker engine (tested there; not yet on remote engines and Podman, and a swarm's task cannot be
+    claimed), without -p (each command picks its free ports)."""
     seconds = session.options.run_standby
-    if not seconds or request.publish or isinstance(placement, SwarmPlacement):
+    if not seconds or request.publish or not isinstance(placement, LocalPlacement) or spec.quirks.podman:
         return None
     return command_standby.plan(session.engine()[0], spec, request, image_id, seconds)
 

@@ -12,7 +12,6 @@ writes one line on stdin, {"argv": [...]}; the rest of stdin is the command's. T
 Python 3.6+ syntax: it runs on the image's Python.
 """
 
-import gc
 import json
 import os
 import re
@@ -29,21 +28,20 @@ TOUCHES_ENVIRONMENT = re.compile(rb"environ|putenv|unsetenv")
 
 
 def preload():
-    """Import TensorFlow now; True when that worked and printed nothing (the import a script would make)."""
+    """Import TensorFlow now; when that worked and printed nothing (the import a script would make), the import
+    folders as they were (import_folders), else None."""
     if not cpu_runs_tensorflow():
-        return False
+        return None
     saved = [os.dup(1), os.dup(2)]
     with tempfile.TemporaryFile() as printed:
         for fd in (1, 2):
             os.dup2(printed.fileno(), fd)
-        gc.disable()  # the import makes 220,000 objects and no garbage
-        try:
+        try:  # as the script would import it (the collector on: its generations then hold what they would)
             import tensorflow  # noqa: F401
             imported = True
         except Exception:
             imported = False
         finally:
-            gc.enable()
             sys.stdout.flush()
             sys.stderr.flush()
             for fd, copy in ((1, saved[0]), (2, saved[1])):
@@ -53,7 +51,8 @@ def preload():
     if not (imported and quiet):
         for name in [name for name in sys.modules if name.split(".")[0] in ("tensorflow", "tensorflow_core")]:
             del sys.modules[name]
-    return imported and quiet
+        return None
+    return import_folders()  # after the import, which may add to sys.path, and write its bytecode
 
 
 def cpu_runs_tensorflow():
@@ -98,9 +97,24 @@ class QuietTerminal:
             termios.tcsetattr(0, termios.TCSANOW, self.saved)
 
 
+def import_folders():
+    """Each folder imports come from (sys.path, and the user site that pip installs into) with its modification
+    time: a package installed, removed or upgraded since the preload changes one."""
+    import site
+
+    folders = {}
+    for folder in [*sys.path, site.getusersitepackages()]:
+        try:
+            folders[folder] = os.stat(folder or ".").st_mtime_ns
+        except OSError:
+            folders[folder] = None
+    return folders
+
+
 def script_to_run_here(argv, preloaded):
-    """The script of `python SCRIPT ...` when it can run in this process as it would in its own; else None."""
-    if not preloaded or len(argv) < 2 or argv[1].startswith("-"):
+    """The script of `python SCRIPT ...` when it can run in this process as it would in its own; else None.
+    preloaded: the import folders as they were when TensorFlow was imported here, or None if it was not."""
+    if not preloaded or len(argv) < 2 or argv[1].startswith("-") or import_folders() != preloaded:
         return None
     python = shutil.which(argv[0])
     if python is None or os.path.realpath(python) != os.path.realpath(sys.executable):
