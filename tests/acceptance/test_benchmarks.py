@@ -137,7 +137,7 @@ def test_swarm_start_benchmark_reports_each_placement_against_the_local_start(ke
 def test_run_benchmark_reports_both_workloads_against_their_baselines(kernel_image: str, tmp_path: Path) -> None:
     _, targets = run_with_json_file("run_command.py", tmp_path / "run_command.json")
     assert set(targets) == {f"{workload}/{target}" for workload in ("import", "train", "loop")
-                            for target in ("local-py37", "docker-run", "tf1kernel-run")}
+                            for target in ("local-py37", "docker-run", "tf1kernel-run", "tf1kernel-standby")}
     assert targets["import/docker-run"]["ratio"] == 1.0 and targets["train/local-py37"]["ratio"] == 1.0
     assert targets["loop/local-py37"]["ratio"] == 1.0
     assert all(row["median_s"] > 0 and row["ratio"] > 0 for row in targets.values())

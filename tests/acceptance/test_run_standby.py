@@ -173,20 +173,34 @@ def test_sigkill_of_the_cli_and_an_oom_kill_in_the_standby(tf1_kernel: str, jupy
     command_standby.remove_all(docker_client)
 
 
-def test_an_unclaimed_standby_goes_by_itself_and_gc_removes_them(tf1_kernel: str, jupyter_dirs: Path,
-                                                                  tmp_path: Path,
+def test_an_unclaimed_standby_goes_by_itself_and_gc_removes_them(tf1_kernel: str, standby_kernel: str,
+                                                                  jupyter_dirs: Path, tmp_path: Path,
                                                                   docker_client: docker.DockerClient) -> None:
     brief = install_variant(jupyter_dirs, "tf1.15-run-standby-brief", {"run_standby": 2})
-    command_standby.remove_all(docker_client)  # other tests' (they would wait two minutes)
     assert tf1kernel_run(brief, "python", "-V", cwd=tmp_path).returncode == 0
     a_standby_waits(docker_client, tmp_path)
     deadline = time.monotonic() + 30
     while standbys(docker_client, tmp_path) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert docker_client.api.containers(all=True, filters={"label": LABEL_STANDBY}) == [], "it stayed"
-    assert tf1kernel_run(brief, "python", "-V", cwd=tmp_path).returncode == 0
-    a_standby_waits(docker_client, tmp_path)
-    done = run_cli("gc")
-    assert done.returncode == 0, done.stderr
-    assert docker_client.api.containers(all=True, filters={"label": LABEL_STANDBY}) == []
+    assert standbys(docker_client, tmp_path) == [], "it stayed"
+    # A command running in a claimed standby is its caller's: neither gc nor another run's new standby removes it.
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "idle").mkdir()
+    assert tf1kernel_run(standby_kernel, "python", "-V", cwd=tmp_path / "busy").returncode == 0
+    claimed = a_standby_waits(docker_client, tmp_path / "busy")
+    process = start_run(standby_kernel, "python", "-c", "import time; print('ready', flush=True); time.sleep(600)",
+                        cwd=tmp_path / "busy")
+    try:
+        wait_for_line(process.stdout, "ready")
+        assert tf1kernel_run(standby_kernel, "python", "-V", cwd=tmp_path / "idle").returncode == 0
+        idle = a_standby_waits(docker_client, tmp_path / "idle")
+        done = run_cli("gc")
+        assert done.returncode == 0 and "standby container(s)" in done.stdout, done.stdout + done.stderr
+        assert gone(docker_client, idle)
+        assert process.poll() is None and claimed in [c["Id"] for c in docker_client.api.containers()]
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert gone(docker_client, claimed)
     assert managed_containers(docker_client) == []

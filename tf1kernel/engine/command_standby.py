@@ -158,9 +158,11 @@ def make_in_background(standby: StandbyPlan, docker_host: str = "", context: str
 
 
 def standbys(client: docker.DockerClient) -> list[dict[str, Any]]:
-    """This user's standbys on this engine, oldest first."""
+    """This user's unclaimed standbys on this engine, oldest first. A claimed one keeps its labels but has the
+    command's name, and is the command's: its caller (or reaper) removes it, nothing else."""
     found = client.api.containers(all=True, filters={"label": f"{LABEL_STANDBY_USER}={os.getuid()}"})
-    return sorted(found, key=lambda container: container["Created"])
+    return sorted((container for container in found if container["Names"][0].lstrip("/").startswith(NAME_PREFIX)),
+                  key=lambda container: container["Created"])
 
 
 def remove_all(client: docker.DockerClient) -> int:
