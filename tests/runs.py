@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +58,33 @@ def read_until(descriptor: int, wanted: bytes, timeout: float) -> bytes:
                 break
     assert wanted in seen, seen.decode(errors="replace")[-2000:]
     return seen
+
+
+# A TF1 training loop of short Session.run calls (a Ctrl-C lands in one); it says whether TensorFlow was imported
+# before the script ran (a standby's), and its own `except KeyboardInterrupt` exits with 5.
+TRAINING_LOOP = ("import sys, tensorflow as tf\n"
+                 "x = tf.Variable(0.0)\nstep = tf.assign_add(x, 1.0)\n"
+                 "with tf.Session() as sess:\n"
+                 "    sess.run(tf.global_variables_initializer())\n"
+                 "    print('training', 'tensorflow' in sys.modules, flush=True)\n"
+                 "    try:\n"
+                 "        while True:\n"
+                 "            sess.run(step)\n"
+                 "    except KeyboardInterrupt:\n"
+                 "        print('interrupted after', int(sess.run(x)) > 0, flush=True)\n"
+                 "        sys.exit(5)\n")
+
+
+def interrupt_training(process: subprocess.Popen) -> tuple[str, str, str]:
+    """SIGINT to a `tf1kernel run` of TRAINING_LOOP once it trains: its training line, the rest of its stdout,
+    and its stderr."""
+    try:
+        line = wait_for_line(process.stdout, "training")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    return line, out, err
 
 
 PDB_SCRIPT = "import pdb\nanswer = 41\npdb.set_trace()\nprint('result', answer + 1)\n"

@@ -19,6 +19,8 @@ from tests.conftest import install_variant, managed_containers
 from tests.kernels import execute, running_kernel
 from tests.runs import (
     PDB_SCRIPT,
+    TRAINING_LOOP,
+    interrupt_training,
     read_until,
     run_in_terminal,
     start_run,
@@ -76,25 +78,9 @@ def test_stdin_reaches_the_command(tf1_kernel: str, tmp_path: Path) -> None:
 
 def test_ctrl_c_interrupts_session_run_and_the_script_handles_it(tf1_kernel: str, tmp_path: Path,
                                                                   docker_client: docker.DockerClient) -> None:
-    script = ("import sys, tensorflow as tf\n"
-              "x = tf.Variable(0.0)\nstep = tf.assign_add(x, 1.0)\n"
-              "with tf.Session() as sess:\n"
-              "    sess.run(tf.global_variables_initializer())\n"
-              "    print('training', flush=True)\n"
-              "    try:\n"
-              "        while True:\n"
-              "            sess.run(step)\n"
-              "    except KeyboardInterrupt:\n"
-              "        print('interrupted after', int(sess.run(x)) > 0, flush=True)\n"
-              "        sys.exit(5)\n")
-    (tmp_path / "loop.py").write_text(script)
+    (tmp_path / "loop.py").write_text(TRAINING_LOOP)
     process = start_run(tf1_kernel, "python", "loop.py", cwd=tmp_path)
-    try:
-        wait_for_line(process.stdout, "training")
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    _, out, err = interrupt_training(process)
     assert process.returncode == 5, err
     assert "interrupted after True" in out
     assert managed_containers(docker_client) == []

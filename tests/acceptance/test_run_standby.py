@@ -13,7 +13,16 @@ import docker
 import pytest
 
 from tests.conftest import install_variant, managed_containers, run_cli
-from tests.runs import PDB_SCRIPT, run_in_terminal, start_run, talk_to_pdb, tf1kernel_run, wait_for_line
+from tests.runs import (
+    PDB_SCRIPT,
+    TRAINING_LOOP,
+    interrupt_training,
+    run_in_terminal,
+    start_run,
+    talk_to_pdb,
+    tf1kernel_run,
+    wait_for_line,
+)
 from tf1kernel.engine import command_standby
 from tf1kernel.engine.command_standby import LABEL_STANDBY
 
@@ -122,22 +131,12 @@ def test_other_commands_and_stdin_run_in_the_standby(standby_kernel: str, tmp_pa
 
 def test_ctrl_c_reaches_session_run_in_the_standby(standby_kernel: str, tmp_path: Path,
                                                    docker_client: docker.DockerClient) -> None:
-    (tmp_path / "loop.py").write_text(
-        "import sys, tensorflow as tf\nx = tf.Variable(0.0)\nstep = tf.assign_add(x, 1.0)\n"
-        "with tf.Session() as sess:\n    sess.run(tf.global_variables_initializer())\n"
-        "    print('training', 'tensorflow' in sys.modules, flush=True)\n"
-        "    try:\n        while True:\n            sess.run(step)\n"
-        "    except KeyboardInterrupt:\n        print('interrupted after', int(sess.run(x)) > 0, flush=True)\n"
-        "        sys.exit(5)\n")
+    (tmp_path / "loop.py").write_text(TRAINING_LOOP)
     tf1kernel_run(standby_kernel, "python", "-V", cwd=tmp_path)
     claimed = a_standby_waits(docker_client, tmp_path)
     process = start_run(standby_kernel, "python", "loop.py", cwd=tmp_path)
-    try:
-        assert wait_for_line(process.stdout, "training") == "training True\n"  # run by the standby's Python
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    line, out, err = interrupt_training(process)
+    assert line == "training True\n"  # run by the standby's Python
     assert process.returncode == 5, err
     assert "interrupted after True" in out
     assert gone(docker_client, claimed)
