@@ -95,20 +95,23 @@ def without_first_line(stderr: str) -> str:
     return stderr.split("\n", 1)[1]  # "tf1kernel: IMAGE: ... on ENGINE"
 
 
-def test_a_script_runs_in_the_standby_as_in_a_fresh_container(tf1_kernel: str, standby_kernel: str, tmp_path: Path,
+def test_a_script_runs_in_the_standby_as_in_a_fresh_container(standby_kernel: str, tmp_path: Path,
                                                               docker_client: docker.DockerClient) -> None:
-    (tmp_path / "tools").mkdir()
-    (tmp_path / "tools" / "probe.py").write_text(PROBE)
-    (tmp_path / "failing.py").write_text(FAILING)
-    cold = tf1kernel_run(tf1_kernel, "python", "tools/probe.py", "--epochs", "3", cwd=tmp_path)
-    tf1kernel_run(standby_kernel, "python", "-V", cwd=tmp_path)  # leaves the first standby
-    warm = warm_run(standby_kernel, docker_client, "python", "tools/probe.py", "--epochs", "3", cwd=tmp_path)
+    """The first run in a folder starts cold (and leaves a standby): the same kernelspec, so the same packages
+    folder and variables, with and without a standby."""
+    (tmp_path / "probing" / "tools").mkdir(parents=True)
+    (tmp_path / "probing" / "tools" / "probe.py").write_text(PROBE)
+    cold = tf1kernel_run(standby_kernel, "python", "tools/probe.py", "--epochs", "3", cwd=tmp_path / "probing")
+    warm = warm_run(standby_kernel, docker_client, "python", "tools/probe.py", "--epochs", "3",
+                    cwd=tmp_path / "probing")
     assert cold.returncode == warm.returncode == 3, warm.stderr
     assert cold.stdout.startswith("preloaded False") and warm.stdout.startswith("preloaded True"), warm.stdout
     assert cold.stdout.split("\n", 1)[1] == warm.stdout.split("\n", 1)[1]
     assert "result 42" in warm.stdout and f"ids {os.getuid()} {os.getgid()}" in warm.stdout
-    cold = tf1kernel_run(tf1_kernel, "python", "failing.py", cwd=tmp_path)
-    warm = warm_run(standby_kernel, docker_client, "python", "failing.py", cwd=tmp_path)
+    (tmp_path / "failing").mkdir()
+    (tmp_path / "failing" / "failing.py").write_text(FAILING)
+    cold = tf1kernel_run(standby_kernel, "python", "failing.py", cwd=tmp_path / "failing")
+    warm = warm_run(standby_kernel, docker_client, "python", "failing.py", cwd=tmp_path / "failing")
     assert cold.returncode == warm.returncode == 1
     assert without_first_line(warm.stderr) == without_first_line(cold.stderr), warm.stderr
     assert 'File "failing.py", line 4, in <module>' in warm.stderr and "standby" not in warm.stderr

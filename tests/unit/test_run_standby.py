@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tf1kernel.engine.command_standby import BOOT, PROGRAM
+from tf1kernel.engine.command_standby import BOOT, PROGRAM, claimable
 
 PROBE = ("import sys\nprint('preloaded', 'tensorflow' in sys.modules)\n"
          "print(sys.argv, sys.path, __file__, __name__, sorted(globals()))\n")
@@ -99,3 +99,10 @@ def test_a_package_installed_after_the_preload_gets_a_fresh_python(site: Path, t
     out, err = standby.communicate(json.dumps({"argv": [sys.executable, "probe.py"]}) + "\n", timeout=30)
     assert standby.returncode == 0, err
     assert out.startswith("preloaded False\n"), out
+
+
+def test_a_standby_is_not_claimed_in_the_last_quarter_of_its_wait() -> None:
+    """A claim near the end of its wait could meet a standby that has just given up: the command would not run."""
+    assert claimable(created=1000, now=1000 + 400, seconds=600)
+    assert not claimable(created=1000, now=1000 + 575, seconds=600)  # the last 30 s of 600
+    assert claimable(created=1000, now=1000 + 1, seconds=2) and not claimable(created=1000, now=1000 + 1.6, seconds=2)

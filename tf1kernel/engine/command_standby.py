@@ -3,7 +3,7 @@ the next one's is started in the background, and its Python imports TensorFlow w
 (guest/command_standby.py). The next `tf1kernel run` of that kernelspec, folder, user, variables and terminal
 claims it instead of starting a container, and skips both the start and TensorFlow's import.
 
-A standby is keyed by everything its container was created with (command_settings's arguments, the image's
+A standby is keyed by everything its container was created with (container_settings's arguments, the image's
 ID, pip's files, the standby's own program), so it is claimed only by a command that would have been created
 the same. It is used once. It removes itself after SECONDS without a claim (the engine's auto-remove), and at
 most MAX_STANDBYS of a user's are kept on an engine. It carries none of the labels of kernel containers: no
@@ -23,6 +23,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ class StandbyPlan:
     command: list[str]
     files: dict[str, bytes]
     user: str
+    seconds: int
 
 
 def plan(client: docker.DockerClient, spec: ContainerSpec, request: CommandRequest, image_id: str,
@@ -73,13 +75,14 @@ def plan(client: docker.DockerClient, spec: ContainerSpec, request: CommandReque
                                   auto_remove=True)
     program = PROGRAM.read_text()
     files = command_files(spec)
-    made_with = {**settings, "labels": None, "image_id": image_id, "program": program, "python": spec.python,
+    made_with = {**settings, "labels": None, "image_id": image_id, "program": program, "seconds": seconds,
+                 "python": spec.python,
                  "prefix": spec.command_prefix, "files": {path: hashlib.sha256(data).hexdigest()
                                                           for path, data in files.items()}}
     key = hashlib.sha256(json.dumps(made_with, sort_keys=True, default=str).encode()).hexdigest()[:32]
     settings["labels"] = {LABEL_STANDBY: key, LABEL_STANDBY_USER: str(os.getuid())}
     command = [*spec.command_prefix, spec.python, "-c", BOOT, program, str(seconds)]
-    return StandbyPlan(key, settings, command, files, spec.user)
+    return StandbyPlan(key, settings, command, files, spec.user, seconds)
 
 
 class StandbyCommand(CommandContainer):
@@ -118,12 +121,20 @@ def claim(client: docker.DockerClient, standby: StandbyPlan, spec: ContainerSpec
     """A running standby of this plan, renamed to the command's name; None when there is none to claim."""
     found = client.api.containers(filters={"label": f"{LABEL_STANDBY}={standby.key}", "status": "running"})
     for container in sorted(found, key=lambda container: container["Created"]):
+        if not claimable(container["Created"], time.time(), standby.seconds):
+            continue
         try:  # by its name: of two callers claiming one standby, the second finds no container of that name
             client.api.rename(container["Names"][0].lstrip("/"), spec.name)
         except APIError:
             continue
         return StandbyCommand(client, container["Id"], container["Created"], spec, request)
     return None
+
+
+def claimable(created: float, now: float, seconds: int) -> bool:
+    """Whether a standby made at `created` may be claimed `now`: not in the last quarter of its wait (at most the
+    last 30 s), so that it cannot give up waiting just as it is claimed (its command would then never run)."""
+    return now - created < seconds - min(30.0, seconds / 4)
 
 
 def make(client: docker.DockerClient, standby: StandbyPlan) -> str | None:
