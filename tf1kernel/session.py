@@ -28,7 +28,11 @@ from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.orphans import owner_labels, reap_once
 from tf1kernel.engine.spec import ContainerSpec, Lifetime, Limits, Messages, Network
 from tf1kernel.errors import InvalidOption
-from tf1kernel.guest.constants import PRELOAD_TENSORFLOW_VARIABLE, QUIET_DEPRECATIONS_VARIABLE
+from tf1kernel.guest.constants import (
+    HOLD_INTERRUPTS_VARIABLE,
+    PRELOAD_TENSORFLOW_VARIABLE,
+    QUIET_DEPRECATIONS_VARIABLE,
+)
 from tf1kernel.images import registry
 from tf1kernel.placement.kinds import Placement, PortChooser, any_free_ports, placement_for
 from tf1kernel.planning import plan, strategies
@@ -198,6 +202,7 @@ class KernelSession:
                if name in self.kernelspec_env or any(fnmatch.fnmatchcase(name, pattern) for pattern in allowlist)},
             QUIET_DEPRECATIONS_VARIABLE: "1" if self.options.quiet_deprecations else "0",
             PRELOAD_TENSORFLOW_VARIABLE: "1" if self.options.preload_tensorflow else "0",
+            HOLD_INTERRUPTS_VARIABLE: "1" if self.options.hold_interrupts else "0",
         }
 
 

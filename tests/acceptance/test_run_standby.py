@@ -13,7 +13,9 @@ import docker
 import psutil
 import pytest
 
+from tests.acceptance.test_interrupts import RUN_TRIES, assert_survived
 from tests.conftest import install_variant, managed_containers, run_cli
+from tests.interrupts import INTERRUPTED_TRAINING_SCRIPT
 from tests.runs import (
     PDB_SCRIPT,
     TRAINING_LOOP,
@@ -216,3 +218,14 @@ def test_an_unclaimed_standby_goes_by_itself_and_gc_removes_them(tf1_kernel: str
     assert process.returncode == 128 + signal.SIGTERM
     assert gone(docker_client, claimed)
     assert managed_containers(docker_client) == []
+
+
+def test_interrupts_in_a_standby_never_hang_the_session(standby_kernel: str, tmp_path: Path,
+                                                        docker_client: docker.DockerClient) -> None:
+    """The script runs in the standby's Python, where TensorFlow was imported ahead: the guard is there too."""
+    (tmp_path / "train.py").write_text(INTERRUPTED_TRAINING_SCRIPT)
+    tf1kernel_run(standby_kernel, "python", "-V", cwd=tmp_path)
+    claimed = a_standby_waits(docker_client, tmp_path)
+    ran = tf1kernel_run(standby_kernel, "python", "train.py", str(RUN_TRIES), cwd=tmp_path, timeout=300)
+    assert gone(docker_client, claimed), "the standby was not used"
+    assert_survived(ran, preloaded=True)

@@ -88,6 +88,15 @@ class KernelOptions(LoggingConfigurable):
         "TensorFlow's switches for them: in a TF1 kernel they are noise. Every other warning and log line stays. "
         "False shows them.",
     )
+    hold_interrupts = Bool(
+        True,
+        config=True,
+        help="Make an interrupt (the stop button, Ctrl-C in `tf1kernel run`) safe for TensorFlow's sessions: while "
+        "TensorFlow's session or graph-locking code runs, the KeyboardInterrupt waits until that code returns (for a "
+        "training loop, until the running Session.run returns: when Python would raise it anyway). Without it, one "
+        "interrupt in about 150 left the session's lock held, and the next sess.run waited for ever. False raises it "
+        "wherever it lands, as plain Python does.",
+    )
     preload_tensorflow = Bool(
         True,
         config=True,

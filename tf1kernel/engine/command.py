@@ -11,10 +11,12 @@ network (offline: the offline one), and a server it starts (TensorBoard with --h
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import docker
@@ -38,6 +40,12 @@ from tf1kernel.engine.settings import environment, hardened_host_config, name_se
 from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.engine.start_errors import cannot_mount, start_error
 from tf1kernel.guest.constants import CONNECTION_DIR
+
+GUEST = Path(__file__).parents[1] / "guest"
+
+# The command's sitecustomize and the interrupt guard it installs (a module of its own there: `tf1kernel_interrupts`).
+COMMAND_SITE_FILES = {f"{CONNECTION_DIR}/sitecustomize.py": (GUEST / "command_site.py").read_bytes(),
+                      f"{CONNECTION_DIR}/tf1kernel_interrupts.py": (GUEST / "interrupts.py").read_bytes()}
 
 # The streams of a container without a TTY come multiplexed: a header of 8 bytes per frame.
 STDOUT, STDERR = 1, 2
@@ -214,8 +222,10 @@ def container_settings(client: docker.DockerClient, spec: ContainerSpec, request
 
 
 def command_environment(spec: ContainerSpec, request: CommandRequest) -> dict[str, str]:
-    """A kernel's variables (settings.py), pip's configuration when packages are kept, and the terminal's type."""
+    """A kernel's variables (settings.py), the folder of the command's sitecustomize first on PYTHONPATH, pip's
+    configuration when packages are kept, and the terminal's type."""
     env = environment(spec)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (CONNECTION_DIR, env.get("PYTHONPATH"))))
     if spec.storage.keeps_packages:
         env["PIP_CONFIG_FILE"] = PIP_CONFIG_FILE  # pip installs where %pip does: the kept packages
     if request.tty:
@@ -224,8 +234,10 @@ def command_environment(spec: ContainerSpec, request: CommandRequest) -> dict[st
 
 
 def command_files(spec: ContainerSpec) -> dict[str, bytes]:
-    """The files a command gets of a kernel's: pip's configuration and CA bundle, when there are any."""
-    files = {PIP_CONFIG_FILE: PIP_CONFIG if spec.storage.keeps_packages else b"", PIP_CA_FILE: spec.storage.pip_ca}
+    """The files a command gets: pip's configuration and CA bundle, when there are any, and the sitecustomize that
+    makes Ctrl-C safe for TensorFlow's sessions in each Python it starts (guest/command_site.py)."""
+    files = {PIP_CONFIG_FILE: PIP_CONFIG if spec.storage.keeps_packages else b"", PIP_CA_FILE: spec.storage.pip_ca,
+             **COMMAND_SITE_FILES}
     return {path: payload for path, payload in files.items() if payload}
 
 

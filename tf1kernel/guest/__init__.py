@@ -11,6 +11,8 @@ prebuilt images a user names. The host imports only its constants (constants.py)
 - patches.py: the few changes to other libraries' private names, each for the versions it is written for.
 - avx.py: `import tensorflow` on a CPU without AVX explains itself instead of killing the kernel.
 - tf_import.py: TensorFlow's deprecation notices off, its import without the garbage collector, its preload.
+- interrupts.py: an interrupt never leaves a TensorFlow session's lock held (the kernel's SIGINT handler, and
+  the one command_site.py installs in `tf1kernel run`'s scripts).
 - extension.py: the IPython extension (%tensorboard_tf1 from tensorboard_magic.py, %pip from pip_magic.py, the
   notice of why the previous kernel died).
 - lifetime.py: the lifeline of the argv launcher's kernels, the lease of remote kernels, an exit that cannot hang.

@@ -29,6 +29,7 @@ LEASE_FLAG = "--tf1kernel-lease"
 # Variables of the kernel's environment that carry tf1kernel's options.
 QUIET_DEPRECATIONS_VARIABLE = "TF1KERNEL_QUIET_DEPRECATIONS"  # "0" shows TensorFlow's deprecation notices
 PRELOAD_TENSORFLOW_VARIABLE = "TF1KERNEL_PRELOAD_TENSORFLOW"  # "0": standby kernels do not import TensorFlow
+HOLD_INTERRUPTS_VARIABLE = "TF1KERNEL_HOLD_INTERRUPTS"  # "0": an interrupt lands wherever it lands (interrupts.py)
 NETWORK_ACCESS_VARIABLE = "TF1KERNEL_NETWORK_ACCESS"  # "0" in a kernel without network access, for %pip to say
 PACKAGES_KEPT_VARIABLE = "TF1KERNEL_PACKAGES_KEPT"  # "1" when %pip installs into a kept folder
 # Set (kernelspec `env`): the boot's steps are logged as "tf1kernel-boot STEP UNIX_TIME" (profile_start.py).

@@ -1,12 +1,15 @@
 """The kernel: ipykernel's IPythonKernel, whose debugger is made when it is first needed and never ends the
-kernel. Tf1KernelApp names it as its `kernel_class`."""
+kernel, and whose interrupts never break a TensorFlow session. Tf1KernelApp names it as its `kernel_class`."""
 
 import asyncio
 import importlib
+import signal
 import sys
 
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Any
+
+from .interrupts import guard
 
 
 class DebuggerNotStarted:
@@ -42,6 +45,15 @@ class Tf1Kernel(IPythonKernel):
         super().__init__(**kwargs)
         if self.deferred_debugger:
             self.debugger = None
+
+    def pre_handler_hook(self):
+        """While a request runs, SIGINT raises a KeyboardInterrupt (ipykernel installs Python's handler, then puts
+        back its own after); here the guard does, which holds it back while TensorFlow's session code runs
+        (interrupts.py)."""
+        super().pre_handler_hook()
+        handler = guard()
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
     async def poll_stopped_queue(self):
         # Started with the kernel, on the control thread: the debugger's stopped events come once it is made.

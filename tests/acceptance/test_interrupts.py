@@ -1,0 +1,151 @@
+"""Interrupts never leave a TensorFlow session unusable: in a kernel (Jupyter's interrupt, hundreds of times, then
+the same session used) and in `tf1kernel run` (cold here; in a standby in test_run_standby.py). Real engine, real
+TF 1.15."""
+
+from __future__ import annotations
+
+import queue
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+from tests.interrupts import INTERRUPTED_TRAINING_SCRIPT, LOCK_TRAP, SESSION_CELL, TRAINING_CELL, USE_SESSION_CELL
+from tests.kernels import execute, running_kernel, wait_reply
+from tests.runs import tf1kernel_run
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
+
+KERNEL_TRIES = 200
+RUN_TRIES = 150
+HUNG = 15  # seconds without an answer from a cell that uses the session: hung
+
+
+@pytest.fixture(scope="module")
+def kernel(tf1_kernel: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        tuple[KernelManager, BlockingKernelClient]]:
+    with running_kernel(tf1_kernel, str(tmp_path_factory.mktemp("interrupts"))) as (manager, client):
+        prepared = execute(client, SESSION_CELL + LOCK_TRAP)
+        assert prepared.status == "ok", prepared
+        yield manager, client
+
+
+def interrupt_when_busy(manager: KernelManager, client: BlockingKernelClient, code: str, busy: str | None,
+                        delay: float) -> dict:
+    """Run a cell, interrupt it (as the stop button does) once it printed `busy` (or after delay), return its reply.
+    stop_on_error off: the next cell then runs at once, as it does when a user runs it a moment later."""
+    msg_id = client.execute(code, stop_on_error=False)
+    deadline = time.monotonic() + 60
+    while busy is not None:
+        message = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if message["parent_header"].get("msg_id") == msg_id and busy in message["content"].get("text", ""):
+            break
+    time.sleep(delay)
+    manager.interrupt_kernel()
+    return wait_reply(client, msg_id, timeout=HUNG)["content"]
+
+
+def answers(client: BlockingKernelClient, code: str) -> str:
+    try:
+        result = execute(client, code, timeout=HUNG)
+    except (TimeoutError, queue.Empty):
+        raise AssertionError(f"hung: no answer within {HUNG} s to {code!r}") from None
+    assert result.status == "ok", result
+    return result.stdout
+
+
+def test_hundreds_of_interrupts_of_a_training_cell_never_hang_the_next_cell(
+        kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+    manager, client = kernel
+    random.seed(39)
+    for attempt in range(KERNEL_TRIES):
+        reply = interrupt_when_busy(manager, client, TRAINING_CELL, "training", random.uniform(0, 0.02))
+        assert reply.get("ename") == "KeyboardInterrupt", (attempt, reply)
+        assert "session answers True" in answers(client, USE_SESSION_CELL), attempt
+
+
+def test_an_interrupt_inside_the_session_lock_is_held_back_until_it_is_safe(
+        kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+    """The trap sends SIGINT while GroupLock.acquire holds its condition: the KeyboardInterrupt still reaches the
+    cell, as sess.run returns, and the session answers after. Without the guard the same trap hangs it (last)."""
+    manager, client = kernel
+    result = execute(client, "arm_lock_trap()\nsess.run(step)", timeout=HUNG)
+    assert result.ename == "KeyboardInterrupt", result
+    assert "session answers True" in answers(client, USE_SESSION_CELL)
+    # The proof that the trap lands in the lock: with the guard off (TF1KERNEL_HOLD_INTERRUPTS=0, read at each
+    # request), the next sess.run waits for ever on the lock. On a graph of its own, which stays broken.
+    answers(client, "import os\nos.environ['TF1KERNEL_HOLD_INTERRUPTS'] = '0'\n"
+                    "with tf.Graph().as_default() as other:\n"
+                    "    y = tf.Variable(0.0)\n    other_step = tf.assign_add(y, 1.0)\n"
+                    "    other_sess = tf.Session()\n    other_sess.run(tf.global_variables_initializer())\n")
+    assert execute(client, "arm_lock_trap()\nother_sess.run(other_step)", timeout=HUNG).ename == "KeyboardInterrupt"
+    msg_id = client.execute("other_sess.run(y)", stop_on_error=False)
+    with pytest.raises(AssertionError, match="no reply"):
+        wait_reply(client, msg_id, timeout=5)
+    manager.interrupt_kernel()  # the lock's wait is interruptible: the kernel carries on, that graph does not
+    assert wait_reply(client, msg_id, timeout=HUNG)["content"].get("ename") == "KeyboardInterrupt"
+    answers(client, "os.environ['TF1KERNEL_HOLD_INTERRUPTS'] = '1'")
+
+
+@pytest.mark.parametrize(("name", "setup", "training", "after"), [
+    ("MonitoredSession",
+     "g1 = tf.Graph()\nwith g1.as_default():\n"
+     "    gstep = tf.train.get_or_create_global_step()\n    train = tf.assign_add(gstep, 1)\n"
+     "    monitored = tf.train.MonitoredSession()\n",
+     "print('training', flush=True)\nwhile True:\n    monitored.run(train)\n",
+     "print('answers', monitored.run(gstep) > 0)"),
+    ("Estimator",
+     "import numpy as np\n"
+     "def input_fn():\n"
+     "    features = ({'x': np.ones((8, 2), 'float32')}, np.ones((8, 1), 'float32'))\n"
+     "    return tf.data.Dataset.from_tensors(features).repeat()\n"
+     "estimator = tf.estimator.LinearRegressor([tf.feature_column.numeric_column('x', shape=(2,))], "
+     "model_dir='estimator-model')\n",
+     "print('training', flush=True)\nestimator.train(input_fn, steps=10**9)\n",
+     "print('answers', len(estimator.predict(input_fn, yield_single_examples=False).__next__()['predictions']) > 0)"),
+    ("Keras fit in graph mode",
+     "import numpy as np\n"
+     "model = tf.keras.Sequential([tf.keras.layers.Dense(4, input_shape=(2,)), tf.keras.layers.Dense(1)])\n"
+     "model.compile('sgd', 'mse')\n",
+     "print('training', flush=True)\nmodel.fit(np.ones((64, 2)), np.ones((64, 1)), epochs=10**6, verbose=0)\n",
+     "print('answers', model.predict(np.ones((1, 2))).shape == (1, 1))"),
+])
+def test_interrupted_training_loops_stay_usable(kernel: tuple[KernelManager, BlockingKernelClient], name: str,
+                                                 setup: str, training: str, after: str) -> None:
+    manager, client = kernel
+    answers(client, setup)
+    for attempt in range(5):
+        reply = interrupt_when_busy(manager, client, training, "training", 0.3 + 0.2 * attempt)
+        assert reply.get("ename") == "KeyboardInterrupt", (name, attempt, reply)
+        assert "answers True" in answers(client, after), (name, attempt)
+
+
+def test_a_with_session_block_interrupted_and_left_then_a_new_session(
+        kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+    manager, client = kernel
+    block = ("with tf.Session() as block:\n    block.run(x.initializer)\n    print('training', flush=True)\n"
+             "    while True:\n        block.run(step)\n")
+    for attempt in range(5):
+        reply = interrupt_when_busy(manager, client, block, "training", 0.05 * attempt)
+        assert reply.get("ename") == "KeyboardInterrupt", (attempt, reply)
+        assert "answers True" in answers(client, "with tf.Session() as fresh:\n    fresh.run(x.initializer)\n"
+                                                    "    print('answers', fresh.run(x) == 0)")
+
+
+def test_tf1kernel_run_survives_hundreds_of_interrupts(tf1_kernel: str, tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(INTERRUPTED_TRAINING_SCRIPT)
+    ran = tf1kernel_run(tf1_kernel, "python", "train.py", str(RUN_TRIES), cwd=tmp_path, timeout=300)
+    assert_survived(ran, preloaded=False)
+
+
+def assert_survived(ran: subprocess.CompletedProcess, preloaded: bool) -> None:
+    """INTERRUPTED_TRAINING_SCRIPT's lines: every interrupt and the trap left the session usable."""
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    for line in (f"preloaded {preloaded}", "guarded True", f"recovered {RUN_TRIES} of {RUN_TRIES}",
+                 "trap interrupted", "after the trap True", "new session True"):
+        assert line in ran.stdout, ran.stdout + ran.stderr
