@@ -39,7 +39,8 @@ def arm_lock_trap():
 # `tf1kernel run SCRIPT TRIES`: whether TensorFlow was imported before it ran (a standby's), then a training loop
 # interrupted TRIES times by SIGINT (sent by a thread after 5-30 ms, so that it lands anywhere in a Session.run),
 # each time followed by a sess.run in `except KeyboardInterrupt:`, as users write it. A watchdog ends the script
-# with status 7 if that sess.run hangs. Then the lock trap, and a `with tf.Session()` block interrupted and left, then a new session.
+# with status 7 if that sess.run hangs. Then the lock trap, and a `with tf.Session()` block interrupted and left,
+# then a new session.
 INTERRUPTED_TRAINING_SCRIPT = "import sys\nPRELOADED = 'tensorflow' in sys.modules\n" + LOCK_TRAP + '''
 import os, random, signal, sys, threading, time
 import tensorflow as tf
