@@ -2,7 +2,7 @@
 tf.Session.run to its KeyboardInterrupt reply, with the guard and without it (the baseline: Python's own handler),
 and the round trip of a trivial cell in both. Two kernels of the same image, interrupts interleaved, one run.
 
-    .venv/bin/python benchmarks/interrupt_guard.py [--interrupts 40] [--json FILE]
+    .venv/bin/python benchmarks/interrupt_guard.py [--interrupts 40] [--json FILE] [--quick]
 """
 
 from __future__ import annotations
@@ -71,7 +71,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--interrupts", type=int, default=40, help="interrupts per kernel")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--quick", action="store_true", help="5 interrupts per kernel (CI's check that it runs)")
     args = parser.parse_args()
+    if args.quick:
+        args.interrupts = 5
     with tempfile.TemporaryDirectory(prefix="tf1kernel-bench-") as root, \
             tempfile.TemporaryDirectory(prefix="tf1kernel-bench-work-") as work:
         use_jupyter_path(Path(root))

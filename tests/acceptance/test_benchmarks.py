@@ -150,3 +150,12 @@ def test_registry_benchmark_times_a_first_result_after_a_pull_on_an_empty_engine
     assert targets["present"]["ratio"] == 1.0
     assert targets["pull"]["median_s"] > targets["present"]["median_s"] > 0, targets
     assert "pull" in done.stdout
+
+
+def test_interrupt_guard_benchmark_compares_the_guard_with_pythons_own_handler(kernel_image: str,
+                                                                                tmp_path: Path) -> None:
+    done, rows = run_with_json_file("interrupt_guard.py", tmp_path / "interrupt_guard.json")
+    assert set(rows) == {"without guard", "guard"}
+    assert all(row["interrupts"] == 5 for row in rows.values())
+    assert rows["guard"]["sessions_hung"] == 0  # the baseline may hang (about 1 in 150): it is measured, not judged
+    assert all(name in done.stdout for name in rows)

@@ -1,0 +1,85 @@
+"""The interrupt guard's logic (guest/interrupts.py) on a stand-in for TensorFlow's session module: where it raises
+at once, where it holds the KeyboardInterrupt back, and where it says it is left out. The real TensorFlow is
+tested in tests/acceptance/test_interrupts.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tf1kernel.guest import constants, interrupts
+
+SESSION_SOURCE = """\
+import sys
+
+def run(during):
+    during(sys._getframe())
+    return "ran to its end"
+"""
+
+
+@pytest.fixture
+def fake_tensorflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
+    """tensorflow_core's session module (a file, so that its frames name it) and its version module."""
+    source = tmp_path / "session.py"
+    source.write_text(SESSION_SOURCE)
+    spec = importlib.util.spec_from_file_location("tensorflow_core.python.client.session", source)
+    session = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(session)
+    versions = types.ModuleType("tensorflow_core.python.framework.versions")
+    versions.__version__ = "1.15.5"
+    monkeypatch.setitem(sys.modules, session.__name__, session)
+    monkeypatch.setitem(sys.modules, versions.__name__, versions)
+    monkeypatch.delenv(interrupts.VARIABLE, raising=False)
+    yield session
+    sys.settrace(None)
+
+
+def test_the_guard_shares_the_hosts_names() -> None:
+    assert interrupts.VARIABLE == constants.HOLD_INTERRUPTS_VARIABLE
+    assert interrupts.LEFT_OUT_LINE == constants.LEFT_OUT_LINE
+
+
+def test_outside_tensorflow_it_raises_at_once(fake_tensorflow: types.ModuleType) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.InterruptGuard()(signal.SIGINT, sys._getframe())
+
+
+def test_inside_the_session_it_raises_as_the_session_code_returns(fake_tensorflow: types.ModuleType) -> None:
+    guard = interrupts.InterruptGuard()
+    seen = []
+
+    def interrupted_inside(frame: types.FrameType) -> None:
+        guard(signal.SIGINT, frame)  # held back: no exception here
+        seen.append("held")
+        guard(signal.SIGINT, frame)  # a second press while held: the same interrupt
+        seen.append("held once")
+
+    with pytest.raises(KeyboardInterrupt):
+        fake_tensorflow.run(interrupted_inside)
+    assert seen == ["held", "held once"]
+    assert guard.held_until is None and sys.gettrace() is None
+    with pytest.raises(KeyboardInterrupt):  # and the next one, outside, raises at once again
+        guard(signal.SIGINT, sys._getframe())
+
+
+def test_a_version_it_is_not_written_for_is_left_out_with_one_line(fake_tensorflow: types.ModuleType,
+                                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    sys.modules["tensorflow_core.python.framework.versions"].__version__ = "2.16.1"
+    guard = interrupts.InterruptGuard()
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            fake_tensorflow.run(lambda frame: guard(signal.SIGINT, frame))
+    said = capfd.readouterr().err
+    assert said.count(constants.LEFT_OUT_LINE + " interrupt-guard: TensorFlow 2.16") == 1, said
+
+
+def test_turned_off_there_is_no_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(interrupts.VARIABLE, "0")
+    assert interrupts.guard() is None
