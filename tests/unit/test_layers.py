@@ -20,14 +20,19 @@ def layer_of(module: str) -> str:
     return head if head in LAYERS else "base"  # errors, resources, the package itself
 
 
+def of_the_package(name: str) -> bool:
+    """tf1kernel or a module of it (not the container's tf1kernel_interrupts, a copy of guest/interrupts.py)."""
+    return name == "tf1kernel" or name.startswith("tf1kernel.")
+
+
 def imports(path: Path) -> list[str]:
     """The tf1kernel modules a file imports (absolute imports; relative ones stay in their folder)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("tf1kernel"):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and of_the_package(node.module or ""):
             found += [f"{node.module}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names if alias.name.startswith("tf1kernel")]
+            found += [alias.name for alias in node.names if of_the_package(alias.name)]
     return found
 
 

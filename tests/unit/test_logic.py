@@ -242,9 +242,11 @@ def test_environment_allowlist() -> None:
     env = provisioner(env_allowlist=["LANG", "TF_*"]).session.container_env(
         {"LANG": "C", "TF_X": "1", "AWS_SECRET_ACCESS_KEY": "s", "FROM_SPEC": "1", "PATH": "/x"})
     assert env == {"LANG": "C", "TF_X": "1", "FROM_SPEC": "1", "TF1KERNEL_QUIET_DEPRECATIONS": "1",
-                   "TF1KERNEL_PRELOAD_TENSORFLOW": "1"}
-    both_off = provisioner(quiet_deprecations=False, preload_tensorflow=False).session.container_env({})
-    assert both_off == {"TF1KERNEL_QUIET_DEPRECATIONS": "0", "TF1KERNEL_PRELOAD_TENSORFLOW": "0"}
+                   "TF1KERNEL_PRELOAD_TENSORFLOW": "1", "TF1KERNEL_HOLD_INTERRUPTS": "1"}
+    all_off = provisioner(quiet_deprecations=False, preload_tensorflow=False,
+                          hold_interrupts=False).session.container_env({})
+    assert all_off == {"TF1KERNEL_QUIET_DEPRECATIONS": "0", "TF1KERNEL_PRELOAD_TENSORFLOW": "0",
+                       "TF1KERNEL_HOLD_INTERRUPTS": "0"}
 
 
 # -- engines and the AVX fix -------------------------------------------------------------
