@@ -20,8 +20,10 @@ from harness import install_tf1kernel, started_kernel, use_jupyter_path
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-TRAINING = ("import tensorflow as tf\nx = tf.Variable(0.0)\nstep = tf.assign_add(x, 1.0)\n"
-            "sess = tf.Session()\nsess.run(tf.global_variables_initializer())\n")
+# On a graph of its own each time: after a hang, that graph's lock stays held.
+TRAINING = ("import tensorflow as tf\ngraph = tf.Graph()\nwith graph.as_default():\n"
+            "    x = tf.Variable(0.0)\n    step = tf.assign_add(x, 1.0)\n    init = tf.global_variables_initializer()\n"
+            "sess = tf.Session(graph=graph)\nsess.run(init)\n")
 HUNG = 10  # seconds without an answer from the session after an interrupt
 BUSY = "print('busy', flush=True)\nwhile True:\n    sess.run(step)\n"
 
@@ -57,7 +59,8 @@ def interrupt_seconds(manager: KernelManager, client: BlockingKernelClient) -> t
         return seconds, False
     manager.interrupt_kernel()
     assert reply_to(client, msg_id, 15) is not None, "the hung cell did not answer its interrupt"
-    client.execute_interactive("tf.reset_default_graph()\n" + TRAINING, timeout=60)
+    reply = client.execute_interactive(TRAINING, timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
     return seconds, True
 
 
