@@ -25,6 +25,7 @@ class CellResult:
     stderr: str = ""
     ename: str = ""
     results: list[str] = field(default_factory=list)
+    traceback: str = ""  # the error's, as the frontend shows it (without terminal colours)
 
     @property
     def said(self) -> str:
@@ -47,6 +48,7 @@ def execute(client: BlockingKernelClient, code: str, timeout: float = 120) -> Ce
             result.results.append(content["data"].get("text/plain", ""))
         elif kind == "error":
             result.ename = content["ename"]
+            result.traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(content["traceback"]))
 
     reply = client.execute_interactive(code, timeout=timeout, output_hook=collect)
     result.status = reply["content"]["status"]

@@ -76,6 +76,8 @@ def test_an_interrupt_inside_the_session_lock_is_held_back_until_it_is_safe(
     manager, client = kernel
     result = execute(client, "arm_lock_trap()\nsess.run(step)", timeout=HUNG)
     assert result.ename == "KeyboardInterrupt", result
+    # Shown as Python's own handler would leave it: ending in Session.run, not in the guard that raised it.
+    assert "session.py" in result.traceback and "tf1kernel" not in result.traceback, result.traceback
     assert "session answers True" in answers(client, USE_SESSION_CELL)
     # The proof that the trap lands in the lock: with the guard off (TF1KERNEL_HOLD_INTERRUPTS=0, read at each
     # request), the next sess.run waits for ever on the lock. On a graph of its own, which stays broken.

@@ -83,3 +83,14 @@ def test_a_version_it_is_not_written_for_is_left_out_with_one_line(fake_tensorfl
 def test_turned_off_there_is_no_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(interrupts.VARIABLE, "0")
     assert interrupts.guard() is None
+
+
+def test_a_reported_interrupt_ends_in_the_users_code_not_in_the_guard(fake_tensorflow: types.ModuleType) -> None:
+    try:
+        interrupts.InterruptGuard()(signal.SIGINT, sys._getframe())
+    except KeyboardInterrupt as interrupt:
+        trace = interrupt.__traceback__
+    assert trace.tb_next is not None  # as raised: this frame, then the guard's
+    shown = interrupts.without_guard_frames(trace)
+    assert shown.tb_frame.f_code.co_name == "test_a_reported_interrupt_ends_in_the_users_code_not_in_the_guard"
+    assert shown.tb_next is None

@@ -1,11 +1,12 @@
-"""tf1kernel's IPython extension: the AVX guard, the %tensorboard_tf1 and %pip magics, and the notice of why the
-previous kernel died, shown with the first cell."""
+"""tf1kernel's IPython extension: the AVX guard, the %tensorboard_tf1 and %pip magics, the notice of why the
+previous kernel died, shown with the first cell, and interrupts shown without the interrupt guard's frames."""
 
 import sys
 import threading
 
 from .avx import install_avx_guard
 from .constants import NOTICE_FILE
+from .interrupts import without_guard_frames
 from .tensorboard_magic import tensorboard_tf1
 
 
@@ -49,8 +50,16 @@ def protect_pip_later(delay=2.0):
     timer.start()
 
 
+def show_interrupt(shell, kind, value, trace, tb_offset=None):
+    """A KeyboardInterrupt's traceback as Python's own handler would have left it: it ends in the user's code or
+    TensorFlow's, not in the interrupt guard that raised it (IPython 7 shows every frame)."""
+    shell.showtraceback((kind, value, without_guard_frames(trace)), tb_offset=tb_offset)
+
+
 def load_ipython_extension(ipython):
     install_avx_guard()
+    if not ipython.custom_exceptions:  # IPython's one hook for it: a user's own handler wins
+        ipython.set_custom_exc((KeyboardInterrupt,), show_interrupt)
     ipython.register_magic_function(tensorboard_tf1, magic_kind="line", magic_name="tensorboard_tf1")
     ipython.register_magic_function(pip, magic_kind="line", magic_name="pip")
     show_notice_once(ipython)
