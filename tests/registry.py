@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -125,3 +126,41 @@ class TestRegistry:
         openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
                 "-days", "2", "-extfile", "server.ext", "-out", "server-cert.pem")
         return tls
+
+
+class LoopbackRegistry:
+    """The registry Docker's documentation starts first: plain HTTP on this machine's loopback (`localhost:PORT`),
+    which the engine treats as insecure by default (127.0.0.0/8), with no login."""
+
+    __test__ = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.process: subprocess.Popen | None = None
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    def start(self) -> LoopbackRegistry:
+        config = self.root / "config.yml"
+        config.write_text(json.dumps({"version": 0.1, "http": {"addr": f"127.0.0.1:{self.port}"},
+                                      "storage": {"filesystem": {"rootdirectory": str(self.root / "data")}}}))
+        self.process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                                        stderr=open(self.root / "log", "wb"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=2).close()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("the loopback registry did not answer: " + (self.root / "log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)

@@ -4,6 +4,7 @@ message with the fix for each way a registry refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from tests.conftest import COMPAT_IMAGES, require_image, run_cli
 from tests.kernels import execute, running_kernel
-from tests.registry import TestRegistry
+from tests.registry import LoopbackRegistry, TestRegistry
 from tf1kernel.errors import ImageMissing
 from tf1kernel.images import registry as registry_api
 
@@ -184,3 +185,26 @@ def test_each_registry_refusal_names_its_fix(registry: TestRegistry, credentials
     assert message in done.stderr and fix in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not (jupyter_dirs / "share/jupyter/kernels" / f"tf1-refused-{case}").exists()
+
+
+def test_build_push_to_a_plain_http_registry_on_localhost_as_docker_documents_it(
+        tmp_path_factory: pytest.TempPathFactory, kernel_image: str, jupyter_dirs: Path,
+        docker_client: docker.DockerClient) -> None:
+    """`docker run -p 5000:5000 registry` then `build --push localhost:5000/...`: the engine pushes over plain HTTP
+    (loopback is insecure by default), and the index step must say so to `docker manifest` (--insecure)."""
+    loopback = LoopbackRegistry(tmp_path_factory.mktemp("loopback-registry")).start()
+    target = f"{loopback.address}/tf1/tensorflow:1.15.5"
+    try:
+        done = run_cli("build", "--push", target, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"Pushed {target} for linux/amd64 (index sha256:" in done.stdout, done.stdout
+        by_digest = next(word for word in done.stdout.split() if word.startswith(f"{loopback.address}/tf1/tensorflow@"))
+        done = run_cli("install", "--prefix", str(jupyter_dirs), "--name", "tf1-from-localhost", "--strategy",
+                       "prebuilt", "--image", target, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert installed_image(jupyter_dirs, "tf1-from-localhost") == by_digest
+    finally:
+        for name in (f"{target}-amd64", target):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.api.remove_image(name)  # only the names: the image stays as kernel_image
+        loopback.stop()

@@ -162,7 +162,7 @@ def push_platforms(client: docker.DockerClient, built: dict[str, str], target: s
     repository, tag = registry.split_reference(target)
     pushed = {platform: push_image(client, image, f"{repository}:{tag}-{platform.split('/')[1]}")
               for platform, image in built.items()}
-    index, platforms = registry.push_index(target, pushed)
+    index, platforms = registry.push_index(target, pushed, registry.insecure_for_the_engine(client, target))
     out.print(f"[green]Pushed[/] {target} for {', '.join(platforms)} (index {index.partition('@')[2]})",
               highlight=False)
     out.print(f"Next: `tf1kernel install --user --image {target}{' --swarm' if swarm else ''}` on each machine: it "

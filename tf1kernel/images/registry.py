@@ -7,9 +7,11 @@ in its options or logs. What the engine answers is turned into one error per rea
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,6 +56,25 @@ def registry_of(reference: str) -> str:
     """The registry host of an image reference ("" for Docker Hub, which tf1kernel never contacts itself)."""
     first, slash, _ = reference.partition("/")
     return first if slash and ("." in first or ":" in first or first == "localhost") else ""
+
+
+def insecure_for_the_engine(client: docker.DockerClient, reference: str) -> bool:
+    """Whether the engine talks to reference's registry as an insecure one (plain HTTP, or TLS unchecked): it is
+    one of its `insecure-registries`, or in their address ranges, which hold 127.0.0.0/8 by default (so the
+    `localhost:5000` registry of Docker's own documentation). `docker manifest` and skopeo then must be told."""
+    registry = registry_of(reference)
+    if not registry:
+        return False
+    config = client.api.info().get("RegistryConfig") or {}
+    if (config.get("IndexConfigs") or {}).get(registry, {}).get("Secure") is False:
+        return True
+    host = registry.rsplit(":", 1)[0].strip("[]") if registry.count(":") <= 1 or "]" in registry else registry
+    try:
+        addresses = {ipaddress.ip_address(found[4][0].split("%")[0]) for found in socket.getaddrinfo(host, None)}
+        ranges = [ipaddress.ip_network(cidr) for cidr in config.get("InsecureRegistryCIDRs") or []]
+    except (OSError, ValueError):
+        return False
+    return any(address in network for address in addresses for network in ranges if address.version == network.version)
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -105,7 +126,8 @@ def pull_platform(client: docker.DockerClient, reference: str, platform: str, pr
     """Pull reference's image for platform; return it by the digest of that platform's own image (not the index's:
     an engine names one image per digest, and another platform pulled from the same index would take the name)."""
     try:
-        exact = dict(index_entries(reference)).get(platform, "") if "@" not in reference else ""
+        insecure = insecure_for_the_engine(client, reference)
+        exact = dict(index_entries(reference, insecure)).get(platform, "") if "@" not in reference else ""
     except (RegistryError, ToolMissing):  # no docker command, or the engine's registry alone: pull by the index
         exact = ""
     if not exact:
@@ -139,18 +161,27 @@ def choose_platform(reference: str, offered: list[str], wanted: str, native: str
     return offered[0] if len(offered) == 1 else ""
 
 
-def push_index(target: str, images: dict[str, str]) -> tuple[str, list[str]]:
+def push_index(target: str, images: dict[str, str], insecure: bool = False) -> tuple[str, list[str]]:
     """One name for several platforms: target becomes (or stays) a multi-architecture index of these images
     (platform → image by digest, already in the registry) and of its other platforms' images already there.
     `docker manifest` makes and pushes it, with Docker's credentials and trusted CAs. Return target by digest and
-    its platforms."""
-    entries = {platform: image for platform, image in index_entries(target) if platform not in images}
+    its platforms. insecure: the engine's registry is an insecure one (insecure_for_the_engine)."""
+    entries = {platform: image for platform, image in index_entries(target, insecure) if platform not in images}
     entries.update(images)
-    made = docker_cli("manifest", "create", "--amend", target, *(entries[p] for p in sorted(entries)))
+    flags = ["--insecure"] if insecure else []
+    made = docker_cli("manifest", "create", *flags, "--amend", target, *(entries[p] for p in sorted(entries)))
     if made.returncode == 0:
-        made = docker_cli("manifest", "push", "--purge", target)
+        made = docker_cli("manifest", "push", *flags, "--purge", target)
     if made.returncode != 0:
-        raise refusal(made.stderr.strip() or made.stdout.strip(), target, "push")
+        detail = made.stderr.strip() or made.stdout.strip()
+        if insecure and "connection reset" in detail.lower():
+            raise RegistryError(
+                f"The docker command cannot write the index to {registry_of(target)}: it treats a registry on this "
+                f"machine's loopback as insecure, so it speaks plain HTTP to it, and this one answers in TLS "
+                f"({detail}). The images themselves were pushed.",
+                "serve the registry without TLS on loopback (it needs none there), or over TLS on a name or address "
+                "outside 127.0.0.0/8")
+        raise refusal(detail, target, "push", " ".join(["docker", *made.args[1:]]))
     digest = (made.stdout.strip().splitlines() or [""])[-1]
     if not digest.startswith("sha256:"):
         raise RegistryError(f"The registry took the index {target} but did not say its digest.",
@@ -158,17 +189,17 @@ def push_index(target: str, images: dict[str, str]) -> tuple[str, list[str]]:
     return f"{split_reference(target)[0]}@{digest}", sorted(entries)
 
 
-def index_entries(target: str) -> list[tuple[str, str]]:
+def index_entries(target: str, insecure: bool = False) -> list[tuple[str, str]]:
     """What the registry has under target: (platform, image by digest) for each of an index's images, or for a
     single image; [] when it has nothing there yet. Read by `docker manifest`, or by skopeo where there is no
     docker command (the same credentials and trusted CAs: Docker's config.json and /etc/docker/certs.d)."""
     if shutil.which("docker") is None and shutil.which("skopeo") is not None:
-        return skopeo_index_entries(target)
-    found = docker_cli("manifest", "inspect", "--verbose", target)
+        return skopeo_index_entries(target, insecure)
+    found = docker_cli("manifest", "inspect", *(["--insecure"] if insecure else []), "--verbose", target)
     if found.returncode != 0:
         if "no such manifest" in found.stderr.lower():
             return []
-        raise refusal(found.stderr.strip(), target, "push")
+        raise refusal(found.stderr.strip(), target, "push", " ".join(["docker", *found.args[1:]]))
     items = json.loads(found.stdout)
     repository = split_reference(target)[0]
     return [(f"{d['platform'].get('os', 'linux')}/{d['platform']['architecture']}", f"{repository}@{d['digest']}")
@@ -176,15 +207,16 @@ def index_entries(target: str) -> list[tuple[str, str]]:
             if (d.get("platform") or {}).get("architecture")]
 
 
-def skopeo_index_entries(target: str) -> list[tuple[str, str]]:
+def skopeo_index_entries(target: str, insecure: bool = False) -> list[tuple[str, str]]:
     repository = split_reference(target)[0]
-    raw = skopeo_inspect(target, "--raw")
+    tls = ["--tls-verify=false"] if insecure else []
+    raw = skopeo_inspect(target, *tls, "--raw")
     if raw is None:
         return []
     if "manifests" in raw:  # an index (OCI's or Docker's manifest list)
         return [(f"{m['platform'].get('os', 'linux')}/{m['platform']['architecture']}", f"{repository}@{m['digest']}")
                 for m in raw["manifests"] if (m.get("platform") or {}).get("architecture")]
-    single = skopeo_inspect(target) or {}
+    single = skopeo_inspect(target, *tls) or {}
     return [(f"{single.get('Os', 'linux')}/{single['Architecture']}", f"{repository}@{single['Digest']}")]
 
 
@@ -251,10 +283,15 @@ def follow(messages: Iterable[dict], reference: str, action: str, progress: Prog
     return digest
 
 
-def refusal(detail: str, reference: str, action: str) -> RegistryError:
-    """The engine's words for a failed push or pull, as the error that names the fix."""
+def refusal(detail: str, reference: str, action: str, command: str = "") -> RegistryError:
+    """The engine's (or the docker command's) words for a failed push or pull, as the error that names the fix.
+    command: what shows the same error, when it is not `docker push` or `docker pull` of reference."""
     registry = registry_of(reference) or "the registry"
     lowered = detail.lower()
+    if "http response to https client" in lowered:
+        return RegistryError(f"{registry} answers in plain HTTP, which Docker allows only for an insecure registry "
+                             f"({detail}).", f"add \"{registry}\" to the engine's insecure-registries (daemon.json) "
+                             "and restart it, or serve the registry over TLS")
     if "x509" in lowered or "certificate" in lowered:
         return RegistryCertificateUntrusted(
             f"The engine does not trust the TLS certificate of {registry} ({detail}).",
@@ -276,4 +313,4 @@ def refusal(detail: str, reference: str, action: str) -> RegistryError:
                                    "check the registry's name and port, and that the engine's host can reach it "
                                    f"(`curl https://{registry}/v2/` there)")
     return RegistryError(f"The {action} of {reference} failed: {detail}.",
-                         f"see the engine's log; `docker {action} {reference}` shows the same error")
+                         f"`{command or f'docker {action} {reference}'}` shows the same error")
