@@ -222,12 +222,11 @@ def test_a_tls_engine_named_by_a_docker_context(remote: RemoteHost, jupyter_dirs
                            f"host={remote.tcp_url},ca={certificates}/ca.pem,cert={certificates}/cert.pem,"
                            f"key={certificates}/key.pem"], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
-    name = install_kernel(jupyter_dirs, "tf1.15-remote-tls", "--strategy", "emulated", "--context", "tf1-tls")
-    spec_file = jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json"
-    spec = json.loads(spec_file.read_text())
+    name = install_kernel(jupyter_dirs, "tf1.15-remote-tls", "--strategy", "emulated", "--context", "tf1-tls",
+                          "--ssh-host", f"root@{ALIAS}")
+    spec = json.loads((jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json").read_text())
     assert spec["metadata"]["kernel_provisioner"]["config"]["docker_context"] == "tf1-tls"
-    spec["metadata"]["kernel_provisioner"]["config"]["ssh_host"] = f"root@{ALIAS}"
-    spec_file.write_text(json.dumps(spec))
+    assert spec["metadata"]["kernel_provisioner"]["config"]["ssh_host"] == f"root@{ALIAS}"
     with running_kernel(name, str(tmp_path), startup_timeout=120) as (manager, client):
         assert execute(client, "import tensorflow as tf\nprint(tf.Session().run(tf.constant(6) * 7))"
                        ).stdout.strip().splitlines()[-1] == "42"

@@ -94,3 +94,19 @@ def test_corrupt_saved_provisioner_state(state: dict[str, Any]) -> None:
     provisioner = DockerProvisioner(kernel_id="k", kernel_spec=KernelSpec())
     with pytest.raises(InvalidOption, match="saved tf1kernel state"):
         asyncio.run(provisioner.load_provisioner_info(state))
+
+
+def test_install_ssh_host_is_checked_and_a_tcp_engine_needs_one() -> None:
+    import argparse
+
+    from tf1kernel.cli.install import ssh_host_config
+
+    assert ssh_host_config(argparse.Namespace(ssh_host="me@server.lab", docker_host="tcp://server.lab:2376")) == {
+        "ssh_host": "me@server.lab"}
+    assert ssh_host_config(argparse.Namespace(ssh_host="", docker_host="ssh://me@server.lab")) == {}
+    with pytest.raises(InvalidOption) as missing:
+        ssh_host_config(argparse.Namespace(ssh_host="", docker_host="tcp://server.lab:2376"))
+    assert "--ssh-host" in missing.value.fix
+    with pytest.raises(InvalidOption) as malformed:
+        ssh_host_config(argparse.Namespace(ssh_host="http://server", docker_host=""))
+    assert "me@server.lab" in malformed.value.fix

@@ -238,6 +238,17 @@ def test_a_kernelspec_session_has_the_options_of_its_kernel_json() -> None:
         KernelSession.for_kernelspec(kernel_spec)
 
 
+def test_the_default_allowlist_passes_tensorflows_variables_and_not_terraforms() -> None:
+    caller = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0", "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+              "TF_CONFIG": "{}", "TF_XLA_FLAGS": "--tf_xla_auto_jit=2", "TF2_BEHAVIOR": "1",
+              "TF_CLI_CONFIG_FILE": "/home/me/.terraformrc", "TF_TOKEN_app_terraform_io": "secret",
+              "TF_VAR_region": "eu", "TF_LOG": "DEBUG", "TF_DATA_DIR": "/home/me/.terraform"}
+    env = provisioner().session.container_env(caller)
+    assert {name for name in caller if name in env} == {
+        "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "TF_FORCE_GPU_ALLOW_GROWTH", "TF_CONFIG", "TF_XLA_FLAGS",
+        "TF2_BEHAVIOR"}
+
+
 def test_environment_allowlist() -> None:
     env = provisioner(env_allowlist=["LANG", "TF_*"]).session.container_env(
         {"LANG": "C", "TF_X": "1", "AWS_SECRET_ACCESS_KEY": "s", "FROM_SPEC": "1", "PATH": "/x"})

@@ -19,6 +19,7 @@ from tf1kernel.cli.transfers import layer_progress
 from tf1kernel.config.options import STRATEGIES, KernelOptions
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import networks
+from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import ImageMissing, InvalidOption, KernelStackMissing
 from tf1kernel.images import recipes as images
 from tf1kernel.images import registry, verify
@@ -55,6 +56,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                          help="run the kernels as services of the Docker Swarm that the engine manages "
                               "(`placement: swarm`; see docs/cluster.md)")
     add_swarm_ssh_argument(install)
+    install.add_argument("--ssh-host", metavar="[USER@]HOST",
+                         help="with a tcp:// engine: the SSH destination of that engine's host, through which the "
+                              "kernel's ports (published on its loopback) are reached (ssh:// engines: their own)")
     install.add_argument("--skip-checks", action="store_true", help="do not check the engine and image")
     install.add_argument("--refresh", nargs="+", metavar="NAME",
                          help="instead of installing: turn JupyterLab's debugger on for kernels that an earlier "
@@ -96,6 +100,22 @@ def run_refresh(names: list[str]) -> int:
     return 0
 
 
+def ssh_host_config(args: argparse.Namespace) -> dict[str, str]:
+    """--ssh-host as the `ssh_host` option; a tcp:// engine without it is refused now, not at the first start."""
+    if args.ssh_host:
+        try:
+            SshDestination.parse(args.ssh_host)
+        except ValueError:
+            raise InvalidOption(f"--ssh-host {args.ssh_host!r} is not [user@]host.",
+                                "write it as --ssh-host me@server.lab") from None
+        return {"ssh_host": args.ssh_host}
+    if (args.docker_host or "").startswith("tcp://"):
+        raise InvalidOption(f"A kernel of {args.docker_host} publishes its ports on that host's loopback, which "
+                            "tf1kernel reaches through SSH: it needs to know that host's SSH destination.",
+                            "add --ssh-host [USER@]HOST (the engine's host, as `ssh` reaches it)")
+    return {}
+
+
 def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     """The provisioner config for the install flags, checked against the engine unless --skip-checks; why
     JupyterLab's debugger cannot work with the kernel's image ("" when it can); and the TensorFlow version
@@ -115,6 +135,7 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     if args.docker_host or args.context:
         engine.endpoint(args.docker_host, args.context)  # a context that does not exist is refused now
         config["docker_host" if args.docker_host else "docker_context"] = args.docker_host or args.context
+    config.update(ssh_host_config(args))
     if args.skip_checks:
         if args.strategy == "auto":
             return config, "", ""

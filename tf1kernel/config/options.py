@@ -28,7 +28,21 @@ DEFAULT_ENV_ALLOWLIST = [
     "PYTHONHASHSEED",
     "PYTHONWARNINGS",
     "PYTHONUNBUFFERED",
-    "TF_*",
+    # TensorFlow's own variables, not every TF_ one: terraform's (TF_CLI_CONFIG_FILE, TF_TOKEN_*, TF_VAR_*...) hold
+    # paths and secrets of this machine. A user who wants another one lists it.
+    "TF_CPP_*",
+    "TF_ENABLE_*",
+    "TF_DISABLE_*",
+    "TF_FORCE_*",
+    "TF_GPU_*",
+    "TF_CUDNN_*",
+    "TF_USE_CUDNN*",
+    "TF_NUM_*_THREADS",
+    "TF_XLA_FLAGS",
+    "TF_DETERMINISTIC_OPS",
+    "TF_AUTOTUNE_THRESHOLD",
+    "TF_CONFIG",
+    "TF2_BEHAVIOR",
     "OMP_NUM_THREADS",
 ]
 MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.IGNORECASE)

@@ -405,7 +405,8 @@ def ssh_destination(options: KernelOptions, info: EngineInfo) -> SshDestination:
     except ValueError:
         raise InvalidOption(f"The kernel runs on the engine at {info.url}, and its ports are published on that "
                             "host's loopback only: tf1kernel reaches them through SSH, and does not know where.",
-                            'set "ssh_host" in kernel.json to [user@]host of that engine') from None
+                            'reinstall with `tf1kernel install --ssh-host [USER@]HOST ...`, or set "ssh_host" in '
+                            'kernel.json to [user@]host of that engine') from None
 
 
 def kernel_answers(port: int) -> bool:
