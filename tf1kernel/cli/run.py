@@ -19,7 +19,7 @@ from requests.exceptions import RequestException
 
 from tf1kernel.cli.common import err
 from tf1kernel.cli.terminal import Attached
-from tf1kernel.engine import command_standby, probes, reaper
+from tf1kernel.engine import command_standby, exits, probes, reaper
 from tf1kernel.engine.command import Command, CommandRequest, Exit, Streams
 from tf1kernel.engine.container import check_image
 from tf1kernel.engine.ports import free_ports, ports_free
@@ -165,14 +165,11 @@ def launched(command: Command, ports: PublishedPorts) -> Streams:
 
 def explain(ended: Exit, spec: ContainerSpec) -> int:
     """The command's exit code; an OOM kill or an AVX crash named on stderr with the fix."""
+    told = None
     if ended.oom_killed:
-        limit = f"its memory limit ({spec.limits.memory})" if spec.limits.memory else "the engine's memory"
-        err.print(f"tf1kernel: the command ran out of memory: {limit} was not enough.", highlight=False, markup=False)
-        err.print("Fix: raise `memory` in the kernel's kernel.json, or the engine's memory (Docker Desktop: "
-                  "Settings > Resources)", highlight=False, markup=False)
+        told = exits.out_of_memory("The command", spec.limits.memory)
     elif ended.code == 128 + signal.SIGILL:
-        err.print("tf1kernel: the command died of SIGILL: this CPU or emulator lacks an instruction TensorFlow was "
-                  "built for, most likely AVX.", highlight=False, markup=False)
-        err.print(f"Fix: {spec.messages.avx_fix or 'run it where x86-64 containers see AVX (`tf1kernel doctor`)'}",
-                  highlight=False, markup=False)
+        told = exits.illegal_instruction("The command", spec.messages.avx_fix)
+    if told:
+        err.print(f"tf1kernel: {told.what}\nFix: {told.fix}", highlight=False, markup=False)
     return ended.code

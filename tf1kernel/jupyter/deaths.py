@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 
+from tf1kernel.engine import exits
 from tf1kernel.engine.container import ContainerState
 from tf1kernel.guest.constants import CANNOT_LISTEN_LINE
 
@@ -13,12 +14,9 @@ def cause_of_death(state: ContainerState, last_words: str, *, memory: str, image
                    avx_fix: str) -> str:
     """The cause the engine (out of memory) or the kernel's last lines of output tell; "" when they tell none."""
     if state.oom_killed:
-        limit = f"its memory limit ({memory})" if memory else "the memory the engine allows"
-        return (f"The previous kernel was killed because it ran out of memory: it used up {limit}. "
-                "Raise `memory` in kernel.json (metadata.kernel_provisioner.config), or use less.")
+        return str(exits.out_of_memory("The previous kernel", memory))
     if state.exit_code == 128 + signal.SIGILL or "compiled to use AVX" in last_words:
-        return ("The previous kernel died of an illegal instruction: TensorFlow's x86-64 build needs AVX, "
-                f"which this CPU or emulator lacks. Fix: {avx_fix}")
+        return str(exits.illegal_instruction("The previous kernel", avx_fix))
     taken = re.search(re.escape(CANNOT_LISTEN_LINE) + r" (\S+):", last_words)
     if taken:
         return (f"The previous kernel could not listen on {taken.group(1)}: another program took that port "
