@@ -54,7 +54,7 @@ class KernelSession:
 
     def __init__(self, options: KernelOptions, kernel_id: str, kernelspec_name: str = "",
                  kernelspec_env: Iterable[str] = (), logger: logging.Logger = log,
-                 choose_kernel_ports: PortChooser = any_free_ports) -> None:
+                 choose_kernel_ports: PortChooser = any_free_ports, probes_on_disk: bool = False) -> None:
         self.options = options
         self.kernel_id = kernel_id
         self.kernelspec_name = kernelspec_name
@@ -68,13 +68,17 @@ class KernelSession:
         self.spec: ContainerSpec | None = None  # what the next start runs
         self.container: KernelContainer | None = None
         self.started_once = False
+        # What the engine's probes found is kept for the next processes too: commands run back to back.
+        self.probes_on_disk = probes_on_disk
 
     @classmethod
-    def for_kernelspec(cls, kernel_spec: KernelSpec, kernel_id: str = "") -> KernelSession:
+    def for_kernelspec(cls, kernel_spec: KernelSpec, kernel_id: str = "", probes_on_disk: bool = False
+                       ) -> KernelSession:
         """The session of a kernel of this kernelspec, with the options its kernel.json sets."""
         config = kernel_spec.metadata.get("kernel_provisioner", {}).get("config", {})
         options = KernelOptions(kernel_spec=kernel_spec, **config)
-        return cls(options, kernel_id or str(uuid.uuid4()), kernelspec_name(kernel_spec), kernel_spec.env)
+        return cls(options, kernel_id or str(uuid.uuid4()), kernelspec_name(kernel_spec), kernel_spec.env,
+                   probes_on_disk=probes_on_disk)
 
     # -- the steps -------------------------------------------------------------
 
@@ -130,7 +134,7 @@ class KernelSession:
         assert self.spec is not None, "request comes first"
         client, info = self.engine()
         self.spec, self.choice = plan.resolve(self.options, client, info, self.spec, self.place(),
-                                              self.kernelspec_name, self.started_once, self.log)
+                                              self.kernelspec_name, self.started_once, self.log, self.probes_on_disk)
         if self.options.pull == "missing":
             self.spec = pulled_if_missing(client, self.spec, self.log)
         return self.spec
@@ -140,7 +144,8 @@ class KernelSession:
         starting anything (`tf1kernel install`)."""
         assert self.spec is not None, "request comes first"
         client, info = self.engine()
-        self.choice = plan.decide(self.options, client, info, self.spec, self.started_once, self.log)
+        self.choice = plan.decide(self.options, client, info, self.spec, self.started_once, self.log,
+                                  self.probes_on_disk)
         return self.choice
 
     def start(self) -> KernelContainer:

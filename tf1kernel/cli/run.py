@@ -19,7 +19,7 @@ from requests.exceptions import RequestException
 
 from tf1kernel.cli.common import err
 from tf1kernel.cli.terminal import Attached
-from tf1kernel.engine import command_standby, exits, probes, reaper
+from tf1kernel.engine import command_standby, exits, reaper
 from tf1kernel.engine.command import Command, CommandRequest, Exit, Streams
 from tf1kernel.engine.container import check_image
 from tf1kernel.engine.ports import free_ports, ports_free
@@ -59,8 +59,9 @@ def run_command(args: argparse.Namespace) -> int:
     if not argv:
         raise InvalidOption("tf1kernel run needs a command to run.", f"for example `tf1kernel run -- python "
                                                                       f"train.py` ({USAGE})")
-    probes.keep_answers_on_disk()  # commands run back to back: one probe container for them all, not one each
-    session = KernelSession.for_kernelspec(kernel_spec_for(args.kernel), f"run-{uuid.uuid4().hex[:12]}")
+    # Commands run back to back: one probe container for them all, not one each (answers kept on disk).
+    session = KernelSession.for_kernelspec(kernel_spec_for(args.kernel), f"run-{uuid.uuid4().hex[:12]}",
+                                           probes_on_disk=True)
     placement = session.place()
     session.request(os.getcwd(), dict(os.environ), session_key=b"")
     spec = session.prepare()

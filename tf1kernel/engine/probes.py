@@ -235,19 +235,13 @@ def cannot_run(facts: EmulationFacts, native_arch: str) -> Tf1KernelError:
 
 # Probe answers per engine and prefix, for this process. Only a positive answer is kept: after a "cannot run" or
 # "no AVX" the user changes a setting and tries again. A command run back to back (`tf1kernel run` in a loop, a
-# Makefile) also keeps them on disk for a few hours (keep_answers_on_disk), so that each does not start a probe
+# Makefile) also keeps them on disk for a few hours (its session asks with on_disk), so that each does not start a probe
 # container; kernels (a long-lived server keeps them in memory), doctor and install always ask the engine, so
 # that an emulator removed since is seen. The engine's identity includes its version: an upgraded engine or a
 # new VM is probed again.
 _known: dict[tuple[str, str, tuple[str, ...]], EmulationFacts] = {}
 _lock = threading.Lock()
 KEPT_SECONDS = 6 * 3600
-_on_disk = False
-
-
-def keep_answers_on_disk() -> None:
-    global _on_disk
-    _on_disk = True
 
 
 def cache_file() -> Path:
@@ -255,16 +249,18 @@ def cache_file() -> Path:
 
 
 def cached_probe(client: docker.DockerClient, engine_key: str, arch: str, prefix: tuple[str, ...] = (),
-                 mounts: tuple[tuple[str, str, bool], ...] = ()) -> EmulationFacts:
+                 mounts: tuple[tuple[str, str, bool], ...] = (), on_disk: bool = False) -> EmulationFacts:
+    """What the engine answers for arch (and prefix), kept in this process; on_disk: also kept for the next
+    processes (tf1kernel run), and read from there."""
     key = (engine_key, arch, prefix)
     with _lock:
         if key in _known:
             return _known[key]
-    facts = (kept_facts(key) if _on_disk else None) or probe_architecture(client, arch, prefix, mounts)
+    facts = (kept_facts(key) if on_disk else None) or probe_architecture(client, arch, prefix, mounts)
     if facts.runs and facts.avx is not False:
         with _lock:
             _known[key] = facts
-        if _on_disk:
+        if on_disk:
             keep_facts(key, facts)
     return facts
 

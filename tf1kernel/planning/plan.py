@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 
 
 def resolve(options: KernelOptions, client: docker.DockerClient, info: engine.EngineInfo, spec: ContainerSpec,
-            placement: Placement, kernelspec_name: str, restart: bool = False, logger: logging.Logger = log
-            ) -> tuple[ContainerSpec, strategies.Choice]:
-    """spec as it starts on this engine, and the strategy's choice behind it."""
-    choice = decide(options, client, info, spec, restart, logger)
+            placement: Placement, kernelspec_name: str, restart: bool = False, logger: logging.Logger = log,
+            probes_on_disk: bool = False) -> tuple[ContainerSpec, strategies.Choice]:
+    """spec as it starts on this engine, and the strategy's choice behind it. probes_on_disk: what the engine's
+    probes found is kept for the next processes too (commands run back to back)."""
+    choice = decide(options, client, info, spec, restart, logger, probes_on_disk)
     spec = placement.prepare(spec)
     # A remote engine's kernel, or a swarm's, is not on this machine: its files and kept packages cannot be either.
     away = info.remote or spec.network.tunnelled
@@ -48,27 +49,28 @@ def resolve(options: KernelOptions, client: docker.DockerClient, info: engine.En
 
 
 def decide(options: KernelOptions, client: docker.DockerClient, info: engine.EngineInfo, spec: ContainerSpec,
-           restart: bool = False, logger: logging.Logger = log) -> strategies.Choice:
+           restart: bool = False, logger: logging.Logger = log, probes_on_disk: bool = False) -> strategies.Choice:
     """The strategy's image and platform, checked against the engine: it runs them, with AVX where TensorFlow
     needs it. A restart does not fail for want of AVX (it would fail over and over): the kernel starts, and
     `import tensorflow` explains."""
     choice = strategies.choose(options.strategy, options.image, options.platform, client, info,
-                               lambda: probe(client, info, "amd64", spec))
+                               lambda: probe(client, info, "amd64", spec, probes_on_disk))
     if options.strategy == "auto":
         logger.info("tf1kernel: strategy auto chose %s (%s, %s) for kernel %s: %s", choice.strategy, choice.image,
                     choice.platform, spec.kernel_id, choice.reason)
-    check_engine_runs(options, client, info, choice.platform, spec, restart, logger)
+    check_engine_runs(options, client, info, choice.platform, spec, restart, logger, probes_on_disk)
     return choice
 
 
 def check_engine_runs(options: KernelOptions, client: docker.DockerClient, info: engine.EngineInfo, platform: str,
-                      spec: ContainerSpec, restart: bool, logger: logging.Logger = log) -> None:
+                      spec: ContainerSpec, restart: bool, logger: logging.Logger = log,
+                      probes_on_disk: bool = False) -> None:
     """A foreign platform needs an emulator; an x86-64 TensorFlow needs AVX. Both are checked before start."""
     arch = platform.split("/")[1]
     avx_matters = arch == "amd64" and options.check_avx
     if arch == info.arch and not avx_matters and not spec.command_prefix:
         return
-    facts = probe(client, info, arch, spec)
+    facts = probe(client, info, arch, spec, probes_on_disk)
     if not facts.runs:
         error = probes.cannot_run(facts, info.arch)
         if isinstance(error, PlatformUnsupported):
@@ -86,10 +88,11 @@ def check_engine_runs(options: KernelOptions, client: docker.DockerClient, info:
         logger.error("tf1kernel: kernel %s: %s", spec.kernel_id, error)
 
 
-def probe(client: docker.DockerClient, info: engine.EngineInfo, arch: str, spec: ContainerSpec
-          ) -> probes.EmulationFacts:
+def probe(client: docker.DockerClient, info: engine.EngineInfo, arch: str, spec: ContainerSpec,
+          on_disk: bool = False) -> probes.EmulationFacts:
     engine_identity = f"{info.key} {info.server_version} {info.os}"  # a new version or VM is probed again
-    return probes.cached_probe(client, engine_identity, arch, tuple(spec.command_prefix), tuple(spec.extra_mounts))
+    return probes.cached_probe(client, engine_identity, arch, tuple(spec.command_prefix), tuple(spec.extra_mounts),
+                               on_disk)
 
 
 def packages_folder(spec: ContainerSpec, info: engine.EngineInfo, kernelspec_name: str,
