@@ -34,7 +34,8 @@ from tf1kernel.guest.constants import (
     QUIET_DEPRECATIONS_VARIABLE,
 )
 from tf1kernel.images import registry
-from tf1kernel.placement.kinds import Placement, PortChooser, any_free_ports, placement_for
+from tf1kernel.placement.base import Placement, PortChooser, any_free_ports
+from tf1kernel.placement.choice import placement_for
 from tf1kernel.planning import plan, strategies
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,10 @@ from tf1kernel.guest.constants import CANNOT_LISTEN_LINE
 from tf1kernel.jupyter.deaths import cause_of_death
 from tf1kernel.jupyter.outage import ENGINE_GRACE_SECONDS, EngineWatch
 from tf1kernel.jupyter.provisioner import DockerProvisioner
-from tf1kernel.placement.kinds import LocalPlacement, RemotePlacement, SwarmPlacement, network_for, placement_for
+from tf1kernel.placement.choice import network_for, placement_for
+from tf1kernel.placement.local import LocalPlacement
+from tf1kernel.placement.remote_engine import RemotePlacement
+from tf1kernel.placement.swarm_node import SwarmPlacement
 
 LOCAL = EngineInfo(kind="Linux engine", arch="amd64", key="k", os="linux", server_version="26",
                    shares_host_network=True)

@@ -27,8 +27,6 @@ from tf1kernel.engine import probes
 from tf1kernel.engine.container import check_image
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.jupyter import kernelspec
-from tf1kernel.placement import swarm, swarm_images
-from tf1kernel.placement.kinds import SwarmPlacement
 from tf1kernel.planning import strategies
 from tf1kernel.session import KernelSession
 
@@ -156,16 +154,10 @@ def _kernel_check(name: str) -> Check:
     tensorflow = (strategies.labelled_tensorflow(client, spec.image) or choice.tensorflow
                   or kernel_spec.metadata.get("tf1kernel", {}).get("tensorflow", ""))  # install's, for a user's image
     runs = strategies.runs_description(tensorflow, spec.platform, engine.describe(client))
-    where = ""
-    if isinstance(session.placement, SwarmPlacement):
-        arch = swarm.node_architecture(spec.platform)
-        fitting = [node.name for node in swarm_images.nodes(client) if node.ready and node.arch == arch]
-        if not fitting:
-            return Check(f"kernel {name}", False, f"no ready node of the swarm is {arch}, the architecture of "
-                                                  f"{spec.image}", "join a node of that architecture to the swarm "
-                                                  "(`docker swarm join`), or install the kernel for another platform")
-        where = (f"; a swarm service, on one of {len(fitting)} ready {arch} node(s): {', '.join(fitting)} (each "
-                 "needs the image: `tf1kernel build --swarm`)")
+    fit = session.place().fits(client, spec)
+    if not fit.ok:
+        return Check(f"kernel {name}", False, fit.detail, fit.fix)
+    where = f"; {fit.detail}" if fit.detail else ""
     return Check(f"kernel {name}", True, f"runs {runs}; {choice.strategy}: {spec.image}; {choice.reason}{where}")
 
 

@@ -22,13 +22,10 @@ from tf1kernel.cli.terminal import Attached
 from tf1kernel.engine import command_standby, exits, reaper
 from tf1kernel.engine.command import Command, CommandRequest, Exit, Streams
 from tf1kernel.engine.container import check_image
-from tf1kernel.engine.ports import free_ports, ports_free
 from tf1kernel.engine.spec import ContainerSpec
-from tf1kernel.engine.tunnel import Tunnel
 from tf1kernel.errors import EngineUnavailable, InvalidOption
 from tf1kernel.jupyter import kernelspec
-from tf1kernel.placement.commands import command_for
-from tf1kernel.placement.kinds import LocalPlacement, Placement, RemotePlacement
+from tf1kernel.placement.base import Placement
 from tf1kernel.planning import strategies
 from tf1kernel.session import KernelSession
 
@@ -70,17 +67,16 @@ def run_command(args: argparse.Namespace) -> int:
     tell_where(session, spec)
     request = CommandRequest(argv, tty=args.tty and sys.stdin.isatty() and sys.stdout.isatty(),
                              publish=tuple(args.publish), terminal_type=os.environ.get("TERM", "xterm"),
-                             same_port_numbers=isinstance(placement, LocalPlacement))
+                             same_port_numbers=placement.command_ports_keep_numbers)
     standby = standby_plan(session, placement, spec, request, image_id)
-    command = (standby and command_standby.claim(client, standby, spec, request)) or command_for(placement, client,
-                                                                                                  spec, request)
+    command = (standby and command_standby.claim(client, standby, spec, request)) or placement.command(client, spec,
+                                                                                                       request)
     watcher = reaper.start(command.leftovers(), session.options.docker_host, session.options.docker_context)
     attached = Attached(command)
-    ports = PublishedPorts(placement)
     try:
-        ended = attached.run(lambda: launched(command, ports))
+        ended = attached.run(lambda: launched(command, placement))
     finally:
-        ports.close()
+        placement.unpublish()
         with contextlib.suppress(DockerException, RequestException):  # the reaper tries again
             command.remove()
         if watcher.stdin is not None:
@@ -99,7 +95,7 @@ def standby_plan(session: KernelSession, placement: Placement, spec: ContainerSp
     a local Docker engine (tested there; not yet on remote engines and Podman, and a swarm's task cannot be
     claimed), without -p (each command picks its free ports)."""
     seconds = session.options.run_standby
-    if not seconds or request.publish or not isinstance(placement, LocalPlacement) or spec.quirks.podman:
+    if not seconds or request.publish or not placement.keeps_command_standbys or spec.quirks.podman:
         return None
     return command_standby.plan(session.engine()[0], spec, request, image_id, seconds)
 
@@ -133,32 +129,10 @@ def tell_where(session: KernelSession, spec: ContainerSpec) -> None:
         err.print(f"tf1kernel: {spec.messages.notice}", highlight=False, markup=False)
 
 
-class PublishedPorts:
-    """The command's published ports on this machine's 127.0.0.1: bound there by a local engine, or forwarded
-    through SSH from a remote engine's loopback (the kernel's tunnel), on the same numbers where they are free."""
-
-    def __init__(self, placement: Placement) -> None:
-        self.placement = placement
-        self.tunnel: Tunnel | None = None
-
-    def open(self, command: Command) -> dict[int, int]:
-        bound = command.published_ports()
-        if not isinstance(self.placement, RemotePlacement) or not bound:
-            return bound
-        taken = [port for port in bound if not ports_free([port])]
-        here = dict(zip(taken, free_ports(len(taken)), strict=True))
-        here.update({port: port for port in bound if port not in here})
-        self.tunnel = Tunnel(self.placement.destination, {here[port]: bound[port] for port in bound}).open()
-        return here
-
-    def close(self) -> None:
-        if self.tunnel is not None:
-            self.tunnel.close()
-
-
-def launched(command: Command, ports: PublishedPorts) -> Streams:
+def launched(command: Command, placement: Placement) -> Streams:
+    """Start the command; its published ports as this machine reaches them (a remote engine's through SSH)."""
     streams = command.launch()
-    for inside, outside in sorted(ports.open(command).items()):
+    for inside, outside in sorted(placement.publish_here(command.published_ports()).items()):
         err.print(f"tf1kernel: port {inside} of the command is at http://127.0.0.1:{outside}/", highlight=False,
                   markup=False)
     return streams

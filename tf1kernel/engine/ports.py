@@ -14,7 +14,9 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 LOOPBACK = "127.0.0.1"
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -23,6 +25,7 @@ LOWEST_PORT = 20000  # below this, ports that services are configured to use are
 FEWEST_CANDIDATES = 1000  # with fewer ports outside the ephemeral range, take ephemeral ones as before
 HELD_SECONDS = 300.0  # a kernel binds within seconds; once it listens, the port is no longer free anyway
 
+K = TypeVar("K")
 _handed_out: dict[int, float] = {}
 _lock = threading.Lock()
 
@@ -88,3 +91,11 @@ def ports_free(ports: list[int]) -> bool:
             except OSError:
                 return False
     return True
+
+
+def same_where_free(wanted: Mapping[K, int]) -> dict[K, int]:
+    """This machine's end for each wanted port: the same number where it is free, else a free one (a restart's
+    tunnel keeps its ports, a command's published port keeps its number, where they can)."""
+    taken = [key for key, port in wanted.items() if not ports_free([port])]
+    replaced = dict(zip(taken, free_ports(len(taken)), strict=True))
+    return {key: replaced.get(key, port) for key, port in wanted.items()}

@@ -42,7 +42,7 @@ BOOT = (f"import sys; sys.path.insert(0, {GUEST_ARCHIVE!r}); import {GUEST_PACKA
 
 @dataclass(frozen=True)
 class Network:
-    """How clients reach the kernel. Its placement decides it (placement/kinds.py), from what the caller asked."""
+    """How clients reach the kernel. Its placement decides it (placement/base.py), from what the caller asked."""
 
     # "bridge": the kernel listens in its own network namespace and the engine publishes its ports on the
     # host's 127.0.0.1. "host": it shares the host's network and listens on 127.0.0.1 itself, on the ports

@@ -25,10 +25,9 @@ from pathlib import Path
 from jupyter_client.kernelspec import KernelSpec
 
 from tf1kernel.engine.container import KernelContainer
-from tf1kernel.engine.ports import free_ports
-from tf1kernel.engine.spec import CONTAINER_PORTS, Lifetime, Network
+from tf1kernel.engine.spec import CONTAINER_PORTS
 from tf1kernel.errors import InvalidOption, Tf1KernelError
-from tf1kernel.placement.kinds import LocalPlacement, Placement, RemotePlacement
+from tf1kernel.placement.base import Placement
 from tf1kernel.session import KernelSession
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -69,26 +68,12 @@ def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer,
     session = KernelSession.for_kernelspec(KernelSpec.from_resource_dir(str(kernelspec_dir)))
     frontend_ports = {name: int(info[name]) for name in CONTAINER_PORTS}
     placement = session.place()
-    if isinstance(placement, LocalPlacement):
-        # The kernel binds (or the engine publishes) the frontend's ports, and ends with this launcher.
-        network, lifetime = Network(host_ports=frontend_ports, fixed_ports=True), Lifetime(exit_with_caller=True)
-    else:
-        # A remote engine or a swarm node: the tunnel listens on the frontend's ports (a swarm kernel on this
-        # machine listens on them itself: its placement keeps them), and the lease, not a stdin attach, ends
-        # the kernel when this launcher goes.
-        network, lifetime = Network(host_ports={} if isinstance(placement, RemotePlacement) else frontend_ports), None
+    # Its placement says how the frontend's ports are reached (bound by the kernel, published by the engine, or a
+    # tunnel's end) and whether the kernel ends with this launcher (or with its lease, away from this machine).
+    network, lifetime = placement.for_frontend(frontend_ports)
     session.request(os.getcwd(), dict(os.environ), session_key=info["key"].encode(),
                     signature_scheme=info.get("signature_scheme", "hmac-sha256"), network=network, lifetime=lifetime)
-    spec = session.prepare()
-    if isinstance(placement, LocalPlacement):
-        container = session.start()
-        print(f"tf1kernel: TensorBoard (%tensorboard_tf1) for this kernel: {container.tensorboard_url}",
-              file=sys.stderr)
-        return container, placement
-    if isinstance(placement, RemotePlacement):
-        placement.listen_on({**frontend_ports, "tensorboard_port": free_ports(1)[0]})
-    else:
-        placement.listen_on(spec.network.host_ports)
+    placement.listen_for_frontend(frontend_ports, session.prepare())
     container = session.start()
     ports = session.connect()
     print(f"tf1kernel: the kernel runs on {session.engine_description()}; TensorBoard (%tensorboard_tf1): "

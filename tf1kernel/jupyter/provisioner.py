@@ -28,7 +28,7 @@ from tf1kernel.errors import ContainerStartError, EngineUnavailable, InvalidOpti
 from tf1kernel.jupyter.deaths import cause_of_death
 from tf1kernel.jupyter.guest_report import GuestReport
 from tf1kernel.jupyter.outage import EngineWatch, LostKernel, first_line
-from tf1kernel.placement.kinds import LocalPlacement, Placement, any_free_ports
+from tf1kernel.placement.base import Placement, answers_on_this_machine, any_free_ports
 from tf1kernel.planning import strategies
 from tf1kernel.session import KernelSession, kernelspec_name
 
@@ -326,8 +326,8 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     async def _engine_unreachable(self, exc: Exception) -> int | None:
         """Without its engine, the kernel itself may tell whether it runs (placement.answers)."""
         # A kernel loaded from saved state has no placement yet: it was started here, on this machine's engine.
-        container, placement = self.container, self.kernel_placement or LocalPlacement("")
+        container, placement = self.container, self.kernel_placement
         answers = None
         if isinstance(container, KernelContainer):
-            answers = await asyncio.to_thread(placement.answers, container)
+            answers = await asyncio.to_thread(placement.answers if placement else answers_on_this_machine, container)
         return self.watch.unreachable(exc, answers)

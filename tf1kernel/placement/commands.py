@@ -4,10 +4,11 @@ that node's engine as the kernel's is."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import docker
 
 from tf1kernel.engine.command import (
-    Command,
     CommandContainer,
     CommandRequest,
     Exit,
@@ -17,9 +18,10 @@ from tf1kernel.engine.command import (
 )
 from tf1kernel.engine.reaper import Leftovers
 from tf1kernel.engine.spec import HOME_DIR, ContainerSpec
-from tf1kernel.errors import InvalidOption
 from tf1kernel.placement import swarm
-from tf1kernel.placement.kinds import Placement, RemotePlacement, SwarmPlacement
+
+if TYPE_CHECKING:  # the placement makes its commands (SwarmPlacement.command)
+    from tf1kernel.placement.swarm_node import SwarmPlacement
 
 # A swarm starts a task as soon as it places it, before anyone can attach: the command waits until its output
 # is attached and its folder is the user's. With a TTY, for this file to appear.
@@ -30,22 +32,6 @@ GATE_SCRIPT = 'while [ ! -e "$0" ]; do sleep 0.05; done; exec "$@"'
 STDIN_PIPE = f"{HOME_DIR}/.tf1kernel-stdin"
 PIPED_SCRIPT = 'mkfifo -m 600 "$0" && exec "$@" < "$0"'
 FEEDER_SCRIPT = 'while [ ! -p "$0" ]; do sleep 0.05; done; exec cat > "$0"'
-
-
-def command_for(placement: Placement, client: docker.DockerClient, spec: ContainerSpec,
-                request: CommandRequest) -> Command:
-    """The command, created (not started) where the placement puts kernels."""
-    if isinstance(placement, SwarmPlacement):
-        if request.publish:
-            raise InvalidOption("-p is not available on a swarm: the command runs on its node's network.",
-                                "drop -p, or name a kernel of a Docker engine with --kernel (`tf1kernel list`)")
-        if spec.command_prefix:
-            raise InvalidOption("tf1kernel run cannot run a command through `command_prefix` on a swarm.",
-                                "register the emulator on the nodes (binfmt) and remove `command_prefix`")
-        return SwarmCommand(placement, client, spec, request)
-    if isinstance(placement, RemotePlacement):
-        placement.ensure_volumes(client, spec)
-    return CommandContainer.create(client, spec, request)
 
 
 class SwarmCommand:
@@ -96,4 +82,4 @@ class SwarmCommand:
         return Leftovers(self.spec.kernel_id, service=True)
 
     def published_ports(self) -> dict[int, int]:
-        return {}  # -p is refused on a swarm (command_for)
+        return {}  # -p is refused on a swarm (SwarmPlacement.command)

@@ -21,7 +21,7 @@ from tf1kernel.engine.spec import ContainerSpec, EngineQuirks, Storage
 from tf1kernel.errors import CpuLacksAvx, PlatformUnsupported
 from tf1kernel.images.recipes import build_hint
 from tf1kernel.placement import packages
-from tf1kernel.placement.kinds import Placement
+from tf1kernel.placement.base import Placement
 from tf1kernel.planning import strategies
 
 log = logging.getLogger(__name__)

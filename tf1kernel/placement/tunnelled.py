@@ -1,0 +1,39 @@
+"""A kernel on another machine's loopback (a remote engine's, or a swarm node's), reached through an SSH tunnel
+from ports of this machine."""
+
+from __future__ import annotations
+
+from tf1kernel.engine.ports import free_ports, same_where_free
+from tf1kernel.placement import remote
+from tf1kernel.placement.base import Placement
+
+
+class TunnelledPlacement(Placement):
+    """A kernel on another machine's loopback, reached through an SSH tunnel from this machine's ports."""
+
+    def __init__(self) -> None:
+        self.link: remote.RemoteLink | None = None
+        # The tunnel's ports on this machine: kept across restarts while they are free, or always (fixed: the
+        # argv launcher's frontend chose them).
+        self.local_ports: dict[str, int] = {}
+        self.fixed_local_ports = False
+
+    def listen_on(self, local_ports: dict[str, int]) -> None:
+        """Open the tunnel on exactly these ports of this machine (the frontend's)."""
+        self.local_ports, self.fixed_local_ports = dict(local_ports), True
+
+    def tunnel_ports(self, remote_ports: dict[str, int]) -> dict[str, int]:
+        """This machine's end for each remote port: the same as before a restart where free (all of them when
+        fixed), else free ones."""
+        local = dict(self.local_ports) if self.fixed_local_ports else same_where_free(self.local_ports)
+        unset = [name for name in remote_ports if name not in local]
+        local.update(zip(unset, free_ports(len(unset)), strict=True))
+        return local
+
+    def keep_open(self) -> None:
+        if self.link is not None:
+            self.link.keep_open()
+
+    def forget(self) -> None:
+        if not self.fixed_local_ports:
+            self.local_ports = {}
