@@ -196,13 +196,13 @@ def test_images_that_cannot_debug_say_why(ipykernel: str, debugpy: str, off: str
 
 @pytest.mark.parametrize(("given", "arch"), [("aarch64", "arm64"), ("AMD64", "x86_64"), ("x86-64", "x86_64")])
 def test_arch_spellings(given: str, arch: str) -> None:
-    assert kernelspec.normalize_arch(given) == arch
+    assert kernelspec.kernelspec_arch(given) == arch
     assert kernelspec.default_kernel_name(arch) in ("tf1.15-arm64", "tf1.15-x86-64")
 
 
 def test_unknown_arch() -> None:
     with pytest.raises(InvalidOption, match="--arch"):
-        kernelspec.normalize_arch("sparc")
+        kernelspec.kernelspec_arch("sparc")
 
 
 # -- provisioner configuration ----------------------------------------------------------

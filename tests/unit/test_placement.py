@@ -12,7 +12,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpec
 from traitlets.config import Config
 
-from tf1kernel.config.options import KernelOptions
+from tf1kernel.config.options import KernelOptions, memory_bytes
 from tf1kernel.engine.connection import EngineInfo
 from tf1kernel.engine.container import ContainerState
 from tf1kernel.engine.spec import ContainerSpec, Network
@@ -161,7 +161,7 @@ def test_the_swarm_constraint_names_the_strategy_architecture_as_nodes_report_it
     assert swarm.constraints("linux/amd64", []) == ["node.platform.arch==x86_64"]
     assert swarm.constraints("linux/arm64", ["node.labels.tf1==yes"]) == ["node.platform.arch==aarch64",
                                                                           "node.labels.tf1==yes"]
-    assert (swarm._bytes("4g"), swarm._bytes("512m"), swarm._bytes("")) == (4 * 1024**3, 512 * 1024**2, None)
+    assert (memory_bytes("4g"), memory_bytes("512m"), memory_bytes("")) == (4 * 1024**3, 512 * 1024**2, None)
 
 
 def test_swarm_options_are_checked_and_need_a_manager() -> None:

@@ -133,7 +133,7 @@ def _host() -> str:
 def _default_kernel(requested: str | None, names: list[str], info: engine.EngineInfo) -> str:
     if requested:
         return requested
-    preferred = kernelspec.default_kernel_name(kernelspec.normalize_arch(host_platform.machine()))
+    preferred = kernelspec.default_kernel_name(kernelspec.kernelspec_arch(host_platform.machine()))
     return preferred if preferred in names else names[0]
 
 

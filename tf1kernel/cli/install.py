@@ -77,7 +77,7 @@ def run_install(args: argparse.Namespace) -> int:
             raise InvalidOption(f"--refresh keeps each kernel's options, so it takes no {', '.join(given)}.",
                                 "drop them, or install the kernel again with the options you want")
         return run_refresh(args.refresh)
-    arch = kernelspec.normalize_arch(args.arch) if args.arch else kernelspec.host_arch()
+    arch = kernelspec.kernelspec_arch(args.arch) if args.arch else kernelspec.host_arch()
     config, debugger_off, tensorflow = kernel_config(args)
     spec = kernelspec.render_kernel_json(arch, args.strategy, config, display_name=args.display_name,
                                          debugger_off=debugger_off, tensorflow=tensorflow)

@@ -47,6 +47,12 @@ DEFAULT_ENV_ALLOWLIST = [
 ]
 MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.IGNORECASE)
 MINIMUM_MEMORY_BYTES = 128 * 1024**2  # below this, Python and TensorFlow cannot even start
+
+
+def memory_bytes(text: str) -> int | None:
+    """The bytes of a memory size as Docker writes them (4g, 512m, 1.5g, 100000); None if it is not one."""
+    match = MEMORY_PATTERN.match(text.strip())
+    return int(float(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")) if match else None
 # Passed by jupyter_client (or traitlets) to every provisioner, besides the options.
 STRATEGIES = ("auto", "emulated", "source", "prebuilt", "compat")
 MAX_POOL_SIZE = 16
@@ -308,10 +314,10 @@ class KernelOptions(LoggingConfigurable):
     @validate("memory")
     def _valid_memory(self, proposal: dict[str, Any]) -> str:
         value: str = proposal["value"].strip()
-        match = MEMORY_PATTERN.match(value)
-        if value and not match:
+        size = memory_bytes(value)
+        if value and size is None:
             raise TraitError(f"memory must look like 4g or 512m, not {value!r}")
-        if match and float(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ") < MINIMUM_MEMORY_BYTES:
+        if size is not None and size < MINIMUM_MEMORY_BYTES:
             raise TraitError(f"memory {value!r} is too small for a TensorFlow kernel; use at least 128m")
         return value
 

@@ -30,6 +30,7 @@ from urllib3.util.retry import Retry
 from tf1kernel.engine.engine_proxy import EngineProxy
 from tf1kernel.engine.tunnel import SSH_FIX, SshDestination
 from tf1kernel.errors import EngineUnavailable
+from tf1kernel.platforms import normalize_arch
 
 # The first request only asks the engine's version: a live engine answers at
 # once, so a dead or wrong endpoint is reported within seconds.
@@ -285,15 +286,6 @@ def avx_fix(kind: str) -> str:
 
 # What the docker SDK makes of a unix:// endpoint (ssh:// and tcp:// look different).
 LOCAL_SOCKET_URL = "http+docker://localhost"
-
-# Engines name architectures the kernel's way (x86_64, aarch64); images the Go way (amd64, arm64).
-_ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-
-
-def normalize_arch(machine: str) -> str:
-    """amd64 or arm64 for any usual spelling; other architectures are returned as given."""
-    return _ARCHITECTURES.get(machine.lower(), machine.lower())
-
 
 @dataclass(frozen=True)
 class EngineInfo:

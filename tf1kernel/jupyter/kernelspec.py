@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from jupyter_core.paths import jupyter_path
 
 from tf1kernel.errors import InvalidOption, KernelspecError
+from tf1kernel.platforms import normalize_arch
 from tf1kernel.resources import data_dir
 
 if TYPE_CHECKING:
@@ -27,19 +28,19 @@ if TYPE_CHECKING:
 
 PROVISIONER_NAME = "tf1kernel"
 ARCH_LABELS = {"arm64": "ARM64", "x86_64": "x86-64"}
-_ARCH_ALIASES = {"arm64": "arm64", "aarch64": "arm64", "x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64"}
+KERNELSPEC_ARCH = {"amd64": "x86_64", "arm64": "arm64"}
 
 
-def normalize_arch(value: str) -> str:
-    """Map any common spelling of an architecture to ``arm64`` or ``x86_64``."""
-    arch = _ARCH_ALIASES.get(value.lower())
+def kernelspec_arch(value: str) -> str:
+    """``arm64`` or ``x86_64``, as kernelspec names and labels spell them, for any spelling of the two."""
+    arch = KERNELSPEC_ARCH.get(normalize_arch(value))
     if arch is None:
         raise InvalidOption(f"Unknown architecture {value!r}.", "use --arch arm64 or --arch x86_64")
     return arch
 
 
 def host_arch() -> str:
-    return normalize_arch(host_platform.machine())
+    return kernelspec_arch(host_platform.machine())
 
 
 # How each strategy shows in a frontend's kernel list, after the host label ("ARM64", "x86-64").
@@ -58,7 +59,7 @@ def kernel_arch(arch: str, strategy: str, platform: str) -> str:
     """The architecture a kernel runs on: its image's platform when the kernelspec fixes one, else the strategy's
     (auto and compat: the host's, arch)."""
     if platform:
-        return normalize_arch(platform.split("/")[-1])
+        return kernelspec_arch(platform.split("/")[-1])
     return {"emulated": "x86_64", "source": "arm64", "prebuilt": "arm64"}.get(strategy, arch)
 
 

@@ -33,7 +33,7 @@ from docker.types import (
     Placement as ServicePlacement,
 )
 
-from tf1kernel.config.options import MEMORY_PATTERN
+from tf1kernel.config.options import memory_bytes
 from tf1kernel.engine.kernel_files import kernel_files
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 from tf1kernel.engine.orphans import LABEL_OWNER_STARTED, owner_alive
@@ -147,8 +147,9 @@ def create_service(client: docker.DockerClient, spec: ContainerSpec, image: str,
         image, command=spec.command if command is None else command.argv, env=env, workdir=spec.working_dir,
         user=spec.user, labels=labels, mounts=mounts, secrets=secrets, init=True, cap_drop=["ALL"],
         hostname="tf1kernel", tty=command is not None and command.tty, open_stdin=command is not None)
-    resources = Resources(cpu_limit=spec.limits.nano_cpus or None, mem_limit=_bytes(spec.limits.memory),
-                          cpu_reservation=spec.limits.nano_cpus or None, mem_reservation=_bytes(spec.limits.memory))
+    memory = memory_bytes(spec.limits.memory)
+    resources = Resources(cpu_limit=spec.limits.nano_cpus or None, mem_limit=memory,
+                          cpu_reservation=spec.limits.nano_cpus or None, mem_reservation=memory)
     template = TaskTemplate(container, resources=resources, restart_policy=RestartPolicy(condition="none"),
                             placement=ServicePlacement(constraints=placement),
                             networks=[NetworkAttachmentConfig("host")])
@@ -208,6 +209,4 @@ def remove_orphan_services(client: docker.DockerClient, include_other_hosts: boo
     return removed
 
 
-def _bytes(memory: str) -> int | None:
-    match = MEMORY_PATTERN.match(memory.strip())
-    return int(float(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")) if match else None
+

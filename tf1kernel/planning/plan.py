@@ -100,9 +100,7 @@ def packages_folder(spec: ContainerSpec, info: engine.EngineInfo, kernelspec_nam
     """This kernelspec's folder of kept packages, made if missing; "" (packages last until a restart) if
     it cannot be made, or the kernel's user could not write there (rootless Podman maps only its own user
     to itself)."""
-    same_user = spec.user.partition(":")[0] == str(os.getuid())
-    writable = (same_user and os.getuid() != 0) if info.rootless_podman else (same_user or os.getuid() == 0)
-    if not kernelspec_name or not writable:
+    if not kernelspec_name or not kernels_user_can_use_our_files(info, spec):
         return ""
     folder = str(packages.folder(kernelspec_name))
     try:
@@ -117,9 +115,14 @@ def packages_folder(spec: ContainerSpec, info: engine.EngineInfo, kernelspec_nam
 def files_mountable(info: engine.EngineInfo, spec: ContainerSpec) -> bool:
     """Can the kernel's files be mounted from a folder of this machine: does the engine run on this
     machine's kernel (it sees its folders and users), and can the kernel's user read what is written here?"""
+    return info.shares_host_network and bool(spec.kernel_id) and kernels_user_can_use_our_files(info, spec)
+
+
+def kernels_user_can_use_our_files(info: engine.EngineInfo, spec: ContainerSpec) -> bool:
+    """Can the kernel's user read and write what this process makes on this machine: it is this user (not root
+    under rootless Podman, whose keep-id maps only the engine's own user to itself), or this process is root and
+    gives the files to it."""
     same_user = spec.user.partition(":")[0] == str(os.getuid())
-    if info.rootless_podman:  # keep-id maps only the engine's own user to itself: a user's own Podman
-        readable = same_user and os.getuid() != 0
-    else:
-        readable = same_user or os.getuid() == 0  # root gives the files to the kernel's user
-    return info.shares_host_network and bool(spec.kernel_id) and readable
+    if info.rootless_podman:
+        return same_user and os.getuid() != 0
+    return same_user or os.getuid() == 0
