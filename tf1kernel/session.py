@@ -25,6 +25,7 @@ from tf1kernel.config.options import KernelOptions
 from tf1kernel.config.workdir import parse_mount
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine.container import KernelContainer
+from tf1kernel.engine.images import image_present
 from tf1kernel.engine.orphans import owner_labels, reap_once
 from tf1kernel.engine.spec import ContainerSpec, Lifetime, Limits, Messages, Network
 from tf1kernel.errors import InvalidOption
@@ -215,7 +216,7 @@ class KernelSession:
 def pulled_if_missing(client: docker.DockerClient, spec: ContainerSpec, log: logging.Logger) -> ContainerSpec:
     """`pull: missing`: a registry image the engine lacks, pulled now, its progress in the server log and a line
     in the kernel's first output."""
-    if not registry.registry_of(spec.image) or registry.image_present(client, spec.image):
+    if not registry.registry_of(spec.image) or image_present(client, spec.image):
         return spec
     log.warning("tf1kernel: kernel %s: pulling %s (pull: missing)...", spec.kernel_id, spec.image)
     started, finished = time.monotonic(), set()

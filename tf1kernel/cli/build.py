@@ -26,6 +26,7 @@ from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, c
 from tf1kernel.cli.transfers import layer_progress
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
+from tf1kernel.engine.images import image_platform
 from tf1kernel.errors import InvalidOption, KernelStackMissing
 from tf1kernel.images import builder, registry, verify
 from tf1kernel.images import recipes as images
@@ -169,9 +170,6 @@ def push_platforms(client: docker.DockerClient, built: dict[str, str], target: s
               "pulls its own platform, and the kernel runs it by digest", highlight=False)
 
 
-def image_platform(client: docker.DockerClient, image: str) -> str:
-    found = client.api.inspect_image(image)
-    return f"{found.get('Os') or 'linux'}/{engine.normalize_arch(str(found.get('Architecture', '')))}"
 
 
 def push_image(client: docker.DockerClient, image: str, target: str) -> str:

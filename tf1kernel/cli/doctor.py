@@ -24,7 +24,7 @@ from jupyter_client.manager import KernelManager
 from tf1kernel.cli.common import add_engine_arguments, err, out
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
-from tf1kernel.engine.container import check_image
+from tf1kernel.engine.images import check_image
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.jupyter import kernelspec
 from tf1kernel.planning import strategies

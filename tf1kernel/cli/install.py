@@ -9,7 +9,6 @@ import sys
 from typing import Any
 
 import docker
-from docker.errors import ImageNotFound
 
 from tf1kernel.cli.build import add_kernel_stack
 
@@ -19,6 +18,7 @@ from tf1kernel.cli.transfers import layer_progress
 from tf1kernel.config.options import STRATEGIES, KernelOptions
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import networks
+from tf1kernel.engine.images import image_platform, image_present, require_image
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import ImageMissing, InvalidOption, KernelStackMissing
 from tf1kernel.images import recipes as images
@@ -170,7 +170,8 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
         tensorflow, debugger_off = facts.tensorflow, facts.debugger_off()
         verified = tensorflow
     else:
-        require_image(client, choice.image)
+        require_image(client, choice.image, f"{images.build_hint(choice.image)}; or install anyway with "
+                                            "--skip-checks")
         tensorflow = strategies.labelled_tensorflow(client, choice.image) or choice.tensorflow
     out.print(f"The kernel runs {strategies.runs_description(tensorflow, choice.platform, info)}.", highlight=False)
     return {**config, "image": choice.image, "platform": choice.platform}, debugger_off, verified
@@ -181,7 +182,7 @@ def fetched_image(client: docker.DockerClient, image: str, policy: str, wanted: 
     multi-architecture name) and named by its digest from then on, so that every start runs exactly this image;
     an image of this engine alone (built here) keeps its name."""
     if registry.registry_of(image):
-        present = registry.image_present(client, image)
+        present = image_present(client, image)
         if policy == "always" or (policy == "missing" and not present):
             offered = registry.platforms(client, image)
             platform = registry.choose_platform(image, offered, wanted, native)
@@ -210,20 +211,3 @@ def prebuilt_platform(args: argparse.Namespace) -> str:
     return "linux/arm64" if args.strategy == "prebuilt" else ""
 
 
-def image_platform(client: docker.DockerClient, image: str) -> str:
-    """An image has one platform: its own ("" when it is not on the engine, which verify_image then says)."""
-    if not image:
-        return ""
-    try:
-        architecture = str(client.api.inspect_image(image).get("Architecture", ""))
-    except ImageNotFound:
-        return ""
-    return f"linux/{engine.normalize_arch(architecture)}" if architecture else ""
-
-
-def require_image(client: docker.DockerClient, image: str) -> None:
-    try:
-        client.api.inspect_image(image)
-    except ImageNotFound:
-        raise ImageMissing(f"The kernel image {image} is not on the Docker engine.",
-                           f"{images.build_hint(image)}; or install anyway with --skip-checks") from None

@@ -21,7 +21,7 @@ from tf1kernel.cli.common import err
 from tf1kernel.cli.terminal import Attached
 from tf1kernel.engine import command_standby, exits, reaper
 from tf1kernel.engine.command import Command, CommandRequest, Exit, Streams
-from tf1kernel.engine.container import check_image
+from tf1kernel.engine.images import check_image
 from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.errors import EngineUnavailable, InvalidOption
 from tf1kernel.jupyter import kernelspec

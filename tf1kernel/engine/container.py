@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
 from tf1kernel.engine import networks
 from tf1kernel.engine.connection import START_ENGINE_FIX
+from tf1kernel.engine.images import check_image
 from tf1kernel.engine.kernel_files import (
     PIP_CONFIG_FILE,
     kernel_files_archive,
@@ -43,7 +44,7 @@ from tf1kernel.engine.ports import LOOPBACK
 from tf1kernel.engine.settings import environment, hardened_host_config, name_servers, workspace_mounts
 from tf1kernel.engine.spec import PUBLISHED_PORTS, ContainerSpec
 from tf1kernel.engine.start_errors import PORT_CLASH_MARKERS, cannot_mount, mentions, start_error
-from tf1kernel.errors import ContainerStartError, EngineUnavailable, ImageMissing
+from tf1kernel.errors import ContainerStartError, EngineUnavailable
 from tf1kernel.guest.constants import (
     CONNECTION_DIR,
     TENSORBOARD_ADDRESS_FILE,
@@ -222,23 +223,6 @@ class KernelContainer:
             return ""
 
 # -- helpers, public so that other frontends and tests can use them ----------
-
-
-def check_image(client: docker.DockerClient, spec: ContainerSpec) -> str:
-    """The image's ID; fail early, with the fix, when the image is absent or built for another architecture."""
-    try:
-        attrs = client.api.inspect_image(spec.image)
-    except ImageNotFound:
-        raise ImageMissing(f"The kernel image {spec.image} is not on the Docker engine.",
-                           spec.messages.image_fix) from None
-    wanted = spec.platform.split("/")[-1]
-    actual = attrs.get("Architecture", wanted)
-    if actual != wanted:
-        raise ContainerStartError(
-            f"The image {spec.image} is built for linux/{actual}, but this kernel asks for {spec.platform}.",
-            f"rebuild it for {spec.platform} ({spec.messages.image_fix}) or change the kernelspec's `platform`",
-        )
-    return str(attrs.get("Id", spec.image))
 
 
 def remove_leftover(client: docker.DockerClient, spec: ContainerSpec) -> None:

@@ -248,14 +248,6 @@ def names_of(asked: str, tags: list[str]) -> list[str]:
     return first + [tag for tag in tags if tag not in first]
 
 
-def image_present(client: docker.DockerClient, reference: str) -> bool:
-    try:
-        client.api.inspect_image(reference)
-    except ImageNotFound:
-        return False
-    return True
-
-
 def digest_reference(client: docker.DockerClient, reference: str) -> str:
     """The engine's image of reference named by its registry digest ("" when it has none: never pushed or pulled)."""
     repository, _ = split_reference(reference)
