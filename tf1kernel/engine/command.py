@@ -34,7 +34,7 @@ from tf1kernel.engine.kernel_files import (
     write_files_folder,
 )
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
-from tf1kernel.engine.ports import LOOPBACK, ports_free
+from tf1kernel.engine.ports import LOOPBACK, loopback_bindings, ports_free
 from tf1kernel.engine.reaper import Leftovers
 from tf1kernel.engine.settings import environment, hardened_host_config, name_servers, workspace_mounts
 from tf1kernel.engine.spec import ContainerSpec
@@ -165,13 +165,7 @@ class CommandContainer:
         """Container port → the port of this machine's 127.0.0.1 the engine bound it to."""
         if not self.publish:
             return {}
-        bound = self.client.api.inspect_container(self.id)["NetworkSettings"]["Ports"] or {}
-        found = {}
-        for key, bindings in bound.items():
-            loopback = [b for b in bindings or [] if b.get("HostIp") == LOOPBACK]
-            if loopback:
-                found[int(key.split("/")[0])] = int(loopback[0]["HostPort"])
-        return found
+        return loopback_bindings(self.client.api.inspect_container(self.id)["NetworkSettings"]["Ports"])
 
     def resize(self, rows: int, columns: int) -> None:
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +40,7 @@ from tf1kernel.engine.kernel_files import (
     write_private_files,
 )
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
-from tf1kernel.engine.ports import LOOPBACK
+from tf1kernel.engine.ports import LOOPBACK, loopback_bindings
 from tf1kernel.engine.settings import environment, hardened_host_config, name_servers, workspace_mounts
 from tf1kernel.engine.spec import PUBLISHED_PORTS, ContainerSpec
 from tf1kernel.engine.start_errors import PORT_CLASH_MARKERS, cannot_mount, mentions, start_error
@@ -163,15 +163,26 @@ class KernelContainer:
 
     def watch_exit(self) -> None:
         """Catch the exit code of a container the engine removes as it exits (AutoRemove)."""
-
-        def wait() -> None:
-            try:
-                self.exit_code = int(self.client.api.wait(self.id, timeout=None)["StatusCode"])
-            except Exception:  # removed, or the engine went away: state() tells
-                pass
-
-        self._exit_watch = threading.Thread(target=wait, name=f"tf1kernel-wait-{self.id[:12]}", daemon=True)
+        self._exit_watch = threading.Thread(target=self.wait, name=f"tf1kernel-wait-{self.id[:12]}", daemon=True)
         self._exit_watch.start()
+
+    def wait(self) -> int | None:
+        """Block until the kernel exits; its exit code (also kept as exit_code), or None when the container was
+        removed or the engine went away first (state() then tells). A wait already pending is the only one that
+        sees the exit code of a container the engine removes as it exits."""
+        try:
+            self.exit_code = int(self.client.api.wait(self.id, timeout=None)["StatusCode"])
+        except Exception:
+            pass
+        return self.exit_code
+
+    def follow_output(self) -> Iterator[bytes]:
+        """The kernel's stdout and stderr as it writes them, until it exits (nothing more once the engine or the
+        container is gone)."""
+        try:
+            yield from self.client.api.logs(self.id, stream=True, follow=True)
+        except Exception:
+            return
 
     def send_line(self, payload: bytes) -> None:
         """Write one line to the kernel's stdin, through its lifeline attach."""
@@ -314,16 +325,12 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
 
 def published_ports(attrs: dict) -> dict[str, int]:
     """Map port names (connection-info names and tensorboard_port) to the host ports the engine bound."""
-    bound = attrs["NetworkSettings"]["Ports"] or {}
-    ports: dict[str, int] = {}
+    bound = loopback_bindings(attrs["NetworkSettings"]["Ports"])
     for name, port in PUBLISHED_PORTS.items():
-        bindings = bound.get(f"{port}/tcp") or []
-        loopback = [b for b in bindings if b.get("HostIp") == LOOPBACK]
-        if not loopback:
+        if port not in bound:
             raise ContainerStartError(f"The engine did not publish the kernel's {name} on {LOOPBACK}.",
                                       "check the engine's port publishing (`docker port`)")
-        ports[name] = int(loopback[0]["HostPort"])
-    return ports
+    return {name: bound[port] for name, port in PUBLISHED_PORTS.items()}
 
 
 def give_tensorboard_address(client: docker.DockerClient, container_id: str, address: bytes, user: str) -> None:

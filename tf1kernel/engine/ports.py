@@ -99,3 +99,14 @@ def same_where_free(wanted: Mapping[K, int]) -> dict[K, int]:
     taken = [key for key, port in wanted.items() if not ports_free([port])]
     replaced = dict(zip(taken, free_ports(len(taken)), strict=True))
     return {key: replaced.get(key, port) for key, port in wanted.items()}
+
+
+def loopback_bindings(published: dict[str, list[dict[str, str]] | None] | None) -> dict[int, int]:
+    """Container port → the host port the engine bound it to on 127.0.0.1, from a container's
+    NetworkSettings.Ports ({"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": "32768"}]})."""
+    found = {}
+    for key, bindings in (published or {}).items():
+        loopback = [b for b in bindings or [] if b.get("HostIp") == LOOPBACK]
+        if loopback:
+            found[int(key.split("/")[0])] = int(loopback[0]["HostPort"])
+    return found

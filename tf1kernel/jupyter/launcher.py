@@ -114,12 +114,9 @@ def echo_kernel_output(container: KernelContainer) -> threading.Thread:
     exit, keeps no log to read afterwards)."""
 
     def echo() -> None:
-        try:
-            for chunk in container.client.api.logs(container.id, stream=True, follow=True):
-                sys.stderr.buffer.write(chunk)
-                sys.stderr.flush()
-        except Exception:  # the engine went away, or the container with it: nothing more to echo
-            pass
+        for chunk in container.follow_output():
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
 
     thread = threading.Thread(target=echo, name="tf1kernel-kernel-output", daemon=True)
     thread.start()
@@ -127,11 +124,10 @@ def echo_kernel_output(container: KernelContainer) -> threading.Thread:
 
 
 def wait_for_exit(container: KernelContainer) -> int:
-    try:
-        return int(container.client.api.wait(container.id, timeout=None)["StatusCode"])
-    except Exception:
-        state = container.state()
-        return 1 if state.exit_code is None else state.exit_code
+    code = container.wait()
+    if code is None:
+        code = container.state().exit_code
+    return 1 if code is None else code
 
 
 if __name__ == "__main__":
