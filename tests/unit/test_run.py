@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import struct
 from pathlib import Path
@@ -72,3 +73,20 @@ def test_run_finds_a_kernelspec_where_jupyter_client_does(tmp_path: Path, monkey
         assert ours is not None and (ours.resource_dir, ours.env, ours.metadata) == \
             (theirs.resource_dir, theirs.env, theirs.metadata)
     assert kernelspec.find("no-json") is None and kernelspec.find("nothing") is None
+
+
+def test_tf1kernel_run_looks_where_kernelspecmanager_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its kernel_dirs: Jupyter's data folders, then IPython's own kernels folder."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from tf1kernel.jupyter import kernelspec
+
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    assert kernelspec.kernel_dirs() == KernelSpecManager().kernel_dirs
+    folder = tmp_path / "ipython" / "kernels" / "tf1-old"
+    folder.mkdir(parents=True)
+    (folder / "kernel.json").write_text(json.dumps({"argv": ["x"], "display_name": "old", "language": "python"}))
+    found = kernelspec.find("tf1-old")
+    assert found is not None and found.resource_dir == KernelSpecManager().get_kernel_spec("tf1-old").resource_dir

@@ -162,10 +162,10 @@ class FoundKernelSpec:
 
 def find(name: str) -> FoundKernelSpec | None:
     """The kernelspec Jupyter would start for name, as KernelSpecManager.get_kernel_spec finds it (the first of
-    jupyter_path("kernels") with a folder of that name, in any case, holding a kernel.json); None if none does.
+    its kernel_dirs with a folder of that name, in any case, holding a kernel.json); None if none does.
     Read here because importing jupyter_client (its package brings its whole client) would be a tenth of the
     time `tf1kernel run` may spend before its container starts."""
-    for kernels in jupyter_path("kernels"):
+    for kernels in kernel_dirs():
         try:
             folders = sorted(os.listdir(kernels))
         except OSError:
@@ -182,6 +182,13 @@ def find(name: str) -> FoundKernelSpec | None:
                                           "or repair the file") from None
                 return FoundKernelSpec(path, spec.get("metadata", {}), spec.get("env", {}))
     return None
+
+
+def kernel_dirs() -> list[str]:
+    """Where KernelSpecManager looks, in its order: jupyter_path("kernels"), then IPython's own kernels folder (its
+    default kernel_dirs; the trait is not configurable, so a server's configuration cannot change it)."""
+    ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
+    return [*jupyter_path("kernels"), os.path.join(ipython_dir, "kernels")]
 
 
 def spec_manager() -> KernelSpecManager:
