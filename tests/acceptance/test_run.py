@@ -138,8 +138,9 @@ def test_pips_configuration_reaches_the_command_and_its_folder_goes_with_it(tf1_
 
 def test_a_terminal_gets_a_tty_and_ctrl_c_through_it(tf1_kernel: str, tmp_path: Path) -> None:
     """As in a terminal: the command sees a TTY (progress bars draw), and Ctrl-C typed interrupts it."""
-    script = ("import sys, time\nprint('tty', sys.stdin.isatty(), sys.stdout.isatty(), flush=True)\n"
-              "try:\n    time.sleep(600)\nexcept KeyboardInterrupt:\n    print('stopped by ctrl-c', flush=True)\n")
+    # The line is printed inside the try: a Ctrl-C typed as soon as it shows may land before the sleep.
+    script = ("import sys, time\ntry:\n    print('tty', sys.stdin.isatty(), sys.stdout.isatty(), flush=True)\n"
+              "    time.sleep(600)\nexcept KeyboardInterrupt:\n    print('stopped by ctrl-c', flush=True)\n")
     pid, terminal = run_in_terminal(tf1_kernel, "python", "-c", script, cwd=tmp_path)
     seen = read_until(terminal, b"tty True True", 120)
     os.write(terminal, b"\x03")
