@@ -355,10 +355,16 @@ def test_kernels_busy_with_output_exit_at_once_every_time(tf1_kernel: str, tmp_p
     shutdown_request; that answer then waited on a thread that was gone, for 10 s or for ever. One exit in
     fifteen of a kernel that had used TensorFlow hit it; with output flooding the IOPub thread (a thread that
     keeps printing), nearly every run of this test did. The guest stops the control thread first. Such an exit
-    takes 0.3-0.5 s here (in one clean-clone run of 2026-12-04, on a slow day, one took 2.01 s)."""
-    for _ in range(10):
+    takes 0.3-0.5 s here.
+
+    Asked to stop after the thread printed for a while (the 2.01 s of 2026-12-04 was its start), the exit took
+    15 s and more: the control thread's last flush of each stream waited 10 s for an IOPub thread that no longer
+    confirmed, and closing stdout joined an fd watcher stuck handing output to it. The guest bounds both (the
+    kernel's do_shutdown, and the output-watcher-wake patch)."""
+    for attempt in range(10):
         with running_kernel(tf1_kernel, str(tmp_path)) as (manager, client):
             execute(client, KEEPS_PRINTING)
+            time.sleep(0.3 * (attempt % 2))  # every other one prints for a while first
             exit_code_when_asked_to_shut_down(client, docker_client, container_of(manager), within=2)
 
 

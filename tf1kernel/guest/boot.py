@@ -4,6 +4,7 @@ lookups for this machine's addresses."""
 import faulthandler
 import json
 import os
+import signal
 import time
 
 from .constants import BOOT_STEP_LINE, BOOT_TIMES_VARIABLE, CONNECTION_FILE
@@ -46,6 +47,10 @@ def report_crashes():
     provisioner shows: without it such a kernel ended with nothing said. On a copy of fd 2: ipykernel 6 sends fd 2
     itself to the frontend (through a thread that dies with the process)."""
     try:
-        faulthandler.enable(file=os.fdopen(os.dup(2), "w"))  # faulthandler keeps the file open
-    except (OSError, ValueError):
+        log = os.fdopen(os.dup(2), "w")  # faulthandler keeps the file open
+        faulthandler.enable(file=log)
+        # `docker kill --signal USR2 CONTAINER` writes every thread's stack there too, and the kernel runs on: how
+        # a kernel that hangs is diagnosed (py-spy cannot always read an image's Python from the host).
+        faulthandler.register(signal.SIGUSR2, file=log, all_threads=True)
+    except (OSError, ValueError, AttributeError):
         pass  # no stderr: nowhere to write either

@@ -46,11 +46,22 @@ def exit_when_lease_lapses(seconds):
     threading.Thread(target=watch, name="tf1kernel-lease", daemon=True).start()
 
 
+WATCHER_JOIN_SECONDS = 0.25
+
+
+def finished_thread():
+    thread = threading.Thread(target=lambda: None, name="tf1kernel-finished")
+    thread.start()
+    thread.join()
+    return thread
+
+
 def wake_output_watchers_on_close():
     """ipykernel before 6.22 joins, when it closes stdout or stderr, a thread blocked reading the pipe that
     now stands for fd 1 or 2, and no one writes to it any more (ipython/ipykernel#868). TensorFlow's absl
     log handler closes stderr at exit, so a kernel that imported TensorFlow never exited by itself and
-    Jupyter had to kill it seconds later. Write one byte first, as later ipykernels do, to wake it."""
+    Jupyter had to kill it seconds later. Write one byte first, as later ipykernels do, to wake it; and do not wait
+    for ever for a watcher stuck handing output to the stopped IOPub thread."""
     try:
         from ipykernel.iostream import OutStream
     except ImportError:
@@ -67,6 +78,13 @@ def wake_output_watchers_on_close():
                 os.write({"stdout": 1, "stderr": 2}[self.name], b"\0")
             except (KeyError, OSError):
                 pass
+        if watcher is not None and watcher.is_alive():
+            watcher.join(WATCHER_JOIN_SECONDS)
+            if watcher.is_alive():
+                # Still handing output to an IOPub thread that has stopped (a thread kept printing while the kernel
+                # shut down): its send waits for ever. It is a daemon thread, ended with the process; close joins
+                # one that has finished instead.
+                self.watch_fd_thread = finished_thread()
         close(self)
 
     close_waking_the_watcher.wakes_watcher = True

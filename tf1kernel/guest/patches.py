@@ -40,8 +40,8 @@ PATCHES = {
          "ipykernel.iostream<<self.socket"]),
     "output-watcher-wake": Patch(
         "ipykernel", (6, 0), (6, 22), "6.16.2",
-        "wake the fd watcher of stdout/stderr when they close, so that the kernel can exit (OutStream.close, "
-        "its watch_fd_thread and _should_watch)",
+        "wake the fd watcher of stdout/stderr when they close, and wait for it 0.25 s at most, so that the kernel "
+        "can exit (OutStream.close, its watch_fd_thread and _should_watch)",
         ["ipykernel.iostream:OutStream.close", "ipykernel.iostream<<self.watch_fd_thread",
          "ipykernel.iostream<<self._should_watch"]),
     "deferred-debugger": Patch(
