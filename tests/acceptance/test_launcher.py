@@ -40,12 +40,12 @@ def launcher_files_folders(kernel: ArgvKernel) -> list[Path]:
     return list(Path(os.environ["JUPYTER_RUNTIME_DIR"]).glob(f"tf1kernel-{kernel.process.pid}-*"))
 
 
-def wait_until_no_containers(client: docker.DockerClient, within: float) -> float:
+def wait_until_no_containers(client: docker.DockerClient, within: float) -> None:
+    """The launcher's container is gone within `within` seconds (its removal is asynchronous)."""
     started = time.monotonic()
     while managed_containers(client) and time.monotonic() - started < within:
         time.sleep(0.1)
-    assert managed_containers(client) == [], "container outlived its launcher"
-    return time.monotonic() - started
+    assert managed_containers(client) == [], f"the container outlived its launcher by {within} s"
 
 
 def test_argv_kernel_runs_tf_and_interrupts_by_sigint(argv_kernel: ArgvKernel, tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_sigkill_of_launcher_removes_container(argv_kernel: ArgvKernel, docker_c
     argv_kernel.wait_ready()
     assert len(managed_containers(docker_client)) == 1
     argv_kernel.process.kill()
-    assert wait_until_no_containers(docker_client, within=10) < 10
+    wait_until_no_containers(docker_client, within=10)
     # Its files folder outlives it, until the next server start or `tf1kernel gc`.
     assert len(launcher_files_folders(argv_kernel)) == 1
     result = run_cli("gc")

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import install_variant, managed_containers, run_cli
 from tests.kernels import debug_a_cell, execute, restart, running_kernel, start_nonblocking, wait_reply
+from tf1kernel.engine.labels import LABEL_MANAGED
 from tf1kernel.placement import pool
 
 pytestmark = pytest.mark.engine
@@ -29,11 +30,17 @@ def pools_closed(no_leaks: None) -> Iterator[None]:
     pool.close_all()
 
 
+def standby_containers(client: docker.DockerClient) -> list[str]:
+    """Ids of the standby kernels on the engine, of any process (adopted ones are renamed)."""
+    listed = client.api.containers(all=True, filters={"label": [f"{LABEL_MANAGED}=true", pool.LABEL_POOL]})
+    return [c["Id"] for c in listed if any(name.startswith("/tf1kernel-pool-") for name in c.get("Names") or [])]
+
+
 def wait_for_standby(client: docker.DockerClient, count: int, timeout: float = 90) -> list[str]:
     """Standby kernels that have loaded everything (ipykernel, TensorFlow) and wait to be adopted."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready = [c for c in pool.standby_containers(client)
+        ready = [c for c in standby_containers(client)
                  if b"tf1kernel-standby ready" in client.api.logs(c)]
         if len(ready) >= count:
             return ready
@@ -81,9 +88,9 @@ def test_a_start_adopts_a_standby_kernel(jupyter_dirs: Path, tf1_kernel: str, tm
         debug_a_cell(client)
     pool.close_all()
     deadline = time.monotonic() + 20
-    while pool.standby_containers(docker_client) and time.monotonic() < deadline:
+    while standby_containers(docker_client) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert pool.standby_containers(docker_client) == []
+    assert standby_containers(docker_client) == []
 
 
 def test_a_notebook_outside_the_pool_root_starts_cold(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
@@ -134,9 +141,9 @@ def test_standby_kernels_vanish_with_their_server(jupyter_dirs: Path, tf1_kernel
         server.send_signal(signal.SIGKILL)
         server.wait(10)
     deadline = time.monotonic() + 20
-    while pool.standby_containers(docker_client) and time.monotonic() < deadline:
+    while standby_containers(docker_client) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert pool.standby_containers(docker_client) == []
+    assert standby_containers(docker_client) == []
     # The cold-started kernel the server owned is an orphan now; gc removes it.
     assert run_cli("gc").returncode == 0
     assert managed_containers(docker_client) == []

@@ -21,7 +21,6 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-# In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, connect, out, swarm_ssh
 from tf1kernel.cli.transfers import layer_progress
 from tf1kernel.engine import connection as engine

@@ -12,10 +12,10 @@ from tf1kernel.engine import connection as engine
 from tf1kernel.errors import InvalidOption
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
-
-
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, soft_wrap=True)
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--docker-host", metavar="URL",

@@ -6,7 +6,6 @@ import argparse
 
 from rich.table import Table
 
-# In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 from tf1kernel.cli.common import add_engine_arguments, connect, out
 from tf1kernel.engine import command_standby, orphans
 from tf1kernel.placement import swarm

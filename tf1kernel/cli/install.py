@@ -11,8 +11,6 @@ from typing import Any
 import docker
 
 from tf1kernel.cli.build import add_kernel_stack
-
-# In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, connect, err, out, swarm_ssh
 from tf1kernel.cli.transfers import layer_progress
 from tf1kernel.config.options import STRATEGIES, KernelOptions

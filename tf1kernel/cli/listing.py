@@ -7,7 +7,6 @@ import argparse
 from docker.errors import ImageNotFound
 from rich.table import Table
 
-# In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 from tf1kernel.cli.common import out
 from tf1kernel.engine import connection as engine
 from tf1kernel.errors import Tf1KernelError

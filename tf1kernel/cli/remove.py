@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-# In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 from tf1kernel.cli.common import out
 from tf1kernel.jupyter import kernelspec
 

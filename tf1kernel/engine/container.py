@@ -314,15 +314,6 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     return container_id
 
 
-
-
-
-
-
-
-
-
-
 def published_ports(attrs: dict) -> dict[str, int]:
     """Map port names (connection-info names and tensorboard_port) to the host ports the engine bound."""
     bound = loopback_bindings(attrs["NetworkSettings"]["Ports"])

@@ -1,5 +1,5 @@
 """A standby kernel (a warm pool's): everything slow happens first, then one line on stdin says which kernel to
-become, and the kernel is up moments later (see tf1kernel/pool.py)."""
+become, and the kernel is up moments later (see tf1kernel/placement/pool.py)."""
 
 import importlib
 import json

@@ -9,7 +9,7 @@ stays in the foreground while the kernel lives:
 - SIGINT interrupts the kernel (VS Code's interrupt), SIGTERM/SIGHUP stop it;
 - it exits with the kernel's exit code;
 - if it is killed outright (SIGKILL), its stdin attach to the container closes,
-  the kernel exits and the engine removes the container (container.LIFELINE_FLAG).
+  the kernel exits and the engine removes the container (guest.constants.LIFELINE_FLAG, lifetime.py).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from requests.exceptions import RequestException
 
 from tf1kernel.config.options import MAX_POOL_SIZE
 from tf1kernel.config.workdir import is_within
-from tf1kernel.engine.container import LABEL_MANAGED, KernelContainer
+from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.kernel_files import connection_info, host_network_tensorboard
 from tf1kernel.engine.spec import ContainerSpec, Lifetime
 
@@ -169,9 +169,3 @@ def close_all() -> None:
         _pools.clear()
     for pool in pools:
         pool.close()
-
-
-def standby_containers(client: docker.DockerClient) -> list[str]:
-    """Ids of the standby kernels on the engine, of any process (adopted ones are renamed)."""
-    listed = client.api.containers(all=True, filters={"label": [f"{LABEL_MANAGED}=true", LABEL_POOL]})
-    return [c["Id"] for c in listed if any(name.startswith("/tf1kernel-pool-") for name in c.get("Names") or [])]
