@@ -11,11 +11,12 @@ TRAINING_CELL = "print('training', flush=True)\nwhile True:\n    sess.run(step)\
 USE_SESSION_CELL = "print('session answers', sess.run(x) > 0)"
 
 # Arms a one-shot trap: the next time the main thread holds the condition inside TensorFlow's GroupLock.acquire
-# (lock_util.py), a SIGINT is sent to this process. Python's own handler raises the KeyboardInterrupt right there,
+# (lock_util.py), a SIGINT is sent to that thread (sent to the process, another thread could take it a moment later,
+# when the main thread is out of the window). Python's own handler raises the KeyboardInterrupt right there,
 # with the lock's condition held: the next Session.run on that graph waits for ever. (A trap, not luck: the window
 # is a few bytecodes wide, and random interrupts land in it about once in 150.)
 LOCK_TRAP = '''
-import inspect as _inspect, os as _os, signal as _signal, sys as _sys
+import inspect as _inspect, signal as _signal, sys as _sys, threading as _threading
 from tensorflow.python.util import lock_util as _lock_util
 _lines, _first = _inspect.getsourcelines(_lock_util.GroupLock.acquire)
 _held_from = _first + next(i for i, line in enumerate(_lines) if "self._ready.acquire()" in line)
@@ -24,7 +25,7 @@ def _in_acquire(frame, event, arg):
     if event == "line" and frame.f_lineno > _held_from:
         _sys.settrace(None)
         frame.f_trace = None
-        _os.kill(_os.getpid(), _signal.SIGINT)
+        _signal.pthread_kill(_threading.get_ident(), _signal.SIGINT)  # to this thread: handled before it goes on
         return None
     return _in_acquire
 

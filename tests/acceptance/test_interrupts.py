@@ -15,6 +15,7 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
+from tests.conftest import install_variant
 from tests.interrupts import INTERRUPTED_TRAINING_SCRIPT, LOCK_TRAP, SESSION_CELL, TRAINING_CELL, USE_SESSION_CELL
 from tests.kernels import execute, running_kernel, wait_reply
 from tests.runs import tf1kernel_run
@@ -72,26 +73,39 @@ def test_hundreds_of_interrupts_of_a_training_cell_never_hang_the_next_cell(
 def test_an_interrupt_inside_the_session_lock_is_held_back_until_it_is_safe(
         kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
     """The trap sends SIGINT while GroupLock.acquire holds its condition: the KeyboardInterrupt still reaches the
-    cell, as sess.run returns, and the session answers after. Without the guard the same trap hangs it (last)."""
-    manager, client = kernel
+    cell, as sess.run returns, and the session answers after. Without the guard the same trap hangs it (below)."""
+    _, client = kernel
     result = execute(client, "arm_lock_trap()\nsess.run(step)", timeout=HUNG)
     assert result.ename == "KeyboardInterrupt", result
     # Shown as Python's own handler would leave it: ending in Session.run, not in the guard that raised it.
-    assert "session.py" in result.traceback and "tf1kernel" not in result.traceback, result.traceback
+    assert "session.py" in result.traceback and "interrupts.py" not in result.traceback, result.traceback
     assert "session answers True" in answers(client, USE_SESSION_CELL)
-    # The proof that the trap lands in the lock: with the guard off (TF1KERNEL_HOLD_INTERRUPTS=0, read at each
-    # request), the next sess.run waits for ever on the lock. On a graph of its own, which stays broken.
-    answers(client, "import os\nos.environ['TF1KERNEL_HOLD_INTERRUPTS'] = '0'\n"
-                    "with tf.Graph().as_default() as other:\n"
-                    "    y = tf.Variable(0.0)\n    other_step = tf.assign_add(y, 1.0)\n"
-                    "    other_sess = tf.Session()\n    other_sess.run(tf.global_variables_initializer())\n")
-    assert execute(client, "arm_lock_trap()\nother_sess.run(other_step)", timeout=HUNG).ename == "KeyboardInterrupt"
-    msg_id = client.execute("other_sess.run(y)", stop_on_error=False)
-    with pytest.raises(AssertionError, match="no reply"):
-        wait_reply(client, msg_id, timeout=5)
-    manager.interrupt_kernel()  # the lock's wait is interruptible: the kernel carries on, that graph does not
-    assert wait_reply(client, msg_id, timeout=HUNG)["content"].get("ename") == "KeyboardInterrupt"
-    answers(client, "os.environ['TF1KERNEL_HOLD_INTERRUPTS'] = '1'")
+
+
+def test_without_the_guard_the_same_trap_hangs_the_session(tf1_kernel: str, jupyter_dirs: Path,
+                                                           tmp_path: Path) -> None:
+    """The proof that the trap lands in the lock: in a kernel with hold_interrupts off, the next sess.run waits for
+    ever (its own kernel, shut down after: the wait cannot be interrupted, SIGINT may reach another thread)."""
+    unguarded = install_variant(jupyter_dirs, "tf1.15-unguarded", {"hold_interrupts": False})
+    with running_kernel(unguarded, str(tmp_path)) as (_, client):
+        assert execute(client, SESSION_CELL + LOCK_TRAP).status == "ok"
+        assert execute(client, "arm_lock_trap()\nsess.run(step)", timeout=HUNG).ename == "KeyboardInterrupt"
+        msg_id = client.execute(USE_SESSION_CELL, stop_on_error=False)
+        with pytest.raises(AssertionError, match="no reply"):
+            wait_reply(client, msg_id, timeout=5)
+
+
+@pytest.mark.parametrize("compat_kernel", ["amd64"], indirect=True)
+def test_the_guard_holds_in_the_compat_kernel_too(compat_kernel: str, tmp_path: Path) -> None:
+    """TF 2.15's tf.compat.v1 sessions take the same GroupLock: the trap leaves the session usable there too."""
+    with running_kernel(compat_kernel, str(tmp_path)) as (_, client):
+        prepared = execute(client, "import tensorflow.compat.v1 as tf\ntf.disable_v2_behavior()\n"
+                                   "x = tf.Variable(0.0)\nstep = tf.assign_add(x, 1.0)\n"
+                                   "sess = tf.Session()\nsess.run(tf.global_variables_initializer())\n" + LOCK_TRAP)
+        assert prepared.status == "ok", prepared
+        result = execute(client, "arm_lock_trap()\nsess.run(step)", timeout=HUNG)
+        assert result.ename == "KeyboardInterrupt" and "interrupts.py" not in result.traceback, result
+        assert "session answers True" in answers(client, USE_SESSION_CELL)
 
 
 @pytest.mark.parametrize(("name", "setup", "training", "after"), [

@@ -30,7 +30,7 @@ PACKAGES = ("tensorflow_core", "tensorflow")
 GUARDED_MODULES = ("python.client.session", "python.framework.ops", "python.util.lock_util")
 LOCK_FILE = "lock_util.py"
 # The TensorFlow versions whose session and lock it was written for (low <= version < high), and tested on.
-LOW, HIGH, TESTED = (1, 13), (2, 16), "1.15.5"
+LOW, HIGH, TESTED = (1, 13), (2, 16), "1.15.5, 2.15.1 (tf.compat.v1)"
 
 
 def turned_on():
