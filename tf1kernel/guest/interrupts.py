@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 VARIABLE = "TF1KERNEL_HOLD_INTERRUPTS"  # "0" turns the guard off (constants.HOLD_INTERRUPTS_VARIABLE)
 LEFT_OUT_LINE = "tf1kernel-guest: left out"  # constants.LEFT_OUT_LINE (this module also runs alone)
@@ -30,6 +31,7 @@ PACKAGES = ("tensorflow_core", "tensorflow")
 GUARDED_MODULES = ("python.client.session", "python.framework.ops", "python.util.lock_util")
 LOCK_FILE = "lock_util.py"
 # The TensorFlow versions whose session and lock it was written for (low <= version < high), and tested on.
+MOST_HELD_SECONDS = 1.0  # after this, a held interrupt is raised wherever the main thread is
 LOW, HIGH, TESTED = (1, 13), (2, 16), "1.15.5, 2.15.1 (tf.compat.v1)"
 
 
@@ -55,13 +57,17 @@ class InterruptGuard:
 
     def __init__(self):
         self.held_until = None  # the frame whose return raises the KeyboardInterrupt held back
+        self.held_since = 0.0
         self.guarded_files = frozenset()
         self.told = False
 
     def __call__(self, signum, frame):
         __tracebackhide__ = True
         if self.held_until is not None and on_stack(self.held_until, frame):
-            return  # one held back already: a second press is the same interrupt, as one KeyboardInterrupt
+            if time.monotonic() - self.held_since < MOST_HELD_SECONDS:
+                return  # one held back already: a second press is the same interrupt, as one KeyboardInterrupt
+            self.release()  # held too long: its frame's return was not seen; never lose an interrupt
+            raise KeyboardInterrupt
         self.held_until = None
         outermost = self.outermost_guarded_frame(frame)
         if outermost is None or sys.gettrace() not in (None, untraced):  # a debugger's tracer: as Python would
@@ -113,7 +119,13 @@ class InterruptGuard:
         if frame.f_back is not None and (frame.f_code.co_name == "__enter__" or
                                          frame.f_code.co_filename.endswith(LOCK_FILE)):
             frame, events = frame.f_back, ("line", "return")
-        self.held_until = frame
+        self.held_until, self.held_since = frame, time.monotonic()
+        main = threading.get_ident()
+        # A safety net: if the frame's return is not seen (a tracer replaced ours), SIGINT again: that one is raised.
+        timer = threading.Timer(MOST_HELD_SECONDS, lambda: self.held_until is frame and signal.pthread_kill(
+            main, signal.SIGINT))
+        timer.daemon = True
+        timer.start()
 
         def on_event(traced, event, _arg):
             __tracebackhide__ = True
@@ -128,6 +140,13 @@ class InterruptGuard:
         if hasattr(frame, "f_trace_lines"):  # Python 3.7+: line events only where they are wanted
             frame.f_trace_lines = "line" in events
         sys.settrace(untraced)
+
+
+    def release(self):
+        if self.held_until is not None:
+            self.held_until.f_trace = None
+        self.held_until = None
+        sys.settrace(None)
 
 
 def untraced(_frame, _event, _arg):
