@@ -217,14 +217,20 @@ class GuardAfterTensorFlowImport:
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = GuardingLoader(spec.loader)
-                return spec
-        return None
+        return spec_with_loader(self, name, path, target, GuardingLoader)
+
+
+def spec_with_loader(asking, name, path, target, wrap):
+    """The spec the finders after `asking` give for name, its loader wrapped; None if they have none. (The guest's
+    other import hooks use it too: tf_import.py.)"""
+    for finder in sys.meta_path:
+        if finder is asking or not hasattr(finder, "find_spec"):
+            continue
+        spec = finder.find_spec(name, path, target)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = wrap(spec.loader)
+            return spec
+    return None
 
 
 class GuardingLoader:

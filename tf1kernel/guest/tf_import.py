@@ -9,6 +9,7 @@ import sys
 
 from .avx import guarding
 from .constants import PRELOAD_TENSORFLOW_VARIABLE, QUIET_DEPRECATIONS_VARIABLE
+from .interrupts import spec_with_loader
 
 # The modules that hold TensorFlow's deprecation switches, in TF 1.15 (tensorflow_core) and TF 2.x; and TF 1.15's
 # package, whose lazy `contrib` warns at its first use that it "will not be included in TensorFlow 2.0".
@@ -33,18 +34,6 @@ class QuietDeprecations(importlib.abc.MetaPathFinder):
         if name not in TENSORFLOW_SWITCHES or os.environ.get(QUIET_DEPRECATIONS_VARIABLE, "1") == "0":
             return None
         return spec_with_loader(self, name, path, target, lambda loader: QuietLoader(loader, TENSORFLOW_SWITCHES[name]))
-
-
-def spec_with_loader(asking, name, path, target, wrap):
-    """The spec the finders after `asking` give for name, its loader wrapped; None if they have none."""
-    for finder in sys.meta_path:
-        if finder is asking or not hasattr(finder, "find_spec"):
-            continue
-        spec = finder.find_spec(name, path, target)
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = wrap(spec.loader)
-            return spec
-    return None
 
 
 class QuietLoader(importlib.abc.Loader):
