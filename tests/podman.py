@@ -64,8 +64,11 @@ class PodmanEngine:
 
     def _podman(self) -> list[str]:
         # overlay, as users have it: Podman picks vfs for a new rootless store here, which tf1kernel explains.
+        # Its own tmpdir and network folder too: `system reset` (stop) empties them, and rootful engines share
+        # /run/libpod by default, where conmon writes exit codes (another engine's then report -1 for each exit).
         return ["podman", "--root", str(self.root / "storage"), "--runroot", str(self.root / "run"),
-                "--storage-driver", "overlay"]
+                "--tmpdir", str(self.root / "libpod"), "--network-config-dir", str(self.root / "networks"),
+                "--volumepath", str(self.root / "volumes"), "--storage-driver", "overlay"]
 
     def _environment(self) -> dict[str, str]:
         env = {**os.environ, "CONTAINERS_CONF": str(self.root / "containers.conf")}

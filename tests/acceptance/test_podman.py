@@ -33,6 +33,7 @@ from tests.kernels import (
     wait_reply,
 )
 from tests.podman import PodmanEngine
+from tests.runs import TRAINING_LOOP, interrupt_training, start_run, tf1kernel_run
 from tf1kernel.engine.spec import CONTAINER_PORTS
 from tf1kernel.guest.constants import TENSORBOARD_PORT
 
@@ -224,3 +225,21 @@ def test_the_readme_podman_steps_work_as_written(rootless: bool, jupyter_dirs: P
     finally:
         engine.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_tf1kernel_run_through_podman(podman: PodmanEngine, podman_kernel: str, tmp_path: Path) -> None:
+    """A script as a kernel of the kernelspec would run it: the folder, the user's files, TensorFlow, the exit code
+    and stderr apart; then Ctrl-C in a training loop, whose `except KeyboardInterrupt` still uses the session."""
+    (tmp_path / "job.py").write_text("import os, sys, tensorflow as tf\nopen('from-run.txt', 'w').write('x')\n"
+                                     "print(os.getcwd(), tf.Session().run(tf.constant(6) * 7))\n"
+                                     "print('to stderr', file=sys.stderr)\nsys.exit(3)\n")
+    done = tf1kernel_run(podman_kernel, "python", "job.py", cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.splitlines()[-1] == f"{tmp_path} 42" and "to stderr" in done.stderr
+    assert (tmp_path / "from-run.txt").stat().st_uid == os.getuid()
+    (tmp_path / "loop.py").write_text(TRAINING_LOOP)
+    process = start_run(podman_kernel, "python", "loop.py", cwd=tmp_path)
+    _, out, err = interrupt_training(process)
+    assert process.returncode == 5, err
+    assert "interrupted after True" in out
+    assert podman.containers() == []

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from tf1kernel.engine import probes
 from tf1kernel.engine.connection import EngineInfo
 from tf1kernel.engine.probes import _AMD64_CODE, AVX_USABLE, static_elf
 from tf1kernel.errors import CpuLacksAvx, ImageMissing, InvalidOption
@@ -241,6 +242,9 @@ RLIMIT = ("cannot run: crun: error setting rlimits for ready process: error sett
     ("arm64", "cannot run: exec /probe: exec format error", "PlatformUnsupported", ["qemu-user-static"]),
     ("amd64", "cannot run: failed to create cgroup: no such file", "ContainerStartError", ["cgroup_manager"]),
     ("amd64", "cannot run: something new", "ContainerStartError", ["its own architecture", "engine's log"]),
+    ("amd64", probes.why_not_run(probes.Run(probes.EXIT_CODE_LOST)), "ContainerStartError",
+     ["exit codes", "restart the engine", "/run/libpod"]),
+    ("arm64", probes.why_not_run(probes.Run(probes.EXIT_CODE_LOST)), "ContainerStartError", ["restart the engine"]),
 ])
 def test_a_failed_probe_names_its_true_cause(arch: str, detail: str, kind: str, phrases: list[str]) -> None:
     from tf1kernel.engine.probes import cannot_run

@@ -183,25 +183,35 @@ def probe_architecture(client: docker.DockerClient, arch: str, prefix: tuple[str
     run = run_probe(client, arch, prefix, mounts)
     if arch == "arm64":
         runs = run.exit_code == ARM64_RAN
-        return EmulationFacts(arch, runs, None, "runs" if runs else _not_run(run))
+        return EmulationFacts(arch, runs, None, "runs" if runs else why_not_run(run))
     runs = run.exit_code is not None and run.exit_code & ~15 == RAN_MARK
     if not runs:
-        return EmulationFacts(arch, False, None, _not_run(run))
+        return EmulationFacts(arch, False, None, why_not_run(run))
     avx = run.exit_code == AVX_USABLE
     detail = "AVX visible" if avx else ("the CPU offers AVX but the OS has not enabled it"
                                         if run.exit_code is not None and run.exit_code & 2 else "no AVX")
     return EmulationFacts(arch, True, avx, detail)
 
 
-def _not_run(run: Run) -> str:
+def why_not_run(run: Run) -> str:
     if run.error:
         return f"cannot run: {run.error}"
+    if run.exit_code == EXIT_CODE_LOST:
+        return f"cannot run: {LOST_EXIT_CODE}"
     return f"cannot run (exit code {run.exit_code}; no emulator registered for it?)"
 
+
+# Podman's answer for an exit it has no record of (conmon's exit file is gone: its tmpdir was emptied, by a
+# `podman system reset` of another store that shares it, or by a reboot under a running service).
+EXIT_CODE_LOST = -1
+LOST_EXIT_CODE = "the engine lost the probe container's exit code (it reported -1)"
 
 # Why an engine may fail to start any container, as its error says it, with the fix. Checked before
 # concluding that an architecture needs an emulator: the probe is often the first container an engine starts.
 ENGINE_FAILURES = (
+    ((LOST_EXIT_CODE,), "the engine does not keep its containers' exit codes",
+     "restart the engine (Podman: `podman system service`, or `systemctl restart podman.socket`); engines that "
+     "share a tmpdir (/run/libpod) must not be reset while the others run"),
     (("rlimit", "ulimit"), "the engine cannot apply its default resource limits (ulimits) on this host",
      "lower the engine's default limits to what this host allows (`ulimit -Hn`, `ulimit -Hu`): Podman: "
      "`default_ulimits = [\"nofile=N:N\", \"nproc=M:M\"]` under [containers] in containers.conf, then restart "
