@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import signal
 import sys
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +95,53 @@ def test_a_reported_interrupt_ends_in_the_users_code_not_in_the_guard(fake_tenso
     shown = interrupts.without_guard_frames(trace)
     assert shown.tb_frame.f_code.co_name == "test_a_reported_interrupt_ends_in_the_users_code_not_in_the_guard"
     assert shown.tb_next is None
+
+
+def test_the_safety_net_holds_once_more_then_raises_where_it_is(fake_tensorflow: types.ModuleType,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """A held interrupt whose frame's return is not seen (its trace function was taken): the net's SIGINT traces the
+    frame once more (and says so on stderr), and the net's next SIGINT raises it wherever the main thread is."""
+    guard = interrupts.InterruptGuard()
+    seen = []
+
+    def net() -> None:  # what the timer does, at once
+        guard.net_for = guard.held_until
+        guard(signal.SIGINT, sys._getframe())
+
+    def interrupted_inside(frame: types.FrameType) -> None:
+        guard(signal.SIGINT, frame)
+        frame.f_trace = None  # a tracer took ours
+        net()
+        seen.append("held once more")
+        frame.f_trace = None
+        net()
+        seen.append("never")
+
+    with pytest.raises(KeyboardInterrupt):
+        fake_tensorflow.run(interrupted_inside)
+    assert seen == ["held once more"] and guard.held_until is None
+    said = capfd.readouterr().err
+    assert "interrupt-guard: the interrupt held until run (session.py:4) returns was not raised" in said, said
+
+
+def test_the_safety_nets_late_signal_is_not_a_second_interrupt(fake_tensorflow: types.ModuleType) -> None:
+    """The net's SIGINT that lands after its interrupt was raised (the frame returned meanwhile) is ignored."""
+    guard = interrupts.InterruptGuard()
+    with pytest.raises(KeyboardInterrupt):
+        fake_tensorflow.run(lambda frame: guard(signal.SIGINT, frame))
+    guard.net_for = object()  # the timer's, sent for the frame that has returned
+    guard(signal.SIGINT, sys._getframe())  # no KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):  # and a press after it is one
+        guard(signal.SIGINT, sys._getframe())
+
+
+def test_a_held_frame_that_returns_in_time_gets_no_net_signal(fake_tensorflow: types.ModuleType,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = []
+    monkeypatch.setattr(interrupts, "MOST_HELD_SECONDS", 0.05)
+    monkeypatch.setattr(interrupts.signal, "pthread_kill", lambda *args: sent.append(args))
+    guard = interrupts.InterruptGuard()
+    with pytest.raises(KeyboardInterrupt):
+        fake_tensorflow.run(lambda frame: guard(signal.SIGINT, frame))
+    time.sleep(0.2)
+    assert sent == [] and guard.net_for is None

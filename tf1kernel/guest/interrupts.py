@@ -25,13 +25,14 @@ import time
 
 VARIABLE = "TF1KERNEL_HOLD_INTERRUPTS"  # "0" turns the guard off (constants.HOLD_INTERRUPTS_VARIABLE)
 LEFT_OUT_LINE = "tf1kernel-guest: left out"  # constants.LEFT_OUT_LINE (this module also runs alone)
+GUEST_LINE = "tf1kernel-guest:"
 # The modules whose code an interrupt must not cut short, under TF 1.15's package (tensorflow_core) and under
 # `tensorflow` (TF 1.14 and 2.x, whose tf.compat.v1 sessions share the lock).
 PACKAGES = ("tensorflow_core", "tensorflow")
 GUARDED_MODULES = ("python.client.session", "python.framework.ops", "python.util.lock_util")
 LOCK_FILE = "lock_util.py"
 # The TensorFlow versions whose session and lock it was written for (low <= version < high), and tested on.
-MOST_HELD_SECONDS = 1.0  # after this, a held interrupt is raised wherever the main thread is
+MOST_HELD_SECONDS = 1.0  # after this, a held interrupt is held once more (traced anew), then raised where it is
 LOW, HIGH, TESTED = (1, 13), (2, 16), "1.15.5, 2.15.1 (tf.compat.v1)"
 
 
@@ -58,21 +59,39 @@ class InterruptGuard:
     def __init__(self):
         self.held_until = None  # the frame whose return raises the KeyboardInterrupt held back
         self.held_since = 0.0
+        self.net_for = None  # the held frame the safety net's SIGINT is for (it sets this before sending)
+        self.held_again = False  # the net found the held frame on the stack once already
         self.guarded_files = frozenset()
         self.told = False
 
     def __call__(self, signum, frame):
         __tracebackhide__ = True
+        net_for, self.net_for = self.net_for, None
         if self.held_until is not None and on_stack(self.held_until, frame):
-            if time.monotonic() - self.held_since < MOST_HELD_SECONDS:
+            if net_for is None and time.monotonic() - self.held_since < MOST_HELD_SECONDS:
                 return  # one held back already: a second press is the same interrupt, as one KeyboardInterrupt
-            self.release()  # held too long: its frame's return was not seen; never lose an interrupt
+            if net_for is self.held_until and not self.held_again:
+                # Its frame's return was not seen, and the frame still runs: its trace function was taken (by
+                # a tracer that replaced ours). Trace it once more; if that fails too, raise it where it is.
+                self.tell_held_again(self.held_until)
+                self.held_again = True
+                self.hold_until_return(self.held_until, self.held_events)
+                return
+            self.release()  # never lose an interrupt
             raise KeyboardInterrupt
-        self.held_until = None
+        if net_for is not None:
+            return  # the net's SIGINT for an interrupt that its frame raised meanwhile
+        self.held_until, self.held_again = None, False
         outermost = self.outermost_guarded_frame(frame)
         if outermost is None or sys.gettrace() not in (None, untraced):  # a debugger's tracer: as Python would
             raise KeyboardInterrupt
         self.hold_until_return(outermost)
+
+    def tell_held_again(self, frame):
+        os.write(2, ("%s interrupt-guard: the interrupt held until %s (%s:%d) returns was not raised within %.0f s "
+                     "(the tracer now: %r); held once more\n" % (
+                         GUEST_LINE, frame.f_code.co_name, os.path.basename(frame.f_code.co_filename),
+                         frame.f_lineno, MOST_HELD_SECONDS, sys.gettrace())).encode())
 
     def outermost_guarded_frame(self, frame):
         files = self.files()
@@ -107,7 +126,7 @@ class InterruptGuard:
                              LEFT_OUT_LINE, version[0], version[1], LOW[0], LOW[1], HIGH[0], HIGH[1],
                              TESTED)).encode())
 
-    def hold_until_return(self, frame):
+    def hold_until_return(self, frame, events=None):
         """Raise KeyboardInterrupt as frame returns, through a trace function on that frame alone (the global one
         answers None: new calls are not traced), removed as it fires.
 
@@ -115,15 +134,21 @@ class InterruptGuard:
         KeyboardInterrupt there would keep `with` from running its block, and so from releasing what __enter__
         took. Then it is raised in the caller, at its next line (inside the `with` block, whose exit releases)
         or as it returns."""
-        events = ("return",)
-        if frame.f_back is not None and (frame.f_code.co_name == "__enter__" or
-                                         frame.f_code.co_filename.endswith(LOCK_FILE)):
-            frame, events = frame.f_back, ("line", "return")
-        self.held_until, self.held_since = frame, time.monotonic()
+        if events is None:
+            events = ("return",)
+            if frame.f_back is not None and (frame.f_code.co_name == "__enter__" or
+                                             frame.f_code.co_filename.endswith(LOCK_FILE)):
+                frame, events = frame.f_back, ("line", "return")
+        self.held_until, self.held_events, self.held_since = frame, events, time.monotonic()
         main = threading.get_ident()
-        # A safety net: if the frame's return is not seen (a tracer replaced ours), SIGINT again: that one is raised.
-        timer = threading.Timer(MOST_HELD_SECONDS, lambda: self.held_until is frame and signal.pthread_kill(
-            main, signal.SIGINT))
+
+        def safety_net():
+            # If the frame's return is not seen, SIGINT again: the handler holds it once more, then raises it.
+            if self.held_until is frame:
+                self.net_for = frame
+                signal.pthread_kill(main, signal.SIGINT)
+
+        timer = threading.Timer(MOST_HELD_SECONDS, safety_net)
         timer.daemon = True
         timer.start()
 
@@ -140,7 +165,6 @@ class InterruptGuard:
         if hasattr(frame, "f_trace_lines"):  # Python 3.7+: line events only where they are wanted
             frame.f_trace_lines = "line" in events
         sys.settrace(untraced)
-
 
     def release(self):
         if self.held_until is not None:
