@@ -1,9 +1,12 @@
-"""One kernel's container, from its options to its end: the session every entry point drives.
+"""One kernel's container, from its options to its end: the session every entry point drives, in one order.
 
-``request`` (what the caller asks for: folder, environment, session key) → ``prepare`` (the strategy, the
-engine's checks and the placement: tf1kernel.planning and tf1kernel.placement) → ``start`` → ``connect`` → ``stop``.
-The provisioner runs these steps in worker threads for jupyter_client; the argv launcher and doctor call them
-directly. A session lasts across its kernel's restarts: where the kernel runs is decided at the first start.
+``KernelSession.request`` (what the caller asks for: folder, environment, session key, the frontend's ports) gives a
+:class:`Requested`; its ``prepare`` (the strategy, the engine's checks and the placement: tf1kernel.planning and
+tf1kernel.placement) gives a :class:`Prepared`, which starts a kernel (then :class:`Started`'s ``connect``),
+runs a command (``command``, `tf1kernel run`) or says what would run where (``describe``: doctor, and run's first
+line). Each step is a method of what the step before returned, so no caller can take them in another order. The
+provisioner runs them in worker threads for jupyter_client; the argv launcher, run and doctor call them directly.
+A session lasts across its kernel's restarts: where the kernel runs is decided at its first prepare.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from requests.exceptions import RequestException
 from tf1kernel.config.options import KernelOptions
 from tf1kernel.config.workdir import parse_mount
 from tf1kernel.engine import connection as engine
+from tf1kernel.engine.command import Command, CommandRequest
 from tf1kernel.engine.container import KernelContainer
-from tf1kernel.engine.images import image_present
+from tf1kernel.engine.images import check_image, image_present
 from tf1kernel.engine.orphans import owner_labels, reap_once
-from tf1kernel.engine.spec import ContainerSpec, Lifetime, Limits, Messages, Network
+from tf1kernel.engine.spec import ContainerSpec, Limits, Messages, Network
 from tf1kernel.errors import InvalidOption
 from tf1kernel.guest.constants import (
     HOLD_INTERRUPTS_VARIABLE,
@@ -35,7 +39,8 @@ from tf1kernel.guest.constants import (
     QUIET_DEPRECATIONS_VARIABLE,
 )
 from tf1kernel.images import registry
-from tf1kernel.placement.base import Placement, PortChooser, any_free_ports
+from tf1kernel.placement import command_standbys
+from tf1kernel.placement.base import Fit, Placement, PortChooser, any_free_ports
 from tf1kernel.placement.choice import placement_for
 from tf1kernel.planning import plan, strategies
 
@@ -52,22 +57,26 @@ class KernelSpec(Protocol):
 
 
 class KernelSession:
-    """One kernel (across its restarts): what it runs, where, and its container while it runs."""
+    """One kernel (across its restarts), or one command: what it runs, where, and its container while it runs."""
 
     def __init__(self, options: KernelOptions, kernel_id: str, kernelspec_name: str = "",
                  kernelspec_env: Iterable[str] = (), logger: logging.Logger = log,
-                 choose_kernel_ports: PortChooser = any_free_ports, probes_on_disk: bool = False) -> None:
+                 choose_kernel_ports: PortChooser = any_free_ports, probes_on_disk: bool = False,
+                 installed_tensorflow: str = "") -> None:
         self.options = options
         self.kernel_id = kernel_id
         self.kernelspec_name = kernelspec_name
         self.kernelspec_env = frozenset(kernelspec_env)
         self.log = logger
         self.choose_kernel_ports = choose_kernel_ports
+        # What `tf1kernel install` found in a user's image (its kernel.json records it): the image has no label.
+        self.installed_tensorflow = installed_tensorflow
         self.client: docker.DockerClient | None = None
         self.info: engine.EngineInfo | None = None
-        self.placement: Placement | None = None  # decided once (place), from the engine
+        self.placement: Placement | None = None  # decided once, at the first prepare, from the engine
+        # What the steps decided last, for those who ask between them (the provisioner's properties).
+        self.spec: ContainerSpec | None = None  # what the next start runs, or the one that runs
         self.choice: strategies.Choice | None = None  # the strategy behind the last prepare, and why
-        self.spec: ContainerSpec | None = None  # what the next start runs
         self.container: KernelContainer | None = None
         self.started_once = False
         # What the engine's probes found is kept for the next processes too: commands run back to back.
@@ -80,16 +89,18 @@ class KernelSession:
         config = kernel_spec.metadata.get("kernel_provisioner", {}).get("config", {})
         options = KernelOptions(kernel_spec=kernel_spec, **config)
         return cls(options, kernel_id or str(uuid.uuid4()), kernelspec_name(kernel_spec), kernel_spec.env,
-                   probes_on_disk=probes_on_disk)
+                   probes_on_disk=probes_on_disk,
+                   installed_tensorflow=kernel_spec.metadata.get("tf1kernel", {}).get("tensorflow", ""))
 
-    # -- the steps -------------------------------------------------------------
+    # -- the first step, and what ends a kernel ----------------------------------
 
     def request(self, working_dir: str, caller_env: dict[str, str], session_key: bytes,
                 signature_scheme: str = "hmac-sha256", kernel_arguments: Iterable[str] = (), notice: str = "",
-                network: Network | None = None, lifetime: Lifetime | None = None) -> ContainerSpec:
+                network: Network | None = None, frontend_ports: dict[str, int] | None = None) -> Requested:
         """What the caller asks for, checked against the options. notice: why its previous kernel died. network:
-        the ports it holds (a restart's, or a frontend's fixed ones), which the placement builds on. lifetime:
-        whether the kernel ends with the caller (the argv launcher)."""
+        the ports it holds (a restart's), which the placement builds on. frontend_ports: the ports a frontend
+        chose (the argv launcher's connection file); the kernel then ends with its caller where the placement
+        allows it, and by its lease where not."""
         options = self.options
         if options.command_prefix and not options.python.startswith("/"):
             raise InvalidOption(f"With a command_prefix, `python` must be an absolute path, not {options.python!r}: "
@@ -119,61 +130,8 @@ class KernelSession:
             limits=Limits(options.memory, int(options.cpus * 1e9)),
             messages=Messages(notice=notice),
             network=network or Network(),
-            lifetime=lifetime or Lifetime(),
         )
-        return self.spec
-
-    def place(self) -> Placement:
-        """Where the kernel runs, decided once from the engine and kept across restarts."""
-        if self.placement is None:
-            client, info = self.engine()
-            self.placement = placement_for(self.options, info, self.choose_kernel_ports, self.kernelspec_name,
-                                           self.log, client)
-        return self.placement
-
-    def prepare(self) -> ContainerSpec:
-        """The requested spec as it starts on this engine, in this session's placement."""
-        assert self.spec is not None, "request comes first"
-        client, info = self.engine()
-        self.spec, self.choice = plan.resolve(self.options, client, info, self.spec, self.place(),
-                                              self.kernelspec_name, self.started_once, self.log, self.probes_on_disk)
-        if self.options.pull == "missing":
-            self.spec = pulled_if_missing(client, self.spec, self.log)
-        return self.spec
-
-    def check(self) -> strategies.Choice:
-        """What a start would run, checked against the engine as a start checks it, without placing or
-        starting anything (`tf1kernel install`)."""
-        assert self.spec is not None, "request comes first"
-        client, info = self.engine()
-        self.choice = plan.decide(self.options, client, info, self.spec, self.started_once, self.log,
-                                  self.probes_on_disk)
-        return self.choice
-
-    def start(self) -> KernelContainer:
-        """Start the prepared spec; the container runs when this returns."""
-        assert self.spec is not None and self.placement is not None, "prepare comes first"
-        client, _ = self.engine()
-        self.container = self.placement.start(client, self.spec)
-        return self.container
-
-    def connect(self) -> dict[str, int]:
-        """The ports of this machine's loopback the kernel's clients use."""
-        assert self.spec is not None and self.placement is not None and self.container is not None
-        ports = self.placement.connect(self.container, self.spec)
-        self.started_once = True
-        return ports
-
-    def launch(self) -> dict[str, int]:
-        """prepare, start and connect, after removing what dead Jupyter processes left on this engine."""
-        client, _ = self.engine()
-        try:
-            reap_once(client, self.options.docker_host, self.log)
-        except (DockerException, RequestException) as exc:
-            self.log.warning("tf1kernel: could not look for orphaned kernel containers: %s", exc)
-        self.prepare()
-        self.start()
-        return self.connect()
+        return Requested(self, self.spec, dict(frontend_ports) if frontend_ports else None)
 
     def stop(self) -> None:
         """Close the way to the kernel and remove its container (it may be gone already)."""
@@ -188,7 +146,22 @@ class KernelSession:
         if self.placement is not None:
             self.placement.forget()
 
+    def adopt(self, container_id: str, host_ports: dict[str, int]) -> KernelContainer:
+        """The container of a kernel started by an earlier process of this machine's user (saved state)."""
+        client, _ = self.engine()
+        self.container = KernelContainer(client, container_id, host_ports)
+        self.started_once = True
+        return self.container
+
     # -- what the steps use ----------------------------------------------------
+
+    def place(self) -> Placement:
+        """Where the kernel runs, decided once from the engine and kept across restarts."""
+        if self.placement is None:
+            client, info = self.engine()
+            self.placement = placement_for(self.options, info, self.choose_kernel_ports, self.kernelspec_name,
+                                           self.log, client)
+        return self.placement
 
     def engine(self) -> tuple[docker.DockerClient, engine.EngineInfo]:
         """The options' engine, connected once per session (and shared by the sessions of one process)."""
@@ -196,6 +169,13 @@ class KernelSession:
             self.client, self.info = engine.shared(self.options.docker_host or None,
                                                    self.options.docker_context or None)
         return self.client, self.info
+
+    def engine_answers(self) -> bool:
+        """Whether the session's engine answers now (False before the session has reached it once)."""
+        try:
+            return self.client is not None and bool(self.client.api.ping())
+        except (DockerException, RequestException):
+            return False
 
     def engine_description(self) -> str:
         """The engine in the user's terms: docker_host's URL, or the context's name."""
@@ -211,6 +191,133 @@ class KernelSession:
             PRELOAD_TENSORFLOW_VARIABLE: "1" if self.options.preload_tensorflow else "0",
             HOLD_INTERRUPTS_VARIABLE: "1" if self.options.hold_interrupts else "0",
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class Requested:
+    """What the caller asked for; next, prepare it (or only check it, without placing anything: install)."""
+
+    session: KernelSession
+    spec: ContainerSpec
+    frontend_ports: dict[str, int] | None = None
+
+    def check(self) -> strategies.Choice:
+        """What a start would run, checked against the engine as a start checks it, without placing or
+        starting anything (`tf1kernel install`)."""
+        session = self.session
+        client, info = session.engine()
+        session.choice = plan.decide(session.options, client, info, self.spec, session.started_once, session.log,
+                                     session.probes_on_disk)
+        return session.choice
+
+    def prepare(self) -> Prepared:
+        """The requested spec as it starts on this engine, in the session's placement."""
+        session = self.session
+        client, info = session.engine()
+        placement = session.place()
+        spec = self.spec
+        if self.frontend_ports is not None:
+            # The placement says how the frontend's ports are reached (bound by the kernel, published by the
+            # engine, or a tunnel's end) and whether the kernel ends with its caller or with its lease.
+            network, lifetime = placement.for_frontend(self.frontend_ports)
+            spec = dataclasses.replace(spec, network=network, lifetime=lifetime or spec.lifetime)
+        spec, choice = plan.resolve(session.options, client, info, spec, placement, session.kernelspec_name,
+                                    session.started_once, session.log, session.probes_on_disk)
+        if session.options.pull == "missing":
+            spec = pulled_if_missing(client, spec, session.log)
+        session.spec, session.choice = spec, choice
+        return Prepared(session, spec, choice, placement, self.frontend_ports)
+
+    def launch(self) -> dict[str, int]:
+        """A kernel's whole start: prepare, start and connect, after removing what dead Jupyter processes left
+        on this engine. The ports of this machine's loopback its clients use."""
+        session = self.session
+        client, _ = session.engine()
+        try:
+            reap_once(client, session.options.docker_host, session.log)
+        except (DockerException, RequestException) as exc:
+            session.log.warning("tf1kernel: could not look for orphaned kernel containers: %s", exc)
+        return self.prepare().start().connect()
+
+
+@dataclasses.dataclass(frozen=True)
+class Description:
+    """What a kernel or command of a session runs, and where, as a person reads it (doctor; run's first line)."""
+
+    image: str
+    image_id: str
+    runs: str  # "TensorFlow 1.15.5, native linux/amd64"
+    strategy: str
+    reason: str  # why this strategy (auto's choice, or the kernelspec's)
+    auto: bool  # auto chose it
+    engine: str  # the engine in the user's terms
+    remote: bool  # the engine is not this machine's: its folders are the engine's
+    fit: Fit  # whether the placement can take it, and where
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A spec ready to start in its placement: start a kernel, run a command, or describe what would run."""
+
+    session: KernelSession
+    spec: ContainerSpec
+    choice: strategies.Choice
+    placement: Placement
+    frontend_ports: dict[str, int] | None = None
+
+    def start(self) -> Started:
+        """Start the kernel; its container runs when this returns."""
+        client, _ = self.session.engine()
+        if self.frontend_ports is not None:
+            self.placement.listen_for_frontend(self.frontend_ports, self.spec)
+        self.session.container = self.placement.start(client, self.spec)
+        return Started(self.session, self.spec, self.placement, self.session.container)
+
+    def describe(self) -> Description:
+        """What runs where; fails early, with the fix, when the image is absent or of another architecture."""
+        client, info = self.session.engine()
+        image_id = check_image(client, self.spec)
+        tensorflow = (strategies.labelled_tensorflow(client, self.spec.image) or self.choice.tensorflow
+                      or self.session.installed_tensorflow)
+        return Description(self.spec.image, image_id, strategies.runs_description(tensorflow, self.spec.platform, info),
+                           self.choice.strategy, self.choice.reason, self.session.options.strategy == "auto",
+                           self.session.engine_description(), info.remote, self.placement.fits(client, self.spec))
+
+    def command(self, request: CommandRequest, image_id: str) -> Command:
+        """`tf1kernel run`'s command where a kernel would run: a standby's, when the kernelspec keeps them and
+        one waits, or a container of its own, created (not started). Leave a standby for the next one with
+        leave_standby once this one is done."""
+        client, _ = self.session.engine()
+        standby = self.standby_for(request, image_id)
+        claimed = standby and command_standbys.claim(client, standby, self.spec, request)
+        return claimed or self.placement.command(client, self.spec, request)
+
+    def leave_standby(self, request: CommandRequest, image_id: str) -> None:
+        """After a command: a standby for the next one of the same request, made in the background."""
+        standby = self.standby_for(request, image_id)
+        if standby is not None:
+            command_standbys.make_in_background(standby, self.session.options.docker_host,
+                                                self.session.options.docker_context)
+
+    def standby_for(self, request: CommandRequest, image_id: str) -> command_standbys.StandbyPlan | None:
+        return command_standbys.standby_for(self.session.engine()[0], self.placement, self.spec, request, image_id,
+                                            self.session.options.run_standby)
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """A kernel's running container; next, connect this machine to it."""
+
+    session: KernelSession
+    spec: ContainerSpec
+    placement: Placement
+    container: KernelContainer
+
+    def connect(self) -> dict[str, int]:
+        """The ports of this machine's loopback the kernel's clients use."""
+        ports = self.placement.connect(self.container, self.spec)
+        self.session.started_once = True
+        return ports
 
 
 def pulled_if_missing(client: docker.DockerClient, spec: ContainerSpec, log: logging.Logger) -> ContainerSpec:

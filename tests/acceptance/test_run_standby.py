@@ -55,8 +55,8 @@ def standby_kernel(tf1_kernel: str, jupyter_dirs: Path, docker_client: docker.Do
 
 
 def makers_running() -> bool:
-    """Whether a process making a standby (command_standby.make_in_background) still runs."""
-    return any("tf1kernel.engine.command_standby" in " ".join(process.info["cmdline"] or [])
+    """Whether a process making a standby (command_standbys.make_in_background) still runs."""
+    return any("tf1kernel.placement.command_standbys" in " ".join(process.info["cmdline"] or [])
                for process in psutil.process_iter(["cmdline"]))
 
 

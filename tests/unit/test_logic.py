@@ -229,7 +229,7 @@ def test_a_kernelspec_session_has_the_options_of_its_kernel_json() -> None:
     kernel_spec.resource_dir = "/k/tf1-lab"
     session = KernelSession.for_kernelspec(kernel_spec, "k1")
     assert (session.options.image, session.options.memory, session.kernelspec_name) == ("lab/tf1:1", "2g", "tf1-lab")
-    spec = session.request("/work/project", {"LANG": "C", "HOME": "/h", "FROM_SPEC": "1"}, session_key=b"key")
+    spec = session.request("/work/project", {"LANG": "C", "HOME": "/h", "FROM_SPEC": "1"}, session_key=b"key").spec
     assert (spec.image, spec.limits.memory, spec.kernel_id, spec.working_dir) == ("lab/tf1:1", "2g", "k1",
                                                                                  "/work/project")
     assert {"LANG": "C", "FROM_SPEC": "1"}.items() <= spec.env.items() and "HOME" not in spec.env

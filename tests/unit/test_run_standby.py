@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tf1kernel.engine.command_standby import BOOT, PROGRAM, claimable
+from tf1kernel.engine.command_standby import BOOT, PROGRAM
+from tf1kernel.placement.command_standbys import claimable
 
 PROBE = ("import sys\nprint('preloaded', 'tensorflow' in sys.modules)\n"
          "print(sys.argv, sys.path, __file__, __name__, sorted(globals()))\n")

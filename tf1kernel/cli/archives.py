@@ -9,11 +9,11 @@ from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from tf1kernel.cli.common import add_engine_arguments, connect, err, out
+from tf1kernel.cli.common import Commands, add_engine_arguments, connect, err, out
 from tf1kernel.images import archive
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: Commands) -> None:
     save = commands.add_parser("save", help="write a kernel image to one OCI image archive (for a machine without "
                                             "a registry), with the digest of everything in it; needs skopeo")
     save.add_argument("image", metavar="IMAGE")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -13,16 +12,13 @@ import docker
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
-    SpinnerColumn,
     TextColumn,
-    TimeElapsedColumn,
     TransferSpeedColumn,
 )
 
-from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, connect, out, swarm_ssh
-from tf1kernel.cli.transfers import layer_progress
+from tf1kernel.cli.common import Commands, add_engine_arguments, add_swarm_ssh_argument, connect, out, swarm_ssh
+from tf1kernel.cli.transfers import add_kernel_stack, build_progress, layer_progress
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
 from tf1kernel.engine.images import image_platform
@@ -33,7 +29,7 @@ from tf1kernel.placement import swarm, swarm_images
 from tf1kernel.planning import strategies
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: Commands) -> None:
     build = commands.add_parser("build", help="build a kernel image (default: a native TensorFlow 1.15 for the "
                                               "engine: 1.15.0 on ARM64, the official 1.15.5 on x86-64)")
     build.add_argument("--strategy", choices=["emulated", "source", "prebuilt", "compat"],
@@ -98,12 +94,13 @@ def run_build(args: argparse.Namespace) -> int:
         require_prebuilt(args, "--wheel", "--wheel FILE")
         wheel_recipe = images.wheel_recipe(args.wheel, args.platform)
     client = connect(args)
+    info = engine.describe(client)
     if args.swarm:  # before the build's minutes, not after
         swarm.require_manager(client, "build --swarm")
     platforms = args.platform.split(",") if args.platform else [""]
     if len(platforms) > 1:
-        return build_for_platforms(args, client, platforms, ca_path)
-    tag = build_one(args, client, wheel_recipe, ca_path)
+        return build_for_platforms(args, client, info, platforms, ca_path)
+    tag = build_one(args, client, info, wheel_recipe, ca_path)
     if args.swarm:
         copy_to_swarm(client, tag, args)
     if args.push:
@@ -113,13 +110,13 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_one(args: argparse.Namespace, client: docker.DockerClient, wheel_recipe: images.ImageRecipe | None,
-              ca_path: Path | None) -> str:
+def build_one(args: argparse.Namespace, client: docker.DockerClient, info: engine.EngineInfo,
+              wheel_recipe: images.ImageRecipe | None, ca_path: Path | None) -> str:
     """Build (or find up to date) the image the flags ask for; return its tag."""
     ca_bundle = builder.read_ca_bundle(ca_path) if ca_path else b""
-    recipe = wheel_recipe or build_recipe(args, engine.describe(client))
+    recipe = wheel_recipe or build_recipe(args, info)
     tag = images.check_image_reference(args.tag) if args.tag else recipe.tag
-    require_platform(client, recipe.platform)
+    require_platform(client, info, recipe.platform)
     if recipe.pinned_wheel is not None:
         pinned = recipe.pinned_wheel
         out.print(f"TensorFlow wheel: {pinned.filename} (pinned by sha256)", highlight=False)
@@ -128,7 +125,7 @@ def build_one(args: argparse.Namespace, client: docker.DockerClient, wheel_recip
                   "libraries", highlight=False)
     out.print(f"Building [bold]{tag}[/] ({recipe.summary})")
     out.print(f"pip CA bundle: {ca_path or 'none (pip defaults)'}", highlight=False)
-    with build_display() as on_progress:
+    with build_progress() as on_progress:
         built = builder.build_image(client, recipe, ca_bundle=ca_bundle, tag=tag,
                                    base_image=base_image_for(args.base_image, recipe.platform),
                                    index_url=args.index_url, no_cache=args.no_cache,
@@ -140,8 +137,8 @@ def build_one(args: argparse.Namespace, client: docker.DockerClient, wheel_recip
     return tag
 
 
-def build_for_platforms(args: argparse.Namespace, client: docker.DockerClient, platforms: list[str],
-                        ca_path: Path | None) -> int:
+def build_for_platforms(args: argparse.Namespace, client: docker.DockerClient, info: engine.EngineInfo,
+                        platforms: list[str], ca_path: Path | None) -> int:
     """`build --platform linux/amd64,linux/arm64 --push NAME`: an image per platform, each pushed as NAME-ARCH, and
     NAME a multi-architecture index of them: each machine pulls its own."""
     if not args.push:
@@ -150,8 +147,8 @@ def build_for_platforms(args: argparse.Namespace, client: docker.DockerClient, p
     if args.tag or args.swarm:
         raise InvalidOption("--tag and --swarm name or copy one image; several platforms make several.",
                             "drop them: the images go to the registry as NAME-amd64 and NAME-arm64")
-    built = {platform: build_one(argparse.Namespace(**{**vars(args), "platform": platform}), client, None, ca_path)
-             for platform in platforms}
+    built = {platform: build_one(argparse.Namespace(**{**vars(args), "platform": platform}), client, info, None,
+                                 ca_path) for platform in platforms}
     push_platforms(client, built, args.push, swarm=False)
     return 0
 
@@ -227,21 +224,6 @@ def build_kernel_stack(args: argparse.Namespace, ca_path: Path | None) -> int:
     return 0
 
 
-def add_kernel_stack(client: docker.DockerClient, image: str, platform: str, python: str,
-                     missing: KernelStackMissing, ca_path: Path | None = None,
-                     index_url: str | None = None) -> verify.ImageFacts:
-    """Build the thin image that adds ipykernel to `image`, and verify it."""
-    recipe = images.kernel_stack_recipe(image, platform, missing.tensorflow)
-    out.print(f"{missing.message} Adding tf1kernel's kernel stack in [bold]{recipe.tag}[/]...", highlight=False)
-    ca_path = ca_path or builder.host_pip_ca_bundle()
-    with build_display() as on_progress:
-        builder.build_image(client, recipe, ca_bundle=builder.read_ca_bundle(ca_path) if ca_path else b"",
-                           index_url=index_url, extra_buildargs={"PYTHON": python}, on_progress=on_progress)
-    facts = verify.verify_image(client, recipe.tag, platform, python)
-    out.print(f"[green]built and verified[/] {recipe.tag}: {facts.summary()}", highlight=False)
-    return facts
-
-
 def require_prebuilt(args: argparse.Namespace, flag: str, usage: str) -> None:
     if args.strategy not in (None, "prebuilt"):
         raise InvalidOption(f"{flag} is for the prebuilt strategy, not {args.strategy}.",
@@ -283,34 +265,8 @@ def parse_build_args(pairs: list[str]) -> dict[str, str]:
     return parsed
 
 
-def require_platform(client: docker.DockerClient, platform: str) -> None:
+def require_platform(client: docker.DockerClient, info: engine.EngineInfo, platform: str) -> None:
     """Refuse a build for a platform the engine cannot run, before hours go into it."""
     facts = probes.probe_architecture(client, platform.split("/")[1])
     if not facts.runs:
-        raise probes.cannot_run(facts, engine.describe(client).arch)
-
-
-class build_display:
-    """Progress for a build: a bar over Dockerfile steps on a terminal, plain step lines in logs."""
-
-    def __enter__(self) -> Callable[[builder.BuildProgress], None]:
-        if not out.is_terminal:
-            return self._plain
-        self.progress = Progress(SpinnerColumn(), TextColumn("step"), MofNCompleteColumn(), BarColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.description}"), console=out)
-        self.progress.start()
-        self.task = self.progress.add_task("", total=None)
-        return self._bar
-
-    def __exit__(self, *exc: object) -> None:
-        if out.is_terminal:
-            self.progress.stop()
-
-    def _bar(self, event: builder.BuildProgress) -> None:
-        self.progress.update(self.task, completed=event.step, total=event.steps or None,
-                             description=event.line.strip()[:60])
-
-    @staticmethod
-    def _plain(event: builder.BuildProgress) -> None:
-        if event.line.startswith("Step "):
-            out.print(f"[{event.step}/{event.steps}] {event.line.partition(' : ')[2][:100]}", highlight=False)
+        raise probes.cannot_run(facts, info.arch)

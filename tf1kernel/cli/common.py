@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, Protocol
 
 import docker
 from rich.console import Console
@@ -14,6 +15,12 @@ from tf1kernel.errors import InvalidOption
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, soft_wrap=True)
+
+
+class Commands(Protocol):
+    """What each CLI module's add_parser is given: the subcommands of `tf1kernel` (argparse's add_subparsers())."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

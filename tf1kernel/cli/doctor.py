@@ -21,13 +21,11 @@ from dataclasses import asdict, dataclass
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from tf1kernel.cli.common import add_engine_arguments, err, out
+from tf1kernel.cli.common import Commands, add_engine_arguments, err, out
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
-from tf1kernel.engine.images import check_image
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.jupyter import kernelspec
-from tf1kernel.planning import strategies
 from tf1kernel.session import KernelSession
 
 KERNEL_START_TIMEOUT = 300  # an emulated kernel importing TensorFlow is slow
@@ -140,25 +138,16 @@ def _default_kernel(requested: str | None, names: list[str], info: engine.Engine
 def _kernel_check(name: str) -> Check:
     """What starting this kernel would run (on its own engine), or why it cannot start."""
     try:
-        kernel_spec = KernelSpecManager().get_kernel_spec(name)
-        session = KernelSession.for_kernelspec(kernel_spec, "doctor")
+        session = KernelSession.for_kernelspec(KernelSpecManager().get_kernel_spec(name), "doctor")
         with tempfile.TemporaryDirectory(prefix="tf1kernel-doctor-") as cwd:
-            session.request(cwd, {}, session_key=b"")
-            spec = session.prepare()
-        client, _ = session.engine()
-        check_image(client, spec)
+            described = session.request(cwd, {}, session_key=b"").prepare().describe()
     except Tf1KernelError as exc:
         return Check(f"kernel {name}", False, exc.message, exc.fix)
-    choice = session.choice
-    assert choice is not None
-    tensorflow = (strategies.labelled_tensorflow(client, spec.image) or choice.tensorflow
-                  or kernel_spec.metadata.get("tf1kernel", {}).get("tensorflow", ""))  # install's, for a user's image
-    runs = strategies.runs_description(tensorflow, spec.platform, engine.describe(client))
-    fit = session.place().fits(client, spec)
-    if not fit.ok:
-        return Check(f"kernel {name}", False, fit.detail, fit.fix)
-    where = f"; {fit.detail}" if fit.detail else ""
-    return Check(f"kernel {name}", True, f"runs {runs}; {choice.strategy}: {spec.image}; {choice.reason}{where}")
+    if not described.fit.ok:
+        return Check(f"kernel {name}", False, described.fit.detail, described.fit.fix)
+    where = f"; {described.fit.detail}" if described.fit.detail else ""
+    return Check(f"kernel {name}", True, f"runs {described.runs}; {described.strategy}: {described.image}; "
+                                         f"{described.reason}{where}")
 
 
 def _test_kernel(name: str) -> Check:
@@ -201,7 +190,7 @@ def _collect(message: dict, output: list[str]) -> None:
         output.append(f"{content['ename']}: {content['evalue']}")
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: Commands) -> None:
     doctor_parser = commands.add_parser("doctor", help="check that a TensorFlow 1.15 kernel can work here, "
                                                        "and name the fix for what cannot")
     doctor_parser.add_argument("--kernel", metavar="NAME", help="the kernel to test (default: tf1.15-<this arch>)")

@@ -6,12 +6,12 @@ import argparse
 
 from rich.table import Table
 
-from tf1kernel.cli.common import add_engine_arguments, connect, out
+from tf1kernel.cli.common import Commands, add_engine_arguments, connect, out
 from tf1kernel.engine import command_standby, orphans
 from tf1kernel.placement import swarm
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: Commands) -> None:
     gc = commands.add_parser("gc", help="remove kernel containers whose Jupyter server or launcher is gone, and "
                                         "standbys of `tf1kernel run`")
     gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")

@@ -10,9 +10,8 @@ from typing import Any
 
 import docker
 
-from tf1kernel.cli.build import add_kernel_stack
-from tf1kernel.cli.common import add_engine_arguments, add_swarm_ssh_argument, connect, err, out, swarm_ssh
-from tf1kernel.cli.transfers import layer_progress
+from tf1kernel.cli.common import Commands, add_engine_arguments, add_swarm_ssh_argument, connect, err, out, swarm_ssh
+from tf1kernel.cli.transfers import add_kernel_stack, layer_progress
 from tf1kernel.config.options import STRATEGIES, KernelOptions
 from tf1kernel.engine import connection as engine
 from tf1kernel.engine import networks
@@ -26,7 +25,7 @@ from tf1kernel.planning import strategies
 from tf1kernel.session import KernelSession
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: Commands) -> None:
     install = commands.add_parser("install", help="register the kernel with Jupyter")
     where = install.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="install for the current user only")
@@ -200,8 +199,7 @@ def checked_choice(strategy: str, config: dict[str, Any]) -> strategies.Choice:
     """What a kernel of this config would run, decided and checked by a kernel's own session (the strategy's
     image, the engine runs its platform, with AVX), so that install fails now rather than the first start."""
     session = KernelSession(KernelOptions(strategy=strategy, **config), "install")
-    session.request(os.getcwd(), {}, session_key=b"")
-    return session.check()
+    return session.request(os.getcwd(), {}, session_key=b"").check()
 
 
 def prebuilt_platform(args: argparse.Namespace) -> str:

@@ -7,14 +7,14 @@ import argparse
 from docker.errors import ImageNotFound
 from rich.table import Table
 
-from tf1kernel.cli.common import out
+from tf1kernel.cli.common import Commands, out
 from tf1kernel.engine import connection as engine
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.images import recipes as images
 from tf1kernel.jupyter import kernelspec
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: Commands) -> None:
     listing = commands.add_parser("list", help="show installed tf1kernel kernels and their images")
     listing.set_defaults(run=run_list)
 

@@ -6,11 +6,11 @@ import argparse
 
 from rich.table import Table
 
-from tf1kernel.cli.common import add_engine_arguments, connect, out
+from tf1kernel.cli.common import Commands, add_engine_arguments, connect, out
 from tf1kernel.placement import packages
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: Commands) -> None:
     kept = commands.add_parser("packages", help="the packages `%%pip install` kept for each kernel, per kernelspec")
     kept_commands = kept.add_subparsers(dest="action", metavar="ACTION")
     listing_kept = kept_commands.add_parser("list", help="show them (the default); with an engine, a remote one's")

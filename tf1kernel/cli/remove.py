@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from tf1kernel.cli.common import out
+from tf1kernel.cli.common import Commands, out
 from tf1kernel.jupyter import kernelspec
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: Commands) -> None:
     remove = commands.add_parser("remove", help="unregister tf1kernel kernels")
     remove.add_argument("names", nargs="+", metavar="NAME")
     remove.set_defaults(run=run_remove)

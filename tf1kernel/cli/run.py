@@ -17,22 +17,20 @@ import uuid
 from docker.errors import DockerException
 from requests.exceptions import RequestException
 
-from tf1kernel.cli.common import err
+from tf1kernel.cli.common import Commands, err
 from tf1kernel.cli.terminal import Attached
-from tf1kernel.engine import command_standby, exits, reaper
+from tf1kernel.engine import exits, reaper
 from tf1kernel.engine.command import Command, CommandRequest, Exit, Streams
-from tf1kernel.engine.images import check_image
 from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.errors import EngineUnavailable, InvalidOption
 from tf1kernel.jupyter import kernelspec
 from tf1kernel.placement.base import Placement
-from tf1kernel.planning import strategies
-from tf1kernel.session import KernelSession
+from tf1kernel.session import Description, KernelSession
 
 USAGE = "tf1kernel run [--kernel NAME] [-p PORT] [--no-tty] -- COMMAND [ARGS...]"
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: Commands) -> None:
     run = commands.add_parser("run", usage=USAGE, help="run a command, such as a TF1 script, in a kernel's "
                                                        "TensorFlow 1.15, as it would run here")
     run.add_argument("--kernel", metavar="NAME", help="the kernel whose image and options to use (default: the one "
@@ -59,45 +57,28 @@ def run_command(args: argparse.Namespace) -> int:
     # Commands run back to back: one probe container for them all, not one each (answers kept on disk).
     session = KernelSession.for_kernelspec(kernel_spec_for(args.kernel), f"run-{uuid.uuid4().hex[:12]}",
                                            probes_on_disk=True)
-    placement = session.place()
-    session.request(os.getcwd(), dict(os.environ), session_key=b"")
-    spec = session.prepare()
-    client, _ = session.engine()
-    image_id = check_image(client, spec)
-    tell_where(session, spec)
+    prepared = session.request(os.getcwd(), dict(os.environ), session_key=b"").prepare()
+    described = prepared.describe()
+    tell_where(described, prepared.spec)
     request = CommandRequest(argv, tty=args.tty and sys.stdin.isatty() and sys.stdout.isatty(),
                              publish=tuple(args.publish), terminal_type=os.environ.get("TERM", "xterm"),
-                             same_port_numbers=placement.command_ports_keep_numbers)
-    standby = standby_plan(session, placement, spec, request, image_id)
-    command = (standby and command_standby.claim(client, standby, spec, request)) or placement.command(client, spec,
-                                                                                                       request)
+                             same_port_numbers=prepared.placement.command_ports_keep_numbers)
+    command = prepared.command(request, described.image_id)
     watcher = reaper.start(command.leftovers(), session.options.docker_host, session.options.docker_context)
     attached = Attached(command)
     try:
-        ended = attached.run(lambda: launched(command, placement))
+        ended = attached.run(lambda: launched(command, prepared.placement))
     finally:
-        placement.unpublish()
+        prepared.placement.unpublish()
         with contextlib.suppress(DockerException, RequestException):  # the reaper tries again
             command.remove()
         if watcher.stdin is not None:
             watcher.stdin.close()
-        if standby is not None:  # for the next command, once this one no longer needs the machine
-            command_standby.make_in_background(standby, session.options.docker_host, session.options.docker_context)
+        prepared.leave_standby(request, described.image_id)  # once this command no longer needs the machine
     if attached.lost is not None:
         raise EngineUnavailable(f"Lost the engine at {session.engine_description()} while the command ran: "
                                 f"{attached.lost}", "check the engine (`tf1kernel doctor`), then run it again")
-    return explain(ended, spec)
-
-
-def standby_plan(session: KernelSession, placement: Placement, spec: ContainerSpec, request: CommandRequest,
-                 image_id: str) -> command_standby.StandbyPlan | None:
-    """With the kernelspec's `run_standby`, the standby this command may start in and leaves for the next one: on
-    a local Docker engine (tested there; not yet on remote engines and Podman, and a swarm's task cannot be
-    claimed), without -p (each command picks its free ports)."""
-    seconds = session.options.run_standby
-    if not seconds or request.publish or not placement.keeps_command_standbys or spec.quirks.podman:
-        return None
-    return command_standby.plan(session.engine()[0], spec, request, image_id, seconds)
+    return explain(ended, prepared.spec)
 
 
 def kernel_spec_for(name: str | None) -> kernelspec.FoundKernelSpec:
@@ -115,16 +96,12 @@ def kernel_spec_for(name: str | None) -> kernelspec.FoundKernelSpec:
     return found
 
 
-def tell_where(session: KernelSession, spec: ContainerSpec) -> None:
-    """The first line on stderr: what runs where (and auto's choice, with its reason)."""
-    choice = session.choice
-    assert choice is not None and session.info is not None
-    runs = strategies.runs_description(strategies.labelled_tensorflow(session.engine()[0], spec.image)
-                                       or choice.tensorflow, spec.platform, session.info)
-    where = f" on {session.engine_description()}" + (f", in {spec.working_dir}" if session.info.remote else "")
-    err.print(f"tf1kernel: {spec.image}: {runs}{where}", highlight=False, markup=False)
-    if session.options.strategy == "auto":
-        err.print(f"tf1kernel: auto chose {choice.strategy}: {choice.reason}", highlight=False, markup=False)
+def tell_where(described: Description, spec: ContainerSpec) -> None:
+    """The first lines on stderr: what runs where (and auto's choice, with its reason)."""
+    where = f" on {described.engine}" + (f", in {spec.working_dir}" if described.remote else "")
+    err.print(f"tf1kernel: {described.image}: {described.runs}{where}", highlight=False, markup=False)
+    if described.auto:
+        err.print(f"tf1kernel: auto chose {described.strategy}: {described.reason}", highlight=False, markup=False)
     if spec.messages.notice:
         err.print(f"tf1kernel: {spec.messages.notice}", highlight=False, markup=False)
 

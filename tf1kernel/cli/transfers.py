@@ -1,15 +1,28 @@
-"""Pushes and pulls on the terminal: a bar per layer, as `docker push` and `docker pull` draw them; in a log, one
-line per layer as it finishes."""
+"""Long work on the terminal: pushes and pulls with a bar per layer, as `docker push` and `docker pull` draw them,
+and builds with a bar over the Dockerfile's steps; in a log, one line per layer or step."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+import docker
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 
-from tf1kernel.cli.common import err
-from tf1kernel.images import registry
+from tf1kernel.cli.common import err, out
+from tf1kernel.errors import KernelStackMissing
+from tf1kernel.images import builder, registry, verify
+from tf1kernel.images import recipes as images
 
 
 @contextmanager
@@ -42,3 +55,43 @@ def layer_progress() -> Iterator[registry.Progress]:
         return
     with progress:
         yield report
+
+
+class build_progress:
+    """Progress for a build: a bar over Dockerfile steps on a terminal, plain step lines in logs."""
+
+    def __enter__(self) -> Callable[[builder.BuildProgress], None]:
+        if not out.is_terminal:
+            return self._plain
+        self.progress = Progress(SpinnerColumn(), TextColumn("step"), MofNCompleteColumn(), BarColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.description}"), console=out)
+        self.progress.start()
+        self.task = self.progress.add_task("", total=None)
+        return self._bar
+
+    def __exit__(self, *exc: object) -> None:
+        if out.is_terminal:
+            self.progress.stop()
+
+    def _bar(self, event: builder.BuildProgress) -> None:
+        self.progress.update(self.task, completed=event.step, total=event.steps or None,
+                             description=event.line.strip()[:60])
+
+    @staticmethod
+    def _plain(event: builder.BuildProgress) -> None:
+        if event.line.startswith("Step "):
+            out.print(f"[{event.step}/{event.steps}] {event.line.partition(' : ')[2][:100]}", highlight=False)
+
+
+def add_kernel_stack(client: docker.DockerClient, image: str, platform: str, python: str,
+                     missing: KernelStackMissing, ca_path: Path | None = None,
+                     index_url: str | None = None) -> verify.ImageFacts:
+    """Build the thin image that adds ipykernel to `image` (build --image, install --image), and verify it, with
+    its progress."""
+    out.print(f"{missing.message} Adding tf1kernel's kernel stack in [bold]"
+              f"{images.kernel_stack_recipe(image, platform, missing.tensorflow).tag}[/]...", highlight=False)
+    with build_progress() as on_progress:
+        facts = builder.add_kernel_stack(client, image, platform, python, missing.tensorflow,
+                                         ca_path or builder.host_pip_ca_bundle(), index_url, on_progress)
+    out.print(f"[green]built and verified[/] {facts.image}: {facts.summary()}", highlight=False)
+    return facts

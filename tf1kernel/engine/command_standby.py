@@ -1,36 +1,29 @@
-"""Standbys of `tf1kernel run` (a kernelspec's `run_standby: SECONDS`): after a command, a container exactly like
-the next one's is started in the background, and its Python imports TensorFlow while nobody waits
-(guest/command_standby.py). The next `tf1kernel run` of that kernelspec, folder, user, variables and terminal
-claims it instead of starting a container, and skips both the start and TensorFlow's import.
+"""Standby containers of `tf1kernel run`, as the engine sees them: how one is made, found, claimed and removed.
+
+A standby is a container started ahead, which waits for one line on stdin that says what to become (the kernels'
+are placement/pool.py's). A command's standby (guest/command_standby.py) has imported TensorFlow while nobody
+waited, and becomes the next command of the same kernelspec, folder, user, variables and terminal. When to use
+one, how many to keep and when to make the next are placement/command_standbys.py's rules.
 
 A standby is keyed by everything its container was created with (container_settings's arguments, the image's
 ID, pip's files, the standby's own program), so it is claimed only by a command that would have been created
-the same. It is used once. It removes itself after SECONDS without a claim (the engine's auto-remove), and at
-most MAX_STANDBYS of a user's are kept on an engine. It carries none of the labels of kernel containers: no
-orphan sweep takes it for a kernel, and `tf1kernel gc` removes it.
-
-`python -m tf1kernel.engine.command_standby PLAN_FILE` makes one (its plan pickled in that file), so that the command's
-caller exits without waiting for the engine.
+the same. It is used once. It removes itself after its seconds without a claim (the engine's auto-remove). It
+carries none of the labels of kernel containers: no orphan sweep takes it for a kernel, and `tf1kernel gc`
+removes it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import pickle
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import APIError, NotFound
+from docker.errors import APIError
 
 from tf1kernel.engine.command import (
     CommandContainer,
@@ -46,13 +39,11 @@ from tf1kernel.engine.spec import ContainerSpec
 
 LABEL_STANDBY = "org.tf1kernel.run-standby"  # its key
 LABEL_STANDBY_USER = "org.tf1kernel.run-standby-user"  # the uid of this machine's user it was made for
-MAX_STANDBYS = 2
 PROGRAM = Path(__file__).parents[1] / "guest" / "command_standby.py"
 # Without the folder on sys.path (`-c` puts it first): what it holds is for the script to import, not the standby.
 BOOT = "import sys; sys.path[:1] == [''] and sys.path.pop(0); exec(compile(sys.argv[1], '<tf1kernel standby>', 'exec'))"
 NAME_PREFIX = "tf1kernel-standby-"
 EXIT_UNKNOWN = 255
-PLAN_FILE_PREFIX = "tf1kernel-standby-plan-"
 
 
 @dataclass(frozen=True)
@@ -116,35 +107,25 @@ class StandbyCommand(CommandContainer):
         raise ConnectionError("the engine's events ended before the command did")
 
 
-def claim(client: docker.DockerClient, standby: StandbyPlan, spec: ContainerSpec,
-          request: CommandRequest) -> StandbyCommand | None:
-    """A running standby of this plan, renamed to the command's name; None when there is none to claim."""
+def waiting(client: docker.DockerClient, standby: StandbyPlan) -> list[dict[str, Any]]:
+    """The running standbys of this plan, oldest first."""
     found = client.api.containers(filters={"label": f"{LABEL_STANDBY}={standby.key}", "status": "running"})
-    for container in sorted(found, key=lambda container: container["Created"]):
-        if not claimable(container["Created"], time.time(), standby.seconds):
-            continue
-        try:  # by its name: of two callers claiming one standby, the second finds no container of that name
-            client.api.rename(container["Names"][0].lstrip("/"), spec.name)
-        except APIError:
-            continue
-        return StandbyCommand(client, container["Id"], container["Created"], spec, request)
-    return None
+    return sorted(found, key=lambda container: container["Created"])
 
 
-def claimable(created: float, now: float, seconds: int) -> bool:
-    """Whether a standby made at `created` may be claimed `now`: not in the last quarter of its wait (at most the
-    last 30 s), so that it cannot give up waiting just as it is claimed (its command would then never run)."""
-    return now - created < seconds - min(30.0, seconds / 4)
-
-
-def make(client: docker.DockerClient, standby: StandbyPlan) -> str | None:
-    """Start a standby of this plan unless one waits already; the user's oldest others beyond MAX_STANDBYS go."""
-    mine = standbys(client)
-    if any(container["Labels"].get(LABEL_STANDBY) == standby.key and container["State"] in ("created", "running")
-           for container in mine):
+def take(client: docker.DockerClient, container: dict[str, Any], spec: ContainerSpec,
+         request: CommandRequest) -> StandbyCommand | None:
+    """This standby, renamed to the command's name; None when another caller took it first (of two renames to
+    one name, the second fails)."""
+    try:
+        client.api.rename(container["Names"][0].lstrip("/"), spec.name)
+    except APIError:
         return None
-    for container in mine[:max(0, len(mine) - MAX_STANDBYS + 1)]:
-        remove_quietly(client, container["Id"])
+    return StandbyCommand(client, container["Id"], container["Created"], spec, request)
+
+
+def start(client: docker.DockerClient, standby: StandbyPlan) -> str:
+    """Create and start a standby of this plan; its container's ID."""
     created = client.api.create_container(command=standby.command, name=f"{NAME_PREFIX}{uuid.uuid4().hex[:12]}",
                                           **standby.settings)
     try:
@@ -155,17 +136,6 @@ def make(client: docker.DockerClient, standby: StandbyPlan) -> str | None:
         remove_quietly(client, created["Id"])
         raise
     return created["Id"]
-
-
-def make_in_background(standby: StandbyPlan, docker_host: str = "", context: str = "") -> None:
-    """make() in a process of its own, which outlives this one (the caller exits now). The plan goes through a
-    private file: through a pipe, pip's CA bundle would fill it and hold this process until that one has started."""
-    descriptor, plan_file = tempfile.mkstemp(prefix=PLAN_FILE_PREFIX)
-    with os.fdopen(descriptor, "wb") as written:
-        pickle.dump((standby, docker_host, context), written)
-    subprocess.Popen([sys.executable, "-m", "tf1kernel.engine.command_standby", plan_file],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True)
 
 
 def standbys(client: docker.DockerClient) -> list[dict[str, Any]]:
@@ -182,21 +152,3 @@ def remove_all(client: docker.DockerClient) -> int:
     for container in mine:
         remove_quietly(client, container["Id"])
     return len(mine)
-
-
-def main() -> int:
-    plan_file = Path(sys.argv[1])
-    try:
-        standby, docker_host, context = pickle.loads(plan_file.read_bytes())
-    finally:
-        plan_file.unlink()
-    from tf1kernel.engine import connection
-
-    client = connection.connect(docker_host or None, context=context or None)
-    with contextlib.suppress(NotFound):  # the image went meanwhile: the next command says so
-        make(client, standby)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,6 +25,7 @@ from requests.exceptions import RequestException
 
 from tf1kernel.engine.connection import START_ENGINE_FIX
 from tf1kernel.errors import BuildError, EngineUnavailable, InvalidOption
+from tf1kernel.images import verify
 from tf1kernel.images.recipes import (
     LABEL_INPUTS,
     LABEL_PLATFORM,
@@ -33,6 +34,7 @@ from tf1kernel.images.recipes import (
     LABEL_TENSORFLOW,
     UNRECORDED_BUILDARGS,
     ImageRecipe,
+    kernel_stack_recipe,
     runtime_stages,
     same_image,
 )
@@ -210,6 +212,16 @@ def build_image(
     finally:
         remove_build_stages(client, build_id)  # also after a failure: they hold the CA bundle
     return Built(image_id or client.api.inspect_image(tag)["Id"])
+
+
+def add_kernel_stack(client: docker.DockerClient, image: str, platform: str, python: str, tensorflow: str,
+                     ca_path: Path | None = None, index_url: str | None = None,
+                     on_progress: Callable[[BuildProgress], None] = lambda progress: None) -> verify.ImageFacts:
+    """Build the thin image that adds ipykernel to a TensorFlow 1.x `image` that lacks it, and verify it."""
+    recipe = kernel_stack_recipe(image, platform, tensorflow)
+    build_image(client, recipe, ca_bundle=read_ca_bundle(ca_path) if ca_path else b"", index_url=index_url,
+                extra_buildargs={"PYTHON": python}, on_progress=on_progress)
+    return verify.verify_image(client, recipe.tag, platform, python)
 
 
 def remove_build_stages(client: docker.DockerClient, build_id: str) -> None:

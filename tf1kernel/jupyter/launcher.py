@@ -66,18 +66,13 @@ def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer,
     if info.get("transport", "tcp") != "tcp":
         raise InvalidOption("tf1kernel kernels need the tcp transport.", "set the frontend's transport to tcp")
     session = KernelSession.for_kernelspec(KernelSpec.from_resource_dir(str(kernelspec_dir)))
-    frontend_ports = {name: int(info[name]) for name in CONTAINER_PORTS}
-    placement = session.place()
-    # Its placement says how the frontend's ports are reached (bound by the kernel, published by the engine, or a
-    # tunnel's end) and whether the kernel ends with this launcher (or with its lease, away from this machine).
-    network, lifetime = placement.for_frontend(frontend_ports)
-    session.request(os.getcwd(), dict(os.environ), session_key=info["key"].encode(),
-                    signature_scheme=info.get("signature_scheme", "hmac-sha256"), network=network, lifetime=lifetime)
-    placement.listen_for_frontend(frontend_ports, session.prepare())
-    container = session.start()
-    ports = session.connect()
+    started = session.request(os.getcwd(), dict(os.environ), session_key=info["key"].encode(),
+                              signature_scheme=info.get("signature_scheme", "hmac-sha256"),
+                              frontend_ports={name: int(info[name]) for name in CONTAINER_PORTS}).prepare().start()
+    ports = started.connect()
     print(f"tf1kernel: the kernel runs on {session.engine_description()}; TensorBoard (%tensorboard_tf1): "
           f"http://127.0.0.1:{ports['tensorboard_port']}/", file=sys.stderr)
+    container, placement = started.container, started.placement
     return container, placement
 
 

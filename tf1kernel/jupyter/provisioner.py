@@ -30,7 +30,7 @@ from tf1kernel.jupyter.guest_report import GuestReport
 from tf1kernel.jupyter.outage import EngineWatch, LostKernel, first_line
 from tf1kernel.placement.base import Placement, answers_on_this_machine, any_free_ports
 from tf1kernel.planning import strategies
-from tf1kernel.session import KernelSession, kernelspec_name
+from tf1kernel.session import KernelSession, Requested, kernelspec_name
 
 # A dead kernel's last lines of output: the cause of death is read from the last CAUSE_LINES, and a death with no
 # known cause is reported with all REPORTED_LINES (a crash's stacks of every thread take 50 to 100: about ten
@@ -52,6 +52,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     # Jupyter asked this kernel to end (shutdown, restart, kill): its exit needs no explaining.
     _end_asked: bool = False
     _guest_report: GuestReport = GuestReport()  # replaced per instance at its first launch
+    _requested: Requested | None = None  # pre_launch's request, which launch_kernel starts
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -168,16 +169,15 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         extra_arguments = kwargs.pop("extra_arguments", [])
         working_dir = kwargs.get("cwd") or os.getcwd()
         kwargs = await super().pre_launch(**kwargs)
-        spec = self.session.request(
+        self._requested = self.session.request(
             working_dir, kwargs["env"],
             session_key=km.session.key if km is not None else b"",
             signature_scheme=km.session.signature_scheme if km is not None else "hmac-sha256",
             kernel_arguments=extra_arguments, notice=self.notice, network=Network(host_ports=self._host_ports or {}))
-        kwargs["cmd"] = spec.command
+        kwargs["cmd"] = self._requested.spec.command
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        assert self.spec is not None, "pre_launch must run first"
         try:
             ports = await self._start()
         except (EngineUnavailable, TunnelError, DockerException, RequestException) as raw:
@@ -195,7 +195,10 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
 
     async def _start(self) -> dict[str, int]:
         """Start the kernel where its placement says; return the ports of this machine's loopback it is on."""
-        return await asyncio.to_thread(self.session.launch)
+        if self._requested is None:
+            raise InvalidOption("jupyter_client launched a tf1kernel kernel without pre_launch.",
+                                "start kernels through a KernelManager (its start_kernel calls pre_launch)")
+        return await asyncio.to_thread(self._requested.launch)
 
     async def _started_again(self) -> dict[str, int] | None:
         """Start once more (the engine is back); None if that fails too."""
@@ -205,12 +208,6 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
             self.log.error("tf1kernel: kernel %s could not be started on the engine that came back: %s",
                            self.kernel_id, exc)
             return None
-
-    def _engine_answers(self) -> bool:
-        try:
-            return self.session.client is not None and bool(self.session.client.api.ping())
-        except (DockerException, RequestException):
-            return False
 
     def _launched(self, ports: dict[str, int]) -> KernelConnectionInfo:
         assert self.spec is not None and self.container is not None
@@ -266,8 +263,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         await super().load_provisioner_info(provisioner_info)
         self._host_ports = host_ports
         if container_id:
-            client, _ = await asyncio.to_thread(self.session.engine)
-            self.session.container = KernelContainer(client, container_id, self._host_ports or {})
+            await asyncio.to_thread(self.session.adopt, container_id, self._host_ports or {})
 
     def get_stable_start_time(self, recommended: float = 10.0) -> float:
         # TensorFlow 1.15 under emulation takes far longer than a local kernel to come up.
