@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tf1kernel.engine.command import COMMAND_SITE_FILES
 from tf1kernel.engine.command_standby import BOOT, PROGRAM
+from tf1kernel.guest.constants import CONNECTION_DIR
 from tf1kernel.placement.command_standbys import claimable
 
 PROBE = ("import sys\nprint('preloaded', 'tensorflow' in sys.modules)\n"
@@ -22,10 +24,12 @@ PROBE = ("import sys\nprint('preloaded', 'tensorflow' in sys.modules)\n"
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
-    """A folder on PYTHONPATH with a stand-in `tensorflow` (quiet unless NOISY_TF is set)."""
+    """A folder on PYTHONPATH with a stand-in `tensorflow` (quiet unless NOISY_TF is set), and the guest's AVX check
+    as a command's files put it beside the standby (/.tf1kernel/tf1kernel_avx.py)."""
     folder = tmp_path / "site"
     (folder / "tensorflow").mkdir(parents=True)
     (folder / "tensorflow" / "__init__.py").write_text("import os\nif os.environ.get('NOISY_TF'): print('noise')\n")
+    (folder / "tf1kernel_avx.py").write_bytes(COMMAND_SITE_FILES[f"{CONNECTION_DIR}/tf1kernel_avx.py"])
     return folder
 
 

@@ -43,9 +43,11 @@ from tf1kernel.guest.constants import CONNECTION_DIR
 
 GUEST = Path(__file__).parents[1] / "guest"
 
-# The command's sitecustomize and the interrupt guard it installs (a module of its own there: `tf1kernel_interrupts`).
+# The command's sitecustomize and the interrupt guard it installs (a module of its own there: `tf1kernel_interrupts`),
+# and the guest's AVX check, which a standby asks before it imports TensorFlow (`tf1kernel_avx`).
 COMMAND_SITE_FILES = {f"{CONNECTION_DIR}/sitecustomize.py": (GUEST / "command_site.py").read_bytes(),
-                      f"{CONNECTION_DIR}/tf1kernel_interrupts.py": (GUEST / "interrupts.py").read_bytes()}
+                      f"{CONNECTION_DIR}/tf1kernel_interrupts.py": (GUEST / "interrupts.py").read_bytes(),
+                      f"{CONNECTION_DIR}/tf1kernel_avx.py": (GUEST / "avx.py").read_bytes()}
 
 # The streams of a container without a TTY come multiplexed: a header of 8 bytes per frame.
 STDOUT, STDERR = 1, 2

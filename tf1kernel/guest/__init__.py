@@ -16,7 +16,8 @@ prebuilt images a user names. The host imports only its constants (constants.py)
 - extension.py: the IPython extension (%tensorboard_tf1 from tensorboard_magic.py, %pip from pip_magic.py, the
   notice of why the previous kernel died).
 - lifetime.py: the lifeline of the argv launcher's kernels, the lease of remote kernels, an exit that cannot hang.
-- standby.py: a warm pool's kernel, which becomes a kernel when told which.
+- kernel_standby.py: a warm pool's kernel, which becomes a kernel when told which (a standby: a container
+  started ahead that waits to be told what to become; command_standby.py is `tf1kernel run`'s).
 - boot.py: the connection file, crash reports, timing marks.
 """
 
@@ -30,9 +31,9 @@ from .avx import install_avx_guard
 from .boot import boot_step, no_name_lookups_for_localhost, read_connection_file, report_crashes
 from .constants import LEASE_FLAG, LIFELINE_FLAG, STANDBY_FLAG, STANDBY_READY_LINE
 from .deferred import DeferredImport, complete_with_jedi_when_asked, defer_ipython_embed, finish_deferring_embed
+from .kernel_standby import adopt, load_ahead, read_stdin_line
 from .lifetime import exit_when_lease_lapses, exit_when_stdin_closes, wake_output_watchers_on_close
 from .sockets import beat_early, bind_early
-from .standby import adopt, load_ahead, read_stdin_line
 from .tf_import import CollectorPausedImport, QuietDeprecations, preload_tensorflow
 
 

@@ -2,13 +2,19 @@
 
 The official TensorFlow x86-64 wheels need AVX. Rosetta, and QEMU with an old CPU model, do not offer it, and
 `import tensorflow` then kills the kernel (SIGILL): the guard explains instead, and the kernel lives on.
+
+cpu_has_avx is the one AVX check of the guest: `tf1kernel run`'s standby asks it too (before importing TensorFlow
+ahead of its command), from this file copied beside the command as tf1kernel_avx.py.
 """
 
 import importlib.abc
 import os
 import sys
 
-from .constants import AVX_FIX_FILE
+try:
+    from .constants import AVX_FIX_FILE
+except ImportError:  # copied alone beside a `tf1kernel run` command (tf1kernel_avx), which uses cpu_has_avx only
+    AVX_FIX_FILE = ""
 
 GENERIC_AVX_FIX = (
     "run the x86-64 image under QEMU with AVX (Docker Desktop: turn off 'Use Rosetta for x86_64/amd64 "

@@ -56,14 +56,13 @@ def preload():
 
 
 def cpu_runs_tensorflow():
-    """False on an x86-64 CPU without AVX (TensorFlow's wheel would die of SIGILL here, not in the command)."""
-    if os.uname().machine not in ("x86_64", "i686"):
-        return True
+    """False on an x86-64 CPU without AVX (TensorFlow's wheel would die of SIGILL here, not in the command): the
+    guest's own check (guest/avx.py, copied beside the command's files as tf1kernel_avx.py)."""
     try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return " avx" in cpuinfo.read()
-    except OSError:
-        return False
+        from tf1kernel_avx import cpu_has_avx
+    except ImportError:
+        return False  # cannot tell: import nothing ahead, the command imports it as it would cold
+    return cpu_has_avx()
 
 
 def read_request(seconds):
