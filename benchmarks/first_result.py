@@ -30,7 +30,7 @@ from typing import Any
 
 from harness import first_cell_succeeded, install_argv_kernel, install_tf1kernel, launched_kernel, use_jupyter_path
 
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.client import connect
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST_TF_CELL = "import tensorflow as tf; result = tf.Session().run(tf.constant(1))"
@@ -118,7 +118,7 @@ def main() -> int:
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     py37 = args.same_software or same_software_python()
-    client = engine.connect()
+    client = connect()
     with_compat = not args.no_compat and bool(client.api.images(name=COMPAT_IMAGE))
     with tempfile.TemporaryDirectory(prefix="tf1kernel-first-") as root_name:
         root = Path(root_name)

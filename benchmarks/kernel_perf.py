@@ -36,7 +36,7 @@ from harness import first_reply, install_argv_kernel, install_tf1kernel, started
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.client import connect
 from tf1kernel.images.recipes import DEFAULT_RECIPE
 
 IMAGE = DEFAULT_RECIPE.tag
@@ -242,7 +242,7 @@ def containers_left_behind() -> int:
     """Kernel containers still there after every kernel of a target was shut down; then removed.
 
     tf1kernel's standby kernels (a warm pool, there by design) do not count."""
-    client = engine.connect()
+    client = connect()
     listed = [c for image in (IMAGE, DOCKERNEL_IMAGE)
               for c in client.api.containers(all=True, filters={"ancestor": image})]
     left = [c for c in listed if not any(name.startswith("/tf1kernel-pool-") for name in c.get("Names") or [])]
@@ -295,7 +295,7 @@ def main() -> int:
     repeats, compute_pairs = (1, 2) if args.quick else (3, 10)
     if args.quick:
         args.rounds, args.round_trips, args.steps = 2, 40, 100
-    client = engine.connect()
+    client = connect()
     results: dict[str, Any] = {"image_mb": client.api.inspect_image(IMAGE)["Size"] / 1e6}
     with tempfile.TemporaryDirectory(prefix="tf1kernel-perf-") as root_name:
         root = Path(root_name)

@@ -33,7 +33,7 @@ import docker
 
 from tests.registry import TestRegistry
 from tests.remote import RemoteHost
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.client import connect
 from tf1kernel.images.recipes import DEFAULT_RECIPE
 
 FIRST_RESULT = ["python", "-c", "import tensorflow as tf; print(tf.Session().run(tf.constant(6) * 7))"]
@@ -85,7 +85,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one round, without the build: a check that it works")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
-    local = engine.connect()
+    local = connect()
     times: dict[str, list[float]] = {"present": [], "pull": []} | ({} if args.quick else {"build": []})
     with tempfile.TemporaryDirectory(prefix="tf1kernel-registry-bench-") as root_name:
         root = Path(root_name)

@@ -32,7 +32,7 @@ from harness import install_tf1kernel, started_kernel, use_jupyter_path
 
 from tests.remote import RemoteHost
 from tests.swarm import TwoNodeSwarm
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.client import connect
 from tf1kernel.engine.labels import LABEL_KERNEL_ID
 from tf1kernel.images.recipes import DEFAULT_RECIPE
 
@@ -80,7 +80,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 rounds: a check that it works")
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
-    manager_engine = engine.connect()
+    manager_engine = connect()
     with tempfile.TemporaryDirectory(prefix="tf1kernel-swarm-bench-") as root_name:
         root = Path(root_name)
         work = root / "work"

@@ -19,7 +19,7 @@ import docker
 import pytest
 
 from tests.registry import TestRegistry
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.client import connect
 from tf1kernel.engine.labels import LABEL_MANAGED
 from tf1kernel.images.recipes import DEFAULT_RECIPE
 
@@ -30,7 +30,7 @@ OUTPUT_DIR = Path(os.environ.get("TF1KERNEL_TEST_OUTPUT", "test-output")).resolv
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
     try:
-        return engine.connect()
+        return connect()
     except Exception as exc:
         pytest.fail(f"acceptance tests need a Docker engine: {exc}", pytrace=False)
 

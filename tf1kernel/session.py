@@ -20,16 +20,16 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-import docker
-from docker.errors import DockerException
 from requests.exceptions import RequestException
 
 from tf1kernel.config.options import KernelOptions
 from tf1kernel.config.workdir import parse_mount
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.client import Client, EngineError, answers
 from tf1kernel.engine.command import Command, CommandRequest
 from tf1kernel.engine.container import KernelContainer
+from tf1kernel.engine.endpoint import endpoint_description
 from tf1kernel.engine.images import check_image, image_present
+from tf1kernel.engine.info import EngineInfo, shared
 from tf1kernel.engine.orphans import owner_labels, reap_once
 from tf1kernel.engine.spec import ContainerSpec, Limits, Messages, Network
 from tf1kernel.errors import InvalidOption
@@ -71,8 +71,8 @@ class KernelSession:
         self.choose_kernel_ports = choose_kernel_ports
         # What `tf1kernel install` found in a user's image (its kernel.json records it): the image has no label.
         self.installed_tensorflow = installed_tensorflow
-        self.client: docker.DockerClient | None = None
-        self.info: engine.EngineInfo | None = None
+        self.client: Client | None = None
+        self.info: EngineInfo | None = None
         self.placement: Placement | None = None  # decided once, at the first prepare, from the engine
         # What the steps decided last, for those who ask between them (the provisioner's properties).
         self.spec: ContainerSpec | None = None  # what the next start runs, or the one that runs
@@ -163,23 +163,20 @@ class KernelSession:
                                            self.log, client)
         return self.placement
 
-    def engine(self) -> tuple[docker.DockerClient, engine.EngineInfo]:
+    def engine(self) -> tuple[Client, EngineInfo]:
         """The options' engine, connected once per session (and shared by the sessions of one process)."""
         if self.client is None or self.info is None:
-            self.client, self.info = engine.shared(self.options.docker_host or None,
+            self.client, self.info = shared(self.options.docker_host or None,
                                                    self.options.docker_context or None)
         return self.client, self.info
 
     def engine_answers(self) -> bool:
         """Whether the session's engine answers now (False before the session has reached it once)."""
-        try:
-            return self.client is not None and bool(self.client.api.ping())
-        except (DockerException, RequestException):
-            return False
+        return answers(self.client)
 
     def engine_description(self) -> str:
         """The engine in the user's terms: docker_host's URL, or the context's name."""
-        return engine.endpoint_description(self.options.docker_host or None, self.options.docker_context or None)
+        return endpoint_description(self.options.docker_host or None, self.options.docker_context or None)
 
     def container_env(self, caller_env: dict[str, str]) -> dict[str, str]:
         """The allowlisted part of the caller's environment plus the kernelspec's own `env`."""
@@ -235,7 +232,7 @@ class Requested:
         client, _ = session.engine()
         try:
             reap_once(client, session.options.docker_host, session.log)
-        except (DockerException, RequestException) as exc:
+        except (EngineError, RequestException) as exc:
             session.log.warning("tf1kernel: could not look for orphaned kernel containers: %s", exc)
         return self.prepare().start().connect()
 
@@ -320,7 +317,7 @@ class Started:
         return ports
 
 
-def pulled_if_missing(client: docker.DockerClient, spec: ContainerSpec, log: logging.Logger) -> ContainerSpec:
+def pulled_if_missing(client: Client, spec: ContainerSpec, log: logging.Logger) -> ContainerSpec:
     """`pull: missing`: a registry image the engine lacks, pulled now, its progress in the server log and a line
     in the kernel's first output."""
     if not registry.registry_of(spec.image) or image_present(client, spec.image):

@@ -11,7 +11,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jupyter_client.kernelspec import KernelSpec
 
-from tf1kernel.config.options import MEMORY_PATTERN, STRATEGIES
+from tf1kernel.config.options import STRATEGIES
+from tf1kernel.engine.spec import MEMORY_PATTERN
 from tf1kernel.errors import InvalidOption
 from tf1kernel.images.recipes import _IMAGE_REFERENCE
 from tf1kernel.jupyter.provisioner import DockerProvisioner

@@ -21,7 +21,7 @@ def layer_of(module: str) -> str:
 
 
 def of_the_package(name: str) -> bool:
-    """tf1kernel or a module of it (not the container's tf1kernel_interrupts, a copy of guest/interrupts.py)."""
+    """tf1kernel or a module of it (not the copies of guest modules beside a command: tf1kernel_interrupts, ...)."""
     return name == "tf1kernel" or name.startswith("tf1kernel.")
 
 
@@ -56,3 +56,21 @@ def test_the_guest_imports_nothing_of_the_host() -> None:
 def test_every_folder_is_a_layer() -> None:
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")}
     assert folders == set(LAYERS) - {"session", "base"}
+
+
+def test_only_the_engine_layer_uses_the_docker_sdk() -> None:
+    """engine/ is the one layer that talks to an engine: the others name its client and errors through
+    engine/client.py, and ask it through engine/'s functions, never the SDK's calls (client.api...)."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "engine":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and any(alias.name.split(".")[0] == "docker" for alias in node.names):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} imports docker")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "docker":
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} imports {node.module}")
+            elif isinstance(node, ast.Attribute) and node.attr == "api" and path.parent.name != "guest":
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} calls the SDK's low-level API")
+    assert offenders == [], "\n".join(offenders)

@@ -275,14 +275,15 @@ def test_environment_allowlist() -> None:
     ],
 )
 def test_engine_kind(info: dict, kind: str) -> None:
-    from tf1kernel.engine.connection import AVX_FIXES, engine_kind
+    from tf1kernel.engine.info import engine_kind
+    from tf1kernel.planning.strategies import AVX_FIXES
 
     assert engine_kind(info) == kind
     assert AVX_FIXES[kind]
 
 
 def test_avx_fix_names_each_engines_switch() -> None:
-    from tf1kernel.engine.connection import AVX_FIXES
+    from tf1kernel.planning.strategies import AVX_FIXES
 
     assert "EXPERIMENTAL_DOCKER_DESKTOP_FORCE_QEMU=1" in AVX_FIXES["Docker Desktop"]
     assert "Rosetta" in AVX_FIXES["Docker Desktop"] and "Rosetta" in AVX_FIXES["OrbStack"]

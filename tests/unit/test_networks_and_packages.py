@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tf1kernel.engine import connection as engine
 from tf1kernel.engine import networks
+from tf1kernel.engine.info import podman_user_network
 from tf1kernel.errors import InvalidOption
 from tf1kernel.placement import packages
 
@@ -29,9 +29,9 @@ def test_an_offline_kernel_where_it_cannot_be_had_is_refused_with_the_fix(networ
 
 
 def test_podman_user_network_is_slirp4netns_unless_only_pasta_is_there() -> None:
-    assert engine.podman_user_network({"slirp4netns": {"executable": "/usr/bin/slirp4netns"}}) == "slirp4netns"
-    assert engine.podman_user_network({"pasta": {"executable": "/usr/bin/pasta"}}) == "pasta"
-    assert engine.podman_user_network({}) == "slirp4netns"
+    assert podman_user_network({"slirp4netns": {"executable": "/usr/bin/slirp4netns"}}) == "slirp4netns"
+    assert podman_user_network({"pasta": {"executable": "/usr/bin/pasta"}}) == "pasta"
+    assert podman_user_network({}) == "slirp4netns"
 
 
 def test_kept_packages_are_listed_and_reset_per_kernelspec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

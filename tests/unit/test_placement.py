@@ -12,10 +12,10 @@ import pytest
 from jupyter_client.kernelspec import KernelSpec
 from traitlets.config import Config
 
-from tf1kernel.config.options import KernelOptions, memory_bytes
-from tf1kernel.engine.connection import EngineInfo
+from tf1kernel.config.options import KernelOptions
 from tf1kernel.engine.container import ContainerState
-from tf1kernel.engine.spec import ContainerSpec, Network
+from tf1kernel.engine.info import EngineInfo
+from tf1kernel.engine.spec import ContainerSpec, Network, memory_bytes
 from tf1kernel.errors import InvalidOption
 from tf1kernel.guest.constants import CANNOT_LISTEN_LINE
 from tf1kernel.jupyter.deaths import cause_of_death
@@ -179,7 +179,7 @@ def test_swarm_options_are_checked_and_need_a_manager() -> None:
         "shell_port", "iopub_port", "stdin_port", "control_port", "hb_port", "tensorboard_port"}
     notice = prepared.messages.notice
     assert "node of the Docker Swarm" in notice and "each node has its own" in notice
-    from tf1kernel.placement.swarm import Task
+    from tf1kernel.engine.services import Task
 
     assert placed.node_destination(Task("n2", "10.0.0.9", "gpu1", "c")).destination == "me@gpu1.lab"
     assert placed.node_destination(Task("n3", "10.0.0.8", "cpu7", "c")).destination == "10.0.0.8"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.kernelspec import KernelSpec
 
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.endpoint import endpoint
 from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import EngineUnavailable, InvalidOption, TunnelError
@@ -22,7 +22,7 @@ from tf1kernel.placement.remote import VOLUME_MOUNTPOINT, remote_workspace
     ("ssh://me@gpu-box", True), ("tcp://10.0.0.5:2376", True), ("tcp://127.0.0.1:2375", False),
     ("unix:///var/run/docker.sock", False), ("unix:///Users/me/.docker/run/docker.sock", False)])
 def test_which_endpoints_are_remote(url: str, remote: bool) -> None:
-    assert engine.endpoint(url).remote is remote
+    assert endpoint(url).remote is remote
 
 
 def test_endpoint_follows_the_cli_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -35,13 +35,13 @@ def test_endpoint_follows_the_cli_precedence(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("DOCKER_CONFIG", str(config))
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    assert engine.endpoint(None).url == "ssh://me@box"
-    assert engine.endpoint(None, "box").description == "ssh://me@box (docker context 'box')"
+    assert endpoint(None).url == "ssh://me@box"
+    assert endpoint(None, "box").description == "ssh://me@box (docker context 'box')"
     monkeypatch.setenv("DOCKER_HOST", "tcp://10.1.1.1:2375")
-    assert engine.endpoint(None).url == "tcp://10.1.1.1:2375"
-    assert engine.endpoint("unix:///x.sock").url == "unix:///x.sock"
+    assert endpoint(None).url == "tcp://10.1.1.1:2375"
+    assert endpoint("unix:///x.sock").url == "unix:///x.sock"
     with pytest.raises(EngineUnavailable, match="'nope'"):
-        engine.endpoint(None, "nope")
+        endpoint(None, "nope")
 
 
 def test_a_context_is_found_without_a_config_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_a_context_is_found_without_a_config_json(monkeypatch: pytest.MonkeyPatc
     for name in ("ca", "cert", "key"):
         (certificates / f"{name}.pem").write_text("-")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    found = engine.endpoint(None, "tls-box")
+    found = endpoint(None, "tls-box")
     assert found.url == "https://box:2376" and found.remote
     assert found.tls.verify and found.tls.ca_cert == str(certificates / "ca.pem")
 
@@ -66,14 +66,14 @@ def test_a_tcp_engine_uses_tls_as_the_docker_cli_does(monkeypatch: pytest.Monkey
         (tmp_path / f"{name}.pem").write_text("-")
     monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
     monkeypatch.delenv("DOCKER_CERT_PATH", raising=False)
-    assert engine.endpoint("tcp://box:2375").tls is None
+    assert endpoint("tcp://box:2375").tls is None
     monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
     monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path))
-    tls = engine.endpoint("tcp://box:2376").tls
+    tls = endpoint("tcp://box:2376").tls
     assert tls.verify and tls.ca_cert == str(tmp_path / "ca.pem") and tls.cert[1] == str(tmp_path / "key.pem")
     monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path / "missing"))
     with pytest.raises(EngineUnavailable, match="DOCKER_CERT_PATH"):
-        engine.endpoint("tcp://box:2376")
+        endpoint("tcp://box:2376")
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -12,7 +12,7 @@ import pytest
 from tf1kernel import session as session_module
 from tf1kernel.config.options import KernelOptions
 from tf1kernel.engine.command import CommandRequest
-from tf1kernel.engine.connection import EngineInfo
+from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.spec import ContainerSpec, Lifetime, Network
 from tf1kernel.errors import ContainerStartError, InvalidOption
 from tf1kernel.placement.base import Fit, Placement

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from tf1kernel.engine import probes
-from tf1kernel.engine.connection import EngineInfo
+from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.probes import _AMD64_CODE, AVX_USABLE, static_elf
 from tf1kernel.errors import CpuLacksAvx, ImageMissing, InvalidOption
 from tf1kernel.images import recipes as images

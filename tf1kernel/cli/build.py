@@ -8,7 +8,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import docker
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -19,9 +18,10 @@ from rich.progress import (
 
 from tf1kernel.cli.common import Commands, add_engine_arguments, add_swarm_ssh_argument, connect, out, swarm_ssh
 from tf1kernel.cli.transfers import add_kernel_stack, build_progress, layer_progress
-from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
-from tf1kernel.engine.images import image_platform
+from tf1kernel.engine.client import Client
+from tf1kernel.engine.images import image_platform, inspected
+from tf1kernel.engine.info import EngineInfo, describe
 from tf1kernel.errors import InvalidOption, KernelStackMissing
 from tf1kernel.images import builder, registry, verify
 from tf1kernel.images import recipes as images
@@ -94,7 +94,7 @@ def run_build(args: argparse.Namespace) -> int:
         require_prebuilt(args, "--wheel", "--wheel FILE")
         wheel_recipe = images.wheel_recipe(args.wheel, args.platform)
     client = connect(args)
-    info = engine.describe(client)
+    info = describe(client)
     if args.swarm:  # before the build's minutes, not after
         swarm.require_manager(client, "build --swarm")
     platforms = args.platform.split(",") if args.platform else [""]
@@ -110,7 +110,7 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_one(args: argparse.Namespace, client: docker.DockerClient, info: engine.EngineInfo,
+def build_one(args: argparse.Namespace, client: Client, info: EngineInfo,
               wheel_recipe: images.ImageRecipe | None, ca_path: Path | None) -> str:
     """Build (or find up to date) the image the flags ask for; return its tag."""
     ca_bundle = builder.read_ca_bundle(ca_path) if ca_path else b""
@@ -130,14 +130,14 @@ def build_one(args: argparse.Namespace, client: docker.DockerClient, info: engin
                                    base_image=base_image_for(args.base_image, recipe.platform),
                                    index_url=args.index_url, no_cache=args.no_cache,
                                    extra_buildargs=parse_build_args(args.build_arg), on_progress=on_progress)
-    size = client.api.inspect_image(built.image_id)["Size"] / 1e6
+    size = int((inspected(client, built.image_id) or {}).get("Size", 0)) / 1e6
     verdict = "Up to date (nothing it depends on changed; --no-cache rebuilds):" if built.up_to_date else "Built"
     out.print(f"[green]{verdict}[/] {tag} ({built.image_id.removeprefix('sha256:')[:12]}, {size:.0f} MB).",
               highlight=False)
     return tag
 
 
-def build_for_platforms(args: argparse.Namespace, client: docker.DockerClient, info: engine.EngineInfo,
+def build_for_platforms(args: argparse.Namespace, client: Client, info: EngineInfo,
                         platforms: list[str], ca_path: Path | None) -> int:
     """`build --platform linux/amd64,linux/arm64 --push NAME`: an image per platform, each pushed as NAME-ARCH, and
     NAME a multi-architecture index of them: each machine pulls its own."""
@@ -153,7 +153,7 @@ def build_for_platforms(args: argparse.Namespace, client: docker.DockerClient, i
     return 0
 
 
-def push_platforms(client: docker.DockerClient, built: dict[str, str], target: str, swarm: bool) -> None:
+def push_platforms(client: Client, built: dict[str, str], target: str, swarm: bool) -> None:
     """Each platform's image pushed as NAME-ARCH, and NAME the index of them and of the platforms it had: a second
     push of the other architecture to the same name completes it."""
     repository, tag = registry.split_reference(target)
@@ -168,7 +168,7 @@ def push_platforms(client: docker.DockerClient, built: dict[str, str], target: s
 
 
 
-def push_image(client: docker.DockerClient, image: str, target: str) -> str:
+def push_image(client: Client, image: str, target: str) -> str:
     """`build --push`: the image in the registry, with a bar per layer; its name by digest."""
     out.print(f"Pushing {image} to {target}...", highlight=False)
     with layer_progress() as on_progress:
@@ -177,7 +177,7 @@ def push_image(client: docker.DockerClient, image: str, target: str) -> str:
     return pushed
 
 
-def copy_to_swarm(client: docker.DockerClient, image: str, args: argparse.Namespace) -> None:
+def copy_to_swarm(client: Client, image: str, args: argparse.Namespace) -> None:
     """`build --swarm`: the image on every node that may run it, with a bar per copy on a terminal."""
     out.print(f"Copying {image} to the swarm's nodes of its architecture...", highlight=False)
     bars: dict[str, Any] = {}
@@ -207,7 +207,7 @@ def build_kernel_stack(args: argparse.Namespace, ca_path: Path | None) -> int:
     client = connect(args)
     if args.swarm:
         swarm.require_manager(client, "build --swarm")
-    platform = args.platform or engine.describe(client).native_platform
+    platform = args.platform or describe(client).native_platform
     try:
         facts = verify.verify_image(client, image, platform)
     except KernelStackMissing as missing:
@@ -230,7 +230,7 @@ def require_prebuilt(args: argparse.Namespace, flag: str, usage: str) -> None:
                             f"use `tf1kernel build --strategy prebuilt {usage}`")
 
 
-def build_recipe(args: argparse.Namespace, info: engine.EngineInfo) -> images.ImageRecipe:
+def build_recipe(args: argparse.Namespace, info: EngineInfo) -> images.ImageRecipe:
     """The recipe the build flags other than --wheel ask for: without --strategy, a native TensorFlow 1.15 for the
     engine. (A wheel's recipe comes from the wheel: run_build checks it before it connects.)"""
     if args.strategy is None:
@@ -265,7 +265,7 @@ def parse_build_args(pairs: list[str]) -> dict[str, str]:
     return parsed
 
 
-def require_platform(client: docker.DockerClient, info: engine.EngineInfo, platform: str) -> None:
+def require_platform(client: Client, info: EngineInfo, platform: str) -> None:
     """Refuse a build for a platform the engine cannot run, before hours go into it."""
     facts = probes.probe_architecture(client, platform.split("/")[1])
     if not facts.runs:

@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Any, Protocol
 
-import docker
 from rich.console import Console
 
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine import client as engine_client
+from tf1kernel.engine.client import Client
 from tf1kernel.errors import InvalidOption
 
 # In logs and pipes, tables are as wide as their content: no wrapped kernel names.
@@ -50,5 +50,5 @@ def swarm_ssh(args: argparse.Namespace) -> dict[str, str]:
     return mapping
 
 
-def connect(args: argparse.Namespace, timeout: int = engine.DEFAULT_TIMEOUT) -> docker.DockerClient:
-    return engine.connect(args.docker_host, timeout=timeout, context=args.context)
+def connect(args: argparse.Namespace, timeout: int = engine_client.DEFAULT_TIMEOUT) -> Client:
+    return engine_client.connect(args.docker_host, timeout=timeout, context=args.context)

@@ -22,10 +22,13 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from tf1kernel.cli.common import Commands, add_engine_arguments, err, out
-from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
+from tf1kernel.engine.client import connect
+from tf1kernel.engine.endpoint import endpoint, endpoint_description
+from tf1kernel.engine.info import EngineInfo, describe
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.jupyter import kernelspec
+from tf1kernel.planning.strategies import avx_fix
 from tf1kernel.session import KernelSession
 
 KERNEL_START_TIMEOUT = 300  # an emulated kernel importing TensorFlow is slow
@@ -67,10 +70,10 @@ def diagnose(kernel_name: str | None = None, start_kernel: bool = True,
 
 def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], docker_host: str | None,
             context: str | None) -> Iterator[Check]:
-    where = engine.endpoint_description(docker_host, context)
+    where = endpoint_description(docker_host, context)
     try:
-        client = engine.connect(docker_host, context=context)
-        info = engine.describe(client, engine.endpoint(docker_host, context))
+        client = connect(docker_host, context=context)
+        info = describe(client, endpoint(docker_host, context))
     except Tf1KernelError as exc:
         yield Check("engine", False, exc.message, exc.fix)
         yield Check("host", True, _host())
@@ -89,7 +92,7 @@ def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], dock
     amd64 = emulated if other == "amd64" else probes.probe_architecture(client, "amd64")
     if amd64.runs:
         yield Check("AVX", bool(amd64.avx), f"x86-64 containers: {amd64.detail}",
-                    "" if amd64.avx else engine.avx_fix(info.kind))
+                    "" if amd64.avx else avx_fix(info.kind))
     else:
         yield Check("AVX", None, "x86-64 containers do not run here")
 
@@ -128,7 +131,7 @@ def _host() -> str:
     return f"this machine is {host_platform.machine()} ({host_platform.system()})"
 
 
-def _default_kernel(requested: str | None, names: list[str], info: engine.EngineInfo) -> str:
+def _default_kernel(requested: str | None, names: list[str], info: EngineInfo) -> str:
     if requested:
         return requested
     preferred = kernelspec.default_kernel_name(kernelspec.kernelspec_arch(host_platform.machine()))

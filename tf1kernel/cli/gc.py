@@ -8,6 +8,7 @@ from rich.table import Table
 
 from tf1kernel.cli.common import Commands, add_engine_arguments, connect, out
 from tf1kernel.engine import command_standby, orphans
+from tf1kernel.engine.services import remove_orphan_services
 from tf1kernel.placement import swarm
 
 
@@ -54,7 +55,7 @@ def run_gc(args: argparse.Namespace) -> int:
     out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept.")
     if args.swarm:
         swarm.require_manager(client, "gc --swarm")
-        services = swarm.remove_orphan_services(client, include_other_hosts=args.all_hosts)
+        services = remove_orphan_services(client, include_other_hosts=args.all_hosts)
         for name in services:
             out.print(f"removed the service {name} (its Jupyter server is gone)", highlight=False)
         out.print(f"{len(services)} orphaned kernel service(s) removed.")

@@ -8,20 +8,21 @@ import os
 import sys
 from typing import Any
 
-import docker
-
 from tf1kernel.cli.common import Commands, add_engine_arguments, add_swarm_ssh_argument, connect, err, out, swarm_ssh
 from tf1kernel.cli.transfers import add_kernel_stack, layer_progress
 from tf1kernel.config.options import STRATEGIES, KernelOptions
-from tf1kernel.engine import connection as engine
 from tf1kernel.engine import networks
+from tf1kernel.engine.client import Client
+from tf1kernel.engine.endpoint import endpoint
 from tf1kernel.engine.images import image_platform, image_present, require_image
+from tf1kernel.engine.info import EngineInfo, describe
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import ImageMissing, InvalidOption, KernelStackMissing
 from tf1kernel.images import recipes as images
 from tf1kernel.images import registry, verify
 from tf1kernel.jupyter import kernelspec
 from tf1kernel.planning import strategies
+from tf1kernel.platforms import normalize_arch
 from tf1kernel.session import KernelSession
 
 
@@ -130,17 +131,17 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     if args.swarm_ssh:
         config["swarm_ssh"] = swarm_ssh(args)
     if args.docker_host or args.context:
-        engine.endpoint(args.docker_host, args.context)  # a context that does not exist is refused now
+        endpoint(args.docker_host, args.context)  # a context that does not exist is refused now
         config["docker_host" if args.docker_host else "docker_context"] = args.docker_host or args.context
     config.update(ssh_host_config(args))
     if args.skip_checks:
         if args.strategy == "auto":
             return config, "", ""
-        host = engine.EngineInfo("Linux engine", kernelspec.host_arch().replace("x86_64", "amd64"), "", "", "")
+        host = EngineInfo("Linux engine", normalize_arch(kernelspec.host_arch()), "", "", "")
         choice = strategies.configured(args.strategy, image, args.platform or prebuilt_platform(args), host)
         return {**config, "image": choice.image, "platform": choice.platform}, "", ""
     client = connect(args)
-    info = engine.describe(client)
+    info = describe(client)
     if image:
         wanted = args.platform or ("" if args.strategy == "auto" else strategies.default_platform(args.strategy, info))
         image = fetched_image(client, image, args.pull, wanted, info.native_platform)
@@ -174,7 +175,7 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     return {**config, "image": choice.image, "platform": choice.platform}, debugger_off, verified
 
 
-def fetched_image(client: docker.DockerClient, image: str, policy: str, wanted: str, native: str) -> str:
+def fetched_image(client: Client, image: str, policy: str, wanted: str, native: str) -> str:
     """An --image of a registry, pulled as the policy says (the platform the kernel needs, from a
     multi-architecture name) and named by its digest from then on, so that every start runs exactly this image;
     an image of this engine alone (built here) keeps its name."""

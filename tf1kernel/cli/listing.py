@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from docker.errors import ImageNotFound
 from rich.table import Table
 
 from tf1kernel.cli.common import Commands, out
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.client import connect
+from tf1kernel.engine.images import image_present
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.images import recipes as images
 from tf1kernel.jupyter import kernelspec
@@ -46,14 +46,10 @@ def run_list(args: argparse.Namespace) -> int:
 def image_presence(names: list[str]) -> dict[str, str]:
     """'yes'/'no' per image, or 'unknown (...)' for all when the engine is unreachable."""
     try:
-        client = engine.connect(timeout=10)
+        client = connect(timeout=10)
     except Tf1KernelError as exc:
         return {name: f"unknown: {exc.message}" for name in names}
     answers = {}
     for name in names:
-        try:
-            client.api.inspect_image(name)
-            answers[name] = "yes"
-        except ImageNotFound:
-            answers[name] = "no: " + images.build_hint(name)
+        answers[name] = "yes" if image_present(client, name) else "no: " + images.build_hint(name)
     return answers

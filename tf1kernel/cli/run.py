@@ -14,12 +14,12 @@ import signal
 import sys
 import uuid
 
-from docker.errors import DockerException
 from requests.exceptions import RequestException
 
 from tf1kernel.cli.common import Commands, err
 from tf1kernel.cli.terminal import Attached
 from tf1kernel.engine import exits, reaper
+from tf1kernel.engine.client import EngineError
 from tf1kernel.engine.command import Command, CommandRequest, Exit, Streams
 from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.errors import EngineUnavailable, InvalidOption
@@ -70,7 +70,7 @@ def run_command(args: argparse.Namespace) -> int:
         ended = attached.run(lambda: launched(command, prepared.placement))
     finally:
         prepared.placement.unpublish()
-        with contextlib.suppress(DockerException, RequestException):  # the reaper tries again
+        with contextlib.suppress(EngineError, RequestException):  # the reaper tries again
             command.remove()
         if watcher.stdin is not None:
             watcher.stdin.close()

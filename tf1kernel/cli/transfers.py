@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import docker
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -20,6 +19,7 @@ from rich.progress import (
 )
 
 from tf1kernel.cli.common import err, out
+from tf1kernel.engine.client import Client
 from tf1kernel.errors import KernelStackMissing
 from tf1kernel.images import builder, registry, verify
 from tf1kernel.images import recipes as images
@@ -83,7 +83,7 @@ class build_progress:
             out.print(f"[{event.step}/{event.steps}] {event.line.partition(' : ')[2][:100]}", highlight=False)
 
 
-def add_kernel_stack(client: docker.DockerClient, image: str, platform: str, python: str,
+def add_kernel_stack(client: Client, image: str, platform: str, python: str,
                      missing: KernelStackMissing, ca_path: Path | None = None,
                      index_url: str | None = None) -> verify.ImageFacts:
     """Build the thin image that adds ipykernel to `image` (build --image, install --image), and verify it, with

@@ -16,6 +16,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, v
 from traitlets.config import LoggingConfigurable
 
 from tf1kernel.config.workdir import SYSTEM_FOLDERS, SYSTEM_TREES, is_within, parse_mount
+from tf1kernel.engine.spec import memory_bytes
 from tf1kernel.errors import InvalidOption
 from tf1kernel.images.recipes import check_image_reference
 
@@ -45,18 +46,11 @@ DEFAULT_ENV_ALLOWLIST = [
     "TF2_BEHAVIOR",
     "OMP_NUM_THREADS",
 ]
-MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.IGNORECASE)
 MINIMUM_MEMORY_BYTES = 128 * 1024**2  # below this, Python and TensorFlow cannot even start
-
-
-def memory_bytes(text: str) -> int | None:
-    """The bytes of a memory size as Docker writes them (4g, 512m, 1.5g, 100000); None if it is not one."""
-    match = MEMORY_PATTERN.match(text.strip())
-    return int(float(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")) if match else None
-# Passed by jupyter_client (or traitlets) to every provisioner, besides the options.
 STRATEGIES = ("auto", "emulated", "source", "prebuilt", "compat")
 MAX_POOL_SIZE = 16
 MAX_RUN_STANDBY_SECONDS = 24 * 3600
+# Passed by jupyter_client (or traitlets) to every provisioner, besides the options.
 FRAMEWORK_ARGUMENTS = frozenset({"kernel_id", "kernel_spec", "parent", "config", "log"})
 
 

@@ -154,6 +154,12 @@ class CommandContainer:
                                                                   "stream": 1, "logs": int(logs)})
         return getattr(attached, "_sock", attached)
 
+    def run_inside(self, argv: list[str], stdin: bool = False) -> bytes | socket.socket:
+        """Run argv in the running container as the command's user: its output, or with stdin, a socket to it."""
+        api = self.client.api
+        started = api.exec_start(api.exec_create(self.id, argv, user=self.spec.user, stdin=stdin)["Id"], socket=stdin)
+        return getattr(started, "_sock", started) if stdin else started
+
     def launch(self) -> Streams:
         connection = self.attach()
         try:

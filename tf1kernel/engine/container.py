@@ -28,7 +28,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
 from tf1kernel.engine import networks
-from tf1kernel.engine.connection import START_ENGINE_FIX
+from tf1kernel.engine.client import START_ENGINE_FIX
 from tf1kernel.engine.images import check_image
 from tf1kernel.engine.kernel_files import (
     PIP_CONFIG_FILE,
@@ -188,6 +188,10 @@ class KernelContainer:
         """Write one line to the kernel's stdin, through its lifeline attach."""
         assert self.lifeline is not None, "only an attached container has a stdin to write to"
         getattr(self.lifeline, "_sock", self.lifeline).sendall(payload.rstrip(b"\n") + b"\n")
+
+    def put_file(self, path: str, payload: bytes, user: str) -> None:
+        """Write one file into the running container, readable only by user (a remote kernel's lease)."""
+        self.client.api.put_archive(self.id, "/", private_file_archive(path, payload, user))
 
     def rename(self, name: str) -> None:
         self.client.api.rename(self.id, name)

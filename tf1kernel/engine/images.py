@@ -1,9 +1,11 @@
-"""What the engine knows of an image: whether it has it, its platform, and its ID, with one error (and its fix)
-when it is missing. Shared by kernels and commands (check_image), build, install and the registry."""
+"""The engine's images: what it knows of one (whether it has it, its platform, ID, labels and size, with one error and
+its fix when it is missing), and building, listing, saving, loading and pruning them. Shared by kernels and commands
+(check_image), the strategies, build, install, the registry, archives and the swarm's copies."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 import docker
 from docker.errors import ImageNotFound
@@ -55,3 +57,42 @@ def check_image(client: docker.DockerClient, spec: ContainerSpec) -> str:
             f"rebuild it for {spec.platform} ({spec.messages.image_fix}) or change the kernelspec's `platform`",
         )
     return str(attrs.get("Id", spec.image))
+
+
+def image_id(client: docker.DockerClient, image: str) -> str:
+    """The image's ID; "" when the engine does not have it."""
+    attrs = inspected(client, image)
+    return str(attrs["Id"]) if attrs else ""
+
+
+def image_labels(client: docker.DockerClient, image: str) -> dict[str, str]:
+    """The image's labels; {} when the engine does not have it."""
+    attrs = inspected(client, image)
+    return dict((attrs or {}).get("Config", {}).get("Labels") or {})
+
+
+def listed_images(client: docker.DockerClient, label: str = "", references: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The engine's images with this label, or with one of these references (`docker images --filter`)."""
+    filters: dict[str, Any] = {"label": label} if label else {"reference": list(references)}
+    return list(client.api.images(filters=filters))
+
+
+def build_messages(client: docker.DockerClient, **build: Any) -> Iterator[dict[str, Any]]:
+    """The engine's messages while it builds (the SDK's build arguments, a custom context, decoded)."""
+    return client.api.build(custom_context=True, decode=True, **build)
+
+
+def prune_images(client: docker.DockerClient, labels: list[str]) -> None:
+    """Remove the dangling images with all these labels."""
+    client.api.prune_images(filters={"label": labels, "dangling": True})
+
+
+def archive_chunks(client: docker.DockerClient, image: str, chunk_size: int) -> Iterator[bytes]:
+    """The image as `docker save` writes it."""
+    return client.api.get_image(image, chunk_size=chunk_size)
+
+
+def load_archive(client: docker.DockerClient, archive: IO[bytes] | Iterable[bytes], quiet: bool | None = None
+                 ) -> Iterator[dict[str, Any]]:
+    """Load a `docker save` archive (a file, or its chunks); the engine's messages."""
+    return client.api.load_image(archive, quiet=quiet)

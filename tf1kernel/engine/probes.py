@@ -31,7 +31,6 @@ import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from requests.exceptions import RequestException
 
-from tf1kernel.engine.connection import EMULATOR_FIX
 from tf1kernel.engine.labels import LABEL_MANAGED
 from tf1kernel.errors import ContainerStartError, PlatformUnsupported, Tf1KernelError
 
@@ -200,6 +199,13 @@ def why_not_run(run: Run) -> str:
         return f"cannot run: {LOST_EXIT_CODE}"
     return f"cannot run (exit code {run.exit_code}; no emulator registered for it?)"
 
+
+# What makes an engine run containers of another architecture ({arch}: amd64 or arm64).
+EMULATOR_FIX = (
+    "register QEMU for {arch} with the engine: Docker Desktop, OrbStack and Colima do this themselves; on Linux "
+    "install qemu-user-static (Debian/Ubuntu: `sudo apt-get install qemu-user-static binfmt-support`) or run "
+    "`docker run --privileged --rm tonistiigi/binfmt --install {arch}`"
+)
 
 # Podman's answer for an exit it has no record of (conmon's exit file is gone: its tmpdir was emptied, by a
 # `podman system reset` of another store that shares it, or by a reboot under a running service).

@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.stdin.buffer.read()  # until the starter is gone
     # Imported only now: while the command runs, this process costs nothing.
-    from tf1kernel.engine import connection
+    from tf1kernel.engine.client import connect
     from tf1kernel.engine.container import remove_quietly
     from tf1kernel.engine.services import remove_service
 
-    client = connection.connect(args.docker_host or None, context=args.context or None)
+    client = connect(args.docker_host or None, context=args.context or None)
     if args.service:
         remove_service(client, args.container)
     else:

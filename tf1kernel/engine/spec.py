@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from tf1kernel.guest.constants import (
@@ -38,6 +39,15 @@ PACKAGES_FOLDER = "/.tf1kernel-packages"
 # its own modules through its __path__ once imported, so the zip leaves sys.path at once.
 BOOT = (f"import sys; sys.path.insert(0, {GUEST_ARCHIVE!r}); import {GUEST_PACKAGE}; sys.path.pop(0); "
         f"{GUEST_PACKAGE}.main(sys.argv[1:])")
+
+
+MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.IGNORECASE)
+
+
+def memory_bytes(text: str) -> int | None:
+    """The bytes of a memory size as Docker writes them (4g, 512m, 1.5g, 100000); None if it is not one."""
+    match = MEMORY_PATTERN.match(text.strip())
+    return int(float(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")) if match else None
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,7 @@ class Messages:
 class Limits:
     """Resource limits, from the options ("" and 0: none)."""
 
-    memory: str = ""
+    memory: str = ""  # as Docker writes it: 4g, 512m (memory_bytes)
     nano_cpus: int = 0
 
 

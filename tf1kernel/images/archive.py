@@ -29,10 +29,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import docker
-from docker.errors import APIError, ImageNotFound
-
-from tf1kernel.errors import ArchiveError, ImageMissing, ToolMissing
+from tf1kernel.engine.client import Client, EngineRefused
+from tf1kernel.engine.images import archive_chunks, image_id, load_archive, require_image
+from tf1kernel.errors import ArchiveError, ToolMissing
 from tf1kernel.images.registry import names_of
 
 RECORD = "tf1kernel-archive.json"
@@ -65,14 +64,10 @@ class ArchivedImage:
         return self.names[0] if self.names else self.image_id
 
 
-def save(client: docker.DockerClient, image: str, path: Path, progress: Progress) -> ArchivedImage:
+def save(client: Client, image: str, path: Path, progress: Progress) -> ArchivedImage:
     """Write image to path as an OCI archive (through a partial file: an interrupted save leaves nothing that looks
     whole)."""
-    try:
-        attrs = client.api.inspect_image(image)
-    except ImageNotFound:
-        raise ImageMissing(f"The image {image} is not on the Docker engine.",
-                           "name one that `docker images` lists, or pull or build it first") from None
+    attrs = require_image(client, image, "name one that `docker images` lists, or pull or build it first")
     names = names_of(image, list(attrs.get("RepoTags") or []))
     size = int(attrs.get("Size", 0))
     skopeo()
@@ -89,7 +84,7 @@ def save(client: docker.DockerClient, image: str, path: Path, progress: Progress
     return facts
 
 
-def load(client: docker.DockerClient, path: Path, progress: Progress) -> ArchivedImage:
+def load(client: Client, path: Path, progress: Progress) -> ArchivedImage:
     """Unpack the archive checking every member against its record, load it, and check the engine loaded it."""
     facts, digests = read_record(path)
     skopeo()
@@ -103,10 +98,7 @@ def load(client: docker.DockerClient, path: Path, progress: Progress) -> Archive
                     *(f"--additional-tag={name}" for name in facts.names[1:]))
         _load_into(client, engine_archive, path, progress)
     for name in facts.names or [facts.image_id]:
-        try:
-            loaded = client.api.inspect_image(name)["Id"]
-        except ImageNotFound:
-            loaded = ""
+        loaded = image_id(client, name)
         if loaded != facts.image_id:
             raise ArchiveError(f"The engine loaded {name} as {loaded or 'nothing'}, not the archive's image "
                                f"({facts.image_id}).", "save it again from the machine that built or pulled it")
@@ -186,10 +178,10 @@ def _no_room(base: Path, room: int = 0) -> ArchiveError:
                         "free some there, or set TMPDIR to a folder with room")
 
 
-def _fetch(client: docker.DockerClient, image: str, target: Path, size: int, progress: Progress) -> None:
+def _fetch(client: Client, image: str, target: Path, size: int, progress: Progress) -> None:
     done = 0
     with open(target, "wb") as file:
-        for chunk in client.api.get_image(image, chunk_size=CHUNK):
+        for chunk in archive_chunks(client, image, CHUNK):
             file.write(chunk)
             done += len(chunk)
             progress(f"reading {image} from the engine", done, size)
@@ -257,15 +249,15 @@ def _unpack_checked(path: Path, digests: dict[str, str], layout: Path, progress:
         raise ArchiveError(f"{path} is damaged: {missing[0]} is missing.", damaged)
 
 
-def _load_into(client: docker.DockerClient, engine_archive: Path, path: Path, progress: Progress) -> None:
+def _load_into(client: Client, engine_archive: Path, path: Path, progress: Progress) -> None:
     progress("loading into the engine", 0, 0)
     with open(engine_archive, "rb") as file:
         try:
-            for message in client.api.load_image(file):
+            for message in load_archive(client, file):
                 if "error" in message:
                     raise ArchiveError(f"The engine could not load {path}: {message['error']}",
                                        "check the engine's free space, then load it again")
-        except APIError as exc:
+        except EngineRefused as exc:
             raise ArchiveError(f"The engine could not load {path}: {exc.explanation or exc}",
                                "check the engine's free space, then load it again") from None
 

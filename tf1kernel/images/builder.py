@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import docker
-from docker.errors import APIError, DockerException, ImageNotFound
 from requests.exceptions import RequestException
 
-from tf1kernel.engine.connection import START_ENGINE_FIX
+from tf1kernel.engine.client import START_ENGINE_FIX, Client, EngineError, EngineRefused
+from tf1kernel.engine.images import build_messages, image_id, inspected, prune_images
 from tf1kernel.errors import BuildError, EngineUnavailable, InvalidOption
 from tf1kernel.images import verify
 from tf1kernel.images.recipes import (
@@ -124,7 +123,7 @@ class Built:
     up_to_date: bool = False
 
 
-def build_inputs_digest(client: docker.DockerClient, recipe: ImageRecipe, buildargs: dict[str, str]) -> str:
+def build_inputs_digest(client: Client, recipe: ImageRecipe, buildargs: dict[str, str]) -> str:
     """What a build's result depends on: recipe files, the wheel, the base image and the build arguments."""
     digest = hashlib.sha256(json.dumps([recipe.platform, recipe.target, sorted(
         (name, value) for name, value in buildargs.items()
@@ -137,16 +136,17 @@ def build_inputs_digest(client: docker.DockerClient, recipe: ImageRecipe, builda
                 digest.update(member.name.encode())
                 for block in iter(lambda: content.read(1 << 20), b""):  # noqa: B023 (used at once)
                     digest.update(block)
-    try:
-        digest.update(client.api.inspect_image(buildargs["PYTHON_IMAGE"])["Id"].encode())
-    except ImageNotFound:
+    base_id = image_id(client, buildargs["PYTHON_IMAGE"])
+    if base_id:
+        digest.update(base_id.encode())
+    else:
         digest.update(b"base image not here yet")  # the build pulls it: never counted as up to date
         digest.update(uuid.uuid4().bytes)
     return digest.hexdigest()[:32]
 
 
 def build_image(
-    client: docker.DockerClient,
+    client: Client,
     recipe: ImageRecipe,
     *,
     ca_bundle: bytes = b"",
@@ -169,21 +169,19 @@ def build_image(
     buildargs.update(extra_buildargs or {})
     inputs = build_inputs_digest(client, recipe, buildargs)
     if not no_cache:
-        try:
-            existing = client.api.inspect_image(tag)
-            existing_labels = existing["Config"].get("Labels") or {}
-            if existing_labels.get(LABEL_INPUTS) == inputs and same_image(existing_labels.get(LABEL_TAG) or "", tag):
-                return Built(existing["Id"], up_to_date=True)
-        except ImageNotFound:
-            pass
+        existing = inspected(client, tag)
+        existing_labels = (existing or {}).get("Config", {}).get("Labels") or {}
+        if existing and existing_labels.get(LABEL_INPUTS) == inputs and same_image(existing_labels.get(LABEL_TAG) or "",
+                                                                                    tag):
+            return Built(existing["Id"], up_to_date=True)
     build_id = buildargs["TF1KERNEL_BUILD"] = uuid.uuid4().hex
     labels = {LABEL_STRATEGY: recipe.strategy, LABEL_PLATFORM: recipe.platform, LABEL_TENSORFLOW: recipe.tensorflow,
               LABEL_INPUTS: inputs, LABEL_TAG: tag}
-    step, steps, tail, image_id = 0, 0, [], ""
+    step, steps, tail, built_id = 0, 0, [], ""
     try:
-        for chunk in client.api.build(
+        for chunk in build_messages(
+            client,
             fileobj=build_context(recipe, ca_bundle),
-            custom_context=True,
             tag=tag,
             platform=recipe.platform,
             target=recipe.target,
@@ -192,12 +190,11 @@ def build_image(
             nocache=no_cache,
             rm=True,
             forcerm=True,
-            decode=True,
             timeout=3600,
         ):
             if "error" in chunk:
                 raise build_error(chunk["error"], tail, buildargs["PYTHON_IMAGE"])
-            image_id = chunk.get("aux", {}).get("ID", image_id)
+            built_id = chunk.get("aux", {}).get("ID", built_id)
             for line in chunk.get("stream", "").splitlines():
                 match = re.match(r"Step (\d+)/(\d+) :", line)
                 if match:
@@ -205,16 +202,16 @@ def build_image(
                 if line.strip():
                     tail = [*tail[-19:], line]
                     on_progress(BuildProgress(step, steps, line))
-    except (RequestException, DockerException) as exc:
-        if isinstance(exc, APIError):
+    except (RequestException, EngineError) as exc:
+        if isinstance(exc, EngineRefused):
             raise build_error(str(exc.explanation), tail, buildargs["PYTHON_IMAGE"]) from None
         raise EngineUnavailable(f"Lost the Docker engine during the build: {exc}", START_ENGINE_FIX) from None
     finally:
         remove_build_stages(client, build_id)  # also after a failure: they hold the CA bundle
-    return Built(image_id or client.api.inspect_image(tag)["Id"])
+    return Built(built_id or image_id(client, tag))
 
 
-def add_kernel_stack(client: docker.DockerClient, image: str, platform: str, python: str, tensorflow: str,
+def add_kernel_stack(client: Client, image: str, platform: str, python: str, tensorflow: str,
                      ca_path: Path | None = None, index_url: str | None = None,
                      on_progress: Callable[[BuildProgress], None] = lambda progress: None) -> verify.ImageFacts:
     """Build the thin image that adds ipykernel to a TensorFlow 1.x `image` that lacks it, and verify it."""
@@ -224,15 +221,14 @@ def add_kernel_stack(client: docker.DockerClient, image: str, platform: str, pyt
     return verify.verify_image(client, recipe.tag, platform, python)
 
 
-def remove_build_stages(client: docker.DockerClient, build_id: str) -> None:
+def remove_build_stages(client: Client, build_id: str) -> None:
     """Delete this build's intermediate images of the pip stages: they hold the CA bundle and the index URL.
 
     Only this build's: another build running on the same engine still needs its own.
     """
     try:
-        client.api.prune_images(filters={"label": [BUILD_STAGE_LABEL, f"{BUILD_ID_LABEL}={build_id}"],
-                                         "dangling": True})
-    except (RequestException, DockerException) as exc:
+        prune_images(client, [BUILD_STAGE_LABEL, f"{BUILD_ID_LABEL}={build_id}"])
+    except (RequestException, EngineError) as exc:
         log.warning("tf1kernel: could not remove this build's pip stages (%s); `docker image prune --filter "
                     "label=%s` removes them", exc, BUILD_STAGE_LABEL)
 

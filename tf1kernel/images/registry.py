@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
-from docker.errors import APIError, ImageNotFound
-
+from tf1kernel.engine import distribution
+from tf1kernel.engine.client import Client, EngineRefused
 from tf1kernel.errors import (
     ImageNotInRegistry,
     PlatformNotInImage,
@@ -58,14 +57,14 @@ def registry_of(reference: str) -> str:
     return first if slash and ("." in first or ":" in first or first == "localhost") else ""
 
 
-def insecure_for_the_engine(client: docker.DockerClient, reference: str) -> bool:
+def insecure_for_the_engine(client: Client, reference: str) -> bool:
     """Whether the engine talks to reference's registry as an insecure one (plain HTTP, or TLS unchecked): it is
     one of its `insecure-registries`, or in their address ranges, which hold 127.0.0.0/8 by default (so the
     `localhost:5000` registry of Docker's own documentation). `docker manifest` and skopeo then must be told."""
     registry = registry_of(reference)
     if not registry:
         return False
-    config = client.api.info().get("RegistryConfig") or {}
+    config = distribution.registry_config(client)
     if (config.get("IndexConfigs") or {}).get(registry, {}).get("Secure") is False:
         return True
     host = registry.rsplit(":", 1)[0].strip("[]") if registry.count(":") <= 1 or "]" in registry else registry
@@ -89,20 +88,20 @@ def split_reference(reference: str) -> tuple[str, str]:
     return reference, "latest"
 
 
-def fresh_credentials(client: docker.DockerClient) -> None:
+def fresh_credentials(client: Client) -> None:
     """Docker's credentials as they are now: a long-lived process (the Jupyter server) sees a `docker login` done
     after it started."""
-    client.api.reload_config()
+    distribution.reload_credentials(client)
 
 
-def push(client: docker.DockerClient, image: str, target: str, progress: Progress) -> str:
+def push(client: Client, image: str, target: str, progress: Progress) -> str:
     """Tag image as target and push it; return target by digest (REPOSITORY@sha256:...)."""
     fresh_credentials(client)
     repository, tag = split_reference(target)
-    client.api.tag(image, repository, tag)
+    distribution.tag(client, image, repository, tag)
     try:
-        digest = follow(client.api.push(repository, tag, stream=True, decode=True), target, "push", progress)
-    except APIError as exc:
+        digest = follow(distribution.push_messages(client, repository, tag), target, "push", progress)
+    except EngineRefused as exc:
         raise refusal(str(exc.explanation or exc), target, "push") from None
     if not digest:
         raise RegistryError(f"The registry took {target} but did not say its digest.",
@@ -110,19 +109,18 @@ def push(client: docker.DockerClient, image: str, target: str, progress: Progres
     return f"{repository}@{digest}"
 
 
-def pull(client: docker.DockerClient, reference: str, platform: str, progress: Progress) -> str:
+def pull(client: Client, reference: str, platform: str, progress: Progress) -> str:
     """Pull reference for platform; return it by digest."""
     fresh_credentials(client)
     repository, tag = split_reference(reference)
     try:
-        follow(client.api.pull(repository, tag, stream=True, decode=True, platform=platform or None), reference,
-               "pull", progress)
-    except APIError as exc:
+        follow(distribution.pull_messages(client, repository, tag, platform), reference, "pull", progress)
+    except EngineRefused as exc:
         raise refusal(str(exc.explanation or exc), reference, "pull") from None
     return digest_reference(client, reference) or reference  # an engine that keeps no registry digests
 
 
-def pull_platform(client: docker.DockerClient, reference: str, platform: str, progress: Progress) -> str:
+def pull_platform(client: Client, reference: str, platform: str, progress: Progress) -> str:
     """Pull reference's image for platform; return it by the digest of that platform's own image (not the index's:
     an engine names one image per digest, and another platform pulled from the same index would take the name)."""
     try:
@@ -133,16 +131,16 @@ def pull_platform(client: docker.DockerClient, reference: str, platform: str, pr
     if not exact:
         return pull(client, reference, platform, progress)
     pulled = pull(client, exact, platform, progress)
-    client.api.tag(pulled, *split_reference(reference))  # as `docker pull NAME:TAG` leaves it
+    distribution.tag(client, pulled, *split_reference(reference))  # as `docker pull NAME:TAG` leaves it
     return pulled
 
 
-def platforms(client: docker.DockerClient, reference: str) -> list[str]:
+def platforms(client: Client, reference: str) -> list[str]:
     """The platforms the registry has under reference (an index's, or a single image's), asked through the engine."""
     fresh_credentials(client)
     try:
-        found = client.api.inspect_distribution(reference)
-    except APIError as exc:
+        found = distribution.distribution(client, reference)
+    except EngineRefused as exc:
         raise refusal(str(exc.explanation or exc), reference, "pull") from None
     return sorted({f"{p.get('os', 'linux')}/{p['architecture']}" for p in found.get("Platforms") or []
                    if p.get("architecture") and p.get("architecture") != "unknown"})
@@ -248,13 +246,10 @@ def names_of(asked: str, tags: list[str]) -> list[str]:
     return first + [tag for tag in tags if tag not in first]
 
 
-def digest_reference(client: docker.DockerClient, reference: str) -> str:
+def digest_reference(client: Client, reference: str) -> str:
     """The engine's image of reference named by its registry digest ("" when it has none: never pushed or pulled)."""
     repository, _ = split_reference(reference)
-    try:
-        digests = client.api.inspect_image(reference).get("RepoDigests") or []
-    except ImageNotFound:
-        return ""
+    digests = distribution.repo_digests(client, reference)
     return next((found for found in digests if found.partition("@")[0] == repository), "")
 
 
@@ -270,7 +265,7 @@ def follow(messages: Iterable[dict], reference: str, action: str, progress: Prog
             detail = message.get("progressDetail") or {}
             progress(Transfer(str(message.get("id", "")), str(message.get("status", "")),
                               int(detail.get("current") or 0), int(detail.get("total") or 0)))
-    except APIError as exc:
+    except EngineRefused as exc:
         raise refusal(str(exc.explanation or exc), reference, action) from None
     return digest
 

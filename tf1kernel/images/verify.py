@@ -13,12 +13,12 @@ import os
 import signal
 from dataclasses import dataclass
 
-import docker
-from docker.errors import ImageNotFound
-
-from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
+from tf1kernel.engine.client import Client
+from tf1kernel.engine.images import inspected
+from tf1kernel.engine.info import describe
 from tf1kernel.errors import CpuLacksAvx, ImageIncompatible, ImageMissing, KernelStackMissing
+from tf1kernel.platforms import normalize_arch
 
 # Python 2.7 and 3.x syntax alike: this runs on whatever the image has. The first line is
 # printed before TensorFlow is imported, because that import can kill the process.
@@ -73,21 +73,20 @@ class ImageFacts:
         return ""
 
 
-def verify_image(client: docker.DockerClient, image: str, platform: str, python: str = "python") -> ImageFacts:
+def verify_image(client: Client, image: str, platform: str, python: str = "python") -> ImageFacts:
     """Return what the image offers, or raise the error that says what it lacks and how to fix it."""
-    try:
-        attrs = client.api.inspect_image(image)
-    except ImageNotFound:
+    attrs = inspected(client, image)
+    if attrs is None:
         raise ImageMissing(f"The image {image} is not on the Docker engine.",
-                           f"`docker pull {image}` (or `docker load` it), then run this again") from None
-    actual = f"linux/{engine.normalize_arch(str(attrs.get('Architecture', '')))}"
+                           f"`docker pull {image}` (or `docker load` it), then run this again")
+    actual = f"linux/{normalize_arch(str(attrs.get('Architecture', '')))}"
     if actual != platform:
         raise ImageIncompatible(f"The image {image} is {actual}, not {platform}.",
                                 f"name a {platform} image, or drop --platform: an image runs as its own platform")
     arch = platform.split("/")[1]
     emulation = probes.probe_architecture(client, arch)
     if not emulation.runs:
-        raise probes.cannot_run(emulation, engine.describe(client).arch)
+        raise probes.cannot_run(emulation, describe(client).arch)
     run = probes.run_to_completion(client, image, [python, "-c", FACTS_SCRIPT], platform,
                                    environment={"TF_CPP_MIN_LOG_LEVEL": "3", "HOME": "/tmp"},
                                    user=f"{os.getuid()}:{os.getgid()}", timeout=VERIFY_TIMEOUT)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.client import START_ENGINE_FIX
 from tf1kernel.engine.container import ContainerState
 
 # How long the engine may be unreachable before a kernel counts as dead. Engines restart (Docker Desktop, a daemon
@@ -75,7 +75,7 @@ class EngineWatch:
         loop = asyncio.get_running_loop()
         waited_from, self.stop_waiting = loop.time(), False
         self.log.warning("tf1kernel: kernel %s restarts when the Docker engine at %s answers again (up to %.0f min; "
-                         "%s)", self.kernel_id, self.where, ENGINE_WAIT_SECONDS / 60, engine.START_ENGINE_FIX)
+                         "%s)", self.kernel_id, self.where, ENGINE_WAIT_SECONDS / 60, START_ENGINE_FIX)
         while loop.time() - waited_from < ENGINE_WAIT_SECONDS and not self.stop_waiting:
             if await asyncio.to_thread(engine_answers):
                 self.log.warning("tf1kernel: the Docker engine is back after %.0f s; restarting kernel %s",

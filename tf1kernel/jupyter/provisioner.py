@@ -14,13 +14,12 @@ import os
 import signal
 from typing import Any
 
-from docker.errors import APIError, DockerException
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from requests.exceptions import RequestException
 
 from tf1kernel.config.options import KernelOptions
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.client import EngineError, EngineRefused, engine_error
 from tf1kernel.engine.container import LOOPBACK, ContainerState, KernelContainer
 from tf1kernel.engine.ports import free_ports
 from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Network
@@ -30,6 +29,7 @@ from tf1kernel.jupyter.guest_report import GuestReport
 from tf1kernel.jupyter.outage import EngineWatch, LostKernel, first_line
 from tf1kernel.placement.base import Placement, answers_on_this_machine, any_free_ports
 from tf1kernel.planning import strategies
+from tf1kernel.planning.strategies import avx_fix
 from tf1kernel.session import KernelSession, Requested, kernelspec_name
 
 # A dead kernel's last lines of output: the cause of death is read from the last CAUSE_LINES, and a death with no
@@ -100,7 +100,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
             return 1
         try:
             state = await asyncio.to_thread(self.container.state)
-        except (DockerException, RequestException) as exc:
+        except (EngineError, RequestException) as exc:
             return await self._engine_unreachable(exc)
         self.watch.answered()
         if state.running:
@@ -136,7 +136,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
             return
         try:
             await asyncio.to_thread(self.container.signal, signum)
-        except (DockerException, RequestException) as exc:
+        except (EngineError, RequestException) as exc:
             log = self.log.debug if self.watch.lost else self.log.warning  # the loss was told once already
             log("tf1kernel: could not signal kernel %s (%s); the engine is unreachable", self.kernel_id,
                 first_line(exc))
@@ -180,7 +180,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         try:
             ports = await self._start()
-        except (EngineUnavailable, TunnelError, DockerException, RequestException) as raw:
+        except (EngineUnavailable, TunnelError, EngineError, RequestException) as raw:
             exc = raw if isinstance(raw, Tf1KernelError) else self._engine_failure(raw)
             if not self.session.started_once:
                 raise exc from None
@@ -204,7 +204,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         """Start once more (the engine is back); None if that fails too."""
         try:
             return await self._start()
-        except (Tf1KernelError, DockerException, RequestException) as exc:
+        except (Tf1KernelError, EngineError, RequestException) as exc:
             self.log.error("tf1kernel: kernel %s could not be started on the engine that came back: %s",
                            self.kernel_id, exc)
             return None
@@ -227,12 +227,12 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         self.connection_info = info
         return self.connection_info
 
-    def _engine_failure(self, exc: DockerException | RequestException) -> Tf1KernelError:
+    def _engine_failure(self, exc: EngineError | RequestException) -> Tf1KernelError:
         """An engine call failed where no specific error was expected: say so, with the fix."""
-        if isinstance(exc, APIError):
+        if isinstance(exc, EngineRefused):
             return ContainerStartError(f"The engine at {self.engine_description()} refused: {exc.explanation}",
                                        "see the message above; `tf1kernel doctor` checks the engine and the images")
-        return engine.engine_error(exc, self.engine_description())
+        return engine_error(exc, self.engine_description())
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
@@ -294,7 +294,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     def _cause_of_death(self, state: ContainerState, last_words: str) -> str:
         return cause_of_death(state, last_words, memory=self.memory,
                               image=self.spec.image if self.spec else self.image, python=self.python,
-                              avx_fix=engine.avx_fix(self.session.info.kind if self.session.info else "Linux engine"))
+                              avx_fix=avx_fix(self.session.info.kind if self.session.info else "Linux engine"))
 
     # -- helpers -------------------------------------------------------------
 
@@ -315,7 +315,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         container = self.session.container
         try:
             await asyncio.to_thread(self.session.stop)
-        except (DockerException, RequestException) as exc:
+        except (EngineError, RequestException) as exc:
             log = self.log.debug if self.watch.lost else self.log.warning  # it goes with the engine's next start
             log("tf1kernel: could not remove container %s: %s", container.id[:12] if container else "?", exc)
 

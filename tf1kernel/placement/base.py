@@ -20,8 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import NamedTuple
 
-import docker
-
+from tf1kernel.engine.client import Client
 from tf1kernel.engine.command import Command, CommandContainer, CommandRequest
 from tf1kernel.engine.container import LOOPBACK, KernelContainer
 from tf1kernel.engine.ports import free_ports
@@ -63,7 +62,7 @@ class Placement(ABC):
                        list(self.dns))
 
     @abstractmethod
-    def start(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
+    def start(self, client: Client, spec: ContainerSpec) -> KernelContainer:
         """Start the kernel's container; return it once the engine reports it running."""
 
     @abstractmethod
@@ -101,7 +100,7 @@ class Placement(ABC):
     command_ports_keep_numbers = False
     keeps_command_standbys = False
 
-    def command(self, client: docker.DockerClient, spec: ContainerSpec, request: CommandRequest) -> Command:
+    def command(self, client: Client, spec: ContainerSpec, request: CommandRequest) -> Command:
         """`tf1kernel run`'s command where this placement puts kernels, created (not started)."""
         return CommandContainer.create(client, spec, request)
 
@@ -113,7 +112,7 @@ class Placement(ABC):
         """Close what publish_here opened."""
         return None
 
-    def fits(self, client: docker.DockerClient, spec: ContainerSpec) -> Fit:
+    def fits(self, client: Client, spec: ContainerSpec) -> Fit:
         """Whether the kernel can run here (doctor), and where."""
         return Fit(True)
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import docker
-
 from tf1kernel.config.options import KernelOptions
 from tf1kernel.engine import networks
-from tf1kernel.engine.connection import EngineInfo
+from tf1kernel.engine.client import Client
+from tf1kernel.engine.info import EngineInfo
+from tf1kernel.engine.services import manager_node_id
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import InvalidOption
-from tf1kernel.placement import packages, swarm
+from tf1kernel.placement import packages
 from tf1kernel.placement.base import Placement, PortChooser, any_free_ports
 from tf1kernel.placement.local import LocalPlacement
 from tf1kernel.placement.remote_engine import RemotePlacement
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def placement_for(options: KernelOptions, info: EngineInfo, choose_kernel_ports: PortChooser = any_free_ports,
-                  kernelspec_name: str = "", logger: logging.Logger = log, client: docker.DockerClient | None = None
+                  kernelspec_name: str = "", logger: logging.Logger = log, client: Client | None = None
                   ) -> Placement:
     """The placement the options ask for on this engine."""
     placement = _placement(options, info, choose_kernel_ports, kernelspec_name, logger, client)
@@ -32,7 +32,7 @@ def placement_for(options: KernelOptions, info: EngineInfo, choose_kernel_ports:
 
 
 def _placement(options: KernelOptions, info: EngineInfo, choose_kernel_ports: PortChooser, kernelspec_name: str,
-               logger: logging.Logger, client: docker.DockerClient | None) -> Placement:
+               logger: logging.Logger, client: Client | None) -> Placement:
     network = network_for(options, info)
     if options.placement == "swarm":
         if not options.network_access:
@@ -40,7 +40,7 @@ def _placement(options: KernelOptions, info: EngineInfo, choose_kernel_ports: Po
                                 "host network, which tf1kernel cannot cut off.",
                                 'remove "network_access", or run the kernel on a Docker engine (placement engine)')
         if not info.swarm_node_id and client is not None:  # made a manager since the engine was described?
-            info = dataclasses.replace(info, swarm_node_id=swarm.manager_node_id(client))
+            info = dataclasses.replace(info, swarm_node_id=manager_node_id(client))
         if not info.swarm_node_id:
             raise InvalidOption(f"placement swarm needs a Docker Swarm manager; the engine at {info.url or info.kind} "
                                 "is not one.", "run `docker swarm init` there, or point docker_host or "

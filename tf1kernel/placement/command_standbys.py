@@ -21,10 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import docker
-from docker.errors import NotFound
-
 from tf1kernel.engine import command_standby
+from tf1kernel.engine.client import Client, NotFound
 from tf1kernel.engine.command import CommandRequest
 from tf1kernel.engine.command_standby import StandbyCommand, StandbyPlan
 from tf1kernel.engine.container import remove_quietly
@@ -35,7 +33,7 @@ MAX_STANDBYS = 2
 PLAN_FILE_PREFIX = "tf1kernel-standby-plan-"
 
 
-def standby_for(client: docker.DockerClient, placement: Placement, spec: ContainerSpec, request: CommandRequest,
+def standby_for(client: Client, placement: Placement, spec: ContainerSpec, request: CommandRequest,
                 image_id: str, seconds: int) -> StandbyPlan | None:
     """The standby this command may start in, and leaves for the next one; None where commands keep none."""
     if not seconds or request.publish or not placement.keeps_command_standbys or spec.quirks.podman:
@@ -43,7 +41,7 @@ def standby_for(client: docker.DockerClient, placement: Placement, spec: Contain
     return command_standby.plan(client, spec, request, image_id, seconds)
 
 
-def claim(client: docker.DockerClient, standby: StandbyPlan, spec: ContainerSpec,
+def claim(client: Client, standby: StandbyPlan, spec: ContainerSpec,
           request: CommandRequest) -> StandbyCommand | None:
     """A waiting standby of this plan, now the command's; None when there is none to claim."""
     for container in command_standby.waiting(client, standby):
@@ -60,7 +58,7 @@ def claimable(created: float, now: float, seconds: int) -> bool:
     return now - created < seconds - min(30.0, seconds / 4)
 
 
-def make(client: docker.DockerClient, standby: StandbyPlan) -> str | None:
+def make(client: Client, standby: StandbyPlan) -> str | None:
     """Start a standby of this plan unless one waits already; the user's oldest others beyond MAX_STANDBYS go."""
     mine = command_standby.standbys(client)
     if any(container["Labels"].get(command_standby.LABEL_STANDBY) == standby.key
@@ -88,9 +86,9 @@ def main() -> int:
         standby, docker_host, context = pickle.loads(plan_file.read_bytes())
     finally:
         plan_file.unlink()
-    from tf1kernel.engine import connection
+    from tf1kernel.engine.client import connect
 
-    client = connection.connect(docker_host or None, context=context or None)
+    client = connect(docker_host or None, context=context or None)
     with contextlib.suppress(NotFound):  # the image went meanwhile: the next command says so
         make(client, standby)
     return 0

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import docker
-
+from tf1kernel.engine.client import Client
 from tf1kernel.engine.command import (
     CommandContainer,
     CommandRequest,
@@ -17,8 +16,8 @@ from tf1kernel.engine.command import (
     command_files,
 )
 from tf1kernel.engine.reaper import Leftovers
+from tf1kernel.engine.services import ServiceCommand, remove_service
 from tf1kernel.engine.spec import HOME_DIR, ContainerSpec
-from tf1kernel.placement import swarm
 
 if TYPE_CHECKING:  # the placement makes its commands (SwarmPlacement.command)
     from tf1kernel.placement.swarm_node import SwarmPlacement
@@ -37,30 +36,28 @@ FEEDER_SCRIPT = 'while [ ! -p "$0" ]; do sleep 0.05; done; exec cat > "$0"'
 class SwarmCommand:
     """The command as a swarm service: launched once its task runs and is attached; removed with its service."""
 
-    def __init__(self, placement: SwarmPlacement, manager: docker.DockerClient, spec: ContainerSpec,
+    def __init__(self, placement: SwarmPlacement, manager: Client, spec: ContainerSpec,
                  request: CommandRequest) -> None:
         self.placement = placement
         self.manager = manager
         self.spec = spec
         self.tty = request.tty
         waits = [GATE_SCRIPT, GATE_FILE] if request.tty else [PIPED_SCRIPT, STDIN_PIPE]
-        self.service = swarm.ServiceCommand(["/bin/sh", "-c", *waits, *request.argv], command_files(spec),
+        self.service = ServiceCommand(["/bin/sh", "-c", *waits, *request.argv], command_files(spec),
                                             command_environment(spec, request), request.tty)
         self.container: CommandContainer | None = None
 
     def launch(self) -> Streams:
         node_client, task = self.placement.start_task(self.manager, self.spec, self.service)
         self.container = CommandContainer(node_client, task.container_id, self.tty, self.spec)
-        api, user = node_client.api, self.spec.user
         if self.tty:
             connection = self.container.attach()
-            api.exec_start(api.exec_create(task.container_id, ["touch", GATE_FILE], user=user)["Id"])
+            self.container.run_inside(["touch", GATE_FILE])
             return Streams(connection, connection)
         output = self.container.attach(stdin=False)
-        feeder = api.exec_create(task.container_id, ["/bin/sh", "-c", FEEDER_SCRIPT, STDIN_PIPE], stdin=True,
-                                 user=user)
-        stdin = api.exec_start(feeder["Id"], socket=True)
-        return Streams(output, getattr(stdin, "_sock", stdin))
+        stdin = self.container.run_inside(["/bin/sh", "-c", FEEDER_SCRIPT, STDIN_PIPE], stdin=True)
+        assert not isinstance(stdin, bytes)
+        return Streams(output, stdin)
 
     def resize(self, rows: int, columns: int) -> None:
         if self.container is not None:
@@ -76,7 +73,7 @@ class SwarmCommand:
 
     def remove(self) -> None:
         """The service, and with it the task's container on its node, and the command's secrets."""
-        swarm.remove_service(self.manager, self.spec.kernel_id)
+        remove_service(self.manager, self.spec.kernel_id)
 
     def leftovers(self) -> Leftovers:
         return Leftovers(self.spec.kernel_id, service=True)

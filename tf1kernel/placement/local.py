@@ -8,9 +8,8 @@ import dataclasses
 import logging
 import os
 
-import docker
-
 from tf1kernel.config.workdir import existing_mount_source, mountable_working_dir
+from tf1kernel.engine.client import Client
 from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.ports import free_ports, ports_free
 from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Lifetime, Network
@@ -52,7 +51,7 @@ class LocalPlacement(Placement):
             ports["tensorboard_port"] = free_ports(1)[0]
         return ports
 
-    def start(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
+    def start(self, client: Client, spec: ContainerSpec) -> KernelContainer:
         """Adopt a standby kernel from the warm pool when there is one for this kernel, else start cold."""
         root = self._pool_root() if self.pool_size else ""
         if root and pool.eligible(spec, root):

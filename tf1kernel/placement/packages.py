@@ -17,10 +17,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
-from docker.errors import APIError, NotFound
-
+from tf1kernel.engine.client import Client, EngineRefused
 from tf1kernel.engine.labels import LABEL_MANAGED
+from tf1kernel.engine.volumes import labelled_volumes, remove_volume, volume_labels
 from tf1kernel.errors import InvalidOption
 from tf1kernel.images import builder
 
@@ -130,13 +129,13 @@ LIST_SITE_PACKAGES = ("import glob, os\n"
                       "    print(os.path.basename(p))")
 
 
-def kept_on_engine(client: docker.DockerClient) -> dict[str, list[Package]]:
+def kept_on_engine(client: Client) -> dict[str, list[Package]]:
     """Every kernelspec's kept packages in the engine's volumes, by kernelspec name (read by a short-lived,
     offline container of the image that made the volume)."""
     from tf1kernel.engine.probes import run_to_completion  # probes imports what imports this module
 
     found: dict[str, list[Package]] = {}
-    volumes = client.api.volumes(filters={"label": LABEL_PACKAGES}).get("Volumes") or []
+    volumes = labelled_volumes(client, LABEL_PACKAGES)
     for volume in sorted(volumes, key=lambda v: v["Name"]):
         labels = volume.get("Labels") or {}
         run = run_to_completion(client, labels.get(LABEL_IMAGE, ""), ["python", "-c", LIST_SITE_PACKAGES], "",
@@ -146,18 +145,17 @@ def kept_on_engine(client: docker.DockerClient) -> dict[str, list[Package]]:
     return found
 
 
-def reset_on_engine(client: docker.DockerClient, kernelspec_name: str) -> None:
+def reset_on_engine(client: Client, kernelspec_name: str) -> None:
     """Remove a kernelspec's volume of kept packages from the engine."""
     name = volume_name(kernelspec_name)
-    try:
-        labels = client.api.inspect_volume(name).get("Labels") or {}
-    except NotFound:
+    labels = volume_labels(client, name)
+    if labels is None:
         raise InvalidOption(f"The engine keeps no packages for a kernel named {kernelspec_name!r}.",
-                            "name a kernelspec that `tf1kernel packages list` shows for this engine") from None
+                            "name a kernelspec that `tf1kernel packages list` shows for this engine")
     if labels.get(LABEL_MANAGED) != "volume" or LABEL_PACKAGES not in labels:
         raise InvalidOption(f"The volume {name} was not made by tf1kernel.", "leave it, or remove it yourself")
     try:
-        client.api.remove_volume(name)
-    except APIError as exc:
+        remove_volume(client, name)
+    except EngineRefused as exc:
         raise InvalidOption(f"The volume {name} is in use: {exc.explanation}",
                             f"shut down the kernels of {kernelspec_name} first, then reset again") from None

@@ -26,12 +26,11 @@ import threading
 import uuid
 from collections import deque
 
-import docker
-from docker.errors import DockerException
 from requests.exceptions import RequestException
 
 from tf1kernel.config.options import MAX_POOL_SIZE
 from tf1kernel.config.workdir import is_within
+from tf1kernel.engine.client import Client, EngineError
 from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.kernel_files import connection_info, host_network_tensorboard
 from tf1kernel.engine.spec import ContainerSpec, Lifetime
@@ -78,7 +77,7 @@ def adoption_line(spec: ContainerSpec) -> bytes:
 class WarmPool:
     """Up to `size` standby kernels of one configuration, refilled in the background."""
 
-    def __init__(self, client: docker.DockerClient, template_spec: ContainerSpec, size: int) -> None:
+    def __init__(self, client: Client, template_spec: ContainerSpec, size: int) -> None:
         self.client = client
         self.template = template_spec
         self.size = size
@@ -108,7 +107,7 @@ class WarmPool:
                                    labels={**self.template.labels, LABEL_POOL: self.key})
         try:
             container = KernelContainer.start(self.client, spec)
-        except (DockerException, RequestException, OSError) as exc:
+        except (EngineError, RequestException, OSError) as exc:
             log.warning("tf1kernel: could not start a pool kernel (%s); kernels start cold meanwhile", exc)
             container = None
         with self._lock:
@@ -127,7 +126,7 @@ class WarmPool:
         for container in idle:
             try:
                 container.remove()
-            except (DockerException, RequestException) as exc:
+            except (EngineError, RequestException) as exc:
                 log.warning("tf1kernel: could not remove pool kernel %s: %s", container.id[:12], exc)
 
     @property
@@ -140,7 +139,7 @@ _pools: dict[str, WarmPool] = {}
 _pools_lock = threading.Lock()
 
 
-def pool_for(client: docker.DockerClient, spec: ContainerSpec, pool_root: str, size: int) -> WarmPool:
+def pool_for(client: Client, spec: ContainerSpec, pool_root: str, size: int) -> WarmPool:
     """The pool of spec's configuration in this process, made (and filling) on first use."""
     template_spec = template(spec, pool_root)
     key = key_of(template_spec)

@@ -15,17 +15,17 @@ import dataclasses
 import logging
 import threading
 
-import docker
-from docker.errors import APIError, DockerException, NotFound
 from requests.exceptions import RequestException
 
+from tf1kernel.engine.client import Client, EngineError, NotFound
 from tf1kernel.engine.container import KernelContainer, give_tensorboard_address
-from tf1kernel.engine.kernel_files import private_file_archive, tensorboard_address
+from tf1kernel.engine.kernel_files import tensorboard_address
 from tf1kernel.engine.labels import LABEL_MANAGED
 from tf1kernel.engine.ports import LOOPBACK
 from tf1kernel.engine.probes import run_to_completion
 from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.engine.tunnel import SshDestination, Tunnel
+from tf1kernel.engine.volumes import create_volume, volume_labels
 from tf1kernel.guest.constants import LEASE_FILE, TENSORBOARD_PORT
 
 VOLUME_MOUNTPOINT = "/work"
@@ -47,20 +47,17 @@ def remote_workspace(spec: ContainerSpec, host: str, remote_workdir: str, volume
     return dataclasses.replace(spec, messages=dataclasses.replace(spec.messages, notice=told))
 
 
-def ensure_volume(client: docker.DockerClient, spec: ContainerSpec, volume: str,
+def ensure_volume(client: Client, spec: ContainerSpec, volume: str,
                   labels: dict[str, str] | None = None) -> None:
     """Create a named volume once, owned by the kernel's user (a new volume belongs to root): the work volume,
     or the kernelspec's kept packages."""
-    try:
-        client.api.inspect_volume(volume)
+    if volume_labels(client, volume) is not None:
         return
-    except NotFound:
-        pass
-    client.api.create_volume(volume, labels={LABEL_MANAGED: "volume", **(labels or {})})
+    create_volume(client, volume, {LABEL_MANAGED: "volume", **(labels or {})})
     give_volume(client, spec, volume)
 
 
-def give_volume(client: docker.DockerClient, spec: ContainerSpec, volume: str) -> None:
+def give_volume(client: Client, spec: ContainerSpec, volume: str) -> None:
     """Make the kernel's user own a volume (it is mounted at VOLUME_MOUNTPOINT for that)."""
     uid, _, gid = spec.user.partition(":")
     run = run_to_completion(client, spec.image, ["chown", f"{uid}:{gid or uid}", VOLUME_MOUNTPOINT], spec.platform,
@@ -105,9 +102,8 @@ class RemoteLink:
         while not self._stop.wait(interval):
             self._renewals += 1
             try:
-                self.container.client.api.put_archive(self.container.id, "/", private_file_archive(
-                    LEASE_FILE, str(self._renewals).encode(), self.user))
-            except (APIError, DockerException, RequestException, OSError) as exc:
+                self.container.put_file(LEASE_FILE, str(self._renewals).encode(), self.user)
+            except (EngineError, RequestException, OSError) as exc:
                 if self._stop.is_set() or self.container.exit_code is not None or isinstance(exc, NotFound):
                     return  # the kernel ended, and its container is going
                 log.warning("tf1kernel: could not renew the lease of kernel container %s: %s",

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import docker
-
+from tf1kernel.engine.client import Client
 from tf1kernel.engine.command import Command, CommandContainer, CommandRequest
 from tf1kernel.engine.container import KernelContainer, at_once
 from tf1kernel.engine.ports import free_ports, same_where_free
@@ -37,11 +36,11 @@ class RemotePlacement(TunnelledPlacement):
         return dataclasses.replace(spec, network=self.network_here(spec, spec.network.host_ports, tunnelled=True),
                                    lifetime=dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds))
 
-    def start(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
+    def start(self, client: Client, spec: ContainerSpec) -> KernelContainer:
         self.ensure_volumes(client, spec)
         return KernelContainer.start(client, spec)
 
-    def ensure_volumes(self, client: docker.DockerClient, spec: ContainerSpec) -> None:
+    def ensure_volumes(self, client: Client, spec: ContainerSpec) -> None:
         """The work volume and the kept packages' volume, made there (owned by the kernel's user) if missing."""
         volumes = [lambda: remote.ensure_volume(client, spec, spec.work_volume)] if spec.work_volume else []
         if spec.storage.packages_volume:
@@ -75,7 +74,7 @@ class RemotePlacement(TunnelledPlacement):
     def listen_for_frontend(self, frontend_ports: dict[str, int], spec: ContainerSpec) -> None:
         self.listen_on({**frontend_ports, "tensorboard_port": free_ports(1)[0]})
 
-    def command(self, client: docker.DockerClient, spec: ContainerSpec, request: CommandRequest) -> Command:
+    def command(self, client: Client, spec: ContainerSpec, request: CommandRequest) -> Command:
         self.ensure_volumes(client, spec)
         return CommandContainer.create(client, spec, request)
 

@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import docker
-from docker.errors import DockerException, ImageNotFound
 from requests.exceptions import RequestException
 
-from tf1kernel.engine import connection as engine
+from tf1kernel.engine.client import Client, EngineError, connect
+from tf1kernel.engine.images import archive_chunks, image_present, load_archive, require_image
+from tf1kernel.engine.images import image_id as engine_image_id
+from tf1kernel.engine.services import swarm_nodes
 from tf1kernel.engine.tunnel import SshDestination
-from tf1kernel.errors import ImageMissing, InvalidOption, NodeUnreachable
+from tf1kernel.errors import InvalidOption, NodeUnreachable
 from tf1kernel.images.registry import names_of
 from tf1kernel.placement import swarm
 
@@ -54,9 +55,9 @@ class NodeCopy:
 ProgressCallback = Callable[[Node, int, int], None]  # node, bytes sent, bytes in all
 
 
-def nodes(client: docker.DockerClient) -> list[Node]:
+def nodes(client: Client) -> list[Node]:
     found = []
-    for node in client.api.nodes():
+    for node in swarm_nodes(client):
         found.append(Node(node["ID"], node["Description"].get("Hostname", ""), node["Status"].get("Addr", ""),
                           node["Description"].get("Platform", {}).get("Architecture", ""),
                           node["Status"].get("State") == "ready" and node["Spec"].get("Availability") == "active"))
@@ -73,14 +74,11 @@ def ssh_destination(hostname: str, address: str, ssh_for_nodes: dict[str, str]) 
                             'write it as "user@host" or "host"') from None
 
 
-def copy_to_nodes(client: docker.DockerClient, image: str, ssh_for_nodes: dict[str, str],
+def copy_to_nodes(client: Client, image: str, ssh_for_nodes: dict[str, str],
                   on_progress: ProgressCallback = lambda node, sent, total: None) -> list[NodeCopy]:
     """Copy the manager's `image` to every ready node of its architecture that lacks that image ID."""
     manager = swarm.require_manager(client, "Copying an image to the swarm's nodes")
-    try:
-        facts = client.api.inspect_image(image)
-    except ImageNotFound:
-        raise ImageMissing(f"The image {image} is not on the swarm manager.", "build it there first") from None
+    facts = require_image(client, image, "build it there first")
     arch = swarm.node_architecture(f"linux/{facts.get('Architecture', '')}")
     copies = []
     for node in nodes(client):
@@ -96,25 +94,23 @@ def copy_to_nodes(client: docker.DockerClient, image: str, ssh_for_nodes: dict[s
     return copies
 
 
-def copy_to_node(client: docker.DockerClient, image: str, facts: dict, node: Node, destination: SshDestination,
+def copy_to_node(client: Client, image: str, facts: dict, node: Node, destination: SshDestination,
                  on_progress: ProgressCallback) -> NodeCopy:
     """Load the image into the node's engine unless it has that ID already."""
     image_id, size = facts["Id"], int(facts.get("Size", 0))
     try:
-        target = engine.connect(destination.url, timeout=COPY_TIMEOUT)
-        try:
-            target.api.inspect_image(image_id)
+        target = connect(destination.url, timeout=COPY_TIMEOUT)
+        if image_present(target, image_id):
             return NodeCopy(node, "has it")
-        except ImageNotFound:
-            pass
         started = time.monotonic()
         # By a tag, the node gets the name too (a save by ID carries none); the load checks the ID below. The
         # name asked for first, of the image's several (a pushed image has its registry's too).
         name = next(iter(names_of(image, facts.get("RepoTags") or [])), image_id)
-        target.api.load_image(counted(client.api.get_image(name, chunk_size=CHUNK_BYTES), node, size, on_progress),
-                              quiet=True)
-        loaded = target.api.inspect_image(image_id)["Id"]
-    except (DockerException, RequestException, OSError) as exc:
+        for _ in load_archive(target, counted(archive_chunks(client, name, CHUNK_BYTES), node, size, on_progress),
+                              quiet=True):
+            pass
+        loaded = engine_image_id(target, image_id)
+    except (EngineError, RequestException, OSError) as exc:
         raise NodeUnreachable(f"Could not copy the image to swarm node {node.name} through ssh://"
                               f"{destination.destination}: {exc}",
                               "check that `ssh " + destination.destination + " docker info` works from here (map "

@@ -7,13 +7,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import docker
-
-from tf1kernel.engine import connection as engine
-from tf1kernel.engine.command import Command, CommandRequest
-from tf1kernel.engine.connection import EngineInfo
+from tf1kernel.engine.client import Client
+from tf1kernel.engine.command import Command, CommandContainer, CommandRequest
 from tf1kernel.engine.container import KernelContainer
+from tf1kernel.engine.info import EngineInfo, shared
 from tf1kernel.engine.ports import free_ports
+from tf1kernel.engine.services import (
+    ServiceCommand,
+    Task,
+    create_service,
+    remove_orphan_services,
+    remove_service,
+    wait_for_task,
+)
 from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Lifetime, Network
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import InvalidOption
@@ -42,9 +48,9 @@ class SwarmPlacement(TunnelledPlacement):
         self.constraints = constraints
         self.ssh_for_nodes = ssh_for_nodes
         self.log = logger
-        self.client: docker.DockerClient | None = None
+        self.client: Client | None = None
         self.kernel_id = ""
-        self.task: swarm.Task | None = None
+        self.task: Task | None = None
         self.destination: SshDestination | None = None
         super().__init__()
 
@@ -67,35 +73,35 @@ class SwarmPlacement(TunnelledPlacement):
         return dataclasses.replace(spec, network=self.network_here(spec, ports, tunnelled=True),
                                    lifetime=dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds))
 
-    def start(self, client: docker.DockerClient, spec: ContainerSpec) -> KernelContainer:
+    def start(self, client: Client, spec: ContainerSpec) -> KernelContainer:
         node_client, task = self.start_task(client, spec)
         return KernelContainer(node_client, task.container_id, dict(spec.network.host_ports))
 
-    def start_task(self, client: docker.DockerClient, spec: ContainerSpec,
-                   command: swarm.ServiceCommand | None = None) -> tuple[docker.DockerClient, swarm.Task]:
+    def start_task(self, client: Client, spec: ContainerSpec,
+                   command: ServiceCommand | None = None) -> tuple[Client, Task]:
         """The kernel's service (or a command's), once its task runs: its node's engine, and the task."""
         self.client, self.kernel_id = client, spec.kernel_id
         reap_services_once(client, self.manager.key, self.log)
         image, image_fix = swarm.service_image(client, spec.image, SWARM_IMAGE_FIX)
         placed_by = swarm.constraints(spec.platform, self.constraints)
-        service_id = swarm.create_service(client, spec, image, placed_by, spec.labels, command)
+        service_id = create_service(client, spec, image, placed_by, spec.labels, command)
         try:
-            self.task = task = swarm.wait_for_task(client, service_id, ", ".join(placed_by), image_fix)
+            self.task = task = wait_for_task(client, service_id, ", ".join(placed_by), image_fix)
             self.log.info("tf1kernel: %s %s landed on swarm node %s (%s)", "kernel" if command is None else "command",
                           spec.kernel_id, task.node_hostname, task.node_address)
             node_client = client
             self.destination = None
             if not (task.node_id == self.node_id and self.manager.shares_host_network):
                 self.destination = self.node_destination(task)
-                node_client = engine.shared(self.destination.url)[0]
+                node_client = shared(self.destination.url)[0]
             if spec.work_volume:
                 own_volume(node_client, task.container_id, spec)
             return node_client, task
         except BaseException:
-            swarm.remove_service(client, spec.kernel_id)
+            remove_service(client, spec.kernel_id)
             raise
 
-    def node_destination(self, task: swarm.Task) -> SshDestination:
+    def node_destination(self, task: Task) -> SshDestination:
         return swarm_images.ssh_destination(task.node_hostname, task.node_address, self.ssh_for_nodes)
 
     def connect(self, container: KernelContainer, spec: ContainerSpec) -> dict[str, int]:
@@ -118,7 +124,7 @@ class SwarmPlacement(TunnelledPlacement):
         if link is not None:
             link.close()
         if self.client is not None and self.kernel_id:
-            swarm.remove_service(self.client, self.kernel_id)
+            remove_service(self.client, self.kernel_id)
 
     def for_frontend(self, frontend_ports: dict[str, int]) -> tuple[Network, Lifetime | None]:
         """A kernel on this machine's node listens on the frontend's ports itself (prepare keeps them), one on
@@ -128,7 +134,7 @@ class SwarmPlacement(TunnelledPlacement):
     def listen_for_frontend(self, frontend_ports: dict[str, int], spec: ContainerSpec) -> None:
         self.listen_on(spec.network.host_ports)
 
-    def command(self, client: docker.DockerClient, spec: ContainerSpec, request: CommandRequest) -> Command:
+    def command(self, client: Client, spec: ContainerSpec, request: CommandRequest) -> Command:
         if request.publish:
             raise InvalidOption("-p is not available on a swarm: the command runs on its node's network.",
                                 "drop -p, or name a kernel of a Docker engine with --kernel (`tf1kernel list`)")
@@ -137,7 +143,7 @@ class SwarmPlacement(TunnelledPlacement):
                                 "register the emulator on the nodes (binfmt) and remove `command_prefix`")
         return SwarmCommand(self, client, spec, request)
 
-    def fits(self, client: docker.DockerClient, spec: ContainerSpec) -> Fit:
+    def fits(self, client: Client, spec: ContainerSpec) -> Fit:
         """A ready node of the image's architecture (each needs the image: `tf1kernel build --swarm`)."""
         arch = swarm.node_architecture(spec.platform)
         fitting = [node.name for node in swarm_images.nodes(client) if node.ready and node.arch == arch]
@@ -155,18 +161,18 @@ SWARM_IMAGE_FIX = ("copy the image from the manager to every node that may take 
 _reaped_swarms: set[str] = set()
 
 
-def reap_services_once(client: docker.DockerClient, swarm_key: str, logger: logging.Logger) -> None:
+def reap_services_once(client: Client, swarm_key: str, logger: logging.Logger) -> None:
     """Remove, once per swarm and process, the kernel services of Jupyter processes that died."""
     if swarm_key in _reaped_swarms:
         return
     _reaped_swarms.add(swarm_key)
-    for name in swarm.remove_orphan_services(client):
+    for name in remove_orphan_services(client):
         logger.warning("tf1kernel: removed orphaned kernel service %s (its Jupyter server is gone)", name)
 
 
-def own_volume(client: docker.DockerClient, container_id: str, spec: ContainerSpec) -> None:
+def own_volume(client: Client, container_id: str, spec: ContainerSpec) -> None:
     """A node makes the work volume at the first mount, owned by root: give it to the kernel's user."""
-    writable = client.api.exec_start(client.api.exec_create(
-        container_id, ["sh", "-c", f"test -w {spec.working_dir} && echo yes"], user=spec.user)["Id"])
+    writable = CommandContainer(client, container_id, False, spec).run_inside(
+        ["sh", "-c", f"test -w {spec.working_dir} && echo yes"])
     if b"yes" not in writable:
         remote.give_volume(client, spec, spec.work_volume)

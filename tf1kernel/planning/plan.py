@@ -11,11 +11,10 @@ import dataclasses
 import logging
 import os
 
-import docker
-
 from tf1kernel.config.options import KernelOptions
-from tf1kernel.engine import connection as engine
 from tf1kernel.engine import probes
+from tf1kernel.engine.client import Client
+from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.kernel_files import kernel_files_folder
 from tf1kernel.engine.spec import ContainerSpec, EngineQuirks, Storage
 from tf1kernel.errors import CpuLacksAvx, PlatformUnsupported
@@ -23,11 +22,12 @@ from tf1kernel.images.recipes import build_hint
 from tf1kernel.placement import packages
 from tf1kernel.placement.base import Placement
 from tf1kernel.planning import strategies
+from tf1kernel.planning.strategies import avx_fix
 
 log = logging.getLogger(__name__)
 
 
-def resolve(options: KernelOptions, client: docker.DockerClient, info: engine.EngineInfo, spec: ContainerSpec,
+def resolve(options: KernelOptions, client: Client, info: EngineInfo, spec: ContainerSpec,
             placement: Placement, kernelspec_name: str, restart: bool = False, logger: logging.Logger = log,
             probes_on_disk: bool = False) -> tuple[ContainerSpec, strategies.Choice]:
     """spec as it starts on this engine, and the strategy's choice behind it. probes_on_disk: what the engine's
@@ -43,12 +43,12 @@ def resolve(options: KernelOptions, client: docker.DockerClient, info: engine.En
         spec, image=choice.image, platform=choice.platform,
         storage=Storage(files_folder, kept_folder, kept_volume, packages.pip_ca_bundle(options.pip_ca_bundle)),
         quirks=EngineQuirks(info.kind == "Podman", info.podman_user_network, info.rootless_podman),
-        messages=dataclasses.replace(spec.messages, avx_fix=engine.avx_fix(info.kind),
+        messages=dataclasses.replace(spec.messages, avx_fix=avx_fix(info.kind),
                                      image_fix=build_hint(choice.image)),
     ), choice
 
 
-def decide(options: KernelOptions, client: docker.DockerClient, info: engine.EngineInfo, spec: ContainerSpec,
+def decide(options: KernelOptions, client: Client, info: EngineInfo, spec: ContainerSpec,
            restart: bool = False, logger: logging.Logger = log, probes_on_disk: bool = False) -> strategies.Choice:
     """The strategy's image and platform, checked against the engine: it runs them, with AVX where TensorFlow
     needs it. A restart does not fail for want of AVX (it would fail over and over): the kernel starts, and
@@ -62,7 +62,7 @@ def decide(options: KernelOptions, client: docker.DockerClient, info: engine.Eng
     return choice
 
 
-def check_engine_runs(options: KernelOptions, client: docker.DockerClient, info: engine.EngineInfo, platform: str,
+def check_engine_runs(options: KernelOptions, client: Client, info: EngineInfo, platform: str,
                       spec: ContainerSpec, restart: bool, logger: logging.Logger = log,
                       probes_on_disk: bool = False) -> None:
     """A foreign platform needs an emulator; an x86-64 TensorFlow needs AVX. Both are checked before start."""
@@ -82,20 +82,20 @@ def check_engine_runs(options: KernelOptions, client: docker.DockerClient, info:
                  else "this engine's x86-64 emulation" if info.arch != "amd64" else "this machine's CPU")
         error = CpuLacksAvx(f"The kernel's x86-64 TensorFlow needs AVX, and {where} does not offer it "
                             "(Rosetta never does). The kernel would die at `import tensorflow`.",
-                            engine.avx_fix(info.kind))
+                            avx_fix(info.kind))
         if not restart:
             raise error
         logger.error("tf1kernel: kernel %s: %s", spec.kernel_id, error)
 
 
-def probe(client: docker.DockerClient, info: engine.EngineInfo, arch: str, spec: ContainerSpec,
+def probe(client: Client, info: EngineInfo, arch: str, spec: ContainerSpec,
           on_disk: bool = False) -> probes.EmulationFacts:
     engine_identity = f"{info.key} {info.server_version} {info.os}"  # a new version or VM is probed again
     return probes.cached_probe(client, engine_identity, arch, tuple(spec.command_prefix), tuple(spec.extra_mounts),
                                on_disk)
 
 
-def packages_folder(spec: ContainerSpec, info: engine.EngineInfo, kernelspec_name: str,
+def packages_folder(spec: ContainerSpec, info: EngineInfo, kernelspec_name: str,
                     logger: logging.Logger = log) -> str:
     """This kernelspec's folder of kept packages, made if missing; "" (packages last until a restart) if
     it cannot be made, or the kernel's user could not write there (rootless Podman maps only its own user
@@ -112,13 +112,13 @@ def packages_folder(spec: ContainerSpec, info: engine.EngineInfo, kernelspec_nam
     return folder
 
 
-def files_mountable(info: engine.EngineInfo, spec: ContainerSpec) -> bool:
+def files_mountable(info: EngineInfo, spec: ContainerSpec) -> bool:
     """Can the kernel's files be mounted from a folder of this machine: does the engine run on this
     machine's kernel (it sees its folders and users), and can the kernel's user read what is written here?"""
     return info.shares_host_network and bool(spec.kernel_id) and kernels_user_can_use_our_files(info, spec)
 
 
-def kernels_user_can_use_our_files(info: engine.EngineInfo, spec: ContainerSpec) -> bool:
+def kernels_user_can_use_our_files(info: EngineInfo, spec: ContainerSpec) -> bool:
     """Can the kernel's user read and write what this process makes on this machine: it is this user (not root
     under rootless Podman, whose keep-id maps only the engine's own user to itself), or this process is root and
     gives the files to it."""

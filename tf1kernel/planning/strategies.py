@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import docker
-import docker.errors
-
-from tf1kernel.engine.connection import EngineInfo, avx_fix
+from tf1kernel.engine.client import Client, EngineError
+from tf1kernel.engine.images import image_labels, listed_images
+from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.probes import EmulationFacts
 from tf1kernel.errors import CpuLacksAvx, ImageMissing
 from tf1kernel.images.recipes import (
@@ -35,6 +34,26 @@ from tf1kernel.images.recipes import (
 
 # Among real TensorFlow 1.x images for the same platform: the official wheel first, then the newest TF.
 TF1_PREFERENCE = ("emulated", "source", "prebuilt")
+
+
+# What turns Rosetta off, per engine: TensorFlow 1.15's x86-64 wheels need AVX, which Rosetta never offers.
+AVX_FIXES = {
+    "Docker Desktop": "in Docker Desktop, turn off Settings > General > 'Use Rosetta for x86_64/amd64 emulation "
+                      "on Apple Silicon' (QEMU then offers AVX), or add "
+                      "EXPERIMENTAL_DOCKER_DESKTOP_FORCE_QEMU=1 to the kernel's env",
+    "Colima": "start Colima without Rosetta (`colima start --vm-type qemu`, or drop `--vz-rosetta`)",
+    "OrbStack": "turn off OrbStack's 'Use Rosetta to run x86 code' setting",
+    "Podman": "disable Rosetta for the Podman machine (`rosetta = false` in containers.conf), then "
+              "recreate it",
+    "Lima": "use a Lima VM whose x86 CPU model has AVX (`cpuType: max`) and no Rosetta",
+    "Linux engine": "run on a CPU with AVX, or emulate one with AVX (QEMU `-cpu max`)",
+}
+ALTERNATIVE = "; or use a native ARM64 TensorFlow 1.15 image"
+
+
+def avx_fix(kind: str) -> str:
+    """The fix for a missing AVX, worded for the engine the user runs."""
+    return AVX_FIXES.get(kind, AVX_FIXES["Linux engine"]) + ALTERNATIVE
 
 
 def _preference(image: BuiltImage) -> tuple[int, tuple[int, ...]]:
@@ -87,7 +106,7 @@ def configured(strategy: str, image: str, platform: str, engine: EngineInfo) -> 
     return Choice(strategy, recipe.tag, platform, f"configured: {strategy}", recipe.tensorflow)
 
 
-def choose(strategy: str, image: str, platform: str, client: docker.DockerClient, engine: EngineInfo,
+def choose(strategy: str, image: str, platform: str, client: Client, engine: EngineInfo,
            amd64: Callable[[], EmulationFacts]) -> Choice:
     """The one place a strategy becomes an image and a platform, for kernels (tf1kernel.planning.plan) and install
     alike: auto's pick among the images built on the engine, or the configured strategy's."""
@@ -138,22 +157,22 @@ def choose_auto(engine: EngineInfo, built: Sequence[BuiltImage],
                        f"`tf1kernel build --strategy compat`; for the x86-64 TensorFlow: {avx_fix(engine.kind)}")
 
 
-def labelled_tensorflow(client: docker.DockerClient, image: str) -> str:
+def labelled_tensorflow(client: Client, image: str) -> str:
     """The TensorFlow version `tf1kernel build` recorded on an image ("" for other images, or a missing one)."""
     try:
-        return (client.api.inspect_image(image)["Config"].get("Labels") or {}).get(LABEL_TENSORFLOW, "")
-    except docker.errors.DockerException:
+        return image_labels(client, image).get(LABEL_TENSORFLOW, "")
+    except EngineError:
         return ""
 
 
-def built_images(client: docker.DockerClient) -> list[BuiltImage]:
+def built_images(client: Client) -> list[BuiltImage]:
     """Every image `tf1kernel build` made on this engine, newest first.
 
     Images are known by their labels, or by a recipe's tag (images built before labels existed). Tags are
     compared in full (normalize_reference): Podman reports `docker.io/tf1kernel/...` for `tf1kernel/...`.
     """
-    labelled = client.api.images(filters={"label": LABEL_STRATEGY})
-    by_tag = client.api.images(filters={"reference": [recipe.tag for recipe in RECIPES]})
+    labelled = listed_images(client, label=LABEL_STRATEGY)
+    by_tag = listed_images(client, references=[recipe.tag for recipe in RECIPES])
     recipes = {normalize_reference(recipe.tag): recipe for recipe in RECIPES}
     found: dict[str, BuiltImage] = {}
     for summary in sorted([*labelled, *by_tag], key=lambda s: -s.get("Created", 0)):
