@@ -184,7 +184,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
             exc = raw if isinstance(raw, Tf1KernelError) else self._engine_failure(raw)
             if not self.session.started_once:
                 raise exc from None
-            if not (isinstance(exc, EngineUnavailable) and await self.watch.returned(self._engine_answers)
+            if not (isinstance(exc, EngineUnavailable) and await self.watch.returned(self.session.engine_answers)
                     and (ports := await self._started_again())):
                 # A failed restart makes jupyter_client's restarter try again every 3 s without end; a kernel
                 # that is dead at once lets it count its attempts and give up, with the reason in the log.
