@@ -1,10 +1,12 @@
-"""tf1kernel's IPython extension: the AVX guard, the %tensorboard_tf1 and %pip magics, the notice of why the
-previous kernel died, shown with the first cell, and interrupts shown without the interrupt guard's frames."""
+"""tf1kernel's IPython extension: the AVX guard, the %tensorboard_tf1 and %pip magics, Colab's %tensorflow_version
+and an explained google.colab, the notice of why the previous kernel died, shown with the first cell, and interrupts
+shown without the interrupt guard's frames."""
 
 import sys
 import threading
 
 from .avx import install_avx_guard
+from .colab import install_colab_hook, tensorflow_version
 from .constants import NOTICE_FILE
 from .interrupts import without_guard_frames
 from .tensorboard_magic import tensorboard_tf1
@@ -62,4 +64,6 @@ def load_ipython_extension(ipython):
         ipython.set_custom_exc((KeyboardInterrupt,), show_interrupt)
     ipython.register_magic_function(tensorboard_tf1, magic_kind="line", magic_name="tensorboard_tf1")
     ipython.register_magic_function(pip, magic_kind="line", magic_name="pip")
+    ipython.register_magic_function(tensorflow_version, magic_kind="line", magic_name="tensorflow_version")
+    install_colab_hook()
     show_notice_once(ipython)
