@@ -127,7 +127,7 @@ class KernelSession:
             signature_scheme=signature_scheme,
             env=self.container_env(caller_env),
             labels=owner_labels(),
-            limits=Limits(options.memory, int(options.cpus * 1e9)),
+            limits=Limits(options.memory, int(options.cpus * 1e9), options.gpus),
             messages=Messages(notice=notice),
             network=network or Network(),
         )

@@ -8,6 +8,8 @@ x86-64 CPU has no AVX (qemu -cpu Nehalem, as Rosetta presents it).
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -36,6 +38,8 @@ def test_doctor_passes_here_and_imports_tensorflow_in_a_test_kernel(tf1_kernel: 
     assert check(report, "other architecture") == {
         "name": "other architecture", "ok": True, "detail": "linux/arm64 containers: runs", "fix": ""}
     assert check(report, "AVX")["detail"] == "x86-64 containers: AVX visible"
+    size = check(report, "engine size")  # this machine's engine: its memory (24 GiB here) and its CPUs
+    assert size["ok"] and re.fullmatch(rf"\d+\.\d GiB of memory, {os.cpu_count()} CPUs", size["detail"]), size
     assert check(report, f"kernel {tf1_kernel}")["detail"].startswith(
         "runs TensorFlow 1.15.5, native linux/amd64; emulated: tf1kernel/tensorflow:1.15.5-amd64")
     assert "imported TensorFlow 1.15.5" in check(report, "test kernel")["detail"]

@@ -12,7 +12,14 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import install_variant
-from tf1kernel.errors import EngineUnavailable, ImageMissing, InvalidOption, MountError, Tf1KernelError
+from tf1kernel.errors import (
+    ContainerStartError,
+    EngineUnavailable,
+    ImageMissing,
+    InvalidOption,
+    MountError,
+    Tf1KernelError,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
@@ -48,6 +55,15 @@ def test_missing_image(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> N
     error = start_fails(name, str(tmp_path), ImageMissing)
     assert "tf1kernel/tensorflow:no-such-tag" in error.message
     assert "docker pull" in error.fix
+
+
+def test_gpus_on_an_engine_without_the_nvidia_toolkit(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> None:
+    """This engine has no NVIDIA Container Toolkit: the kernel's device request reaches it (it answers about the
+    device driver for [[gpu]]), and the start is refused in seconds, naming the toolkit; nothing is left behind."""
+    name = install_variant(jupyter_dirs, "tf1.15-gpus", {"gpus": "all"})
+    error = start_fails(name, str(tmp_path), ContainerStartError)
+    assert "cannot give containers a GPU (gpus: all)" in error.message and "[[gpu]]" in error.message, error
+    assert "NVIDIA Container Toolkit" in error.fix and "nvidia-ctk" in error.fix
 
 
 @pytest.mark.parametrize("endpoint", ["unix:///nonexistent/docker.sock", "tcp://127.0.0.1:1", "silent"])

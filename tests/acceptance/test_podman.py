@@ -35,6 +35,7 @@ from tests.kernels import (
 from tests.podman import PodmanEngine
 from tests.runs import TRAINING_LOOP, interrupt_training, start_run, tf1kernel_run
 from tf1kernel.engine.spec import CONTAINER_PORTS
+from tf1kernel.errors import ContainerStartError
 from tf1kernel.guest.constants import TENSORBOARD_PORT
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
@@ -132,6 +133,25 @@ def test_an_offline_kernel_is_refused_on_podman_with_the_fix(podman: PodmanEngin
     result = run_cli("install", "--user", "--strategy", "emulated", "--no-network-access", "--docker-host", podman.url)
     assert result.returncode != 0 and "network_access" in result.stdout + result.stderr, result
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_gpus_on_podman_are_refused_before_any_container(podman: PodmanEngine, podman_kernel: str,
+                                                        jupyter_dirs: Path, tmp_path: Path) -> None:
+    """Podman's Docker-compatible API (4.3) drops device requests and refuses CDI names: a kernel asking for GPUs
+    would start without them. It is refused at once instead, and nothing is left on the engine."""
+    spec_file = jupyter_dirs / "share/jupyter/kernels" / podman_kernel / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["gpus"] = "all"
+    target = jupyter_dirs / "share/jupyter/kernels/tf1.15-podman-gpus"
+    target.mkdir(exist_ok=True)
+    (target / "kernel.json").write_text(json.dumps(spec))
+    started = time.monotonic()
+    with pytest.raises(ContainerStartError) as refused:
+        with running_kernel("tf1.15-podman-gpus", str(tmp_path)):
+            pass
+    assert time.monotonic() - started < 15
+    assert "GPUs on Podman" in refused.value.message and "Docker engine with the NVIDIA" in refused.value.fix
+    assert podman.containers() == []
 
 
 def test_doctor_names_podman(podman: PodmanEngine, podman_kernel: str) -> None:

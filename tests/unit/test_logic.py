@@ -341,3 +341,33 @@ def test_socket_folders_of_killed_remote_engine_proxies_are_removed(tmp_path: Pa
     finally:
         live.close()
     assert not Path(live.folder).exists()
+
+
+def test_an_out_of_memory_kill_names_the_engines_total() -> None:
+    """A laptop's engine is a VM of a few GB: the total bounds every limit, so the user is told both."""
+    from tf1kernel.engine.exits import out_of_memory
+
+    gib = 1024**3
+    assert "its memory limit (2g; the engine has 2.0 GiB in all)" in out_of_memory("The command", "2g", 2 * gib).what
+    assert "it used up the engine's 3.8 GiB in all" in out_of_memory("The previous kernel", "", int(3.8 * gib)).what
+    assert "the memory the engine allows" in out_of_memory("The command", "", 0).what
+    assert "Docker Desktop: Settings > Resources" in out_of_memory("The command", "", 0).fix
+
+
+@pytest.mark.parametrize(("kind", "memory", "ok", "words"), [
+    ("Colima", 2 * 1024**3, False, ["2.0 GiB of memory, 4 CPUs", "needs 4.0 GiB", "colima start --memory"]),
+    ("Docker Desktop", 2 * 1024**3, False, ["Settings > Resources > Memory"]),
+    ("Podman", 2 * 1024**3, False, ["podman machine set --memory"]),
+    ("OrbStack", 3 * 1024**3, False, ["orb config set memory_mib"]),
+    ("Linux engine", 16 * 1024**3, True, ["16.0 GiB of memory, 4 CPUs"]),
+    ("Lima", 0, None, ["does not say its memory"]),
+])
+def test_doctor_tells_a_small_engine_before_a_training_dies_of_it(kind: str, memory: int, ok: bool | None,
+                                                                 words: list[str]) -> None:
+    from tf1kernel.cli.doctor import engine_size_check
+    from tf1kernel.engine.info import EngineInfo
+
+    check = engine_size_check(EngineInfo(kind, "arm64", "k", "linux", "28", memory=memory, cpus=4))
+    assert check.ok is ok and check.name == "engine size"
+    said = check.detail + check.fix
+    assert all(word in said for word in words), said

@@ -188,3 +188,75 @@ def test_swarm_options_are_checked_and_need_a_manager() -> None:
     unusable = SwarmPlacement(manager, "n1", "", "v", 30, [], {"gpu2": "ssh://"})
     with pytest.raises(InvalidOption, match="not \\[user@\\]host"):
         unusable.node_destination(Task("n5", "10.0.0.6", "gpu2", "c"))
+
+
+# -- GPUs ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "selected"), [
+    ("", (0, [])), ("all", (-1, [])), ("2", (2, [])), ("device=0,1", (0, ["0", "1"])), ("0,2", (0, ["0", "2"])),
+    ("GPU-8f1c7e4a-1b2c", (0, ["GPU-8f1c7e4a-1b2c"])),
+])
+def test_gpus_are_read_as_docker_run_reads_them(text: str, selected: tuple[int, list[str]]) -> None:
+    from tf1kernel.engine.spec import gpu_selection
+
+    assert gpu_selection(text) == selected
+    assert KernelOptions(gpus=text).gpus == text
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "some", "device=", "1,x y"])
+def test_a_gpus_value_that_is_none_of_the_forms_is_refused_with_them(text: str) -> None:
+    with pytest.raises(InvalidOption, match="all, a count such as 2, or device ids"):
+        KernelOptions(gpus=text)
+
+
+def test_a_docker_kernel_gets_its_gpus_as_docker_run_gives_them() -> None:
+    """Docker: a device request, as `docker run --gpus`, with NVIDIA's shm and ulimits for TensorFlow."""
+    from tf1kernel.engine.settings import gpu_settings
+    from tf1kernel.engine.spec import Limits
+
+    assert gpu_settings(spec(working_dir="/w")) == {}
+    docker_all = gpu_settings(spec(working_dir="/w", limits=Limits(gpus="all")))
+    request = docker_all["device_requests"][0]
+    assert (request["Count"], request["Capabilities"], docker_all["shm_size"]) == (-1, [["gpu"]], "1g")
+    assert {(u["Name"], u["Soft"], u["Hard"]) for u in docker_all["ulimits"]} == {("memlock", -1, -1),
+                                                                                ("stack", 67108864, 67108864)}
+    two = gpu_settings(spec(working_dir="/w", limits=Limits(gpus="device=0,1")))["device_requests"][0]
+    assert (two["Count"], two["DeviceIDs"]) == (0, ["0", "1"])
+
+
+def test_an_engine_without_gpu_support_is_named_with_the_toolkit() -> None:
+    from docker.errors import APIError
+
+    from tf1kernel.engine.spec import Limits
+    from tf1kernel.engine.start_errors import start_error
+
+    refused = APIError("500", explanation='could not select device driver "" with capabilities: [[gpu]]')
+    error = start_error(refused, spec(working_dir="/w", limits=Limits(gpus="all")))
+    assert "cannot give containers a GPU (gpus: all)" in error.message and "NVIDIA Container Toolkit" in error.fix
+    assert "nvidia-ctk runtime configure --runtime=docker" in error.fix and "remove `gpus`" in error.fix
+
+
+def test_a_swarm_takes_a_count_of_gpus_only() -> None:
+    from tf1kernel.engine.spec import Limits
+
+    manager = EngineInfo(kind="Linux engine", arch="amd64", key="k", os="linux", server_version="26",
+                         shares_host_network=True, swarm_node_id="n1")
+    placed = placement_for(KernelOptions(placement="swarm"), manager)
+    assert placed.prepare(spec(working_dir="/w", limits=Limits(gpus="1"))).limits.gpus == "1"
+    for refused in ("all", "device=0"):
+        with pytest.raises(InvalidOption, match="number of GPUs") as told:
+            placed.prepare(spec(working_dir="/w", limits=Limits(gpus=refused)))
+        assert "node-generic-resources" in told.value.fix
+
+
+@pytest.mark.parametrize(("runtimes", "ok", "words"), [
+    ({"nvidia": {"path": "nvidia-container-runtime"}, "runc": {}}, True, ["kernels with `gpus` get them"]),
+    ({"runc": {}}, None, ["no NVIDIA runtime", "NVIDIA Container Toolkit"]),
+])
+def test_doctor_says_whether_kernels_can_get_gpus(runtimes: dict, ok: bool | None, words: list[str]) -> None:
+    from tf1kernel.cli.doctor import gpu_check
+
+    info = EngineInfo(kind="Linux engine", arch="amd64", key="k", os="linux", server_version="28",
+                      nvidia_runtime=any("nvidia" in name for name in runtimes))
+    check = gpu_check(info)
+    assert check.ok is ok and all(word in check.detail + check.fix for word in words), check

@@ -25,12 +25,27 @@ from tf1kernel.cli.common import Commands, add_engine_arguments, err, out
 from tf1kernel.engine import probes
 from tf1kernel.engine.client import connect
 from tf1kernel.engine.endpoint import endpoint, endpoint_description
+from tf1kernel.engine.exits import gib
 from tf1kernel.engine.info import EngineInfo, describe
+from tf1kernel.engine.start_errors import GPU_FIX
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.jupyter import kernelspec
 from tf1kernel.planning.strategies import avx_fix
 from tf1kernel.session import KernelSession
 
+# Below this, doctor warns: TensorFlow 1.15 takes about 0.5 GiB in a kernel before any model, and a TF1 training on
+# the CPU (a ResNet-50 at batch 32, the GAN demos of Colab's day) 3 to 6 GiB; the 2 GiB that Colima, Podman machines
+# and older Docker Desktops give their VM by default are not enough.
+TRAINING_MEMORY = 4 * 1024**3
+MORE_MEMORY = {
+    "Docker Desktop": "give Docker Desktop's VM more: Settings > Resources > Memory (8 GB), then Apply & restart",
+    "Colima": "restart Colima with more: `colima stop && colima start --memory 8 --cpu 4`",
+    "OrbStack": "raise OrbStack's limit: `orb config set memory_mib 8192` (or Settings > System), then restart it",
+    "Podman": "give the Podman machine more: `podman machine stop && podman machine set --memory 8192 --cpus 4 && "
+              "podman machine start`",
+    "Lima": "raise the VM's `memory` (`limactl edit INSTANCE`, memory: \"8GiB\"), then restart it",
+    "Linux engine": "the engine has this machine's memory: close what else runs, or use a machine with more",
+}
 KERNEL_START_TIMEOUT = 300  # an emulated kernel importing TensorFlow is slow
 IMPORT_CODE = "import tensorflow as tf\nprint(tf.__version__)"
 
@@ -77,11 +92,13 @@ def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], dock
     except Tf1KernelError as exc:
         yield Check("engine", False, exc.message, exc.fix)
         yield Check("host", True, _host())
-        for name in ("other architecture", "AVX", "kernels", "test kernel"):
+        for name in ("engine size", "GPUs", "other architecture", "AVX", "kernels", "test kernel"):
             yield Check(name, None, "needs the engine")
         return
     yield Check("engine", True, f"{info.kind} at {where}, server {info.server_version} ({info.os})")
     yield Check("host", True, f"{_host()}; the engine runs {info.native_platform} natively")
+    yield engine_size_check(info)
+    yield gpu_check(info)
     yield _tools_check()
 
     other = "arm64" if info.arch == "amd64" else "amd64"
@@ -115,6 +132,28 @@ def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], dock
         yield Check("test kernel", None, f"{default} cannot start (see above)")
         return
     yield _test_kernel(default)
+
+
+def engine_size_check(info: EngineInfo) -> Check:
+    """The engine's memory and CPUs, with a warning (it never fails the doctor) below what a TF1 training needs."""
+    if not info.memory:
+        return Check("engine size", None, f"the engine does not say its memory ({info.cpus or '?'} CPUs)")
+    detail = f"{gib(info.memory)} of memory, {info.cpus} CPUs"
+    if info.memory >= TRAINING_MEMORY:
+        return Check("engine size", True, detail)
+    return Check("engine size", False, f"{detail}: a TF1 training typically needs {gib(TRAINING_MEMORY)} or more, "
+                                       "and one that runs out is killed", MORE_MEMORY.get(info.kind,
+                                                                                        MORE_MEMORY["Linux engine"]))
+
+
+def gpu_check(info: EngineInfo) -> Check:
+    """Whether kernels with `gpus` can get them here (it never fails the doctor: most kernels need none)."""
+    if info.nvidia_runtime:
+        return Check("GPUs", True, "the NVIDIA Container Toolkit's runtime is registered: kernels with `gpus` get them")
+    cdi = f"; CDI specs are read from {', '.join(info.cdi_spec_dirs)} (nvidia.com/gpu devices, if one is there)" \
+        if info.cdi_spec_dirs else ""
+    return Check("GPUs", None, f"no NVIDIA runtime on this engine{cdi}: a kernel with `gpus` is refused at start "
+                               "unless its GPUs come through CDI", GPU_FIX)
 
 
 def _tools_check() -> Check:

@@ -16,6 +16,7 @@ from tf1kernel.engine.client import Client
 from tf1kernel.engine.endpoint import endpoint
 from tf1kernel.engine.images import image_platform, image_present, require_image
 from tf1kernel.engine.info import EngineInfo, describe
+from tf1kernel.engine.spec import gpu_selection
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import ImageMissing, InvalidOption, KernelStackMissing
 from tf1kernel.images import recipes as images
@@ -47,6 +48,9 @@ def add_parser(commands: Commands) -> None:
                          help="for an --image in a registry (REGISTRY/NAME[:TAG]): pull it when the engine lacks it "
                               "(missing, the default), every time (always), or never; the kernel then runs it by "
                               "digest")
+    install.add_argument("--gpus", metavar="all|N|device=IDS",
+                         help="GPUs for the kernel, as `docker run --gpus` takes them (`gpus`; needs the NVIDIA "
+                              "Container Toolkit on the engine)")
     install.add_argument("--python", help="the image's Python interpreter (default: python)")
     install.add_argument("--no-network-access", dest="network_access", action="store_false",
                          help="the kernel reaches no other machine (`network_access: false`; Docker engines only)")
@@ -126,6 +130,12 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     config: dict[str, Any] = {"python": python} if args.python else {}
     if not args.network_access:
         config["network_access"] = False
+    if args.gpus:
+        try:
+            gpu_selection(args.gpus)
+        except ValueError as exc:
+            raise InvalidOption(f"--gpus: {exc}.", "write --gpus all, --gpus 2 or --gpus device=0,1") from None
+        config["gpus"] = args.gpus
     if args.swarm:
         config["placement"] = "swarm"
     if args.swarm_ssh:
@@ -167,6 +177,10 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
             choice = dataclasses.replace(choice, image=facts.image)
         tensorflow, debugger_off = facts.tensorflow, facts.debugger_off()
         verified = tensorflow
+        if facts.missing_tools:
+            out.print(f"Note: {facts.image} has no {', '.join(facts.missing_tools)}: notebook cells that call them "
+                      f"(`!{facts.missing_tools[0]} ...`) will say `not found`. Add them to the image (Debian: "
+                      f"`apt-get install {' '.join(facts.missing_tools)}`) or run that step here.", highlight=False)
     else:
         require_image(client, choice.image, f"{images.build_hint(choice.image)}; or install anyway with "
                                             "--skip-checks")

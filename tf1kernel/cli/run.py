@@ -78,7 +78,7 @@ def run_command(args: argparse.Namespace) -> int:
     if attached.lost is not None:
         raise EngineUnavailable(f"Lost the engine at {session.engine_description()} while the command ran: "
                                 f"{attached.lost}", "check the engine (`tf1kernel doctor`), then run it again")
-    return explain(ended, prepared.spec)
+    return explain(ended, prepared.spec, session.info.memory if session.info else 0)
 
 
 def kernel_spec_for(name: str | None) -> kernelspec.FoundKernelSpec:
@@ -115,11 +115,11 @@ def launched(command: Command, placement: Placement) -> Streams:
     return streams
 
 
-def explain(ended: Exit, spec: ContainerSpec) -> int:
+def explain(ended: Exit, spec: ContainerSpec, engine_memory: int = 0) -> int:
     """The command's exit code; an OOM kill or an AVX crash named on stderr with the fix."""
     told = None
     if ended.oom_killed:
-        told = exits.out_of_memory("The command", spec.limits.memory)
+        told = exits.out_of_memory("The command", spec.limits.memory, engine_memory)
     elif ended.code == 128 + signal.SIGILL:
         told = exits.illegal_instruction("The command", spec.messages.avx_fix)
     if told:

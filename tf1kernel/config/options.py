@@ -16,7 +16,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, v
 from traitlets.config import LoggingConfigurable
 
 from tf1kernel.config.workdir import SYSTEM_FOLDERS, SYSTEM_TREES, is_within, parse_mount
-from tf1kernel.engine.spec import memory_bytes
+from tf1kernel.engine.spec import gpu_selection, memory_bytes
 from tf1kernel.errors import InvalidOption
 from tf1kernel.images.recipes import check_image_reference
 
@@ -228,6 +228,14 @@ class KernelOptions(LoggingConfigurable):
         config=True,
         help="CPU limit of the kernel container in cores, such as 1.5. 0: no limit.",
     )
+    gpus = Unicode(
+        "",
+        config=True,
+        help="GPUs for the kernel: `all`, a count such as 2, or device ids such as 0,1 (or GPU UUIDs). Empty: none. "
+             "Each engine gets them its own way: Docker's device requests (as `docker run --gpus`, through the NVIDIA "
+             "Container Toolkit), a swarm's NVIDIA-GPU generic resources (a count). Podman is refused: its "
+             "Docker-compatible API does not pass GPUs.",
+    )
     mounts = List(
         Unicode(),
         [],
@@ -313,6 +321,15 @@ class KernelOptions(LoggingConfigurable):
             raise TraitError(f"memory must look like 4g or 512m, not {value!r}")
         if size is not None and size < MINIMUM_MEMORY_BYTES:
             raise TraitError(f"memory {value!r} is too small for a TensorFlow kernel; use at least 128m")
+        return value
+
+    @validate("gpus")
+    def _valid_gpus(self, proposal: dict[str, Any]) -> str:
+        value: str = proposal["value"].strip()
+        try:
+            gpu_selection(value)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
         return value
 
     @validate("mounts")

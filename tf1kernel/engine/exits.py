@@ -18,10 +18,17 @@ class Told(NamedTuple):
         return f"{self.what} Fix: {self.fix}"
 
 
-def out_of_memory(who: str, memory: str) -> Told:
-    """What to say of `who` (a kernel, a command), killed by the engine for memory, and the fix."""
-    limit = f"its memory limit ({memory})" if memory else "the memory the engine allows"
+def out_of_memory(who: str, memory: str, engine_memory: int = 0) -> Told:
+    """What to say of `who` (a kernel, a command), killed by the engine for memory, and the fix. engine_memory: the
+    engine's total in bytes (0: unknown), which bounds every limit (a laptop's engine is a VM of a few GB)."""
+    total = f"the engine's {gib(engine_memory)} in all" if engine_memory else "the memory the engine allows"
+    limit = f"its memory limit ({memory}; the engine has {gib(engine_memory)} in all)" if memory and engine_memory \
+        else f"its memory limit ({memory})" if memory else total
     return Told(f"{who} was killed because it ran out of memory: it used up {limit}.", MEMORY_FIX)
+
+
+def gib(size: int) -> str:
+    return f"{size / 1024 ** 3:.1f} GiB"
 
 
 def illegal_instruction(who: str, avx_fix: str) -> Told:

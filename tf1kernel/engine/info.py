@@ -53,6 +53,12 @@ class EngineInfo:
     # Podman: the user-mode network stack it has (slirp4netns, or pasta on Podman 5), which gives a kernel in
     # bridge mode a network no other container is on (networks.py).
     podman_user_network: str = ""
+    # What the engine (its VM, on Docker Desktop, Colima, OrbStack, Lima and Podman machines) has in all.
+    memory: int = 0  # bytes; 0 when it does not say
+    cpus: int = 0
+    # The NVIDIA Container Toolkit's runtime is registered with the engine (`docker info` Runtimes): `gpus` works.
+    nvidia_runtime: bool = False
+    cdi_spec_dirs: tuple[str, ...] = ()  # where the engine reads CDI specs (Docker 27+ says; empty: no CDI)
 
     @property
     def native_platform(self) -> str:
@@ -85,6 +91,10 @@ def describe(client: docker.DockerClient, where: Endpoint | None = None) -> Engi
         rootless_podman=kind == "Podman" and rootless,
         podman_user_network=podman_user_network(podman) if kind == "Podman" else "",
         swarm_node_id=str(swarm.get("NodeID", "")) if swarm.get("ControlAvailable") else "",
+        memory=int(info.get("MemTotal") or 0),
+        cpus=int(info.get("NCPU") or 0),
+        nvidia_runtime=any("nvidia" in str(name) for name in (info.get("Runtimes") or {})),
+        cdi_spec_dirs=tuple(str(folder) for folder in info.get("CDISpecDirs") or ()),
     )
 
 

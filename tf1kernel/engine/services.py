@@ -35,7 +35,7 @@ from tf1kernel.engine.kernel_files import kernel_files
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 from tf1kernel.engine.orphans import LABEL_OWNER_STARTED, owner_alive
 from tf1kernel.engine.settings import environment, workspace_mounts
-from tf1kernel.engine.spec import HOME_DIR, ContainerSpec, memory_bytes
+from tf1kernel.engine.spec import HOME_DIR, ContainerSpec, gpu_selection, memory_bytes
 from tf1kernel.errors import ContainerStartError, NoSuitableNode
 from tf1kernel.guest.constants import LEASE_FILE, TENSORBOARD_ADDRESS_FILE
 
@@ -46,6 +46,9 @@ STARTING_SECONDS = 60.0
 POLL_SECONDS = 0.1
 # Files written into the container while it runs (the lease) or after it is reached (TensorBoard's address):
 # not secrets, which are read-only.
+# The generic resource a node advertises for its GPUs (`node-generic-resources` in its daemon.json), which swarm's
+# scheduler counts: a kernel's task goes only to a node with that many free.
+SWARM_GPU = "NVIDIA-GPU"
 LIVE_FILES = (LEASE_FILE, TENSORBOARD_ADDRESS_FILE)
 
 
@@ -100,8 +103,10 @@ def create_service(client: docker.DockerClient, spec: ContainerSpec, image: str,
         user=spec.user, labels=labels, mounts=mounts, secrets=secrets, init=True, cap_drop=["ALL"],
         hostname="tf1kernel", tty=command is not None and command.tty, open_stdin=command is not None)
     memory = memory_bytes(spec.limits.memory)
+    gpus, _ = gpu_selection(spec.limits.gpus)  # a count: SwarmPlacement.prepare refuses the other forms
     resources = Resources(cpu_limit=spec.limits.nano_cpus or None, mem_limit=memory,
-                          cpu_reservation=spec.limits.nano_cpus or None, mem_reservation=memory)
+                          cpu_reservation=spec.limits.nano_cpus or None, mem_reservation=memory,
+                          generic_resources={SWARM_GPU: gpus} if gpus > 0 else None)
     template = TaskTemplate(container, resources=resources, restart_policy=RestartPolicy(condition="none"),
                             placement=ServicePlacement(constraints=placement),
                             networks=[NetworkAttachmentConfig("host")])

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import docker
-from docker.types import Mount
+from docker.types import DeviceRequest, Mount, Ulimit
 
 from tf1kernel.engine import networks
 from tf1kernel.engine.kernel_files import (
     PIP_CA_FILE,
 )
-from tf1kernel.engine.spec import HOME_DIR, PACKAGES_FOLDER, ContainerSpec
+from tf1kernel.engine.spec import HOME_DIR, PACKAGES_FOLDER, ContainerSpec, gpu_selection
 from tf1kernel.guest.constants import (
     NETWORK_ACCESS_VARIABLE,
     PACKAGES_KEPT_VARIABLE,
@@ -48,6 +48,23 @@ def workspace_mounts(spec: ContainerSpec) -> list[Mount]:
     return mounts
 
 
+# NVIDIA's container guide, for TensorFlow: a larger /dev/shm than Docker's 64 MB, unlimited locked memory, and a
+# 64 MB stack.
+GPU_SHM_SIZE = "1g"
+GPU_ULIMITS = (("memlock", -1), ("stack", 64 * 1024 * 1024))
+
+
+def gpu_settings(spec: ContainerSpec) -> dict[str, Any]:
+    """The host settings that give the container the spec's GPUs: Docker's device request, as `docker run --gpus`
+    makes it; {} without GPUs. (A swarm's are generic resources: services.py. Podman is refused: planning/plan.py.)"""
+    count, ids = gpu_selection(spec.limits.gpus)
+    if not count and not ids:
+        return {}
+    return {"shm_size": GPU_SHM_SIZE,
+            "ulimits": [Ulimit(name=name, soft=limit, hard=limit) for name, limit in GPU_ULIMITS],
+            "device_requests": [DeviceRequest(count=count or None, device_ids=ids or None, capabilities=[["gpu"]])]}
+
+
 def hardened_host_config(client: docker.DockerClient, spec: ContainerSpec, mounts: list[Mount],
                          **settings: Any) -> dict[str, Any]:
     """The engine's init as PID 1, the user's uid:gid with a private tmpfs HOME, the limits, no capabilities and
@@ -63,6 +80,7 @@ def hardened_host_config(client: docker.DockerClient, spec: ContainerSpec, mount
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         privileged=False,
+        **gpu_settings(spec),
         **settings,
     )
     if spec.quirks.keep_user_ids:

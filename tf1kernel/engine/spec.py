@@ -50,6 +50,26 @@ def memory_bytes(text: str) -> int | None:
     return int(float(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")) if match else None
 
 
+GPU_ID = re.compile(r"^(\d+|(GPU|MIG)-[0-9A-Za-z/-]+)$")
+
+
+def gpu_selection(text: str) -> tuple[int, list[str]]:
+    """The `gpus` option, as `docker run --gpus` reads it, as (count, device ids): all is (-1, []), 2 is (2, []),
+    device=0,1 (or 0,1) is (0, ["0", "1"]), "" is none. ValueError names the forms it takes."""
+    text = text.strip()
+    if not text:
+        return 0, []
+    if text == "all":
+        return -1, []
+    if text.isdigit() and int(text) > 0:
+        return int(text), []
+    ids = [part.strip() for part in text.removeprefix("device=").split(",")]
+    if text.isdigit() or not all(GPU_ID.match(part) for part in ids):
+        raise ValueError(f"gpus must be all, a count such as 2, or device ids such as device=0,1 (or GPU UUIDs), "
+                         f"not {text!r}")
+    return 0, ids
+
+
 @dataclass(frozen=True)
 class Network:
     """How clients reach the kernel. Its placement decides it (placement/base.py), from what the caller asked."""
@@ -140,6 +160,7 @@ class Limits:
 
     memory: str = ""  # as Docker writes it: 4g, 512m (memory_bytes)
     nano_cpus: int = 0
+    gpus: str = ""  # all, a count, or device ids (gpu_selection)
 
 
 @dataclass(frozen=True)

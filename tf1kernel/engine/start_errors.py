@@ -8,6 +8,11 @@ from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.errors import ContainerStartError, MountError
 
 PORT_CLASH_MARKERS = ("port is already allocated", "address already in use")
+# Docker without the NVIDIA Container Toolkit, asked for `--gpus`.
+NO_GPU_MARKERS = ("could not select device driver", "unresolvable cdi devices", "cdi device injection failed")
+GPU_FIX = ("install the NVIDIA Container Toolkit on the engine's machine and configure the engine with it (Docker: "
+           "`sudo nvidia-ctk runtime configure --runtime=docker`, then restart Docker); or remove `gpus` from "
+           "kernel.json")
 MOUNT_MARKERS = ("mounts denied", "not shared from the host", "bind source path does not exist",
                  "invalid mount config")
 
@@ -20,6 +25,9 @@ def start_error(exc: APIError, spec: ContainerSpec) -> Exception:
             "share that folder with the engine (Docker Desktop: Settings > Resources > File sharing; "
             "Colima/Lima: add it to `mounts`), or open the notebook from a shared folder",
         )
+    if spec.limits.gpus and mentions(exc, NO_GPU_MARKERS):
+        return ContainerStartError(f"This engine cannot give containers a GPU (gpus: {spec.limits.gpus}): "
+                                   f"{exc.explanation}", GPU_FIX)
     if spec.quirks.keep_user_ids and mentions(exc, ("permission denied",)):
         # Rootless Podman on its vfs storage driver makes each container's / mode 0700: only root gets in.
         return ContainerStartError(

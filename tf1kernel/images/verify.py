@@ -24,7 +24,12 @@ from tf1kernel.platforms import normalize_arch
 # printed before TensorFlow is imported, because that import can kill the process.
 FACTS_SCRIPT = r"""
 import json, platform, sys
-facts = {"python": platform.python_version(), "machine": platform.machine()}
+try:
+    from shutil import which
+except ImportError:
+    from distutils.spawn import find_executable as which
+facts = {"python": platform.python_version(), "machine": platform.machine(),
+         "missing_tools": [tool for tool in ("git", "wget", "unzip", "curl") if not which(tool)]}
 try:
     import ipykernel
     facts["ipykernel"] = ipykernel.__version__
@@ -58,6 +63,7 @@ class ImageFacts:
     ipykernel: str
     tensorflow: str
     debugpy: str = ""
+    missing_tools: tuple[str, ...] = ()  # of the shell tools TF1 notebooks call (git, wget, unzip, curl)
 
     def summary(self) -> str:
         return f"{self.platform}, Python {self.python}, ipykernel {self.ipykernel}, TensorFlow {self.tensorflow}"
@@ -121,4 +127,4 @@ def verify_image(client: Client, image: str, platform: str, python: str = "pytho
                                 "name a TensorFlow 1.x image; for TensorFlow 2's TF1 API, use "
                                 "`tf1kernel install --strategy compat`")
     return ImageFacts(image, platform, facts["python"], facts["ipykernel"], facts["tensorflow"],
-                      facts.get("debugpy", ""))
+                      facts.get("debugpy", ""), tuple(facts.get("missing_tools") or ()))

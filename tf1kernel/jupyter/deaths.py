@@ -11,10 +11,10 @@ from tf1kernel.guest.constants import CANNOT_LISTEN_LINE
 
 
 def cause_of_death(state: ContainerState, last_words: str, *, memory: str, image: str, python: str,
-                   avx_fix: str) -> str:
+                   avx_fix: str, engine_memory: int = 0) -> str:
     """The cause the engine (out of memory) or the kernel's last lines of output tell; "" when they tell none."""
     if state.oom_killed:
-        return str(exits.out_of_memory("The previous kernel", memory))
+        return str(exits.out_of_memory("The previous kernel", memory, engine_memory))
     if state.exit_code == 128 + signal.SIGILL or "compiled to use AVX" in last_words:
         return str(exits.illegal_instruction("The previous kernel", avx_fix))
     taken = re.search(re.escape(CANNOT_LISTEN_LINE) + r" (\S+):", last_words)

@@ -292,9 +292,10 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         return self.container.logs(REPORTED_LINES) if self.container is not None and not state.missing else ""
 
     def _cause_of_death(self, state: ContainerState, last_words: str) -> str:
-        return cause_of_death(state, last_words, memory=self.memory,
+        info = self.session.info
+        return cause_of_death(state, last_words, memory=self.memory, engine_memory=info.memory if info else 0,
                               image=self.spec.image if self.spec else self.image, python=self.python,
-                              avx_fix=avx_fix(self.session.info.kind if self.session.info else "Linux engine"))
+                              avx_fix=avx_fix(info.kind if info else "Linux engine"))
 
     # -- helpers -------------------------------------------------------------
 

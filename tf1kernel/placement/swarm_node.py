@@ -13,6 +13,7 @@ from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.info import EngineInfo, shared
 from tf1kernel.engine.ports import free_ports
 from tf1kernel.engine.services import (
+    SWARM_GPU,
     ServiceCommand,
     Task,
     create_service,
@@ -20,7 +21,7 @@ from tf1kernel.engine.services import (
     remove_service,
     wait_for_task,
 )
-from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Lifetime, Network
+from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Lifetime, Network, gpu_selection
 from tf1kernel.engine.tunnel import SshDestination
 from tf1kernel.errors import InvalidOption
 from tf1kernel.placement import remote, swarm, swarm_images
@@ -55,6 +56,12 @@ class SwarmPlacement(TunnelledPlacement):
         super().__init__()
 
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
+        count, _ = gpu_selection(spec.limits.gpus)
+        if spec.limits.gpus and count <= 0:
+            raise InvalidOption(f"A swarm gives a kernel a number of GPUs, not {spec.limits.gpus!r}: its scheduler "
+                                f"counts the {SWARM_GPU} each node advertises.",
+                                f'set "gpus" to a count, such as 1, and `node-generic-resources` ({SWARM_GPU}=GPU-...) '
+                                "in the daemon.json of each node that has GPUs")
         notice = spec.messages.notice
         spec = remote.remote_workspace(spec, "a swarm node", self.remote_workdir, self.work_volume)
         where = (f"the folder {self.remote_workdir}, which must be the same on every node (a shared mount)"
