@@ -13,7 +13,7 @@ import docker
 import pytest
 
 from tests.conftest import COMPAT_IMAGES, require_image, run_cli
-from tests.kernels import execute, running_kernel
+from tests.kernels import ArgvKernel, execute, running_kernel
 from tests.registry import LoopbackRegistry, TestRegistry
 from tf1kernel.errors import ImageMissing
 from tf1kernel.images import registry as registry_api
@@ -88,6 +88,16 @@ def test_a_start_pulls_a_missing_image_only_when_the_kernelspec_says_pull_missin
         assert result.status == "ok" and result.stdout.strip() == "42", result
         assert f"tf1kernel pulled {pushed} before this start" in result.stderr, result.stderr
     assert pushed in docker_client.api.inspect_image(pushed)["RepoDigests"]
+    # VS Code runs the argv launcher: the pull's progress is on its stderr, which VS Code shows.
+    docker_client.api.remove_image(pushed)
+    kernel = ArgvKernel(spec_file.parent, tmp_path)
+    try:
+        kernel.wait_ready(timeout=300)
+    finally:
+        kernel.close()
+    said = kernel.process.stderr.read()
+    assert f"pulling {pushed} (pull: missing)" in said, said
+    assert f"tf1kernel pulled {pushed} before this start" in said, said
 
 
 def test_one_name_for_both_architectures_and_each_machine_pulls_its_own(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernelspec", required=True, help="folder of the kernel.json to follow")
     parser.add_argument("-f", "--connection-file", required=True, help="connection file written by the frontend")
     args = parser.parse_args(argv)
+    # What a server would log (a pull's progress with `pull: missing`, an engine's trouble) goes where VS Code shows
+    # a kernel's output: this process's stderr.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
     try:
         container, placement = start(Path(args.kernelspec), Path(args.connection_file))
     except Tf1KernelError as exc:
