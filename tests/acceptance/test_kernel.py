@@ -75,6 +75,26 @@ with tf.Session() as sess:
     assert result.stdout.splitlines()[-1] == "1.15.5 [3.5, 11.5]"
 
 
+def test_a_colab_era_notebooks_first_cells_run_as_on_colab(tf1_kernel: str, tmp_path: Path) -> None:
+    """`%tensorflow_version 1.x` confirms this kernel's TensorFlow; 2.x and google.colab are errors (a Run All stops
+    there) that say what to do instead; the kernel goes on."""
+    with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
+        selected = execute(client, "%tensorflow_version 1.x")
+        assert (selected.status, selected.stdout) == ("ok", "TensorFlow 1.x selected: this kernel runs TensorFlow "
+                                                            "1.15.5.\n"), selected
+        tf2 = execute(client, "%tensorflow_version 2.x")
+        assert (tf2.status, tf2.ename) == ("error", "UsageError"), tf2
+        assert "TensorFlow 2 kernel" in tf2.said and "--strategy compat" in tf2.said, tf2
+        usage = execute(client, "%tensorflow_version latest")
+        assert usage.status == "error" and "Usage: %tensorflow_version 1.x" in usage.said, usage
+        for statement in ("import google.colab", "from google.colab import drive, files"):
+            colab = execute(client, statement)
+            assert (colab.status, colab.ename) == ("error", "ModuleNotFoundError"), colab
+            assert "google.colab exists only on Colab" in colab.traceback and str(tmp_path) in colab.traceback
+        after = execute(client, "import tensorflow as tf\nprint(tf.Session().run(tf.constant(6) * 7))")
+        assert (after.status, after.stdout) == ("ok", "42\n"), after
+
+
 def test_runs_in_working_dir_and_files_reach_host(tf1_kernel: str, tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text("1,2\n3,4\n")
     with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
@@ -238,6 +258,39 @@ def test_only_allowlisted_environment_reaches_kernel(jupyter_dirs: Path, tf1_ker
     assert env["TF_CPP_MIN_LOG_LEVEL"] == "2" and env["LC_TIME"] == "C.UTF-8"
     assert env["FROM_KERNELSPEC"] == f"{os.environ['HOME']}/x"
     assert not any("JPY_PARENT_PID" in key or "KEY" in key for key in env)
+
+
+def test_jupyters_idle_culling_removes_an_idle_kernel_and_its_container(tf1_kernel: str, tmp_path: Path,
+                                                                        docker_client: docker.DockerClient) -> None:
+    """A Jupyter server's `MappingKernelManager.cull_idle_timeout`, as a server runs it: the idle kernel is shut down
+    after the timeout, and its container goes with it; a busy one is kept."""
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+
+    async def scenario() -> tuple[list[str], bool, list[str]]:
+        manager = AsyncMappingKernelManager(cull_idle_timeout=3, cull_interval=1, root_dir=str(tmp_path))
+        kernel_id = await manager.start_kernel(kernel_name=tf1_kernel, path="")
+        kernel = manager.get_kernel(kernel_id)
+        container = kernel.provisioner.container.id
+        client = kernel.client()
+        client.start_channels()
+        await client.wait_for_ready(timeout=90)
+        client.execute("import time; time.sleep(6)")  # busy for longer than the timeout: not culled
+        await asyncio.sleep(5)
+        kept_while_busy = kernel_id in manager.list_kernel_ids()
+        deadline = time.monotonic() + 30
+        while kernel_id in manager.list_kernel_ids() and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        client.stop_channels()
+        left = list(manager.list_kernel_ids())
+        if left:
+            await manager.shutdown_all()
+        while docker_client.api.containers(all=True, filters={"id": container}) and time.monotonic() < deadline + 10:
+            await asyncio.sleep(0.2)  # the engine removes it as it exits
+        found = docker_client.api.containers(all=True, filters={"id": container})
+        return left, kept_while_busy, [c["Id"] for c in found]
+
+    left, kept_while_busy, containers = asyncio.run(scenario())
+    assert kept_while_busy and left == [] and containers == []
 
 
 def test_docker_calls_do_not_block_the_event_loop(tf1_kernel: str, tmp_path: Path) -> None:
