@@ -280,25 +280,24 @@ class Prepared:
                            self.choice.strategy, self.choice.reason, self.session.options.strategy == "auto",
                            self.session.engine_description(), info.remote, self.placement.fits(client, self.spec))
 
-    def command(self, request: CommandRequest, image_id: str) -> Command:
-        """`tf1kernel run`'s command where a kernel would run: a standby's, when the kernelspec keeps them and
-        one waits, or a container of its own, created (not started). Leave a standby for the next one with
-        leave_standby once this one is done."""
+    def standby_for(self, request: CommandRequest, image_id: str) -> command_standbys.StandbyPlan | None:
+        """The standby a command of this request may start in and leaves for the next (None where commands keep
+        none): planned once, for command and then leave_standby."""
+        return command_standbys.standby_for(self.session.engine()[0], self.placement, self.spec, request, image_id,
+                                            self.session.options.run_standby)
+
+    def command(self, request: CommandRequest, standby: command_standbys.StandbyPlan | None = None) -> Command:
+        """`tf1kernel run`'s command where a kernel would run: the standby's, when one of that plan waits, or a
+        container of its own, created (not started)."""
         client, _ = self.session.engine()
-        standby = self.standby_for(request, image_id)
         claimed = standby and command_standbys.claim(client, standby, self.spec, request)
         return claimed or self.placement.command(client, self.spec, request)
 
-    def leave_standby(self, request: CommandRequest, image_id: str) -> None:
-        """After a command: a standby for the next one of the same request, made in the background."""
-        standby = self.standby_for(request, image_id)
+    def leave_standby(self, standby: command_standbys.StandbyPlan | None) -> None:
+        """After a command: the standby for the next one, made in the background."""
         if standby is not None:
             command_standbys.make_in_background(standby, self.session.options.docker_host,
                                                 self.session.options.docker_context)
-
-    def standby_for(self, request: CommandRequest, image_id: str) -> command_standbys.StandbyPlan | None:
-        return command_standbys.standby_for(self.session.engine()[0], self.placement, self.spec, request, image_id,
-                                            self.session.options.run_standby)
 
 
 @dataclasses.dataclass(frozen=True)

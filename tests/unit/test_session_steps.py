@@ -155,7 +155,9 @@ def test_a_command_and_doctor_share_the_description(calls: Calls) -> None:
     assert (described.image, described.image_id, described.strategy, described.fit) == ("tf1", "id", "emulated",
                                                                                         Fit(True, "here"))
     assert described.runs.startswith("TensorFlow 1.15.5") and not described.auto
-    assert prepared.command(CommandRequest(["python", "x.py"]), described.image_id) == "command ['python', 'x.py']"
+    request = CommandRequest(["python", "x.py"])
+    assert prepared.standby_for(request, described.image_id) is None  # run_standby is off
+    assert prepared.command(request) == "command ['python', 'x.py']"
     assert steps(calls) == ["placement_for", "plan.resolve", "placement.prepare", "check_image", "placement.fits",
                             "placement.command"]
 
@@ -171,7 +173,8 @@ def test_install_checks_without_placing(calls: Calls) -> None:
     (KernelSession, {"request", "stop", "end", "adopt"}, {"prepare", "start", "connect", "launch", "command",
                                                          "describe", "check"}),
     (Requested, {"prepare", "launch", "check"}, {"start", "connect", "command", "describe"}),
-    (Prepared, {"start", "command", "describe"}, {"prepare", "connect", "launch", "check"}),
+    (Prepared, {"start", "command", "describe", "standby_for", "leave_standby"}, {"prepare", "connect", "launch",
+                                                                                "check"}),
     (Started, {"connect"}, {"prepare", "start", "command", "describe", "launch"}),
 ])
 def test_each_step_is_a_method_of_what_the_step_before_returned(stage: type, steps_it_has: set[str],

@@ -63,7 +63,8 @@ def run_command(args: argparse.Namespace) -> int:
     request = CommandRequest(argv, tty=args.tty and sys.stdin.isatty() and sys.stdout.isatty(),
                              publish=tuple(args.publish), terminal_type=os.environ.get("TERM", "xterm"),
                              same_port_numbers=prepared.placement.command_ports_keep_numbers)
-    command = prepared.command(request, described.image_id)
+    standby = prepared.standby_for(request, described.image_id)
+    command = prepared.command(request, standby)
     watcher = reaper.start(command.leftovers(), session.options.docker_host, session.options.docker_context)
     attached = Attached(command)
     try:
@@ -74,7 +75,7 @@ def run_command(args: argparse.Namespace) -> int:
             command.remove()
         if watcher.stdin is not None:
             watcher.stdin.close()
-        prepared.leave_standby(request, described.image_id)  # once this command no longer needs the machine
+        prepared.leave_standby(standby)  # once this command no longer needs the machine
     if attached.lost is not None:
         raise EngineUnavailable(f"Lost the engine at {session.engine_description()} while the command ran: "
                                 f"{attached.lost}", "check the engine (`tf1kernel doctor`), then run it again")
