@@ -21,9 +21,12 @@ class Told(NamedTuple):
 def out_of_memory(who: str, memory: str, engine_memory: int = 0) -> Told:
     """What to say of `who` (a kernel, a command), killed by the engine for memory, and the fix. engine_memory: the
     engine's total in bytes (0: unknown), which bounds every limit (a laptop's engine is a VM of a few GB)."""
-    total = f"the engine's {gib(engine_memory)} in all" if engine_memory else "the memory the engine allows"
-    limit = f"its memory limit ({memory}; the engine has {gib(engine_memory)} in all)" if memory and engine_memory \
-        else f"its memory limit ({memory})" if memory else total
+    engine_total = f"{gib(engine_memory)} in all" if engine_memory else ""
+    if memory:
+        limit = f"its memory limit ({memory}; the engine has {engine_total})" if engine_total else \
+            f"its memory limit ({memory})"
+    else:
+        limit = f"the engine's {engine_total}" if engine_total else "the memory the engine allows"
     return Told(f"{who} was killed because it ran out of memory: it used up {limit}.", MEMORY_FIX)
 
 
