@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from tf1kernel.engine import probes
 from tf1kernel.engine.client import Client
-from tf1kernel.engine.images import inspected
+from tf1kernel.engine.images import require_image
 from tf1kernel.engine.info import describe
-from tf1kernel.errors import CpuLacksAvx, ImageIncompatible, ImageMissing, KernelStackMissing
+from tf1kernel.errors import CpuLacksAvx, ImageIncompatible, KernelStackMissing
 from tf1kernel.platforms import normalize_arch
 
 # Python 2.7 and 3.x syntax alike: this runs on whatever the image has. The first line is
@@ -81,10 +81,7 @@ class ImageFacts:
 
 def verify_image(client: Client, image: str, platform: str, python: str = "python") -> ImageFacts:
     """Return what the image offers, or raise the error that says what it lacks and how to fix it."""
-    attrs = inspected(client, image)
-    if attrs is None:
-        raise ImageMissing(f"The image {image} is not on the Docker engine.",
-                           f"`docker pull {image}` (or `docker load` it), then run this again")
+    attrs = require_image(client, image, f"`docker pull {image}` (or `docker load` it), then run this again")
     actual = f"linux/{normalize_arch(str(attrs.get('Architecture', '')))}"
     if actual != platform:
         raise ImageIncompatible(f"The image {image} is {actual}, not {platform}.",
