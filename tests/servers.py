@@ -50,7 +50,8 @@ class JupyterServer:
                 raise
 
 
-def start_server(app: str, jupyter_path: Path, folder: Path, extra_env: dict[str, str] | None = None) -> JupyterServer:
+def start_server(app: str, jupyter_path: Path, folder: Path, extra_env: dict[str, str] | None = None,
+                 extra_args: tuple[str, ...] = ()) -> JupyterServer:
     """Start `jupyter <app>` (server, lab or notebook) serving `folder`; return once it answers."""
     folder.mkdir(parents=True, exist_ok=True)
     state = folder.parent / f".{app}-{secrets.token_hex(4)}"
@@ -62,6 +63,7 @@ def start_server(app: str, jupyter_path: Path, folder: Path, extra_env: dict[str
                f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}"]
     if os.getuid() == 0:
         command.append("--allow-root")
+    command += extra_args
     state.mkdir(parents=True, exist_ok=True)
     log_file = state / "server.log"
     process = subprocess.Popen(command, env=env, stdout=log_file.open("w"), stderr=subprocess.STDOUT)

@@ -24,14 +24,21 @@ from requests.exceptions import RequestException
 
 from tf1kernel.config.options import KernelOptions
 from tf1kernel.config.workdir import parse_mount
+from tf1kernel.engine import holders
 from tf1kernel.engine.client import Client, EngineError, answers
 from tf1kernel.engine.command import Command, CommandRequest
 from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.endpoint import endpoint_description
 from tf1kernel.engine.images import check_image, image_present
 from tf1kernel.engine.info import EngineInfo, shared
+from tf1kernel.engine.labels import (
+    LABEL_KERNELSPEC,
+    LABEL_NOTEBOOK,
+    LABEL_OWNER_UID,
+    LABEL_WORKING_DIR,
+)
 from tf1kernel.engine.orphans import owner_labels, reap_once
-from tf1kernel.engine.spec import ContainerSpec, Limits, Messages, Network
+from tf1kernel.engine.spec import ContainerSpec, Lifetime, Limits, Messages, Network
 from tf1kernel.errors import InvalidOption
 from tf1kernel.guest.constants import (
     HOLD_INTERRUPTS_VARIABLE,
@@ -45,6 +52,8 @@ from tf1kernel.placement.choice import placement_for
 from tf1kernel.planning import plan, strategies
 
 log = logging.getLogger(__name__)
+# The notebook of a kernel a Jupyter server starts for a session (its path, or its absolute path).
+NOTEBOOK_VARIABLE = "JPY_SESSION_NAME"
 
 
 class KernelSpec(Protocol):
@@ -79,6 +88,8 @@ class KernelSession:
         self.choice: strategies.Choice | None = None  # the strategy behind the last prepare, and why
         self.container: KernelContainer | None = None
         self.started_once = False
+        # This process holds the kernel (a kernel that can detach): whoever else finds it running leaves it alone.
+        self.hold: holders.Hold | None = None
         # What the engine's probes found is kept for the next processes too: commands run back to back.
         self.probes_on_disk = probes_on_disk
 
@@ -96,11 +107,13 @@ class KernelSession:
 
     def request(self, working_dir: str, caller_env: dict[str, str], session_key: bytes,
                 signature_scheme: str = "hmac-sha256", kernel_arguments: Iterable[str] = (), notice: str = "",
-                network: Network | None = None, frontend_ports: dict[str, int] | None = None) -> Requested:
+                network: Network | None = None, frontend_ports: dict[str, int] | None = None,
+                detachable: bool = False) -> Requested:
         """What the caller asks for, checked against the options. notice: why its previous kernel died. network:
         the ports it holds (a restart's), which the placement builds on. frontend_ports: the ports a frontend
         chose (the argv launcher's connection file); the kernel then ends with its caller where the placement
-        allows it, and by its lease where not."""
+        allows it, and by its lease where not. detachable: a kernel a Jupyter server manages, which outlives that
+        server's death, detached (detached_idle_timeout)."""
         options = self.options
         if options.command_prefix and not options.python.startswith("/"):
             raise InvalidOption(f"With a command_prefix, `python` must be an absolute path, not {options.python!r}: "
@@ -126,12 +139,24 @@ class KernelSession:
             session_key=session_key,
             signature_scheme=signature_scheme,
             env=self.container_env(caller_env),
-            labels=owner_labels(),
+            labels={**owner_labels(), **self.kernel_labels(caller_env, working_dir)},
             limits=Limits(options.memory, int(options.cpus * 1e9), options.gpus),
             messages=Messages(notice=notice),
             network=network or Network(),
+            lifetime=self.lifetime() if detachable else Lifetime(),
         )
         return Requested(self, self.spec, dict(frontend_ports) if frontend_ports else None)
+
+    def kernel_labels(self, caller_env: dict[str, str], working_dir: str) -> dict[str, str]:
+        """What a server that adopts this kernel after its own server's death needs to know of it."""
+        return {LABEL_OWNER_UID: str(os.getuid()), LABEL_KERNELSPEC: self.kernelspec_name,
+                LABEL_NOTEBOOK: caller_env.get(NOTEBOOK_VARIABLE, ""), LABEL_WORKING_DIR: working_dir}
+
+    def lifetime(self) -> Lifetime:
+        """A kernel that can detach holds a lease, which its placement renews while this process lives."""
+        seconds = self.options.detached_idle_timeout
+        return Lifetime(lease_seconds=self.options.lease_seconds, detached_idle_seconds=seconds) if seconds else (
+            Lifetime())
 
     def stop(self) -> None:
         """Close the way to the kernel and remove its container (it may be gone already)."""
@@ -142,9 +167,13 @@ class KernelSession:
             container.remove()
 
     def end(self) -> None:
-        """The kernel was shut down, not restarted: the next kernel need not keep its ports."""
+        """The kernel was shut down, not restarted: the next kernel need not keep its ports, and nothing is left
+        to adopt."""
         if self.placement is not None:
             self.placement.forget()
+        if self.hold is not None:
+            self.hold.release()
+            self.hold = None
 
     def adopt(self, container_id: str, host_ports: dict[str, int]) -> KernelContainer:
         """The container of a kernel started by an earlier process of this machine's user (saved state)."""
@@ -224,6 +253,21 @@ class Requested:
             spec = pulled_if_missing(client, spec, session.log)
         session.spec, session.choice = spec, choice
         return Prepared(session, spec, choice, placement, self.frontend_ports)
+
+    def adopt(self, container_id: str, connection: dict[str, Any], hold: holders.Hold) -> dict[str, int]:
+        """A detached kernel of this user (its server died), which this process now holds: connect to it again,
+        in this session's placement, instead of starting one. The ports of this machine's loopback its clients
+        use."""
+        session = self.session
+        client, _ = session.engine()
+        placement = session.place()
+        container, image = KernelContainer.reattach(client, container_id, connection)
+        storage = dataclasses.replace(self.spec.storage, files_folder=container.files_folder)
+        spec = dataclasses.replace(self.spec, image=image or self.spec.image, storage=storage)
+        session.spec, session.container, session.hold = spec, container, hold
+        ports = placement.connect(container, spec)
+        session.started_once = True
+        return ports
 
     def launch(self) -> dict[str, int]:
         """A kernel's whole start: prepare, start and connect, after removing what dead Jupyter processes left
@@ -312,7 +356,10 @@ class Started:
     def connect(self) -> dict[str, int]:
         """The ports of this machine's loopback the kernel's clients use."""
         ports = self.placement.connect(self.container, self.spec)
-        self.session.started_once = True
+        session = self.session
+        session.started_once = True
+        if self.spec.lifetime.detached_idle_seconds and session.hold is None:
+            session.hold = holders.take(session.kernel_id)
         return ports
 
 

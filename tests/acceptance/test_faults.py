@@ -28,6 +28,7 @@ from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 from tf1kernel.engine.orphans import owner_labels
 
 pytestmark = [pytest.mark.engine]
+NOT_DETACHING = ("--DockerProvisioner.detached_idle_timeout=0",)
 
 
 def wait_for(condition: Callable[[], object], timeout: float, message: str) -> None:
@@ -135,7 +136,9 @@ def test_server_sigkill_leaves_orphans_that_are_reaped(jupyter_dirs: Path, tf1_k
             # Server A dies without cleaning up.
             # One user's servers share Jupyter's runtime folder, where the kernels' files are too.
             shared_runtime = {"JUPYTER_RUNTIME_DIR": os.environ["JUPYTER_RUNTIME_DIR"]}
-            crashed = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "a", shared_runtime)
+            # Kernels that do not detach (test_detached.py has those that do).
+            crashed = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "a", shared_runtime,
+                                   NOT_DETACHING)
             orphans = [crashed.api("kernels", "POST", {"name": tf1_kernel})["id"] for _ in range(2)]
             crashed.process.kill()
             crashed.process.wait(10)
@@ -147,7 +150,8 @@ def test_server_sigkill_leaves_orphans_that_are_reaped(jupyter_dirs: Path, tf1_k
             assert all(kernel_container(docker_client, k) for k in orphans)
 
             # Server B's first kernel start reaps them.
-            restarted = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "b", shared_runtime)
+            restarted = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "b", shared_runtime,
+                                     NOT_DETACHING)
             try:
                 kernel_b = restarted.api("kernels", "POST", {"name": tf1_kernel})["id"]
                 assert not any(kernel_container(docker_client, k) for k in orphans)

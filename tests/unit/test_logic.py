@@ -96,10 +96,10 @@ def test_guest_package_imports_from_its_zip_on_old_pythons(python: str, tmp_path
     archive.write_bytes(guest_archive())
     boot = BOOT.replace(GUEST_ARCHIVE, str(archive)).replace(f"{GUEST_PACKAGE}.main(sys.argv[1:])",
                                                              f"print({GUEST_PACKAGE}.parse_flags(sys.argv[1:]))")
-    done = subprocess.run([str(interpreters[-1]), "-c", boot, "--tf1kernel-lease=30", "-f", "c.json"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([str(interpreters[-1]), "-c", boot, "--tf1kernel-lease=30", "--tf1kernel-detached-idle=60",
+                           "-f", "c.json"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "(False, False, 30, ['-f', 'c.json'])"
+    assert done.stdout.strip() == "(False, False, 30, 60, ['-f', 'c.json'])"
 
 
 def test_published_ports_only_accepts_loopback() -> None:
@@ -318,7 +318,7 @@ def test_kernel_file_folders_of_gone_owners_are_removed(tmp_path: Path, monkeypa
     jupyters_own.write_text("{}")
     long_ago = psutil.Process().create_time() - 3600  # made before this process: another owner with our pid
     os.utime(recycled, (long_ago, long_ago))
-    assert sorted(remove_stray_kernel_files()) == sorted([str(gone), str(recycled)])
+    assert sorted(remove_stray_kernel_files(set())) == sorted([str(gone), str(recycled)])
     assert mine.is_dir() and jupyters_own.exists() and not gone.exists() and not recycled.exists()
 
 

@@ -18,6 +18,9 @@ def add_parser(commands: Commands) -> None:
     gc.add_argument("--dry-run", action="store_true", help="only show what would be removed")
     gc.add_argument("--all-hosts", action="store_true",
                     help="also remove running kernels started from other hosts sharing this engine")
+    gc.add_argument("--detached", action="store_true",
+                    help="also remove detached kernels (their server is gone; its next start would adopt them), "
+                         "with what they hold")
     gc.add_argument("--swarm", action="store_true",
                     help="also remove the kernel services (and their secrets) of gone servers on the swarm this "
                          "engine manages")
@@ -32,17 +35,17 @@ def run_gc(args: argparse.Namespace) -> int:
     if args.dry_run:
         table = Table("container", "kernel id", "state", "verdict")
         for c in containers:
-            verdict = "remove" if c.orphan or (args.all_hosts and "another host" in c.reason) else "keep"
+            verdict = "remove" if orphans.removable(c, args.all_hosts, args.detached) else "keep"
             table.add_row(c.name, c.kernel_id, c.state, f"{verdict}: {c.reason}")
         out.print(table if containers else "No tf1kernel containers on this engine.")
         waiting = len(command_standby.standbys(client))
         if waiting:
             out.print(f"{waiting} standby container(s) of `tf1kernel run` (run_standby) would be removed.")
         return 0
-    removed = orphans.remove_orphans(client, include_other_hosts=args.all_hosts)
+    removed = orphans.remove_orphans(client, include_other_hosts=args.all_hosts, detached=args.detached)
     for c in removed:
         out.print(f"removed {c.name} ({c.reason})", highlight=False)
-    folders = orphans.remove_stray_kernel_files()
+    folders = orphans.remove_stray_kernel_files(orphans.live_kernel_ids(client))
     for folder in folders:
         out.print(f"removed {folder} (the files of a kernel whose server or launcher is gone)", highlight=False)
     for folder in orphans.remove_stray_engine_proxies():
@@ -52,7 +55,9 @@ def run_gc(args: argparse.Namespace) -> int:
         out.print(f"removed {waiting} standby container(s) of `tf1kernel run` (the next run starts cold)",
                   highlight=False)
     kept = len(containers) - len(removed)
-    out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept.")
+    detached = sum(c.detached for c in containers) if not args.detached else 0
+    out.print(f"{len(removed)} orphaned kernel container(s) removed, {kept} live kernel(s) kept"
+              + (f" ({detached} detached: `tf1kernel gc --detached` removes them)." if detached else "."))
     if args.swarm:
         swarm.require_manager(client, "gc --swarm")
         services = remove_orphan_services(client, include_other_hosts=args.all_hosts)

@@ -50,6 +50,7 @@ MINIMUM_MEMORY_BYTES = 128 * 1024**2  # below this, Python and TensorFlow cannot
 STRATEGIES = ("auto", "emulated", "source", "prebuilt", "compat")
 MAX_POOL_SIZE = 16
 MAX_RUN_STANDBY_SECONDS = 24 * 3600
+DEFAULT_DETACHED_IDLE_SECONDS = 24 * 3600
 # Passed by jupyter_client (or traitlets) to every provisioner, besides the options.
 FRAMEWORK_ARGUMENTS = frozenset({"kernel_id", "kernel_spec", "parent", "config", "log"})
 
@@ -209,8 +210,18 @@ class KernelOptions(LoggingConfigurable):
     lease_seconds = Int(
         30,
         config=True,
-        help="On a remote engine: the kernel exits when tf1kernel has not renewed its lease for this long (a lost "
-        "link, or this machine gone), and the engine removes its container.",
+        help="How long a kernel waits for tf1kernel to renew its lease. A Jupyter server's local kernel whose server "
+        "died detaches then (see detached_idle_timeout); a remote engine's kernel whose link is lost exits, and the "
+        "engine removes its container.",
+    )
+    detached_idle_timeout = Int(
+        DEFAULT_DETACHED_IDLE_SECONDS,
+        config=True,
+        help="Seconds a kernel whose Jupyter server died without stopping it (killed, out of memory, its terminal "
+        "closed) waits, detached and idle, for the user's next server to adopt it; then it stops. A running cell "
+        "keeps it alive however long it runs. Default 24 hours: a training left overnight is still there the next "
+        "day. 0: such a kernel ends with its lease. Kernels of the argv launcher (VS Code), of scripts (nbclient, "
+        "papermill) and of remote engines do not detach.",
     )
     user = Unicode(
         "",
@@ -366,6 +377,13 @@ class KernelOptions(LoggingConfigurable):
         value: int = proposal["value"]
         if value < 5:
             raise TraitError(f"lease_seconds must be at least 5, not {value}")
+        return value
+
+    @validate("detached_idle_timeout")
+    def _valid_detached_idle(self, proposal: dict[str, Any]) -> int:
+        value: int = proposal["value"]
+        if value < 0:
+            raise TraitError(f"detached_idle_timeout must be 0 (end with the server) or more seconds, not {value}")
         return value
 
     @validate("pool_size")

@@ -14,8 +14,11 @@ Everything here is synchronous docker SDK code; async callers run it in a thread
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,14 +42,15 @@ from tf1kernel.engine.kernel_files import (
     write_kernel_files,
     write_private_files,
 )
-from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
+from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNEL_ID, LABEL_MANAGED
 from tf1kernel.engine.ports import LOOPBACK, loopback_bindings
 from tf1kernel.engine.settings import environment, hardened_host_config, name_servers, workspace_mounts
-from tf1kernel.engine.spec import PUBLISHED_PORTS, ContainerSpec
+from tf1kernel.engine.spec import CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec
 from tf1kernel.engine.start_errors import PORT_CLASH_MARKERS, cannot_mount, mentions, start_error
 from tf1kernel.errors import ContainerStartError, EngineUnavailable
 from tf1kernel.guest.constants import (
     CONNECTION_DIR,
+    LEASE_FILE,
     TENSORBOARD_ADDRESS_FILE,
     TENSORBOARD_PORT,
 )
@@ -159,6 +163,21 @@ class KernelContainer:
             raise
         return container
 
+    @classmethod
+    def reattach(cls, client: docker.DockerClient, container_id: str, connection: dict[str, Any]
+                 ) -> tuple[KernelContainer, str]:
+        """A running kernel that another process of this user started (a detached kernel), reached from here with
+        its connection file; and its image."""
+        attrs = client.api.inspect_container(container_id)
+        files_folder = next((mount.get("Source", "") for mount in attrs.get("Mounts") or []
+                             if mount.get("Destination") == CONNECTION_DIR), "")
+        if attrs["HostConfig"].get("NetworkMode") == "host":  # it binds the connection file's ports itself
+            ports = {name: int(connection[name]) for name in CONTAINER_PORTS}
+            ports["tensorboard_port"] = host_network_tensorboard_port(files_folder)
+        else:
+            ports = published_ports(attrs)
+        return cls(client, container_id, ports, None, files_folder), str(attrs["Config"].get("Image", ""))
+
     # -- state and control ---------------------------------------------------
 
     def watch_exit(self) -> None:
@@ -192,6 +211,14 @@ class KernelContainer:
     def put_file(self, path: str, payload: bytes, user: str) -> None:
         """Write one file into the running container, readable only by user (a remote kernel's lease)."""
         self.client.api.put_archive(self.id, "/", private_file_archive(path, payload, user))
+
+    def renew_lease(self, user: str) -> None:
+        """Renew the kernel's lease: in its files folder here when it has one, else copied in."""
+        payload = f"{time.time():.3f}".encode()
+        if self.files_folder:
+            write_private_files(self.files_folder, {LEASE_FILE: payload}, user)
+        else:
+            self.put_file(LEASE_FILE, payload, user)
 
     def rename(self, name: str) -> None:
         self.client.api.rename(self.id, name)
@@ -291,8 +318,10 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         mounts.append(Mount(target=CONNECTION_DIR, source=spec.storage.files_folder, type="bind"))
     if spec.storage.keeps_packages:
         env["PIP_CONFIG_FILE"] = PIP_CONFIG_FILE
-    host_config = hardened_host_config(client, spec, mounts, auto_remove=spec.lifetime.exit_with_caller or bool(
-        spec.lifetime.lease_seconds), **networking)
+    # A kernel that can detach is kept when it exits, so that the next server (or `tf1kernel list`) can tell why.
+    lifetime = spec.lifetime
+    auto_remove = lifetime.exit_with_caller or bool(lifetime.lease_seconds and not lifetime.detached_idle_seconds)
+    host_config = hardened_host_config(client, spec, mounts, auto_remove=auto_remove, **networking)
     created = client.api.create_container(
         image=spec.image,
         command=spec.command,
@@ -303,7 +332,8 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         user=spec.user,
         working_dir=spec.working_dir,
         environment=env,
-        labels={**spec.labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id},
+        labels={**spec.labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id,
+                LABEL_DETACHED_IDLE: str(lifetime.detached_idle_seconds if lifetime.lease_seconds else 0)},
         **exposed,
         host_config=host_config,
     )
@@ -326,6 +356,15 @@ def published_ports(attrs: dict) -> dict[str, int]:
             raise ContainerStartError(f"The engine did not publish the kernel's {name} on {LOOPBACK}.",
                                       "check the engine's port publishing (`docker port`)")
     return {name: bound[port] for name, port in PUBLISHED_PORTS.items()}
+
+
+def host_network_tensorboard_port(files_folder: str) -> int:
+    """The TensorBoard port a kernel on the host's network was given (its files folder says; 0 if unknown)."""
+    try:
+        with open(os.path.join(files_folder, os.path.relpath(TENSORBOARD_ADDRESS_FILE, CONNECTION_DIR))) as file:
+            return int(json.load(file)["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def give_tensorboard_address(client: docker.DockerClient, container_id: str, address: bytes, user: str) -> None:

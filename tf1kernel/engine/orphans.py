@@ -5,7 +5,10 @@ pid of the process that started it (a Jupyter server, or the argv launcher) and
 that process's start time, so a recycled pid is not mistaken for the owner.
 A container is an orphan when its owner on this host no longer runs, or when it
 has exited and its owner is on another host. Containers without the managed
-label are never touched.
+label are never touched. A kernel that can detach (LABEL_DETACHED_IDLE) is not an
+orphan while it runs: it waits for its user's next server (jupyter/adoption.py),
+and ends itself once idle for long enough; a process that adopted it holds it
+(holders.py).
 
 The host folders of kernels' files (ContainerSpec.storage.files_folder) and of remote
 engines' local sockets (engine_proxy.EngineProxy) are named after their owner process in
@@ -20,7 +23,7 @@ import re
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -28,9 +31,10 @@ import psutil
 from docker.errors import APIError, NotFound
 from jupyter_core.paths import jupyter_runtime_dir
 
+from tf1kernel.engine import holders
 from tf1kernel.engine.engine_proxy import ENGINE_PROXY_PREFIX
 from tf1kernel.engine.kernel_files import KERNEL_FILES_PREFIX, remove_kernel_files
-from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
+from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 
 LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
 # Engines whose orphaned kernel containers this process has already removed.
@@ -54,6 +58,9 @@ class KernelContainerInfo:
     state: str  # the engine's: created, running, exited...
     orphan: bool
     reason: str
+    status: str = ""  # the engine's, as a person reads it: "Up 2 hours", "Exited (137) 5 minutes ago"
+    detached: bool = False  # it runs, and no process holds it: its user's next server adopts it
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def owner_alive(owner: str, started: str) -> bool | None:
@@ -73,10 +80,18 @@ def running(process: psutil.Process) -> bool:
     return process.status() != psutil.STATUS_ZOMBIE
 
 
-def judge(state: str, owner: str, alive: bool | None) -> tuple[bool, str]:
+def judge(state: str, owner: str, alive: bool | None, detachable: bool = False, held: bool = False
+          ) -> tuple[bool, str]:
     """Is a kernel container an orphan, and why. A container its owner still runs is never one, whatever its
     state: it may be between create and start (another server's or launcher's kernel starting), or have just
-    exited (its owner reads the cause of death from it, then removes it)."""
+    exited (its owner reads the cause of death from it, then removes it). Nor is a kernel that can detach while
+    it runs: a server adopted it (held), or its user's next server will."""
+    if held:
+        return False, "held by a Jupyter server of this machine"
+    if alive is False and detachable and state == "running":
+        return False, f"detached: its server {owner} is gone; the user's next Jupyter server adopts it"
+    if alive is False and detachable:
+        return True, f"it ended while detached from its server {owner}"
     if alive is False:
         return True, f"its owner {owner} is gone"
     if alive:
@@ -92,19 +107,30 @@ def kernel_containers(client: docker.DockerClient) -> list[KernelContainerInfo]:
     for summary in client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
         labels = summary.get("Labels") or {}
         state = summary.get("State", "")
-        owner = labels.get(LABEL_OWNER, "")
-        orphan, reason = judge(state, owner, owner_alive(owner, labels.get(LABEL_OWNER_STARTED, "")))
-        found.append(KernelContainerInfo(summary["Id"], (summary.get("Names") or ["?"])[0].lstrip("/"),
-                                         labels.get(LABEL_KERNEL_ID, ""), owner, state, orphan, reason))
+        owner, kernel_id = labels.get(LABEL_OWNER, ""), labels.get(LABEL_KERNEL_ID, "")
+        alive = owner_alive(owner, labels.get(LABEL_OWNER_STARTED, ""))
+        detachable = labels.get(LABEL_DETACHED_IDLE, "0") not in ("", "0")
+        held = bool(detachable and alive is False and kernel_id and holders.held(kernel_id))
+        orphan, reason = judge(state, owner, alive, detachable, held)
+        found.append(KernelContainerInfo(summary["Id"], (summary.get("Names") or ["?"])[0].lstrip("/"), kernel_id,
+                                         owner, state, orphan, reason, summary.get("Status", ""),
+                                         detachable and alive is False and not held and state == "running", labels))
     return found
 
 
-def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = False) -> list[KernelContainerInfo]:
-    """Remove orphaned kernel containers; return what was removed."""
+def removable(container: KernelContainerInfo, include_other_hosts: bool = False, detached: bool = False) -> bool:
+    """An orphan; or, when asked, a kernel started from another host, or a detached kernel."""
+    foreign = container.reason.startswith("owned by another host")
+    return container.orphan or (include_other_hosts and foreign) or (detached and container.detached)
+
+
+def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = False, detached: bool = False
+                   ) -> list[KernelContainerInfo]:
+    """Remove orphaned kernel containers (and, when asked, those of other hosts, or detached ones); return what
+    was removed."""
     removed = []
     for container in kernel_containers(client):
-        foreign = container.reason.startswith("owned by another host")
-        if container.orphan or (include_other_hosts and foreign):
+        if removable(container, include_other_hosts, detached):
             try:
                 client.api.remove_container(container.id, force=True, v=True)
             except NotFound:
@@ -123,8 +149,9 @@ def reap_once(client: docker.DockerClient, engine_key: str, log: logging.Logger)
         return
     _reaped_engines.add(engine_key)
     for container in remove_orphans(client):
-        log.warning("tf1kernel: removed orphaned kernel container %s (%s)", container.name, container.reason)
-    for folder in remove_stray_kernel_files():
+        log.warning("tf1kernel: removed orphaned kernel container %s (%s%s)", container.name, container.reason,
+                    f": {container.status}" if "detached" in container.reason else "")
+    for folder in remove_stray_kernel_files(live_kernel_ids(client)):
         log.warning("tf1kernel: removed %s, the files of a kernel whose server or launcher is gone", folder)
     for folder in remove_stray_engine_proxies():
         log.info("tf1kernel: removed %s, a remote engine's socket folder whose process is gone", folder)
@@ -151,13 +178,24 @@ def stray_folders(parent: str, prefix: str) -> list[Path]:
     return stray
 
 
-def remove_stray_kernel_files() -> list[str]:
+def live_kernel_ids(client: docker.DockerClient) -> set[str]:
+    """The kernel ids of the engine's tf1kernel containers that are not orphans (a detached kernel's among them)."""
+    return {container.kernel_id for container in kernel_containers(client) if not container.orphan}
+
+
+def remove_stray_kernel_files(live: set[str]) -> list[str]:
     """Remove the kernel file folders in Jupyter's runtime folder whose owner process is gone (a server or
-    argv launcher killed outright, whose kernels' containers the engine or remove_orphans removed); return them."""
+    argv launcher killed outright, whose kernels' containers the engine or remove_orphans removed), except those
+    of live kernels (a detached kernel still mounts its folder), and the holders' locks nobody holds; return
+    them."""
     removed = []
     for folder in stray_folders(jupyter_runtime_dir(), KERNEL_FILES_PREFIX):
+        if folder.name.split("-", 2)[-1] in live:
+            continue
         remove_kernel_files(str(folder))
         removed.append(str(folder))
+    for lock in holders.stray_locks(live):
+        lock.unlink(missing_ok=True)
     return removed
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from tf1kernel.guest.constants import (
     CONNECTION_FILE,
+    DETACHED_IDLE_FLAG,
     GUEST_ARCHIVE,
     GUEST_PACKAGE,
     LEASE_FLAG,
@@ -124,8 +125,12 @@ class Lifetime:
     # Start in standby: the kernel waits, loaded, for its adoption line on stdin (needs exit_with_caller,
     # whose attach carries that line).
     standby: bool = False
-    # Exit when the lease file has not been renewed for this long (a remote kernel; 0: no lease).
+    # Exit when the lease file has not been renewed for this long (0: no lease). Renewed by the Jupyter server
+    # that owns the kernel (a local kernel), or through the link to a remote engine.
     lease_seconds: int = 0
+    # With a lease: when it lapses, detach instead of exiting, and exit once idle (no cell running) for this long
+    # while detached (0: exit when it lapses).
+    detached_idle_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -207,5 +212,7 @@ class ContainerSpec:
         flags = [LIFELINE_FLAG] if lifetime.exit_with_caller else []
         flags += [STANDBY_FLAG] if lifetime.standby else []
         flags += [f"{LEASE_FLAG}={lifetime.lease_seconds}"] if lifetime.lease_seconds else []
+        flags += [f"{DETACHED_IDLE_FLAG}={lifetime.detached_idle_seconds}"] if (
+            lifetime.lease_seconds and lifetime.detached_idle_seconds) else []
         return [*self.command_prefix, self.python, "-c", BOOT, *flags, *self.kernel_arguments,
                 "-f", CONNECTION_FILE]

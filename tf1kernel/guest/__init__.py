@@ -29,20 +29,22 @@ import sys
 from . import patches
 from .avx import install_avx_guard
 from .boot import boot_step, no_name_lookups_for_localhost, read_connection_file, report_crashes
-from .constants import LEASE_FLAG, LIFELINE_FLAG, STANDBY_FLAG, STANDBY_READY_LINE
+from .constants import DETACHED_IDLE_FLAG, LEASE_FLAG, LIFELINE_FLAG, STANDBY_FLAG, STANDBY_READY_LINE
 from .deferred import DeferredImport, complete_with_jedi_when_asked, defer_ipython_embed, finish_deferring_embed
 from .kernel_standby import adopt, load_ahead, read_stdin_line
-from .lifetime import exit_when_lease_lapses, exit_when_stdin_closes, wake_output_watchers_on_close
+from .lifetime import exit_when_stdin_closes, wake_output_watchers_on_close, watch_lease
 from .sockets import beat_early, bind_early
 from .tf_import import CollectorPausedImport, QuietDeprecations, preload_tensorflow
 
 
 def parse_flags(argv):
-    """tf1kernel's own flags (lifeline, standby, lease seconds), and the arguments that are ipykernel's."""
-    lease_prefix = LEASE_FLAG + "="
-    lease = [int(arg[len(lease_prefix):]) for arg in argv if arg.startswith(lease_prefix)]
-    rest = [arg for arg in argv if arg not in (LIFELINE_FLAG, STANDBY_FLAG) and not arg.startswith(lease_prefix)]
-    return LIFELINE_FLAG in argv, STANDBY_FLAG in argv, (lease[0] if lease else None), rest
+    """tf1kernel's own flags (lifeline, standby, lease seconds, detached idle seconds), and the arguments that are
+    ipykernel's."""
+    prefixes = (LEASE_FLAG + "=", DETACHED_IDLE_FLAG + "=")
+    lease, detached_idle = ([int(arg[len(prefix):]) for arg in argv if arg.startswith(prefix)] for prefix in prefixes)
+    rest = [arg for arg in argv if arg not in (LIFELINE_FLAG, STANDBY_FLAG) and not arg.startswith(prefixes)]
+    return (LIFELINE_FLAG in argv, STANDBY_FLAG in argv, (lease[0] if lease else None),
+            (detached_idle[0] if detached_idle else 0), rest)
 
 
 def listen_early(argv):
@@ -83,9 +85,9 @@ def main(argv):
     report_crashes()
     gc.disable()  # the boot makes objects by the hundred thousand, and no garbage worth a collection
     boot_step("python")
-    lifeline, standby, lease, argv = parse_flags(argv)
+    lifeline, standby, lease, detached_idle, argv = parse_flags(argv)
     if lease:
-        exit_when_lease_lapses(lease)
+        watch_lease(lease, detached_idle)
     install_avx_guard()
     sys.meta_path[:0] = [QuietDeprecations(), CollectorPausedImport()]
     if sys.prefix != getattr(sys, "base_prefix", sys.prefix):

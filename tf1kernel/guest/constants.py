@@ -25,6 +25,9 @@ LIFELINE_FLAG = "--tf1kernel-lifeline"
 STANDBY_FLAG = "--tf1kernel-standby"
 # --tf1kernel-lease=SECONDS: the kernel exits when LEASE_FILE has not changed for that long.
 LEASE_FLAG = "--tf1kernel-lease"
+# --tf1kernel-detached-idle=SECONDS: when the lease lapses, the kernel detaches instead of exiting, and exits once
+# it has been idle (no cell running) for that long while detached.
+DETACHED_IDLE_FLAG = "--tf1kernel-detached-idle"
 
 # Variables of the kernel's environment that carry tf1kernel's options.
 QUIET_DEPRECATIONS_VARIABLE = "TF1KERNEL_QUIET_DEPRECATIONS"  # "0" shows TensorFlow's deprecation notices
@@ -37,6 +40,9 @@ BOOT_TIMES_VARIABLE = "TF1KERNEL_BOOT_TIMES"
 
 # Lines the guest writes to the container's log, which tf1kernel reads.
 STANDBY_READY_LINE = "tf1kernel-standby ready"  # a standby kernel has loaded everything
+# "tf1kernel-lease detached|attached|busy|idle|expired AT_UNIX IDLE_SINCE_UNIX": a kernel's lease state, written to
+# the container's log when it changes (`tf1kernel list` reads the last one).
+LEASE_STATE_LINE = "tf1kernel-lease"
 CANNOT_LISTEN_LINE = "tf1kernel: the kernel cannot listen on"  # then the address and the reason
 LEFT_OUT_LINE = "tf1kernel-guest: left out"  # a speed-up or fix for versions other than this image's
 BOOT_STEP_LINE = "tf1kernel-boot"

@@ -1,6 +1,6 @@
 """tf1kernel's IPython extension: the AVX guard, the %tensorboard_tf1 and %pip magics, Colab's %tensorflow_version
-and an explained google.colab, the notice of why the previous kernel died, shown with the first cell, and interrupts
-shown without the interrupt guard's frames."""
+and an explained google.colab, the cells' activity (a detached kernel's idle time), the notice of why the previous
+kernel died, shown with the first cell, and interrupts shown without the interrupt guard's frames."""
 
 import sys
 import threading
@@ -9,6 +9,7 @@ from .avx import install_avx_guard
 from .colab import install_colab_hook, tensorflow_version
 from .constants import NOTICE_FILE
 from .interrupts import without_guard_frames
+from .lifetime import ACTIVITY
 from .tensorboard_magic import tensorboard_tf1
 
 
@@ -67,3 +68,6 @@ def load_ipython_extension(ipython):
     ipython.register_magic_function(tensorflow_version, magic_kind="line", magic_name="tensorflow_version")
     install_colab_hook()
     show_notice_once(ipython)
+    # A detached kernel runs on while a cell runs, and ends once idle for long enough (lifetime.watch_lease).
+    ipython.events.register("pre_run_cell", ACTIVITY.cell_started)
+    ipython.events.register("post_run_cell", ACTIVITY.cell_finished)

@@ -1,12 +1,12 @@
-"""How a kernel ends besides a shutdown request: when whoever started it is gone (the argv launcher's lifeline, a
-remote kernel's lease), and at exit without hanging."""
+"""How a kernel ends besides a shutdown request: when whoever started it is gone (the argv launcher's lifeline), when
+its lease lapses and it has been detached and idle for long enough, and at exit without hanging."""
 
 import os
 import sys
 import threading
 import time
 
-from .constants import LEASE_FILE
+from .constants import LEASE_FILE, LEASE_STATE_LINE
 
 
 def exit_when_stdin_closes():
@@ -20,9 +20,43 @@ def exit_when_stdin_closes():
     threading.Thread(target=watch, name="tf1kernel-lifeline", daemon=True).start()
 
 
-def exit_when_lease_lapses(seconds):
-    """A remote kernel: tf1kernel renews the lease through the engine while its link holds. When the
-    renewals stop (a cut link, or the machine that started it gone), the kernel ends itself."""
+class Activity(object):
+    """Whether a cell runs, and since when none has: the extension tells it through IPython's run_cell events."""
+
+    def __init__(self):
+        self.busy = False
+        self.idle_since = time.monotonic()
+        self.idle_since_wall = time.time()
+
+    def cell_started(self, *_):
+        self.busy = True
+
+    def cell_finished(self, *_):
+        self.busy = False
+        self.idle_since, self.idle_since_wall = time.monotonic(), time.time()
+
+
+ACTIVITY = Activity()
+
+
+def container_log(text):
+    """One line for the container's log only. ipykernel forwards what is written to fd 2 to the notebook as
+    well; its sys.stderr.fileno() is the log's own descriptor, kept aside."""
+    try:
+        descriptor = sys.stderr.fileno()
+    except Exception:
+        descriptor = 2
+    try:
+        os.write(descriptor, (text + "\n").encode())
+    except OSError:
+        pass
+
+
+def watch_lease(seconds, detached_idle=0):
+    """tf1kernel renews the lease while whoever started the kernel holds it (a Jupyter server, or the link to a
+    remote engine). When the renewals stop, the kernel exits (detached_idle 0), or detaches: it runs on, a
+    cell's work included, until it has been idle for detached_idle seconds with nobody renewing, and a server
+    that adopts it renews the lease again."""
 
     def read():
         try:
@@ -31,16 +65,34 @@ def exit_when_lease_lapses(seconds):
         except OSError:
             return None
 
+    def tell(state):
+        container_log("%s %s %d %d" % (LEASE_STATE_LINE, state, time.time(), ACTIVITY.idle_since_wall))
+
     def watch():
         last, renewed = read(), time.monotonic()  # this container's own clock: no skew with the other host
+        detached_at, busy = None, ACTIVITY.busy
         while True:
             time.sleep(1)
             current = read()
             if current != last:
                 last, renewed = current, time.monotonic()
-            elif time.monotonic() - renewed > seconds:
-                sys.__stderr__.write("tf1kernel: the lease of this kernel lapsed (its link to Jupyter is lost); "
-                                     "exiting\n")
+                if detached_at is not None:
+                    detached_at = None
+                    tell("attached")
+            elif detached_at is None and time.monotonic() - renewed > seconds:
+                if not detached_idle:
+                    sys.__stderr__.write("tf1kernel: the lease of this kernel lapsed (its link to Jupyter is "
+                                         "lost); exiting\n")
+                    os._exit(0)
+                detached_at, busy = time.monotonic(), ACTIVITY.busy
+                tell("detached")
+            if detached_at is None:
+                continue
+            if ACTIVITY.busy != busy:
+                busy = ACTIVITY.busy
+                tell("busy" if busy else "idle")
+            if not busy and time.monotonic() - max(ACTIVITY.idle_since, detached_at) >= detached_idle:
+                tell("expired")
                 os._exit(0)
 
     threading.Thread(target=watch, name="tf1kernel-lease", daemon=True).start()

@@ -24,6 +24,7 @@ from tf1kernel.engine.container import LOOPBACK, ContainerState, KernelContainer
 from tf1kernel.engine.ports import free_ports
 from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Network
 from tf1kernel.errors import ContainerStartError, EngineUnavailable, InvalidOption, Tf1KernelError, TunnelError
+from tf1kernel.jupyter import adoption
 from tf1kernel.jupyter.deaths import cause_of_death
 from tf1kernel.jupyter.guest_report import GuestReport
 from tf1kernel.jupyter.outage import EngineWatch, LostKernel, first_line
@@ -53,6 +54,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     _end_asked: bool = False
     _guest_report: GuestReport = GuestReport()  # replaced per instance at its first launch
     _requested: Requested | None = None  # pre_launch's request, which launch_kernel starts
+    _claim: adoption.Claim | None = None  # a detached kernel to adopt instead of starting one
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -168,16 +170,30 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
                                 "remove the `transport` setting from your Jupyter configuration")
         extra_arguments = kwargs.pop("extra_arguments", [])
         working_dir = kwargs.get("cwd") or os.getcwd()
+        self._claim = adoption.claimed(self.kernel_id or "")
+        if self._claim is not None and km is not None:
+            # The kernel's own ports and key, from the connection file its dead server left: the same file again.
+            km.load_connection_info(self._claim.connection)
+            km.write_connection_file()
         kwargs = await super().pre_launch(**kwargs)
         self._requested = self.session.request(
             working_dir, kwargs["env"],
             session_key=km.session.key if km is not None else b"",
             signature_scheme=km.session.signature_scheme if km is not None else "hmac-sha256",
-            kernel_arguments=extra_arguments, notice=self.notice, network=Network(host_ports=self._host_ports or {}))
+            kernel_arguments=extra_arguments, notice=self.notice, network=Network(host_ports=self._host_ports or {}),
+            # A server's kernel (its KernelManager is one of a MultiKernelManager's) outlives the server's death;
+            # a script's (nbclient, papermill, a console) ends with it as before.
+            detachable=km is not None and km.parent is not None)
         kwargs["cmd"] = self._requested.spec.command
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        claim, self._claim = self._claim, None
+        if claim is not None and self._requested is not None:
+            ports = await asyncio.to_thread(self._requested.adopt, claim.container_id, claim.connection, claim.hold)
+            self.log.info("tf1kernel: kernel %s adopted: its server was gone, and its container %s ran on",
+                          self.kernel_id, claim.container_id[:12])
+            return self._launched(ports)
         try:
             ports = await self._start()
         except (EngineUnavailable, TunnelError, EngineError, RequestException) as raw:

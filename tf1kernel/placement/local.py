@@ -11,6 +11,7 @@ import os
 from tf1kernel.config.workdir import existing_mount_source, mountable_working_dir
 from tf1kernel.engine.client import Client
 from tf1kernel.engine.container import KernelContainer
+from tf1kernel.engine.lease import LeaseRenewal
 from tf1kernel.engine.ports import free_ports, ports_free
 from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Lifetime, Network
 from tf1kernel.errors import MountError
@@ -30,6 +31,7 @@ class LocalPlacement(Placement):
         self.choose_kernel_ports = choose_kernel_ports
         self.pool_size = pool_size
         self.pool_root = pool_root
+        self.lease: LeaseRenewal | None = None
 
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
         for source, _, _ in spec.extra_mounts:
@@ -69,7 +71,16 @@ class LocalPlacement(Placement):
             return ""
 
     def connect(self, container: KernelContainer, spec: ContainerSpec) -> dict[str, int]:
+        """The kernel's ports here; and its lease, renewed while this process lives, where it can detach."""
+        self.disconnect()
+        if spec.lifetime.lease_seconds and not spec.lifetime.exit_with_caller:
+            self.lease = LeaseRenewal(container, spec.lifetime.lease_seconds, spec.user).start(at_once=True)
         return dict(container.host_ports)
+
+    def disconnect(self) -> None:
+        if self.lease is not None:
+            self.lease.stop()
+            self.lease = None
 
     def answers(self, container: KernelContainer) -> bool | None:
         """An engine with live-restore keeps its containers; most stop them. The kernel's heartbeat (host

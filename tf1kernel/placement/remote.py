@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 
-from requests.exceptions import RequestException
-
-from tf1kernel.engine.client import Client, EngineError, NotFound
+from tf1kernel.engine.client import Client
 from tf1kernel.engine.container import KernelContainer, give_tensorboard_address
 from tf1kernel.engine.kernel_files import tensorboard_address
 from tf1kernel.engine.labels import LABEL_MANAGED
+from tf1kernel.engine.lease import LeaseRenewal
 from tf1kernel.engine.ports import LOOPBACK
 from tf1kernel.engine.probes import run_to_completion
 from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.engine.tunnel import SshDestination, Tunnel
 from tf1kernel.engine.volumes import create_volume, volume_labels
-from tf1kernel.guest.constants import LEASE_FILE, TENSORBOARD_PORT
+from tf1kernel.guest.constants import TENSORBOARD_PORT
 
 VOLUME_MOUNTPOINT = "/work"
 log = logging.getLogger(__name__)
@@ -81,10 +79,8 @@ class RemoteLink:
         # On its node's host network the kernel's TensorBoard listens on that node's loopback, on its own port.
         self.tensorboard_listens_on = ((LOOPBACK, container.host_ports["tensorboard_port"]) if host_network
                                        else ("0.0.0.0", TENSORBOARD_PORT))
-        self.lease_seconds = lease_seconds
+        self.lease = LeaseRenewal(container, lease_seconds, user)
         self.user = user
-        self._stop = threading.Event()
-        self._renewals = 0
 
     def start(self) -> RemoteLink:
         """Open the tunnel, tell the kernel its TensorBoard address, and start renewing the lease."""
@@ -94,29 +90,17 @@ class RemoteLink:
         listen_ip, listen_port = self.tensorboard_listens_on
         address = tensorboard_address(self.local_ports["tensorboard_port"], listen_port, listen_ip)
         give_tensorboard_address(self.container.client, self.container.id, address, self.user)
-        threading.Thread(target=self._renew, name=f"tf1kernel-lease-{self.container.id[:12]}", daemon=True).start()
+        self.lease.start()
         return self
-
-    def _renew(self) -> None:
-        interval = max(1.0, self.lease_seconds / 5)
-        while not self._stop.wait(interval):
-            self._renewals += 1
-            try:
-                self.container.put_file(LEASE_FILE, str(self._renewals).encode(), self.user)
-            except (EngineError, RequestException, OSError) as exc:
-                if self._stop.is_set() or self.container.exit_code is not None or isinstance(exc, NotFound):
-                    return  # the kernel ended, and its container is going
-                log.warning("tf1kernel: could not renew the lease of kernel container %s: %s",
-                            self.container.id[:12], exc)
 
     def keep_open(self) -> None:
         """Reopen a tunnel that ssh closed (a short network outage) while the kernel still runs."""
-        if self.tunnel is not None and not self.tunnel.alive and not self._stop.is_set():
+        if self.tunnel is not None and not self.tunnel.alive and not self.lease.stopped:
             log.warning("tf1kernel: the SSH tunnel to kernel container %s closed; reopening it",
                         self.container.id[:12])
             self.tunnel = Tunnel(self.tunnel.target, self.tunnel.forwards).open()
 
     def close(self) -> None:
-        self._stop.set()
+        self.lease.stop()
         if self.tunnel is not None:
             self.tunnel.close()

@@ -34,7 +34,7 @@ class RemotePlacement(TunnelledPlacement):
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
         spec = remote.remote_workspace(spec, self.destination.host, self.remote_workdir, self.work_volume)
         return dataclasses.replace(spec, network=self.network_here(spec, spec.network.host_ports, tunnelled=True),
-                                   lifetime=dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds))
+                                   lifetime=self.lifetime(spec))
 
     def start(self, client: Client, spec: ContainerSpec) -> KernelContainer:
         self.ensure_volumes(client, spec)

@@ -78,7 +78,7 @@ class SwarmPlacement(TunnelledPlacement):
             zip(CONTAINER_PORTS, free_ports(len(CONTAINER_PORTS)), strict=True))
         ports.setdefault("tensorboard_port", free_ports(1)[0])
         return dataclasses.replace(spec, network=self.network_here(spec, ports, tunnelled=True),
-                                   lifetime=dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds))
+                                   lifetime=self.lifetime(spec))
 
     def start(self, client: Client, spec: ContainerSpec) -> KernelContainer:
         node_client, task = self.start_task(client, spec)

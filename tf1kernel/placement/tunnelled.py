@@ -3,13 +3,18 @@ from ports of this machine."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from tf1kernel.engine.ports import free_ports, same_where_free
+from tf1kernel.engine.spec import ContainerSpec, Lifetime
 from tf1kernel.placement import remote
 from tf1kernel.placement.base import Placement
 
 
 class TunnelledPlacement(Placement):
     """A kernel on another machine's loopback, reached through an SSH tunnel from this machine's ports."""
+
+    lease_seconds: int = 0  # the subclass's
 
     def __init__(self) -> None:
         self.link: remote.RemoteLink | None = None
@@ -29,6 +34,11 @@ class TunnelledPlacement(Placement):
         unset = [name for name in remote_ports if name not in local]
         local.update(zip(unset, free_ports(len(unset)), strict=True))
         return local
+
+    def lifetime(self, spec: ContainerSpec) -> Lifetime:
+        """The lease the link renews; the kernel ends when it lapses. A remote kernel does not detach yet: a
+        server that would keep it across a lost link and reattach it when the link is back is not built."""
+        return dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds, detached_idle_seconds=0)
 
     def keep_open(self) -> None:
         if self.link is not None:

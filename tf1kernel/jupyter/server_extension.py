@@ -1,0 +1,41 @@
+"""tf1kernel's Jupyter server extension: when a server starts, it adopts its user's detached kernels
+(jupyter/adoption.py). `pip install tf1kernel` enables it (jupyter_server_config.d/tf1kernel.json);
+`jupyter server extension disable tf1kernel.jupyter.server_extension` turns it off."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+EXTENSION = "tf1kernel.jupyter.server_extension"
+_tasks: set[asyncio.Task] = set()  # kept until done: the loop holds only weak references to tasks
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": EXTENSION}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    serverapp.log.debug("tf1kernel: adopts detached kernels when the server has started")
+
+
+async def _start_jupyter_server_extension(serverapp: Any) -> None:
+    """Once the server runs: adopt in the background, so that the server answers meanwhile."""
+    task = asyncio.create_task(adopt(serverapp))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def adopt(serverapp: Any) -> None:
+    from tf1kernel.jupyter import adoption  # only now: the server's start does not wait for tf1kernel's imports
+
+    try:
+        specs = adoption.tf1kernel_specs(serverapp.kernel_spec_manager.get_all_specs())
+        adopted = await adoption.adopt_detached(serverapp.kernel_manager, serverapp.session_manager, specs,
+                                                serverapp.root_dir, serverapp.log)
+    except Exception as exc:  # never the server's end: it runs on without the detached kernels
+        serverapp.log.error("tf1kernel: looking for detached kernels failed: %s: %s", type(exc).__name__, exc)
+        return
+    if adopted:
+        serverapp.log.warning("tf1kernel: adopted %d detached kernel(s) of this user: %s", len(adopted),
+                              ", ".join(f"{a.kernel_id} ({a.notebook or a.kernelspec})" for a in adopted))
