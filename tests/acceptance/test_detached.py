@@ -3,14 +3,20 @@ user's next server adopts them with the same ids and sessions; a detached kernel
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
+import queue
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import docker
 import pytest
+import websocket
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from tests.conftest import managed_containers, run_cli
@@ -75,11 +81,71 @@ def killed(server: JupyterServer) -> None:
     server.process.wait(10)
 
 
-def test_a_kernel_outlives_its_killed_server_and_the_next_server_adopts_it(
-        jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
-    """The main scenario of a user: a cell trains, the server is killed outright, a new server starts. The kernel
-    (same id, same container) kept running and kept its state, the notebook's session is back, and a clean stop
-    removes it as it removes any kernel."""
+class Tab:
+    """A notebook tab's kernel connection, as JupyterLab makes it: a websocket with the tab's own session id,
+    which it keeps when it reconnects (to the same server, or to the next one)."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.socket: websocket.WebSocket | None = None
+        self.inbox: queue.Queue[dict] = queue.Queue()
+
+    def connect(self, server: JupyterServer, kernel_id: str) -> None:
+        url = f"{server.base.replace('http', 'ws', 1)}/api/kernels/{kernel_id}/channels"
+        self.socket = websocket.create_connection(f"{url}?session_id={self.session_id}&token={server.token}",
+                                                  timeout=60)
+        self.socket.settimeout(None)
+        threading.Thread(target=self._read, args=(self.socket,), daemon=True).start()
+
+    def _read(self, socket: websocket.WebSocket) -> None:
+        with contextlib.suppress(Exception):  # closed
+            while text := socket.recv():
+                self.inbox.put(json.loads(text))
+
+    def execute(self, code: str) -> str:
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "msg_type": "execute_request", "session": self.session_id, "username": "tab",
+                  "version": "5.3", "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+        self.socket.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "channel": "shell",
+                                     "buffers": [], "content": {"code": code, "silent": False,
+                                                                "store_history": True, "allow_stdin": False}}))
+        return msg_id
+
+    def receive(self, until: Callable[[dict], bool], timeout: float) -> list[dict]:
+        """Messages until one satisfies `until` (included)."""
+        received, deadline = [], time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                message = self.inbox.get(timeout=left)
+            except queue.Empty:
+                break
+            received.append(message)
+            if until(message):
+                return received
+        raise AssertionError(f"not received in {timeout} s; received: {[m.get('msg_type') for m in received]}")
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+
+
+def of_cell(messages: list[dict], msg_id: str, kind: str) -> list[dict]:
+    return [m for m in messages if m.get("msg_type") == kind and m["parent_header"].get("msg_id") == msg_id]
+
+
+def steps(messages: list[dict], msg_id: str) -> list[str]:
+    text = "".join(m["content"]["text"] for m in of_cell(messages, msg_id, "stream"))
+    return [line for line in text.splitlines() if line.startswith("step ")]
+
+
+@pytest.mark.parametrize("ended", [False, True], ids=["cell-still-running", "cell-ended-while-detached"])
+def test_a_kernel_outlives_its_killed_server_and_the_next_server_adopts_it_output_included(
+        ended: bool, jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    """The main scenario of a user: a cell trains and prints, the server is killed outright, a new server starts.
+    The kernel (same id, same container) kept running and kept its state, the notebook's session is back, the
+    still-open tab gets every line the cell printed meanwhile, its reply and its end (whether the cell still ran
+    when the next server came, or had ended while nobody listened), and a clean stop removes the kernel as it
+    removes any."""
     work = tmp_path / "work"
     (work / "papers").mkdir(parents=True)
     (work / "papers" / "train.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
@@ -87,24 +153,26 @@ def test_a_kernel_outlives_its_killed_server_and_the_next_server_adopts_it(
     runtime = tmp_path / "runtime"
     shared = {"JUPYTER_RUNTIME_DIR": str(runtime)}  # one user's servers share Jupyter's runtime folder
     jupyter_path = jupyter_dirs / "share" / "jupyter"
+    tab = Tab(uuid.uuid4().hex)
     first = start_server("server", jupyter_path, work, shared)
     try:
         session = first.api("sessions", "POST", {"path": "papers/train.ipynb", "name": "train.ipynb",
                                                  "type": "notebook", "kernel": {"name": tf1_kernel}})
         kernel_id = session["kernel"]["id"]
         container_id = kernel_container(docker_client, kernel_id)["Id"]
-        client = connect(first, runtime, kernel_id)
-        assert value_of(client, "41") == 41
-        client.execute_interactive("x = 41", timeout=60)
-        client.execute(TRAINING)
-        wait_for(lambda: any("step 3" in m["content"].get("text", "") for m in drain(client)), 60,
-                 "the training cell did not start printing")
-        client.stop_channels()
+        tab.connect(first, kernel_id)
+        setup = tab.execute("x = 41")
+        tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == setup, 120)
+        training = tab.execute(TRAINING)
+        before = tab.receive(lambda m: "step 3" in m.get("content", {}).get("text", ""), 120)
     finally:
         killed(first)
+        tab.close()
     assert kernel_container(docker_client, kernel_id)["State"] == "running", "the kernel must outlive its server"
     listing = run_cli("gc", "--dry-run")
     assert listing.returncode == 0 and "detached" in listing.stdout, listing.stdout
+    if ended:  # the cell's last lines, its reply and its idle status all went to nobody
+        time.sleep(11)  # killed after step 3, of 12 a second apart
 
     second = start_server("server", jupyter_path, work, shared)
     try:
@@ -112,16 +180,33 @@ def test_a_kernel_outlives_its_killed_server_and_the_next_server_adopts_it(
                  f"the next server did not adopt the kernel; its log:\n{second.log()[-4000:]}")
         sessions = second.api("sessions")
         assert [(s["path"], s["kernel"]["id"]) for s in sessions] == [("papers/train.ipynb", kernel_id)], sessions
-        assert "adopted detached kernel" in second.log()
         assert kernel_container(docker_client, kernel_id)["Id"] == container_id, "the same container, not a new one"
-        client = connect(second, runtime, kernel_id)
-        try:
-            # The training finished while no server listened; its result and the state before it are there.
-            assert value_of(client, "[x, trained]") == [41, 53]
-        finally:
-            client.stop_channels()
+        wait_for(lambda: "wait for client" in second.log(), 30, f"no replay; the log:\n{second.log()[-4000:]}")
+        tab.connect(second, kernel_id)  # the tab reconnects, with its session id
+        # The cell's end: its idle status and its reply (on two channels, in either order).
+        ends: set[str] = set()
+
+        def ended(message: dict) -> bool:
+            if message["parent_header"].get("msg_id") == training and (
+                    message.get("msg_type") == "execute_reply" or message["content"].get("execution_state") == "idle"):
+                ends.add(message["msg_type"])
+            return ends == {"execute_reply", "status"}
+
+        after = tab.receive(ended, 60)
+        # Every line once, in order, across the two servers; the cell's reply and its execution count.
+        assert steps(before, training) + steps(after, training) == [f"step {n}" for n in range(1, 13)], (
+            steps(before, training), steps(after, training))
+        replies = of_cell(after, training, "execute_reply")
+        assert len(replies) == 1 and replies[0]["content"]["status"] == "ok", replies
+        assert replies[0]["content"]["execution_count"] == 2
+        check = tab.execute("print([x, trained])")
+        printed = tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == check,
+                              60)
+        assert "".join(m["content"]["text"] for m in of_cell(printed, check, "stream")).strip() == "[41, 53]"
+        tab.close()
         assert (runtime / f"tf1kernel-holder-{kernel_id}.lock").exists(), "the second server holds it now"
     finally:
+        tab.close()
         second.stop()  # a clean stop shuts its kernels down, the adopted one too
     assert kernel_container(docker_client, kernel_id) is None
     assert not (runtime / f"tf1kernel-holder-{kernel_id}.lock").exists()

@@ -32,14 +32,14 @@ print(json.dumps({name: [patches.applies(name, log=told.append), patches.missing
                   for name in sorted(patches.PATCHES)}))
 """
 PY36_IMAGE = "tf1kernel-test/tensorflow:1.15.5-py36-ipykernel5"
-ALL = {"early-sockets", "iopub-welcome", "output-watcher-wake", "deferred-debugger", "deferred-embed",
-       "deferred-jedi", "loopback-only"}
+ALL = {"early-sockets", "iopub-welcome", "detached-replay", "output-watcher-wake", "deferred-debugger",
+       "deferred-embed", "deferred-jedi", "loopback-only"}
 
 
 @pytest.mark.parametrize(("image", "applied"), [
     ("tf1kernel/tensorflow:1.15.5-amd64", ALL),  # Python 3.7, ipykernel 6.16.2, IPython 7.34, jupyter_client 7.4.9
     (NATIVE_TWIN_IMAGE, ALL),  # the native recipe's software set (docker/native), as on ARM64
-    (COMPAT_IMAGES["amd64"], {"early-sockets", "iopub-welcome", "loopback-only"}),  # 3.11, 6.29.5, 9.x, 8.x
+    (COMPAT_IMAGES["amd64"], {"early-sockets", "iopub-welcome", "detached-replay", "loopback-only"}),  # 3.11, 6.29.5
     (PY36_IMAGE, {"deferred-embed", "deferred-jedi", "loopback-only"}),  # 3.6, ipykernel 5.5.6, IPython 7.16.1
 ], ids=["emulated", "native-recipe", "compat", "py36-ipykernel5"])
 def test_each_patch_finds_its_targets_where_it_applies(image: str, applied: set[str], tmp_path: Path,

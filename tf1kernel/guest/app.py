@@ -11,11 +11,12 @@ import os
 import sys
 
 from ipykernel.kernelapp import IPKernelApp
-from traitlets import Type
+from traitlets import Type, default
 
 from . import patches
 from .constants import CANNOT_LISTEN_LINE
 from .kernel import Tf1Kernel
+from .replay import RECORDER, RecordingSession, RecordingSocket
 from .sockets import KernelContext, ZmqForKernelApp
 
 
@@ -116,16 +117,29 @@ class Tf1KernelApp(IPKernelApp):
 
         super().init_iopub(context if isinstance(context, KernelContext) else KernelContext(context, {}))
         thread, session = self.iopub_thread, self.session
+        socket = thread.socket
+        replay = patches.applies("detached-replay")
+        if replay:
+            thread.socket = RecordingSocket(socket)
 
         def welcome(frames):
             for frame in frames:
+                if frame == b"\x00" and replay:  # the last subscriber left: what follows is kept (replay.py)
+                    RECORDER.nobody_listens()
                 if frame[:1] == b"\x01":  # a subscription (b"\x00" is one ending)
                     topic = frame[1:]
                     session.send(thread.socket, "iopub_welcome", {"subscription": topic.decode("utf-8", "replace")},
                                  ident=topic or None)
 
-        thread.schedule(lambda: ZMQStream(thread.socket, thread.io_loop).on_recv(welcome))
+        thread.schedule(lambda: ZMQStream(socket, thread.io_loop).on_recv(welcome))
         return None
+
+    @default("session")
+    def _session_default(self):
+        """A Session that the replay's recorder hears (replay.py); ipykernel's own where that is left out."""
+        from jupyter_client.session import Session
+
+        return (RecordingSession if patches.applies("detached-replay") else Session)(parent=self)
 
     def write_connection_file(self):
         """A swarm kernel's connection file is a Docker secret, mounted read-only. ipykernel (6.16 and later)

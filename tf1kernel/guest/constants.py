@@ -38,6 +38,11 @@ PACKAGES_KEPT_VARIABLE = "TF1KERNEL_PACKAGES_KEPT"  # "1" when %pip installs int
 # Set (kernelspec `env`): the boot's steps are logged as "tf1kernel-boot STEP UNIX_TIME" (profile_start.py).
 BOOT_TIMES_VARIABLE = "TF1KERNEL_BOOT_TIMES"
 
+# A server that adopted a kernel asks it, on the control channel, for what it published while no client listened
+# (guest/replay.py, jupyter/replay.py).
+REPLAY_REQUEST = "tf1kernel_replay_request"
+REPLAY_REPLY = "tf1kernel_replay_reply"
+
 # Lines the guest writes to the container's log, which tf1kernel reads.
 STANDBY_READY_LINE = "tf1kernel-standby ready"  # a standby kernel has loaded everything
 # "tf1kernel-lease detached|attached|busy|idle|expired AT_UNIX IDLE_SINCE_UNIX": a kernel's lease state, written to

@@ -1,5 +1,6 @@
 """The kernel: ipykernel's IPythonKernel, whose debugger is made when it is first needed and never ends the
-kernel, and whose interrupts never break a TensorFlow session. Tf1KernelApp names it as its `kernel_class`."""
+kernel, whose interrupts never break a TensorFlow session, and which gives what it published while nobody
+listened to the server that adopts it (replay.py). Tf1KernelApp names it as its `kernel_class`."""
 
 import asyncio
 import importlib
@@ -9,7 +10,10 @@ import sys
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Any
 
+from . import patches
+from .constants import REPLAY_REPLY, REPLAY_REQUEST
 from .interrupts import guard
+from .replay import RECORDER, dropped_notice, parent_header
 
 SHUTDOWN_FLUSH_SECONDS = 0.25
 
@@ -47,6 +51,28 @@ class Tf1Kernel(IPythonKernel):
         super().__init__(**kwargs)
         if self.deferred_debugger:
             self.debugger = None
+        if patches.applies("detached-replay"):
+            # On the control channel: answered while a cell runs, which is when a server adopts a kernel.
+            self.control_handlers[REPLAY_REQUEST] = self.replay_request
+
+    async def replay_request(self, stream, ident, parent):
+        """A server that adopted this kernel asks which clients missed messages (take false), then has them sent
+        again (take true): IOPub messages published anew, execute replies routed to their client's identity."""
+        request = parent.get("content", {})
+        if not request.get("take"):
+            content = {"status": "ok", "sessions": RECORDER.sessions()}
+        else:
+            published, replies, dropped = RECORDER.take(request.get("session", ""))
+            if dropped and published:
+                self.session.send(self.iopub_socket, "stream", dropped_notice(dropped),
+                                  parent=parent_header(published[0]))
+            for frames in published:
+                self.iopub_thread.send_multipart(frames)
+            shell_loop = self.shell_stream.io_loop  # the shell socket is the main thread's
+            for message, identities in replies:
+                shell_loop.add_callback(self.session.send, self.shell_stream, message, ident=identities)
+            content = {"status": "ok", "messages": len(published), "replies": len(replies), "dropped": dropped}
+        self.session.send(stream, REPLAY_REPLY, content, parent, ident)
 
     def do_shutdown(self, restart):
         """A shutdown waits at most SHUTDOWN_FLUSH_SECONDS for each stream's last flush, not ipykernel's 10 s.

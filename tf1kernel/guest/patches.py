@@ -38,6 +38,13 @@ PATCHES = {
         "greet each IOPub subscriber as ipykernel 7 does (IOPubThread's socket, io_loop and schedule)",
         ["ipykernel.iostream:IOPubThread.schedule", "ipykernel.kernelapp:IPKernelApp.init_iopub",
          "ipykernel.iostream<<self.socket"]),
+    "detached-replay": Patch(
+        "ipykernel", (6, 0), (7, 0), "6.16.2, 6.29.5",
+        "keep what the kernel publishes while no client listens, and send it again to the server that adopts it "
+        "(IOPubThread's socket and send_multipart, the kernel's control_handlers, iopub_thread and shell_stream)",
+        ["ipykernel.iostream:IOPubThread.send_multipart", "ipykernel.iostream<<self.socket.send_multipart",
+         "ipykernel.kernelbase<<self.control_handlers[msg_type]", "ipykernel.kernelbase<<self.shell_stream",
+         "ipykernel.kernelbase<<iopub_thread"]),
     "output-watcher-wake": Patch(
         "ipykernel", (6, 0), (6, 22), "6.16.2",
         "wake the fd watcher of stdout/stderr when they close, and wait for it 0.25 s at most, so that the kernel "

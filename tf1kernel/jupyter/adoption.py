@@ -28,6 +28,7 @@ from tf1kernel.engine import holders, orphans
 from tf1kernel.engine.client import EngineError
 from tf1kernel.engine.labels import LABEL_KERNELSPEC, LABEL_NOTEBOOK, LABEL_OWNER_UID, LABEL_WORKING_DIR
 from tf1kernel.errors import Tf1KernelError
+from tf1kernel.jupyter import replay
 from tf1kernel.jupyter.kernelspec import PROVISIONER_NAME
 from tf1kernel.session import NOTEBOOK_VARIABLE, KernelSession
 
@@ -149,4 +150,9 @@ async def adopt_one(container: orphans.KernelContainerInfo, kernel_manager: Any,
                        root_dir, kernel_id)
     logger.info("tf1kernel: adopted detached kernel %s (%s%s)", kernel_id, kernelspec,
                 f", notebook {notebook}" if notebook else "")
+    try:
+        await replay.hand_over(kernel_manager, kernel_id, logger)
+    except Exception as exc:  # the kernel is adopted all the same; only its missed output is not given back
+        logger.warning("tf1kernel: kernel %s: could not give back what it printed while no server listened: %s: %s",
+                       kernel_id, type(exc).__name__, exc)
     return Adopted(kernel_id, kernelspec, notebook)
