@@ -241,12 +241,14 @@ def test_a_detached_kernel_ends_once_idle_for_its_timeout_and_not_while_a_cell_r
     time.sleep(max(0.0, killed_at + 13 - time.monotonic()))
     container = kernel_container(docker_client, kernel_id)
     assert container["State"] == "running", "a detached kernel runs on while a cell runs"
+    listed = run_cli("list", env={"COLUMNS": "250"})
+    assert listed.returncode == 0 and kernel_id in listed.stdout and "running a cell" in listed.stdout, listed.stdout
     # Idle from about 15 s after the kill, it ends 6 s later.
     wait_for(lambda: kernel_container(docker_client, kernel_id)["State"] == "exited", 40,
              "the detached kernel did not end once idle for its timeout")
     log = docker_client.api.logs(container["Id"]).decode()
     states = [line.split()[1] for line in log.splitlines() if line.startswith("tf1kernel-lease ")]
-    assert states == ["detached", "idle", "expired"], log[-2000:]
+    assert states == ["detached", "busy", "idle", "expired"], log[-2000:]
     assert os.environ.get("JUPYTER_RUNTIME_DIR") != str(runtime)
     env = {"JUPYTER_RUNTIME_DIR": str(runtime)}
     result = run_cli("gc", env=env)

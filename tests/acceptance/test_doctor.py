@@ -43,6 +43,17 @@ def test_doctor_passes_here_and_imports_tensorflow_in_a_test_kernel(tf1_kernel: 
     assert check(report, f"kernel {tf1_kernel}")["detail"].startswith(
         "runs TensorFlow 1.15.5, native linux/amd64; emulated: tf1kernel/tensorflow:1.15.5-amd64")
     assert "imported TensorFlow 1.15.5" in check(report, "test kernel")["detail"]
+    assert check(report, "server extension")["ok"], "pip install enables it (jupyter_server_config.d)"
+
+
+def test_doctor_names_a_disabled_server_extension(tf1_kernel: str, tmp_path: Path) -> None:
+    (tmp_path / "jupyter_server_config.json").write_text(json.dumps(
+        {"ServerApp": {"jpserver_extensions": {"tf1kernel.jupyter.server_extension": False}}}))
+    code, report = doctor("--kernel", tf1_kernel, "--no-start", env={"JUPYTER_CONFIG_DIR": str(tmp_path)})
+    extension = check(report, "server extension")
+    assert extension["ok"] is False and "not adopt" in extension["detail"]  # the kernels themselves work
+    assert code == 0
+    assert extension["fix"] == "`jupyter server extension enable tf1kernel.jupyter.server_extension`"
 
 
 def test_doctor_text_output_says_pass_and_the_verdict(tf1_kernel: str) -> None:

@@ -371,3 +371,21 @@ def test_doctor_tells_a_small_engine_before_a_training_dies_of_it(kind: str, mem
     assert check.ok is ok and check.name == "engine size"
     said = check.detail + check.fix
     assert all(word in said for word in words), said
+
+
+def test_a_detached_kernel_is_listed_with_what_it_does_and_when_it_ends() -> None:
+    from tf1kernel.cli.listing import detached_columns
+    from tf1kernel.engine.orphans import KernelContainerInfo, LeaseState
+
+    def kernel(detached: bool) -> KernelContainerInfo:
+        return KernelContainerInfo("c", "tf1kernel-k", "k", "host:1", "running" if detached else "exited", False,
+                                   "detached", "Exited (137) 1 minute ago", detached,
+                                   {"org.tf1kernel.detached-idle-seconds": "3600"})
+
+    assert detached_columns(kernel(True), LeaseState("busy", 1000.0, 900.0), now=1600.0) == (
+        "10 min ago", "running a cell", "60 min after the cell ends")
+    assert detached_columns(kernel(True), LeaseState("idle", 1000.0, 1300.0), now=1600.0) == (
+        "10 min ago", "idle for 5 min", "in 55 min")
+    assert detached_columns(kernel(True), None, now=1600.0) == ("just now", "?", "60 min after its last cell")
+    assert detached_columns(kernel(False), None) == ("-", "Exited (137) 1 minute ago",
+                                                     "ended: `tf1kernel gc` removes it")

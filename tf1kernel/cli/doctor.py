@@ -29,7 +29,7 @@ from tf1kernel.engine.exits import gib
 from tf1kernel.engine.info import EngineInfo, describe
 from tf1kernel.engine.start_errors import GPU_FIX
 from tf1kernel.errors import Tf1KernelError
-from tf1kernel.jupyter import kernelspec
+from tf1kernel.jupyter import kernelspec, server_extension
 from tf1kernel.planning.strategies import avx_fix
 from tf1kernel.session import KernelSession
 
@@ -126,6 +126,7 @@ def _checks(kernel_name: str | None, start_kernel: bool, done: list[Check], dock
                                                           "by an earlier tf1kernel)", kernel.debugger_fix())
         elif kernel.debugger_off:
             yield Check(f"debugger {kernel.name}", None, f"JupyterLab's debugger is off: {kernel.debugger_off}")
+    yield _extension_check()
     if not start_kernel:
         return
     if not done or not next(c for c in done if c.name == f"kernel {default}").ok:
@@ -175,6 +176,13 @@ def _default_kernel(requested: str | None, names: list[str], info: EngineInfo) -
         return requested
     preferred = kernelspec.default_kernel_name(kernelspec.kernelspec_arch(host_platform.machine()))
     return preferred if preferred in names else names[0]
+
+
+def _extension_check() -> Check:
+    if server_extension.enabled():
+        return Check("server extension", True, "enabled: a Jupyter server adopts its user's kernels whose server died")
+    return Check("server extension", False, "disabled: kernels whose Jupyter server died run on, detached, but the "
+                 "next server does not adopt them", f"`jupyter server extension enable {server_extension.EXTENSION}`")
 
 
 def _kernel_check(name: str) -> Check:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import time
 
+from requests.exceptions import RequestException
 from rich.table import Table
 
 from tf1kernel.cli.common import Commands, out
-from tf1kernel.engine.client import connect
+from tf1kernel.engine import orphans
+from tf1kernel.engine.client import EngineError, connect
 from tf1kernel.engine.images import image_present
+from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNELSPEC, LABEL_NOTEBOOK
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.images import recipes as images
 from tf1kernel.jupyter import kernelspec
@@ -34,6 +38,7 @@ def run_list(args: argparse.Namespace) -> int:
                       image or "(auto's choice)", kernel.config.get("platform", ""),
                       present.get(image, "-") if image else "see `tf1kernel doctor`", kernel.resource_dir)
     out.print(table)
+    show_detached()
     for kernel in kernels:
         if kernel.debugger_left_off:
             out.print(f"{kernel.name}: JupyterLab's debugger is off (installed by an earlier tf1kernel); "
@@ -41,6 +46,50 @@ def run_list(args: argparse.Namespace) -> int:
         elif kernel.debugger_off:
             out.print(f"{kernel.name}: JupyterLab's debugger is off: {kernel.debugger_off}", highlight=False)
     return 0
+
+
+def show_detached() -> None:
+    """The kernels on this engine whose server died: each waits for its user's next server, or has ended."""
+    try:
+        client = connect(timeout=10)
+        found = [c for c in orphans.kernel_containers(client) if c.detached or "ended while detached" in c.reason]
+    except (Tf1KernelError, EngineError, RequestException):
+        return  # the images' table said why the engine did not answer
+    if not found:
+        return
+    table = Table("detached kernel", "kernelspec", "notebook", "detached", "now", "ends")
+    for container in found:
+        labels = container.labels
+        table.add_row(container.kernel_id, labels.get(LABEL_KERNELSPEC, ""), labels.get(LABEL_NOTEBOOK, ""),
+                      *detached_columns(container, orphans.lease_state(client, container.id)))
+    out.print(table)
+    out.print("Start Jupyter again to adopt them, with their notebooks; `tf1kernel gc --detached` removes them.",
+              highlight=False)
+
+
+def detached_columns(container: orphans.KernelContainerInfo, lease: orphans.LeaseState | None,
+                     now: float | None = None) -> tuple[str, str, str]:
+    """Since when a kernel is detached, what it does now, and when it ends."""
+    now = time.time() if now is None else now
+    timeout = int(container.labels.get(LABEL_DETACHED_IDLE, "0") or 0)
+    if not container.detached:
+        return "-", container.status, "ended: `tf1kernel gc` removes it"
+    if lease is None or lease.state not in ("busy", "idle"):  # its lease has not lapsed yet
+        return "just now", "?", f"{duration(timeout)} after its last cell"
+    since = f"{duration(now - lease.detached_at)} ago"
+    if lease.state == "busy":
+        return since, "running a cell", f"{duration(timeout)} after the cell ends"
+    idle_for = now - max(lease.idle_since, lease.detached_at)
+    return since, f"idle for {duration(idle_for)}", f"in {duration(max(0.0, timeout - idle_for))}"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def image_presence(names: list[str]) -> dict[str, str]:

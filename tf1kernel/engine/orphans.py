@@ -35,8 +35,10 @@ from tf1kernel.engine import holders
 from tf1kernel.engine.engine_proxy import ENGINE_PROXY_PREFIX
 from tf1kernel.engine.kernel_files import KERNEL_FILES_PREFIX, remove_kernel_files
 from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
+from tf1kernel.guest.constants import LEASE_STATE_LINE
 
 LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
+LEASE_LINES_READ = 200  # the last lines of a detached kernel's log, where its lease state is
 # Engines whose orphaned kernel containers this process has already removed.
 _reaped_engines: set[str] = set()
 
@@ -116,6 +118,30 @@ def kernel_containers(client: docker.DockerClient) -> list[KernelContainerInfo]:
                                          owner, state, orphan, reason, summary.get("Status", ""),
                                          detachable and alive is False and not held and state == "running", labels))
     return found
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """What a detached kernel last said of itself (guest/lifetime.py, in its log)."""
+
+    state: str  # the last: busy, idle, attached or expired
+    detached_at: float  # when it last detached (unix time; 0: never)
+    idle_since: float  # when its last cell ended (unix time)
+
+
+def lease_state(client: docker.DockerClient, container_id: str) -> LeaseState | None:
+    """A kernel's lease state, from the lease lines in its log; None if it wrote none."""
+    try:
+        log = client.api.logs(container_id, tail=LEASE_LINES_READ).decode("utf-8", "replace")
+    except (APIError, NotFound):
+        return None
+    lines = [parts for parts in (line.split() for line in log.splitlines())
+             if len(parts) == 4 and parts[0] == LEASE_STATE_LINE]
+    try:
+        detached_at = max((float(parts[2]) for parts in lines if parts[1] == "detached"), default=0.0)
+        return LeaseState(lines[-1][1], detached_at, float(lines[-1][3])) if lines else None
+    except ValueError:
+        return None
 
 
 def removable(container: KernelContainerInfo, include_other_hosts: bool = False, detached: bool = False) -> bool:

@@ -46,7 +46,7 @@ REPLAY_REPLY = "tf1kernel_replay_reply"
 # Lines the guest writes to the container's log, which tf1kernel reads.
 STANDBY_READY_LINE = "tf1kernel-standby ready"  # a standby kernel has loaded everything
 # "tf1kernel-lease detached|attached|busy|idle|expired AT_UNIX IDLE_SINCE_UNIX": a kernel's lease state, written to
-# the container's log when it changes (`tf1kernel list` reads the last one).
+# the container's log when it changes (`tf1kernel list` reads them); "detached" is followed by "busy" or "idle".
 LEASE_STATE_LINE = "tf1kernel-lease"
 CANNOT_LISTEN_LINE = "tf1kernel: the kernel cannot listen on"  # then the address and the reason
 LEFT_OUT_LINE = "tf1kernel-guest: left out"  # a speed-up or fix for versions other than this image's

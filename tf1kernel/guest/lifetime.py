@@ -86,6 +86,7 @@ def watch_lease(seconds, detached_idle=0):
                     os._exit(0)
                 detached_at, busy = time.monotonic(), ACTIVITY.busy
                 tell("detached")
+                tell("busy" if busy else "idle")
             if detached_at is None:
                 continue
             if ACTIVITY.busy != busy:

@@ -11,6 +11,14 @@ EXTENSION = "tf1kernel.jupyter.server_extension"
 _tasks: set[asyncio.Task] = set()  # kept until done: the loop holds only weak references to tasks
 
 
+def enabled() -> bool:
+    """Whether Jupyter's configuration enables this extension (`pip install` does; doctor asks)."""
+    from jupyter_core.paths import jupyter_config_path
+    from jupyter_server.extension.config import ExtensionConfigManager
+
+    return bool(ExtensionConfigManager(read_config_path=jupyter_config_path()).enabled(EXTENSION))
+
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": EXTENSION}]
 
