@@ -49,7 +49,9 @@ def test_doctor_passes_here_and_imports_tensorflow_in_a_test_kernel(tf1_kernel: 
 def test_doctor_names_a_disabled_server_extension(tf1_kernel: str, tmp_path: Path) -> None:
     (tmp_path / "jupyter_server_config.json").write_text(json.dumps(
         {"ServerApp": {"jpserver_extensions": {"tf1kernel.jupyter.server_extension": False}}}))
-    code, report = doctor("--kernel", tf1_kernel, "--no-start", env={"JUPYTER_CONFIG_DIR": str(tmp_path)})
+    # The user's configuration disables it, and takes precedence over the environment's (which enables it).
+    code, report = doctor("--kernel", tf1_kernel, "--no-start",
+                          env={"JUPYTER_CONFIG_DIR": str(tmp_path), "JUPYTER_PREFER_ENV_PATH": "0"})
     extension = check(report, "server extension")
     assert extension["ok"] is False and "not adopt" in extension["detail"]  # the kernels themselves work
     assert code == 0
