@@ -29,6 +29,10 @@ class JupyterServer:
     log_file: Path
     runtime_dir: Path
 
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
+
     def api(self, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
         request = urllib.request.Request(f"{self.base}/api/{path}?token={self.token}", method=method,
                                          data=json.dumps(body).encode() if body is not None else None,
@@ -51,14 +55,15 @@ class JupyterServer:
 
 
 def start_server(app: str, jupyter_path: Path, folder: Path, extra_env: dict[str, str] | None = None,
-                 extra_args: tuple[str, ...] = ()) -> JupyterServer:
-    """Start `jupyter <app>` (server, lab or notebook) serving `folder`; return once it answers."""
+                 extra_args: tuple[str, ...] = (), port: int = 0, token: str = "") -> JupyterServer:
+    """Start `jupyter <app>` (server, lab or notebook) serving `folder`; return once it answers. port and token:
+    those of a server started before (a browser's tab reconnects to the same address)."""
     folder.mkdir(parents=True, exist_ok=True)
     state = folder.parent / f".{app}-{secrets.token_hex(4)}"
     env = {**os.environ, "JUPYTER_PATH": str(jupyter_path), "JUPYTER_CONFIG_DIR": str(state / "cfg"),
            "JUPYTER_DATA_DIR": str(state / "data"), "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
            **(extra_env or {})}
-    token, port = secrets.token_hex(16), free_port()
+    token, port = token or secrets.token_hex(16), port or free_port()
     command = [sys.executable, "-m", "jupyter", app, "--no-browser", "--ServerApp.ip=127.0.0.1",
                f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}"]
     if os.getuid() == 0:

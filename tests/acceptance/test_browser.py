@@ -271,3 +271,50 @@ def test_the_debugger_in_the_browser(jupyter_app: str, browser: Browser, docker_
         assert len(managed_containers(docker_client)) == 1  # never restarted along the way
         kernel_menu(page, "Shut Down Kernel")
         wait_for(lambda: managed_containers(docker_client) == [], 30, "container left after shutdown")
+
+
+def close_connection_error(page: Page) -> None:
+    """JupyterLab said, while no server answered, that it keeps trying; the dialog stays until closed."""
+    dialog = page.locator(".jp-Dialog", has_text="Server Connection Error")
+    if dialog.count():
+        dialog.get_by_role("button", name="Close").click()
+
+
+@pytest.mark.parametrize("app", ["lab", "notebook"])
+def test_a_training_cell_survives_its_server_and_the_open_tab_shows_all_of_it(
+        app: str, browser: Browser, kernel_image: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    """The user's case: a cell trains and prints, the terminal that runs Jupyter is closed (the server is killed
+    outright), and Jupyter is started again. The tab that stayed open reconnects by itself and shows the cell's
+    whole output and its execution count; the next cell reads what the training made."""
+    prefix = tmp_path / "prefix"
+    assert run_cli("install", "--arch", "arm64", "--prefix", str(prefix)).returncode == 0
+    shared = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}  # the user's runtime folder, and cookie secret
+    first = start_server(app, prefix / "share/jupyter", tmp_path / "work", shared)
+    second = None
+    try:
+        with tf1_notebook(browser, f"{first.base}/{'lab' if app == 'lab' else 'tree'}?token={first.token}",
+                          "survives-failure") as (_, page):
+            run_cell(page, 'import time; [print("step", i, flush=True) or time.sleep(1) for i in range(1, 13)]; '
+                           'trained = 42')
+            output = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-OutputArea")
+            expect(output).to_contain_text("step 3", timeout=90_000)
+            first.process.kill()
+            first.process.wait(10)
+            shot(page, app, "survives-1-server-killed")
+            second = start_server(app, prefix / "share/jupyter", tmp_path / "work", shared, port=first.port,
+                                  token=first.token)
+            expect(output).to_contain_text("step 12", timeout=120_000)
+            close_connection_error(page)
+            lines = re.findall(r"step \d+", output.inner_text())
+            assert lines == [f"step {n}" for n in range(1, 13)], lines
+            prompt = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputPrompt")
+            expect(prompt).to_contain_text("[1]", timeout=30_000)
+            shot(page, app, "survives-2-output-back")
+            run_cell(page, "print(trained + 1)")
+            expect(last_output(page)).to_contain_text("43", timeout=60_000)
+            shot(page, app, "survives-3-next-cell")
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()
+    assert managed_containers(docker_client) == []

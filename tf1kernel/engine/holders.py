@@ -17,6 +17,8 @@ from pathlib import Path
 from jupyter_core.paths import jupyter_runtime_dir
 
 HOLDER_PREFIX = "tf1kernel-holder-"
+# The session of a server's kernel, kept for the server that adopts it (jupyter/sessions.py).
+SESSION_RECORD_PREFIX = "tf1kernel-session-"
 
 
 def lock_path(kernel_id: str) -> Path:
@@ -69,10 +71,11 @@ def held(kernel_id: str) -> bool:
 
 
 def stray_locks(kernel_ids: set[str]) -> list[Path]:
-    """Lock files that nobody holds, of kernels not in kernel_ids (those whose containers are gone)."""
-    found = []
-    for path in Path(jupyter_runtime_dir()).glob(f"{HOLDER_PREFIX}*.lock"):
-        kernel_id = path.name[len(HOLDER_PREFIX):-len(".lock")]
-        if kernel_id not in kernel_ids and not held(kernel_id):
-            found.append(path)
-    return found
+    """Lock files that nobody holds, and session records, of kernels not in kernel_ids (those whose containers are
+    gone)."""
+    runtime = Path(jupyter_runtime_dir())
+    found = [path for path in runtime.glob(f"{HOLDER_PREFIX}*.lock")
+             if path.name[len(HOLDER_PREFIX):-len(".lock")] not in kernel_ids
+             and not held(path.name[len(HOLDER_PREFIX):-len(".lock")])]
+    return found + [path for path in runtime.glob(f"{SESSION_RECORD_PREFIX}*.json")
+                    if path.name[len(SESSION_RECORD_PREFIX):-len(".json")] not in kernel_ids]

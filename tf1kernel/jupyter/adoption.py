@@ -28,7 +28,7 @@ from tf1kernel.engine import holders, orphans
 from tf1kernel.engine.client import EngineError
 from tf1kernel.engine.labels import LABEL_KERNELSPEC, LABEL_NOTEBOOK, LABEL_OWNER_UID, LABEL_WORKING_DIR
 from tf1kernel.errors import Tf1KernelError
-from tf1kernel.jupyter import replay
+from tf1kernel.jupyter import replay, sessions
 from tf1kernel.jupyter.kernelspec import PROVISIONER_NAME
 from tf1kernel.session import NOTEBOOK_VARIABLE, KernelSession
 
@@ -141,7 +141,11 @@ async def adopt_one(container: orphans.KernelContainerInfo, kernel_manager: Any,
         return None
     finally:
         _claims.pop(kernel_id, None)
-    if notebook:
+    record = sessions.recorded(kernel_id)
+    if record and notebook:  # its tab knows the session by id: the same id again
+        await session_manager.save_session(record["id"], path=notebook, name=record.get("name") or None,
+                                           type=record["type"], kernel_id=kernel_id)
+    elif notebook:
         await session_manager.create_session(path=notebook, name=os.path.basename(notebook), type="notebook",
                                              kernel_id=kernel_id)
     elif labels.get(LABEL_NOTEBOOK):

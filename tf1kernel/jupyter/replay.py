@@ -42,6 +42,8 @@ async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger 
             return 0
         missed_by = sessions[-1]  # the client of the last cell: the notebook's tab
         channels = {name: getattr(manager, f"connect_{name}")(identity=missed_by.encode()) for name in CHANNELS}
+        for name, stream in channels.items():
+            stream.channel = name  # as jupyter_server's own channels carry it (its websocket protocol reads it)
         await subscribed(channels["iopub"])
         kernel_manager.start_buffering(kernel_id, f"{kernel_id}:{missed_by}", channels)
         taken = await ask(client, take=True, session=missed_by)

@@ -9,6 +9,7 @@ from typing import Any
 
 EXTENSION = "tf1kernel.jupyter.server_extension"
 _tasks: set[asyncio.Task] = set()  # kept until done: the loop holds only weak references to tasks
+_callbacks: list[Any] = []
 
 
 def enabled() -> bool:
@@ -28,10 +29,39 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
 
 async def _start_jupyter_server_extension(serverapp: Any) -> None:
-    """Once the server runs: adopt in the background, so that the server answers meanwhile."""
+    """Once the server runs: adopt in the background, so that the server answers meanwhile; then keep the sessions
+    of its tf1kernel kernels where the next server finds them."""
     task = asyncio.create_task(adopt(serverapp))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
+    task.add_done_callback(lambda _: record_sessions(serverapp))
+
+
+def record_sessions(serverapp: Any) -> None:
+    from tornado.ioloop import PeriodicCallback
+
+    from tf1kernel.jupyter import sessions
+    from tf1kernel.jupyter.provisioner import DockerProvisioner
+
+    kernel_manager = serverapp.kernel_manager
+
+    def is_tf1kernel(kernel_id: str) -> bool:
+        try:
+            return isinstance(getattr(kernel_manager.get_kernel(kernel_id), "provisioner", None), DockerProvisioner)
+        except KeyError:
+            return False
+
+    records = sessions.SessionRecords(serverapp.session_manager, is_tf1kernel)
+
+    async def snapshot() -> None:
+        try:
+            await records.snapshot()
+        except Exception as exc:  # never the server's end; the next snapshot tries again
+            serverapp.log.debug("tf1kernel: could not record the sessions: %s", exc)
+
+    callback = PeriodicCallback(snapshot, sessions.SNAPSHOT_SECONDS * 1000)
+    callback.start()
+    _callbacks.append(callback)
 
 
 async def adopt(serverapp: Any) -> None:
