@@ -184,3 +184,11 @@ def test_interrupt_guard_benchmark_compares_the_guard_with_pythons_own_handler(k
     assert_ratios(rows, "interrupt_ratio", "interrupt_s_median", "without guard")
     assert_ratios(rows, "round_trip_ratio", "round_trip_ms_median", "without guard")
     assert all(name in done.stdout for name in rows)
+
+
+def test_adoption_benchmark_reports_adopted_and_replay_against_a_fresh_start(kernel_image: str,
+                                                                            tmp_path: Path) -> None:
+    _, rows = run_with_json_file("adoption.py", tmp_path / "adoption.json")
+    assert set(rows) == {"fresh", "adopted", "replay"}
+    assert_ratios(rows, "ratio_to_fresh", "median_s", "fresh")
+    assert all(len(row["runs_s"]) == 2 and min(row["runs_s"]) > 0 for row in rows.values()), rows
