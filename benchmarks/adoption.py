@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import queue
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness import install_tf1kernel, use_jupyter_path
+from harness import first_reply, install_tf1kernel, use_jupyter_path
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from tests.servers import JupyterServer, start_server
@@ -36,21 +35,7 @@ def first_kernel_info(connection_file: Path, timeout: float = 120) -> float:
     client.load_connection_file()
     client.start_channels()
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            client.kernel_info()
-            try:
-                reply = client.get_shell_msg(timeout=1)
-            except queue.Empty:
-                continue
-            replied = time.perf_counter()
-            if reply["msg_type"] == "kernel_info_reply":
-                try:
-                    client.get_iopub_msg(timeout=0.2)
-                except queue.Empty:
-                    continue
-                return replied
-        raise TimeoutError(f"no kernel_info reply within {timeout} s")
+        return first_reply(None, client, timeout)
     finally:
         client.stop_channels()
 

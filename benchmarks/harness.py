@@ -30,7 +30,7 @@ class StartedKernel:
     ready_s: float  # start_kernel() to the first kernel_info reply: what a frontend waits for
 
 
-def first_reply(manager: KernelManager, client: BlockingKernelClient, timeout: float) -> float:
+def first_reply(manager: KernelManager | None, client: BlockingKernelClient, timeout: float) -> float:
     """When (perf_counter) the kernel first answered kernel_info with its IOPub connected: the moment
     wait_for_ready decides the kernel is ready. wait_for_ready itself returns only after 0.2 s more without
     IOPub messages, an idle wait that every kernel pays alike and that would flatten every ratio."""
@@ -40,7 +40,7 @@ def first_reply(manager: KernelManager, client: BlockingKernelClient, timeout: f
         try:
             reply = client.get_shell_msg(timeout=1)
         except queue.Empty:
-            if not manager.is_alive():
+            if manager is not None and not manager.is_alive():
                 raise RuntimeError("the kernel died before it answered") from None
             continue
         replied = time.perf_counter()

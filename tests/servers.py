@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.blocking.client import BlockingKernelClient
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -40,6 +42,17 @@ class JupyterServer:
         with urllib.request.urlopen(request, timeout=120) as response:
             text = response.read()
         return json.loads(text) if text else None
+
+    def kernel_client(self, kernel_id: str) -> BlockingKernelClient:
+        """A client of one of this server's kernels, through its connection file, ready."""
+        client = BlockingKernelClient(connection_file=str(self.runtime_dir / f"kernel-{kernel_id}.json"))
+        client.load_connection_file()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=60)
+        except RuntimeError as error:
+            raise AssertionError(f"{error}; the server's log:\n{self.log()[-4000:]}") from error
+        return client
 
     def log(self) -> str:
         return self.log_file.read_text()
@@ -72,7 +85,7 @@ def start_server(app: str, jupyter_path: Path, folder: Path, extra_env: dict[str
     state.mkdir(parents=True, exist_ok=True)
     log_file = state / "server.log"
     process = subprocess.Popen(command, env=env, stdout=log_file.open("w"), stderr=subprocess.STDOUT)
-    server = JupyterServer(process, f"http://127.0.0.1:{port}", token, log_file, state / "runtime")
+    server = JupyterServer(process, f"http://127.0.0.1:{port}", token, log_file, Path(env["JUPYTER_RUNTIME_DIR"]))
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -17,7 +17,6 @@ from pathlib import Path
 import docker
 import pytest
 import websocket
-from jupyter_client.blocking.client import BlockingKernelClient
 
 from tests.conftest import managed_containers, run_cli
 from tests.servers import JupyterServer, start_server
@@ -51,29 +50,6 @@ def wait_for(condition: Callable[[], object], timeout: float, message: str) -> o
 def kernel_container(client: docker.DockerClient, kernel_id: str) -> dict | None:
     found = client.api.containers(all=True, filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"})
     return found[0] if found else None
-
-
-def connect(server: JupyterServer, runtime: Path, kernel_id: str) -> BlockingKernelClient:
-    client = BlockingKernelClient(connection_file=str(runtime / f"kernel-{kernel_id}.json"))
-    client.load_connection_file()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=60)
-    except RuntimeError as error:
-        raise AssertionError(f"{error}; the server's log:\n{server.log()[-4000:]}") from error
-    return client
-
-
-def value_of(client: BlockingKernelClient, expression: str) -> object:
-    reply = client.execute_interactive(f"import json; print(json.dumps({expression}))", timeout=120,
-                                       output_hook=lambda message: outputs.append(message))
-    assert reply["content"]["status"] == "ok", reply["content"]
-    text = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
-    outputs.clear()
-    return json.loads(text.strip().splitlines()[-1])
-
-
-outputs: list[dict] = []
 
 
 def killed(server: JupyterServer) -> None:
@@ -213,15 +189,6 @@ def test_a_kernel_outlives_its_killed_server_and_the_next_server_adopts_it_outpu
     assert managed_containers(docker_client) == []
 
 
-def drain(client: BlockingKernelClient) -> list[dict]:
-    messages = []
-    while True:
-        try:
-            messages.append(client.get_iopub_msg(timeout=0.2))
-        except Exception:
-            return messages
-
-
 def test_a_detached_kernel_ends_once_idle_for_its_timeout_and_not_while_a_cell_runs(
         jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
     runtime = tmp_path / "runtime"
@@ -230,7 +197,7 @@ def test_a_detached_kernel_ends_once_idle_for_its_timeout_and_not_while_a_cell_r
                           ("--DockerProvisioner.lease_seconds=5", "--DockerProvisioner.detached_idle_timeout=6"))
     try:
         kernel_id = server.api("kernels", "POST", {"name": tf1_kernel})["id"]
-        client = connect(server, runtime, kernel_id)
+        client = server.kernel_client(kernel_id)
         client.execute("import time; time.sleep(16)")
         time.sleep(1)
         client.stop_channels()

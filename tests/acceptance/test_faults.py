@@ -56,14 +56,7 @@ def server(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path) -> Iterator[Jupy
 
 
 def client_for(server: JupyterServer, kernel_id: str) -> BlockingKernelClient:
-    client = BlockingKernelClient(connection_file=str(server.runtime_dir / f"kernel-{kernel_id}.json"))
-    client.load_connection_file()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=60)
-    except RuntimeError as error:
-        raise AssertionError(f"{error}; the server's log:\n{server.log()[-4000:]}") from error
-    return client
+    return server.kernel_client(kernel_id)
 
 
 def python_pid(client: docker.DockerClient, container_id: str) -> int:
