@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import tempfile
 import zipfile
@@ -389,3 +390,69 @@ def test_a_detached_kernel_is_listed_with_what_it_does_and_when_it_ends() -> Non
     assert detached_columns(kernel(True), None, now=1600.0) == ("just now", "?", "60 min after its last cell")
     assert detached_columns(kernel(False), None) == ("-", "Exited (137) 1 minute ago",
                                                      "ended: `tf1kernel gc` removes it")
+
+
+def test_one_process_holds_a_kernel_and_its_end_frees_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of two servers that adopt together, one takes each kernel: the second take fails while the first holds it
+    (flock, here two descriptors of one process, as two servers would be); a release, or the holder's death,
+    frees it."""
+    from tf1kernel.engine import holders
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    first = holders.take("k1")
+    assert first is not None and holders.take("k1") is None and holders.held("k1")
+    first.release()
+    assert not holders.held("k1") and not holders.lock_path("k1").exists()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from tf1kernel.engine import holders; "
+                               "assert holders.take('k2'); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert holders.held("k2") and holders.take("k2") is None
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert not holders.held("k2"), "a holder killed outright holds nothing"
+    adopted = holders.take("k2")
+    assert adopted is not None
+    assert holders.stray_locks({"k2"}) == [] and holders.stray_locks(set()) == []  # held: not stray
+    adopted.release()
+
+
+@pytest.mark.parametrize(("notebook", "working_dir", "root", "expected"), [
+    ("/home/u/work/papers/train.ipynb", "/home/u/work/papers", "/home/u/work", "papers/train.ipynb"),
+    ("papers/train.ipynb", "/home/u/work/papers", "/home/u/work", "papers/train.ipynb"),  # relative to the old root
+    ("/home/u/work/papers/train.ipynb", "/home/u/work/papers", "/home/u/work/papers", "train.ipynb"),
+    ("/home/u/work/papers/train.ipynb", "/home/u/work/papers", "/home/u/other", ""),  # outside the new root
+    ("", "/home/u/work", "/home/u/work", ""),  # a kernel started without a notebook
+])
+def test_an_adopted_kernels_notebook_is_found_under_the_new_servers_root(notebook: str, working_dir: str, root: str,
+                                                                       expected: str) -> None:
+    from tf1kernel.jupyter.adoption import notebook_path
+
+    assert notebook_path(notebook, working_dir, root) == expected
+
+
+def test_the_replay_keeps_a_clients_cell_messages_bounded_and_only_once() -> None:
+    import json as json_module
+
+    from tf1kernel.guest.replay import DELIMITER, Recorder
+
+    def frames(session: str, msg_type: str, size: int = 10) -> list[bytes]:
+        parent = {"session": session, "msg_type": msg_type, "msg_id": "m"}
+        return [b"stream", DELIMITER, b"sig", b"{}", json_module.dumps(parent).encode(), b"{}", b"x" * size]
+
+    recorder = Recorder(most_bytes=2000)
+    recorder.publish(frames("tab", "execute_request"))
+    assert recorder.sessions() == [], "nothing is kept while someone listens"
+    recorder.nobody_listens()
+    for _ in range(5):
+        recorder.publish(frames("tab", "execute_request", 400))
+    recorder.publish(frames("server", "kernel_info_request"))  # a server's own request: not a client's cell
+    recorder.reply({"msg_type": "execute_reply", "parent_header": {"session": "tab", "msg_type": "execute_request"}},
+                   [b"tab"])
+    assert recorder.sessions() == ["tab"]
+    published, replies, dropped = recorder.take("tab")
+    assert dropped >= 1 and len(published) == 5 - dropped and len(replies) == 1
+    assert recorder.take("tab") == ([], [], 0) and not recorder.recording, "taken once"
