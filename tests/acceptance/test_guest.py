@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import docker
@@ -18,6 +19,7 @@ import pytest
 
 from tests.conftest import COMPAT_IMAGES, NATIVE_TWIN_IMAGE, require_image, run_cli
 from tests.kernels import execute, interrupt_busy_cells, restart, running_kernel
+from tests.servers import start_server
 from tf1kernel.engine.kernel_files import guest_archive
 from tf1kernel.jupyter import guest_report
 
@@ -108,3 +110,34 @@ def test_doctor_reports_the_user_images_tensorflow_and_why_it_has_no_debugger(py
     assert checks[f"kernel {py36_kernel}"]["detail"].startswith("runs TensorFlow 1.15.5, native linux/amd64")
     debugger = checks[f"debugger {py36_kernel}"]
     assert debugger["ok"] is None and "ipykernel 5.5.6 predates the Jupyter debug protocol" in debugger["detail"]
+
+
+def test_a_user_images_ipykernel_5_kernel_outlives_its_server_and_says_what_it_cannot_give_back(
+        py36_kernel: str, jupyter_dirs: Path, tmp_path: Path) -> None:
+    """ipykernel 5 has no replay (the guest's is for ipykernel 6): its kernel is still adopted with its state, and
+    the server's log says in one line that what it printed meanwhile is lost."""
+    shared = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    first = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "work", shared)
+    try:
+        kernel_id = first.api("kernels", "POST", {"name": py36_kernel})["id"]
+        client = first.kernel_client(kernel_id)
+        execute(client, "x = 5")
+        client.stop_channels()
+    finally:
+        first.process.kill()
+        first.process.wait(10)
+    second = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "work", shared)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(k["id"] == kernel_id for k in second.api("kernels")):
+            assert time.monotonic() < deadline, second.log()[-3000:]
+            time.sleep(0.25)
+        client = second.kernel_client(kernel_id)
+        assert execute(client, "print(x + 1)").stdout.strip() == "6"
+        client.stop_channels()
+        while "cannot give back what it printed" not in second.log():
+            assert time.monotonic() < deadline, second.log()[-3000:]
+            time.sleep(0.25)
+        assert "Traceback" not in second.log()
+    finally:
+        second.stop()
