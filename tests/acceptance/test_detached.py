@@ -223,26 +223,35 @@ def test_a_detached_kernel_ends_once_idle_for_its_timeout_and_not_while_a_cell_r
     assert managed_containers(docker_client) == []
 
 
-def test_a_server_with_another_root_adopts_the_kernel_and_says_where_its_notebook_is(
+def test_a_server_with_another_root_or_a_lost_connection_file_says_so_in_one_line(
         jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
     """The next server serves another folder (`--ServerApp.root_dir`): the kernel is adopted all the same (the
-    user can pick it), no session points outside that folder, and the log says in one line why."""
+    user can pick it), no session points outside that folder, and the log says in one line why. A kernel whose
+    connection file was deleted (its key is gone) is not adopted, in one line, and `gc --detached` removes it."""
     work = tmp_path / "work"
     work.mkdir()
-    shared = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    runtime = tmp_path / "runtime"
+    shared = {"JUPYTER_RUNTIME_DIR": str(runtime)}
     jupyter_path = jupyter_dirs / "share" / "jupyter"
     first = start_server("server", jupyter_path, work, shared)
     try:
         kernel_id = first.api("sessions", "POST", {"path": "train.ipynb", "name": "train.ipynb", "type": "notebook",
                                                    "kernel": {"name": tf1_kernel}})["kernel"]["id"]
+        keyless = first.api("kernels", "POST", {"name": tf1_kernel})["id"]
     finally:
         killed(first)
+    (runtime / f"kernel-{keyless}.json").unlink()
     second = start_server("server", jupyter_path, tmp_path / "elsewhere", shared)
     try:
         wait_for(lambda: [k for k in second.api("kernels") if k["id"] == kernel_id], 60, second.log()[-3000:])
         wait_for(lambda: "is outside this server's root" in second.log(), 30, second.log()[-3000:])
         assert second.api("sessions") == []
+        assert f"detached kernel {keyless}" in second.log() and "connection file" in second.log()
+        assert keyless not in [k["id"] for k in second.api("kernels")]
         assert "Traceback" not in second.log()
     finally:
         second.stop()
     assert kernel_container(docker_client, kernel_id) is None
+    assert kernel_container(docker_client, keyless)["State"] == "running", "left detached, for gc --detached"
+    result = run_cli("gc", "--detached", env=shared)
+    assert result.returncode == 0 and kernel_container(docker_client, keyless) is None, result.stdout
