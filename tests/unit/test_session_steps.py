@@ -27,6 +27,7 @@ PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "
 class RecordedContainer:
     calls: list[str]
     kernel_id: str
+    files_folder: str = ""
 
     def remove(self) -> None:
         self.calls.append("container.remove")
@@ -162,6 +163,24 @@ def test_a_command_and_doctor_share_the_description(calls: Calls) -> None:
                             "placement.command"]
 
 
+def test_an_adoption_places_and_connects_but_starts_nothing(calls: Calls, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A detached kernel adopted by the next server: reattached, placed and connected (its lease renewed again),
+    held by this session; no planning, no start, no reaping."""
+
+    def reattach(client: Any, container_id: str, connection: dict) -> tuple[Any, str]:
+        calls.append("container.reattach")
+        return RecordedContainer(calls, "k1", "/run/kernel-files"), "tf1:adopted"
+
+    monkeypatch.setattr(session_module.KernelContainer, "reattach", reattach)
+    session = new_session()
+    hold = object()
+    assert session.request("/work", {}, session_key=b"k", detachable=True).adopt("c1", {}, hold) == PORTS
+    assert steps(calls) == ["placement_for", "container.reattach", "placement.connect"]
+    assert session.started_once and session.hold is hold and session.spec.image == "tf1:adopted"
+    assert session.spec.storage.files_folder == "/run/kernel-files", "its shutdown removes the folder it mounts"
+    assert session.spec.lifetime.lease_seconds and session.spec.lifetime.detached_idle_seconds
+
+
 def test_install_checks_without_placing(calls: Calls) -> None:
     assert new_session().request("/work", {}, session_key=b"").check().strategy == "emulated"
     assert steps(calls) == ["plan.decide"]
@@ -172,7 +191,7 @@ def test_install_checks_without_placing(calls: Calls) -> None:
 @pytest.mark.parametrize(("stage", "steps_it_has", "steps_it_lacks"), [
     (KernelSession, {"request", "stop", "end", "adopt"}, {"prepare", "start", "connect", "launch", "command",
                                                          "describe", "check"}),
-    (Requested, {"prepare", "launch", "check"}, {"start", "connect", "command", "describe"}),
+    (Requested, {"prepare", "launch", "check", "adopt"}, {"start", "connect", "command", "describe"}),
     (Prepared, {"start", "command", "describe", "standby_for", "leave_standby"}, {"prepare", "connect", "launch",
                                                                                 "check"}),
     (Started, {"connect"}, {"prepare", "start", "command", "describe", "launch"}),
