@@ -74,7 +74,12 @@ async def ask(client: Any, take: bool, session: str = "") -> dict[str, Any]:
 async def subscribed(iopub: Any) -> None:
     """Until the kernel's IOPub has this subscriber (its first message arrives: the kernel welcomes each one)."""
     heard = asyncio.get_running_loop().create_future()
-    iopub.on_recv(lambda _: heard.done() or heard.set_result(True))
+
+    def hear(_: Any) -> None:
+        if not heard.done():
+            heard.set_result(True)
+
+    iopub.on_recv(hear)
     try:
         await asyncio.wait_for(heard, SUBSCRIBED_SECONDS)
     except asyncio.TimeoutError:
