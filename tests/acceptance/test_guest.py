@@ -98,7 +98,7 @@ def test_the_guest_runs_tensorflows_own_py36_stack(py36_kernel: str, tmp_path: P
         assert manager.is_alive()  # a poll, as the restarter's: the guest's report is read
     told = [r.getMessage() for r in caplog.records if "tf1kernel-guest: left out" in r.getMessage()]
     assert sorted(line.split()[3].rstrip(":") for line in told) == [
-        "deferred-debugger", "early-sockets", "iopub-welcome", "output-watcher-wake"], told
+        "deferred-debugger", "detached-replay", "early-sockets", "iopub-welcome", "output-watcher-wake"], told
     assert all("ipykernel 5.5.6 is outside" in line and PY36_IMAGE in line for line in told), told
 
 
