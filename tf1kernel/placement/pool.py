@@ -33,11 +33,14 @@ from tf1kernel.config.workdir import is_within
 from tf1kernel.engine.client import Client, EngineError
 from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.kernel_files import connection_info, host_network_tensorboard
+from tf1kernel.engine.labels import LABEL_NOTEBOOK, LABEL_WORKING_DIR
 from tf1kernel.engine.spec import ContainerSpec, Lifetime
 
 LABEL_POOL = "org.tf1kernel.pool"
 # Set per kernel, not per configuration: delivered with the adoption line.
 PER_KERNEL_ENV = ("JPY_SESSION_NAME",)
+# The notebook and its folder: a standby serves any notebook under the pool's root.
+PER_KERNEL_LABELS = (LABEL_NOTEBOOK, LABEL_WORKING_DIR)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ def template(spec: ContainerSpec, pool_root: str) -> ContainerSpec:
     return dataclasses.replace(
         spec, kernel_id="", session_key=b"", working_dir=pool_root,
         env={name: value for name, value in spec.env.items() if name not in PER_KERNEL_ENV},
+        labels={name: value for name, value in spec.labels.items() if name not in PER_KERNEL_LABELS},
         messages=dataclasses.replace(spec.messages, notice=""),
         network=dataclasses.replace(spec.network, host_ports={}),
         storage=dataclasses.replace(spec.storage, files_folder=""),
