@@ -55,12 +55,6 @@ class Tf1Kernel(IPythonKernel):
             # On the control channel: answered while a cell runs, which is when a server adopts a kernel.
             self.control_handlers[REPLAY_REQUEST] = self.replay_request
 
-    def set_parent(self, ident, parent, channel="shell"):
-        """Every request passes here with its sender's identity: a client heard from has had its replay."""
-        super().set_parent(ident, parent, channel)
-        if channel == "shell":
-            RECORDER.heard_from(ident)
-
     async def replay_request(self, stream, ident, parent):
         """A server that adopted this kernel asks which clients missed messages (take false), then has them sent
         again (take true): IOPub messages published anew, execute replies routed to their client's identity."""

@@ -41,9 +41,6 @@ class Recorder(object):
         self.replies = []  # (message, identities) of execute replies
         self.size = 0
         self.dropped = 0
-        # What was taken for a client, kept until that client is heard from (a server may have to ask again: its
-        # buffer for the client was discarded when another connection of the page came first).
-        self.handed = None  # (session, published, replies, dropped)
 
     def nobody_listens(self):
         with self.lock:
@@ -74,8 +71,6 @@ class Recorder(object):
         with self.lock:
             parents = [parent_header(frames) for frames in self.published]
             parents += [message.get("parent_header", {}) for message, _ in self.replies]
-            if self.handed is not None and not parents:
-                parents = [{"session": self.handed[0], "msg_type": "execute_request"}]
         found = []
         for parent in parents:
             session = parent.get("session", "")
@@ -85,25 +80,13 @@ class Recorder(object):
 
     def take(self, session):
         """What was kept for the client `session`, and how many messages were dropped; the rest is forgotten, and
-        recording stops until nobody listens again. Asked again before the client is heard from, the same."""
+        recording stops until nobody listens again."""
         with self.lock:
-            if self.handed is not None and self.handed[0] == session and not self.published:
-                return self.handed[1:]
             published, replies, dropped = self.published, self.replies, self.dropped
             self.recording, self.published, self.replies, self.size, self.dropped = False, [], [], 0, 0
-            taken = ([frames for frames in published if parent_header(frames).get("session") == session],
-                     [(message, identities) for message, identities in replies
-                      if message.get("parent_header", {}).get("session") == session], dropped)
-            self.handed = (session, *taken)
-        return taken
-
-    def heard_from(self, identities):
-        """A client sent a request: what was kept for it has reached it (jupyter_server replays before it passes
-        the client's requests on)."""
-        handed = self.handed
-        if handed is not None and identities and bytes(identities[-1]) == handed[0].encode():
-            with self.lock:
-                self.handed = None
+        return ([frames for frames in published if parent_header(frames).get("session") == session],
+                [(message, identities) for message, identities in replies
+                 if message.get("parent_header", {}).get("session") == session], dropped)
 
 
 RECORDER = Recorder()

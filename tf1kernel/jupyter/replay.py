@@ -22,19 +22,13 @@ from tf1kernel.guest.constants import REPLAY_REQUEST
 ANSWER_SECONDS = 5.0
 SUBSCRIBED_SECONDS = 5.0
 CHANNELS = ("shell", "control", "iopub", "stdin")
-MOST_ATTEMPTS = 4
-_pending: set[asyncio.Future] = set()  # hand-overs started again, kept until done
 
 log = logging.getLogger(__name__)
 
 
-async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger = log, attempt: int = 1) -> int:
+async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger = log) -> int:
     """Have jupyter_server hold what the adopted kernel published while nobody listened, for the client that
-    missed it; return how many messages (0: none, or the kernel cannot replay).
-
-    jupyter_server holds one client's buffer per kernel, and discards it (closing its channels) when another
-    client connects first, as a page's second kernel connection may. Then it is handed over again, up to
-    MOST_ATTEMPTS times, until the client it is for has it (the kernel then forgets it)."""
+    missed it; return how many messages (0: none, or the kernel cannot replay)."""
     manager = kernel_manager.get_kernel(kernel_id)
     client = manager.client()
     client.start_channels(shell=False, iopub=False, stdin=False, hb=False, control=True)
@@ -53,8 +47,6 @@ async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger 
         await subscribed(channels["iopub"])
         kernel_manager.start_buffering(kernel_id, f"{kernel_id}:{missed_by}", channels)
         taken = await ask(client, take=True, session=missed_by)
-        if attempt < MOST_ATTEMPTS:
-            channels["shell"].set_close_callback(lambda: again(kernel_manager, kernel_id, logger, attempt + 1))
         count = int(taken.get("messages", 0)) + int(taken.get("replies", 0))
         logger.info("tf1kernel: kernel %s: %d message(s) it sent while no server listened wait for client %s%s",
                     kernel_id, count, missed_by,
@@ -62,15 +54,6 @@ async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger 
         return count
     finally:
         client.stop_channels()
-
-
-def again(kernel_manager: Any, kernel_id: str, logger: logging.Logger, attempt: int) -> None:
-    """The buffer's channels were closed: discarded for another client, or the kernel or the server ended."""
-    if kernel_id not in kernel_manager:
-        return
-    task = asyncio.ensure_future(hand_over(kernel_manager, kernel_id, logger, attempt))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
 
 
 async def ask(client: Any, take: bool, session: str = "") -> dict[str, Any]:
