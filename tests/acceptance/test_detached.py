@@ -255,3 +255,4 @@ def test_a_server_with_another_root_or_a_lost_connection_file_says_so_in_one_lin
     assert kernel_container(docker_client, keyless)["State"] == "running", "left detached, for gc --detached"
     result = run_cli("gc", "--detached", env=shared)
     assert result.returncode == 0 and kernel_container(docker_client, keyless) is None, result.stdout
+    assert "a detached kernel, removed as asked" in result.stdout, result.stdout

@@ -44,7 +44,8 @@ def run_gc(args: argparse.Namespace) -> int:
         return 0
     removed = orphans.remove_orphans(client, include_other_hosts=args.all_hosts, detached=args.detached)
     for c in removed:
-        out.print(f"removed {c.name} ({c.reason})", highlight=False)
+        why = f"a detached kernel, removed as asked; its server {c.owner} is gone" if c.detached else c.reason
+        out.print(f"removed {c.name} ({why})", highlight=False)
     folders = orphans.remove_stray_kernel_files(orphans.live_kernel_ids(client))
     for folder in folders:
         out.print(f"removed {folder} (the files of a kernel whose server or launcher is gone)", highlight=False)
