@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
+import queue
 import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import websocket
 from jupyter_client.blocking.client import BlockingKernelClient
 
 
@@ -95,3 +102,69 @@ def start_server(app: str, jupyter_path: Path, folder: Path, extra_env: dict[str
             if process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"jupyter {app} did not start:\n{server.log()}") from None
             time.sleep(0.5)
+
+
+class Tab:
+    """A notebook tab's kernel connection, as JupyterLab makes it: a websocket with the tab's own session id,
+    which it keeps when it reconnects (to the same server, or to the next one)."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.socket: websocket.WebSocket | None = None
+        self.inbox: queue.Queue[dict] = queue.Queue()
+
+    def connect(self, server: JupyterServer, kernel_id: str) -> None:
+        url = f"{server.base.replace('http', 'ws', 1)}/api/kernels/{kernel_id}/channels"
+        self.socket = websocket.create_connection(f"{url}?session_id={self.session_id}&token={server.token}",
+                                                  timeout=60)
+        self.socket.settimeout(None)
+        threading.Thread(target=self._read, args=(self.socket,), daemon=True).start()
+
+    def _read(self, socket: websocket.WebSocket) -> None:
+        with contextlib.suppress(Exception):  # closed
+            while text := socket.recv():
+                self.inbox.put(json.loads(text))
+
+    def execute(self, code: str) -> str:
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "msg_type": "execute_request", "session": self.session_id, "username": "tab",
+                  "version": "5.3", "date": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+        self.socket.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "channel": "shell",
+                                     "buffers": [], "content": {"code": code, "silent": False,
+                                                                "store_history": True, "allow_stdin": False}}))
+        return msg_id
+
+    def receive(self, until: Callable[[dict], bool], timeout: float) -> list[dict]:
+        """Messages until one satisfies `until` (included)."""
+        received, deadline = [], time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                message = self.inbox.get(timeout=left)
+            except queue.Empty:
+                break
+            received.append(message)
+            if until(message):
+                return received
+        raise AssertionError(f"not received in {timeout} s; received: {[summary(m) for m in received]}")
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+
+
+def of_cell(messages: list[dict], msg_id: str, kind: str) -> list[dict]:
+    return [m for m in messages if m.get("msg_type") == kind and m["parent_header"].get("msg_id") == msg_id]
+
+
+def steps(messages: list[dict], msg_id: str) -> list[str]:
+    text = "".join(m["content"]["text"] for m in of_cell(messages, msg_id, "stream"))
+    return [line for line in text.splitlines() if line.startswith("step ")]
+
+
+def summary(message: dict) -> str:
+    """A message in a few words, for a failure's report: its type, and its text or state."""
+    content = message.get("content", {})
+    detail = content.get("text") or content.get("execution_state") or content.get("status") or ""
+    parent = message.get("parent_header", {})
+    return (f"{message.get('msg_type')}({str(detail).strip()[:40]}; "
+            f"{parent.get('msg_type')} {parent.get('msg_id', '')[:6]})")

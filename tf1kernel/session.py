@@ -265,6 +265,7 @@ class Requested:
         storage = dataclasses.replace(self.spec.storage, files_folder=container.files_folder)
         spec = dataclasses.replace(self.spec, image=image or self.spec.image, storage=storage)
         session.spec, session.container, session.hold = spec, container, hold
+        placement.adopting({name: int(port) for name, port in connection.items() if name.endswith("_port")})
         ports = placement.connect(container, spec)
         session.started_once = True
         return ports

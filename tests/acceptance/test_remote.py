@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.conftest import install_kernel, managed_containers, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.remote import ALIAS, RemoteHost, reachable
 from tests.runs import start_run, wait_for_line, wait_for_page
+from tests.servers import Tab, of_cell, start_server, steps
 from tests.wheelmaker import pure_wheel
 from tf1kernel.engine.spec import PACKAGES_FOLDER
 from tf1kernel.images.recipes import DEFAULT_RECIPE
@@ -211,6 +213,76 @@ def test_cutting_the_link_ends_the_kernel_and_leaves_no_orphan(remote: RemoteHos
     manager.shutdown_kernel(now=True)
     with running_kernel(remote_kernel, str(tmp_path), startup_timeout=120) as (_, fresh):
         assert execute(fresh, "print(6 * 7)").stdout.strip() == "42"
+
+
+# A training cell of a notebook whose kernel runs on the lab's server; the laptop's link is cut in the middle of it.
+REMOTE_TRAINING = """
+import time
+import tensorflow as tf
+step = tf.Variable(0)
+grow = step.assign_add(1)
+session = tf.Session()
+session.run(tf.global_variables_initializer())
+for _ in range(30):
+    print("step", session.run(grow), flush=True)
+    time.sleep(1)
+trained = int(session.run(step)) + x
+"""
+
+
+def test_a_servers_kernel_outlives_a_cut_link_and_the_tab_gets_what_it_printed_meanwhile(
+        remote: RemoteHost, remote_kernel: str, jupyter_dirs: Path, tmp_path: Path) -> None:
+    """A laptop's lid closed during a training on the lab's server: the link is cut without a word for longer than
+    the lease. The kernel detaches and trains on; the server keeps it; once the link is back the tunnel is mended,
+    and the open tab gets every line once, in order, the cell's reply, and its variables."""
+    server = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "work")
+    tab = Tab(uuid.uuid4().hex)
+    try:
+        kernel_id = server.api("kernels", "POST", {"name": remote_kernel})["id"]
+        tab.connect(server, kernel_id)
+        setup = tab.execute("x = 41")
+        tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == setup, 180)
+        training = tab.execute(REMOTE_TRAINING)
+        before = tab.receive(lambda m: "step 3" in m.get("content", {}).get("text", ""), 120)
+        time.sleep(0.5)  # between two lines: what every listener has heard is the same
+        remote.host.link(False)
+        time.sleep(LEASE + 12)  # the lease lapses, and ssh gives up on the link (ServerAlive: 15 s)
+        assert [k["id"] for k in server.api("kernels")] == [kernel_id], "the server keeps the detached kernel"
+        remote.host.link(True)
+        ends: set[str] = set()
+
+        def ended(message: dict) -> bool:
+            if message["parent_header"].get("msg_id") == training and (
+                    message.get("msg_type") == "execute_reply" or message["content"].get("execution_state") == "idle"):
+                ends.add(message["msg_type"])
+            return ends == {"execute_reply", "status"}
+
+        after = tab.receive(ended, 120)
+        assert steps(before, training) + steps(after, training) == [f"step {n}" for n in range(1, 31)], (
+            steps(before, training), steps(after, training), server.log()[-3000:])
+        replies = of_cell(after, training, "execute_reply")
+        assert len(replies) == 1 and replies[0]["content"]["execution_count"] == 2, replies
+        check = tab.execute("print([x, trained])")
+        printed = tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == check,
+                              60)
+        assert "".join(m["content"]["text"] for m in of_cell(printed, check, "stream")).strip() == "[41, 71]"
+        log = server.log()
+        assert "tunnel" in log and "sent again" in log and "Traceback" not in log, log[-3000:]
+        container_id = remote.containers()[0]["Id"]
+
+        def states() -> list[str]:
+            return [line.split()[1] for line in remote.engine.api.logs(container_id).decode().splitlines()
+                    if line.startswith("tf1kernel-lease ")]
+
+        deadline = time.monotonic() + 60
+        while "attached" not in states() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert states()[:2] == ["detached", "busy"] and states()[-1] == "attached", states()
+    finally:
+        remote.host.link(True)
+        tab.close()
+        server.stop()
+    assert remote.containers() == [], "a clean stop removes the remote kernel"
 
 
 def test_a_tls_engine_named_by_a_docker_context(remote: RemoteHost, jupyter_dirs: Path, tmp_path: Path,

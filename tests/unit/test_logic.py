@@ -434,25 +434,89 @@ def test_an_adopted_kernels_notebook_is_found_under_the_new_servers_root(noteboo
     assert notebook_path(notebook, working_dir, root) == expected
 
 
-def test_the_replay_keeps_a_clients_cell_messages_bounded_and_only_once() -> None:
+def replay_frames(session: str, msg_type: str, size: int = 10, msg_id: str = "") -> list[bytes]:
+    """An IOPub message's frames as a kernel sends them, for the Recorder."""
     import json as json_module
 
-    from tf1kernel.guest.replay import DELIMITER, Recorder
+    from tf1kernel.guest.replay import DELIMITER
 
-    def frames(session: str, msg_type: str, size: int = 10) -> list[bytes]:
-        parent = {"session": session, "msg_type": msg_type, "msg_id": "m"}
-        return [b"stream", DELIMITER, b"sig", b"{}", json_module.dumps(parent).encode(), b"{}", b"x" * size]
+    header = {"msg_id": msg_id or os.urandom(4).hex(), "msg_type": "stream"}
+    parent = {"session": session, "msg_type": msg_type, "msg_id": "m"}
+    return [b"stream", DELIMITER, b"sig", json_module.dumps(header).encode(), json_module.dumps(parent).encode(),
+            b"{}", b"x" * size]
+
+
+def test_the_replay_keeps_a_clients_cell_messages_bounded_and_only_once() -> None:
+    from tf1kernel.guest.replay import Recorder
 
     recorder = Recorder(most_bytes=2000)
-    recorder.publish(frames("tab", "execute_request"))
-    assert recorder.sessions() == [], "nothing is kept while someone listens"
+    recorder.publish(replay_frames("tab", "execute_request"))
+    assert recorder.sessions() == [] and recorder.take("tab") == ([], [], 0), "nothing is unheard while someone listens"
     recorder.nobody_listens()
     for _ in range(5):
-        recorder.publish(frames("tab", "execute_request", 400))
-    recorder.publish(frames("server", "kernel_info_request"))  # a server's own request: not a client's cell
+        recorder.publish(replay_frames("tab", "execute_request", 400))
+    recorder.publish(replay_frames("server", "kernel_info_request"))  # a server's own request: not a client's cell
     recorder.reply({"msg_type": "execute_reply", "parent_header": {"session": "tab", "msg_type": "execute_request"}},
                    [b"tab"])
     assert recorder.sessions() == ["tab"]
     published, replies, dropped = recorder.take("tab")
     assert dropped >= 1 and len(published) == 5 - dropped and len(replies) == 1
     assert recorder.take("tab") == ([], [], 0) and not recorder.recording, "taken once"
+
+
+def test_a_link_that_came_back_gets_everything_after_the_last_message_it_heard() -> None:
+    from tf1kernel.guest.replay import UNKNOWN, Recorder
+
+    recorder = Recorder(most_bytes=3000)
+    for number in range(5):
+        recorder.publish(replay_frames("tab", "execute_request", msg_id=f"line-{number}"))
+    recorder.reply({"msg_type": "execute_reply", "parent_header": {"session": "tab"}}, [b"tab"])
+    recorder.publish(replay_frames("other", "execute_request", msg_id="idle"))
+    published, replies, dropped = recorder.take(after="line-2")
+    assert len(published) == 3
+    assert b"line-3" in published[0][3] and b"idle" in published[-1][3], "in order, every client's"
+    assert len(replies) == 1 and dropped == 0
+    # More went unheard than is kept: everything kept, and the replay says that older ones were dropped.
+    for number in range(20):
+        recorder.publish(replay_frames("tab", "execute_request", 200, msg_id=f"late-{number}"))
+    published, _, dropped = recorder.take(after="line-4")
+    assert dropped == UNKNOWN and b"late-19" in published[-1][3] and len(published) < 20
+
+
+def test_an_overdue_lease_holds_back_what_the_kernel_sends_and_marks_what_went_unheard() -> None:
+    from tf1kernel.guest.replay import IN_FLIGHT_SECONDS, Recorder
+
+    now = [100.0]
+    recorder = Recorder(clock=lambda: now[0])
+    for number in range(6):
+        assert recorder.publish(replay_frames("tab", "execute_request", msg_id=f"line-{number}")), "sent at once"
+        now[0] += 1.0  # one a second: line-n at 100 + n
+    recorder.hold(renewed_at=103.0 + IN_FLIGHT_SECONDS)  # the last renewal came after line-3
+    assert not recorder.publish(replay_frames("tab", "execute_request", msg_id="held")), "held back"
+    assert recorder.sessions() == ["tab"]
+    published, _, _ = recorder.take("tab")
+    assert [frames[3].split(b'"')[3] for frames in published] == [b"line-3", b"line-4", b"line-5", b"held"]
+    assert not recorder.holding and recorder.publish(replay_frames("tab", "execute_request")), "a take ends the hold"
+    # A subscriber seen leaving is the better mark: a hold after it keeps it.
+    recorder.nobody_listens()
+    recorder.publish(replay_frames("tab", "execute_request", msg_id="after-leaving"))
+    recorder.hold(renewed_at=0.0)
+    assert len(recorder.take("tab")[0]) == 1
+    # Held back, and nobody asked: what was held goes out, in order.
+    recorder.hold(renewed_at=now[0])
+    recorder.publish(replay_frames("tab", "execute_request", msg_id="held-1"))
+    recorder.reply({"msg_type": "execute_reply", "parent_header": {"session": "tab"}}, [b"tab"])
+    published, replies, _ = recorder.take(held=True)
+    assert [frames[3].split(b'"')[3] for frames in published] == [b"held-1"] and len(replies) == 1
+
+
+def test_what_a_returning_subscriber_heard_is_not_sent_again_when_nothing_was_held() -> None:
+    from tf1kernel.guest.replay import Recorder
+
+    recorder = Recorder()
+    recorder.publish(replay_frames("tab", "execute_request", msg_id="heard"))
+    recorder.publish(replay_frames("tab", "execute_request", msg_id="lost"))
+    recorder.subscribed()  # the link is mended, a subscriber is back
+    recorder.publish(replay_frames("tab", "execute_request", msg_id="heard-again"))
+    published, _, _ = recorder.take(after="heard")
+    assert [frames[3].split(b'"')[3] for frames in published] == [b"lost"]

@@ -13,6 +13,7 @@ from tf1kernel.engine import orphans
 from tf1kernel.engine.client import EngineError, connect
 from tf1kernel.engine.images import image_present
 from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNELSPEC, LABEL_NOTEBOOK
+from tf1kernel.engine.lease import duration
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.images import recipes as images
 from tf1kernel.jupyter import kernelspec
@@ -81,15 +82,6 @@ def detached_columns(container: orphans.KernelContainerInfo, lease: orphans.Leas
         return since, "running a cell", f"{duration(timeout)} after the cell ends"
     idle_for = now - max(lease.idle_since, lease.detached_at)
     return since, f"idle for {duration(idle_for)}", f"in {duration(max(0.0, timeout - idle_for))}"
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def image_presence(names: list[str]) -> dict[str, str]:

@@ -128,7 +128,10 @@ class Tf1KernelApp(IPKernelApp):
                     RECORDER.nobody_listens()
                 if frame[:1] == b"\x01":  # a subscription (b"\x00" is one ending)
                     topic = frame[1:]
-                    session.send(thread.socket, "iopub_welcome", {"subscription": topic.decode("utf-8", "replace")},
+                    if replay:
+                        RECORDER.subscribed()
+                    # On the socket itself: a handshake, neither kept for a replay nor held back.
+                    session.send(socket, "iopub_welcome", {"subscription": topic.decode("utf-8", "replace")},
                                  ident=topic or None)
 
         thread.schedule(lambda: ZMQStream(socket, thread.io_loop).on_recv(welcome))

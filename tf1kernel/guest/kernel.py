@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import signal
 import sys
+import threading
 
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Any
@@ -13,9 +14,10 @@ from traitlets import Any
 from . import patches
 from .constants import REPLAY_REPLY, REPLAY_REQUEST
 from .interrupts import guard
-from .replay import RECORDER, dropped_notice, parent_header
+from .replay import RECORDER, dropped_notice, parent_header, resent, resigned
 
 SHUTDOWN_FLUSH_SECONDS = 0.25
+REPLAY_SECONDS = 5.0  # the IOPub thread sends the kept messages again within this
 
 
 class DebuggerNotStarted:
@@ -54,25 +56,47 @@ class Tf1Kernel(IPythonKernel):
         if patches.applies("detached-replay"):
             # On the control channel: answered while a cell runs, which is when a server adopts a kernel.
             self.control_handlers[REPLAY_REQUEST] = self.replay_request
+            RECORDER.releaser = lambda: self.send_again(held=True)
 
     async def replay_request(self, stream, ident, parent):
         """A server that adopted this kernel asks which clients missed messages (take false), then has them sent
-        again (take true): IOPub messages published anew, execute replies routed to their client's identity."""
+        again (take true, for one client's session); a server whose link to this kernel came back names the last
+        IOPub message it heard (take true, after). IOPub messages are published anew, execute replies routed to
+        their client's identity."""
         request = parent.get("content", {})
         if not request.get("take"):
             content = {"status": "ok", "sessions": RECORDER.sessions()}
         else:
-            published, replies, dropped = RECORDER.take(request.get("session", ""))
-            if dropped and published:
-                self.session.send(self.iopub_socket, "stream", dropped_notice(dropped),
-                                  parent=parent_header(published[0]))
-            for frames in published:
-                self.iopub_thread.send_multipart(frames)
-            shell_loop = self.shell_stream.io_loop  # the shell socket is the main thread's
-            for message, identities in replies:
-                shell_loop.add_callback(self.session.send, self.shell_stream, message, ident=identities)
-            content = {"status": "ok", "messages": len(published), "replies": len(replies), "dropped": dropped}
+            content = self.send_again(request.get("session") or None, request.get("after") or "")
         self.session.send(stream, REPLAY_REPLY, content, parent, ident)
+
+    def send_again(self, session=None, after="", held=False):
+        """Take and publish in the IOPub thread, so that nothing the kernel prints meanwhile goes before what it
+        printed earlier; then the replies, on the shell socket's own thread."""
+        done, taken = threading.Event(), []
+
+        def in_iopub_thread():
+            try:
+                published, replies, dropped = RECORDER.take(session, after, held)
+                socket = self.iopub_thread.socket
+                if dropped and published:
+                    self.session.send(socket, "stream", dropped_notice(dropped), parent=parent_header(published[0]),
+                                      ident=b"stream.stderr")
+                for frames in published:
+                    socket.send_multipart(resigned(frames, self.session))
+                taken.append((len(published), replies, dropped))
+            finally:
+                done.set()
+
+        self.iopub_thread.schedule(in_iopub_thread)
+        if not done.wait(REPLAY_SECONDS) or not taken:
+            return {"status": "error", "ename": "ReplayTimeout", "evalue": "the IOPub thread did not answer",
+                    "traceback": []}
+        published, replies, dropped = taken[0]
+        shell_loop = self.shell_stream.io_loop  # the shell socket is the main thread's
+        for message, identities in replies:
+            shell_loop.add_callback(self.session.send, self.shell_stream, resent(message), ident=identities)
+        return {"status": "ok", "messages": published, "replies": len(replies), "dropped": dropped}
 
     def do_shutdown(self, restart):
         """A shutdown waits at most SHUTDOWN_FLUSH_SECONDS for each stream's last flush, not ipykernel's 10 s.

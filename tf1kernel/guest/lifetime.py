@@ -52,6 +52,12 @@ def container_log(text):
         pass
 
 
+# A lease not renewed for this long (HOLD_AFTER_SHARE of it, at least HOLD_AFTER_SECONDS) is overdue: the link may be
+# gone, and the kernel holds back what it sends (replay.py). ssh gives up on a dead link after 15 s.
+HOLD_AFTER_SHARE = 0.4
+HOLD_AFTER_SECONDS = 3.0
+
+
 def watch_lease(seconds, detached_idle=0):
     """tf1kernel renews the lease while whoever started the kernel holds it (a Jupyter server, or the link to a
     remote engine). When the renewals stop, the kernel exits (detached_idle 0), or detaches: it runs on, a
@@ -68,18 +74,28 @@ def watch_lease(seconds, detached_idle=0):
     def tell(state):
         container_log("%s %s %d %d" % (LEASE_STATE_LINE, state, time.time(), ACTIVITY.idle_since_wall))
 
+    overdue = max(HOLD_AFTER_SECONDS, seconds * HOLD_AFTER_SHARE)
+
     def watch():
         last, renewed = read(), time.monotonic()  # this container's own clock: no skew with the other host
-        detached_at, busy = None, ACTIVITY.busy
+        detached_at, busy, back_at, held_since = None, ACTIVITY.busy, None, None
         while True:
             time.sleep(1)
             current = read()
+            recorder = replay_recorder()
             if current != last:
                 last, renewed = current, time.monotonic()
+                back_at = back_at or (renewed if recorder is not None and recorder.holding else None)
                 if detached_at is not None:
                     detached_at = None
                     tell("attached")
-            elif detached_at is None and time.monotonic() - renewed > seconds:
+            elif time.monotonic() - renewed > overdue and recorder is not None and held_since != renewed:
+                held_since = renewed  # once per overdue lease: a server that took the held messages ended the hold
+                recorder.hold(renewed)
+            if back_at is not None and time.monotonic() - back_at >= recorder.release_seconds:
+                back_at = None
+                recorder.release()  # nobody asked for what was held back: it goes out now, in order
+            if detached_at is None and time.monotonic() - renewed > seconds:
                 if not detached_idle:
                     sys.__stderr__.write("tf1kernel: the lease of this kernel lapsed (its link to Jupyter is "
                                          "lost); exiting\n")
@@ -97,6 +113,13 @@ def watch_lease(seconds, detached_idle=0):
                 os._exit(0)
 
     threading.Thread(target=watch, name="tf1kernel-lease", daemon=True).start()
+
+
+def replay_recorder():
+    """The replay's Recorder once the kernel runs with it (replay.py), else None."""
+    replay = sys.modules.get(__name__.rpartition(".")[0] + ".replay")
+    recorder = getattr(replay, "RECORDER", None)
+    return recorder if recorder is not None and recorder.releaser is not None else None
 
 
 WATCHER_JOIN_SECONDS = 0.25

@@ -7,7 +7,7 @@ import signal
 
 from tf1kernel.engine import exits
 from tf1kernel.engine.container import ContainerState
-from tf1kernel.guest.constants import CANNOT_LISTEN_LINE
+from tf1kernel.guest.constants import CANNOT_LISTEN_LINE, LEASE_STATE_LINE
 
 
 def cause_of_death(state: ContainerState, last_words: str, *, memory: str, image: str, python: str,
@@ -17,6 +17,9 @@ def cause_of_death(state: ContainerState, last_words: str, *, memory: str, image
         return str(exits.out_of_memory("The previous kernel", memory, engine_memory))
     if state.exit_code == 128 + signal.SIGILL or "compiled to use AVX" in last_words:
         return str(exits.illegal_instruction("The previous kernel", avx_fix))
+    if f"{LEASE_STATE_LINE} expired" in last_words:
+        return ("The previous kernel ended by itself: nothing reached it (its server or its link was gone), and it "
+                "was idle and detached for its detached_idle_timeout. Its variables are gone; run the notebook again.")
     taken = re.search(re.escape(CANNOT_LISTEN_LINE) + r" (\S+):", last_words)
     if taken:
         return (f"The previous kernel could not listen on {taken.group(1)}: another program took that port "

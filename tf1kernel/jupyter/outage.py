@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from tf1kernel.engine.client import START_ENGINE_FIX
 from tf1kernel.engine.container import ContainerState
+from tf1kernel.engine.lease import duration
 
 # How long the engine may be unreachable before a kernel counts as dead. Engines restart (Docker Desktop, a daemon
 # upgrade) in well under this; the containers are then exited and Jupyter's restarter starts a fresh kernel. Past
@@ -36,6 +37,9 @@ class EngineWatch:
         self.lost = False
         self.given_up = False  # the kernel was reported dead for want of an engine: it stays dead
         self.stop_waiting = False  # the kernel was shut down while its restart waited for the engine
+        # How long the kernel outlives a cut link, detached (a remote kernel of a Jupyter server: its lease and
+        # detached_idle_timeout); 0: it ends with its lease, within the grace.
+        self.detached_seconds = 0.0
 
     def started(self) -> None:
         self.seen_at, self.lost, self.given_up = _now(), False, False
@@ -60,10 +64,15 @@ class EngineWatch:
                                  "when the engine is back")
             self.given_up = not kernel_answers
             return None if kernel_answers else 1
-        if lost_now:
+        if lost_now and self.detached_seconds:
+            self.log.warning("tf1kernel: lost the link to the Docker engine at %s (%s); kernel %s runs on there, "
+                             "detached, while its cell runs and for up to %s after: this server reconnects to it "
+                             "when the link is back", self.where, first_line(exc), self.kernel_id,
+                             duration(self.detached_seconds))
+        elif lost_now:
             self.log.warning("tf1kernel: lost the Docker engine (%s); kernel %s state unknown", first_line(exc),
                              self.kernel_id)
-        if now - self.seen_at < ENGINE_GRACE_SECONDS:
+        if now - self.seen_at < max(ENGINE_GRACE_SECONDS, self.detached_seconds):
             return None
         self.log.error("tf1kernel: Docker engine unreachable for %.0f s; kernel %s is considered dead",
                        now - self.seen_at, self.kernel_id)

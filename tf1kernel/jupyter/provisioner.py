@@ -28,6 +28,7 @@ from tf1kernel.jupyter import adoption
 from tf1kernel.jupyter.deaths import cause_of_death
 from tf1kernel.jupyter.guest_report import GuestReport
 from tf1kernel.jupyter.outage import EngineWatch, LostKernel, first_line
+from tf1kernel.jupyter.replay import LinkReplay
 from tf1kernel.placement.base import Placement, answers_on_this_machine, any_free_ports
 from tf1kernel.planning import strategies
 from tf1kernel.planning.strategies import avx_fix
@@ -55,6 +56,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     _guest_report: GuestReport = GuestReport()  # replaced per instance at its first launch
     _requested: Requested | None = None  # pre_launch's request, which launch_kernel starts
     _claim: adoption.Claim | None = None  # a detached kernel to adopt instead of starting one
+    _link_replay: LinkReplay | None = None  # a remote kernel of a server: what it sent while its link was cut
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -155,6 +157,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         await self.send_signal(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
+        self._stop_link_replay()
         if not restart:
             self.watch.stop_waiting = True  # shut down while a restart waits for the engine: it starts nothing
         await self._remove_container()
@@ -233,6 +236,7 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         self._guest_report.started()
         self.watch.started()
         self._host_ports = self.container.host_ports
+        self._listen_across_the_link(ports["iopub_port"])
         info = self.session.info
         remote = info.url if info and info.remote else ""
         self.log.info("tf1kernel: kernel %s runs in container %s (%s, %s%s); TensorBoard (%%tensorboard_tf1) at "
@@ -322,10 +326,33 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
     async def _keep_open(self) -> None:
         if self.kernel_placement is None:
             return
+        # Nothing is heard from the kernel until the link is mended: what was heard last is known now.
+        replay = self._link_replay
+        last_heard = replay.mending() if replay is not None else None
         try:
-            await asyncio.to_thread(self.kernel_placement.keep_open)
+            mended = await asyncio.to_thread(self.kernel_placement.keep_open)
         except TunnelError as exc:
             self.log.warning("tf1kernel: kernel %s: %s", self.kernel_id, exc.message)
+            return
+        if mended and replay is not None and last_heard is not None:
+            replay.mended(last_heard)
+
+    def _listen_across_the_link(self, iopub_port: int) -> None:
+        """A server's kernel that outlives a cut link (a remote one): hear what it sends, to know what to have it
+        send again once the link is mended."""
+        self._stop_link_replay()
+        spec, placement, km = self.spec, self.kernel_placement, self.parent
+        if spec is None or placement is None or km is None or not placement.reconnects:
+            return
+        self.watch.detached_seconds = float(spec.lifetime.detached_idle_seconds + spec.lifetime.lease_seconds
+                                            if spec.lifetime.detached_idle_seconds else 0)
+        if self.watch.detached_seconds:
+            self._link_replay = LinkReplay.listen(km, self.kernel_id or "", iopub_port, self.log)
+
+    def _stop_link_replay(self) -> None:
+        replay, self._link_replay = self._link_replay, None
+        if replay is not None:
+            replay.close()
 
     async def _remove_container(self) -> None:
         self._lost = None

@@ -8,19 +8,33 @@ them), starts jupyter_server's own buffering for it (MappingKernelManager.start_
 and asks the kernel to send the messages again. The still-open tab reconnects within seconds (JupyterLab and
 Notebook 7 retry for a minute or two) and jupyter_server replays them to it, with their original parent headers:
 the cell shows its whole output, its execution count and its end.
+
+A remote kernel's link can be cut without a word (a laptop's lid closed, a network gone): the server lives on, and
+so do the tabs' websockets, but what the kernel sent meanwhile went into a connection nobody reads. LinkReplay
+listens to the kernel's IOPub as one more subscriber, and knows the last message this server heard; once the link
+is mended, the kernel sends everything after it again, to every client, as it first sent it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
+import zmq
+from zmq.eventloop.zmqstream import ZMQStream
+
+from tf1kernel.engine.ports import LOOPBACK
 from tf1kernel.guest.constants import REPLAY_REQUEST
+from tf1kernel.guest.replay import DELIMITER, UNKNOWN
 
 # A kernel whose guest cannot replay (a user's image with ipykernel 5 or 7) does not answer the request.
 ANSWER_SECONDS = 5.0
 SUBSCRIBED_SECONDS = 5.0
+# After the link is mended, the other subscribers (each tab's) reconnect as this one does: ZeroMQ retries every
+# 0.1 s. A replay this long after this one is back reaches them too.
+OTHERS_RECONNECT_SECONDS = 1.0
 CHANNELS = ("shell", "control", "iopub", "stdin")
 
 log = logging.getLogger(__name__)
@@ -49,16 +63,91 @@ async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger 
         taken = await ask(client, take=True, session=missed_by)
         count = int(taken.get("messages", 0)) + int(taken.get("replies", 0))
         logger.info("tf1kernel: kernel %s: %d message(s) it sent while no server listened wait for client %s%s",
-                    kernel_id, count, missed_by,
-                    f" ({taken['dropped']} older ones were dropped)" if taken.get("dropped") else "")
+                    kernel_id, count, missed_by, dropped_words(taken))
         return count
     finally:
         client.stop_channels()
 
 
-async def ask(client: Any, take: bool, session: str = "") -> dict[str, Any]:
+class LinkReplay:
+    """The last IOPub message this server heard from a kernel over a link that can be cut without a word, and
+    everything the kernel sent after it, sent again once the link is mended."""
+
+    def __init__(self, manager: Any, kernel_id: str, stream: Any, logger: logging.Logger = log) -> None:
+        self.manager = manager
+        self.kernel_id = kernel_id
+        self.log = logger
+        self.last_heard = ""  # msg_id
+        self.welcomes = 0  # the kernel welcomes each subscription as it takes effect: this listener's, after a mend
+        self.stream = stream
+        self.stream.on_recv(self.hear)
+        self.replaying: asyncio.Task[int] | None = None
+
+    @classmethod
+    def listen(cls, manager: Any, kernel_id: str, iopub_port: int, logger: logging.Logger = log) -> LinkReplay:
+        """Listening to the kernel's IOPub on this machine's port (the tunnel's end, which the manager learns
+        only once the launch returns), on the running event loop."""
+        socket = zmq.Context.instance().socket(zmq.SUB)
+        socket.linger = 0
+        socket.setsockopt(zmq.SUBSCRIBE, b"")
+        socket.connect(f"tcp://{LOOPBACK}:{iopub_port}")
+        return cls(manager, kernel_id, ZMQStream(socket), logger)
+
+    def hear(self, frames: list[bytes]) -> None:
+        try:
+            header = json.loads(bytes(frames[frames.index(DELIMITER) + 2]))
+        except (ValueError, IndexError):
+            return
+        self.last_heard = str(header.get("msg_id", "")) or self.last_heard
+        self.welcomes += header.get("msg_type") == "iopub_welcome"
+
+    def mending(self) -> tuple[str, int]:
+        """Called before the link may be mended (nothing is heard until then): the last message heard, and the
+        welcomes so far."""
+        return self.last_heard, self.welcomes
+
+    def mended(self, heard: tuple[str, int]) -> None:
+        """The link was mended: have the kernel send everything after what was heard again, in the background."""
+        self.replaying = asyncio.ensure_future(self.send_again(*heard))
+
+    async def send_again(self, after: str, welcomes: int) -> int:
+        """Once this listener is subscribed again (a welcome more), and the others had time to be, everything the
+        kernel sent after `after`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SUBSCRIBED_SECONDS
+        while self.welcomes <= welcomes and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(OTHERS_RECONNECT_SECONDS)
+        client = self.manager.client()
+        client.start_channels(shell=False, iopub=False, stdin=False, hb=False, control=True)
+        try:
+            taken = await ask(client, take=True, after=after)
+        finally:
+            client.stop_channels()
+        if not taken:
+            self.log.warning("tf1kernel: kernel %s cannot send again what it sent while its link was cut (its "
+                             "ipykernel has no replay: tf1kernel's images have it)", self.kernel_id)
+            return 0
+        count = int(taken.get("messages", 0)) + int(taken.get("replies", 0))
+        self.log.warning("tf1kernel: kernel %s sent again the %d message(s) this server missed while its link was "
+                         "cut%s", self.kernel_id, count, dropped_words(taken))
+        return count
+
+    def close(self) -> None:
+        if self.replaying is not None:
+            self.replaying.cancel()
+        self.stream.close(linger=0)
+
+
+def dropped_words(taken: dict[str, Any]) -> str:
+    dropped = taken.get("dropped")
+    return "" if not dropped else (" (older ones were dropped)" if dropped == UNKNOWN else
+                                   f" ({dropped} older ones were dropped)")
+
+
+async def ask(client: Any, take: bool, session: str = "", after: str = "") -> dict[str, Any]:
     """The kernel's answer to a replay request ({} when it does not answer)."""
-    request = client.session.msg(REPLAY_REQUEST, {"take": take, "session": session})
+    request = client.session.msg(REPLAY_REQUEST, {"take": take, "session": session, "after": after})
     client.control_channel.send(request)
     deadline = asyncio.get_running_loop().time() + ANSWER_SECONDS
     while (left := deadline - asyncio.get_running_loop().time()) > 0:

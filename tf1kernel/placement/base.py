@@ -6,7 +6,7 @@ from the engine and the options):
 - the kernel's steps: ``prepare`` (the ContainerSpec's folders, network and ports), ``start`` (the container),
   ``connect`` (the ports of this machine's loopback the client uses), ``answers`` (whether the kernel still
   answers while its engine does not), ``keep_open`` (called on every poll), ``disconnect`` and ``forget``
-  (restart, shutdown);
+  (restart, shutdown), and ``adopting`` (before an adopted kernel's connect);
 - what callers would otherwise ask by checking its type: the network and lifetime of a kernel whose frontend
   chose its ports (``for_frontend``, ``listen_for_frontend``), how a command runs there (``command``), how a
   command's port is published on this machine (``publish_here``), whether commands there keep standbys, and
@@ -50,6 +50,9 @@ class Placement(ABC):
     # The options' network_access and dns (placement_for sets them): part of every kernel's Network here.
     offline: bool = False
     dns: tuple[str, ...] = ()
+    # A kernel here outlives a cut link, detached (its lease lapses: detached_idle_timeout), and this machine
+    # reconnects to it when keep_open mends the link; what it sent meanwhile is sent again (jupyter/replay.py).
+    reconnects = False
 
     @abstractmethod
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
@@ -73,9 +76,14 @@ class Placement(ABC):
         """While the engine does not answer: does the kernel? None when this machine cannot tell."""
         return None
 
-    def keep_open(self) -> None:
-        """Repair the way to the kernel if it broke while the kernel runs (called on every poll)."""
-        return None  # nothing to do where the engine alone reaches the kernel
+    def keep_open(self) -> bool:
+        """Repair the way to the kernel if it broke while the kernel runs (called on every poll); True when it
+        was repaired."""
+        return False  # nothing to do where the engine alone reaches the kernel
+
+    def adopting(self, connection_ports: dict[str, int]) -> None:
+        """Before connect, for an adopted kernel: the ports its connection file names (its clients know them)."""
+        return None  # the kernel's own ports, or the engine's: connect finds them on the container
 
     def disconnect(self) -> None:
         """Close what connect opened (the kernel is being removed)."""

@@ -74,7 +74,7 @@ class LocalPlacement(Placement):
         """The kernel's ports here; and its lease, renewed while this process lives, where it can detach."""
         self.disconnect()
         if spec.lifetime.lease_seconds and not spec.lifetime.exit_with_caller:
-            self.lease = LeaseRenewal(container, spec.lifetime.lease_seconds, spec.user).start(at_once=True)
+            self.lease = LeaseRenewal(container, spec.lifetime, spec.user).start(at_once=True)
         return dict(container.host_ports)
 
     def disconnect(self) -> None:

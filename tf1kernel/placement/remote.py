@@ -3,8 +3,11 @@
 - The engine publishes the kernel's ports on the remote host's 127.0.0.1 only; an SSH tunnel
   (tunnel.py) brings them to this machine's loopback.
 - A remote kernel holds a lease that tf1kernel renews every few seconds through the engine's
-  API. When the link is cut, or this machine goes away, renewals stop: the kernel exits when
-  its lease runs out and the engine removes its container. No orphan outlives a lost link.
+  API. When the link is cut, or this machine goes away, renewals stop. A Jupyter server's
+  kernel then detaches: it runs on, and the server reaches it again when the link is back
+  (keep_open mends the tunnel; jupyter/replay.py sends what it missed), or a later server
+  adopts it; it ends once idle for detached_idle_timeout. Other kernels (a script's) exit
+  when the lease runs out, and the engine removes their container.
 - This machine's folders are not there. The kernel works in a folder of the remote host
   (`remote_workdir`) or, by default, in a named volume; the first cell says which.
 """
@@ -21,7 +24,7 @@ from tf1kernel.engine.labels import LABEL_MANAGED
 from tf1kernel.engine.lease import LeaseRenewal
 from tf1kernel.engine.ports import LOOPBACK
 from tf1kernel.engine.probes import run_to_completion
-from tf1kernel.engine.spec import ContainerSpec
+from tf1kernel.engine.spec import ContainerSpec, Lifetime
 from tf1kernel.engine.tunnel import SshDestination, Tunnel
 from tf1kernel.engine.volumes import create_volume, volume_labels
 from tf1kernel.guest.constants import TENSORBOARD_PORT
@@ -69,7 +72,7 @@ class RemoteLink:
     """A remote kernel's tunnel and lease, from its start to its end."""
 
     def __init__(self, container: KernelContainer, destination: SshDestination | None, local_ports: dict[str, int],
-                 lease_seconds: int, user: str, host_network: bool = False) -> None:
+                 lifetime: Lifetime, user: str, host_network: bool = False) -> None:
         self.container = container
         # No destination: the kernel's ports are on this machine's loopback already (a swarm node that is this
         # machine); the link is its lease.
@@ -79,7 +82,7 @@ class RemoteLink:
         # On its node's host network the kernel's TensorBoard listens on that node's loopback, on its own port.
         self.tensorboard_listens_on = ((LOOPBACK, container.host_ports["tensorboard_port"]) if host_network
                                        else ("0.0.0.0", TENSORBOARD_PORT))
-        self.lease = LeaseRenewal(container, lease_seconds, user)
+        self.lease = LeaseRenewal(container, lifetime, user)
         self.user = user
 
     def start(self) -> RemoteLink:
@@ -93,12 +96,14 @@ class RemoteLink:
         self.lease.start()
         return self
 
-    def keep_open(self) -> None:
-        """Reopen a tunnel that ssh closed (a short network outage) while the kernel still runs."""
-        if self.tunnel is not None and not self.tunnel.alive and not self.lease.stopped:
-            log.warning("tf1kernel: the SSH tunnel to kernel container %s closed; reopening it",
-                        self.container.id[:12])
-            self.tunnel = Tunnel(self.tunnel.target, self.tunnel.forwards).open()
+    def keep_open(self) -> bool:
+        """Reopen a tunnel that ssh closed (a network outage, a laptop's sleep) while the kernel still runs; True
+        when it was reopened (what the kernel sent meanwhile may not have arrived)."""
+        if self.tunnel is None or self.tunnel.alive or self.lease.stopped:
+            return False
+        log.warning("tf1kernel: the SSH tunnel to kernel container %s closed; reopening it", self.container.id[:12])
+        self.tunnel = Tunnel(self.tunnel.target, self.tunnel.forwards).open()
+        return True
 
     def close(self) -> None:
         self.lease.stop()

@@ -20,6 +20,7 @@ class RemotePlacement(TunnelledPlacement):
     """An engine on another machine: a folder or volume there, ports through an SSH tunnel, and a lease."""
 
     network = "bridge"
+    reconnects = True
 
     def __init__(self, destination: SshDestination, remote_workdir: str, work_volume: str, lease_seconds: int,
                  kept_packages_labels: dict[str, str] | None = None) -> None:
@@ -51,7 +52,7 @@ class RemotePlacement(TunnelledPlacement):
     def connect(self, container: KernelContainer, spec: ContainerSpec) -> dict[str, int]:
         """Open the tunnel and start the lease."""
         local = self.tunnel_ports(container.host_ports)
-        link = remote.RemoteLink(container, self.destination, local, self.lease_seconds, spec.user)
+        link = remote.RemoteLink(container, self.destination, local, spec.lifetime, spec.user)
         try:
             link.start()
         except BaseException:

@@ -115,7 +115,7 @@ class SwarmPlacement(TunnelledPlacement):
         """The lease, and a tunnel from free local ports to the node's loopback unless the node is this machine."""
         node_ports = container.host_ports
         local = dict(node_ports) if self.destination is None else self.tunnel_ports(node_ports)
-        link = remote.RemoteLink(container, self.destination, local, self.lease_seconds, spec.user, host_network=True)
+        link = remote.RemoteLink(container, self.destination, local, spec.lifetime, spec.user, host_network=True)
         try:
             link.start()
         except BaseException:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from tf1kernel.engine.ports import free_ports, same_where_free
-from tf1kernel.engine.spec import ContainerSpec, Lifetime
+from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Lifetime
 from tf1kernel.placement import remote
 from tf1kernel.placement.base import Placement
 
@@ -36,13 +36,18 @@ class TunnelledPlacement(Placement):
         return local
 
     def lifetime(self, spec: ContainerSpec) -> Lifetime:
-        """The lease the link renews; the kernel ends when it lapses. A remote kernel does not detach yet: a
-        server that would keep it across a lost link and reattach it when the link is back is not built."""
-        return dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds, detached_idle_seconds=0)
+        """The lease the link renews: when it lapses, the kernel detaches where it can (a Jupyter server's kernel,
+        here), else ends."""
+        return dataclasses.replace(spec.lifetime, lease_seconds=self.lease_seconds, detached_idle_seconds=(
+            spec.lifetime.detached_idle_seconds if self.reconnects else 0))
 
-    def keep_open(self) -> None:
-        if self.link is not None:
-            self.link.keep_open()
+    def adopting(self, connection_ports: dict[str, int]) -> None:
+        """The tunnel's end on the ports the adopted kernel's connection file names, where they are free: the
+        clients that knew them (a tab's buffered channels) find it there again."""
+        self.local_ports = {name: port for name, port in connection_ports.items() if name in CONTAINER_PORTS}
+
+    def keep_open(self) -> bool:
+        return self.link is not None and self.link.keep_open()
 
     def forget(self) -> None:
         if not self.fixed_local_ports:
