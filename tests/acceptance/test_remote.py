@@ -285,6 +285,74 @@ def test_a_servers_kernel_outlives_a_cut_link_and_the_tab_gets_what_it_printed_m
     assert remote.containers() == [], "a clean stop removes the remote kernel"
 
 
+def test_a_kernel_whose_link_and_server_were_lost_is_adopted_over_ssh_by_the_next_server_output_included(
+        remote: RemoteHost, remote_kernel: str, jupyter_dirs: Path, tmp_path: Path) -> None:
+    """The lid closed during a training on the lab's server, and the laptop's server did not survive it: a new
+    server, started once the link is back, adopts the kernel over ssh:// (same id, same session), and the open tab
+    gets every line once, the reply, and the variables."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "train.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    shared = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}  # one user's servers share Jupyter's runtime folder
+    jupyter_path = jupyter_dirs / "share" / "jupyter"
+    tab = Tab(uuid.uuid4().hex)
+    first = start_server("server", jupyter_path, work, shared)
+    second = None
+    try:
+        kernel_id = first.api("sessions", "POST", {"path": "train.ipynb", "name": "train.ipynb", "type": "notebook",
+                                                   "kernel": {"name": remote_kernel}})["kernel"]["id"]
+        tab.connect(first, kernel_id)
+        setup = tab.execute("x = 41")
+        tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == setup, 180)
+        training = tab.execute(REMOTE_TRAINING)
+        before = tab.receive(lambda m: "step 3" in m.get("content", {}).get("text", ""), 120)
+        time.sleep(0.5)  # between two lines
+        remote.host.link(False)
+        time.sleep(2)  # the server's record of what it heard last is written every second
+        first.process.kill()
+        first.process.wait(10)
+        tab.close()
+        time.sleep(LEASE + 5)
+        remote.host.link(True)
+        second = start_server("server", jupyter_path, work, shared)
+        server = second
+        deadline = time.monotonic() + 90
+        while kernel_id not in [k["id"] for k in server.api("kernels")] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [(s["path"], s["kernel"]["id"]) for s in server.api("sessions")] == [("train.ipynb", kernel_id)], (
+            server.log()[-3000:])
+        deadline = time.monotonic() + 30
+        while "wait for client" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        tab.connect(server, kernel_id)
+        ends: set[str] = set()
+
+        def ended(message: dict) -> bool:
+            if message["parent_header"].get("msg_id") == training and (
+                    message.get("msg_type") == "execute_reply" or message["content"].get("execution_state") == "idle"):
+                ends.add(message["msg_type"])
+            return ends == {"execute_reply", "status"}
+
+        after = tab.receive(ended, 120)
+        assert steps(before, training) + steps(after, training) == [f"step {n}" for n in range(1, 31)], (
+            steps(before, training), steps(after, training), server.log()[-3000:])
+        replies = of_cell(after, training, "execute_reply")
+        assert len(replies) == 1 and replies[0]["content"]["execution_count"] == 2, replies
+        check = tab.execute("print([x, trained])")
+        printed = tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == check,
+                              60)
+        assert "".join(m["content"]["text"] for m in of_cell(printed, check, "stream")).strip() == "[41, 71]"
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+    finally:
+        remote.host.link(True)
+        tab.close()
+        if first.process.poll() is None:
+            first.stop()
+        if second is not None:
+            second.stop()
+    assert remote.containers() == [], "a clean stop removes the adopted remote kernel"
+
+
 def test_a_tls_engine_named_by_a_docker_context(remote: RemoteHost, jupyter_dirs: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """tcp:// with mutual TLS, from a docker context made by the docker CLI; the tunnel goes to ssh_host."""

@@ -510,6 +510,28 @@ def test_an_overdue_lease_holds_back_what_the_kernel_sends_and_marks_what_went_u
     assert [frames[3].split(b'"')[3] for frames in published] == [b"held-1"] and len(replies) == 1
 
 
+def test_an_adopting_server_gets_what_its_dead_server_did_not_hear() -> None:
+    from tf1kernel.guest.replay import Recorder
+
+    def ids(taken: tuple) -> list[bytes]:
+        return [frames[3].split(b'"')[3] for frames in taken[0]]
+
+    # A link cut without a word: the hold's mark is an estimate; what the dead server heard last is exact.
+    recorder = Recorder()
+    for name in ("heard", "lost-1"):
+        recorder.publish(replay_frames("tab", "execute_request", msg_id=name))
+    recorder.hold(renewed_at=0.0)  # an estimate from before "heard"
+    recorder.publish(replay_frames("tab", "execute_request", msg_id="lost-2"))
+    recorder.nobody_listens()  # seen only once the link is back: the earlier mark stays
+    assert ids(recorder.take("tab", after="heard")) == [b"lost-1", b"lost-2"]
+    # The last subscriber seen leaving is exact, and preferred to what a server recorded a second before.
+    recorder.publish(replay_frames("tab", "execute_request", msg_id="recorded"))
+    recorder.publish(replay_frames("tab", "execute_request", msg_id="heard-after-the-record"))
+    recorder.nobody_listens()
+    recorder.publish(replay_frames("tab", "execute_request", msg_id="unheard"))
+    assert ids(recorder.take("tab", after="recorded")) == [b"unheard"]
+
+
 def test_what_a_returning_subscriber_heard_is_not_sent_again_when_nothing_was_held() -> None:
     from tf1kernel.guest.replay import Recorder
 

@@ -99,6 +99,7 @@ class Recorder(object):
         self.size = 0
         self.next_seq = 0
         self.unheard_from = None  # the seq of the first entry nobody heard; None while someone listens
+        self.unheard_exact = False  # unheard_from is when the last subscriber left, not a lapse's estimate
         self.held_from = None  # the seq of the first entry held back; None while the kernel sends
         self.subscribed_at = collections.deque(maxlen=64)  # the seqs at which IOPub subscribers came, latest last
         # Sends what is held (the kernel's, in its IOPub thread); called once renewals are back and nobody asked.
@@ -115,9 +116,11 @@ class Recorder(object):
         return self.held_from is not None
 
     def nobody_listens(self):
+        """The last subscriber left. (Over a link cut without a word that shows only once the link is back, after
+        a hold's mark, which is kept.)"""
         with self.lock:
             if self.unheard_from is None:
-                self.unheard_from = self.next_seq
+                self.unheard_from, self.unheard_exact = self.next_seq, True
 
     def subscribed(self):
         """An IOPub subscriber came: it hears what is sent from here on."""
@@ -183,8 +186,9 @@ class Recorder(object):
 
     def take(self, session=None, after="", held=False):
         """What to send again, as (IOPub frames, replies, how many were dropped before them: UNKNOWN when not
-        known): with `after`, everything sent after that IOPub message (the last one a client heard), to every
-        client; with `held`, what was held back; else what went unheard, for the client `session`. Nobody listens
+        known): with `after`, everything sent after that IOPub message (the last one a server heard), to every
+        client or to the client `session`; with `held`, what was held back; else what went unheard since the last
+        subscriber left, for the client `session` (which is also preferred to `after`). Nobody listens
         no more from here, and nothing is held: call it where the kernel sends IOPub messages (its IOPub
         thread), and send what it returns at once, so nothing goes between."""
         with self.lock:
@@ -194,6 +198,8 @@ class Recorder(object):
                 if held_from is None:
                     return [], [], 0
                 start, dropped = held_from, max(0, oldest - held_from)
+            elif self.unheard_exact and session is not None:  # the last subscriber was seen leaving
+                start, dropped = self.unheard_from, max(0, oldest - self.unheard_from)
             elif after and after in self.seq_of:
                 start, dropped = self.seq_of[after] + 1, 0
             elif after:
@@ -207,7 +213,7 @@ class Recorder(object):
                 # Not held back: what was sent after a subscriber came back was heard by it (twice is refused).
                 end = next((seq for seq in self.subscribed_at if seq > start), end)
             chosen = [entry for entry in self.entries if start <= entry.seq < end]
-            self.unheard_from = None
+            self.unheard_from, self.unheard_exact = None, False
         if session is not None:
             chosen = [entry for entry in chosen if session_of(entry) == session]
         return ([entry.frames for entry in chosen if entry.frames is not None],

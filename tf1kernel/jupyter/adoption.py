@@ -155,7 +155,7 @@ async def adopt_one(container: orphans.KernelContainerInfo, kernel_manager: Any,
     logger.info("tf1kernel: adopted detached kernel %s (%s%s)", kernel_id, kernelspec,
                 f", notebook {notebook}" if notebook else "")
     try:
-        await replay.hand_over(kernel_manager, kernel_id, logger)
+        await replay.hand_over(kernel_manager, kernel_id, logger, after=(record or {}).get("last_heard", ""))
     except Exception as exc:  # the kernel is adopted all the same; only its missed output is not given back
         logger.warning("tf1kernel: kernel %s: could not give back what it printed while no server listened: %s: %s",
                        kernel_id, type(exc).__name__, exc)

@@ -88,6 +88,11 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         return self.session.placement
 
     @property
+    def last_heard(self) -> str:
+        """The msg_id of the last IOPub message this server heard of a kernel that outlives a cut link ("")."""
+        return self._link_replay.last_heard if self._link_replay is not None else ""
+
+    @property
     def has_process(self) -> bool:
         return self.container is not None
 

@@ -40,9 +40,10 @@ CHANNELS = ("shell", "control", "iopub", "stdin")
 log = logging.getLogger(__name__)
 
 
-async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger = log) -> int:
+async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger = log, after: str = "") -> int:
     """Have jupyter_server hold what the adopted kernel published while nobody listened, for the client that
-    missed it; return how many messages (0: none, or the kernel cannot replay)."""
+    missed it; return how many messages (0: none, or the kernel cannot replay). after: the last message the dead
+    server heard, where it recorded one (a remote kernel, whose link may have been cut before the server died)."""
     manager = kernel_manager.get_kernel(kernel_id)
     client = manager.client()
     client.start_channels(shell=False, iopub=False, stdin=False, hb=False, control=True)
@@ -60,7 +61,7 @@ async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger 
             stream.channel = name  # as jupyter_server's own channels carry it (its websocket protocol reads it)
         await subscribed(channels["iopub"])
         kernel_manager.start_buffering(kernel_id, f"{kernel_id}:{missed_by}", channels)
-        taken = await ask(client, take=True, session=missed_by)
+        taken = await ask(client, take=True, session=missed_by, after=after)
         count = int(taken.get("messages", 0)) + int(taken.get("replies", 0))
         logger.info("tf1kernel: kernel %s: %d message(s) it sent while no server listened wait for client %s%s",
                     kernel_id, count, missed_by, dropped_words(taken))

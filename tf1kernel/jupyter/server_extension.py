@@ -45,13 +45,14 @@ def record_sessions(serverapp: Any) -> None:
 
     kernel_manager = serverapp.kernel_manager
 
-    def is_tf1kernel(kernel_id: str) -> bool:
+    def provisioner_of(kernel_id: str) -> DockerProvisioner | None:
         try:
-            return isinstance(getattr(kernel_manager.get_kernel(kernel_id), "provisioner", None), DockerProvisioner)
+            provisioner = getattr(kernel_manager.get_kernel(kernel_id), "provisioner", None)
         except KeyError:
-            return False
+            return None
+        return provisioner if isinstance(provisioner, DockerProvisioner) else None
 
-    records = sessions.SessionRecords(serverapp.session_manager, is_tf1kernel)
+    records = sessions.SessionRecords(serverapp.session_manager, provisioner_of)
 
     async def snapshot() -> None:
         try:

@@ -3,7 +3,8 @@
 jupyter_server keeps its sessions (notebook → kernel) in memory, so a server that dies takes them along. An open
 JupyterLab or Notebook 7 tab knows its session by id: when the next server lists no session of that id, the tab
 drops its kernel ("No Kernel") even though the kernel was adopted. So the server extension writes each tf1kernel
-kernel's session (id, path, name, type) to the runtime folder as it changes, and adoption saves it again under the
+kernel's session (id, path, name, type, and the last message heard of a remote kernel) to the runtime folder as it
+changes, and adoption saves it again under the
 same id (SessionManager.save_session). A record goes when its session or its kernel ends.
 """
 
@@ -41,18 +42,22 @@ def recorded(kernel_id: str) -> dict[str, str] | None:
 class SessionRecords:
     """Keeps the runtime folder's records in step with this server's sessions of tf1kernel kernels."""
 
-    def __init__(self, session_manager: Any, is_tf1kernel: Any) -> None:
+    def __init__(self, session_manager: Any, provisioner_of: Any) -> None:
         self.session_manager = session_manager
-        self.is_tf1kernel = is_tf1kernel  # kernel id -> bool
+        self.provisioner_of = provisioner_of  # kernel id -> its DockerProvisioner, or None
         self.written: dict[str, dict[str, str]] = {}
 
     async def snapshot(self) -> None:
         current: dict[str, dict[str, str]] = {}
         for session in await self.session_manager.list_sessions():
             kernel_id = (session.get("kernel") or {}).get("id", "")
-            if kernel_id and self.is_tf1kernel(kernel_id):
+            provisioner = self.provisioner_of(kernel_id) if kernel_id else None
+            if provisioner is not None:
+                # last_heard: what this server heard last of a remote kernel, which a cut link may have hidden
+                # from it; the adopting server's replay begins after it.
                 current[kernel_id] = {"id": session["id"], "path": session.get("path", ""),
-                                      "name": session.get("name", ""), "type": session.get("type", "")}
+                                      "name": session.get("name", ""), "type": session.get("type", ""),
+                                      "last_heard": provisioner.last_heard}
         for kernel_id, record in current.items():
             if self.written.get(kernel_id) != record:
                 path = record_path(kernel_id)
