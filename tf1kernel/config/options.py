@@ -210,18 +210,20 @@ class KernelOptions(LoggingConfigurable):
     lease_seconds = Int(
         30,
         config=True,
-        help="How long a kernel waits for tf1kernel to renew its lease. A Jupyter server's local kernel whose server "
-        "died detaches then (see detached_idle_timeout); a remote engine's kernel whose link is lost exits, and the "
-        "engine removes its container.",
+        help="How long a kernel waits for tf1kernel to renew its lease. A Jupyter server's kernel whose server died, "
+        "or whose link to its remote engine is lost, detaches then (see detached_idle_timeout); other kernels (a "
+        "script's, a swarm's) exit, and the engine removes their container. Once 40% of it has passed without a "
+        "renewal, a kernel holds back what it sends until a server reconnects, so that nothing arrives twice.",
     )
     detached_idle_timeout = Int(
         DEFAULT_DETACHED_IDLE_SECONDS,
         config=True,
         help="Seconds a kernel whose Jupyter server died without stopping it (killed, out of memory, its terminal "
-        "closed) waits, detached and idle, for the user's next server to adopt it; then it stops. A running cell "
-        "keeps it alive however long it runs. Default 24 hours: a training left overnight is still there the next "
-        "day. 0: such a kernel ends with its lease. Kernels of the argv launcher (VS Code), of scripts (nbclient, "
-        "papermill) and of remote engines do not detach.",
+        "closed), or whose link to its remote engine is lost, waits, detached and idle, for its server to reconnect "
+        "or the user's next server to adopt it; then it stops. A running cell keeps it alive however long it runs. "
+        "Default 24 hours: a training left overnight is still there the next day. 0: such a kernel ends with its "
+        "lease. Kernels of the argv launcher (VS Code), of scripts (nbclient, papermill) and of swarms do not "
+        "detach.",
     )
     user = Unicode(
         "",
