@@ -147,6 +147,17 @@ class Tab:
                 return received
         raise AssertionError(f"not received in {timeout} s; received: {[summary(m) for m in received]}")
 
+    def run(self, code: str, timeout: float = 60) -> list[dict]:
+        """Execute a cell; its messages, up to its reply."""
+        msg_id = self.execute(code)
+        return self.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == msg_id,
+                            timeout)
+
+    def printed(self, code: str, timeout: float = 60) -> str:
+        """What a cell printed."""
+        messages = self.run(code, timeout)
+        return "".join(m["content"]["text"] for m in messages if m.get("msg_type") == "stream")
+
     def close(self) -> None:
         if self.socket is not None:
             self.socket.close()
@@ -168,3 +179,42 @@ def summary(message: dict) -> str:
     parent = message.get("parent_header", {})
     return (f"{message.get('msg_type')}({str(detail).strip()[:40]}; "
             f"{parent.get('msg_type')} {parent.get('msg_id', '')[:6]})")
+
+
+def training_cell(seconds: int) -> str:
+    """A notebook's training cell: a TF1 variable grown once a second, a line printed each time, and then
+    `trained` (its value plus `x`, which an earlier cell set)."""
+    return f"""
+import time
+import tensorflow as tf
+step = tf.Variable(0)
+grow = step.assign_add(1)
+session = tf.Session()
+session.run(tf.global_variables_initializer())
+for _ in range({seconds}):
+    print("step", session.run(grow), flush=True)
+    time.sleep(1)
+trained = int(session.run(step)) + x
+"""
+
+
+def cell_ended(msg_id: str) -> Callable[[dict], bool]:
+    """A receive condition: the cell's reply and its idle status have both come (two channels, either order)."""
+    ends: set[str] = set()
+
+    def ended(message: dict) -> bool:
+        if message["parent_header"].get("msg_id") == msg_id and (
+                message.get("msg_type") == "execute_reply" or message["content"].get("execution_state") == "idle"):
+            ends.add(message["msg_type"])
+        return ends == {"execute_reply", "status"}
+
+    return ended
+
+
+def assert_whole_training(before: list[dict], after: list[dict], training: str, seconds: int, log: str) -> None:
+    """Every line of the training cell once, in order, across a break; one reply, with its execution count."""
+    assert steps(before, training) + steps(after, training) == [f"step {n}" for n in range(1, seconds + 1)], (
+        steps(before, training), steps(after, training), log[-3000:])
+    replies = of_cell(after, training, "execute_reply")
+    assert len(replies) == 1 and replies[0]["content"]["status"] == "ok", replies
+    assert replies[0]["content"]["execution_count"] == 2, replies

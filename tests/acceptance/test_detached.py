@@ -14,24 +14,12 @@ import docker
 import pytest
 
 from tests.conftest import managed_containers, run_cli
-from tests.servers import JupyterServer, Tab, of_cell, start_server, steps
+from tests.servers import JupyterServer, Tab, assert_whole_training, cell_ended, start_server, training_cell
 from tf1kernel.engine.labels import LABEL_KERNEL_ID
 
 pytestmark = [pytest.mark.engine]
 
-# A cell that trains for a while, printing as it goes; the server dies in the middle of it.
-TRAINING = """
-import time
-import tensorflow as tf
-step = tf.Variable(0)
-grow = step.assign_add(1)
-session = tf.Session()
-session.run(tf.global_variables_initializer())
-for _ in range(12):
-    print("step", session.run(grow), flush=True)
-    time.sleep(1)
-trained = int(session.run(step)) + x
-"""
+TRAINING_SECONDS = 12
 
 
 def wait_for(condition: Callable[[], object], timeout: float, message: str) -> object:
@@ -75,9 +63,8 @@ def test_a_kernel_outlives_its_killed_server_and_the_next_server_adopts_it_outpu
         kernel_id = session["kernel"]["id"]
         container_id = kernel_container(docker_client, kernel_id)["Id"]
         tab.connect(first, kernel_id)
-        setup = tab.execute("x = 41")
-        tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == setup, 120)
-        training = tab.execute(TRAINING)
+        tab.run("x = 41", 120)
+        training = tab.execute(training_cell(TRAINING_SECONDS))
         before = tab.receive(lambda m: "step 3" in m.get("content", {}).get("text", ""), 120)
     finally:
         killed(first)
@@ -97,26 +84,10 @@ def test_a_kernel_outlives_its_killed_server_and_the_next_server_adopts_it_outpu
         assert kernel_container(docker_client, kernel_id)["Id"] == container_id, "the same container, not a new one"
         wait_for(lambda: "wait for client" in second.log(), 30, f"no replay; the log:\n{second.log()[-4000:]}")
         tab.connect(second, kernel_id)  # the tab reconnects, with its session id
-        # The cell's end: its idle status and its reply (on two channels, in either order).
-        ends: set[str] = set()
-
-        def ended(message: dict) -> bool:
-            if message["parent_header"].get("msg_id") == training and (
-                    message.get("msg_type") == "execute_reply" or message["content"].get("execution_state") == "idle"):
-                ends.add(message["msg_type"])
-            return ends == {"execute_reply", "status"}
-
-        after = tab.receive(ended, 60)
-        # Every line once, in order, across the two servers; the cell's reply and its execution count.
-        assert steps(before, training) + steps(after, training) == [f"step {n}" for n in range(1, 13)], (
-            steps(before, training), steps(after, training))
-        replies = of_cell(after, training, "execute_reply")
-        assert len(replies) == 1 and replies[0]["content"]["status"] == "ok", replies
-        assert replies[0]["content"]["execution_count"] == 2
-        check = tab.execute("print([x, trained])")
-        printed = tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == check,
-                              60)
-        assert "".join(m["content"]["text"] for m in of_cell(printed, check, "stream")).strip() == "[41, 53]"
+        # Every line once, in order, across the two servers; the cell's reply and its execution count; its state.
+        after = tab.receive(cell_ended(training), 60)
+        assert_whole_training(before, after, training, TRAINING_SECONDS, second.log())
+        assert tab.printed("print([x, trained])").strip() == "[41, 53]"
         tab.close()
         assert (runtime / f"tf1kernel-holder-{kernel_id}.lock").exists(), "the second server holds it now"
     finally:

@@ -21,7 +21,7 @@ from tests.conftest import install_kernel, managed_containers, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.remote import ALIAS, RemoteHost, reachable
 from tests.runs import start_run, wait_for_line, wait_for_page
-from tests.servers import Tab, of_cell, start_server, steps
+from tests.servers import Tab, assert_whole_training, cell_ended, start_server, training_cell
 from tests.wheelmaker import pure_wheel
 from tf1kernel.engine.spec import PACKAGES_FOLDER
 from tf1kernel.images.recipes import DEFAULT_RECIPE
@@ -215,19 +215,7 @@ def test_cutting_the_link_ends_the_kernel_and_leaves_no_orphan(remote: RemoteHos
         assert execute(fresh, "print(6 * 7)").stdout.strip() == "42"
 
 
-# A training cell of a notebook whose kernel runs on the lab's server; the laptop's link is cut in the middle of it.
-REMOTE_TRAINING = """
-import time
-import tensorflow as tf
-step = tf.Variable(0)
-grow = step.assign_add(1)
-session = tf.Session()
-session.run(tf.global_variables_initializer())
-for _ in range(30):
-    print("step", session.run(grow), flush=True)
-    time.sleep(1)
-trained = int(session.run(step)) + x
-"""
+TRAINING_SECONDS = 30
 
 
 def test_a_servers_kernel_outlives_a_cut_link_and_the_tab_gets_what_it_printed_meanwhile(
@@ -240,32 +228,17 @@ def test_a_servers_kernel_outlives_a_cut_link_and_the_tab_gets_what_it_printed_m
     try:
         kernel_id = server.api("kernels", "POST", {"name": remote_kernel})["id"]
         tab.connect(server, kernel_id)
-        setup = tab.execute("x = 41")
-        tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == setup, 180)
-        training = tab.execute(REMOTE_TRAINING)
+        tab.run("x = 41", 180)
+        training = tab.execute(training_cell(TRAINING_SECONDS))
         before = tab.receive(lambda m: "step 3" in m.get("content", {}).get("text", ""), 120)
         time.sleep(0.5)  # between two lines: what every listener has heard is the same
         remote.host.link(False)
         time.sleep(LEASE + 12)  # the lease lapses, and ssh gives up on the link (ServerAlive: 15 s)
         assert [k["id"] for k in server.api("kernels")] == [kernel_id], "the server keeps the detached kernel"
         remote.host.link(True)
-        ends: set[str] = set()
-
-        def ended(message: dict) -> bool:
-            if message["parent_header"].get("msg_id") == training and (
-                    message.get("msg_type") == "execute_reply" or message["content"].get("execution_state") == "idle"):
-                ends.add(message["msg_type"])
-            return ends == {"execute_reply", "status"}
-
-        after = tab.receive(ended, 120)
-        assert steps(before, training) + steps(after, training) == [f"step {n}" for n in range(1, 31)], (
-            steps(before, training), steps(after, training), server.log()[-3000:])
-        replies = of_cell(after, training, "execute_reply")
-        assert len(replies) == 1 and replies[0]["content"]["execution_count"] == 2, replies
-        check = tab.execute("print([x, trained])")
-        printed = tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == check,
-                              60)
-        assert "".join(m["content"]["text"] for m in of_cell(printed, check, "stream")).strip() == "[41, 71]"
+        after = tab.receive(cell_ended(training), 120)
+        assert_whole_training(before, after, training, TRAINING_SECONDS, server.log())
+        assert tab.printed("print([x, trained])").strip() == "[41, 71]"
         log = server.log()
         assert "tunnel" in log and "sent again" in log and "Traceback" not in log, log[-3000:]
         container_id = remote.containers()[0]["Id"]
@@ -302,9 +275,8 @@ def test_a_kernel_whose_link_and_server_were_lost_is_adopted_over_ssh_by_the_nex
         kernel_id = first.api("sessions", "POST", {"path": "train.ipynb", "name": "train.ipynb", "type": "notebook",
                                                    "kernel": {"name": remote_kernel}})["kernel"]["id"]
         tab.connect(first, kernel_id)
-        setup = tab.execute("x = 41")
-        tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == setup, 180)
-        training = tab.execute(REMOTE_TRAINING)
+        tab.run("x = 41", 180)
+        training = tab.execute(training_cell(TRAINING_SECONDS))
         before = tab.receive(lambda m: "step 3" in m.get("content", {}).get("text", ""), 120)
         time.sleep(0.5)  # between two lines
         remote.host.link(False)
@@ -325,23 +297,9 @@ def test_a_kernel_whose_link_and_server_were_lost_is_adopted_over_ssh_by_the_nex
         while "wait for client" not in server.log() and time.monotonic() < deadline:
             time.sleep(0.5)
         tab.connect(server, kernel_id)
-        ends: set[str] = set()
-
-        def ended(message: dict) -> bool:
-            if message["parent_header"].get("msg_id") == training and (
-                    message.get("msg_type") == "execute_reply" or message["content"].get("execution_state") == "idle"):
-                ends.add(message["msg_type"])
-            return ends == {"execute_reply", "status"}
-
-        after = tab.receive(ended, 120)
-        assert steps(before, training) + steps(after, training) == [f"step {n}" for n in range(1, 31)], (
-            steps(before, training), steps(after, training), server.log()[-3000:])
-        replies = of_cell(after, training, "execute_reply")
-        assert len(replies) == 1 and replies[0]["content"]["execution_count"] == 2, replies
-        check = tab.execute("print([x, trained])")
-        printed = tab.receive(lambda m: m.get("msg_type") == "execute_reply" and m["parent_header"]["msg_id"] == check,
-                              60)
-        assert "".join(m["content"]["text"] for m in of_cell(printed, check, "stream")).strip() == "[41, 71]"
+        after = tab.receive(cell_ended(training), 120)
+        assert_whole_training(before, after, training, TRAINING_SECONDS, server.log())
+        assert tab.printed("print([x, trained])").strip() == "[41, 71]"
         assert "Traceback" not in server.log(), server.log()[-3000:]
     finally:
         remote.host.link(True)
