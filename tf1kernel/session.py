@@ -274,9 +274,9 @@ class Requested:
         """A kernel's whole start: prepare, start and connect, after removing what dead Jupyter processes left
         on this engine. The ports of this machine's loopback its clients use."""
         session = self.session
-        client, _ = session.engine()
+        client, info = session.engine()
         try:
-            reap_once(client, session.options.docker_host, session.log)
+            reap_once(client, info, session.log)
         except (EngineError, RequestException) as exc:
             session.log.warning("tf1kernel: could not look for orphaned kernel containers: %s", exc)
         return self.prepare().start().connect()

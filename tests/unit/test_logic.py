@@ -17,8 +17,10 @@ import pytest
 from jupyter_client.kernelspec import KernelSpec
 
 from tf1kernel.config.workdir import mountable_working_dir
+from tf1kernel.engine import holders
 from tf1kernel.engine.container import published_ports
 from tf1kernel.engine.engine_proxy import EngineProxy
+from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.kernel_files import guest_archive, kernel_files_archive
 from tf1kernel.engine.orphans import judge, remove_stray_engine_proxies, remove_stray_kernel_files
 from tf1kernel.engine.spec import BOOT, CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec, Messages
@@ -30,6 +32,8 @@ from tf1kernel.images import recipes as images
 from tf1kernel.jupyter import kernelspec
 from tf1kernel.jupyter.provisioner import DockerProvisioner
 from tf1kernel.session import KernelSession
+
+LOCAL_ENGINE = EngineInfo("Linux engine", "amd64", "local", "Debian", "28")
 
 
 def spec(**overrides: object) -> ContainerSpec:
@@ -319,8 +323,21 @@ def test_kernel_file_folders_of_gone_owners_are_removed(tmp_path: Path, monkeypa
     jupyters_own.write_text("{}")
     long_ago = psutil.Process().create_time() - 3600  # made before this process: another owner with our pid
     os.utime(recycled, (long_ago, long_ago))
-    assert sorted(remove_stray_kernel_files(set())) == sorted([str(gone), str(recycled)])
+    remote = EngineInfo("Linux engine", "amd64", "remote-engine", "Debian", "28", remote=True)
+    assert remove_stray_kernel_files(set(), remote) == [], "a remote engine's kernels have no folders here"
+    assert sorted(remove_stray_kernel_files(set(), LOCAL_ENGINE)) == sorted([str(gone), str(recycled)])
     assert mine.is_dir() and jupyters_own.exists() and not gone.exists() and not recycled.exists()
+
+
+def test_session_records_are_swept_by_their_own_engines_reaper_only(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    records = {name: tmp_path / f"{holders.SESSION_RECORD_PREFIX}{name}.json" for name in ("here", "remote", "old")}
+    records["here"].write_text(json.dumps({"id": "s1", "path": "a.ipynb", "type": "notebook", "engine": "local"}))
+    records["remote"].write_text(json.dumps({"id": "s2", "path": "b.ipynb", "type": "notebook", "engine": "lab"}))
+    records["old"].write_text(json.dumps({"id": "s3", "path": "c.ipynb", "type": "notebook"}))  # names no engine
+    remove_stray_kernel_files(set(), LOCAL_ENGINE)
+    assert [name for name, path in records.items() if path.exists()] == ["remote"]
 
 
 def test_socket_folders_of_killed_remote_engine_proxies_are_removed(tmp_path: Path,
@@ -396,7 +413,6 @@ def test_one_process_holds_a_kernel_and_its_end_frees_it(tmp_path: Path, monkeyp
     """Of two servers that adopt together, one takes each kernel: the second take fails while the first holds it
     (flock, here two descriptors of one process, as two servers would be); a release, or the holder's death,
     frees it."""
-    from tf1kernel.engine import holders
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     first = holders.take("k1")

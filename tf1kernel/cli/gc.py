@@ -8,6 +8,8 @@ from rich.table import Table
 
 from tf1kernel.cli.common import Commands, add_engine_arguments, connect, out
 from tf1kernel.engine import command_standby, orphans
+from tf1kernel.engine.endpoint import endpoint
+from tf1kernel.engine.info import describe
 from tf1kernel.engine.services import remove_orphan_services
 from tf1kernel.placement import swarm
 
@@ -46,7 +48,8 @@ def run_gc(args: argparse.Namespace) -> int:
     for c in removed:
         why = f"a detached kernel, removed as asked; its server {c.owner} is gone" if c.detached else c.reason
         out.print(f"removed {c.name} ({why})", highlight=False)
-    folders = orphans.remove_stray_kernel_files(orphans.live_kernel_ids(client))
+    info = describe(client, endpoint(args.docker_host, args.context))
+    folders = orphans.remove_stray_kernel_files(orphans.live_kernel_ids(client), info)
     for folder in folders:
         out.print(f"removed {folder} (the files of a kernel whose server or launcher is gone)", highlight=False)
     for folder in orphans.remove_stray_engine_proxies():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from pathlib import Path
 
@@ -71,11 +72,25 @@ def held(kernel_id: str) -> bool:
 
 
 def stray_locks(kernel_ids: set[str]) -> list[Path]:
-    """Lock files that nobody holds, and session records, of kernels not in kernel_ids (those whose containers are
-    gone)."""
+    """Lock files that nobody holds, of kernels not in kernel_ids (those whose containers are gone). (An adoption
+    makes a lock again.)"""
     runtime = Path(jupyter_runtime_dir())
-    found = [path for path in runtime.glob(f"{HOLDER_PREFIX}*.lock")
-             if path.name[len(HOLDER_PREFIX):-len(".lock")] not in kernel_ids
-             and not held(path.name[len(HOLDER_PREFIX):-len(".lock")])]
-    return found + [path for path in runtime.glob(f"{SESSION_RECORD_PREFIX}*.json")
-                    if path.name[len(SESSION_RECORD_PREFIX):-len(".json")] not in kernel_ids]
+    return [path for path in runtime.glob(f"{HOLDER_PREFIX}*.lock")
+            if path.name[len(HOLDER_PREFIX):-len(".lock")] not in kernel_ids
+            and not held(path.name[len(HOLDER_PREFIX):-len(".lock")])]
+
+
+def stray_records(kernel_ids: set[str], engine: str) -> list[Path]:
+    """Session records of this engine's kernels not in kernel_ids (those whose containers are gone); a record names
+    its kernel's engine (EngineInfo.key), and one that names none counts as this engine's."""
+    found = []
+    for path in Path(jupyter_runtime_dir()).glob(f"{SESSION_RECORD_PREFIX}*.json"):
+        if path.name[len(SESSION_RECORD_PREFIX):-len(".json")] in kernel_ids:
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        if not isinstance(record, dict) or record.get("engine", engine) == engine:
+            found.append(path)
+    return found

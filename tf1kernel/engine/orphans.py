@@ -33,6 +33,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 
 from tf1kernel.engine import holders
 from tf1kernel.engine.engine_proxy import ENGINE_PROXY_PREFIX
+from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.kernel_files import KERNEL_FILES_PREFIX, remove_kernel_files
 from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
 from tf1kernel.guest.constants import LEASE_STATE_LINE
@@ -168,16 +169,16 @@ def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = Fals
     return removed
 
 
-def reap_once(client: docker.DockerClient, engine_key: str, log: logging.Logger) -> None:
+def reap_once(client: docker.DockerClient, info: EngineInfo, log: logging.Logger) -> None:
     """Remove containers and files left by a Jupyter process that died (server SIGKILL, crash, power loss), once
     per engine in this process, and say what went."""
-    if engine_key in _reaped_engines:
+    if info.key in _reaped_engines:
         return
-    _reaped_engines.add(engine_key)
+    _reaped_engines.add(info.key)
     for container in remove_orphans(client):
         log.warning("tf1kernel: removed orphaned kernel container %s (%s%s)", container.name, container.reason,
                     f": {container.status}" if "detached" in container.reason else "")
-    for folder in remove_stray_kernel_files(live_kernel_ids(client)):
+    for folder in remove_stray_kernel_files(live_kernel_ids(client), info):
         log.warning("tf1kernel: removed %s, the files of a kernel whose server or launcher is gone", folder)
     for folder in remove_stray_engine_proxies():
         log.info("tf1kernel: removed %s, a remote engine's socket folder whose process is gone", folder)
@@ -209,19 +210,21 @@ def live_kernel_ids(client: docker.DockerClient) -> set[str]:
     return {container.kernel_id for container in kernel_containers(client) if not container.orphan}
 
 
-def remove_stray_kernel_files(live: set[str]) -> list[str]:
-    """Remove the kernel file folders in Jupyter's runtime folder whose owner process is gone (a server or
-    argv launcher killed outright, whose kernels' containers the engine or remove_orphans removed), except those
-    of live kernels (a detached kernel still mounts its folder), and the holders' locks nobody holds; return
-    them."""
+def remove_stray_kernel_files(live: set[str], info: EngineInfo) -> list[str]:
+    """Remove what kernels of this engine that are gone left in Jupyter's runtime folder, and return the folders:
+    the kernel file folders whose owner process is gone (a server or argv launcher killed outright, whose kernels'
+    containers the engine or remove_orphans removed), the holders' locks nobody holds, and the session records.
+    Kept: those of live kernels (a detached kernel still mounts its folder), of held ones (adopted), and of other
+    engines' kernels (a remote engine's kernels have no folder here; their session records name their engine)."""
     removed = []
-    for folder in stray_folders(jupyter_runtime_dir(), KERNEL_FILES_PREFIX):
-        if folder.name.split("-", 2)[-1] in live:
+    for folder in stray_folders(jupyter_runtime_dir(), KERNEL_FILES_PREFIX) if not info.remote else []:
+        kernel_id = folder.name.split("-", 2)[-1]
+        if kernel_id in live or holders.held(kernel_id):
             continue
         remove_kernel_files(str(folder))
         removed.append(str(folder))
-    for lock in holders.stray_locks(live):
-        lock.unlink(missing_ok=True)
+    for path in holders.stray_locks(live) + holders.stray_records(live, info.key):
+        path.unlink(missing_ok=True)
     return removed
 
 

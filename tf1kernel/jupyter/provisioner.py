@@ -93,6 +93,12 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         return self._link_replay.last_heard if self._link_replay is not None else ""
 
     @property
+    def engine_key(self) -> str:
+        """The kernel's engine (EngineInfo.key), once it was reached ("")."""
+        info = self.session.info
+        return info.key if info is not None else ""
+
+    @property
     def has_process(self) -> bool:
         return self.container is not None
 

@@ -54,10 +54,10 @@ class SessionRecords:
             provisioner = self.provisioner_of(kernel_id) if kernel_id else None
             if provisioner is not None:
                 # last_heard: what this server heard last of a remote kernel, which a cut link may have hidden
-                # from it; the adopting server's replay begins after it.
+                # from it; the adopting server's replay begins after it. engine: whose reaper may sweep it.
                 current[kernel_id] = {"id": session["id"], "path": session.get("path", ""),
                                       "name": session.get("name", ""), "type": session.get("type", ""),
-                                      "last_heard": provisioner.last_heard}
+                                      "last_heard": provisioner.last_heard, "engine": provisioner.engine_key}
         for kernel_id, record in current.items():
             if self.written.get(kernel_id) != record:
                 path = record_path(kernel_id)
