@@ -261,9 +261,10 @@ class Requested:
         session = self.session
         client, _ = session.engine()
         placement = session.place()
-        container, image = KernelContainer.reattach(client, container_id, connection)
+        container, image, platform = KernelContainer.reattach(client, container_id, connection)
         storage = dataclasses.replace(self.spec.storage, files_folder=container.files_folder)
-        spec = dataclasses.replace(self.spec, image=image or self.spec.image, storage=storage)
+        spec = dataclasses.replace(self.spec, image=image or self.spec.image, platform=platform or self.spec.platform,
+                                   storage=storage)
         session.spec, session.container, session.hold = spec, container, hold
         placement.adopting({name: int(port) for name, port in connection.items() if name.endswith("_port")})
         ports = placement.connect(container, spec)

@@ -167,9 +167,9 @@ def test_an_adoption_places_and_connects_but_starts_nothing(calls: Calls, monkey
     """A detached kernel adopted by the next server: reattached, placed and connected (its lease renewed again),
     held by this session; no planning, no start, no reaping."""
 
-    def reattach(client: Any, container_id: str, connection: dict) -> tuple[Any, str]:
+    def reattach(client: Any, container_id: str, connection: dict) -> tuple[Any, str, str]:
         calls.append("container.reattach")
-        return RecordedContainer(calls, "k1", "/run/kernel-files"), "tf1:adopted"
+        return RecordedContainer(calls, "k1", "/run/kernel-files"), "tf1:adopted", "linux/arm64"
 
     monkeypatch.setattr(session_module.KernelContainer, "reattach", reattach)
     session = new_session()
@@ -177,6 +177,7 @@ def test_an_adoption_places_and_connects_but_starts_nothing(calls: Calls, monkey
     assert session.request("/work", {}, session_key=b"k", detachable=True).adopt("c1", {}, hold) == PORTS
     assert steps(calls) == ["placement_for", "container.reattach", "placement.connect"]
     assert session.started_once and session.hold is hold and session.spec.image == "tf1:adopted"
+    assert session.spec.platform == "linux/arm64", "its server log names the platform it runs"
     assert session.spec.storage.files_folder == "/run/kernel-files", "its shutdown removes the folder it mounts"
     assert session.spec.lifetime.lease_seconds and session.spec.lifetime.detached_idle_seconds
 

@@ -28,7 +28,7 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
-from requests.exceptions import ReadTimeout
+from requests.exceptions import ReadTimeout, RequestException
 
 from tf1kernel.engine import networks
 from tf1kernel.engine.client import START_ENGINE_FIX
@@ -165,9 +165,9 @@ class KernelContainer:
 
     @classmethod
     def reattach(cls, client: docker.DockerClient, container_id: str, connection: dict[str, Any]
-                 ) -> tuple[KernelContainer, str]:
+                 ) -> tuple[KernelContainer, str, str]:
         """A running kernel that another process of this user started (a detached kernel), reached from here with
-        its connection file; and its image."""
+        its connection file; and its image and platform (os/arch, "" when the engine does not say)."""
         attrs = client.api.inspect_container(container_id)
         files_folder = next((mount.get("Source", "") for mount in attrs.get("Mounts") or []
                              if mount.get("Destination") == CONNECTION_DIR), "")
@@ -176,7 +176,8 @@ class KernelContainer:
             ports["tensorboard_port"] = host_network_tensorboard_port(files_folder)
         else:
             ports = published_ports(attrs)
-        return cls(client, container_id, ports, None, files_folder), str(attrs["Config"].get("Image", ""))
+        return (cls(client, container_id, ports, None, files_folder), str(attrs["Config"].get("Image", "")),
+                image_platform(client, str(attrs.get("Image", ""))))
 
     # -- state and control ---------------------------------------------------
 
@@ -389,3 +390,13 @@ def remove_quietly(client: docker.DockerClient, container_id: str) -> None:
     except APIError as exc:
         if exc.status_code != 409:  # 409: removal already in progress
             raise
+
+
+def image_platform(client: docker.DockerClient, image_id: str) -> str:
+    """An image's platform as tf1kernel names them (linux/amd64, linux/arm64/v8); "" when it cannot be read."""
+    try:
+        attrs = client.api.inspect_image(image_id)
+    except (DockerException, RequestException):
+        return ""
+    parts = [str(attrs.get("Os") or ""), str(attrs.get("Architecture") or ""), str(attrs.get("Variant") or "")]
+    return "/".join(part for part in parts if part) if all(parts[:2]) else ""
