@@ -44,12 +44,14 @@ def run_gc(args: argparse.Namespace) -> int:
         if waiting:
             out.print(f"{waiting} standby container(s) of `tf1kernel run` (run_standby) would be removed.")
         return 0
-    removed = orphans.remove_orphans(client, include_other_hosts=args.all_hosts, detached=args.detached)
+    removed = orphans.remove_orphans(client, include_other_hosts=args.all_hosts, detached=args.detached,
+                                     containers=containers)
     for c in removed:
         why = f"a detached kernel, removed as asked; its server {c.owner} is gone" if c.detached else c.reason
         out.print(f"removed {c.name} ({why})", highlight=False)
     info = describe(client, endpoint(args.docker_host, args.context))
-    folders = orphans.remove_stray_kernel_files(orphans.live_kernel_ids(client), info)
+    live = orphans.live_kernel_ids(client, containers) - {c.kernel_id for c in removed}  # --detached removes some
+    folders = orphans.remove_stray_kernel_files(live, info)
     for folder in folders:
         out.print(f"removed {folder} (the files of a kernel whose server or launcher is gone)", highlight=False)
     for folder in orphans.remove_stray_engine_proxies():

@@ -151,12 +151,12 @@ def removable(container: KernelContainerInfo, include_other_hosts: bool = False,
     return container.orphan or (include_other_hosts and foreign) or (detached and container.detached)
 
 
-def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = False, detached: bool = False
-                   ) -> list[KernelContainerInfo]:
-    """Remove orphaned kernel containers (and, when asked, those of other hosts, or detached ones); return what
-    was removed."""
+def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = False, detached: bool = False,
+                   containers: list[KernelContainerInfo] | None = None) -> list[KernelContainerInfo]:
+    """Remove orphaned kernel containers (and, when asked, those of other hosts, or detached ones) of the engine,
+    or of its listing `containers` when the caller has one; return what was removed."""
     removed = []
-    for container in kernel_containers(client):
+    for container in kernel_containers(client) if containers is None else containers:
         if removable(container, include_other_hosts, detached):
             try:
                 client.api.remove_container(container.id, force=True, v=True)
@@ -175,10 +175,11 @@ def reap_once(client: docker.DockerClient, info: EngineInfo, log: logging.Logger
     if info.key in _reaped_engines:
         return
     _reaped_engines.add(info.key)
-    for container in remove_orphans(client):
+    containers = kernel_containers(client)
+    for container in remove_orphans(client, containers=containers):
         log.warning("tf1kernel: removed orphaned kernel container %s (%s%s)", container.name, container.reason,
                     f": {container.status}" if "detached" in container.reason else "")
-    for folder in remove_stray_kernel_files(live_kernel_ids(client), info):
+    for folder in remove_stray_kernel_files(live_kernel_ids(client, containers), info):
         log.warning("tf1kernel: removed %s, the files of a kernel whose server or launcher is gone", folder)
     for folder in remove_stray_engine_proxies():
         log.info("tf1kernel: removed %s, a remote engine's socket folder whose process is gone", folder)
@@ -205,9 +206,11 @@ def stray_folders(parent: str, prefix: str) -> list[Path]:
     return stray
 
 
-def live_kernel_ids(client: docker.DockerClient) -> set[str]:
-    """The kernel ids of the engine's tf1kernel containers that are not orphans (a detached kernel's among them)."""
-    return {container.kernel_id for container in kernel_containers(client) if not container.orphan}
+def live_kernel_ids(client: docker.DockerClient, containers: list[KernelContainerInfo] | None = None) -> set[str]:
+    """The kernel ids of the engine's tf1kernel containers (or of its listing `containers`) that are not orphans
+    (a detached kernel's among them)."""
+    return {container.kernel_id for container in (kernel_containers(client) if containers is None else containers)
+            if not container.orphan}
 
 
 def remove_stray_kernel_files(live: set[str], info: EngineInfo) -> list[str]:
