@@ -52,6 +52,10 @@ class Adopted:
     notebook: str  # the notebook's API path under this server's root, or "" when it is not under it
 
 
+# An engine that did not answer when the server started (a laptop's network not up yet after its sleep) is asked
+# again this often, for this long.
+LOOK_AGAIN_SECONDS = 30.0
+LOOK_AGAIN_FOR_SECONDS = 3600.0
 # Claims made by adopt_detached, for the provisioner of the same kernel id (same process) to take.
 _claims: dict[str, Claim] = {}
 
@@ -82,23 +86,29 @@ def notebook_path(notebook: str, working_dir: str, root_dir: str) -> str:
 
 
 async def adopt_detached(kernel_manager: Any, session_manager: Any, specs: dict[str, KernelSpec], root_dir: str,
-                         logger: logging.Logger = log) -> list[Adopted]:
-    """Adopt every detached kernel of this user on the engines of these kernelspecs; return what was adopted."""
-    adopted = []
+                         logger: logging.Logger = log, again: bool = False
+                         ) -> tuple[list[Adopted], dict[str, KernelSpec]]:
+    """Adopt every detached kernel of this user on the engines of these kernelspecs; return what was adopted, and
+    the kernelspecs whose engine did not answer (to look again: a remote engine's link may be back later). again:
+    a later look, which says nothing of an engine that still does not answer."""
+    adopted, unanswered = [], {}
     for engine_specs in by_engine(specs).values():
         session = KernelSession.for_kernelspec(next(iter(engine_specs.values())))
         try:
             client, _ = await asyncio.to_thread(session.engine)
             containers = await asyncio.to_thread(orphans.kernel_containers, client)
         except (Tf1KernelError, EngineError, RequestException) as exc:
-            logger.warning("tf1kernel: could not look for detached kernels on %s: %s", session.engine_description(),
-                           getattr(exc, "message", exc))
+            (logger.debug if again else logger.warning)(
+                "tf1kernel: could not look for detached kernels on %s: %s; looking again every %.0f s for %.0f min",
+                session.engine_description(), getattr(exc, "message", exc), LOOK_AGAIN_SECONDS,
+                LOOK_AGAIN_FOR_SECONDS / 60)
+            unanswered.update(engine_specs)
             continue
         for container in containers:
             if container.detached and container.labels.get(LABEL_OWNER_UID) == str(os.getuid()):
                 found = await adopt_one(container, kernel_manager, session_manager, engine_specs, root_dir, logger)
                 adopted += [found] if found else []
-    return adopted
+    return adopted, unanswered
 
 
 def by_engine(specs: dict[str, KernelSpec]) -> dict[tuple[str, str], dict[str, KernelSpec]]:

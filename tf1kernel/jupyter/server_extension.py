@@ -30,11 +30,10 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
 async def _start_jupyter_server_extension(serverapp: Any) -> None:
     """Once the server runs: adopt in the background, so that the server answers meanwhile; then keep the sessions
-    of its tf1kernel kernels where the next server finds them."""
+    of its tf1kernel kernels where the next server finds them, and look again on the engines that did not answer."""
     task = asyncio.create_task(adopt(serverapp))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
-    task.add_done_callback(lambda _: record_sessions(serverapp))
 
 
 def record_sessions(serverapp: Any) -> None:
@@ -70,11 +69,30 @@ async def adopt(serverapp: Any) -> None:
 
     try:
         specs = adoption.tf1kernel_specs(serverapp.kernel_spec_manager.get_all_specs())
-        adopted = await adoption.adopt_detached(serverapp.kernel_manager, serverapp.session_manager, specs,
-                                                serverapp.root_dir, serverapp.log)
     except Exception as exc:  # never the server's end: it runs on without the detached kernels
         serverapp.log.error("tf1kernel: looking for detached kernels failed: %s: %s", type(exc).__name__, exc)
-        return
-    if adopted:
-        serverapp.log.warning("tf1kernel: adopted %d detached kernel(s) of this user: %s", len(adopted),
-                              ", ".join(f"{a.kernel_id} ({a.notebook or a.kernelspec})" for a in adopted))
+        specs = {}
+    loop = asyncio.get_running_loop()
+    looking_until = loop.time() + adoption.LOOK_AGAIN_FOR_SECONDS
+    again = False
+    while specs:
+        try:
+            adopted, specs = await adoption.adopt_detached(serverapp.kernel_manager, serverapp.session_manager, specs,
+                                                           serverapp.root_dir, serverapp.log, again)
+        except Exception as exc:  # never the server's end: it runs on without the detached kernels
+            serverapp.log.error("tf1kernel: looking for detached kernels failed: %s: %s", type(exc).__name__, exc)
+            adopted, specs = [], {}
+        if adopted:
+            serverapp.log.warning("tf1kernel: adopted %d detached kernel(s) of this user: %s", len(adopted),
+                                  ", ".join(f"{a.kernel_id} ({a.notebook or a.kernelspec})" for a in adopted))
+        if not again:
+            record_sessions(serverapp)  # after the first look, which adopted what it could
+        again = True
+        if specs and loop.time() + adoption.LOOK_AGAIN_SECONDS > looking_until:
+            serverapp.log.warning("tf1kernel: stopped looking for detached kernels on the engines of %s; restart "
+                                  "the server to look again", ", ".join(sorted(specs)))
+            return
+        if specs:
+            await asyncio.sleep(adoption.LOOK_AGAIN_SECONDS)
+    if not again:
+        record_sessions(serverapp)
