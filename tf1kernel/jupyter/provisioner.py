@@ -339,14 +339,14 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
             return
         # Nothing is heard from the kernel until the link is mended: what was heard last is known now.
         replay = self._link_replay
-        last_heard = replay.mending() if replay is not None else None
+        heard = replay.mending() if replay is not None else None
         try:
             mended = await asyncio.to_thread(self.kernel_placement.keep_open)
         except TunnelError as exc:
             self.log.warning("tf1kernel: kernel %s: %s", self.kernel_id, exc.message)
             return
-        if mended and replay is not None and last_heard is not None:
-            replay.mended(last_heard)
+        if mended and replay is not None and heard is not None:
+            replay.mended(heard)
 
     def _listen_across_the_link(self, iopub_port: int) -> None:
         """A server's kernel that outlives a cut link (a remote one): hear what it sends, to know what to have it
