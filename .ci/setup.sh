@@ -104,19 +104,27 @@ TWIN="$STATE/wheels/tensorflow_cpu-1.15.0-cp37-cp37m-manylinux2010_x86_64.whl"
     --python-version 37 --implementation cp --abi cp37m tensorflow-cpu==1.15.0 -d "$STATE/wheels" 2>&1 | grep -v "^WARNING: Location" || true
 build --wheel "$TWIN"
 
-log "a user's --image: the software set of TensorFlow's 1.15.5-jupyter images (Python 3.6, ipykernel 5)"
-# The oldest stack the guest meets (tests/acceptance/test_guest.py); only pip's CA goes into its build.
-PYTHON_SRC=/root/.pyenv/versions/3.6.15 bash .ci/make-python-base.sh python:3.6-slim-bookworm
-PY36_IMAGE=tf1kernel-test/tensorflow:1.15.5-py36-ipykernel5
-if ! docker image inspect "$PY36_IMAGE" >/dev/null 2>&1; then
-    CONTEXT="$(mktemp -d)"
-    cp tests/images/tf115-jupyter-py36/Dockerfile "$CONTEXT/"
-    cp "${HOST_CA:-/etc/ssl/certs/ca-certificates.crt}" "$CONTEXT/pip-ca.pem"
+# A user's --image as tests/images/FOLDER describes it, built once; only pip's CA goes into its build.
+user_image() {
+    local tag="$1" folder="$2" context started
+    docker image inspect "$tag" >/dev/null 2>&1 && return 0
+    context="$(mktemp -d)"
+    cp "tests/images/$folder/Dockerfile" "$context/"
+    cp "${HOST_CA:-/etc/ssl/certs/ca-certificates.crt}" "$context/pip-ca.pem"
     started=$SECONDS
-    docker build -q --network host -t "$PY36_IMAGE" "$CONTEXT" >/dev/null || { rm -rf "$CONTEXT"; exit 1; }
-    rm -rf "$CONTEXT"
-    echo "$PY36_IMAGE built in $((SECONDS - started)) s"
-fi
+    docker build -q --network host -t "$tag" "$context" >/dev/null || { rm -rf "$context"; return 1; }
+    rm -rf "$context"
+    echo "$tag built in $((SECONDS - started)) s"
+}
+
+log "a user's --image: the software set of TensorFlow's 1.15.5-jupyter images (Python 3.6, ipykernel 5)"
+# The oldest stack the guest meets (tests/acceptance/test_guest.py).
+PYTHON_SRC=/root/.pyenv/versions/3.6.15 bash .ci/make-python-base.sh python:3.6-slim-bookworm
+user_image tf1kernel-test/tensorflow:1.15.5-py36-ipykernel5 tf115-jupyter-py36
+
+log "a user's --image: the Python side of NVIDIA's TF1 images (Python 3.8, ipykernel 6.21)"
+PYTHON_SRC=/root/.pyenv/versions/3.8.18 bash .ci/make-python-base.sh python:3.8-slim-bookworm
+user_image tf1kernel-test/ngc-tf1-py38-stack ngc-tf1-py38
 
 log "waiting for the arm64 chain"
 if ! wait "$ARM64_CHAIN"; then

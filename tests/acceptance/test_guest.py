@@ -4,7 +4,9 @@ Each version-keyed patch (patches.py) either applies and finds every name it rea
 one line in the server's log. Kernels of tf1kernel's images start, run TF1 code, are interrupted inside
 Session.run and restarted in test_kernel.py (ipykernel 6.16.2) and test_strategies.py (compat, ipykernel 6.29.5);
 here, the same for the oldest stack a user's `--image` brings: that of TensorFlow's own 1.15.5-jupyter images
-(Python 3.6, IPython 7.16, ipykernel 5), which no registry serves here, so .ci/setup.sh builds its software set.
+(Python 3.6, IPython 7.16, ipykernel 5), which no registry serves here, so .ci/setup.sh builds its software set;
+and the Python side of NVIDIA's TF1 images (Python 3.8, ipykernel 6.21), without TensorFlow (none exists for
+Python 3.8 outside NVIDIA's index).
 """
 
 from __future__ import annotations
@@ -17,8 +19,16 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import COMPAT_IMAGES, NATIVE_TWIN_IMAGE, require_image, run_cli
-from tests.kernels import execute, interrupt_busy_cells, restart, running_kernel
+from tests.conftest import COMPAT_IMAGES, NATIVE_TWIN_IMAGE, install_variant, require_image, run_cli
+from tests.kernels import (
+    debug_a_cell,
+    execute,
+    interrupt_busy_cells,
+    restart,
+    running_kernel,
+    start_nonblocking,
+    wait_reply,
+)
 from tests.servers import start_server
 from tf1kernel.engine.kernel_files import guest_archive
 from tf1kernel.jupyter import guest_report
@@ -34,6 +44,9 @@ print(json.dumps({name: [patches.applies(name, log=told.append), patches.missing
                   for name in sorted(patches.PATCHES)}))
 """
 PY36_IMAGE = "tf1kernel-test/tensorflow:1.15.5-py36-ipykernel5"
+# What install makes of it: the image lacks git, wget and unzip, which a thin layer adds.
+PY36_KERNEL_IMAGE = "tf1kernel/prebuilt:tf1kernel-test-tensorflow-1.15.5-py36-ipykernel5"
+NGC_STACK_IMAGE = "tf1kernel-test/ngc-tf1-py38-stack"
 ALL = {"early-sockets", "iopub-welcome", "detached-replay", "output-watcher-wake", "deferred-debugger",
        "deferred-embed", "deferred-jedi", "loopback-only"}
 
@@ -43,7 +56,9 @@ ALL = {"early-sockets", "iopub-welcome", "detached-replay", "output-watcher-wake
     (NATIVE_TWIN_IMAGE, ALL),  # the native recipe's software set (docker/native), as on ARM64
     (COMPAT_IMAGES["amd64"], {"early-sockets", "iopub-welcome", "detached-replay", "loopback-only"}),  # 3.11, 6.29.5
     (PY36_IMAGE, {"deferred-embed", "deferred-jedi", "loopback-only"}),  # 3.6, ipykernel 5.5.6, IPython 7.16.1
-], ids=["emulated", "native-recipe", "compat", "py36-ipykernel5"])
+    (NGC_STACK_IMAGE, {"early-sockets", "iopub-welcome", "detached-replay", "output-watcher-wake",
+                       "loopback-only"}),  # 3.8, ipykernel 6.21.3, IPython 8.11, jupyter_client 8.0.3
+], ids=["emulated", "native-recipe", "compat", "py36-ipykernel5", "ngc-py38"])
 def test_each_patch_finds_its_targets_where_it_applies(image: str, applied: set[str], tmp_path: Path,
                                                        docker_client: docker.DockerClient) -> None:
     require_image(docker_client, image, "`.ci/setup.sh` builds it")
@@ -65,6 +80,11 @@ def py36_kernel(jupyter_dirs: Path, docker_client: docker.DockerClient) -> str:
                         "--prefix", str(jupyter_dirs), "--name", "tf1.15-py36-ipykernel5", timeout=600)
     assert installed.returncode == 0, installed.stderr
     assert "verified: linux/amd64, Python 3.6.15, ipykernel 5.5.6, TensorFlow 1.15.5" in installed.stdout
+    said = " ".join(installed.stdout.split())
+    assert f"{PY36_IMAGE} has no git, wget, unzip, curl, which TF1 notebooks call" in said, installed.stdout
+    assert f"built and verified {PY36_KERNEL_IMAGE}: linux/amd64, Python 3.6.15, ipykernel 5.5.6" in said
+    assert f'"image": "{PY36_KERNEL_IMAGE}"' in (jupyter_dirs / "share/jupyter/kernels/tf1.15-py36-ipykernel5"
+                                                 / "kernel.json").read_text()
     assert "JupyterLab's debugger is off for this kernel: its ipykernel 5.5.6 predates the Jupyter debug " \
            "protocol (ipykernel 6)" in " ".join(installed.stdout.split())
     return "tf1.15-py36-ipykernel5"
@@ -93,13 +113,15 @@ def test_the_guest_runs_tensorflows_own_py36_stack(py36_kernel: str, tmp_path: P
                      if m["msg_type"] == "complete_reply")["content"]
         assert reply["status"] == "ok" and "os.path" in reply["matches"], reply
         assert "tf1kernel: jedi cannot complete here (TypeError" in manager.provisioner.container.logs(200)
+        tools = execute(client, "!git --version && wget --version | head -1 && unzip -v | head -1")
+        assert tools.stdout.startswith("git version ") and "GNU Wget" in tools.stdout, tools
         restart(manager, client)
         assert execute(client, "print(6 * 7)").stdout.strip() == "42"
         assert manager.is_alive()  # a poll, as the restarter's: the guest's report is read
     told = [r.getMessage() for r in caplog.records if "tf1kernel-guest: left out" in r.getMessage()]
     assert sorted(line.split()[3].rstrip(":") for line in told) == [
         "deferred-debugger", "detached-replay", "early-sockets", "iopub-welcome", "output-watcher-wake"], told
-    assert all("ipykernel 5.5.6 is outside" in line and PY36_IMAGE in line for line in told), told
+    assert all("ipykernel 5.5.6 is outside" in line and PY36_KERNEL_IMAGE in line for line in told), told
 
 
 def test_doctor_reports_the_user_images_tensorflow_and_why_it_has_no_debugger(py36_kernel: str) -> None:
@@ -141,3 +163,24 @@ def test_a_user_images_ipykernel_5_kernel_outlives_its_server_and_says_what_it_c
         assert "Traceback" not in second.log()
     finally:
         second.stop()
+
+
+def test_the_guest_runs_the_python_side_of_nvidias_tf1_images(jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path,
+                                                               docker_client: docker.DockerClient) -> None:
+    """Python 3.8 and ipykernel 6.21 (between the 6.16 and 6.29 that tf1kernel's own images have): the kernel
+    starts, runs a cell, stops a busy one, debugs one, and restarts. No TensorFlow: see the module's docstring."""
+    require_image(docker_client, NGC_STACK_IMAGE, "`.ci/setup.sh` builds it")
+    name = install_variant(jupyter_dirs, "tf1.15-ngc-py38", {"strategy": "prebuilt", "image": NGC_STACK_IMAGE,
+                                                             "platform": "linux/amd64"})
+    with running_kernel(name, str(tmp_path)) as (manager, client):
+        versions = execute(client, "import sys, ipykernel\nprint(sys.version_info[:2], ipykernel.__version__)")
+        assert versions.stdout.strip() == "(3, 8) 6.21.3", versions
+        msg_id = start_nonblocking(client, "import time\nwhile True: time.sleep(0.05)")
+        time.sleep(1)
+        manager.interrupt_kernel()
+        assert wait_reply(client, msg_id, timeout=15)["content"]["ename"] == "KeyboardInterrupt"
+        time.sleep(0.5)  # ipykernel aborts requests that arrive right after an error (stop_on_error)
+        debug_a_cell(client)
+        restart(manager, client)
+        assert execute(client, "print(6 * 7)").stdout.strip() == "42"
+        assert "Traceback" not in manager.provisioner.container.logs(200)

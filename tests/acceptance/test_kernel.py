@@ -93,6 +93,13 @@ def test_a_colab_era_notebooks_first_cells_run_as_on_colab(tf1_kernel: str, tmp_
             assert "google.colab exists only on Colab" in colab.traceback and str(tmp_path) in colab.traceback
         after = execute(client, "import tensorflow as tf\nprint(tf.Session().run(tf.constant(6) * 7))")
         assert (after.status, after.stdout) == ("ok", "42\n"), after
+        # Their next cells: `!git clone`, `!wget`, `!unzip` (here without a network: a local repository and zip).
+        shell = execute(client, "!git init -q src && git -C src -c user.name=u -c user.email=u@x commit -q "
+                                "--allow-empty -m first && git clone -q src cloned && python -m zipfile -c data.zip "
+                                "cloned/.git/HEAD && unzip -q data.zip -d unzipped && cat unzipped/HEAD "
+                                "&& wget --version | head -1 && curl --version | head -1")
+        assert shell.stdout.startswith("ref: refs/heads/") and "GNU Wget" in shell.stdout, shell
+        assert "curl " in shell.stdout, shell
 
 
 def test_runs_in_working_dir_and_files_reach_host(tf1_kernel: str, tmp_path: Path) -> None:

@@ -174,11 +174,13 @@ def test_a_wrong_wheel_is_refused_before_anything_is_built(tmp_path: Path, docke
 
 def test_a_tf1_image_without_ipykernel_gets_a_thin_kernel_layer(docker_client: docker.DockerClient,
                                                                  jupyter_dirs: Path, tmp_path: Path) -> None:
-    """A community TF 1.x image (here: the twin, ipykernel uninstalled) becomes a kernel instead of being refused."""
+    """A community TF 1.x image (here: the twin, ipykernel and the notebook tools uninstalled) becomes a kernel instead
+    of being refused, with the tools its notebooks call."""
     require_image(docker_client, TWIN_IMAGE, f"`tf1kernel build --wheel {TWIN_WHEEL}`")
     community = "tf1kernel-test/community-tf1:no-ipykernel"
     derived = images.kernel_stack_recipe(community, "linux/amd64", "1.15.0").tag
-    dockerfile = f"FROM {TWIN_IMAGE}\nRUN python -m pip uninstall -y -q ipykernel\nLABEL org.tf1kernel.tag=\n"
+    dockerfile = (f"FROM {TWIN_IMAGE}\nRUN python -m pip uninstall -y -q ipykernel && apt-get purge -y -qq git wget "
+                  "unzip >/dev/null\nLABEL org.tf1kernel.tag=\n")
     docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=community, rm=True)
     try:
         result = run_cli("install", "--strategy", "prebuilt", "--image", community, "--platform", "linux/amd64",
@@ -190,7 +192,9 @@ def test_a_tf1_image_without_ipykernel_gets_a_thin_kernel_layer(docker_client: d
         assert f'"image": "{derived}"' in spec
         with running_kernel("tf1.15-community", str(tmp_path)) as (_, client):
             cell = execute(client, "import tensorflow as tf; print(tf.__version__, tf.Session().run(tf.constant(7)))")
+            tools = execute(client, "!git --version && wget --version | head -1 && unzip -v | head -1")
         assert cell.stdout.splitlines()[-1] == "1.15.0 7", cell
+        assert tools.stdout.startswith("git version ") and "GNU Wget" in tools.stdout and "UnZip" in tools.stdout, tools
         again = run_cli("build", "--strategy", "prebuilt", "--image", derived, "--platform", "linux/amd64")
         assert again.returncode == 0 and "is a kernel image already" in again.stdout, again.stderr
     finally:

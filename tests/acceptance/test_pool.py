@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -115,6 +116,26 @@ def test_idle_pool_kernels_use_little_memory(jupyter_dirs: Path, tf1_kernel: str
     # 32 MiB before TensorFlow was preloaded; with it, what a kernel holds after `import tensorflow`
     assert all(megabytes < 200 for megabytes in used), used
     print(f"idle pool kernels, TensorFlow preloaded: {used} MiB")
+
+
+def test_a_pool_no_start_asked_for_rests_and_the_next_start_fills_it_again(
+        jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """pool_idle_timeout: the standbys go (their memory with them), the kernel that was started stays."""
+    name = install_variant(jupyter_dirs, "tf1.15-pool-rest", {"pool_size": 1, "pool_root": str(tmp_path),
+                                                              "pool_idle_timeout": 5})
+    with caplog.at_level(logging.INFO), running_kernel(name, str(tmp_path)) as (manager, client):
+        first = wait_for_standby(docker_client, 1)
+        deadline = time.monotonic() + 30
+        while standby_containers(docker_client) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert standby_containers(docker_client) == [], "the idle pool kept its standby"
+        assert execute(client, "print(6 * 7)").stdout.strip() == "42"  # the started kernel stays
+        assert any("its 1 standby kernel(s) were removed (pool_idle_timeout)" in r.getMessage()
+                   for r in caplog.records)
+    with running_kernel(name, str(tmp_path)) as (manager, client):
+        assert manager.provisioner.container.id not in first  # cold: the pool rested
+        assert wait_for_standby(docker_client, 1) != first  # and filling again
 
 
 SERVER = textwrap.dedent("""

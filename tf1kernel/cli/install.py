@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from tf1kernel.cli.common import Commands, add_engine_arguments, add_swarm_ssh_argument, connect, err, out, swarm_ssh
-from tf1kernel.cli.transfers import add_kernel_stack, layer_progress
+from tf1kernel.cli.transfers import add_kernel_stack, add_notebook_tools, layer_progress
 from tf1kernel.config.options import STRATEGIES, KernelOptions
 from tf1kernel.engine import networks
 from tf1kernel.engine.client import Client
@@ -52,6 +52,9 @@ def add_parser(commands: Commands) -> None:
                          help="GPUs for the kernel, as `docker run --gpus` takes them (`gpus`; needs the NVIDIA "
                               "Container Toolkit on the engine)")
     install.add_argument("--python", help="the image's Python interpreter (default: python)")
+    install.add_argument("--no-shell-tools", dest="shell_tools", action="store_false",
+                         help="prebuilt --image: run the image as it is, without adding the git, wget, unzip and "
+                              "curl that TF1 notebooks call in a thin layer where it lacks them")
     install.add_argument("--no-network-access", dest="network_access", action="store_false",
                          help="the kernel reaches no other machine (`network_access: false`; Docker engines only)")
     install.add_argument("--swarm", action="store_true",
@@ -174,13 +177,17 @@ def kernel_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
             out.print(f"[green]verified[/]: {facts.summary()}", highlight=False)
         except KernelStackMissing as missing:
             facts = add_kernel_stack(client, choice.image, choice.platform, python, missing)
-            choice = dataclasses.replace(choice, image=facts.image)
+        if facts.missing_tools and args.shell_tools and facts.image == choice.image:
+            facts = add_notebook_tools(client, facts, python)
+        choice = dataclasses.replace(choice, image=facts.image)
         tensorflow, debugger_off = facts.tensorflow, facts.debugger_off()
         verified = tensorflow
         if facts.missing_tools:
             out.print(f"Note: {facts.image} has no {', '.join(facts.missing_tools)}: notebook cells that call them "
                       f"(`!{facts.missing_tools[0]} ...`) will say `not found`. Add them to the image (Debian: "
-                      f"`apt-get install {' '.join(facts.missing_tools)}`) or run that step here.", highlight=False)
+                      f"`apt-get install {' '.join(facts.missing_tools)}`)"
+                      f"{'' if args.shell_tools else ', or install again without --no-shell-tools'}.",
+                      highlight=False)
     else:
         require_image(client, choice.image, f"{images.build_hint(choice.image)}; or install anyway with "
                                             "--skip-checks")

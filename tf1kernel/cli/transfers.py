@@ -20,7 +20,7 @@ from rich.progress import (
 
 from tf1kernel.cli.common import err, out
 from tf1kernel.engine.client import Client
-from tf1kernel.errors import KernelStackMissing
+from tf1kernel.errors import BuildError, KernelStackMissing
 from tf1kernel.images import builder, registry, verify
 from tf1kernel.images import recipes as images
 
@@ -95,3 +95,22 @@ def add_kernel_stack(client: Client, image: str, platform: str, python: str,
                                          ca_path or builder.host_pip_ca_bundle(), index_url, on_progress)
     out.print(f"[green]built and verified[/] {facts.image}: {facts.summary()}", highlight=False)
     return facts
+
+
+def add_notebook_tools(client: Client, facts: verify.ImageFacts, python: str) -> verify.ImageFacts:
+    """The thin image that adds the shell tools `facts.image` lacks (install --image), with its progress; `facts`
+    itself, with one line saying why, when they cannot be added (no package manager, or no network in a build)."""
+    tag = images.kernel_stack_recipe(facts.image, facts.platform, facts.tensorflow).tag
+    out.print(f"{facts.image} has no {', '.join(facts.missing_tools)}, which TF1 notebooks call (`!git clone ...`). "
+              f"Adding them in [bold]{tag}[/] (--no-shell-tools keeps the image as it is)...", highlight=False)
+    try:
+        with build_progress() as on_progress:
+            added = builder.add_kernel_stack(client, facts.image, facts.platform, python, facts.tensorflow,
+                                             builder.host_pip_ca_bundle(), on_progress=on_progress,
+                                             tools_only=True)
+    except BuildError as exc:
+        out.print(f"[yellow]Could not add them[/] ({exc.message.splitlines()[0][:200]}): the kernel runs "
+                  f"{facts.image} as it is.", highlight=False)
+        return facts
+    out.print(f"[green]built and verified[/] {added.image}: {added.summary()}", highlight=False)
+    return added

@@ -27,26 +27,26 @@ class Patch:
 
 PATCHES = {
     "early-sockets": Patch(
-        "ipykernel", (6, 0), (7, 0), "6.16.2, 6.29.5",
+        "ipykernel", (6, 0), (7, 0), "6.16.2, 6.21.3, 6.29.5",
         "listen on the kernel's ports and answer its heartbeat before the slow imports (IPKernelApp.init_sockets "
         "given a context through the module global kernelapp.zmq, IPKernelApp._bind_socket, Heartbeat's "
         "arguments)",
         ["ipykernel.kernelapp:zmq.Context", "ipykernel.kernelapp:IPKernelApp._bind_socket",
          "ipykernel.kernelapp<<zmq.Context()", "ipykernel.heartbeat:Heartbeat"]),
     "iopub-welcome": Patch(
-        "ipykernel", (6, 0), (7, 0), "6.16.2, 6.29.5",
+        "ipykernel", (6, 0), (7, 0), "6.16.2, 6.21.3, 6.29.5",
         "greet each IOPub subscriber as ipykernel 7 does (IOPubThread's socket, io_loop and schedule)",
         ["ipykernel.iostream:IOPubThread.schedule", "ipykernel.kernelapp:IPKernelApp.init_iopub",
          "ipykernel.iostream<<self.socket"]),
     "detached-replay": Patch(
-        "ipykernel", (6, 0), (7, 0), "6.16.2, 6.29.5",
+        "ipykernel", (6, 0), (7, 0), "6.16.2, 6.21.3, 6.29.5",
         "keep what the kernel publishes while no client listens, and send it again to the server that adopts it "
         "(IOPubThread's socket and send_multipart, the kernel's control_handlers, iopub_thread and shell_stream)",
         ["ipykernel.iostream:IOPubThread.send_multipart", "ipykernel.iostream<<self.socket.send_multipart",
          "ipykernel.kernelbase<<self.control_handlers[msg_type]", "ipykernel.kernelbase<<self.shell_stream",
          "ipykernel.kernelbase<<iopub_thread"]),
     "output-watcher-wake": Patch(
-        "ipykernel", (6, 0), (6, 22), "6.16.2",
+        "ipykernel", (6, 0), (6, 22), "6.16.2, 6.21.3",
         "wake the fd watcher of stdout/stderr when they close, and wait for it 0.25 s at most, so that the kernel "
         "can exit (OutStream.close, its watch_fd_thread and _should_watch)",
         ["ipykernel.iostream:OutStream.close", "ipykernel.iostream<<self.watch_fd_thread",
@@ -70,7 +70,7 @@ PATCHES = {
         ["IPython.core.completer:JEDI_INSTALLED", "IPython.core.completer:IPCompleter._jedi_matches",
          "IPython.core.completer<<import jedi"]),
     "loopback-only": Patch(
-        "jupyter_client", (6, 0), (9, 0), "7.1.2, 7.4.9, 8.10.0",
+        "jupyter_client", (6, 0), (9, 0), "7.1.2, 7.4.9, 8.0.3, 8.10.0",
         "no name lookups for this machine's addresses (jupyter_client.localinterfaces._load_ips)",
         ["jupyter_client.localinterfaces:_load_ips", "jupyter_client.localinterfaces:_load_ips_dumb",
          "jupyter_client.localinterfaces:LOCAL_IPS"]),

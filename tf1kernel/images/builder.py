@@ -213,11 +213,14 @@ def build_image(
 
 def add_kernel_stack(client: Client, image: str, platform: str, python: str, tensorflow: str,
                      ca_path: Path | None = None, index_url: str | None = None,
-                     on_progress: Callable[[BuildProgress], None] = lambda progress: None) -> verify.ImageFacts:
-    """Build the thin image that adds ipykernel to a TensorFlow 1.x `image` that lacks it, and verify it."""
+                     on_progress: Callable[[BuildProgress], None] = lambda progress: None,
+                     *, tools_only: bool = False) -> verify.ImageFacts:
+    """Build the thin image that adds ipykernel to a TensorFlow 1.x `image` that lacks it, and the shell tools TF1
+    notebooks call where it lacks them (only those with `tools_only`), and verify it."""
     recipe = kernel_stack_recipe(image, platform, tensorflow)
     build_image(client, recipe, ca_bundle=read_ca_bundle(ca_path) if ca_path else b"", index_url=index_url,
-                extra_buildargs={"PYTHON": python}, on_progress=on_progress)
+                extra_buildargs={"PYTHON": python, "KERNEL_STACK": "0" if tools_only else "1"},
+                on_progress=on_progress)
     return verify.verify_image(client, recipe.tag, platform, python)
 
 

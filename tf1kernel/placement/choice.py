@@ -51,7 +51,8 @@ def _placement(options: KernelOptions, info: EngineInfo, choose_kernel_ports: Po
         labels = {packages.LABEL_PACKAGES: kernelspec_name} if kernelspec_name else {}
         return RemotePlacement(ssh_destination(options, info), options.remote_workdir, options.work_volume,
                                options.lease_seconds, labels)
-    return LocalPlacement(network, choose_kernel_ports, options.pool_size, options.pool_root, logger)
+    return LocalPlacement(network, choose_kernel_ports, options.pool_size, options.pool_root, logger,
+                          options.pool_idle_timeout)
 
 
 def network_for(options: KernelOptions, info: EngineInfo) -> str:

@@ -25,12 +25,13 @@ class LocalPlacement(Placement):
     """An engine on this machine: the notebook's folder, and the host's network or tf1kernel's bridge."""
 
     def __init__(self, network: str, choose_kernel_ports: PortChooser = any_free_ports, pool_size: int = 0,
-                 pool_root: str = "", logger: logging.Logger = log) -> None:
+                 pool_root: str = "", logger: logging.Logger = log, pool_idle_seconds: int = 0) -> None:
         self.network = network
         self.log = logger
         self.choose_kernel_ports = choose_kernel_ports
         self.pool_size = pool_size
         self.pool_root = pool_root
+        self.pool_idle_seconds = pool_idle_seconds
         self.lease: LeaseRenewal | None = None
 
     def prepare(self, spec: ContainerSpec) -> ContainerSpec:
@@ -57,7 +58,7 @@ class LocalPlacement(Placement):
         """Adopt a standby kernel from the warm pool when there is one for this kernel, else start cold."""
         root = self._pool_root() if self.pool_size else ""
         if root and pool.eligible(spec, root):
-            standby = pool.pool_for(client, spec, root, self.pool_size).take()
+            standby = pool.pool_for(client, spec, root, self.pool_size, self.pool_idle_seconds).take()
             if standby is not None:
                 self.log.info("tf1kernel: kernel %s adopted a warm pool container", spec.kernel_id)
                 return pool.adopt(standby, spec)

@@ -8,7 +8,9 @@ the engine's own connection, never in a command line, environment or label.
 
 That attach is also the pool's lifeline: when the server exits, even by SIGKILL, stdin
 closes, the kernel exits, and the engine removes the container (AutoRemove). A server
-that exits normally removes its idle containers itself.
+that exits normally removes its idle containers itself. A pool that no kernel start has
+asked for in `pool_idle_timeout` seconds rests: its standbys are removed, which gives their
+memory back, and the next start (cold) fills it again.
 
 Pool containers mount one folder, `pool_root`, at its own path, because a container's
 mounts are fixed before anyone knows the notebook: a notebook below it is adopted there,
@@ -23,6 +25,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 
@@ -81,28 +84,37 @@ def adoption_line(spec: ContainerSpec) -> bytes:
 class WarmPool:
     """Up to `size` standby kernels of one configuration, refilled in the background."""
 
-    def __init__(self, client: Client, template_spec: ContainerSpec, size: int) -> None:
+    def __init__(self, client: Client, template_spec: ContainerSpec, size: int, idle_seconds: int = 0) -> None:
         self.client = client
         self.template = template_spec
         self.size = size
+        self.idle_seconds = idle_seconds  # 0: never rests
         self.key = key_of(template_spec)
         self._ready: deque[KernelContainer] = deque()
         self._starting = 0
         self._lock = threading.Lock()
         self._closed = False
+        self._resting = False
+        self._wanted_at = time.monotonic()
+        self._watch: threading.Thread | None = None
 
     def take(self) -> KernelContainer | None:
-        """A standby kernel, or None when none is ready; either way the pool refills."""
+        """A standby kernel, or None when none is ready; either way the pool refills (a resting one too)."""
         with self._lock:
             container = self._ready.popleft() if self._ready else None
+            self._resting, self._wanted_at = False, time.monotonic()
         self.refill()
         return container
 
     def refill(self) -> None:
         """Start, in background threads, as many standby kernels as the pool lacks."""
         with self._lock:
-            missing = 0 if self._closed else self.size - len(self._ready) - self._starting
+            missing = 0 if self._closed or self._resting else self.size - len(self._ready) - self._starting
             self._starting += max(missing, 0)
+            if self.idle_seconds and self._watch is None:
+                self._watch = threading.Thread(target=self._rest_when_idle, name=f"tf1kernel-pool-idle-{self.key}",
+                                               daemon=True)
+                self._watch.start()
         for _ in range(max(missing, 0)):
             threading.Thread(target=self._start_one, name=f"tf1kernel-pool-{self.key}", daemon=True).start()
 
@@ -116,22 +128,45 @@ class WarmPool:
             container = None
         with self._lock:
             self._starting -= 1
-            if container is not None and not self._closed:
+            if container is not None and not self._closed and not self._resting:
                 self._ready.append(container)
                 container = None
-        if container is not None:  # the pool closed while it started
+        if container is not None:  # the pool closed, or rested, while it started
             container.remove()
 
-    def close(self) -> None:
-        """Remove every idle kernel of the pool."""
+    def _rest_when_idle(self) -> None:
+        """Remove the standbys once no start has asked for one in idle_seconds; the next start fills it again."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                due = self._wanted_at + self.idle_seconds - time.monotonic()
+                resting = due <= 0 and not self._resting
+                if due <= 0:
+                    self._resting, due = True, float(self.idle_seconds)  # until a start wakes it
+            removed = self._remove_idle() if resting else 0
+            if removed:
+                log.info("tf1kernel: no kernel start asked the warm pool %s for %d s: its %d standby kernel(s) were "
+                         "removed (pool_idle_timeout); the next start fills it again", self.key, self.idle_seconds,
+                         removed)
+            time.sleep(min(max(due, 1.0), 60.0))
+
+    def _remove_idle(self) -> int:
         with self._lock:
-            self._closed, idle = True, list(self._ready)
+            idle = list(self._ready)
             self._ready.clear()
         for container in idle:
             try:
                 container.remove()
             except (EngineError, RequestException) as exc:
                 log.warning("tf1kernel: could not remove pool kernel %s: %s", container.id[:12], exc)
+        return len(idle)
+
+    def close(self) -> None:
+        """Remove every idle kernel of the pool, for good."""
+        with self._lock:
+            self._closed = True
+        self._remove_idle()
 
     @property
     def ready(self) -> int:
@@ -143,14 +178,14 @@ _pools: dict[str, WarmPool] = {}
 _pools_lock = threading.Lock()
 
 
-def pool_for(client: Client, spec: ContainerSpec, pool_root: str, size: int) -> WarmPool:
+def pool_for(client: Client, spec: ContainerSpec, pool_root: str, size: int, idle_seconds: int = 0) -> WarmPool:
     """The pool of spec's configuration in this process, made (and filling) on first use."""
     template_spec = template(spec, pool_root)
     key = key_of(template_spec)
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
-            pool = _pools[key] = WarmPool(client, template_spec, min(size, MAX_POOL_SIZE))
+            pool = _pools[key] = WarmPool(client, template_spec, min(size, MAX_POOL_SIZE), idle_seconds)
     return pool
 
 
