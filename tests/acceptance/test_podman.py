@@ -135,22 +135,76 @@ def test_an_offline_kernel_is_refused_on_podman_with_the_fix(podman: PodmanEngin
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_gpus_on_podman_are_refused_before_any_container(podman: PodmanEngine, podman_kernel: str,
-                                                        jupyter_dirs: Path, tmp_path: Path) -> None:
-    """Podman's Docker-compatible API (4.3) drops device requests and refuses CDI names: a kernel asking for GPUs
-    would start without them. It is refused at once instead, and nothing is left on the engine."""
-    spec_file = jupyter_dirs / "share/jupyter/kernels" / podman_kernel / "kernel.json"
-    spec = json.loads(spec_file.read_text())
-    spec["metadata"]["kernel_provisioner"]["config"]["gpus"] = "all"
+# A stand-in of what `nvidia-ctk cdi generate` writes (no GPU here): each device's node (here /dev/null under a
+# GPU's name) and the variables its edits set. Podman 4.3 reads CDI specs from /etc/cdi and /run/cdi only.
+CDI_STANDIN = Path("/run/cdi/tf1kernel-test-nvidia.yaml")
+CDI_SPEC = """cdiVersion: "0.5.0"
+kind: "nvidia.com/gpu"
+devices:
+  - name: "0"
+    containerEdits:
+      deviceNodes: [{path: /dev/nvidia0, hostPath: /dev/null}]
+  - name: "all"
+    containerEdits:
+      deviceNodes: [{path: /dev/nvidia0, hostPath: /dev/null}]
+containerEdits:
+  env: ["NVIDIA_VISIBLE_DEVICES=void", "TF1KERNEL_STANDIN_GPU=yes"]
+"""
+
+
+def gpu_kernel(jupyter_dirs: Path, podman_kernel: str, gpus: str) -> str:
+    spec = json.loads((jupyter_dirs / "share/jupyter/kernels" / podman_kernel / "kernel.json").read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["gpus"] = gpus
     target = jupyter_dirs / "share/jupyter/kernels/tf1.15-podman-gpus"
     target.mkdir(exist_ok=True)
     (target / "kernel.json").write_text(json.dumps(spec))
+    return target.name
+
+
+def test_a_podman_without_the_nvidia_cdi_spec_refuses_a_gpu_kernel_with_the_fix(
+        podman: PodmanEngine, podman_kernel: str, jupyter_dirs: Path, tmp_path: Path) -> None:
+    """Podman names GPUs by CDI specs: without NVIDIA's, the start is refused in seconds, naming the toolkit's
+    command, and nothing is left on the engine."""
+    present = [path for folder in ("/etc/cdi", "/run/cdi") for path in Path(folder).glob("*")
+               if "nvidia.com/gpu" in path.read_text(errors="replace")]
+    assert present == [], f"this machine has NVIDIA's CDI specs ({present}): it cannot show the refusal"
     started = time.monotonic()
     with pytest.raises(ContainerStartError) as refused:
-        with running_kernel("tf1.15-podman-gpus", str(tmp_path)):
+        with running_kernel(gpu_kernel(jupyter_dirs, podman_kernel, "all"), str(tmp_path)):
             pass
     assert time.monotonic() - started < 15
-    assert "GPUs on Podman" in refused.value.message and "Docker engine with the NVIDIA" in refused.value.fix
+    assert "cannot give containers a GPU" in refused.value.message, refused.value.message
+    assert "nvidia-ctk cdi generate" in refused.value.fix
+    assert podman.containers() == []
+
+
+def test_a_gpu_kernel_on_podman_gets_its_cdi_devices_and_nvidias_settings(
+        podman: PodmanEngine, podman_kernel: str, jupyter_dirs: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Podman's Docker-compatible API drops GPUs: tf1kernel creates the kernel through Podman's own API, with CDI
+    names. The device and its variables reach the kernel, with NVIDIA's 1 GB /dev/shm; everything else is as for
+    any kernel (TF1 code, the user's files, removal)."""
+    CDI_STANDIN.parent.mkdir(parents=True, exist_ok=True)
+    CDI_STANDIN.write_text(CDI_SPEC)
+    try:
+        with caplog.at_level("WARNING"), \
+                running_kernel(gpu_kernel(jupyter_dirs, podman_kernel, "all"), str(tmp_path)) as (manager, client):
+            result = execute(client, "import os, resource, tensorflow as tf\nopen('gpu.txt', 'w').write('x')\n"
+                                     "shm = os.statvfs('/dev/shm')\n"
+                                     "print(os.environ['TF1KERNEL_STANDIN_GPU'], os.path.exists('/dev/nvidia0'), "
+                                     "shm.f_blocks * shm.f_frsize // 2**20, tf.Session().run(tf.constant(6) * 7))")
+            assert result.stdout.split() == ["yes", "True", "1024", "42"], result
+            [container] = podman.containers()
+            assert container["Id"] == manager.provisioner.container.id
+        assert (tmp_path / "gpu.txt").stat().st_uid == os.getuid()
+        # This host's hard limit of locked memory (8 MB) is below NVIDIA's unlimited: the kernel started without it,
+        # and said so.
+        refused = [r.getMessage() for r in caplog.records if "refused NVIDIA's limits" in r.getMessage()]
+        if int(subprocess.run(["sh", "-c", "ulimit -Hl"], capture_output=True, text=True).stdout.strip()
+               .replace("unlimited", "-1")) >= 0:
+            assert refused, "the engine's refusal of unlimited locked memory was not said"
+    finally:
+        CDI_STANDIN.unlink(missing_ok=True)
     assert podman.containers() == []
 
 
@@ -159,6 +213,8 @@ def test_doctor_names_podman(podman: PodmanEngine, podman_kernel: str) -> None:
     report = json.loads(result.stdout)
     engine = next(check for check in report["checks"] if check["name"] == "engine")
     assert engine["ok"] and engine["detail"].startswith(f"Podman at {podman.url}")
+    gpus = next(check for check in report["checks"] if check["name"] == "GPUs")
+    assert "CDI specs" in gpus["detail"] and "nvidia-ctk cdi generate" in gpus["fix"], gpus
     assert result.returncode == 0 and report["ok"], result.stdout
 
 

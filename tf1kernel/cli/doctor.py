@@ -27,7 +27,7 @@ from tf1kernel.engine.client import connect
 from tf1kernel.engine.endpoint import endpoint, endpoint_description
 from tf1kernel.engine.exits import gib
 from tf1kernel.engine.info import EngineInfo, describe
-from tf1kernel.engine.start_errors import GPU_FIX
+from tf1kernel.engine.start_errors import GPU_FIX, PODMAN_GPU_FIX
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.jupyter import kernelspec, server_extension
 from tf1kernel.planning.strategies import avx_fix
@@ -151,6 +151,10 @@ def gpu_check(info: EngineInfo) -> Check:
     """Whether kernels with `gpus` can get them here (it never fails the doctor: most kernels need none)."""
     if info.nvidia_runtime:
         return Check("GPUs", True, "the NVIDIA Container Toolkit's runtime is registered: kernels with `gpus` get them")
+    if info.kind == "Podman":  # its API does not show its CDI specs
+        return Check("GPUs", None, "Podman gives kernels with `gpus` the nvidia.com/gpu devices of its machine's CDI "
+                                   "specs (/etc/cdi, /run/cdi); without them such a kernel is refused at start",
+                     PODMAN_GPU_FIX)
     cdi = f"; CDI specs are read from {', '.join(info.cdi_spec_dirs)} (nvidia.com/gpu devices, if one is there)" \
         if info.cdi_spec_dirs else ""
     return Check("GPUs", None, f"no NVIDIA runtime on this engine{cdi}: a kernel with `gpus` is refused at start "

@@ -246,8 +246,8 @@ class KernelOptions(LoggingConfigurable):
         config=True,
         help="GPUs for the kernel: `all`, a count such as 2, or device ids such as 0,1 (or GPU UUIDs). Empty: none. "
              "Each engine gets them its own way: Docker's device requests (as `docker run --gpus`, through the NVIDIA "
-             "Container Toolkit), a swarm's NVIDIA-GPU generic resources (a count). Podman is refused: its "
-             "Docker-compatible API does not pass GPUs.",
+             "Container Toolkit), a swarm's NVIDIA-GPU generic resources (a count), Podman's CDI devices "
+             "(nvidia.com/gpu=..., from `nvidia-ctk cdi generate`).",
     )
     mounts = List(
         Unicode(),

@@ -36,7 +36,7 @@ from tf1kernel.engine.kernel_files import (
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
 from tf1kernel.engine.ports import LOOPBACK, loopback_bindings, ports_free
 from tf1kernel.engine.reaper import Leftovers
-from tf1kernel.engine.settings import environment, hardened_host_config, name_servers, workspace_mounts
+from tf1kernel.engine.settings import create, environment, hardened_host_config, name_servers, workspace_mounts
 from tf1kernel.engine.spec import ContainerSpec
 from tf1kernel.engine.start_errors import cannot_mount, start_error
 from tf1kernel.guest.constants import CONNECTION_DIR
@@ -128,8 +128,8 @@ class CommandContainer:
         if folder:
             write_files_folder(folder, files, spec.user)
         try:
-            created = client.api.create_container(command=[*spec.command_prefix, *request.argv], name=spec.name,
-                                                  **container_settings(client, spec, request, folder))
+            created = create(client, spec, spec.name, command=[*spec.command_prefix, *request.argv],
+                             **container_settings(client, spec, request, folder))
         except APIError as exc:
             remove_kernel_files(folder)
             if cannot_mount(exc, folder):

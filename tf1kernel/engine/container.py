@@ -44,9 +44,15 @@ from tf1kernel.engine.kernel_files import (
 )
 from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNEL_ID, LABEL_MANAGED
 from tf1kernel.engine.ports import LOOPBACK, loopback_bindings
-from tf1kernel.engine.settings import environment, hardened_host_config, name_servers, workspace_mounts
+from tf1kernel.engine.settings import create, environment, hardened_host_config, name_servers, workspace_mounts
 from tf1kernel.engine.spec import CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec
-from tf1kernel.engine.start_errors import PORT_CLASH_MARKERS, cannot_mount, mentions, start_error
+from tf1kernel.engine.start_errors import (
+    PORT_CLASH_MARKERS,
+    cannot_mount,
+    mentions,
+    refused_gpu_limits,
+    start_error,
+)
 from tf1kernel.errors import ContainerStartError, EngineUnavailable
 from tf1kernel.guest.constants import (
     CONNECTION_DIR,
@@ -133,6 +139,12 @@ class KernelContainer:
                             exc.explanation)
                 storage = dataclasses.replace(spec.storage, packages_folder="")
                 return cls.start(client, dataclasses.replace(spec, storage=storage))
+            if spec.limits.gpus and spec.limits.gpu_ulimits and refused_gpu_limits(exc):
+                # Rootless engines, and hosts with a low hard limit, cannot raise it: the GPUs work all the same.
+                log.warning("tf1kernel: the engine refused NVIDIA's limits for TensorFlow (%s); the kernel starts "
+                            "with the engine's own (`ulimit -Hl` on its machine)", exc.explanation)
+                return cls.start(client, dataclasses.replace(
+                    spec, limits=dataclasses.replace(spec.limits, gpu_ulimits=False)))
             raise start_error(exc, spec) from None
         except BaseException:
             remove_kernel_files(spec.storage.files_folder)
@@ -323,13 +335,13 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
     lifetime = spec.lifetime
     auto_remove = lifetime.exit_with_caller or bool(lifetime.lease_seconds and not lifetime.detached_idle_seconds)
     host_config = hardened_host_config(client, spec, mounts, auto_remove=auto_remove, **networking)
-    created = client.api.create_container(
+    created = create(
+        client, spec, spec.name,
         image=spec.image,
         command=spec.command,
         # stdin_open without detach is how the SDK asks for StdinOnce.
         stdin_open=spec.lifetime.exit_with_caller,
         detach=not spec.lifetime.exit_with_caller,
-        name=spec.name,
         user=spec.user,
         working_dir=spec.working_dir,
         environment=env,

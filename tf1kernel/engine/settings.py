@@ -8,7 +8,7 @@ from typing import Any
 import docker
 from docker.types import DeviceRequest, Mount, Ulimit
 
-from tf1kernel.engine import networks
+from tf1kernel.engine import libpod, networks
 from tf1kernel.engine.kernel_files import (
     PIP_CA_FILE,
 )
@@ -56,13 +56,24 @@ GPU_ULIMITS = (("memlock", -1), ("stack", 64 * 1024 * 1024))
 
 def gpu_settings(spec: ContainerSpec) -> dict[str, Any]:
     """The host settings that give the container the spec's GPUs: Docker's device request, as `docker run --gpus`
-    makes it; {} without GPUs. (A swarm's are generic resources: services.py. Podman is refused: planning/plan.py.)"""
+    makes it (on Podman, turned into CDI names: libpod.py); {} without GPUs. (A swarm's are generic resources:
+    services.py.)"""
     count, ids = gpu_selection(spec.limits.gpus)
     if not count and not ids:
         return {}
     return {"shm_size": GPU_SHM_SIZE,
-            "ulimits": [Ulimit(name=name, soft=limit, hard=limit) for name, limit in GPU_ULIMITS],
+            "ulimits": [Ulimit(name=name, soft=limit, hard=limit) for name, limit in GPU_ULIMITS
+                        if spec.limits.gpu_ulimits],
             "device_requests": [DeviceRequest(count=count or None, device_ids=ids or None, capabilities=[["gpu"]])]}
+
+
+def create(client: docker.DockerClient, spec: ContainerSpec, name: str, **arguments: Any) -> dict[str, Any]:
+    """client.api.create_container, or Podman's own API for a container with GPUs (its Docker-compatible API
+    would start it without them: libpod.py)."""
+    if spec.quirks.podman and spec.limits.gpus:
+        return libpod.create_container(client, name, **arguments)
+    created: dict[str, Any] = client.api.create_container(name=name, **arguments)
+    return created
 
 
 def hardened_host_config(client: docker.DockerClient, spec: ContainerSpec, mounts: list[Mount],

@@ -166,6 +166,8 @@ class Limits:
     memory: str = ""  # as Docker writes it: 4g, 512m (memory_bytes)
     nano_cpus: int = 0
     gpus: str = ""  # all, a count, or device ids (gpu_selection)
+    # With gpus: NVIDIA's limits for TensorFlow (settings.GPU_ULIMITS), unless the engine refused them.
+    gpu_ulimits: bool = True
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from tf1kernel.engine.client import Client
 from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.kernel_files import kernel_files_folder
 from tf1kernel.engine.spec import ContainerSpec, EngineQuirks, Storage
-from tf1kernel.errors import ContainerStartError, CpuLacksAvx, PlatformUnsupported
+from tf1kernel.errors import CpuLacksAvx, PlatformUnsupported
 from tf1kernel.images.recipes import build_hint
 from tf1kernel.placement import packages
 from tf1kernel.placement.base import Placement
@@ -32,13 +32,6 @@ def resolve(options: KernelOptions, client: Client, info: EngineInfo, spec: Cont
             probes_on_disk: bool = False) -> tuple[ContainerSpec, strategies.Choice]:
     """spec as it starts on this engine, and the strategy's choice behind it. probes_on_disk: what the engine's
     probes found is kept for the next processes too (commands run back to back)."""
-    if spec.limits.gpus and info.kind == "Podman":
-        # Its Docker-compatible API (tested: Podman 4.3) ignores device requests and refuses CDI names: the kernel
-        # would start without the GPUs it asked for.
-        raise ContainerStartError(f"tf1kernel cannot give a kernel GPUs on Podman yet (gpus: {spec.limits.gpus}): "
-                                  "Podman's Docker-compatible API does not pass them to the container.",
-                                  "run GPU kernels on a Docker engine with the NVIDIA Container Toolkit, or remove "
-                                  "`gpus` from kernel.json")
     choice = decide(options, client, info, spec, restart, logger, probes_on_disk)
     spec = placement.prepare(spec)
     # A remote engine's kernel, or a swarm's, is not on this machine: its files and kept packages cannot be either.
