@@ -11,6 +11,7 @@ Python 3.8 outside NVIDIA's index).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -31,6 +32,7 @@ from tests.kernels import (
 )
 from tests.servers import start_server
 from tf1kernel.engine.kernel_files import guest_archive
+from tf1kernel.images import recipes
 from tf1kernel.jupyter import guest_report
 
 pytestmark = pytest.mark.engine
@@ -184,3 +186,32 @@ def test_the_guest_runs_the_python_side_of_nvidias_tf1_images(jupyter_dirs: Path
         restart(manager, client)
         assert execute(client, "print(6 * 7)").stdout.strip() == "42"
         assert "Traceback" not in manager.provisioner.container.logs(200)
+
+
+def test_tensorflows_own_gpu_image_without_jupyter_gets_a_kernel_stack_for_its_python(
+        jupyter_dirs: Path, tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    """TensorFlow's own `1.15.5-gpu` images have Python 3.6 and no ipykernel (TF 1.15's wheel runs without a GPU):
+    here, the py36 set without its ipykernel. The thin layer adds the newest ipykernel pip finds for Python 3.6,
+    and the shell tools; the checks hold, and the kernel runs TF1 code."""
+    require_image(docker_client, PY36_IMAGE, "`.ci/setup.sh` builds it")
+    gpu_like = "tf1kernel-test/tensorflow:1.15.5-gpu-standin"
+    derived = recipes.kernel_stack_recipe(gpu_like, "linux/amd64", "1.15.5").tag
+    dockerfile = f"FROM {PY36_IMAGE}\nRUN python -m pip uninstall -y -q ipykernel\n"
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=gpu_like, rm=True)
+    try:
+        result = run_cli("install", "--strategy", "prebuilt", "--image", gpu_like, "--prefix", str(jupyter_dirs),
+                         "--name", "tf1.15-gpu-standin", timeout=900)
+        said = " ".join(result.stdout.split())
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "has TensorFlow 1.15.5 (Python 3.6.15) but no ipykernel" in said, said
+        assert f"built and verified {derived}: linux/amd64, Python 3.6.15, ipykernel 5.5.6" in said, said
+        with running_kernel("tf1.15-gpu-standin", str(tmp_path)) as (_, client):
+            cell = execute(client, "import tensorflow as tf; print(tf.__version__, tf.Session().run(tf.constant(7)))\n"
+                                   "!git --version")
+        assert cell.stdout.splitlines()[-2:][0] == "1.15.5 7" and "git version" in cell.stdout, cell
+    finally:
+        for image in (derived, gpu_like):
+            try:
+                docker_client.api.remove_image(image, force=True)
+            except docker.errors.ImageNotFound:
+                pass
