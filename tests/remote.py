@@ -19,12 +19,15 @@ from pathlib import Path
 import docker
 
 from tests.netns import TestHost
+from tf1kernel.engine.services import SWARM_GPU
 from tf1kernel.engine.tunnel import SshDestination
 
 ALIAS = "tf1kernel-remote-test"
 SSH_CONFIG = Path("/root/.ssh/config")
 BEGIN, END = f"# >>> {ALIAS} (tests/remote.py)", f"# <<< {ALIAS}"
 
+
+STANDIN_GPU = "GPU-tf1kernel-standin"
 
 class RemoteHost:
     """Start with .start(root), stop with .stop(); `url` is ssh://ALIAS, `socket` the engine's own."""
@@ -56,6 +59,8 @@ class RemoteHost:
         self.processes.append(self.host.spawn([
             "dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
             "--pidfile", str(self.root / "dockerd.pid"), "-H", self.socket, "--cgroup-parent", "/tf1remote",
+            # One stand-in GPU, as a lab's node advertises its GPUs to a swarm's scheduler (no GPU here).
+            "--node-generic-resource", f"{SWARM_GPU}={STANDIN_GPU}",
             # Also on TCP with mutual TLS, as Docker documents protecting a remote daemon.
             "-H", self.tcp_url, "--tlsverify",
             "--tlscacert", str(tls / "ca.pem"), "--tlscert", str(tls / "server-cert.pem"),

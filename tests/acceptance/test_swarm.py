@@ -23,7 +23,7 @@ from jupyter_client.manager import KernelManager
 from tests.conftest import install_kernel, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.registry import TestRegistry
-from tests.remote import RemoteHost, reachable
+from tests.remote import STANDIN_GPU, RemoteHost, reachable
 from tests.runs import PDB_SCRIPT, run_in_terminal, start_run, talk_to_pdb, tf1kernel_run, wait_for_line
 from tests.swarm import TwoNodeSwarm
 from tf1kernel.errors import ContainerStartError, NoSuitableNode
@@ -313,6 +313,27 @@ def test_no_suitable_node_fails_fast_with_swarm_reason_and_the_fix(cluster: TwoN
     assert time.monotonic() - started < 10
     assert "no suitable node" in refused.value.message and "node.labels.tf1==gpu" in refused.value.message
     assert "--label-add" in refused.value.fix
+    assert nothing_left(cluster) and not cluster.secrets()
+
+
+def test_a_kernel_asking_for_a_gpu_lands_on_the_node_that_advertises_one(cluster: TwoNodeSwarm, jupyter_dirs: Path,
+                                                                        tmp_path: Path) -> None:
+    """The worker advertises one stand-in GPU (tests/remote.py, as a lab's node does in its daemon.json): `gpus: 1`
+    lands there, and the container gets the GPU the scheduler gave it (Docker names it in DOCKER_RESOURCE_NVIDIA-GPU,
+    which the NVIDIA runtime reads); `gpus: 2` fits no node and is refused in seconds. No GPU compute here."""
+    name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-gpu", gpus="1")
+    with running_kernel(name, str(tmp_path), startup_timeout=120) as (manager, client):
+        given = execute(client, "import os; print(os.environ.get('DOCKER_RESOURCE_NVIDIA-GPU'))")
+        assert given.stdout.strip() == STANDIN_GPU, given
+        assert manager.provisioner.kernel_placement.task.node_id == cluster.worker_node
+    assert wait_until(lambda: nothing_left(cluster), 20), (cluster.services(), cluster.containers())
+    two = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-2gpus", gpus="2")
+    started = time.monotonic()
+    with pytest.raises(NoSuitableNode) as refused:
+        KernelManager(kernel_name=two).start_kernel(cwd=str(tmp_path))
+    assert time.monotonic() - started < 10
+    assert "no suitable node" in refused.value.message and "insufficient resources" in refused.value.message, \
+        refused.value.message
     assert nothing_left(cluster) and not cluster.secrets()
 
 
