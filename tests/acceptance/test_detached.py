@@ -165,3 +165,47 @@ def test_a_server_with_another_root_or_a_lost_connection_file_says_so_in_one_lin
     result = run_cli("gc", "--detached", env=shared)
     assert result.returncode == 0 and kernel_container(docker_client, keyless) is None, result.stdout
     assert "a detached kernel, removed as asked" in result.stdout, result.stdout
+
+
+def test_what_became_of_detached_kernels_that_cannot_be_adopted_is_said_in_one_line_each(
+        jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    """While no server listened, one kernel's container was removed by hand, one kernel died, and one notebook was
+    renamed. The next server works, says each in one line, adopts what it can (the renamed notebook's kernel, with
+    no session pointing at a file that is gone), and leaves nothing of the others."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "renamed.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
+                                                    "nbformat_minor": 5}))
+    runtime = tmp_path / "runtime"
+    shared = {"JUPYTER_RUNTIME_DIR": str(runtime)}
+    jupyter_path = jupyter_dirs / "share" / "jupyter"
+    first = start_server("server", jupyter_path, work, shared)
+    try:
+        kernels = {path: first.api("sessions", "POST", {"path": path, "name": path, "type": "notebook",
+                                                        "kernel": {"name": tf1_kernel}})["kernel"]["id"]
+                   for path in ("removed.ipynb", "died.ipynb", "renamed.ipynb")}
+        wait_for(lambda: len(list(runtime.glob("tf1kernel-session-*.json"))) == 3, 30, "sessions not recorded")
+    finally:
+        killed(first)
+    docker_client.api.remove_container(kernel_container(docker_client, kernels["removed.ipynb"])["Id"], force=True)
+    docker_client.api.kill(kernel_container(docker_client, kernels["died.ipynb"])["Id"], signal="SIGKILL")
+    (work / "renamed.ipynb").rename(work / "renamed-later.ipynb")
+    second = start_server("server", jupyter_path, work, shared)
+    try:
+        kept = kernels["renamed.ipynb"]
+        wait_for(lambda: [k for k in second.api("kernels") if k["id"] == kept], 60, second.log()[-3000:])
+        wait_for(lambda: "is gone from" in second.log() and "ended while no server listened" in second.log(), 30,
+                 second.log()[-3000:])
+        log = second.log()
+        assert f"detached kernel {kernels['removed.ipynb']} (notebook removed.ipynb) is gone from" in log, log
+        assert (f"detached kernel {kernels['died.ipynb']} (notebook died.ipynb) ended while no server listened: it "
+                "exited with code 137.") in log, log
+        assert f"adopted kernel {kept}, but its notebook renamed.ipynb is gone (renamed or moved" in log, log
+        assert second.api("sessions") == []
+        assert [k["id"] for k in second.api("kernels")] == [kept]
+        assert kernel_container(docker_client, kernels["died.ipynb"]) is None
+        assert sorted(p.name for p in runtime.glob("tf1kernel-session-*.json")) == []
+        assert "Traceback" not in log
+    finally:
+        second.stop()
+    assert managed_containers(docker_client) == []

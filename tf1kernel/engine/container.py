@@ -77,6 +77,24 @@ class ContainerState:
     missing: bool = False
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How a kernel container that exited ended, for the words of its cause (jupyter/deaths.py)."""
+
+    state: ContainerState
+    last_words: str
+    memory: int  # its limit in bytes (0: none)
+    image: str
+
+
+def ending(client: docker.DockerClient, container_id: str, lines: int) -> Ending:
+    """The exit of a container that is still there (a detached kernel's is kept), and its last lines of output."""
+    attrs = client.api.inspect_container(container_id)
+    state = ContainerState(False, attrs["State"].get("ExitCode"), bool(attrs["State"].get("OOMKilled")))
+    return Ending(state, client.api.logs(container_id, tail=lines).decode(errors="replace"),
+                  int(attrs["HostConfig"].get("Memory") or 0), str(attrs["Config"].get("Image", "")))
+
+
 class KernelContainer:
     """A started kernel container, addressed by id."""
 

@@ -24,11 +24,14 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec, NoSuchKernel
 from requests.exceptions import RequestException
 
-from tf1kernel.engine import holders, orphans
-from tf1kernel.engine.client import EngineError
+from tf1kernel.engine import exits, holders, orphans
+from tf1kernel.engine.client import Client, EngineError
+from tf1kernel.engine.container import ending, remove_quietly
+from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.labels import LABEL_KERNELSPEC, LABEL_NOTEBOOK, LABEL_OWNER_UID, LABEL_WORKING_DIR
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.jupyter import replay, sessions
+from tf1kernel.jupyter.deaths import CAUSE_LINES, cause_of_death
 from tf1kernel.jupyter.kernelspec import PROVISIONER_NAME
 from tf1kernel.session import NOTEBOOK_VARIABLE, KernelSession
 
@@ -56,6 +59,8 @@ class Adopted:
 # again this often, for this long.
 LOOK_AGAIN_SECONDS = 30.0
 LOOK_AGAIN_FOR_SECONDS = 3600.0
+# How the engine's listing names a detachable kernel that exited with nobody holding it (orphans.judge).
+ENDED_DETACHED = "it ended while detached"
 # Claims made by adopt_detached, for the provisioner of the same kernel id (same process) to take.
 _claims: dict[str, Claim] = {}
 
@@ -95,8 +100,9 @@ async def adopt_detached(kernel_manager: Any, session_manager: Any, specs: dict[
     for engine_specs in by_engine(specs).values():
         session = KernelSession.for_kernelspec(next(iter(engine_specs.values())))
         try:
-            client, _ = await asyncio.to_thread(session.engine)
+            client, info = await asyncio.to_thread(session.engine)
             containers = await asyncio.to_thread(orphans.kernel_containers, client)
+            await asyncio.to_thread(report_lost, client, info, containers, session.engine_description(), logger)
         except (Tf1KernelError, EngineError, RequestException) as exc:
             (logger.debug if again else logger.warning)(
                 "tf1kernel: could not look for detached kernels on %s: %s; looking again every %.0f s for %.0f min",
@@ -109,6 +115,41 @@ async def adopt_detached(kernel_manager: Any, session_manager: Any, specs: dict[
                 found = await adopt_one(container, kernel_manager, session_manager, engine_specs, root_dir, logger)
                 adopted += [found] if found else []
     return adopted, unanswered
+
+
+def report_lost(client: Client, info: EngineInfo, containers: list[orphans.KernelContainerInfo], engine: str,
+                logger: logging.Logger) -> None:
+    """Say in one line each what became of this user's detached kernels on this engine that cannot be adopted, and
+    forget them: one that ended while no server listened (with its cause, then its container goes), and one whose
+    container is gone (removed by hand, or the engine restarted without it)."""
+    mine = str(os.getuid())
+    for container in containers:
+        if container.reason.startswith(ENDED_DETACHED) and container.labels.get(LABEL_OWNER_UID) == mine:
+            logger.warning("tf1kernel: detached kernel %s%s ended while no server listened: %s Its container is "
+                           "removed; the notebook starts a new kernel.", container.kernel_id,
+                           _of_notebook(container.labels.get(LABEL_NOTEBOOK, "")),
+                           ended_cause(client, info, container.id))
+            remove_quietly(client, container.id)
+            sessions.forget(container.kernel_id)
+    for path in holders.stray_records(orphans.live_kernel_ids(client, containers), info.key):
+        kernel_id = path.name[len(holders.SESSION_RECORD_PREFIX):-len(".json")]
+        record = sessions.recorded(kernel_id) or {}
+        logger.warning("tf1kernel: detached kernel %s%s is gone from %s: its container was removed, or the engine "
+                       "restarted without it. Its variables are lost; the notebook starts a new kernel.", kernel_id,
+                       _of_notebook(record.get("path", "")), engine)
+        path.unlink(missing_ok=True)
+
+
+def ended_cause(client: Client, info: EngineInfo, container_id: str) -> str:
+    """Why a detached kernel's container exited, as the next kernel's notice would say it."""
+    end = ending(client, container_id, CAUSE_LINES)
+    cause = cause_of_death(end.state, end.last_words, memory=exits.gib(end.memory) if end.memory else "",
+                           image=end.image, python="python", avx_fix="", engine_memory=info.memory)
+    return cause.replace("The previous kernel", "It") if cause else f"it exited with code {end.state.exit_code}."
+
+
+def _of_notebook(path: str) -> str:
+    return f" (notebook {path})" if path else ""
 
 
 def by_engine(specs: dict[str, KernelSpec]) -> dict[tuple[str, str], dict[str, KernelSpec]]:
@@ -152,7 +193,12 @@ async def adopt_one(container: orphans.KernelContainerInfo, kernel_manager: Any,
     finally:
         _claims.pop(kernel_id, None)
     record = sessions.recorded(kernel_id)
-    if record and notebook:  # its tab knows the session by id: the same id again
+    if notebook and not (Path(root_dir) / notebook).exists():
+        logger.warning("tf1kernel: adopted kernel %s, but its notebook %s is gone (renamed or moved while its kernel "
+                       "was detached?): open the notebook and pick the running kernel %s", kernel_id, notebook,
+                       kernel_id)
+        notebook = ""
+    elif record and notebook:  # its tab knows the session by id: the same id again
         await session_manager.save_session(record["id"], path=notebook, name=record.get("name") or None,
                                            type=record["type"], kernel_id=kernel_id)
     elif notebook:

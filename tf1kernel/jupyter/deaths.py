@@ -9,6 +9,9 @@ from tf1kernel.engine import exits
 from tf1kernel.engine.container import ContainerState
 from tf1kernel.guest.constants import CANNOT_LISTEN_LINE, LEASE_STATE_LINE
 
+# The last lines of a dead kernel's output that its cause of death is read from.
+CAUSE_LINES = 30
+
 
 def cause_of_death(state: ContainerState, last_words: str, *, memory: str, image: str, python: str,
                    avx_fix: str, engine_memory: int = 0) -> str:

@@ -24,8 +24,8 @@ from tf1kernel.engine.container import LOOPBACK, ContainerState, KernelContainer
 from tf1kernel.engine.ports import free_ports
 from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Network
 from tf1kernel.errors import ContainerStartError, EngineUnavailable, InvalidOption, Tf1KernelError, TunnelError
-from tf1kernel.jupyter import adoption
-from tf1kernel.jupyter.deaths import cause_of_death
+from tf1kernel.jupyter import adoption, sessions
+from tf1kernel.jupyter.deaths import CAUSE_LINES, cause_of_death
 from tf1kernel.jupyter.guest_report import GuestReport
 from tf1kernel.jupyter.outage import EngineWatch, LostKernel, first_line
 from tf1kernel.jupyter.replay import LinkReplay
@@ -34,10 +34,10 @@ from tf1kernel.planning import strategies
 from tf1kernel.planning.strategies import avx_fix
 from tf1kernel.session import KernelSession, Requested, kernelspec_name
 
-# A dead kernel's last lines of output: the cause of death is read from the last CAUSE_LINES, and a death with no
-# known cause is reported with all REPORTED_LINES (a crash's stacks of every thread take 50 to 100: about ten
-# threads, more while the boot's timers are pending, and faulthandler's first line, which names the signal).
-CAUSE_LINES = 30
+# A dead kernel's last lines of output: the cause of death is read from the last CAUSE_LINES (deaths.py), and a
+# death with no known cause is reported with all REPORTED_LINES (a crash's stacks of every thread take 50 to 100:
+# about ten threads, more while the boot's timers are pending, and faulthandler's first line, which names the
+# signal).
 REPORTED_LINES = 150
 
 
@@ -175,6 +175,8 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         if not restart:
             self._host_ports = None
             self.session.end()
+            if self.kernel_id:
+                sessions.forget(self.kernel_id)
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop("transport_encryption", None)  # ipykernel 6.16 (Python 3.7) has no CurveZMQ

@@ -39,6 +39,12 @@ def recorded(kernel_id: str) -> dict[str, str] | None:
     return None
 
 
+def forget(kernel_id: str) -> None:
+    """A kernel stopped on purpose (a shutdown, a clean stop of its server): its record goes with it, so that the
+    next server does not take it for a detached kernel that was lost."""
+    record_path(kernel_id).unlink(missing_ok=True)
+
+
 class SessionRecords:
     """Keeps the runtime folder's records in step with this server's sessions of tf1kernel kernels."""
 
