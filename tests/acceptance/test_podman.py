@@ -34,6 +34,7 @@ from tests.kernels import (
 )
 from tests.podman import PodmanEngine
 from tests.runs import TRAINING_LOOP, interrupt_training, start_run, tf1kernel_run
+from tests.servers import start_server
 from tf1kernel.engine.spec import CONTAINER_PORTS
 from tf1kernel.errors import ContainerStartError
 from tf1kernel.guest.constants import TENSORBOARD_PORT
@@ -205,6 +206,40 @@ def test_a_gpu_kernel_on_podman_gets_its_cdi_devices_and_nvidias_settings(
             assert refused, "the engine's refusal of unlimited locked memory was not said"
     finally:
         CDI_STANDIN.unlink(missing_ok=True)
+    assert podman.containers() == []
+
+
+def test_a_podman_kernel_outlives_its_killed_server_and_the_next_server_adopts_it(
+        podman: PodmanEngine, podman_kernel: str, jupyter_dirs: Path, tmp_path: Path) -> None:
+    """As on Docker (test_detached.py): the server is killed outright, the kernel runs on in Podman, and the user's
+    next server adopts it with its state and the notebook's session; a clean stop then removes it."""
+    work = tmp_path / "work"
+    shared = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    first = start_server("server", jupyter_dirs / "share" / "jupyter", work, shared)
+    try:
+        kernel_id = first.api("sessions", "POST", {"path": "train.ipynb", "name": "train.ipynb", "type": "notebook",
+                                                   "kernel": {"name": podman_kernel}})["kernel"]["id"]
+        client = first.kernel_client(kernel_id)
+        execute(client, "x = 41")
+        client.stop_channels()
+    finally:
+        first.process.kill()
+        first.process.wait(10)
+    [container] = podman.containers()
+    second = start_server("server", jupyter_dirs / "share" / "jupyter", work, shared)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(k["id"] == kernel_id for k in second.api("kernels")):
+            assert time.monotonic() < deadline, second.log()[-3000:]
+            time.sleep(0.25)
+        assert [(s["path"], s["kernel"]["id"]) for s in second.api("sessions")] == [("train.ipynb", kernel_id)]
+        client = second.kernel_client(kernel_id)
+        assert execute(client, "print(x + 1)").stdout.strip() == "42"
+        client.stop_channels()
+        assert [c["Id"] for c in podman.containers()] == [container["Id"]], "the same container, not a new one"
+        assert "Traceback" not in second.log()
+    finally:
+        second.stop()
     assert podman.containers() == []
 
 
