@@ -78,6 +78,15 @@ def require_image(client: docker.DockerClient, image: str, how: str) -> str:
     return image
 
 
+def remove_images(client: docker.DockerClient, *images: str) -> None:
+    """A test's own images, whether it got to make them or not."""
+    for image in images:
+        try:
+            client.api.remove_image(image, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
 def install_kernel(jupyter_dirs: Path, name: str, *args: str) -> str:
     """A kernelspec installed by the real CLI into the tests' private Jupyter path."""
     result = run_cli("install", "--prefix", str(jupyter_dirs), "--name", name, *args, timeout=600)

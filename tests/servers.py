@@ -104,6 +104,26 @@ def start_server(app: str, jupyter_path: Path, folder: Path, extra_env: dict[str
             time.sleep(0.5)
 
 
+def kernel_left_by_a_killed_server(jupyter_path: Path, folder: Path, env: dict[str, str], kernelspec: str,
+                                   cell: str, notebook: str = "") -> str:
+    """Start a server, a kernel of kernelspec (in the notebook's session, if one is named), run cell in it, and
+    kill the server outright; the kernel's id."""
+    server = start_server("server", jupyter_path, folder, env)
+    try:
+        if notebook:
+            kernel_id = server.api("sessions", "POST", {"path": notebook, "name": notebook, "type": "notebook",
+                                                        "kernel": {"name": kernelspec}})["kernel"]["id"]
+        else:
+            kernel_id = server.api("kernels", "POST", {"name": kernelspec})["id"]
+        client = server.kernel_client(kernel_id)
+        client.execute_interactive(cell, timeout=120)
+        client.stop_channels()
+    finally:
+        server.process.kill()
+        server.process.wait(10)
+    return kernel_id
+
+
 class Tab:
     """A notebook tab's kernel connection, as JupyterLab makes it: a websocket with the tab's own session id,
     which it keeps when it reconnects (to the same server, or to the next one)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import COMPAT_IMAGES, NATIVE_TWIN_IMAGE, install_variant, require_image, run_cli
+from tests.conftest import COMPAT_IMAGES, NATIVE_TWIN_IMAGE, install_variant, remove_images, require_image, run_cli
 from tests.kernels import (
     debug_a_cell,
     execute,
@@ -30,7 +30,7 @@ from tests.kernels import (
     start_nonblocking,
     wait_reply,
 )
-from tests.servers import start_server
+from tests.servers import kernel_left_by_a_killed_server, start_server
 from tf1kernel.engine.kernel_files import guest_archive
 from tf1kernel.images import recipes
 from tf1kernel.jupyter import guest_report
@@ -141,15 +141,8 @@ def test_a_user_images_ipykernel_5_kernel_outlives_its_server_and_says_what_it_c
     """ipykernel 5 has no replay (the guest's is for ipykernel 6): its kernel is still adopted with its state, and
     the server's log says in one line that what it printed meanwhile is lost."""
     shared = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    first = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "work", shared)
-    try:
-        kernel_id = first.api("kernels", "POST", {"name": py36_kernel})["id"]
-        client = first.kernel_client(kernel_id)
-        execute(client, "x = 5")
-        client.stop_channels()
-    finally:
-        first.process.kill()
-        first.process.wait(10)
+    kernel_id = kernel_left_by_a_killed_server(jupyter_dirs / "share" / "jupyter", tmp_path / "work", shared,
+                                               py36_kernel, "x = 5")
     second = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "work", shared)
     try:
         deadline = time.monotonic() + 60
@@ -210,8 +203,4 @@ def test_tensorflows_own_gpu_image_without_jupyter_gets_a_kernel_stack_for_its_p
                                    "!git --version")
         assert cell.stdout.splitlines()[-2:][0] == "1.15.5 7" and "git version" in cell.stdout, cell
     finally:
-        for image in (derived, gpu_like):
-            try:
-                docker_client.api.remove_image(image, force=True)
-            except docker.errors.ImageNotFound:
-                pass
+        remove_images(docker_client, derived, gpu_like)

@@ -28,7 +28,7 @@ from packaging.utils import parse_wheel_filename
 
 from tests.acceptance.test_notebooks import check_contrib, check_files, check_graph_basics, run_notebook
 from tests.conftest import NATIVE_TWIN_IMAGE as TWIN_IMAGE
-from tests.conftest import install_kernel, require_image, run_cli
+from tests.conftest import install_kernel, remove_images, require_image, run_cli
 from tests.kernels import execute, running_kernel
 from tests.wheelmaker import pure_wheel
 from tf1kernel.images import builder, wheels
@@ -198,8 +198,4 @@ def test_a_tf1_image_without_ipykernel_gets_a_thin_kernel_layer(docker_client: d
         again = run_cli("build", "--strategy", "prebuilt", "--image", derived, "--platform", "linux/amd64")
         assert again.returncode == 0 and "is a kernel image already" in again.stdout, again.stderr
     finally:
-        for image in (derived, community):
-            try:
-                docker_client.api.remove_image(image, force=True)
-            except docker.errors.ImageNotFound:
-                pass
+        remove_images(docker_client, derived, community)

@@ -34,7 +34,7 @@ from tests.kernels import (
 )
 from tests.podman import PodmanEngine
 from tests.runs import TRAINING_LOOP, interrupt_training, start_run, tf1kernel_run
-from tests.servers import start_server
+from tests.servers import kernel_left_by_a_killed_server, start_server
 from tf1kernel.engine.spec import CONTAINER_PORTS
 from tf1kernel.errors import ContainerStartError
 from tf1kernel.guest.constants import TENSORBOARD_PORT
@@ -215,16 +215,8 @@ def test_a_podman_kernel_outlives_its_killed_server_and_the_next_server_adopts_i
     next server adopts it with its state and the notebook's session; a clean stop then removes it."""
     work = tmp_path / "work"
     shared = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    first = start_server("server", jupyter_dirs / "share" / "jupyter", work, shared)
-    try:
-        kernel_id = first.api("sessions", "POST", {"path": "train.ipynb", "name": "train.ipynb", "type": "notebook",
-                                                   "kernel": {"name": podman_kernel}})["kernel"]["id"]
-        client = first.kernel_client(kernel_id)
-        execute(client, "x = 41")
-        client.stop_channels()
-    finally:
-        first.process.kill()
-        first.process.wait(10)
+    kernel_id = kernel_left_by_a_killed_server(jupyter_dirs / "share" / "jupyter", work, shared, podman_kernel,
+                                               "x = 41", notebook="train.ipynb")
     [container] = podman.containers()
     second = start_server("server", jupyter_dirs / "share" / "jupyter", work, shared)
     try:
