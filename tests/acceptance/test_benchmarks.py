@@ -192,3 +192,10 @@ def test_adoption_benchmark_reports_adopted_and_replay_against_a_fresh_start(ker
     assert set(rows) == {"fresh", "adopted", "replay"}
     assert_ratios(rows, "ratio_to_fresh", "median_s", "fresh")
     assert all(len(row["runs_s"]) == 2 and min(row["runs_s"]) > 0 for row in rows.values()), rows
+
+
+def test_recorder_benchmark_reports_what_keeping_the_output_adds_per_message(tmp_path: Path) -> None:
+    _, rows = run_with_json_file("recorder_cost.py", tmp_path / "recorder.json")
+    assert set(rows) == {"a line", "1 KB"}
+    for row in rows.values():
+        assert row["bare_us"] > 0 and abs(row["ratio"] - row["recording_us"] / row["bare_us"]) < 0.01, row
