@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -15,7 +17,13 @@ import pytest
 
 from tests.conftest import managed_containers, run_cli
 from tests.servers import JupyterServer, Tab, assert_whole_training, cell_ended, start_server, training_cell
-from tf1kernel.engine.labels import LABEL_KERNEL_ID
+from tf1kernel.engine.labels import (
+    LABEL_DETACHED_IDLE,
+    LABEL_KERNEL_ID,
+    LABEL_KERNELSPEC,
+    LABEL_MANAGED,
+    LABEL_OWNER_UID,
+)
 
 pytestmark = [pytest.mark.engine]
 
@@ -208,4 +216,49 @@ def test_what_became_of_detached_kernels_that_cannot_be_adopted_is_said_in_one_l
         assert "Traceback" not in log
     finally:
         second.stop()
+    assert managed_containers(docker_client) == []
+
+
+def test_another_users_detached_kernels_are_neither_adopted_nor_removed(
+        jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient,
+        kernel_image: str) -> None:
+    """A lab's shared engine: another user's detached kernel (its labels name that user's uid; its server is gone),
+    one running and one that ended. This user's server adopts neither, even with a connection file of that id in
+    its runtime folder; its reaper and `tf1kernel gc --detached` leave both."""
+    dead_owner = subprocess.run([sys.executable, "-c", "import json; from tf1kernel.engine import orphans; "
+                                 "print(json.dumps(orphans.owner_labels()))"], capture_output=True, text=True)
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    theirs = {}
+    for state in ("running", "ended"):
+        kernel_id = str(uuid.uuid4())
+        labels = {**json.loads(dead_owner.stdout), LABEL_MANAGED: "true", LABEL_KERNEL_ID: kernel_id,
+                  LABEL_OWNER_UID: str(os.getuid() + 4242), LABEL_DETACHED_IDLE: "86400",
+                  LABEL_KERNELSPEC: tf1_kernel}
+        container = docker_client.containers.run(kernel_image, ["sleep", "300" if state == "running" else "0"],
+                                                 labels=labels, detach=True, entrypoint=[])
+        theirs[state] = container
+        (runtime / f"kernel-{kernel_id}.json").write_text(json.dumps({"key": "not theirs to read, but here"}))
+    wait_for(lambda: docker_client.api.inspect_container(theirs["ended"].id)["State"]["Status"] == "exited", 30,
+             "the ended kernel did not exit")
+    try:
+        server = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "work",
+                              {"JUPYTER_RUNTIME_DIR": str(runtime)})
+        try:
+            mine = server.api("kernels", "POST", {"name": tf1_kernel})["id"]  # its start runs the reaper
+            client = server.kernel_client(mine)
+            client.execute_interactive("x = 1", timeout=120)
+            client.stop_channels()
+            assert [k["id"] for k in server.api("kernels")] == [mine]
+            assert "Traceback" not in server.log() and "adopted" not in server.log(), server.log()[-3000:]
+        finally:
+            server.stop()
+        result = run_cli("gc", "--detached", env={"JUPYTER_RUNTIME_DIR": str(runtime)})
+        assert result.returncode == 0, result.stdout + result.stderr
+        for container in theirs.values():
+            container.reload()
+        assert theirs["running"].status == "running" and theirs["ended"].status == "exited", result.stdout
+    finally:
+        for container in theirs.values():
+            container.remove(force=True)
     assert managed_containers(docker_client) == []

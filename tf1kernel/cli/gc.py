@@ -21,8 +21,8 @@ def add_parser(commands: Commands) -> None:
     gc.add_argument("--all-hosts", action="store_true",
                     help="also remove running kernels started from other hosts sharing this engine")
     gc.add_argument("--detached", action="store_true",
-                    help="also remove detached kernels (their server is gone; its next start would adopt them), "
-                         "with what they hold")
+                    help="also remove your detached kernels (their server is gone; its next start would adopt them), "
+                         "with what they hold; other users' are left alone")
     gc.add_argument("--swarm", action="store_true",
                     help="also remove the kernel services (and their secrets) of gone servers on the swarm this "
                          "engine manages")

@@ -35,7 +35,13 @@ from tf1kernel.engine import holders
 from tf1kernel.engine.engine_proxy import ENGINE_PROXY_PREFIX
 from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.kernel_files import KERNEL_FILES_PREFIX, remove_kernel_files
-from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
+from tf1kernel.engine.labels import (
+    LABEL_DETACHED_IDLE,
+    LABEL_KERNEL_ID,
+    LABEL_MANAGED,
+    LABEL_OWNER,
+    LABEL_OWNER_UID,
+)
 from tf1kernel.guest.constants import LEASE_STATE_LINE
 
 LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
@@ -83,18 +89,19 @@ def running(process: psutil.Process) -> bool:
     return process.status() != psutil.STATUS_ZOMBIE
 
 
-def judge(state: str, owner: str, alive: bool | None, detachable: bool = False, held: bool = False
-          ) -> tuple[bool, str]:
+def judge(state: str, owner: str, alive: bool | None, detachable: bool = False, held: bool = False,
+          mine: bool = True) -> tuple[bool, str]:
     """Is a kernel container an orphan, and why. A container its owner still runs is never one, whatever its
     state: it may be between create and start (another server's or launcher's kernel starting), or have just
     exited (its owner reads the cause of death from it, then removes it). Nor is a kernel that can detach while
-    it runs: a server adopted it (held), or its user's next server will."""
+    it runs: a server adopted it (held), or its user's next server will. One that ended while detached is its
+    own user's to see (mine): their next server says how it ended."""
     if held:
         return False, "held by a Jupyter server of this machine"
     if alive is False and detachable and state == "running":
         return False, f"detached: its server {owner} is gone; the user's next Jupyter server adopts it"
     if alive is False and detachable:
-        return True, f"it ended while detached from its server {owner}"
+        return mine, f"it ended while detached from its server {owner}" + ("" if mine else " (another user's)")
     if alive is False:
         return True, f"its owner {owner} is gone"
     if alive:
@@ -114,7 +121,8 @@ def kernel_containers(client: docker.DockerClient) -> list[KernelContainerInfo]:
         alive = owner_alive(owner, labels.get(LABEL_OWNER_STARTED, ""))
         detachable = labels.get(LABEL_DETACHED_IDLE, "0") not in ("", "0")
         held = bool(detachable and alive is False and kernel_id and holders.held(kernel_id))
-        orphan, reason = judge(state, owner, alive, detachable, held)
+        mine = labels.get(LABEL_OWNER_UID, str(os.getuid())) == str(os.getuid())
+        orphan, reason = judge(state, owner, alive, detachable, held, mine)
         found.append(KernelContainerInfo(summary["Id"], (summary.get("Names") or ["?"])[0].lstrip("/"), kernel_id,
                                          owner, state, orphan, reason, summary.get("Status", ""),
                                          detachable and alive is False and not held and state == "running", labels))
@@ -146,9 +154,11 @@ def lease_state(client: docker.DockerClient, container_id: str) -> LeaseState | 
 
 
 def removable(container: KernelContainerInfo, include_other_hosts: bool = False, detached: bool = False) -> bool:
-    """An orphan; or, when asked, a kernel started from another host, or a detached kernel."""
+    """An orphan; or, when asked, a kernel started from another host, or a detached kernel of this user (never
+    another user's: on a lab's shared engine, theirs may be a training)."""
     foreign = container.reason.startswith("owned by another host")
-    return container.orphan or (include_other_hosts and foreign) or (detached and container.detached)
+    mine = container.labels.get(LABEL_OWNER_UID, str(os.getuid())) == str(os.getuid())
+    return container.orphan or (include_other_hosts and foreign) or (detached and container.detached and mine)
 
 
 def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = False, detached: bool = False,
