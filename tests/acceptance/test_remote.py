@@ -218,15 +218,38 @@ def test_cutting_the_link_ends_the_kernel_and_leaves_no_orphan(remote: RemoteHos
 TRAINING_SECONDS = 30
 
 
+def tls_kernel(remote: RemoteHost, jupyter_dirs: Path, name: str) -> str:
+    """A kernelspec of the remote engine over tcp:// with mutual TLS, named by a docker context (made in the
+    DOCKER_CONFIG the caller set), its ports tunnelled to ssh_host."""
+    certificates = remote.client_certificates
+    made = subprocess.run(["docker", "context", "create", "tf1-tls", "--docker",
+                           f"host={remote.tcp_url},ca={certificates}/ca.pem,cert={certificates}/cert.pem,"
+                           f"key={certificates}/key.pem"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    return install_kernel(jupyter_dirs, name, "--strategy", "emulated", "--context", "tf1-tls",
+                          "--ssh-host", f"root@{ALIAS}")
+
+
+@pytest.mark.parametrize("engine", ["ssh", "tls"])
 def test_a_servers_kernel_outlives_a_cut_link_and_the_tab_gets_what_it_printed_meanwhile(
-        remote: RemoteHost, remote_kernel: str, jupyter_dirs: Path, tmp_path: Path) -> None:
+        remote: RemoteHost, remote_kernel: str, jupyter_dirs: Path, tmp_path: Path, engine: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A laptop's lid closed during a training on the lab's server: the link is cut without a word for longer than
     the lease. The kernel detaches and trains on; the server keeps it; once the link is back the tunnel is mended,
-    and the open tab gets every line once, in order, the cell's reply, and its variables."""
+    and the open tab gets every line once, in order, the cell's reply, and its variables. The engine reached over
+    ssh://, or over tcp:// with TLS (its API on a TCP connection of its own, which the cut holds too)."""
+    kernelspec = remote_kernel
+    if engine == "tls":
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+        kernelspec = tls_kernel(remote, jupyter_dirs, "tf1.15-remote-tls-lease")
+        spec_file = jupyter_dirs / "share/jupyter/kernels" / kernelspec / "kernel.json"
+        spec = json.loads(spec_file.read_text())
+        spec["metadata"]["kernel_provisioner"]["config"]["lease_seconds"] = LEASE
+        spec_file.write_text(json.dumps(spec))
     server = start_server("server", jupyter_dirs / "share" / "jupyter", tmp_path / "work")
     tab = Tab(uuid.uuid4().hex)
     try:
-        kernel_id = server.api("kernels", "POST", {"name": remote_kernel})["id"]
+        kernel_id = server.api("kernels", "POST", {"name": kernelspec})["id"]
         tab.connect(server, kernel_id)
         tab.run("x = 41", 180)
         training = tab.execute(training_cell(TRAINING_SECONDS))
@@ -330,13 +353,7 @@ def test_a_tls_engine_named_by_a_docker_context(remote: RemoteHost, jupyter_dirs
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """tcp:// with mutual TLS, from a docker context made by the docker CLI; the tunnel goes to ssh_host."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    certificates = remote.client_certificates
-    made = subprocess.run(["docker", "context", "create", "tf1-tls", "--docker",
-                           f"host={remote.tcp_url},ca={certificates}/ca.pem,cert={certificates}/cert.pem,"
-                           f"key={certificates}/key.pem"], capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
-    name = install_kernel(jupyter_dirs, "tf1.15-remote-tls", "--strategy", "emulated", "--context", "tf1-tls",
-                          "--ssh-host", f"root@{ALIAS}")
+    name = tls_kernel(remote, jupyter_dirs, "tf1.15-remote-tls")
     spec = json.loads((jupyter_dirs / "share/jupyter/kernels" / name / "kernel.json").read_text())
     assert spec["metadata"]["kernel_provisioner"]["config"]["docker_context"] == "tf1-tls"
     assert spec["metadata"]["kernel_provisioner"]["config"]["ssh_host"] == f"root@{ALIAS}"
