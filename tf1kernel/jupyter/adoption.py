@@ -102,7 +102,8 @@ async def adopt_detached(kernel_manager: Any, session_manager: Any, specs: dict[
         try:
             client, info = await asyncio.to_thread(session.engine)
             containers = await asyncio.to_thread(orphans.kernel_containers, client)
-            await asyncio.to_thread(report_lost, client, info, containers, session.engine_description(), logger)
+            await asyncio.to_thread(report_lost, client, info, containers, session.engine_description(), root_dir,
+                                    logger)
         except (Tf1KernelError, EngineError, RequestException) as exc:
             (logger.debug if again else logger.warning)(
                 "tf1kernel: could not look for detached kernels on %s: %s; looking again every %.0f s for %.0f min",
@@ -118,7 +119,7 @@ async def adopt_detached(kernel_manager: Any, session_manager: Any, specs: dict[
 
 
 def report_lost(client: Client, info: EngineInfo, containers: list[orphans.KernelContainerInfo], engine: str,
-                logger: logging.Logger) -> None:
+                root_dir: str, logger: logging.Logger) -> None:
     """Say in one line each what became of this user's detached kernels on this engine that cannot be adopted, and
     forget them: one that ended while no server listened (with its cause, then its container goes), and one whose
     container is gone (removed by hand, or the engine restarted without it)."""
@@ -127,7 +128,9 @@ def report_lost(client: Client, info: EngineInfo, containers: list[orphans.Kerne
         if container.reason.startswith(ENDED_DETACHED) and container.labels.get(LABEL_OWNER_UID) == mine:
             logger.warning("tf1kernel: detached kernel %s%s ended while no server listened: %s Its container is "
                            "removed; the notebook starts a new kernel.", container.kernel_id,
-                           _of_notebook(container.labels.get(LABEL_NOTEBOOK, "")),
+                           _of_notebook(notebook_path(container.labels.get(LABEL_NOTEBOOK, ""),
+                                                      container.labels.get(LABEL_WORKING_DIR, ""), root_dir)
+                                        or container.labels.get(LABEL_NOTEBOOK, "")),
                            ended_cause(client, info, container.id))
             remove_quietly(client, container.id)
             sessions.forget(container.kernel_id)
@@ -198,6 +201,7 @@ async def adopt_one(container: orphans.KernelContainerInfo, kernel_manager: Any,
                        "was detached?): open the notebook and pick the running kernel %s", kernel_id, notebook,
                        kernel_id)
         notebook = ""
+        sessions.forget(kernel_id)  # its session would point at nothing
     elif record and notebook:  # its tab knows the session by id: the same id again
         await session_manager.save_session(record["id"], path=notebook, name=record.get("name") or None,
                                            type=record["type"], kernel_id=kernel_id)
