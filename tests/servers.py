@@ -106,8 +106,11 @@ def start_server(app: str, jupyter_path: Path, folder: Path, extra_env: dict[str
 
 def kernel_left_by_a_killed_server(jupyter_path: Path, folder: Path, env: dict[str, str], kernelspec: str,
                                    cell: str, notebook: str = "") -> str:
-    """Start a server, a kernel of kernelspec (in the notebook's session, if one is named), run cell in it, and
-    kill the server outright; the kernel's id."""
+    """Start a server, a kernel of kernelspec (in the session of a notebook, made in folder, if one is named), run
+    cell in it, and kill the server outright; the kernel's id."""
+    if notebook:
+        (folder / notebook).parent.mkdir(parents=True, exist_ok=True)
+        (folder / notebook).write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     server = start_server("server", jupyter_path, folder, env)
     try:
         if notebook:
