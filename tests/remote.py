@@ -26,8 +26,8 @@ ALIAS = "tf1kernel-remote-test"
 SSH_CONFIG = Path("/root/.ssh/config")
 BEGIN, END = f"# >>> {ALIAS} (tests/remote.py)", f"# <<< {ALIAS}"
 
-
 STANDIN_GPU = "GPU-tf1kernel-standin"
+
 
 class RemoteHost:
     """Start with .start(root), stop with .stop(); `url` is ssh://ALIAS, `socket` the engine's own."""
@@ -55,7 +55,7 @@ class RemoteHost:
         return self
 
     def _start_dockerd(self) -> None:
-        tls = self._make_certificates()
+        tls = self.root / "tls" if (self.root / "tls" / "ca.pem").exists() else self._make_certificates()
         self.processes.append(self.host.spawn([
             "dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
             "--pidfile", str(self.root / "dockerd.pid"), "-H", self.socket, "--cgroup-parent", "/tf1remote",
@@ -105,6 +105,15 @@ class RemoteHost:
             return docker.DockerClient(base_url=self.socket, version="auto", timeout=5).ping()
         except Exception:
             return False
+
+    def restart_engine(self) -> None:
+        """Stop the engine as `systemctl restart docker` (or the host's reboot) does, then start it again: its images
+        and stopped containers stay, running containers stop."""
+        dockerd = next(process for process in self.processes if "dockerd" in process.args)
+        self.processes.remove(dockerd)
+        dockerd.terminate()
+        dockerd.wait(60)
+        self._start_dockerd()
 
     def _start_sshd(self) -> None:
         keys = self.root / "ssh"

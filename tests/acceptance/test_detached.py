@@ -207,7 +207,7 @@ def test_what_became_of_detached_kernels_that_cannot_be_adopted_is_said_in_one_l
         log = second.log()
         assert f"detached kernel {kernels['removed.ipynb']} (notebook removed.ipynb) is gone from" in log, log
         assert (f"detached kernel {kernels['died.ipynb']} (notebook died.ipynb) ended while no server listened: it "
-                "exited with code 137.") in log, log
+                "was killed (SIGKILL, exit code 137)") in log, log
         assert f"adopted kernel {kept}, but its notebook renamed.ipynb is gone (renamed or moved" in log, log
         assert second.api("sessions") == []
         assert [k["id"] for k in second.api("kernels")] == [kept]

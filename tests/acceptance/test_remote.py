@@ -21,7 +21,14 @@ from tests.conftest import install_kernel, managed_containers, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.remote import ALIAS, RemoteHost, reachable
 from tests.runs import start_run, wait_for_line, wait_for_page
-from tests.servers import Tab, assert_whole_training, cell_ended, start_server, training_cell
+from tests.servers import (
+    Tab,
+    assert_whole_training,
+    cell_ended,
+    kernel_left_by_a_killed_server,
+    start_server,
+    training_cell,
+)
 from tests.wheelmaker import pure_wheel
 from tf1kernel.engine.spec import PACKAGES_FOLDER
 from tf1kernel.images.recipes import DEFAULT_RECIPE
@@ -347,6 +354,37 @@ def test_a_kernel_whose_link_and_server_were_lost_is_adopted_over_ssh_by_the_nex
             second.stop()
         left = remove_all(remote)  # a failure here must not leave a detached kernel to the next tests
     assert left == [], "a clean stop removes the adopted remote kernel"
+
+
+def test_a_detached_kernel_that_its_engines_restart_ended_is_named_by_the_next_server(
+        remote: RemoteHost, remote_kernel: str, jupyter_dirs: Path, tmp_path: Path) -> None:
+    """The server died, the kernel ran on detached on the lab's engine, then that engine restarted (an update, a
+    reboot). The next server says in one line what became of the kernel, keeps no session on it, and works: a new
+    kernel on the same engine runs."""
+    work, shared = tmp_path / "work", {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    jupyter_path = jupyter_dirs / "share" / "jupyter"
+    kernel_id = kernel_left_by_a_killed_server(jupyter_path, work, shared, remote_kernel, "x = 1",
+                                               notebook="train.ipynb")
+    remote.restart_engine()
+    server = start_server("server", jupyter_path, work, shared)
+    try:
+        deadline = time.monotonic() + 90
+        while f"detached kernel {kernel_id} (notebook train.ipynb)" not in server.log():
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.5)
+        line = next(line for line in server.log().splitlines() if f"detached kernel {kernel_id}" in line)
+        # Docker stops its containers as it stops (SIGTERM); an engine that removed them would make it "gone".
+        assert "ended while no server listened: it was stopped (SIGTERM" in line or "is gone from" in line, line
+        assert server.api("sessions") == [] and server.api("kernels") == []
+        fresh = server.api("kernels", "POST", {"name": remote_kernel})["id"]
+        client = server.kernel_client(fresh)
+        assert client.execute_interactive("print(6 * 7)", timeout=180)["content"]["status"] == "ok"
+        client.stop_channels()
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+        left = remove_all(remote)
+    assert left == []
 
 
 def test_a_tls_engine_named_by_a_docker_context(remote: RemoteHost, jupyter_dirs: Path, tmp_path: Path,

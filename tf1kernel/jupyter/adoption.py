@@ -31,7 +31,7 @@ from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.labels import LABEL_KERNELSPEC, LABEL_NOTEBOOK, LABEL_OWNER_UID, LABEL_WORKING_DIR
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.jupyter import replay, sessions
-from tf1kernel.jupyter.deaths import CAUSE_LINES, cause_of_death
+from tf1kernel.jupyter.deaths import CAUSE_LINES, cause_of_death, ended_by_signal
 from tf1kernel.jupyter.kernelspec import PROVISIONER_NAME
 from tf1kernel.session import NOTEBOOK_VARIABLE, KernelSession
 
@@ -148,7 +148,9 @@ def ended_cause(client: Client, info: EngineInfo, container_id: str) -> str:
     end = ending(client, container_id, CAUSE_LINES)
     cause = cause_of_death(end.state, end.last_words, memory=exits.gib(end.memory) if end.memory else "",
                            image=end.image, python="python", avx_fix="", engine_memory=info.memory)
-    return cause.replace("The previous kernel", "It") if cause else f"it exited with code {end.state.exit_code}."
+    if cause:
+        return cause.replace("The previous kernel", "It")
+    return ended_by_signal(end.state.exit_code) or f"it exited with code {end.state.exit_code}."
 
 
 def _of_notebook(path: str) -> str:

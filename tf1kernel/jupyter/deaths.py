@@ -35,3 +35,13 @@ def cause_of_death(state: ContainerState, last_words: str, *, memory: str, image
         return (f"The previous kernel could not start: {python!r} is not in the image {image}. "
                 "Fix: set `python` in kernel.json to the image's interpreter")
     return ""
+
+
+def ended_by_signal(exit_code: int | None) -> str:
+    """What an exit code says of a container that nobody meant to stop from tf1kernel ("" when it says nothing)."""
+    if exit_code == 128 + signal.SIGTERM:
+        return ("it was stopped (SIGTERM, exit code 143): its engine stopped or restarted, or someone ran "
+                "`docker stop`.")
+    if exit_code == 128 + signal.SIGKILL:
+        return "it was killed (SIGKILL, exit code 137): by `docker kill`, or by the system."
+    return ""
