@@ -26,7 +26,7 @@ GPU_KIND = "nvidia.com/gpu"
 RLIMIT_INFINITY = 2**64 - 1  # what the Docker API writes as -1 (unlimited)
 CPU_PERIOD = 100_000  # microseconds, as `docker run --cpus` sets it
 # Set by the Docker SDK to what the engine would choose anyway: nothing to pass on.
-EMPTY_VALUES = (None, False, "", [], {})
+EMPTY_VALUES: tuple[object, ...] = (None, False, "", [], {})
 
 
 def cdi_devices(request: dict[str, Any]) -> list[str]:
