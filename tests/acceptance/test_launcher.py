@@ -12,12 +12,15 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import psutil
 import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 from jupyter_client.manager import KernelManager
 
@@ -147,3 +150,50 @@ def test_argv_kernel_interrupts_by_sigint_around_a_debug_session(argv_kernel: Ar
     timings["detached"] = interrupt_busy_cells(argv_kernel.client, sigint)
     assert argv_kernel.process.poll() is None
     assert all(seconds < 1 for cells in timings.values() for seconds in cells.values()), timings
+
+
+FRONTEND = """
+import os, subprocess, sys
+with open(os.environ["LAUNCHER_LOG"], "w") as log:
+    launcher = subprocess.Popen(sys.argv[1:], stderr=log)
+print(launcher.pid, flush=True)
+sys.stdin.readline()  # the test says when this frontend dies (without stopping its kernel)
+"""
+
+
+def test_a_kernel_whose_frontend_is_gone_runs_on_while_busy_then_stops_once_idle(
+        jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    """VS Code crashed during a cell: its launcher's parent is gone, nobody stopped the kernel. The cell runs to its
+    end; then, idle with its frontend gone for detached_idle_timeout, the kernel stops and nothing is left."""
+    name = install_variant(jupyter_dirs, "tf1.15-orphaned", {"detached_idle_timeout": 4})
+    kernelspec_dir = jupyter_dirs / "share/jupyter/kernels" / name
+    argv = json.loads((kernelspec_dir / "kernel.json").read_text())["argv"]
+    argv[argv.index("--kernelspec") + 1] = str(kernelspec_dir)  # the variant's own config, not the one it copied
+    connection_file, _ = write_connection_file(str(tmp_path / "connection.json"), ip="127.0.0.1", key=b"vscode-key")
+    log = tmp_path / "launcher.log"
+    frontend = subprocess.Popen([sys.executable, "-c", FRONTEND,
+                                 *[arg.replace("{connection_file}", connection_file) for arg in argv]],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                                env={**os.environ, "LAUNCHER_LOG": str(log)})
+    launcher = psutil.Process(int(frontend.stdout.readline()))
+    client = BlockingKernelClient(connection_file=connection_file)
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        assert execute(client, "x = 41").status == "ok"
+        cell = start_nonblocking(client, "import time\ntime.sleep(8)\nprint(x + 1)")
+        time.sleep(1)
+        frontend.stdin.close()
+        frontend.wait(10)
+        time.sleep(6)  # past the idle timeout, but the cell runs
+        assert launcher.is_running() and managed_containers(docker_client), log.read_text()
+        assert wait_reply(client, cell, timeout=30)["content"]["status"] == "ok"
+        launcher.wait(30)  # idle for 4 s with its frontend gone
+    finally:
+        client.stop_channels()
+        if launcher.is_running():
+            launcher.kill()
+    said = log.read_text()
+    assert "is gone without stopping it: the kernel runs on, detached" in said, said
+    assert "idle for 4 s with its frontend gone: stopping it" in said, said
+    wait_until_no_containers(docker_client, 10)

@@ -9,7 +9,9 @@ stays in the foreground while the kernel lives:
 - SIGINT interrupts the kernel (VS Code's interrupt), SIGTERM/SIGHUP stop it;
 - it exits with the kernel's exit code;
 - if it is killed outright (SIGKILL), its stdin attach to the container closes,
-  the kernel exits and the engine removes the container (guest.constants.LIFELINE_FLAG, lifetime.py).
+  the kernel exits and the engine removes the container (guest.constants.LIFELINE_FLAG, lifetime.py);
+- if its frontend goes without stopping it (VS Code crashed, its window was killed), it runs on, detached: a
+  running cell goes on, and the kernel stops once idle for detached_idle_timeout (idle_watch.py).
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ import os
 import signal
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec
 
 from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.spec import CONTAINER_PORTS
 from tf1kernel.errors import InvalidOption, Tf1KernelError
+from tf1kernel.jupyter.idle_watch import IdleWatch
 from tf1kernel.placement.base import Placement
 from tf1kernel.session import KernelSession
 
@@ -47,20 +53,30 @@ def main(argv: list[str] | None = None) -> int:
     # a kernel's output: this process's stderr.
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
     try:
-        container, placement = start(Path(args.kernelspec), Path(args.connection_file))
+        launched = start(Path(args.kernelspec), Path(args.connection_file))
     except Tf1KernelError as exc:
         print(f"tf1kernel: {exc.message}\nFix: {exc.fix}", file=sys.stderr)
         return 1
     except Exception as exc:  # the frontend shows this text as the reason the kernel died
         print(f"tf1kernel: could not start the kernel: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    watch = IdleWatch(launched.connection)
     try:
-        return supervise(container)
+        return supervise(launched.container, watch, launched.detached_idle_seconds)
     finally:
-        placement.disconnect()
+        watch.stop()
+        launched.placement.disconnect()
 
 
-def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer, Placement]:
+@dataclass(frozen=True)
+class Launched:
+    container: KernelContainer
+    placement: Placement
+    connection: dict[str, Any]  # the frontend's connection file
+    detached_idle_seconds: int  # how long it runs on, idle, once its frontend is gone (0: it stops then)
+
+
+def start(kernelspec_dir: Path, connection_file: Path) -> Launched:
     """Start the kernel container described by kernelspec_dir on the frontend's ports."""
     try:
         info = json.loads(connection_file.read_text())
@@ -76,12 +92,13 @@ def start(kernelspec_dir: Path, connection_file: Path) -> tuple[KernelContainer,
     ports = started.connect()
     print(f"tf1kernel: the kernel runs on {session.engine_description()}; TensorBoard (%tensorboard_tf1): "
           f"http://127.0.0.1:{ports['tensorboard_port']}/", file=sys.stderr)
-    container, placement = started.container, started.placement
-    return container, placement
+    return Launched(started.container, started.placement, info, session.options.detached_idle_timeout)
 
 
-def supervise(container: KernelContainer) -> int:
-    """Forward signals to the kernel until it exits; return its exit code."""
+def supervise(container: KernelContainer, watch: IdleWatch, detached_idle_seconds: int) -> int:
+    """Forward signals to the kernel until it exits, or until it is idle for detached_idle_seconds after its
+    frontend (this process's parent) went without stopping it; return its exit code."""
+    parent, orphaned_at = os.getppid(), 0.0
     exit_code: list[int] = []
     echo = echo_kernel_output(container)
     # A blocking wait in a thread: with AutoRemove the container is gone right after it exits,
@@ -92,6 +109,18 @@ def supervise(container: KernelContainer) -> int:
     try:
         while not exit_code:
             received = signal.sigtimedwait(HANDLED_SIGNALS, 0.25)
+            if not orphaned_at and os.getppid() != parent:
+                orphaned_at = time.monotonic()
+                print(f"tf1kernel: the frontend that started this kernel (pid {parent}) is gone without stopping it: "
+                      f"the kernel runs on, detached, until it is idle for {detached_idle_seconds} s "
+                      "(detached_idle_timeout)", file=sys.stderr)
+            # Idle and detached, both for that long: the clock starts when the frontend left.
+            if orphaned_at and min(watch.idle_seconds(), time.monotonic() - orphaned_at) >= detached_idle_seconds:
+                print(f"tf1kernel: the kernel was idle for {detached_idle_seconds} s with its frontend gone: "
+                      "stopping it", file=sys.stderr)
+                container.signal(signal.SIGTERM)
+                waiter.join(STOP_GRACE_SECONDS)
+                break
             if received is None:
                 continue
             if received.si_signo == signal.SIGINT:
