@@ -80,9 +80,10 @@ def stray_locks(kernel_ids: set[str]) -> list[Path]:
             and not held(path.name[len(HOLDER_PREFIX):-len(".lock")])]
 
 
-def stray_records(kernel_ids: set[str], engine: str) -> list[Path]:
+def stray_records(kernel_ids: set[str], engine: str, url: str = "") -> list[Path]:
     """Session records of this engine's kernels not in kernel_ids (those whose containers are gone); a record names
-    its kernel's engine (EngineInfo.key), and one that names none counts as this engine's."""
+    its kernel's engine (EngineInfo.key and .url: engines of one machine, such as a second dockerd, share its key),
+    and one that names none counts as this engine's."""
     found = []
     for path in Path(jupyter_runtime_dir()).glob(f"{SESSION_RECORD_PREFIX}*.json"):
         if path.name[len(SESSION_RECORD_PREFIX):-len(".json")] in kernel_ids:
@@ -91,6 +92,7 @@ def stray_records(kernel_ids: set[str], engine: str) -> list[Path]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             record = {}
-        if not isinstance(record, dict) or record.get("engine", engine) == engine:
+        if not isinstance(record, dict) or (record.get("engine", engine) == engine
+                                            and record.get("engine_url", url) == url):
             found.append(path)
     return found

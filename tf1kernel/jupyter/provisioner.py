@@ -99,6 +99,12 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         return info.key if info is not None else ""
 
     @property
+    def engine_url(self) -> str:
+        """The kernel's engine's address, once it was reached: two engines of one machine may share a key."""
+        info = self.session.info
+        return info.url if info is not None else ""
+
+    @property
     def has_process(self) -> bool:
         return self.container is not None
 

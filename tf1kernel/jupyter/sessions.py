@@ -63,7 +63,8 @@ class SessionRecords:
                 # from it; the adopting server's replay begins after it. engine: whose reaper may sweep it.
                 current[kernel_id] = {"id": session["id"], "path": session.get("path", ""),
                                       "name": session.get("name", ""), "type": session.get("type", ""),
-                                      "last_heard": provisioner.last_heard, "engine": provisioner.engine_key}
+                                      "last_heard": provisioner.last_heard, "engine": provisioner.engine_key,
+                                      "engine_url": provisioner.engine_url}
         for kernel_id, record in current.items():
             if self.written.get(kernel_id) != record:
                 path = record_path(kernel_id)
