@@ -261,6 +261,7 @@ class Requested:
         session = self.session
         client, _ = session.engine()
         placement = session.place()
+        client = placement.engine_of_adopted(client, self.spec.kernel_id)
         container, image, platform = KernelContainer.reattach(client, container_id, connection)
         storage = dataclasses.replace(self.spec.storage, files_folder=container.files_folder)
         spec = dataclasses.replace(self.spec, image=image or self.spec.image, platform=platform or self.spec.platform,

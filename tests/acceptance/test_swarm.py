@@ -12,6 +12,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_no
 from tests.registry import TestRegistry
 from tests.remote import STANDIN_GPU, RemoteHost, reachable
 from tests.runs import PDB_SCRIPT, run_in_terminal, start_run, talk_to_pdb, tf1kernel_run, wait_for_line
+from tests.servers import Tab, assert_whole_training, cell_ended, start_server, training_cell
 from tests.swarm import TwoNodeSwarm
 from tf1kernel.errors import ContainerStartError, NoSuitableNode
 
@@ -413,4 +415,58 @@ def test_a_killed_server_leaves_a_service_that_ends_with_its_lease_and_is_remove
     # The killed server's local socket folder for the worker's engine goes too (its atexit never ran).
     assert not list(Path(tempfile.gettempdir()).glob(f"tf1kernel-engine-{server.pid}-*")), removed.stdout
     assert wait_until(lambda: nothing_left(cluster), 30), (cluster.services(), cluster.containers())
+    assert not cluster.secrets()
+
+
+@pytest.mark.parametrize("node", ["manager", "worker"])
+def test_a_swarm_kernel_outlives_its_killed_server_and_the_next_server_adopts_it_from_its_node_output_included(
+        cluster: TwoNodeSwarm, jupyter_dirs: Path, tmp_path: Path, node: str) -> None:
+    """A training on a node; the server that started it is killed. The kernel's service stays, detached (`tf1kernel
+    list` says so), and the next server adopts it from its node (the worker's over SSH): same id, same session, and
+    the still-open tab gets every line once, the reply, and the variables. A clean stop removes the service."""
+    seconds = 20
+    name = swarm_kernel(jupyter_dirs, cluster, f"tf1.15-swarm-detach-{node}",
+                        swarm_constraints=[f"node.labels.tf1=={node}"])
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "train.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    shared = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}  # one user's servers share Jupyter's runtime folder
+    jupyter_path = jupyter_dirs / "share" / "jupyter"
+    tab = Tab(uuid.uuid4().hex)
+    first = start_server("server", jupyter_path, work, shared)
+    second = None
+    try:
+        kernel_id = first.api("sessions", "POST", {"path": "train.ipynb", "name": "train.ipynb", "type": "notebook",
+                                                   "kernel": {"name": name}})["kernel"]["id"]
+        tab.connect(first, kernel_id)
+        tab.run("x = 41", 180)
+        training = tab.execute(training_cell(seconds))
+        before = tab.receive(lambda m: "step 3" in m.get("content", {}).get("text", ""), 120)
+        time.sleep(0.5)  # between two lines
+        first.process.kill()
+        first.process.wait(10)
+        tab.close()
+        time.sleep(LEASE + 3)
+        assert len(cluster.services()) == 1 and [c["State"] for c in cluster.containers()[node]] == ["running"]
+        listed = run_cli("list", env={"COLUMNS": "250"})
+        assert kernel_id in listed.stdout and "(swarm)" in listed.stdout, listed.stdout
+        second = start_server("server", jupyter_path, work, shared)
+        deadline = time.monotonic() + 60
+        while kernel_id not in [k["id"] for k in second.api("kernels")] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [(s["path"], s["kernel"]["id"]) for s in second.api("sessions")] == [("train.ipynb", kernel_id)], (
+            second.log()[-3000:])
+        assert "wait for client" in second.log() or wait_until(lambda: "wait for client" in second.log(), 30)
+        tab.connect(second, kernel_id)
+        after = tab.receive(cell_ended(training), 120)
+        assert_whole_training(before, after, training, seconds, second.log())
+        assert tab.printed("print([x, trained])").strip() == f"[41, {41 + seconds}]"
+        assert "Traceback" not in second.log(), second.log()[-3000:]
+    finally:
+        tab.close()
+        if first.process.poll() is None:
+            first.stop()
+        if second is not None:
+            second.stop()
+    assert wait_until(lambda: nothing_left(cluster), 60), (cluster.services(), cluster.containers())
     assert not cluster.secrets()

@@ -66,8 +66,9 @@ def run_gc(args: argparse.Namespace) -> int:
               + (f" ({detached} detached: `tf1kernel gc --detached` removes them)." if detached else "."))
     if args.swarm:
         swarm.require_manager(client, "gc --swarm")
-        services = remove_orphan_services(client, include_other_hosts=args.all_hosts)
-        for name in services:
-            out.print(f"removed the service {name} (its Jupyter server is gone)", highlight=False)
+        services = remove_orphan_services(client, include_other_hosts=args.all_hosts, detached=args.detached)
+        for service in services:
+            why = "a detached kernel, removed as asked" if service.detached else service.reason
+            out.print(f"removed the service {service.name} ({why})", highlight=False)
         out.print(f"{len(services)} orphaned kernel service(s) removed.")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from requests.exceptions import RequestException
@@ -11,8 +12,9 @@ from rich.table import Table
 from tf1kernel.cli.common import Commands, out
 from tf1kernel.engine import orphans
 from tf1kernel.engine.client import EngineError, connect
+from tf1kernel.engine.endpoint import endpoint_description
 from tf1kernel.engine.images import image_present
-from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNELSPEC, LABEL_NOTEBOOK
+from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNELSPEC, LABEL_NOTEBOOK, LABEL_OWNER_UID
 from tf1kernel.engine.lease import duration
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.images import recipes as images
@@ -39,7 +41,7 @@ def run_list(args: argparse.Namespace) -> int:
                       image or "(auto's choice)", kernel.config.get("platform", ""),
                       present.get(image, "-") if image else "see `tf1kernel doctor`", kernel.resource_dir)
     out.print(table)
-    show_detached()
+    show_detached(kernels)
     for kernel in kernels:
         if kernel.debugger_left_off:
             out.print(f"{kernel.name}: JupyterLab's debugger is off (installed by an earlier tf1kernel); "
@@ -49,20 +51,27 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def show_detached() -> None:
-    """The kernels on this engine whose server died: each waits for its user's next server, or has ended."""
-    try:
-        client = connect(timeout=10)
-        found = [c for c in orphans.kernel_containers(client) if c.detached or "ended while detached" in c.reason]
-    except (Tf1KernelError, EngineError, RequestException):
-        return  # the images' table said why the engine did not answer
-    if not found:
+def show_detached(kernels: list[kernelspec.InstalledKernel]) -> None:
+    """Your kernels whose server died, on each engine the installed kernelspecs use (and a swarm's services): each
+    waits for your next server, or has ended. Other users' are theirs to see."""
+    engines = dict.fromkeys([("", "")] + [(str(k.config.get("docker_host") or ""), str(k.config.get("docker_context")
+                                                                                     or "")) for k in kernels])
+    table = Table("detached kernel", "engine", "kernelspec", "notebook", "detached", "now", "ends")
+    for host, context in engines:
+        try:
+            client = connect(host or None, timeout=10, context=context or None)
+            found = [c for c in orphans.engine_kernels(client) if c.labels.get(LABEL_OWNER_UID) == str(os.getuid())
+                     and (c.detached or "ended while detached" in c.reason)]
+            rows = [(c, orphans.lease_state(client, c)) for c in found]
+        except (Tf1KernelError, EngineError, RequestException):
+            continue  # the images' table said why the default engine did not answer; another's kernels wait
+        for container, lease in rows:
+            labels = container.labels
+            table.add_row(container.kernel_id, endpoint_description(host or None, context or None)
+                          + (" (swarm)" if container.service else ""), labels.get(LABEL_KERNELSPEC, ""),
+                          labels.get(LABEL_NOTEBOOK, ""), *detached_columns(container, lease))
+    if not table.rows:
         return
-    table = Table("detached kernel", "kernelspec", "notebook", "detached", "now", "ends")
-    for container in found:
-        labels = container.labels
-        table.add_row(container.kernel_id, labels.get(LABEL_KERNELSPEC, ""), labels.get(LABEL_NOTEBOOK, ""),
-                      *detached_columns(container, orphans.lease_state(client, container.id)))
     out.print(table)
     out.print("Start Jupyter again to adopt them, with their notebooks; `tf1kernel gc --detached` removes them.",
               highlight=False)

@@ -42,7 +42,7 @@ from tf1kernel.engine.kernel_files import (
     write_kernel_files,
     write_private_files,
 )
-from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNEL_ID, LABEL_MANAGED
+from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_NODE_PORTS
 from tf1kernel.engine.ports import LOOPBACK, loopback_bindings
 from tf1kernel.engine.settings import create, environment, hardened_host_config, name_servers, workspace_mounts
 from tf1kernel.engine.spec import CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec
@@ -201,7 +201,10 @@ class KernelContainer:
         attrs = client.api.inspect_container(container_id)
         files_folder = next((mount.get("Source", "") for mount in attrs.get("Mounts") or []
                              if mount.get("Destination") == CONNECTION_DIR), "")
-        if attrs["HostConfig"].get("NetworkMode") == "host":  # it binds the connection file's ports itself
+        node_ports = json.loads((attrs["Config"].get("Labels") or {}).get(LABEL_NODE_PORTS) or "{}")
+        if node_ports:  # a swarm's, on its node's network: its connection file here names the tunnel's end
+            ports = {name: int(port) for name, port in node_ports.items()}
+        elif attrs["HostConfig"].get("NetworkMode") == "host":  # it binds the connection file's ports itself
             ports = {name: int(connection[name]) for name in CONTAINER_PORTS}
             ports["tensorboard_port"] = host_network_tensorboard_port(files_folder)
         else:

@@ -10,3 +10,8 @@ LABEL_KERNELSPEC = "org.tf1kernel.kernelspec"
 LABEL_NOTEBOOK = "org.tf1kernel.notebook"
 LABEL_WORKING_DIR = "org.tf1kernel.working-dir"
 LABEL_DETACHED_IDLE = "org.tf1kernel.detached-idle-seconds"
+# The ports a kernel on its node's host network binds there (a swarm's): its connection file on this machine names
+# the tunnel's end, which may differ.
+LABEL_NODE_PORTS = "org.tf1kernel.node-ports"
+# Set by Docker Swarm on a service's task containers: the service, not the container, is what tf1kernel manages.
+LABEL_SWARM_SERVICE = "com.docker.swarm.service.id"

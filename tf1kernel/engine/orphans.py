@@ -41,11 +41,14 @@ from tf1kernel.engine.labels import (
     LABEL_MANAGED,
     LABEL_OWNER,
     LABEL_OWNER_UID,
+    LABEL_SWARM_SERVICE,
 )
 from tf1kernel.guest.constants import LEASE_STATE_LINE
 
 LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
 LEASE_LINES_READ = 200  # the last lines of a detached kernel's log, where its lease state is
+# The states of a swarm's task before it runs (then running; then complete, failed, shutdown, rejected...).
+TASK_STARTING = ("new", "pending", "assigned", "accepted", "ready", "preparing", "starting")
 # Engines whose orphaned kernel containers this process has already removed.
 _reaped_engines: set[str] = set()
 
@@ -70,6 +73,7 @@ class KernelContainerInfo:
     status: str = ""  # the engine's, as a person reads it: "Up 2 hours", "Exited (137) 5 minutes ago"
     detached: bool = False  # it runs, and no process holds it: its user's next server adopts it
     labels: dict[str, str] = field(default_factory=dict)
+    service: str = ""  # a swarm's kernel: its service's ID (id is then its task's container, on whichever node)
 
 
 def owner_alive(owner: str, started: str) -> bool | None:
@@ -112,21 +116,58 @@ def judge(state: str, owner: str, alive: bool | None, detachable: bool = False, 
 
 
 def kernel_containers(client: docker.DockerClient) -> list[KernelContainerInfo]:
-    """Every tf1kernel container on the engine, each judged orphan or not."""
+    """Every tf1kernel container on the engine, each judged orphan or not; a swarm's task containers are their
+    services' (kernel_services)."""
     found = []
     for summary in client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
         labels = summary.get("Labels") or {}
-        state = summary.get("State", "")
-        owner, kernel_id = labels.get(LABEL_OWNER, ""), labels.get(LABEL_KERNEL_ID, "")
-        alive = owner_alive(owner, labels.get(LABEL_OWNER_STARTED, ""))
-        detachable = labels.get(LABEL_DETACHED_IDLE, "0") not in ("", "0")
-        held = bool(detachable and alive is False and kernel_id and holders.held(kernel_id))
-        mine = labels.get(LABEL_OWNER_UID, str(os.getuid())) == str(os.getuid())
-        orphan, reason = judge(state, owner, alive, detachable, held, mine)
-        found.append(KernelContainerInfo(summary["Id"], (summary.get("Names") or ["?"])[0].lstrip("/"), kernel_id,
-                                         owner, state, orphan, reason, summary.get("Status", ""),
-                                         detachable and alive is False and not held and state == "running", labels))
+        if LABEL_SWARM_SERVICE in labels:
+            continue
+        found.append(judged(summary["Id"], (summary.get("Names") or ["?"])[0].lstrip("/"), summary.get("State", ""),
+                            summary.get("Status", ""), labels))
     return found
+
+
+def judged(container_id: str, name: str, state: str, status: str, labels: dict[str, str],
+           service: str = "") -> KernelContainerInfo:
+    """A kernel container (or a swarm's kernel service, by its task), judged orphan or not from its labels."""
+    owner, kernel_id = labels.get(LABEL_OWNER, ""), labels.get(LABEL_KERNEL_ID, "")
+    alive = owner_alive(owner, labels.get(LABEL_OWNER_STARTED, ""))
+    detachable = labels.get(LABEL_DETACHED_IDLE, "0") not in ("", "0")
+    held = bool(detachable and alive is False and kernel_id and holders.held(kernel_id))
+    mine = labels.get(LABEL_OWNER_UID, str(os.getuid())) == str(os.getuid())
+    orphan, reason = judge(state, owner, alive, detachable, held, mine)
+    return KernelContainerInfo(container_id, name, kernel_id, owner, state, orphan, reason, status,
+                               detachable and alive is False and not held and state == "running", labels, service)
+
+
+def kernel_services(client: docker.DockerClient) -> list[KernelContainerInfo]:
+    """The kernel services of the swarm this engine manages ([] on any other engine), each as its newest task's
+    container (on whichever node) and judged as a container is: running, or exited ("complete", "failed", gone)."""
+    try:
+        services = client.api.services(filters={"label": f"{LABEL_MANAGED}=true"})
+    except APIError as exc:
+        if exc.status_code == 503:  # not a swarm manager
+            return []
+        raise
+    found = []
+    for service in services:
+        labels = service["Spec"].get("Labels") or {}
+        tasks = client.api.tasks(filters={"service": service["ID"]})
+        task = max(tasks, key=lambda t: t.get("Version", {}).get("Index", 0)) if tasks else {}
+        status = task.get("Status") or {}
+        state = {"running": "running", **dict.fromkeys(TASK_STARTING, "created")}.get(status.get("State", ""),
+                                                                                        "exited")
+        container_id = (status.get("ContainerStatus") or {}).get("ContainerID", "")
+        exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        described = status.get("State", "no task") + (f" ({exit_code})" if exit_code is not None else "")
+        found.append(judged(container_id, service["Spec"]["Name"], state, described, labels, service["ID"]))
+    return found
+
+
+def engine_kernels(client: docker.DockerClient) -> list[KernelContainerInfo]:
+    """The engine's kernel containers, then the kernel services of the swarm it manages, if any."""
+    return kernel_containers(client) + kernel_services(client)
 
 
 @dataclass(frozen=True)
@@ -138,10 +179,16 @@ class LeaseState:
     idle_since: float  # when its last cell ended (unix time)
 
 
-def lease_state(client: docker.DockerClient, container_id: str) -> LeaseState | None:
-    """A kernel's lease state, from the lease lines in its log; None if it wrote none."""
+def lease_state(client: docker.DockerClient, container: KernelContainerInfo) -> LeaseState | None:
+    """A kernel's lease state, from the lease lines in its log (a swarm's: its service's log, which the manager
+    gathers from the node); None if it wrote none."""
     try:
-        log = client.api.logs(container_id, tail=LEASE_LINES_READ).decode("utf-8", "replace")
+        if container.service:
+            raw = b"".join(client.api.service_logs(container.service, stdout=True, stderr=True,
+                                                   tail=LEASE_LINES_READ, is_tty=False))
+        else:
+            raw = client.api.logs(container.id, tail=LEASE_LINES_READ)
+        log = raw.decode("utf-8", "replace")
     except (APIError, NotFound):
         return None
     lines = [parts for parts in (line.split() for line in log.splitlines())
@@ -167,7 +214,7 @@ def remove_orphans(client: docker.DockerClient, include_other_hosts: bool = Fals
     or of its listing `containers` when the caller has one; return what was removed."""
     removed = []
     for container in kernel_containers(client) if containers is None else containers:
-        if removable(container, include_other_hosts, detached):
+        if removable(container, include_other_hosts, detached) and not container.service:  # services: services.py
             try:
                 client.api.remove_container(container.id, force=True, v=True)
             except NotFound:
@@ -185,7 +232,7 @@ def reap_once(client: docker.DockerClient, info: EngineInfo, log: logging.Logger
     if info.key in _reaped_engines:
         return
     _reaped_engines.add(info.key)
-    containers = kernel_containers(client)
+    containers = engine_kernels(client)
     for container in remove_orphans(client, containers=containers):
         log.warning("tf1kernel: removed orphaned kernel container %s (%s%s)", container.name, container.reason,
                     f": {container.status}" if "detached" in container.reason else "")

@@ -9,6 +9,7 @@ mounts on a tmpfs in the container; they are removed with the service.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +33,8 @@ from docker.types import (
 )
 
 from tf1kernel.engine.kernel_files import kernel_files
-from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
-from tf1kernel.engine.orphans import LABEL_OWNER_STARTED, owner_alive
+from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_NODE_PORTS
+from tf1kernel.engine.orphans import KernelContainerInfo, kernel_services, removable
 from tf1kernel.engine.settings import environment, workspace_mounts
 from tf1kernel.engine.spec import HOME_DIR, ContainerSpec, gpu_selection, memory_bytes
 from tf1kernel.errors import ContainerStartError, NoSuitableNode
@@ -88,6 +89,10 @@ def create_service(client: docker.DockerClient, spec: ContainerSpec, image: str,
     """Create the files as secrets (the kernel's, or the command's), then the service; return the service's ID."""
     uid, _, gid = spec.user.partition(":")
     labels = {**labels, LABEL_MANAGED: "true", LABEL_KERNEL_ID: spec.kernel_id}
+    if command is None:  # a kernel: it may detach, and the next server reaches it on its node's ports
+        lifetime = spec.lifetime
+        labels.update({LABEL_DETACHED_IDLE: str(lifetime.detached_idle_seconds if lifetime.lease_seconds else 0),
+                       LABEL_NODE_PORTS: json.dumps(spec.network.host_ports, sort_keys=True)})
     secrets = []
     files = kernel_files(spec) if command is None else command.files
     for index, (path, payload) in enumerate(sorted(files.items())):
@@ -129,9 +134,7 @@ def wait_for_task(client: docker.DockerClient, service_id: str, constraints_text
         state, reason = status.get("State", "new"), status.get("Err") or status.get("Message", "")
         waited = time.monotonic() - started
         if state == "running":
-            node = client.api.inspect_node(tasks[0]["NodeID"])
-            return Task(tasks[0]["NodeID"], node["Status"].get("Addr", ""), node["Description"].get("Hostname", ""),
-                        status["ContainerStatus"]["ContainerID"])
+            return task_of(client, tasks[0])
         if state in ("failed", "rejected", "complete", "shutdown", "orphaned", "remove"):
             fix = image_fix if "No such image" in reason else "see `docker service ps --no-trunc` on the manager"
             raise ContainerStartError(f"The swarm could not start the kernel: {reason or state}.", fix)
@@ -146,23 +149,32 @@ def wait_for_task(client: docker.DockerClient, service_id: str, constraints_text
         time.sleep(POLL_SECONDS)
 
 
-def orphan_services(client: docker.DockerClient, include_other_hosts: bool = False) -> list[dict]:
-    """Kernel services whose owner process is gone (or, with include_other_hosts, lives on another host)."""
-    found = []
-    for service in client.api.services(filters={"label": f"{LABEL_MANAGED}=true"}):
-        labels = service["Spec"].get("Labels") or {}
-        alive = owner_alive(labels.get(LABEL_OWNER, ""), labels.get(LABEL_OWNER_STARTED, ""))
-        if alive is False or (alive is None and include_other_hosts):
-            found.append(service)
-    return found
+def task_of(client: docker.DockerClient, task: dict[str, Any]) -> Task:
+    """A running task as tf1kernel reaches it: its node, and its container there."""
+    node = client.api.inspect_node(task["NodeID"])
+    return Task(task["NodeID"], node["Status"].get("Addr", ""), node["Description"].get("Hostname", ""),
+                task["Status"]["ContainerStatus"]["ContainerID"])
 
 
-def remove_orphan_services(client: docker.DockerClient, include_other_hosts: bool = False) -> list[str]:
-    """Remove orphaned kernel services and their secrets; return their names."""
+def running_task(client: docker.DockerClient, kernel_id: str) -> Task:
+    """The running task of a kernel's service (a detached kernel being adopted), or ContainerStartError."""
+    for service in client.api.services(filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"}):
+        for task in client.api.tasks(filters={"service": service["ID"]}):
+            if (task.get("Status") or {}).get("State") == "running":
+                return task_of(client, task)
+    raise ContainerStartError(f"The swarm runs no task of kernel {kernel_id} any more.",
+                              "open the notebook again: it starts a new kernel")
+
+
+def remove_orphan_services(client: docker.DockerClient, include_other_hosts: bool = False,
+                           detached: bool = False) -> list[KernelContainerInfo]:
+    """Remove the kernel services that orphans.removable names (a detached one only when asked), and their
+    secrets; return them."""
     removed = []
-    for service in orphan_services(client, include_other_hosts):
-        remove_service(client, (service["Spec"].get("Labels") or {}).get(LABEL_KERNEL_ID, ""))
-        removed.append(service["Spec"]["Name"])
+    for service in kernel_services(client):
+        if removable(service, include_other_hosts, detached):
+            remove_service(client, service.kernel_id)
+            removed.append(service)
     return removed
 
 

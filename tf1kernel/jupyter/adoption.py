@@ -29,6 +29,7 @@ from tf1kernel.engine.client import Client, EngineError
 from tf1kernel.engine.container import ending, remove_quietly
 from tf1kernel.engine.info import EngineInfo
 from tf1kernel.engine.labels import LABEL_KERNELSPEC, LABEL_NOTEBOOK, LABEL_OWNER_UID, LABEL_WORKING_DIR
+from tf1kernel.engine.services import remove_service
 from tf1kernel.errors import Tf1KernelError
 from tf1kernel.jupyter import replay, sessions
 from tf1kernel.jupyter.deaths import CAUSE_LINES, cause_of_death, ended_by_signal
@@ -101,7 +102,7 @@ async def adopt_detached(kernel_manager: Any, session_manager: Any, specs: dict[
         session = KernelSession.for_kernelspec(next(iter(engine_specs.values())))
         try:
             client, info = await asyncio.to_thread(session.engine)
-            containers = await asyncio.to_thread(orphans.kernel_containers, client)
+            containers = await asyncio.to_thread(orphans.engine_kernels, client)
             await asyncio.to_thread(report_lost, client, info, containers, session.engine_description(), root_dir,
                                     logger)
         except (Tf1KernelError, EngineError, RequestException) as exc:
@@ -131,8 +132,11 @@ def report_lost(client: Client, info: EngineInfo, containers: list[orphans.Kerne
                            _of_notebook(notebook_path(container.labels.get(LABEL_NOTEBOOK, ""),
                                                       container.labels.get(LABEL_WORKING_DIR, ""), root_dir)
                                         or container.labels.get(LABEL_NOTEBOOK, "")),
-                           ended_cause(client, info, container.id))
-            remove_quietly(client, container.id)
+                           ended_cause(client, info, container))
+            if container.service:
+                remove_service(client, container.kernel_id)
+            else:
+                remove_quietly(client, container.id)
             sessions.forget(container.kernel_id)
     for path in holders.stray_records(orphans.live_kernel_ids(client, containers), info.key, info.url):
         kernel_id = path.name[len(holders.SESSION_RECORD_PREFIX):-len(".json")]
@@ -145,9 +149,13 @@ def report_lost(client: Client, info: EngineInfo, containers: list[orphans.Kerne
         path.unlink(missing_ok=True)
 
 
-def ended_cause(client: Client, info: EngineInfo, container_id: str) -> str:
-    """Why a detached kernel's container exited, as the next kernel's notice would say it."""
-    end = ending(client, container_id, CAUSE_LINES)
+def ended_cause(client: Client, info: EngineInfo, container: orphans.KernelContainerInfo) -> str:
+    """Why a detached kernel's container exited, as the next kernel's notice would say it (a swarm's: as its task
+    says it, its container being on its node)."""
+    if container.service:
+        return f"its swarm task is {container.status}" + (
+            ": it stopped by itself, idle for detached_idle_timeout." if container.status.endswith("(0)") else ".")
+    end = ending(client, container.id, CAUSE_LINES)
     cause = cause_of_death(end.state, end.last_words, memory=exits.gib(end.memory) if end.memory else "",
                            image=end.image, python="python", avx_fix="", engine_memory=info.memory)
     if cause:

@@ -6,7 +6,7 @@ from the engine and the options):
 - the kernel's steps: ``prepare`` (the ContainerSpec's folders, network and ports), ``start`` (the container),
   ``connect`` (the ports of this machine's loopback the client uses), ``answers`` (whether the kernel still
   answers while its engine does not), ``keep_open`` (called on every poll), ``disconnect`` and ``forget``
-  (restart, shutdown), and ``adopting`` (before an adopted kernel's connect);
+  (restart, shutdown), and ``engine_of_adopted`` and ``adopting`` (before an adopted kernel's connect);
 - what callers would otherwise ask by checking its type: the network and lifetime of a kernel whose frontend
   chose its ports (``for_frontend``, ``listen_for_frontend``), how a command runs there (``command``), how a
   command's port is published on this machine (``publish_here``), whether commands there keep standbys, and
@@ -84,6 +84,10 @@ class Placement(ABC):
     def adopting(self, connection_ports: dict[str, int]) -> None:
         """Before connect, for an adopted kernel: the ports its connection file names (its clients know them)."""
         return None  # the kernel's own ports, or the engine's: connect finds them on the container
+
+    def engine_of_adopted(self, client: Client, kernel_id: str) -> Client:
+        """For an adopted kernel, before it is reattached: the engine that runs its container."""
+        return client  # the session's own
 
     def disconnect(self) -> None:
         """Close what connect opened (the kernel is being removed)."""

@@ -19,6 +19,7 @@ from tf1kernel.engine.services import (
     create_service,
     remove_orphan_services,
     remove_service,
+    running_task,
     wait_for_task,
 )
 from tf1kernel.engine.spec import CONTAINER_PORTS, ContainerSpec, Lifetime, Network, gpu_selection
@@ -38,6 +39,7 @@ class SwarmPlacement(TunnelledPlacement):
     lease."""
 
     network = "host"
+    reconnects = True
 
     def __init__(self, manager: EngineInfo, node_id: str, remote_workdir: str, work_volume: str, lease_seconds: int,
                  constraints: list[str], ssh_for_nodes: dict[str, str], logger: logging.Logger = log) -> None:
@@ -96,17 +98,26 @@ class SwarmPlacement(TunnelledPlacement):
             self.task = task = wait_for_task(client, service_id, ", ".join(placed_by), image_fix)
             self.log.info("tf1kernel: %s %s landed on swarm node %s (%s)", "kernel" if command is None else "command",
                           spec.kernel_id, task.node_hostname, task.node_address)
-            node_client = client
-            self.destination = None
-            if not (task.node_id == self.node_id and self.manager.shares_host_network):
-                self.destination = self.node_destination(task)
-                node_client = shared(self.destination.url)[0]
+            node_client = self.reach_node(client, task)
             if spec.work_volume:
                 own_volume(node_client, task.container_id, spec)
             return node_client, task
         except BaseException:
             remove_service(client, spec.kernel_id)
             raise
+
+    def reach_node(self, client: Client, task: Task) -> Client:
+        """The engine of the task's node: the manager's own, or the node's through SSH."""
+        self.task, self.destination = task, None
+        if task.node_id == self.node_id and self.manager.shares_host_network:
+            return client
+        self.destination = self.node_destination(task)
+        return shared(self.destination.url)[0]
+
+    def engine_of_adopted(self, client: Client, kernel_id: str) -> Client:
+        """A detached kernel's node, found by its service's running task."""
+        self.client, self.kernel_id = client, kernel_id
+        return self.reach_node(client, running_task(client, kernel_id))
 
     def node_destination(self, task: Task) -> SshDestination:
         return swarm_images.ssh_destination(task.node_hostname, task.node_address, self.ssh_for_nodes)
@@ -173,8 +184,8 @@ def reap_services_once(client: Client, swarm_key: str, logger: logging.Logger) -
     if swarm_key in _reaped_swarms:
         return
     _reaped_swarms.add(swarm_key)
-    for name in remove_orphan_services(client):
-        logger.warning("tf1kernel: removed orphaned kernel service %s (its Jupyter server is gone)", name)
+    for service in remove_orphan_services(client):
+        logger.warning("tf1kernel: removed orphaned kernel service %s (%s)", service.name, service.reason)
 
 
 def own_volume(client: Client, container_id: str, spec: ContainerSpec) -> None:
