@@ -26,7 +26,14 @@ from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_no
 from tests.registry import TestRegistry
 from tests.remote import STANDIN_GPU, RemoteHost, reachable
 from tests.runs import PDB_SCRIPT, run_in_terminal, start_run, talk_to_pdb, tf1kernel_run, wait_for_line
-from tests.servers import Tab, assert_whole_training, cell_ended, start_server, training_cell
+from tests.servers import (
+    Tab,
+    assert_whole_training,
+    cell_ended,
+    kernel_left_by_a_killed_server,
+    start_server,
+    training_cell,
+)
 from tests.swarm import TwoNodeSwarm
 from tf1kernel.errors import ContainerStartError, NoSuitableNode
 
@@ -468,5 +475,28 @@ def test_a_swarm_kernel_outlives_its_killed_server_and_the_next_server_adopts_it
             first.stop()
         if second is not None:
             second.stop()
+    assert wait_until(lambda: nothing_left(cluster), 60), (cluster.services(), cluster.containers())
+    assert not cluster.secrets()
+
+
+def test_a_detached_swarm_kernel_ends_once_idle_for_its_timeout_and_the_next_server_says_so(
+        cluster: TwoNodeSwarm, jupyter_dirs: Path, tmp_path: Path) -> None:
+    """Nothing detached lives for ever on a swarm either: idle past detached_idle_timeout, the kernel on the worker
+    stops; the next server says so in one line and removes its service."""
+    name = swarm_kernel(jupyter_dirs, cluster, "tf1.15-swarm-expires", swarm_constraints=["node.labels.tf1==worker"],
+                        detached_idle_timeout=4)
+    jupyter_path, env = jupyter_dirs / "share" / "jupyter", {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    kernel_id = kernel_left_by_a_killed_server(jupyter_path, tmp_path / "work", env, name, "x = 1", "idle.ipynb")
+    assert wait_until(lambda: cluster.containers()["worker"] and not [
+        c for c in cluster.containers()["worker"] if c["State"] == "running"], LEASE + 4 + 30), cluster.containers()
+    assert len(cluster.services()) == 1, "the expired kernel's service waits for the next server"
+    server = start_server("server", jupyter_path, tmp_path / "work", env)
+    try:
+        assert wait_until(lambda: "ended while no server listened" in server.log(), 60), server.log()[-3000:]
+        line = next(line for line in server.log().splitlines() if "ended while no server listened" in line)
+        assert kernel_id in line and "idle.ipynb" in line and "idle for detached_idle_timeout" in line, line
+        assert server.api("kernels") == [] and server.api("sessions") == []
+    finally:
+        server.stop()
     assert wait_until(lambda: nothing_left(cluster), 60), (cluster.services(), cluster.containers())
     assert not cluster.secrets()
