@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import install_variant, managed_containers, run_cli
 from tests.kernels import debug_a_cell, execute, restart, running_kernel, start_nonblocking, wait_reply
+from tests.servers import start_server
 from tf1kernel.engine.labels import LABEL_MANAGED
 from tf1kernel.placement import pool
 
@@ -210,3 +211,47 @@ def test_pool_kernels_preload_tensorflow_and_user_code_sees_what_a_cold_kernel_s
     # TensorFlow's C++ INFO lines go to the container's log: TF_CPP_MIN_LOG_LEVEL, set after the preload, holds
     assert "XLA service" in cold_log and "XLA service" not in pooled_log, (cold_log, pooled_log)
     assert after_reset.stdout.split() == ["False", "True"], after_reset  # %reset keeps the session's graph, as ever
+
+
+def test_a_pool_kernel_outlives_its_killed_server_and_the_next_server_adopts_it_with_its_notebook(
+        jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    """A kernel that came from the warm pool trades its lifeline for the lease: killed outright, its server leaves
+    it running, detached, as a cold-started one; the next server adopts both, each with its notebook's session
+    (the pool's has no notebook label: its server's record names it) and its variables."""
+    work = tmp_path / "work"
+    for notebook in ("cold.ipynb", "warm.ipynb"):
+        (work / notebook).parent.mkdir(parents=True, exist_ok=True)
+        (work / notebook).write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    name = pooled(jupyter_dirs, "tf1.15-pool-detach", work)
+    jupyter_path, shared = jupyter_dirs / "share" / "jupyter", {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    first = start_server("server", jupyter_path, work, shared)
+    kernels = {}
+    try:
+        for notebook in ("cold.ipynb", "warm.ipynb"):  # the first start is cold, and fills the pool
+            if notebook == "warm.ipynb":
+                wait_for_standby(docker_client, 1)
+            kernels[notebook] = first.api("sessions", "POST", {"path": notebook, "name": notebook, "type": "notebook",
+                                                               "kernel": {"name": name}})["kernel"]["id"]
+            client = first.kernel_client(kernels[notebook])
+            client.execute_interactive(f"x = {notebook!r}", timeout=60)
+            client.stop_channels()
+        assert f"kernel {kernels['warm.ipynb']} adopted a warm pool container" in first.log(), first.log()[-3000:]
+        time.sleep(2)  # the server's session records are written every second
+    finally:
+        first.process.kill()
+        first.process.wait(10)
+    second = start_server("server", jupyter_path, work, shared)
+    try:
+        deadline = time.monotonic() + 60
+        while len(second.api("sessions")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert sorted((s["path"], s["kernel"]["id"]) for s in second.api("sessions")) == sorted(
+            (notebook, kernel_id) for notebook, kernel_id in kernels.items()), second.log()[-3000:]
+        for notebook, kernel_id in kernels.items():
+            client = second.kernel_client(kernel_id)
+            assert execute(client, "print(x)").stdout.strip() == notebook
+            client.stop_channels()
+        assert "Traceback" not in second.log(), second.log()[-3000:]
+    finally:
+        second.stop()
+    assert standby_containers(docker_client) == [], "the killed server's new standby went with its lifeline"

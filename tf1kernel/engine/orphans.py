@@ -43,10 +43,13 @@ from tf1kernel.engine.labels import (
     LABEL_OWNER_UID,
     LABEL_SWARM_SERVICE,
 )
+from tf1kernel.engine.spec import KERNEL_NAME_PREFIX
 from tf1kernel.guest.constants import LEASE_STATE_LINE
 
 LABEL_OWNER_STARTED = "org.tf1kernel.owner-started"
 LEASE_LINES_READ = 200  # the last lines of a detached kernel's log, where its lease state is
+# A warm pool's standby kernel is labelled with a kernel id of its own, until adoption names it after its kernel.
+STANDBY_ID_PREFIX = "pool-"
 # The states of a swarm's task before it runs (then running; then complete, failed, shutdown, rejected...).
 TASK_STARTING = ("new", "pending", "assigned", "accepted", "ready", "preparing", "starting")
 # Engines whose orphaned kernel containers this process has already removed.
@@ -132,8 +135,12 @@ def judged(container_id: str, name: str, state: str, status: str, labels: dict[s
            service: str = "") -> KernelContainerInfo:
     """A kernel container (or a swarm's kernel service, by its task), judged orphan or not from its labels."""
     owner, kernel_id = labels.get(LABEL_OWNER, ""), labels.get(LABEL_KERNEL_ID, "")
+    if kernel_id.startswith(STANDBY_ID_PREFIX) and name.startswith(KERNEL_NAME_PREFIX) and not name.startswith(
+            KERNEL_NAME_PREFIX + STANDBY_ID_PREFIX):
+        kernel_id = name[len(KERNEL_NAME_PREFIX):]  # a warm pool's, adopted: renamed after its kernel then
     alive = owner_alive(owner, labels.get(LABEL_OWNER_STARTED, ""))
-    detachable = labels.get(LABEL_DETACHED_IDLE, "0") not in ("", "0")
+    # A standby that no kernel adopted holds its lifeline, not a lease: it never detaches.
+    detachable = labels.get(LABEL_DETACHED_IDLE, "0") not in ("", "0") and not kernel_id.startswith(STANDBY_ID_PREFIX)
     held = bool(detachable and alive is False and kernel_id and holders.held(kernel_id))
     mine = labels.get(LABEL_OWNER_UID, str(os.getuid())) == str(os.getuid())
     orphan, reason = judge(state, owner, alive, detachable, held, mine)

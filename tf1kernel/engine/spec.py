@@ -34,6 +34,7 @@ HOME_DIR = "/home/tf1kernel"
 # Where kept %pip packages are mounted in the container (placement/packages.py): PYTHONUSERBASE, outside any
 # folder a user mounts.
 PACKAGES_FOLDER = "/.tf1kernel-packages"
+KERNEL_NAME_PREFIX = "tf1kernel-"  # a kernel's container (or service) is this and its kernel id
 
 # The kernel's entry point: tf1kernel's guest package (tf1kernel/guest/), copied in as one zip file with the
 # connection file, starts ipykernel. It must parse on every Python an image may have (3.6+). The package finds
@@ -126,7 +127,8 @@ class Lifetime:
     # whose attach carries that line).
     standby: bool = False
     # Exit when the lease file has not been renewed for this long (0: no lease). Renewed by the Jupyter server
-    # that owns the kernel (a local kernel), or through the link to a remote engine.
+    # that owns the kernel (a local kernel), or through the link to a remote engine. A standby holds its lifeline
+    # until it is adopted, and the lease from then on (pool.py).
     lease_seconds: int = 0
     # With a lease: when it lapses, detach instead of exiting, and exit once idle (no cell running) for this long
     # while detached (0: exit when it lapses).
@@ -202,7 +204,7 @@ class ContainerSpec:
 
     @property
     def name(self) -> str:
-        return f"tf1kernel-{self.kernel_id}"
+        return f"{KERNEL_NAME_PREFIX}{self.kernel_id}"
 
     @property
     def host_network(self) -> bool:
@@ -213,8 +215,9 @@ class ContainerSpec:
         lifetime = self.lifetime
         flags = [LIFELINE_FLAG] if lifetime.exit_with_caller else []
         flags += [STANDBY_FLAG] if lifetime.standby else []
-        flags += [f"{LEASE_FLAG}={lifetime.lease_seconds}"] if lifetime.lease_seconds else []
+        leased = lifetime.lease_seconds and not lifetime.standby  # a standby's comes with its adoption line
+        flags += [f"{LEASE_FLAG}={lifetime.lease_seconds}"] if leased else []
         flags += [f"{DETACHED_IDLE_FLAG}={lifetime.detached_idle_seconds}"] if (
-            lifetime.lease_seconds and lifetime.detached_idle_seconds) else []
+            leased and lifetime.detached_idle_seconds) else []
         return [*self.command_prefix, self.python, "-c", BOOT, *flags, *self.kernel_arguments,
                 "-f", CONNECTION_FILE]

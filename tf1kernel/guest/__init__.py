@@ -105,8 +105,12 @@ def main(argv):
         load_ahead()  # nobody waits for a standby kernel yet: what its first completion or debugging needs
         preload_tensorflow()
         print(STANDBY_READY_LINE, flush=True)  # to the container's log, for whoever waits for a loaded pool
-        adopt(json.loads(read_stdin_line().decode("utf-8")))
+        adoption = json.loads(read_stdin_line().decode("utf-8"))
+        adopt(adoption)
         early = listen_early(argv)
+        if adoption.get("lease"):  # a server's kernel: it outlives the server, detached, as a cold one does
+            lifeline = False
+            watch_lease(*adoption["lease"])
     if lifeline:
         exit_when_stdin_closes()
     if patches.applies("loopback-only"):

@@ -195,19 +195,22 @@ async def adopt_one(container: orphans.KernelContainerInfo, kernel_manager: Any,
     hold = holders.take(kernel_id)
     if hold is None:
         return None  # another server of this user took it first
-    notebook = notebook_path(labels.get(LABEL_NOTEBOOK, ""), labels.get(LABEL_WORKING_DIR, ""), root_dir)
+    record = sessions.recorded(kernel_id)
+    # A warm pool's kernel has no notebook label (its container was made before anyone knew the notebook): its
+    # server's record names the notebook.
+    notebook = notebook_path(labels[LABEL_NOTEBOOK], labels.get(LABEL_WORKING_DIR, ""), root_dir) if labels.get(
+        LABEL_NOTEBOOK) else (record or {}).get("path", "")
     _claims[kernel_id] = Claim(kernel_id, container.id, connection, hold)
     try:
         await kernel_manager.start_kernel(kernel_name=kernelspec, kernel_id=kernel_id,
                                           path=os.path.dirname(notebook) if notebook else None,
-                                          env={**os.environ, NOTEBOOK_VARIABLE: labels.get(LABEL_NOTEBOOK, "")})
+                                          env={**os.environ, NOTEBOOK_VARIABLE: labels.get(LABEL_NOTEBOOK, notebook)})
     except (Tf1KernelError, EngineError, RequestException, NoSuchKernel, OSError, RuntimeError) as exc:
         hold.release()
         logger.warning("tf1kernel: could not adopt detached kernel %s: %s", kernel_id, getattr(exc, "message", exc))
         return None
     finally:
         _claims.pop(kernel_id, None)
-    record = sessions.recorded(kernel_id)
     if notebook and not (Path(root_dir) / notebook).exists():
         logger.warning("tf1kernel: adopted kernel %s, but its notebook %s is gone (renamed or moved while its kernel "
                        "was detached?): open the notebook and pick the running kernel %s", kernel_id, notebook,

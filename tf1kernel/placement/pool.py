@@ -8,7 +8,10 @@ the engine's own connection, never in a command line, environment or label.
 
 That attach is also the pool's lifeline: when the server exits, even by SIGKILL, stdin
 closes, the kernel exits, and the engine removes the container (AutoRemove). A server
-that exits normally removes its idle containers itself. A pool that no kernel start has
+that exits normally removes its idle containers itself. An adopted kernel of a server
+that can detach (detached_idle_timeout) holds a lease from then on instead, told with the
+adoption line: it outlives the server's death as a cold-started kernel does (its
+kernel id is then in its container's name, which adoption sets). A pool that no kernel start has
 asked for in `pool_idle_timeout` seconds rests: its standbys are removed, which gives their
 memory back, and the next start (cold) fills it again.
 
@@ -37,6 +40,7 @@ from tf1kernel.engine.client import Client, EngineError
 from tf1kernel.engine.container import KernelContainer
 from tf1kernel.engine.kernel_files import connection_info, host_network_tensorboard
 from tf1kernel.engine.labels import LABEL_NOTEBOOK, LABEL_WORKING_DIR
+from tf1kernel.engine.orphans import STANDBY_ID_PREFIX
 from tf1kernel.engine.spec import ContainerSpec, Lifetime
 
 LABEL_POOL = "org.tf1kernel.pool"
@@ -65,7 +69,9 @@ def template(spec: ContainerSpec, pool_root: str) -> ContainerSpec:
         messages=dataclasses.replace(spec.messages, notice=""),
         network=dataclasses.replace(spec.network, host_ports={}),
         storage=dataclasses.replace(spec.storage, files_folder=""),
-        lifetime=Lifetime(exit_with_caller=True, standby=True))
+        # Adopted, a server's kernel trades its lifeline for the lease, so that it outlives the server's death.
+        lifetime=Lifetime(exit_with_caller=True, standby=True, lease_seconds=spec.lifetime.lease_seconds,
+                          detached_idle_seconds=spec.lifetime.detached_idle_seconds))
 
 
 def key_of(template_spec: ContainerSpec) -> str:
@@ -77,7 +83,9 @@ def adoption_line(spec: ContainerSpec) -> bytes:
     """What a standby kernel is told to become spec's kernel."""
     adoption = {"connection": connection_info(spec), "cwd": spec.working_dir, "env": spec.env,
                 "notice": spec.messages.notice,
-                "tensorboard": host_network_tensorboard(spec) if spec.host_network else None}
+                "tensorboard": host_network_tensorboard(spec) if spec.host_network else None,
+                "lease": [spec.lifetime.lease_seconds, spec.lifetime.detached_idle_seconds]
+                if spec.lifetime.lease_seconds and spec.lifetime.detached_idle_seconds else None}
     return json.dumps(adoption).encode()
 
 
@@ -119,7 +127,7 @@ class WarmPool:
             threading.Thread(target=self._start_one, name=f"tf1kernel-pool-{self.key}", daemon=True).start()
 
     def _start_one(self) -> None:
-        spec = dataclasses.replace(self.template, kernel_id=f"pool-{uuid.uuid4()}",
+        spec = dataclasses.replace(self.template, kernel_id=f"{STANDBY_ID_PREFIX}{uuid.uuid4()}",
                                    labels={**self.template.labels, LABEL_POOL: self.key})
         try:
             container = KernelContainer.start(self.client, spec)
