@@ -280,10 +280,9 @@ def close_connection_error(page: Page) -> None:
         dialog.get_by_role("button", name="Close").click()
 
 
-# JupyterLab only. In Notebook 7 the kernel is adopted with its state, but the replay reached the cell's tab in
-# one run of three: another kernel connection of its page reconnected first, and jupyter_server, which buffers for
-# one client per kernel, discarded the buffer for it (see issue 36's closing note).
-@pytest.mark.parametrize("app", ["lab"])
+# In Notebook 7, another kernel connection of the page may reconnect before the notebook's: jupyter_server, which
+# buffers for one client per kernel, would discard the buffer for it (jupyter/replay.py keeps it).
+@pytest.mark.parametrize("app", ["lab", "notebook"])
 def test_a_training_cell_survives_its_server_and_the_open_tab_shows_all_of_it(
         app: str, browser: Browser, kernel_image: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
     """The user's case: a cell trains and prints, the terminal that runs Jupyter is closed (the server is killed

@@ -61,6 +61,7 @@ async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger 
             stream.channel = name  # as jupyter_server's own channels carry it (its websocket protocol reads it)
         await subscribed(channels["iopub"])
         kernel_manager.start_buffering(kernel_id, f"{kernel_id}:{missed_by}", channels)
+        keep_buffer_for(kernel_manager, kernel_id, f"{kernel_id}:{missed_by}", logger)
         taken = await ask(client, take=True, session=missed_by, after=after)
         count = int(taken.get("messages", 0)) + int(taken.get("replies", 0))
         logger.info("tf1kernel: kernel %s: %d message(s) it sent while no server listened wait for client %s%s",
@@ -68,6 +69,58 @@ async def hand_over(kernel_manager: Any, kernel_id: str, logger: logging.Logger 
         return count
     finally:
         client.stop_channels()
+
+
+# How long the buffer waits for the client that missed the messages while others of the kernel connect: longer than
+# JupyterLab's and Notebook 7's retries (about 1-2 minutes), and a reload soon after.
+KEEP_BUFFER_SECONDS = 600.0
+_kept_for: dict[str, tuple[str, float]] = {}  # kernel id: (session key, until when)
+
+
+def keep_buffer_for(kernel_manager: Any, kernel_id: str, session_key: str, logger: logging.Logger = log) -> None:
+    """Keep the buffer for the client that missed the messages, even when another client of the kernel connects
+    first. jupyter_server keeps one buffer per kernel, and discards it when a client of another session connects
+    (its get_buffer): Notebook 7's page has more than one connection to a kernel, and the first one back is not
+    always the notebook's, and it may close again before the notebook's is back (start_buffering for it would
+    discard the buffer too). Until that client is back (or KEEP_BUFFER_SECONDS), the others get no buffer, and
+    the buffer stays; then the server's own methods apply again."""
+    _kept_for[kernel_id] = (session_key, time_now() + KEEP_BUFFER_SECONDS)
+    get_buffer, start_buffering = (getattr(kernel_manager, name, None) for name in ("get_buffer", "start_buffering"))
+    if get_buffer is None or start_buffering is None:
+        logger.info("tf1kernel: this jupyter_server has no get_buffer; its buffer goes to the first client back")
+        return
+    if getattr(get_buffer, "keeps_for_tf1kernel", False):
+        return
+
+    def waits_for_another(kernel_id: str, session_key: str) -> bool:
+        kept = _kept_for.get(kernel_id)
+        if kept is None:
+            return False
+        if kept[1] > time_now() and kept[0] != session_key:
+            return True
+        _kept_for.pop(kernel_id, None)  # its client is back, or was waited for long enough
+        return False
+
+    def get_buffer_kept(kernel_id: str, session_key: str) -> Any:
+        if waits_for_another(kernel_id, session_key):
+            logger.info("tf1kernel: kernel %s: a client of session %s connected; the missed messages wait for %s",
+                        kernel_id, session_key, _kept_for[kernel_id][0])
+            return None
+        return get_buffer(kernel_id, session_key)
+
+    def start_buffering_kept(kernel_id: str, session_key: str, channels: dict[str, Any]) -> None:
+        if waits_for_another(kernel_id, session_key):
+            for stream in channels.values():  # as jupyter_server does when it buffers nothing
+                stream.close()
+            return
+        start_buffering(kernel_id, session_key, channels)
+
+    get_buffer_kept.keeps_for_tf1kernel = True  # type: ignore[attr-defined]
+    kernel_manager.get_buffer, kernel_manager.start_buffering = get_buffer_kept, start_buffering_kept
+
+
+def time_now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 class LinkReplay:
