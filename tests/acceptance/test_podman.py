@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import install_kernel, run_cli
 from tests.kernels import (
+    ArgvKernel,
     execute,
     gateway,
     listening_addresses,
@@ -346,3 +347,21 @@ def test_tf1kernel_run_through_podman(podman: PodmanEngine, podman_kernel: str, 
     assert process.returncode == 5, err
     assert "interrupted after True" in out
     assert podman.containers() == []
+
+
+def test_sigkill_of_the_argv_launcher_ends_its_podman_kernel(podman: PodmanEngine, podman_kernel: str,
+                                                             jupyter_dirs: Path, tmp_path: Path) -> None:
+    """VS Code stops a kernel by killing its launcher: on Podman too the lifeline (the launcher's stdin attach)
+    ends the kernel, and its container goes."""
+    kernel = ArgvKernel(jupyter_dirs / "share/jupyter/kernels" / podman_kernel, tmp_path)
+    try:
+        kernel.wait_ready(120)
+        assert len(podman.containers()) == 1
+        kernel.process.kill()
+        kernel.process.wait(10)
+        deadline = time.monotonic() + 20
+        while podman.containers() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert podman.containers() == [], "the kernel outlived its killed launcher"
+    finally:
+        kernel.close()
