@@ -211,8 +211,8 @@ class KernelOptions(LoggingConfigurable):
         30,
         config=True,
         help="How long a kernel waits for tf1kernel to renew its lease. A Jupyter server's kernel whose server died, "
-        "or whose link to its remote engine is lost, detaches then (see detached_idle_timeout); other kernels (a "
-        "script's, a swarm's) exit, and the engine removes their container. Once 40% of it has passed without a "
+        "or whose link to its remote engine or swarm is lost, detaches then (see detached_idle_timeout); other "
+        "kernels (a script's) exit, and the engine removes their container. Once 40% of it has passed without a "
         "renewal, a kernel holds back what it sends until a server reconnects, so that nothing arrives twice.",
     )
     detached_idle_timeout = Int(
@@ -222,8 +222,8 @@ class KernelOptions(LoggingConfigurable):
         "closed), or whose link to its remote engine is lost, waits, detached and idle, for its server to reconnect "
         "or the user's next server to adopt it; then it stops. A running cell keeps it alive however long it runs. "
         "Default 24 hours: a training left overnight is still there the next day. 0: such a kernel ends with its "
-        "lease. Kernels of the argv launcher (VS Code), of scripts (nbclient, papermill) and of swarms do not "
-        "detach.",
+        "lease. Kernels of scripts (nbclient, papermill) do not detach; the argv launcher (VS Code) stops its kernel "
+        "once idle for this long after VS Code itself is gone.",
     )
     user = Unicode(
         "",
