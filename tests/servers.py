@@ -74,22 +74,64 @@ class JupyterServer:
                 raise
 
 
+@dataclass(frozen=True)
+class OtherUser:
+    """A second user of this machine, with the engine's socket (the docker group), as on a lab's shared engine.
+    This machine's Python is in root's home, so the user also gets CAP_DAC_READ_SEARCH, which reads it (and the
+    tests' folders) but writes nothing that is not theirs."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    @classmethod
+    def made(cls, name: str) -> OtherUser:
+        import grp
+        import pwd
+
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
+            entry = pwd.getpwnam(name)
+        assert grp.getgrnam("docker"), "the engine's socket group"
+        return cls(name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+    def command(self, command: list[str]) -> list[str]:
+        import grp
+
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", f"--groups={grp.getgrnam('docker').gr_gid}",
+                "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", "--", *command]
+
+    def owns(self, *folders: Path) -> None:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in [folder, *folder.rglob("*")]:
+                os.chown(path, self.uid, self.gid)
+
+
 def start_server(app: str, jupyter_path: Path, folder: Path, extra_env: dict[str, str] | None = None,
-                 extra_args: tuple[str, ...] = (), port: int = 0, token: str = "") -> JupyterServer:
+                 extra_args: tuple[str, ...] = (), port: int = 0, token: str = "",
+                 user: OtherUser | None = None) -> JupyterServer:
     """Start `jupyter <app>` (server, lab or notebook) serving `folder`; return once it answers. port and token:
-    those of a server started before (a browser's tab reconnects to the same address)."""
+    those of a server started before (a browser's tab reconnects to the same address). user: run as that user,
+    whose folder and runtime folder (in extra_env) must be theirs."""
     folder.mkdir(parents=True, exist_ok=True)
     state = folder.parent / f".{app}-{secrets.token_hex(4)}"
     env = {**os.environ, "JUPYTER_PATH": str(jupyter_path), "JUPYTER_CONFIG_DIR": str(state / "cfg"),
            "JUPYTER_DATA_DIR": str(state / "data"), "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
-           **(extra_env or {})}
+           **({"HOME": user.home, "USER": user.name, "LOGNAME": user.name} if user else {}), **(extra_env or {})}
     token, port = token or secrets.token_hex(16), port or free_port()
     command = [sys.executable, "-m", "jupyter", app, "--no-browser", "--ServerApp.ip=127.0.0.1",
                f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}"]
-    if os.getuid() == 0:
+    if os.getuid() == 0 and user is None:
         command.append("--allow-root")
     command += extra_args
     state.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        user.owns(state)
+        command = user.command(command)
     log_file = state / "server.log"
     process = subprocess.Popen(command, env=env, stdout=log_file.open("w"), stderr=subprocess.STDOUT)
     server = JupyterServer(process, f"http://127.0.0.1:{port}", token, log_file, Path(env["JUPYTER_RUNTIME_DIR"]))
@@ -105,13 +147,15 @@ def start_server(app: str, jupyter_path: Path, folder: Path, extra_env: dict[str
 
 
 def kernel_left_by_a_killed_server(jupyter_path: Path, folder: Path, env: dict[str, str], kernelspec: str,
-                                   cell: str, notebook: str = "") -> str:
-    """Start a server, a kernel of kernelspec (in the session of a notebook, made in folder, if one is named), run
-    cell in it, and kill the server outright; the kernel's id."""
+                                   cell: str, notebook: str = "", user: OtherUser | None = None) -> str:
+    """Start a server (as user, if one is named), a kernel of kernelspec (in the session of a notebook, made in
+    folder, if one is named), run cell in it, and kill the server outright; the kernel's id."""
     if notebook:
         (folder / notebook).parent.mkdir(parents=True, exist_ok=True)
         (folder / notebook).write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
-    server = start_server("server", jupyter_path, folder, env)
+    if user is not None:
+        user.owns(folder, Path(env["JUPYTER_RUNTIME_DIR"]))
+    server = start_server("server", jupyter_path, folder, env, user=user)
     try:
         if notebook:
             kernel_id = server.api("sessions", "POST", {"path": notebook, "name": notebook, "type": "notebook",

@@ -3,6 +3,7 @@ user's next server adopts them with the same ids and sessions; a detached kernel
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -16,7 +17,17 @@ import docker
 import pytest
 
 from tests.conftest import managed_containers, run_cli
-from tests.servers import JupyterServer, Tab, assert_whole_training, cell_ended, start_server, training_cell
+from tests.kernels import execute
+from tests.servers import (
+    JupyterServer,
+    OtherUser,
+    Tab,
+    assert_whole_training,
+    cell_ended,
+    kernel_left_by_a_killed_server,
+    start_server,
+    training_cell,
+)
 from tf1kernel.engine.labels import (
     LABEL_DETACHED_IDLE,
     LABEL_KERNEL_ID,
@@ -261,4 +272,41 @@ def test_another_users_detached_kernels_are_neither_adopted_nor_removed(
     finally:
         for container in theirs.values():
             container.remove(force=True)
+    assert managed_containers(docker_client) == []
+
+
+def test_two_users_on_one_engine_each_get_back_only_their_own_kernels(
+        jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    """A lab's shared engine with a real second user (their own uid and runtime folder, the docker group): both
+    users' servers die with a kernel running. The other user's next server, its reaper included, neither adopts
+    nor removes this user's kernel, `tf1kernel list` shows each user only theirs, and each user's next server
+    adopts exactly its own kernel, with its session and variables."""
+    other = OtherUser.made("tf1kernel-lab")
+    jupyter_path = jupyter_dirs / "share" / "jupyter"
+    folders = {user: (tmp_path / user / "work", tmp_path / user / "runtime") for user in ("me", "lab")}
+    env = {user: {"JUPYTER_RUNTIME_DIR": str(runtime)} for user, (_, runtime) in folders.items()}
+    as_user = {"me": None, "lab": other}
+    kernels = {user: kernel_left_by_a_killed_server(jupyter_path, folders[user][0], env[user], tf1_kernel,
+                                                    f"x = {user!r}", f"{user}.ipynb", as_user[user])
+               for user in ("me", "lab")}  # the lab user's kernel start ran its reaper on the engine
+    running = docker_client.api.containers(filters={"label": f"{LABEL_MANAGED}=true"})
+    assert {c["Labels"][LABEL_KERNEL_ID]: c["Labels"][LABEL_OWNER_UID] for c in running} == {
+        kernels["me"]: str(os.getuid()), kernels["lab"]: str(other.uid)}
+    listed = run_cli("list", env={"COLUMNS": "250", **env["me"]})
+    assert kernels["me"] in listed.stdout and kernels["lab"] not in listed.stdout, listed.stdout
+    for user in ("lab", "me"):  # the lab user's next server first: it must leave this user's kernel alone
+        server = start_server("server", jupyter_path, folders[user][0], env[user], user=as_user[user])
+        try:
+            wait_for(functools.partial(server.api, "sessions"), 60, "no session adopted")
+            assert [(s["path"], s["kernel"]["id"]) for s in server.api("sessions")] == [
+                (f"{user}.ipynb", kernels[user])], server.log()[-3000:]
+            client = server.kernel_client(kernels[user])
+            assert execute(client, "print(x)").stdout.strip() == user
+            client.stop_channels()
+            assert [k["id"] for k in server.api("kernels")] == [kernels[user]]
+            assert "Traceback" not in server.log(), server.log()[-3000:]
+        finally:
+            server.stop()  # a clean stop: it stops the kernel it adopted
+        if user == "lab":
+            assert kernel_container(docker_client, kernels["me"])["State"] == "running", "never another user's"
     assert managed_containers(docker_client) == []
