@@ -124,6 +124,14 @@ class PodmanEngine:
     def containers(self) -> list[dict]:
         return self.engine.api.containers(all=True, filters={"label": "org.tf1kernel.managed=true"})
 
+    def remove_all(self) -> list[dict]:
+        """The engine's tf1kernel containers, which are then removed (a failed test must not leave a detached
+        kernel to the next ones)."""
+        left = self.containers()
+        for container in left:
+            self.engine.api.remove_container(container["Id"], force=True)
+        return left
+
     def _stop_service(self) -> None:
         """Stop the service's whole process group: rootless Podman re-executes itself into a user namespace, and
         the process that was started is only the parent of the one that serves."""

@@ -24,9 +24,11 @@ from tests.servers import (
     Tab,
     assert_whole_training,
     cell_ended,
+    empty_notebook,
     kernel_left_by_a_killed_server,
+    replay_waits,
     start_server,
-    training_cell,
+    start_training,
 )
 from tf1kernel.engine.labels import (
     LABEL_DETACHED_IDLE,
@@ -68,23 +70,15 @@ def test_a_kernel_outlives_its_killed_server_and_the_next_server_adopts_it_outpu
     when the next server came, or had ended while nobody listened), and a clean stop removes the kernel as it
     removes any."""
     work = tmp_path / "work"
-    (work / "papers").mkdir(parents=True)
-    (work / "papers" / "train.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
-                                                             "nbformat_minor": 5}))
+    empty_notebook(work / "papers" / "train.ipynb")
     runtime = tmp_path / "runtime"
     shared = {"JUPYTER_RUNTIME_DIR": str(runtime)}  # one user's servers share Jupyter's runtime folder
     jupyter_path = jupyter_dirs / "share" / "jupyter"
     tab = Tab(uuid.uuid4().hex)
     first = start_server("server", jupyter_path, work, shared)
     try:
-        session = first.api("sessions", "POST", {"path": "papers/train.ipynb", "name": "train.ipynb",
-                                                 "type": "notebook", "kernel": {"name": tf1_kernel}})
-        kernel_id = session["kernel"]["id"]
+        kernel_id, training, before = start_training(first, tab, tf1_kernel, "papers/train.ipynb", TRAINING_SECONDS)
         container_id = kernel_container(docker_client, kernel_id)["Id"]
-        tab.connect(first, kernel_id)
-        tab.run("x = 41", 120)
-        training = tab.execute(training_cell(TRAINING_SECONDS))
-        before = tab.receive(lambda m: "step 3" in m.get("content", {}).get("text", ""), 120)
     finally:
         killed(first)
         tab.close()
@@ -101,7 +95,7 @@ def test_a_kernel_outlives_its_killed_server_and_the_next_server_adopts_it_outpu
         sessions = second.api("sessions")
         assert [(s["path"], s["kernel"]["id"]) for s in sessions] == [("papers/train.ipynb", kernel_id)], sessions
         assert kernel_container(docker_client, kernel_id)["Id"] == container_id, "the same container, not a new one"
-        wait_for(lambda: "wait for client" in second.log(), 30, f"no replay; the log:\n{second.log()[-4000:]}")
+        replay_waits(second)
         tab.connect(second, kernel_id)  # the tab reconnects, with its session id
         # Every line once, in order, across the two servers; the cell's reply and its execution count; its state.
         after = tab.receive(cell_ended(training), 60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from pathlib import Path
 import docker
 import pytest
 from jupyter_client.manager import KernelManager
+from playwright.sync_api import expect
 
+from tests.browser import chromium, last_output, run_cell, shot, tf1_notebook
 from tests.conftest import install_kernel, managed_containers, run_cli
 from tests.kernels import ArgvKernel, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.remote import ALIAS, RemoteHost, reachable
@@ -25,8 +28,11 @@ from tests.servers import (
     Tab,
     assert_whole_training,
     cell_ended,
+    empty_notebook,
     kernel_left_by_a_killed_server,
+    replay_waits,
     start_server,
+    start_training,
     training_cell,
 )
 from tests.wheelmaker import pure_wheel
@@ -36,6 +42,7 @@ from tf1kernel.placement import packages
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 LEASE = 10
+REMOTE_DISPLAY_NAME = "TensorFlow 1.15 (lab server)"
 
 
 @pytest.fixture(scope="module")
@@ -303,21 +310,14 @@ def test_a_kernel_whose_link_and_server_were_lost_is_adopted_over_ssh_by_the_nex
     server starts before the link is back, and looks again until it is: it adopts the kernel over ssh:// (same id,
     same session), and the open tab gets every line once, the reply, and the variables."""
     work = tmp_path / "work"
-    work.mkdir()
-    (work / "train.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    empty_notebook(work / "train.ipynb")
     shared = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}  # one user's servers share Jupyter's runtime folder
     jupyter_path = jupyter_dirs / "share" / "jupyter"
     tab = Tab(uuid.uuid4().hex)
     first = start_server("server", jupyter_path, work, shared)
     second = None
     try:
-        kernel_id = first.api("sessions", "POST", {"path": "train.ipynb", "name": "train.ipynb", "type": "notebook",
-                                                   "kernel": {"name": remote_kernel}})["kernel"]["id"]
-        tab.connect(first, kernel_id)
-        tab.run("x = 41", 180)
-        training = tab.execute(training_cell(TRAINING_SECONDS))
-        before = tab.receive(lambda m: "step 3" in m.get("content", {}).get("text", ""), 120)
-        time.sleep(0.5)  # between two lines
+        kernel_id, training, before = start_training(first, tab, remote_kernel, "train.ipynb", TRAINING_SECONDS)
         remote.host.link(False)
         time.sleep(2)  # the server's record of what it heard last is written every second
         first.process.kill()
@@ -337,9 +337,7 @@ def test_a_kernel_whose_link_and_server_were_lost_is_adopted_over_ssh_by_the_nex
             time.sleep(0.5)
         assert [(s["path"], s["kernel"]["id"]) for s in server.api("sessions")] == [("train.ipynb", kernel_id)], (
             server.log()[-3000:])
-        deadline = time.monotonic() + 30
-        while "wait for client" not in server.log() and time.monotonic() < deadline:
-            time.sleep(0.5)
+        replay_waits(server)
         tab.connect(server, kernel_id)
         after = tab.receive(cell_ended(training), 120)
         assert_whole_training(before, after, training, TRAINING_SECONDS, server.log())
@@ -422,3 +420,43 @@ def test_pip_packages_are_kept_in_a_volume_on_the_remote_engine(remote: RemoteHo
     assert reset.returncode == 0, reset
     assert packages.volume_name(remote_kernel) not in [v["Name"] for v in
                                                        remote.engine.api.volumes().get("Volumes") or []]
+
+
+def test_in_jupyterlab_a_remote_training_outlives_a_cut_link_and_its_cell_shows_all_of_it(
+        remote: RemoteHost, tmp_path: Path) -> None:
+    """The user's case, in JupyterLab in headless Chromium: a cell trains on the lab's server over ssh://, the
+    laptop's link is cut for longer than the lease, then comes back. The same tab shows every line once, in
+    order, the execution count, and the next cell reads what the training made."""
+    prefix = tmp_path / "prefix"
+    installed = run_cli("install", "--strategy", "emulated", "--docker-host", remote.url, "--prefix", str(prefix),
+                        "--name", "tf1.15-remote-browser", "--display-name", REMOTE_DISPLAY_NAME)
+    assert installed.returncode == 0, installed.stderr
+    spec_file = prefix / "share/jupyter/kernels/tf1.15-remote-browser/kernel.json"
+    spec = json.loads(spec_file.read_text())
+    spec["metadata"]["kernel_provisioner"]["config"]["lease_seconds"] = LEASE
+    spec_file.write_text(json.dumps(spec))
+    server = start_server("lab", prefix / "share/jupyter", tmp_path / "work")
+    try:
+        with chromium() as browser, tf1_notebook(browser, f"{server.base}/lab?token={server.token}",
+                                                 "remote-cut-link", REMOTE_DISPLAY_NAME) as (app, page):
+            run_cell(page, 'import time; [print("step", i, flush=True) or time.sleep(1) for i in range(1, 21)]; '
+                           'trained = 42')
+            output = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-OutputArea")
+            expect(output).to_contain_text("step 3", timeout=120_000)
+            remote.host.link(False)
+            time.sleep(LEASE + 12)  # the lease lapses, and ssh gives up on the link (ServerAlive: 15 s)
+            shot(page, app, "remote-1-link-cut")
+            remote.host.link(True)
+            expect(output).to_contain_text("step 20", timeout=120_000)
+            lines = re.findall(r"step \d+", output.inner_text())
+            assert lines == [f"step {n}" for n in range(1, 21)], lines
+            prompt = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputPrompt")
+            expect(prompt).to_contain_text("[1]", timeout=30_000)
+            shot(page, app, "remote-2-output-back")
+            run_cell(page, "print(trained + 1)")
+            expect(last_output(page)).to_contain_text("43", timeout=60_000)
+    finally:
+        remote.host.link(True)
+        server.stop()
+        left = remove_all(remote)
+    assert left == [], "a clean stop removes the remote kernel"

@@ -30,9 +30,11 @@ from tests.servers import (
     Tab,
     assert_whole_training,
     cell_ended,
+    empty_notebook,
     kernel_left_by_a_killed_server,
+    replay_waits,
     start_server,
-    training_cell,
+    start_training,
 )
 from tests.swarm import TwoNodeSwarm
 from tf1kernel.errors import ContainerStartError, NoSuitableNode
@@ -435,21 +437,14 @@ def test_a_swarm_kernel_outlives_its_killed_server_and_the_next_server_adopts_it
     name = swarm_kernel(jupyter_dirs, cluster, f"tf1.15-swarm-detach-{node}",
                         swarm_constraints=[f"node.labels.tf1=={node}"])
     work = tmp_path / "work"
-    work.mkdir()
-    (work / "train.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    empty_notebook(work / "train.ipynb")
     shared = {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}  # one user's servers share Jupyter's runtime folder
     jupyter_path = jupyter_dirs / "share" / "jupyter"
     tab = Tab(uuid.uuid4().hex)
     first = start_server("server", jupyter_path, work, shared)
     second = None
     try:
-        kernel_id = first.api("sessions", "POST", {"path": "train.ipynb", "name": "train.ipynb", "type": "notebook",
-                                                   "kernel": {"name": name}})["kernel"]["id"]
-        tab.connect(first, kernel_id)
-        tab.run("x = 41", 180)
-        training = tab.execute(training_cell(seconds))
-        before = tab.receive(lambda m: "step 3" in m.get("content", {}).get("text", ""), 120)
-        time.sleep(0.5)  # between two lines
+        kernel_id, training, before = start_training(first, tab, name, "train.ipynb", seconds)
         first.process.kill()
         first.process.wait(10)
         tab.close()
@@ -463,7 +458,7 @@ def test_a_swarm_kernel_outlives_its_killed_server_and_the_next_server_adopts_it
             time.sleep(0.5)
         assert [(s["path"], s["kernel"]["id"]) for s in second.api("sessions")] == [("train.ipynb", kernel_id)], (
             second.log()[-3000:])
-        assert "wait for client" in second.log() or wait_until(lambda: "wait for client" in second.log(), 30)
+        replay_waits(second)
         tab.connect(second, kernel_id)
         after = tab.receive(cell_ended(training), 120)
         assert_whole_training(before, after, training, seconds, second.log())

@@ -154,7 +154,7 @@ def kernel_services(client: docker.DockerClient) -> list[KernelContainerInfo]:
     try:
         services = client.api.services(filters={"label": f"{LABEL_MANAGED}=true"})
     except APIError as exc:
-        if exc.status_code == 503:  # not a swarm manager
+        if exc.status_code in (404, 503):  # not a swarm manager (503), or an engine without swarms (Podman: 404)
             return []
         raise
     found = []
