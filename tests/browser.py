@@ -77,13 +77,35 @@ def tf1_notebook(browser: Browser, jupyter_app: str, failure_shot: str,
     try:
         page = open_notebook_with_tf1_kernel(page, app, jupyter_app, display_name)
         dismiss_news(page)
-        wait_idle(page)
+        wait_kernel_idle(page)
         yield app, page
     except BaseException:
         shot(page, app, failure_shot)
         raise
     finally:
         context.close()
+
+
+def wait_kernel_idle(page: Page, timeout: float = 90) -> None:
+    """The new notebook's kernel idle. Notebook 7 once opened the new notebook before it knew the kernel it was
+    made with, and asked for one ("Select Kernel", "No Kernel"): a user then picks it, and so does this."""
+    indicator = page.locator(".jp-Notebook-ExecutionIndicator").first
+    deadline = time.monotonic() + timeout
+    while indicator.get_attribute("data-status") != "idle" and time.monotonic() < deadline:
+        pick_kernel_if_asked(page)
+        time.sleep(0.25)
+    wait_idle(page, 1_000)
+
+
+def pick_kernel_if_asked(page: Page) -> None:
+    """Notebook 7's "Select Kernel" dialog, if it shows: pick the TF 1.15 kernel, as a user would."""
+    asked = page.locator(".jp-Dialog", has_text="Select Kernel")
+    if not asked.count():
+        return
+    choice = asked.locator("select")
+    labels = [option.strip() for option in choice.locator("option").all_inner_texts()]
+    choice.select_option(label=next(label for label in labels if label.startswith("TensorFlow 1.15")))
+    asked.get_by_role("button", name="Select").click()
 
 
 def wait_idle(page: Page, timeout: float = 90_000) -> None:
@@ -93,6 +115,7 @@ def wait_idle(page: Page, timeout: float = 90_000) -> None:
 
 def run_cell(page: Page, code: str) -> None:
     """Type code into the last cell and run it with Shift+Enter, as a user does."""
+    pick_kernel_if_asked(page)
     editor = page.locator(".jp-Notebook .jp-Cell .cm-content").last
     editor.click()
     page.keyboard.type(code)
