@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 import pytest
 
+TEST_NETWORK = ipaddress.ip_network("198.18.0.0/15")
+
 
 def unused_subnet() -> ipaddress.IPv4Network:
     """A /30 from 198.18.0.0/15 that no interface of this machine uses."""
     taken = [ipaddress.ip_interface(word).network
              for line in subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout.splitlines()
              for word in line.split() if "/" in word and word[0].isdigit()]
-    for candidate in ipaddress.ip_network("198.18.0.0/15").subnets(new_prefix=30):
+    for candidate in TEST_NETWORK.subnets(new_prefix=30):
         if not any(candidate.overlaps(network) for network in taken):
             return candidate
     raise AssertionError("no free test subnet")

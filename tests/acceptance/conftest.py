@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 
 import docker
@@ -10,6 +12,7 @@ import psutil
 import pytest
 
 from tests.conftest import managed_containers
+from tests.netns import TEST_NETWORK
 
 # Programs the tests start, each working in a temporary folder of theirs: engines and the test hosts' daemons,
 # Jupyter servers, argv launchers, browsers. None may outlive the session. (Not this machine's own dockerd,
@@ -23,6 +26,7 @@ TEMPORARY = tempfile.gettempdir()
 def nothing_left_at_exit(docker_client: docker.DockerClient) -> Iterator[None]:
     """After every acceptance test has run, not one tf1kernel container, and not one process the tests
     started, may remain."""
+    remove_what_an_interrupted_run_left(docker_client)
     started = time.time()
     yield
     left = managed_containers(docker_client)
@@ -37,6 +41,26 @@ def nothing_left_at_exit(docker_client: docker.DockerClient) -> Iterator[None]:
         except psutil.Error:
             pass
     assert not stragglers, "processes the tests started are still running:\n" + "\n".join(described)
+
+
+def remove_what_an_interrupted_run_left(client: docker.DockerClient) -> None:
+    """A run stopped midway (a timeout, a machine stopped with the session) leaves its kernels, and the swarm a
+    test stood up, on this engine, where every later test would count them as its own leaks. The engine the
+    suite runs on is the tests' own (no_leaks already claims each tf1kernel container on it): they go first,
+    and a warning says so."""
+    swarm = client.info()["Swarm"]
+    left = []
+    if swarm.get("LocalNodeState") != "inactive" and swarm.get("NodeAddr") and \
+            ipaddress.ip_address(swarm["NodeAddr"]) in TEST_NETWORK:
+        client.swarm.leave(force=True)
+        left.append("a test swarm")
+    containers = managed_containers(client)
+    for container_id in containers:
+        client.api.remove_container(container_id, force=True)
+    if containers:
+        left.append(f"{len(containers)} tf1kernel container(s)")
+    if left:
+        warnings.warn(f"an interrupted earlier run left {' and '.join(left)} on this engine: removed", stacklevel=1)
 
 
 def processes_started_by_tests(since: float) -> list[psutil.Process]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,27 @@ pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 
 
+def run_benchmark(script: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a benchmark. One that overruns gets Ctrl-C first, so that its own cleanup (a swarm, its kernels) runs
+    and the rest of the suite finds the engine as it was; its output then says where it was."""
+    command = [sys.executable, str(BENCHMARKS / script), *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as running:
+        try:
+            stdout, stderr = running.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            running.send_signal(signal.SIGINT)
+            try:
+                stdout, stderr = running.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                running.kill()
+                stdout, stderr = running.communicate()
+            pytest.fail(f"{script} ran over {timeout:.0f} s; its last output:\n{stderr[-3000:]}", pytrace=False)
+    return subprocess.CompletedProcess(command, running.returncode, stdout, stderr)
+
+
 def run_with_json_file(script: str, report_file: Path) -> tuple[subprocess.CompletedProcess, dict]:
     """Run a benchmark with --quick --json FILE; its printed table and its report's targets."""
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--json", str(report_file)],
-                          capture_output=True, text=True, timeout=900)
+    done = run_benchmark(script, "--quick", "--json", str(report_file))
     assert done.returncode == 0, done.stderr[-3000:]
     return done, json.loads(report_file.read_text())["targets"]
 
@@ -39,8 +57,8 @@ def assert_ratios(rows: dict, ratio: str, figure_path: str, baseline: str) -> No
 
 
 def test_strategy_benchmark_reports_ratios_to_emulated_native(kernel_image: str) -> None:
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "strategies.py"), "--quick", "--json",
-                           "--targets", "emulated-native,compat-native"], capture_output=True, text=True, timeout=600)
+    done = run_benchmark("strategies.py", "--quick", "--json", "--targets", "emulated-native,compat-native",
+                         timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     rows = report["targets"]
@@ -51,8 +69,7 @@ def test_strategy_benchmark_reports_ratios_to_emulated_native(kernel_image: str)
 
 def test_kernel_benchmark_reports_every_measure_of_every_target(kernel_image: str, tmp_path: Path) -> None:
     report_file = tmp_path / "kernel_perf.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "kernel_perf.py"), "--quick", "--json", str(report_file)],
-                          capture_output=True, text=True, timeout=900)
+    done = run_benchmark("kernel_perf.py", "--quick", "--json", str(report_file))
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(report_file.read_text())
     rows = report["targets"]
@@ -106,8 +123,7 @@ def test_remote_link_benchmark_reports_ready_and_round_trip_over_a_slow_link(ker
 
 
 def test_start_profile_shows_each_step_of_the_kernels_boot(kernel_image: str) -> None:
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "profile_start.py"), "--rounds", "1"],
-                          capture_output=True, text=True, timeout=300)
+    done = run_benchmark("profile_start.py", "--rounds", "1", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     for step in ("start_kernel() returns", "Python runs the guest", "kernel ports bound", "ipykernel imported",
                  "kernel initialized", "first kernel_info reply", "create_container", "start"):
@@ -115,8 +131,7 @@ def test_start_profile_shows_each_step_of_the_kernels_boot(kernel_image: str) ->
 
 
 def test_native_arm64_benchmark_reports_sizes_and_imports_as_ratios(kernel_image: str) -> None:
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "native_arm64.py"), "--quick", "--json"],
-                          capture_output=True, text=True, timeout=900)
+    done = run_benchmark("native_arm64.py", "--quick", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     sizes = report["sizes_mb"]
@@ -129,8 +144,7 @@ def test_native_arm64_benchmark_reports_sizes_and_imports_as_ratios(kernel_image
 
 
 def test_offline_start_benchmark_reports_ratios_and_asks_the_dropping_resolver_nothing(kernel_image: str) -> None:
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "offline_start.py"), "--quick", "--json"],
-                          capture_output=True, text=True, timeout=900)
+    done = run_benchmark("offline_start.py", "--quick", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     rows = report["targets"]
