@@ -138,11 +138,6 @@ def kernel_menu(page: Page, item: str) -> None:
     accept.click()
 
 
-def wait_for(condition, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.25)
 
 
 def close_connection_error(page: Page) -> None:

@@ -11,7 +11,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 
 from tests.registry import TestRegistry
 from tf1kernel.engine.client import connect
-from tf1kernel.engine.labels import LABEL_MANAGED
+from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED
 from tf1kernel.images.recipes import DEFAULT_RECIPE
 
 KERNEL_NAME = "tf1.15-test"
@@ -154,6 +155,21 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
 
 def managed_containers(client: docker.DockerClient) -> list[str]:
     return [c["Id"] for c in client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"})]
+
+
+def kernel_container(client: docker.DockerClient, kernel_id: str) -> dict | None:
+    """The engine's summary of a kernel's container (any state), or None."""
+    found = client.api.containers(all=True, filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"})
+    return found[0] if found else None
+
+
+def wait_for(condition: Callable[[], object], timeout: float, message: str) -> object:
+    """Poll until condition() is true; its value. Fails with message after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, message
+        time.sleep(0.25)
+    return value
 
 
 @pytest.fixture

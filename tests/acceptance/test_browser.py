@@ -24,10 +24,9 @@ from tests.browser import (
     run_cell,
     shot,
     tf1_notebook,
-    wait_for,
     wait_idle,
 )
-from tests.conftest import managed_containers, run_cli
+from tests.conftest import managed_containers, run_cli, wait_for
 from tests.servers import start_server
 
 pytestmark = pytest.mark.engine

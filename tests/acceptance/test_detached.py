@@ -10,13 +10,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.conftest import managed_containers, run_cli
+from tests.conftest import kernel_container, managed_containers, run_cli, wait_for
 from tests.kernels import execute
 from tests.servers import (
     JupyterServer,
@@ -43,17 +42,8 @@ pytestmark = [pytest.mark.engine]
 TRAINING_SECONDS = 12
 
 
-def wait_for(condition: Callable[[], object], timeout: float, message: str) -> object:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, message
-        time.sleep(0.25)
-    return value
 
 
-def kernel_container(client: docker.DockerClient, kernel_id: str) -> dict | None:
-    found = client.api.containers(all=True, filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"})
-    return found[0] if found else None
 
 
 def killed(server: JupyterServer) -> None:

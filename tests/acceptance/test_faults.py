@@ -11,7 +11,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -21,7 +21,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from tests.conftest import install_variant, managed_containers, run_cli
+from tests.conftest import install_variant, kernel_container, managed_containers, run_cli, wait_for
 from tests.kernels import execute, restart, running_kernel
 from tests.servers import JupyterServer, start_server
 from tf1kernel.engine.labels import LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_OWNER
@@ -31,11 +31,6 @@ pytestmark = [pytest.mark.engine]
 NOT_DETACHING = ("--DockerProvisioner.detached_idle_timeout=0",)
 
 
-def wait_for(condition: Callable[[], object], timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.25)
 
 
 def kernel_files_folders(owner_pid: int) -> list[Path]:
@@ -43,9 +38,6 @@ def kernel_files_folders(owner_pid: int) -> list[Path]:
     return list(Path(os.environ["JUPYTER_RUNTIME_DIR"]).glob(f"tf1kernel-{owner_pid}-*"))
 
 
-def kernel_container(client: docker.DockerClient, kernel_id: str) -> dict | None:
-    found = client.api.containers(all=True, filters={"label": f"{LABEL_KERNEL_ID}={kernel_id}"})
-    return found[0] if found else None
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import install_variant, managed_containers, run_cli
+from tests.conftest import install_variant, kernel_container, managed_containers, run_cli, wait_for
 from tests.kernels import debug_a_cell, execute, restart, running_kernel, start_nonblocking, wait_reply
 from tests.servers import start_server
 from tf1kernel.engine.labels import LABEL_MANAGED
@@ -217,12 +217,15 @@ def test_a_pool_kernel_outlives_its_killed_server_and_the_next_server_adopts_it_
         jupyter_dirs: Path, tf1_kernel: str, tmp_path: Path, docker_client: docker.DockerClient) -> None:
     """A kernel that came from the warm pool trades its lifeline for the lease: killed outright, its server leaves
     it running, detached, as a cold-started one; the next server adopts both, each with its notebook's session
-    (the pool's has no notebook label: its server's record names it) and its variables."""
+    (the pool's has no notebook label: its server's record names it) and its variables. Detached again and left
+    idle past detached_idle_timeout, both end, and the server after says so, the pool's without a container to
+    read its cause from."""
     work = tmp_path / "work"
     for notebook in ("cold.ipynb", "warm.ipynb"):
         (work / notebook).parent.mkdir(parents=True, exist_ok=True)
         (work / notebook).write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
-    name = pooled(jupyter_dirs, "tf1.15-pool-detach", work)
+    name = install_variant(jupyter_dirs, "tf1.15-pool-detach", {"pool_size": 1, "pool_root": str(work),
+                                                                "lease_seconds": 5, "detached_idle_timeout": 20})
     jupyter_path, shared = jupyter_dirs / "share" / "jupyter", {"JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     first = start_server("server", jupyter_path, work, shared)
     kernels = {}
@@ -252,6 +255,21 @@ def test_a_pool_kernel_outlives_its_killed_server_and_the_next_server_adopts_it_
             assert execute(client, "print(x)").stdout.strip() == notebook
             client.stop_channels()
         assert "Traceback" not in second.log(), second.log()[-3000:]
+        time.sleep(2)  # the records again, now the second server's
     finally:
-        second.stop()
-    assert standby_containers(docker_client) == [], "the killed server's new standby went with its lifeline"
+        second.process.kill()
+        second.process.wait(10)
+    wait_for(lambda: all((kernel_container(docker_client, kernel_id) or {}).get("State") != "running"
+                         for kernel_id in kernels.values()), 90, "the detached kernels did not end once idle")
+    third = start_server("server", jupyter_path, work, shared)
+    try:
+        wait_for(lambda: third.log().count("ended while no server listened") == 2, 60, "no line for each")
+        log = third.log()
+        assert f"{kernels['cold.ipynb']} (notebook cold.ipynb) ended while no server listened: It ended by " \
+               "itself" in log, log[-3000:]
+        assert f"{kernels['warm.ipynb']} (notebook warm.ipynb) ended while no server listened: idle for " \
+               "detached_idle_timeout, or it died (a warm pool's kernel" in log, log[-3000:]
+        assert third.api("sessions") == [] and "Traceback" not in log, log[-3000:]
+    finally:
+        third.stop()
+    assert managed_containers(docker_client) == [], "an ended kernel's container is removed once reported"

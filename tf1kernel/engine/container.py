@@ -45,7 +45,7 @@ from tf1kernel.engine.kernel_files import (
 from tf1kernel.engine.labels import LABEL_DETACHED_IDLE, LABEL_KERNEL_ID, LABEL_MANAGED, LABEL_NODE_PORTS
 from tf1kernel.engine.ports import LOOPBACK, loopback_bindings
 from tf1kernel.engine.settings import create, environment, hardened_host_config, name_servers, workspace_mounts
-from tf1kernel.engine.spec import CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec
+from tf1kernel.engine.spec import CONTAINER_PORTS, PUBLISHED_PORTS, ContainerSpec, Lifetime
 from tf1kernel.engine.start_errors import (
     PORT_CLASH_MARKERS,
     cannot_mount,
@@ -109,6 +109,9 @@ class KernelContainer:
         self.lifeline = lifeline
         # Exit code caught by watch_exit(): an auto-removed container leaves nothing to inspect.
         self.exit_code: int | None = None
+        # The engine removes the container as it exits (AutoRemove): a warm pool's kernel, even once detached,
+        # leaves no container to tell why it ended.
+        self.removed_as_it_exits = False
         self._exit_watch: threading.Thread | None = None
 
     @property
@@ -180,6 +183,7 @@ class KernelContainer:
                 return cls(client, container_id, dict(spec.network.host_ports), lifeline, spec.storage.files_folder)
             container = cls(client, container_id, published_ports(client.api.inspect_container(container_id)),
                             lifeline, spec.storage.files_folder)
+            container.removed_as_it_exits = removed_as_it_exits(spec.lifetime)
             if spec.network.tunnelled:
                 return container  # its TensorBoard address is the tunnel's, written by remote.RemoteLink
             # The host port is known only now, and the kernel reads it only when the user starts TensorBoard.
@@ -209,8 +213,9 @@ class KernelContainer:
             ports["tensorboard_port"] = host_network_tensorboard_port(files_folder)
         else:
             ports = published_ports(attrs)
-        return (cls(client, container_id, ports, None, files_folder), str(attrs["Config"].get("Image", "")),
-                image_platform(client, str(attrs.get("Image", ""))))
+        container = cls(client, container_id, ports, None, files_folder)
+        container.removed_as_it_exits = bool(attrs["HostConfig"].get("AutoRemove"))
+        return container, str(attrs["Config"].get("Image", "")), image_platform(client, str(attrs.get("Image", "")))
 
     # -- state and control ---------------------------------------------------
 
@@ -333,6 +338,12 @@ def kernel_network(client: docker.DockerClient, spec: ContainerSpec) -> str:
     return networks.network_mode(client, spec.network.offline, spec.quirks.podman_user_network)
 
 
+def removed_as_it_exits(lifetime: Lifetime) -> bool:
+    """AutoRemove, for a kernel tied to its caller or to a lease it ends with. A kernel that can detach is kept when
+    it exits, so that the next server (or `tf1kernel list`) can tell why."""
+    return lifetime.exit_with_caller or bool(lifetime.lease_seconds and not lifetime.detached_idle_seconds)
+
+
 def create_container(client: docker.DockerClient, spec: ContainerSpec, host_ports: dict[str, int],
                      network: str) -> str:
     """Create (not start) the container with its files: mounted from spec.storage.files_folder, or copied in."""
@@ -352,10 +363,8 @@ def create_container(client: docker.DockerClient, spec: ContainerSpec, host_port
         mounts.append(Mount(target=CONNECTION_DIR, source=spec.storage.files_folder, type="bind"))
     if spec.storage.keeps_packages:
         env["PIP_CONFIG_FILE"] = PIP_CONFIG_FILE
-    # A kernel that can detach is kept when it exits, so that the next server (or `tf1kernel list`) can tell why.
     lifetime = spec.lifetime
-    auto_remove = lifetime.exit_with_caller or bool(lifetime.lease_seconds and not lifetime.detached_idle_seconds)
-    host_config = hardened_host_config(client, spec, mounts, auto_remove=auto_remove, **networking)
+    host_config = hardened_host_config(client, spec, mounts, auto_remove=removed_as_it_exits(lifetime), **networking)
     created = create(
         client, spec, spec.name,
         image=spec.image,

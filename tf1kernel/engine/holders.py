@@ -80,11 +80,11 @@ def stray_locks(kernel_ids: set[str]) -> list[Path]:
             and not held(path.name[len(HOLDER_PREFIX):-len(".lock")])]
 
 
-def stray_records(kernel_ids: set[str], engine: str, url: str = "") -> list[Path]:
-    """Session records of this engine's kernels not in kernel_ids (those whose containers are gone); a record names
-    its kernel's engine (EngineInfo.key and .url: engines of one machine, such as a second dockerd, share its key),
-    and one that names none counts as this engine's."""
-    found = []
+def stray_records(kernel_ids: set[str], engine: str, url: str = "") -> dict[Path, dict]:
+    """Session records of this engine's kernels not in kernel_ids (those whose containers are gone), each with what
+    it says ({} when unreadable); a record names its kernel's engine (EngineInfo.key and .url: engines of one
+    machine, such as a second dockerd, share its key), and one that names none counts as this engine's."""
+    found = {}
     for path in Path(jupyter_runtime_dir()).glob(f"{SESSION_RECORD_PREFIX}*.json"):
         if path.name[len(SESSION_RECORD_PREFIX):-len(".json")] in kernel_ids:
             continue
@@ -92,7 +92,8 @@ def stray_records(kernel_ids: set[str], engine: str, url: str = "") -> list[Path
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             record = {}
-        if not isinstance(record, dict) or (record.get("engine", engine) == engine
-                                            and record.get("engine_url", url) == url):
-            found.append(path)
+        if not isinstance(record, dict):
+            found[path] = {}
+        elif record.get("engine", engine) == engine and record.get("engine_url", url) == url:
+            found[path] = record
     return found

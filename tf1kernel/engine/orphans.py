@@ -290,7 +290,7 @@ def remove_stray_kernel_files(live: set[str], info: EngineInfo) -> list[str]:
             continue
         remove_kernel_files(str(folder))
         removed.append(str(folder))
-    for path in holders.stray_locks(live) + holders.stray_records(live, info.key, info.url):
+    for path in [*holders.stray_locks(live), *holders.stray_records(live, info.key, info.url)]:
         path.unlink(missing_ok=True)
     return removed
 

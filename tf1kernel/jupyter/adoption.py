@@ -138,14 +138,19 @@ def report_lost(client: Client, info: EngineInfo, containers: list[orphans.Kerne
             else:
                 remove_quietly(client, container.id)
             sessions.forget(container.kernel_id)
-    for path in holders.stray_records(orphans.live_kernel_ids(client, containers), info.key, info.url):
-        kernel_id = path.name[len(holders.SESSION_RECORD_PREFIX):-len(".json")]
-        record = sessions.recorded(kernel_id) or {}
+    for path, record in holders.stray_records(orphans.live_kernel_ids(client, containers), info.key,
+                                              info.url).items():
         if (record.get("engine"), record.get("engine_url")) != (info.key, info.url):
             continue  # a record that does not name this very engine: not this engine's to report
-        logger.warning("tf1kernel: detached kernel %s%s is gone from %s: its container was removed, or the engine "
-                       "restarted without it. Its variables are lost; the notebook starts a new kernel.", kernel_id,
-                       _of_notebook(record.get("path", "")), engine)
+        kernel_id = path.name[len(holders.SESSION_RECORD_PREFIX):-len(".json")]
+        if record.get("container_goes_as_it_ends"):  # a warm pool's kernel: its container went as it ended
+            logger.warning("tf1kernel: detached kernel %s%s ended while no server listened: idle for "
+                           "detached_idle_timeout, or it died (a warm pool's kernel leaves no container to tell "
+                           "which). The notebook starts a new kernel.", kernel_id, _of_notebook(record.get("path", "")))
+        else:
+            logger.warning("tf1kernel: detached kernel %s%s is gone from %s: its container was removed, or the "
+                           "engine restarted without it. Its variables are lost; the notebook starts a new kernel.",
+                           kernel_id, _of_notebook(record.get("path", "")), engine)
         path.unlink(missing_ok=True)
 
 

@@ -105,6 +105,11 @@ class DockerProvisioner(KernelOptions, KernelProvisionerBase):  # type: ignore[m
         return info.url if info is not None else ""
 
     @property
+    def container_goes_as_it_ends(self) -> bool:
+        """The engine removes the kernel's container as it ends (a warm pool's kernel): nothing is left to read why."""
+        return self.container is not None and self.container.removed_as_it_exits
+
+    @property
     def has_process(self) -> bool:
         return self.container is not None
 

@@ -3,9 +3,9 @@
 jupyter_server keeps its sessions (notebook → kernel) in memory, so a server that dies takes them along. An open
 JupyterLab or Notebook 7 tab knows its session by id: when the next server lists no session of that id, the tab
 drops its kernel ("No Kernel") even though the kernel was adopted. So the server extension writes each tf1kernel
-kernel's session (id, path, name, type, and the last message heard of a remote kernel) to the runtime folder as it
-changes, and adoption saves it again under the
-same id (SessionManager.save_session). A record goes when its session or its kernel ends.
+kernel's session (id, path, name, type, the last message heard of a remote kernel, and whether its container goes
+as it ends) to the runtime folder as it changes, and adoption saves it again under the same id
+(SessionManager.save_session). A record goes when its session or its kernel ends.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def record_path(kernel_id: str) -> Path:
     return Path(jupyter_runtime_dir()) / f"{SESSION_RECORD_PREFIX}{kernel_id}.json"
 
 
-def recorded(kernel_id: str) -> dict[str, str] | None:
+def recorded(kernel_id: str) -> dict[str, Any] | None:
     """The session last recorded for a kernel (by the server that died), or None."""
     try:
         record = json.loads(record_path(kernel_id).read_text())
@@ -51,10 +51,10 @@ class SessionRecords:
     def __init__(self, session_manager: Any, provisioner_of: Any) -> None:
         self.session_manager = session_manager
         self.provisioner_of = provisioner_of  # kernel id -> its DockerProvisioner, or None
-        self.written: dict[str, dict[str, str]] = {}
+        self.written: dict[str, dict[str, Any]] = {}
 
     async def snapshot(self) -> None:
-        current: dict[str, dict[str, str]] = {}
+        current: dict[str, dict[str, Any]] = {}
         for session in await self.session_manager.list_sessions():
             kernel_id = (session.get("kernel") or {}).get("id", "")
             provisioner = self.provisioner_of(kernel_id) if kernel_id else None
@@ -64,7 +64,8 @@ class SessionRecords:
                 current[kernel_id] = {"id": session["id"], "path": session.get("path", ""),
                                       "name": session.get("name", ""), "type": session.get("type", ""),
                                       "last_heard": provisioner.last_heard, "engine": provisioner.engine_key,
-                                      "engine_url": provisioner.engine_url}
+                                      "engine_url": provisioner.engine_url,
+                                      "container_goes_as_it_ends": provisioner.container_goes_as_it_ends}
         for kernel_id, record in current.items():
             if self.written.get(kernel_id) != record:
                 path = record_path(kernel_id)
