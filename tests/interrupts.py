@@ -21,19 +21,27 @@ from tensorflow.python.util import lock_util as _lock_util
 _lines, _first = _inspect.getsourcelines(_lock_util.GroupLock.acquire)
 _held_from = _first + next(i for i, line in enumerate(_lines) if "self._ready.acquire()" in line)
 
+_debugging = []
+
+def _debugger(frame, event, arg):  # as a debugger's tracer (debugpy's) does: every frame traced
+    return _debugger
+
 def _in_acquire(frame, event, arg):
     if event == "line" and frame.f_lineno > _held_from:
-        _sys.settrace(None)
-        frame.f_trace = None
+        _sys.settrace(_debugger if _debugging else None)
+        frame.f_trace = _debugger if _debugging else None
         _signal.pthread_kill(_threading.get_ident(), _signal.SIGINT)  # to this thread: handled before it goes on
         return None
     return _in_acquire
 
 def _calls(frame, event, arg):
     code = frame.f_code
-    return _in_acquire if code.co_name == "acquire" and code.co_filename.endswith("lock_util.py") else None
+    if code.co_name == "acquire" and code.co_filename.endswith("lock_util.py"):
+        return _in_acquire
+    return _debugger if _debugging else None
 
-def arm_lock_trap():
+def arm_lock_trap(debugger=False):
+    _debugging[:] = [True] if debugger else []
     _sys.settrace(_calls)
 '''
 

@@ -82,6 +82,19 @@ def test_an_interrupt_inside_the_session_lock_is_held_back_until_it_is_safe(
     assert "session answers True" in answers(client, USE_SESSION_CELL)
 
 
+def test_with_a_debuggers_tracer_the_interrupt_is_held_all_the_same_and_the_tracer_stays(
+        kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+    """JupyterLab's stop button with its debugger on (or after it, whose tracer debugpy leaves on the main thread)
+    hung the next cell: the guard let a tracer's interrupt land in the lock. The trap, with a tracer of every frame
+    as debugpy's: the session answers after, and the tracer is still the thread's."""
+    _, client = kernel
+    result = execute(client, "arm_lock_trap(debugger=True)\nsess.run(step)", timeout=HUNG)
+    assert result.ename == "KeyboardInterrupt", result
+    assert "tracer kept True" in answers(client, "print('tracer kept', _sys.gettrace() is _debugger)\n"
+                                                 "_sys.settrace(None)")
+    assert "session answers True" in answers(client, USE_SESSION_CELL)
+
+
 def test_without_the_guard_the_same_trap_hangs_the_session(tf1_kernel: str, jupyter_dirs: Path,
                                                            tmp_path: Path) -> None:
     """The proof that the trap lands in the lock: in a kernel with hold_interrupts off, the next sess.run waits for

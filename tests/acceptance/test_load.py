@@ -18,7 +18,7 @@ from tests.kernels import execute, how_it_ended
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("no_leaks")]
 
-CYCLES = int(os.environ.get("TF1KERNEL_LOAD_CYCLES", "200"))
+CYCLES = int(os.environ.get("TF1KERNEL_LOAD_CYCLES", "120"))
 CONCURRENT = int(os.environ.get("TF1KERNEL_LOAD_KERNELS", "12"))
 
 

@@ -22,6 +22,13 @@ import sys
 def run(during):
     during(sys._getframe())
     return "ran to its end"
+
+class Session:
+    def __init__(self, during):
+        self.during = during
+
+    def __del__(self):
+        self.during(sys._getframe())
 """
 
 
@@ -68,6 +75,54 @@ def test_inside_the_session_it_raises_as_the_session_code_returns(fake_tensorflo
     assert guard.held_until is None and sys.gettrace() is None
     with pytest.raises(KeyboardInterrupt):  # and the next one, outside, raises at once again
         guard(signal.SIGINT, sys._getframe())
+
+
+def test_with_a_debuggers_tracer_it_holds_all_the_same_and_the_debugger_traces_on(
+        fake_tensorflow: types.ModuleType) -> None:
+    """debugpy traces every frame, which makes the lock's Python code far slower, and an interrupt landing in it far
+    likelier (JupyterLab's stop button with its debugger on hung the next cell). The guard holds the interrupt as
+    without one, chaining the frame's own trace function; the debugger's tracer stays, and sees the frame's events."""
+    guard = interrupts.InterruptGuard()
+    events: list[tuple[str, str]] = []
+
+    def local(frame: types.FrameType, event: str, _arg: object) -> object:
+        events.append((frame.f_code.co_name, event))
+        return local
+
+    def debugger(frame: types.FrameType, event: str, _arg: object) -> object:
+        return local if frame.f_code.co_name == "run" else None
+
+    def interrupted_inside(frame: types.FrameType) -> None:
+        guard(signal.SIGINT, frame)  # held back
+        events.append(("interrupted_inside", "held"))
+
+    sys.settrace(debugger)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fake_tensorflow.run(interrupted_inside)
+        assert sys.gettrace() is debugger, "the debugger's tracer stays"
+    finally:
+        sys.settrace(None)
+    assert guard.held_until is None
+    # The debugger saw run's lines after the interrupt was held: the interrupt came as run returned.
+    held = events.index(("interrupted_inside", "held"))
+    assert ("run", "line") in events[held:] and sys.getprofile() is None, events
+
+
+def test_an_interrupt_in_a_sessions_finalizer_is_raised_in_the_code_it_interrupted(
+        fake_tensorflow: types.ModuleType) -> None:
+    """`tf.Session().run(x)` in a loop drops a session each time: its __del__ runs in the loop's line. Raised as
+    __del__ returns, the KeyboardInterrupt would only be printed ("Exception ignored in") and the loop run on."""
+    guard = interrupts.InterruptGuard()
+    seen = []
+
+    def loop() -> None:
+        fake_tensorflow.Session(lambda frame: guard(signal.SIGINT, frame))  # dropped at once: its __del__ runs
+        seen.append("the loop went on")
+
+    with pytest.raises(KeyboardInterrupt):
+        loop()
+    assert seen == [] and guard.held_until is None and sys.gettrace() is None
 
 
 def test_a_version_it_is_not_written_for_is_left_out_with_one_line(fake_tensorflow: types.ModuleType,

@@ -84,7 +84,7 @@ def stray_records(kernel_ids: set[str], engine: str, url: str = "") -> dict[Path
     """Session records of this engine's kernels not in kernel_ids (those whose containers are gone), each with what
     it says ({} when unreadable); a record names its kernel's engine (EngineInfo.key and .url: engines of one
     machine, such as a second dockerd, share its key), and one that names none counts as this engine's."""
-    found = {}
+    found: dict[Path, dict] = {}
     for path in Path(jupyter_runtime_dir()).glob(f"{SESSION_RECORD_PREFIX}*.json"):
         if path.name[len(SESSION_RECORD_PREFIX):-len(".json")] in kernel_ids:
             continue

@@ -58,6 +58,9 @@ class InterruptGuard:
 
     def __init__(self):
         self.held_until = None  # the frame whose return raises the KeyboardInterrupt held back
+        self.held_events = ("return",)
+        self.prior_trace = None  # that frame's own trace function (a debugger's), chained and given back
+        self.debugger_tracer = None  # the thread's tracer, when a debugger (debugpy) set one: it stays
         self.held_since = 0.0
         self.net_for = None  # the held frame the safety net's SIGINT is for (it sets this before sending)
         self.held_again = False  # the net found the held frame on the stack once already
@@ -83,7 +86,7 @@ class InterruptGuard:
             return  # the net's SIGINT for an interrupt that its frame raised meanwhile
         self.held_until, self.held_again = None, False
         outermost = self.outermost_guarded_frame(frame)
-        if outermost is None or sys.gettrace() not in (None, untraced):  # a debugger's tracer: as Python would
+        if outermost is None:
             raise KeyboardInterrupt
         self.hold_until_return(outermost)
 
@@ -133,13 +136,21 @@ class InterruptGuard:
         Where frame is the lock's own code, or a context manager's __enter__, its return is not yet safe: a
         KeyboardInterrupt there would keep `with` from running its block, and so from releasing what __enter__
         took. Then it is raised in the caller, at its next line (inside the `with` block, whose exit releases)
-        or as it returns."""
+        or as it returns. So too for a finalizer (a Session's __del__, as `tf.Session().run(x)` in a loop drops
+        each session): an exception leaving __del__ is only printed ("Exception ignored in"), and the interrupt
+        would be lost; its caller is the code the finalizer interrupted."""
         if events is None:
             events = ("return",)
-            if frame.f_back is not None and (frame.f_code.co_name == "__enter__" or
+            if frame.f_back is not None and (frame.f_code.co_name in ("__enter__", "__del__") or
                                              frame.f_code.co_filename.endswith(LOCK_FILE)):
                 frame, events = frame.f_back, ("line", "return")
         self.held_until, self.held_events, self.held_since = frame, events, time.monotonic()
+        tracer = sys.gettrace()
+        # With a debugger on (debugpy traces every frame, so that far more of the time goes to the lock's Python
+        # code), its tracer stays and the frame's own trace function is chained: breakpoints and stepping work on.
+        self.debugger_tracer = tracer if tracer not in (None, untraced) else None
+        if not getattr(frame.f_trace, "held_by_guard", False):  # held once more: the same frame's own stays
+            self.prior_trace = frame.f_trace
         main = threading.get_ident()
 
         def safety_net():
@@ -152,25 +163,34 @@ class InterruptGuard:
         timer.daemon = True
         timer.start()
 
-        def on_event(traced, event, _arg):
+        def on_event(traced, event, arg):
             __tracebackhide__ = True
             if traced is frame and event in events:
-                self.held_until = None
-                traced.f_trace = None
-                sys.settrace(None)
+                tracer = self.debugger_tracer
+                self.release()
+                if tracer is not None and sys.getprofile() is None:
+                    # Python drops the thread's tracer when a trace function raises: the debugger's comes back
+                    # at the next event of the unwinding (a profile function, which the raise leaves alone).
+                    sys.setprofile(lambda *_: sys.setprofile(None) or sys.settrace(tracer))
                 raise KeyboardInterrupt
+            if self.prior_trace is not None:  # as Python calls it: a None answer keeps the frame's function
+                self.prior_trace = self.prior_trace(traced, event, arg) or self.prior_trace
             return on_event
 
+        on_event.held_by_guard = True
         frame.f_trace = on_event
-        if hasattr(frame, "f_trace_lines"):  # Python 3.7+: line events only where they are wanted
-            frame.f_trace_lines = "line" in events
-        sys.settrace(untraced)
+        if hasattr(frame, "f_trace_lines") and self.prior_trace is None:
+            frame.f_trace_lines = "line" in events  # Python 3.7+: line events only where they are wanted
+        if self.debugger_tracer is None:
+            sys.settrace(untraced)
 
     def release(self):
+        """Take the guard's trace function off the held frame, giving the frame back its own (a debugger's)."""
         if self.held_until is not None:
-            self.held_until.f_trace = None
-        self.held_until = None
-        sys.settrace(None)
+            self.held_until.f_trace = self.prior_trace
+        self.held_until, self.prior_trace = None, None
+        if self.debugger_tracer is None:
+            sys.settrace(None)
 
 
 def untraced(_frame, _event, _arg):
