@@ -18,6 +18,19 @@ from tests.netns import TEST_NETWORK
 from tests.remote import ALIAS, RemoteHost
 
 
+def leave_a_swarm_the_tests_left(engine: docker.DockerClient) -> bool:
+    """A run killed while its swarm stood (a timeout, a stopped machine) leaves this engine a manager of a swarm
+    whose worker namespace is gone. The tests' swarms are the only ones advertised on the test network
+    (198.18.0.0/15): such a swarm is left (True); any other one stays, and TwoNodeSwarm.start refuses it."""
+    swarm = engine.info()["Swarm"]
+    if swarm.get("LocalNodeState") == "inactive" or \
+            ipaddress.ip_address(swarm.get("NodeAddr") or "0.0.0.0") not in TEST_NETWORK:
+        return False
+    engine.swarm.leave(force=True)
+    subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True)
+    return True
+
+
 class TwoNodeSwarm:
     def __init__(self, manager: docker.DockerClient, worker: RemoteHost) -> None:
         self.manager = manager
@@ -27,7 +40,7 @@ class TwoNodeSwarm:
         self.volumes_before: set[str] = set()
 
     def start(self) -> TwoNodeSwarm:
-        self._leave_a_swarm_the_tests_left()
+        leave_a_swarm_the_tests_left(self.manager)
         if self.manager.info()["Swarm"].get("LocalNodeState") != "inactive":
             raise AssertionError("this machine's engine is already in a swarm; the tests make their own")
         self.volumes_before = self._volumes()
@@ -53,17 +66,6 @@ class TwoNodeSwarm:
             self.stop()
             raise
         return self
-
-    def _leave_a_swarm_the_tests_left(self) -> None:
-        """A run killed while its swarm stood (a timeout, a stopped machine) leaves this engine a manager of a
-        swarm whose worker namespace is gone. The tests' swarms are the only ones advertised on the test network
-        (198.18.0.0/15): such a swarm is left, and any other one is refused by start()."""
-        swarm = self.manager.info()["Swarm"]
-        if swarm.get("LocalNodeState") == "inactive":
-            return
-        if ipaddress.ip_address(swarm.get("NodeAddr") or "0.0.0.0") in TEST_NETWORK:
-            self.manager.swarm.leave(force=True)
-            subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True)
 
     def _both_ready(self) -> bool:
         nodes = self.manager.api.nodes()

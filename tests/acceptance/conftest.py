@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import ipaddress
 import os
 import tempfile
 import time
@@ -12,7 +11,7 @@ import psutil
 import pytest
 
 from tests.conftest import managed_containers
-from tests.netns import TEST_NETWORK
+from tests.swarm import leave_a_swarm_the_tests_left
 
 # Programs the tests start, each working in a temporary folder of theirs: engines and the test hosts' daemons,
 # Jupyter servers, argv launchers, browsers. None may outlive the session. (Not this machine's own dockerd,
@@ -48,12 +47,7 @@ def remove_what_an_interrupted_run_left(client: docker.DockerClient) -> None:
     test stood up, on this engine, where every later test would count them as its own leaks. The engine the
     suite runs on is the tests' own (no_leaks already claims each tf1kernel container on it): they go first,
     and a warning says so."""
-    swarm = client.info()["Swarm"]
-    left = []
-    if swarm.get("LocalNodeState") != "inactive" and swarm.get("NodeAddr") and \
-            ipaddress.ip_address(swarm["NodeAddr"]) in TEST_NETWORK:
-        client.swarm.leave(force=True)
-        left.append("a test swarm")
+    left = ["a test swarm"] if leave_a_swarm_the_tests_left(client) else []
     containers = managed_containers(client)
     for container_id in containers:
         client.api.remove_container(container_id, force=True)

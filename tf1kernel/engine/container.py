@@ -99,7 +99,7 @@ class KernelContainer:
     """A started kernel container, addressed by id."""
 
     def __init__(self, client: docker.DockerClient, container_id: str, host_ports: dict[str, int],
-                 lifeline: Any = None, files_folder: str = "") -> None:
+                 lifeline: Any = None, files_folder: str = "", removed_as_it_exits: bool = False) -> None:
         self.client = client
         self.id = container_id
         self.host_ports = host_ports
@@ -111,7 +111,7 @@ class KernelContainer:
         self.exit_code: int | None = None
         # The engine removes the container as it exits (AutoRemove): a warm pool's kernel, even once detached,
         # leaves no container to tell why it ended.
-        self.removed_as_it_exits = False
+        self.removed_as_it_exits = removed_as_it_exits
         self._exit_watch: threading.Thread | None = None
 
     @property
@@ -179,11 +179,12 @@ class KernelContainer:
                 # Attached before start, so that this is the one client stdin_once waits for.
                 lifeline = client.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
             client.api.start(container_id)
+            removed = removed_as_it_exits(spec.lifetime)
             if spec.host_network:
-                return cls(client, container_id, dict(spec.network.host_ports), lifeline, spec.storage.files_folder)
+                return cls(client, container_id, dict(spec.network.host_ports), lifeline, spec.storage.files_folder,
+                           removed)
             container = cls(client, container_id, published_ports(client.api.inspect_container(container_id)),
-                            lifeline, spec.storage.files_folder)
-            container.removed_as_it_exits = removed_as_it_exits(spec.lifetime)
+                            lifeline, spec.storage.files_folder, removed)
             if spec.network.tunnelled:
                 return container  # its TensorBoard address is the tunnel's, written by remote.RemoteLink
             # The host port is known only now, and the kernel reads it only when the user starts TensorBoard.
@@ -213,9 +214,8 @@ class KernelContainer:
             ports["tensorboard_port"] = host_network_tensorboard_port(files_folder)
         else:
             ports = published_ports(attrs)
-        container = cls(client, container_id, ports, None, files_folder)
-        container.removed_as_it_exits = bool(attrs["HostConfig"].get("AutoRemove"))
-        return container, str(attrs["Config"].get("Image", "")), image_platform(client, str(attrs.get("Image", "")))
+        return (cls(client, container_id, ports, None, files_folder, bool(attrs["HostConfig"].get("AutoRemove"))),
+                str(attrs["Config"].get("Image", "")), image_platform(client, str(attrs.get("Image", ""))))
 
     # -- state and control ---------------------------------------------------
 
