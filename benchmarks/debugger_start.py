@@ -91,7 +91,8 @@ def first_result(target: str, kernel_name: str, cwd: str, timeout: float = 300) 
                     times["ready_s"] = time.perf_counter() - started
                 elif parent in debug_left:
                     if not reply["content"].get("success"):
-                        raise RuntimeError(f"{target}: a debug request failed: {reply['content']}")
+                        raise RuntimeError(f"{target}: a debug request failed: {reply['content']}; the first "
+                                           f"cell's reply: {cell_reply(client, cell_id, times)}")
                     debug_left.discard(parent)
                     times["debug_replies_s"] = time.perf_counter() - started
                 elif parent == cell_id:
@@ -99,6 +100,22 @@ def first_result(target: str, kernel_name: str, cwd: str, timeout: float = 300) 
                     if not first_cell_succeeded(reply["content"]):
                         raise RuntimeError(f"{target}: the first cell failed: {reply['content']}")
         return times
+
+
+def cell_reply(client: BlockingKernelClient, cell_id: str, times: dict[str, float], wait: float = 10) -> object:
+    """The first cell's reply content, when a debug request failed (the debugger's start, run as a cell, is aborted
+    when a cell before it fails)."""
+    if "result_s" in times:
+        return "ok"
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            reply = client.get_shell_msg(timeout=0.1)
+        except queue.Empty:
+            continue
+        if reply["parent_header"].get("msg_id") == cell_id:
+            return reply["content"]
+    return f"none within {wait:.0f} s"
 
 
 def main() -> int:

@@ -50,7 +50,7 @@ PY36_IMAGE = "tf1kernel-test/tensorflow:1.15.5-py36-ipykernel5"
 PY36_KERNEL_IMAGE = "tf1kernel/prebuilt:tf1kernel-test-tensorflow-1.15.5-py36-ipykernel5"
 NGC_STACK_IMAGE = "tf1kernel-test/ngc-tf1-py38-stack"
 ALL = {"early-sockets", "iopub-welcome", "detached-replay", "output-watcher-wake", "deferred-debugger",
-       "deferred-embed", "deferred-jedi", "loopback-only"}
+       "abort-only-queued", "deferred-embed", "deferred-jedi", "loopback-only"}
 
 
 @pytest.mark.parametrize(("image", "applied"), [
@@ -58,8 +58,9 @@ ALL = {"early-sockets", "iopub-welcome", "detached-replay", "output-watcher-wake
     (NATIVE_TWIN_IMAGE, ALL),  # the native recipe's software set (docker/native), as on ARM64
     (COMPAT_IMAGES["amd64"], {"early-sockets", "iopub-welcome", "detached-replay", "loopback-only"}),  # 3.11, 6.29.5
     (PY36_IMAGE, {"deferred-embed", "deferred-jedi", "loopback-only"}),  # 3.6, ipykernel 5.5.6, IPython 7.16.1
+    # 3.8, ipykernel 6.21.3, IPython 8.11, jupyter_client 8.0.3
     (NGC_STACK_IMAGE, {"early-sockets", "iopub-welcome", "detached-replay", "output-watcher-wake",
-                       "loopback-only"}),  # 3.8, ipykernel 6.21.3, IPython 8.11, jupyter_client 8.0.3
+                       "abort-only-queued", "loopback-only"}),
 ], ids=["emulated", "native-recipe", "compat", "py36-ipykernel5", "ngc-py38"])
 def test_each_patch_finds_its_targets_where_it_applies(image: str, applied: set[str], tmp_path: Path,
                                                        docker_client: docker.DockerClient) -> None:
@@ -122,7 +123,8 @@ def test_the_guest_runs_tensorflows_own_py36_stack(py36_kernel: str, tmp_path: P
         assert manager.is_alive()  # a poll, as the restarter's: the guest's report is read
     told = [r.getMessage() for r in caplog.records if "tf1kernel-guest: left out" in r.getMessage()]
     assert sorted(line.split()[3].rstrip(":") for line in told) == [
-        "deferred-debugger", "detached-replay", "early-sockets", "iopub-welcome", "output-watcher-wake"], told
+        "abort-only-queued", "deferred-debugger", "detached-replay", "early-sockets", "iopub-welcome",
+        "output-watcher-wake"], told
     assert all("ipykernel 5.5.6 is outside" in line and PY36_KERNEL_IMAGE in line for line in told), told
 
 

@@ -34,6 +34,9 @@ def test_each_patch_applies_in_its_range_only(name: str) -> None:
 @pytest.mark.parametrize("version", [(99, 0, 0), (1, 0), None])
 def test_an_unknown_version_leaves_the_patch_out_with_one_line(name: str, version: tuple | None,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed_from = patches.PATCHES[name].fixed_from
+    if version is not None and fixed_from is not None and version >= fixed_from:
+        version = (*fixed_from[:-1], fixed_from[-1] - 1)  # a version without the fix, outside the range
     monkeypatch.setattr(patches, "installed_version", lambda distribution: version)
     lines: list[str] = []
     assert not patches.applies(name, log=lines.append)
@@ -41,6 +44,15 @@ def test_an_unknown_version_leaves_the_patch_out_with_one_line(name: str, versio
     assert len(lines) == 1 and lines[0].startswith(f"tf1kernel-guest: left out {name}: ")
     assert ("not found" if version is None else ".".join(map(str, version))) in lines[0]
     assert "runs without it" in lines[0]
+
+
+def test_a_version_that_has_the_fix_itself_needs_no_patch_and_no_line() -> None:
+    lines: list[str] = []
+    for version in ((6, 29, 3), (6, 29, 5), (7, 0, 0)):
+        assert not patches.applies("abort-only-queued", version=version, log=lines.append)
+    assert lines == []
+    assert not patches.applies("abort-only-queued", version=(6, 29, 2), log=lines.append) and len(lines) == 1
+    assert patches.applies("abort-only-queued", version=(6, 28, 0), log=lines.append)
 
 
 def test_versions_are_read_from_the_metadata_folders(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""The kernel: ipykernel's IPythonKernel, whose debugger is made when it is first needed and never ends the
-kernel, whose interrupts never break a TensorFlow session, and which gives what it published while nobody
-listened to the server that adopts it (replay.py). Tf1KernelApp names it as its `kernel_class`."""
+"""The kernel: ipykernel's IPythonKernel, whose debugger is made when it is first needed, says why when it cannot
+start and never ends the kernel; whose interrupts never break a TensorFlow session; which, after an error, aborts
+only the cells already queued; and which gives what it published while nobody listened to the server that adopts
+it (replay.py). Tf1KernelApp names it as its `kernel_class`."""
 
 import asyncio
 import importlib
@@ -29,6 +30,35 @@ class DebuggerNotStarted:
     stopped_threads = ()
 
 
+class DebuggersSession(object):
+    """The kernel's Session as its debugger uses it, keeping the last reply the debugger received: ipykernel's
+    Debugger.start runs `debugpy.listen` as a cell and reads only its reply's status."""
+
+    def __init__(self, session):
+        self._session = session
+        self.last_reply = None
+
+    def recv(self, *args, **kwargs):
+        idents, message = self._session.recv(*args, **kwargs)
+        self.last_reply = message
+        return idents, message
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def why_the_debugger_did_not_start(start_reply):
+    """What a failed `initialize` says (ipykernel's says nothing), from the reply to the debugger's start."""
+    content = (start_reply or {}).get("content", {})
+    if content.get("status") == "aborted":
+        return ("the debugger did not start: a cell sent before it failed, and its start (debugpy.listen, run as a "
+                "cell) was aborted with the cells queued behind that one. Turn the debugger on again.")
+    if content.get("status") == "error":
+        return "the debugger did not start: debugpy.listen failed: %s: %s" % (content.get("ename"),
+                                                                            content.get("evalue"))
+    return "the debugger did not start; the kernel's log (docker logs of its container) may say why"
+
+
 class Tf1Kernel(IPythonKernel):
     """IPythonKernel with two changes to its debugger (ipykernel 6: the Jupyter debug protocol over debugpy).
 
@@ -48,11 +78,13 @@ class Tf1Kernel(IPythonKernel):
     debugpy_stream = Any(allow_none=True)
     deferred_debugger = False  # set by the guest: ipykernel.debugger was imported without debugpy
     debugger_made = None
+    debuggers_session = None
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         if self.deferred_debugger:
             self.debugger = None
+        self.aborts_only_queued = patches.applies("abort-only-queued")
         if patches.applies("detached-replay"):
             # On the control channel: answered while a cell runs, which is when a server adopts a kernel.
             self.control_handlers[REPLAY_REQUEST] = self.replay_request
@@ -98,6 +130,24 @@ class Tf1Kernel(IPythonKernel):
             shell_loop.add_callback(self.session.send, self.shell_stream, resent(message), ident=identities)
         return {"status": "ok", "messages": published, "replies": len(replies), "dropped": dropped}
 
+    def _abort_queues(self):
+        """After a cell's error (stop_on_error), abort the execute requests already queued (a Run All's next
+        cells), and no later one: ipykernel before 6.29.3 stops aborting a loop turn later, and a request that
+        came in meanwhile was aborted too. A client that sends the next cell as the error's reply comes (a user
+        at the keyboard, papermill, a test) lost it now and then; with a thread of the user's holding the GIL (a
+        data loader's), 20 times in 100. ipykernel 6.29.3 does this itself."""
+        if not self.aborts_only_queued or self.stop_on_error_timeout:
+            return super()._abort_queues()
+        self._aborting = True
+        if self.shell_stream is not None:
+            self.shell_stream.flush()  # what came before the error's reply: in the queue, aborted
+
+        async def stop_aborting():
+            self._aborting = False
+
+        self.schedule_dispatch(stop_aborting)
+        return None
+
     def do_shutdown(self, restart):
         """A shutdown waits at most SHUTDOWN_FLUSH_SECONDS for each stream's last flush, not ipykernel's 10 s.
 
@@ -133,7 +183,11 @@ class Tf1Kernel(IPythonKernel):
             if msg.get("command") == "debugInfo":
                 return await self.debug_info_before_the_debugger(msg)
             self.make_debugger()
-        return await super().do_debug_request(without_terminating_the_debuggee(msg))
+        reply = await super().do_debug_request(without_terminating_the_debuggee(msg))
+        if msg.get("command") == "initialize" and isinstance(reply, dict) and not reply.get("success") \
+                and not reply.get("message") and self.debuggers_session is not None:
+            reply = dict(reply, message=why_the_debugger_did_not_start(self.debuggers_session.last_reply))
+        return reply
 
     @staticmethod
     def debug_info_before_the_debugger(msg):
@@ -147,8 +201,9 @@ class Tf1Kernel(IPythonKernel):
         debugger = importlib.reload(sys.modules["ipykernel.debugger"])  # this time with debugpy
         if not debugger._is_debugpy_available:
             return  # debugpy failed to import: no debugger, as ipykernel has it then
+        self.debuggers_session = DebuggersSession(self.session)
         self.debugger = debugger.Debugger(self.log, self.debugpy_stream, self._publish_debug_event,
-                                          self.debug_shell_socket, self.session, self.debug_just_my_code)
+                                          self.debug_shell_socket, self.debuggers_session, self.debug_just_my_code)
         ipkernel.Debugger, ipkernel._is_debugpy_available = debugger.Debugger, True
         if self.debugger_made is not None:
             self.debugger_made.set()

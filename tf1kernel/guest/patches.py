@@ -16,9 +16,11 @@ from .constants import LEFT_OUT_LINE
 
 
 class Patch:
-    def __init__(self, distribution, low, high, tested, what, targets):
+    def __init__(self, distribution, low, high, tested, what, targets, fixed_from=None):
         self.distribution = distribution  # as pip names it
         self.low, self.high = low, high  # versions low <= v < high, as (major, minor)
+        # The version from which the library does this itself: nothing to patch there, and nothing to say.
+        self.fixed_from = fixed_from
         self.tested = tested  # the versions the tests run it on
         self.what = what  # what it does, and what it touches
         # The names it reaches into: "module:attribute.path", or "module<<text" for text in the module's source.
@@ -69,6 +71,15 @@ PATCHES = {
         "IPCompleter._jedi_matches)",
         ["IPython.core.completer:JEDI_INSTALLED", "IPython.core.completer:IPCompleter._jedi_matches",
          "IPython.core.completer<<import jedi"]),
+    "abort-only-queued": Patch(
+        "ipykernel", (6, 0), (6, 29), "6.16.2, 6.21.3",
+        "after a cell's error, abort only the requests already queued, as ipykernel 6.29.3 does: the next cell, "
+        "sent once the error's reply came, sometimes came in first and was aborted (Kernel._abort_queues, "
+        "_aborting, shell_stream.flush, schedule_dispatch)",
+        ["ipykernel.kernelbase:Kernel._abort_queues", "ipykernel.kernelbase:Kernel.schedule_dispatch",
+         "ipykernel.kernelbase<<self._aborting = True",
+         "ipykernel.kernelbase<<call_later(self.stop_on_error_timeout, schedule_stop_aborting)"],
+        fixed_from=(6, 29, 3)),
     "loopback-only": Patch(
         "jupyter_client", (6, 0), (9, 0), "7.1.2, 7.4.9, 8.0.3, 8.10.0",
         "no name lookups for this machine's addresses (jupyter_client.localinterfaces._load_ips)",
@@ -106,9 +117,12 @@ def installed_version(distribution, path=None):
 
 def applies(name, version=None, log=None):
     """Is the patch `name` written for the installed version of what it patches? If not, say once that it is
-    left out (to the container's log: ipykernel sends the process's stderr to the frontend later)."""
+    left out (to the container's log: ipykernel sends the process's stderr to the frontend later), unless that
+    version does the same itself."""
     patch = PATCHES[name]
     version = installed_version(patch.distribution) if version is None else version
+    if version is not None and patch.fixed_from is not None and tuple(version) >= patch.fixed_from:
+        return False
     if version is not None and patch.low <= tuple(version[:2]) < patch.high:
         return True
     if name not in _told:
