@@ -590,7 +590,8 @@ def test_a_debugger_whose_start_was_aborted_says_so_and_starts_when_asked_again(
     aborted with the cells queued behind that one. ipykernel's `initialize` fails without a word; this one says why,
     and the next `initialize` starts the debugger."""
     with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
-        failing = client.execute("import time\ntime.sleep(2)\nraise ValueError('the cell before the debugger')")
+        # The debugger's start comes in while this sleeps: it loads debugpy first, in well under a second.
+        failing = client.execute("import time\ntime.sleep(4)\nraise ValueError('the cell before the debugger')")
         arguments = {"clientID": "tf1kernel-test", "adapterID": "python", "pathFormat": "path",
                      "linesStartAt1": True, "columnsStartAt1": True}
         refused = debug_request(client, "initialize", arguments)
