@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import first_cell_succeeded, install_tf1kernel, launched_kernel, use_jupyter_path
+from harness import first_cell_succeeded, install_tf1kernel, launched_kernel, reply_to, use_jupyter_path
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from tf1kernel.jupyter import kernelspec
@@ -107,15 +107,8 @@ def cell_reply(client: BlockingKernelClient, cell_id: str, times: dict[str, floa
     when a cell before it fails)."""
     if "result_s" in times:
         return "ok"
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            reply = client.get_shell_msg(timeout=0.1)
-        except queue.Empty:
-            continue
-        if reply["parent_header"].get("msg_id") == cell_id:
-            return reply["content"]
-    return f"none within {wait:.0f} s"
+    reply = reply_to(client, cell_id, wait)
+    return reply["content"] if reply is not None else f"none within {wait:.0f} s"
 
 
 def main() -> int:

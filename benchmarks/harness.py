@@ -106,6 +106,19 @@ def install_argv_kernel(root: Path, name: str, argv: list[str]) -> str:
     return name
 
 
+def reply_to(client: BlockingKernelClient, msg_id: str, timeout: float) -> dict | None:
+    """The shell reply to msg_id within timeout seconds (None if none came); other replies are passed over."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reply = client.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+    return None
+
+
 def first_cell_succeeded(reply_content: dict[str, Any]) -> bool:
     """Did a first cell sent with user_expressions {"result": "result"} run, and leave result == 1?"""
     value = reply_content.get("user_expressions", {}).get("result", {}).get("data", {}).get("text/plain")

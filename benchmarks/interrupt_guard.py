@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import queue
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness import install_tf1kernel, started_kernel, use_jupyter_path
+from harness import install_tf1kernel, reply_to, started_kernel, use_jupyter_path
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
@@ -26,18 +25,6 @@ TRAINING = ("import tensorflow as tf\ngraph = tf.Graph()\nwith graph.as_default(
             "sess = tf.Session(graph=graph)\nsess.run(init)\n")
 HUNG = 10  # seconds without an answer from the session after an interrupt
 BUSY = "print('busy', flush=True)\nwhile True:\n    sess.run(step)\n"
-
-
-def reply_to(client: BlockingKernelClient, msg_id: str, timeout: float) -> dict | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            reply = client.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            return None
-        if reply["parent_header"].get("msg_id") == msg_id:
-            return reply
-    return None
 
 
 def interrupt_seconds(manager: KernelManager, client: BlockingKernelClient) -> tuple[float, bool]:
