@@ -102,7 +102,6 @@ def test_a_colab_era_notebooks_first_cells_run_as_on_colab(tf1_kernel: str, tmp_
         assert "curl " in shell.stdout, shell
 
 
-
 # A thread of the user's that holds the GIL (a data loader's) delays the kernel's loop; with ipykernel 6.16's own
 # abort, the cell sent after an error's reply was aborted 20 times in 100 here: 25 pairs catch it 99.6 % of the time.
 GIL_HOLDING_THREAD = """
@@ -126,6 +125,8 @@ def test_the_cell_after_an_error_runs_however_soon_it_is_sent(tf1_kernel: str, t
         statuses = [wait_reply(client, msg_id)["content"]["status"] for msg_id in run_all]
         assert statuses == ["error", "aborted", "aborted"], statuses
         assert execute(client, "6").status == "ok"
+
+
 def test_runs_in_working_dir_and_files_reach_host(tf1_kernel: str, tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text("1,2\n3,4\n")
     with running_kernel(tf1_kernel, str(tmp_path)) as (_, client):
